@@ -1,0 +1,177 @@
+"""Settings: one frozen object built from command-line flags and ``TAPEVAULT_*`` variables.
+
+Every command reads the same names; a flag beats the environment, the environment beats the
+default. Anything invalid fails at start-up with a ``ConfigError`` that names the setting, so a
+typo never turns into a half-working server. Secrets in URLs are masked in ``repr``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from tapevault.errors import ConfigError
+
+_SIZE = re.compile(r"^\s*(\d{1,15})\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+
+# name -> (environment variable, description); the CLI builds its flags from this table too.
+SETTINGS_DOC: dict[str, tuple[str, str]] = {
+    "data_dir": ("TAPEVAULT_DATA_DIR", "directory for the SQLite database and audio files"),
+    "database_url": (
+        "TAPEVAULT_DATABASE_URL",
+        "sqlite:///PATH or postgresql://user@host/db (default: SQLite in the data directory)",
+    ),
+    "public_url": (
+        "TAPEVAULT_PUBLIC_URL",
+        "base URL written into signed URLs, e.g. https://audio.example.org",
+    ),
+    "storage_url": (
+        "TAPEVAULT_STORAGE_URL",
+        "where audio lives: file:///PATH (default: DATA_DIR/audio)",
+    ),
+    "host": ("TAPEVAULT_HOST", "address to listen on"),
+    "port": ("TAPEVAULT_PORT", "port to listen on"),
+    "max_upload_bytes": ("TAPEVAULT_MAX_UPLOAD_BYTES", "largest accepted upload, e.g. 2GiB"),
+    "cors_origins": (
+        "TAPEVAULT_CORS_ORIGINS",
+        "comma-separated origins allowed to play media cross-origin, or *",
+    ),
+}
+
+
+def mask_url(url: str) -> str:
+    """The URL with any password replaced by ***."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def parse_size(setting: str, text: str) -> int:
+    """``512M``, ``2GiB``, ``1048576`` -> bytes."""
+    match = _SIZE.match(text)
+    if not match:
+        raise ConfigError(setting, f"{text!r} is not a size (examples: 1048576, 512M, 2GiB)")
+    unit = (match.group(2) or "").lower()[:1]
+    value = int(match.group(1)) * _SIZE_UNITS[unit]
+    if value <= 0:
+        raise ConfigError(setting, "must be positive")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a tapevault process needs to know, validated."""
+
+    data_dir: Path
+    database_url: str = field(repr=False)
+    public_url: str
+    storage_url: str
+    host: str = "127.0.0.1"
+    port: int = 8080
+    max_upload_bytes: int = 2 * 1024**3
+    cors_origins: tuple[str, ...] = ("*",)
+
+    def __repr__(self) -> str:
+        return (
+            f"Settings(data_dir={str(self.data_dir)!r}, "
+            f"database_url={mask_url(self.database_url)!r}, public_url={self.public_url!r}, "
+            f"storage_url={self.storage_url!r}, host={self.host!r}, port={self.port}, "
+            f"max_upload_bytes={self.max_upload_bytes}, cors_origins={self.cors_origins!r})"
+        )
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @classmethod
+    def load(
+        cls, flags: Mapping[str, object | None] | None = None, env: Mapping[str, str] | None = None
+    ) -> Settings:
+        """Build from flags (None = not given) over ``TAPEVAULT_*`` variables over defaults."""
+        flags = flags or {}
+        env = os.environ if env is None else env
+
+        def pick(name: str) -> str | None:
+            value = flags.get(name)
+            if value is not None:
+                return str(value)
+            return env.get(SETTINGS_DOC[name][0]) or None
+
+        data_dir = Path(pick("data_dir") or "./tapevault-data").expanduser().resolve()
+        host = pick("host") or "127.0.0.1"
+        port = _parse_port(pick("port") or "8080")
+        database_url = pick("database_url") or f"sqlite:///{data_dir / 'tapevault.db'}"
+        _check_database_url(database_url)
+        public_url = _check_public_url(pick("public_url") or f"http://{_url_host(host)}:{port}")
+        storage_url = pick("storage_url") or (data_dir / "audio").as_uri()
+        _check_storage_url(storage_url)
+        max_upload = parse_size("TAPEVAULT_MAX_UPLOAD_BYTES", pick("max_upload_bytes") or "2GiB")
+        origins = tuple(
+            o.strip() for o in (pick("cors_origins") or "*").split(",") if o.strip()
+        ) or ("*",)
+        return cls(
+            data_dir=data_dir,
+            database_url=database_url,
+            public_url=public_url,
+            storage_url=storage_url,
+            host=host,
+            port=port,
+            max_upload_bytes=max_upload,
+            cors_origins=origins,
+        )
+
+    def ensure_data_dir(self) -> None:
+        """Create the data directory, failing with the setting's name if that is impossible."""
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(
+                "TAPEVAULT_DATA_DIR", f"cannot create {self.data_dir}: {exc}"
+            ) from exc
+
+
+def _url_host(host: str) -> str:
+    if host in ("0.0.0.0", "::", ""):  # noqa: S104 - only naming the wildcard, not binding it
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
+
+
+def _parse_port(text: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise ConfigError("TAPEVAULT_PORT", f"{text!r} is not a port number (1-65535)")
+    return int(text)
+
+
+def _check_database_url(url: str) -> None:
+    scheme = url.split(":", 1)[0].lower()
+    if scheme not in ("sqlite", "postgresql", "postgres", "postgresql+psycopg"):
+        raise ConfigError(
+            "TAPEVAULT_DATABASE_URL",
+            f"unsupported scheme {scheme!r}: use sqlite:///PATH or postgresql://...",
+        )
+    if scheme == "sqlite" and not url.startswith("sqlite:///"):
+        raise ConfigError("TAPEVAULT_DATABASE_URL", "SQLite URLs look like sqlite:///path/to/db")
+
+
+def _check_public_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError("TAPEVAULT_PUBLIC_URL", f"{url!r} is not an absolute http(s) URL")
+    if parts.query or parts.fragment:
+        raise ConfigError("TAPEVAULT_PUBLIC_URL", "must not carry a query or fragment")
+    return url.rstrip("/")
+
+
+def _check_storage_url(url: str) -> None:
+    if not url.startswith("file://"):
+        raise ConfigError(
+            "TAPEVAULT_STORAGE_URL",
+            f"unsupported storage {url!r}: only file:///PATH is available in this version",
+        )

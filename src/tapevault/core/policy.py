@@ -1,0 +1,54 @@
+"""The lifecycle rules: how long a URL lives and how long a recording is kept.
+
+These are the seed's rules (suki-audio-streaming-and-download-guide.md), in one place:
+streaming URLs live 15 minutes, or the session's audio length plus 10 minutes when that is longer;
+download URLs live one hour; recordings are kept for the partner's retention (7 days by default)
+counted from the session's creation, then answer 410.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+from tapevault.errors import InvalidRequest
+
+STREAM_MIN_SECONDS = 15 * 60
+STREAM_GRACE_SECONDS = 10 * 60
+DOWNLOAD_SECONDS = 60 * 60
+# Like S3's presigned URLs: no URL outlives a week, whatever the audio length.
+MAX_URL_SECONDS = 7 * 24 * 3600
+DEFAULT_RETENTION_SECONDS = 7 * 24 * 3600
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_DURATION = re.compile(r"^\s*(\d{1,9})\s*([smhd]?)\s*$")
+
+
+def url_lifetime_seconds(*, download: bool, session_audio_ms: int) -> int:
+    """Seconds a freshly signed URL stays valid."""
+    if download:
+        return DOWNLOAD_SECONDS
+    audio_seconds = math.ceil(session_audio_ms / 1000)
+    lifetime = max(STREAM_MIN_SECONDS, audio_seconds + STREAM_GRACE_SECONDS)
+    return min(lifetime, MAX_URL_SECONDS)
+
+
+def retention_expiry_ms(session_created_ms: int, retention_seconds: int) -> int:
+    """When a recording of a session created at ``session_created_ms`` stops being served."""
+    return session_created_ms + retention_seconds * 1000
+
+
+def is_expired(expires_ms: int, now_ms: int) -> bool:
+    """Retention is over at ``expires_ms`` exactly."""
+    return now_ms >= expires_ms
+
+
+def parse_duration(text: str) -> int:
+    """Parse ``30s``, ``15m``, ``12h``, ``7d`` or bare seconds into a positive count of seconds."""
+    match = _DURATION.match(text)
+    if not match:
+        raise InvalidRequest(f"invalid duration {text!r}: use a number with s, m, h or d")
+    seconds = int(match.group(1)) * _UNITS[match.group(2) or "s"]
+    if seconds <= 0:
+        raise InvalidRequest(f"invalid duration {text!r}: must be positive")
+    return seconds

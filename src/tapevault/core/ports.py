@@ -1,0 +1,92 @@
+"""What the core needs from the outside world, as small protocols.
+
+The core is handed a ``Repository`` (metadata), an ``ObjectStore`` (audio bytes) and a ``Clock``;
+it never imports SQL, HTTP or a cloud SDK. Implementations live in ``tapevault.db`` and
+``tapevault.storage``; a contract test suite runs every implementation through the same cases.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from tapevault.core.model import Partner, Recording, Session, SessionStatus, SigningKey
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    """What a store knows about one stored object."""
+
+    size: int
+    mtime: float
+
+
+class Put(Protocol):
+    def put(self, key: str, chunks: Iterable[bytes]) -> ObjectInfo:
+        """Store the chunks under key atomically: readers see all of it or nothing."""
+        ...
+
+
+class GetRange(Protocol):
+    def read_range(
+        self, key: str, offset: int, length: int, chunk_size: int = ...
+    ) -> AsyncIterator[bytes]:
+        """Yield ``length`` bytes from ``offset`` in chunks of at most ``chunk_size``."""
+        ...
+
+
+class Stat(Protocol):
+    def stat(self, key: str) -> ObjectInfo | None:
+        """Size and mtime of the object, or None when there is none."""
+        ...
+
+
+class Delete(Protocol):
+    def delete(self, key: str) -> bool:
+        """Remove the object; True when something was removed."""
+        ...
+
+
+class ObjectStore(Put, GetRange, Stat, Delete, Protocol):
+    """Every capability the vault uses; callers that need less ask for less."""
+
+
+class Repository(Protocol):
+    """Metadata storage. Every session and recording lookup is scoped by partner."""
+
+    def create_partner(self, partner: Partner) -> None: ...
+
+    def get_partner(self, partner_id: str) -> Partner | None: ...
+
+    def create_session(self, session: Session) -> None: ...
+
+    def get_session(self, partner_id: str, session_id: str) -> Session | None: ...
+
+    def update_session_status(
+        self, partner_id: str, session_id: str, status: SessionStatus, ended_ms: int | None
+    ) -> None: ...
+
+    def next_sequence_number(self, session_id: str) -> int: ...
+
+    def add_recording(self, recording: Recording) -> None:
+        """Insert; raises ``SequenceTaken`` when the (session, sequence) pair exists already."""
+        ...
+
+    def list_recordings(self, partner_id: str, session_id: str) -> Sequence[Recording]:
+        """The session's recordings, ordered by sequence number."""
+        ...
+
+    def get_recording(self, recording_id: str) -> Recording | None: ...
+
+    def list_signing_keys(self) -> Sequence[SigningKey]:
+        """All keys that verify, newest first; the first one signs."""
+        ...
+
+    def add_signing_key(self, key: SigningKey) -> None: ...
+
+    def remove_signing_key(self, key_id: str) -> bool: ...
+
+
+class SequenceTaken(Exception):
+    """Two uploads raced for the same sequence number; the loser retries with the next."""

@@ -1,0 +1,71 @@
+"""The tables, in SQLAlchemy Core: one description for SQLite and PostgreSQL alike.
+
+Migrations in ``migrations/versions`` create exactly these; a test compares the two.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+partners = Table(
+    "partners",
+    metadata,
+    Column("partner_id", String(64), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("jwt_secret", Text, nullable=False),
+    Column("retention_seconds", BigInteger, nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+)
+
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("session_id", String(64), primary_key=True),
+    Column("partner_id", String(64), ForeignKey("partners.partner_id"), nullable=False),
+    Column("kind", String(20), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("ended_ms", BigInteger, nullable=True),
+    Index("ix_sessions_partner", "partner_id", "session_id"),
+)
+
+recordings = Table(
+    "recordings",
+    metadata,
+    Column("recording_id", String(32), primary_key=True),
+    Column("session_id", String(64), ForeignKey("sessions.session_id"), nullable=False),
+    Column("partner_id", String(64), ForeignKey("partners.partner_id"), nullable=False),
+    Column("sequence_number", Integer, nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("storage_key", String(300), nullable=False),
+    Column("sample_rate", Integer, nullable=False),
+    Column("channels", Integer, nullable=False),
+    Column("bits_per_sample", Integer, nullable=False),
+    Column("duration_ms", BigInteger, nullable=False),
+    Column("size_bytes", BigInteger, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("expires_ms", BigInteger, nullable=False),
+    UniqueConstraint("session_id", "sequence_number", name="uq_recordings_session_sequence"),
+)
+
+signing_keys = Table(
+    "signing_keys",
+    metadata,
+    Column("key_id", String(64), primary_key=True),
+    Column("secret_hex", String(128), nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+)

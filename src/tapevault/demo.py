@@ -1,0 +1,117 @@
+"""``tapevault demo``: a working vault in one command, on the embedded default.
+
+Creates a demo partner, starts the server, uploads a generated one-minute doctor/patient
+conversation through the public API (create session, upload, end) and prints a token with
+copy-paste commands that fetch the recording URLs and download the file.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from tapevault.audio_gen import conversation_wav
+from tapevault.auth.suki import issue_token
+from tapevault.config import Settings
+from tapevault.core import policy
+from tapevault.runtime import open_runtime
+
+
+def _call(method: str, url: str, token: str, body: bytes | None = None) -> Any:
+    request = urllib.request.Request(url, data=body, method=method)  # noqa: S310 - our own URL
+    request.add_header("sdp_suki_token", token)
+    if body is not None:
+        request.add_header("Content-Type", "audio/wav")
+    with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310
+        return json.loads(response.read())
+
+
+def _wait_healthy(base: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{base}/healthz", timeout=2):  # noqa: S310
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError("the demo server did not start")
+
+
+def run_demo(settings: Settings, *, serve: bool, log_level: str) -> int:
+    runtime = open_runtime(settings)
+    partner = runtime.vault.create_partner("demo", policy.DEFAULT_RETENTION_SECONDS)
+    token = issue_token(partner, now=time.time(), ttl_seconds=24 * 3600, provider_id="demo-doctor")
+    config = uvicorn.Config(
+        runtime.asgi(),
+        host=settings.host,
+        port=settings.port,
+        http="httptools",
+        loop="uvloop",
+        lifespan="on",
+        access_log=False,
+        log_level=log_level,
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    base = f"http://{settings.host}:{settings.port}"
+    _wait_healthy(base)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        wav = Path(tmp) / "conversation.wav"
+        voices = conversation_wav(wav, seconds=60.0)
+        created = _call("POST", f"{base}/api/v1/ambient/session/create", token, b"")
+        session_id = created["ambient_session_id"]
+        uploaded = _call(
+            "POST", f"{base}/api/v1/ambient/session/{session_id}/audio", token, wav.read_bytes()
+        )
+        _call("POST", f"{base}/api/v1/ambient/session/{session_id}/end", token, b"")
+    urls = _call("GET", f"{base}/api/v1/ambient/session/{session_id}/recording", token)
+    presigned = urls["recordings"][0]["presigned_url"]
+    public = settings.public_url
+    q_token = shlex.quote(token)
+    print(
+        f"""
+tapevault demo is running at {public}
+  data directory : {settings.data_dir}
+  partner_id     : {partner.partner_id}
+  session        : {session_id} (one recording, {uploaded["duration_ms"] / 1000:.1f} s, voices: {voices})
+
+sdp_suki_token (valid 24 h):
+{token}
+
+Fetch streaming URLs (add ?download=true for a download URL):
+  curl -s -H "sdp_suki_token: {token}" {public}/api/v1/ambient/session/{session_id}/recording
+
+Play or seek (this URL expires at {urls["recordings"][0]["expires_at"]}):
+  curl -r 1000-1999 -o part.bin '{presigned}'
+  ffplay '{presigned}'
+
+Download the whole file:
+  curl -s -H "sdp_suki_token: {q_token}" '{public}/api/v1/ambient/session/{session_id}/recording?download=true' \\
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["recordings"][0]["presigned_url"])' \\
+    | xargs curl -OJ
+""",
+        flush=True,
+    )
+    if not serve:
+        server.should_exit = True
+        thread.join(timeout=10)
+        return 0
+    print("Press Ctrl-C to stop.", file=sys.stderr, flush=True)
+    try:
+        while thread.is_alive():
+            thread.join(timeout=0.5)
+    except KeyboardInterrupt:
+        server.should_exit = True
+        thread.join(timeout=10)
+    return 0

@@ -1,0 +1,108 @@
+"""The one error root of tapevault.
+
+Every failure the core can name is a leaf of this tree. Leaves carry data (never a formatted HTTP
+body); each API dialect maps them to its own wire format in exactly one place
+(``tapevault.http.suki.suki_error`` for the Suki dialect, ``tapevault.http.media`` for the gateway).
+
+    TapevaultError
+    ├── ConfigError                 a setting is missing or invalid (names the setting)
+    ├── AuthError                   credentials missing, malformed, wrongly signed or expired
+    ├── InvalidRequest              a parameter or body the client sent is malformed
+    │   ├── InvalidAudio            the body is not audio we accept (says what is wrong)
+    │   │   └── UnsupportedMediaType  the body is of a media type we do not take at all
+    │   └── PayloadTooLarge         the body exceeded the configured size limit
+    ├── NotFound                    no such resource *for this caller* (unknown or foreign)
+    │   └── NotReady                the resource exists but has no finished recording yet
+    ├── Conflict                    the request does not fit the resource's state (session ended)
+    ├── Gone                        past retention, or deleted (carries reason and when)
+    ├── UrlRejected                 a signed media URL is expired or was altered
+    └── StorageError                the object store failed (never shown to clients verbatim)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class TapevaultError(Exception):
+    """Root of every error tapevault raises on purpose."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ConfigError(TapevaultError):
+    """A setting is invalid; the message names the setting."""
+
+    def __init__(self, setting: str, problem: str) -> None:
+        super().__init__(f"{setting}: {problem}")
+        self.setting = setting
+
+
+class AuthError(TapevaultError):
+    """The caller's credentials are missing, malformed, wrongly signed or expired."""
+
+
+class InvalidRequest(TapevaultError):
+    """Something the client sent cannot be parsed or is out of range."""
+
+
+class InvalidAudio(InvalidRequest):
+    """The uploaded body is not audio tapevault accepts."""
+
+
+class UnsupportedMediaType(InvalidAudio):
+    """The body's media type (declared or sniffed) is not one tapevault takes."""
+
+
+class PayloadTooLarge(InvalidRequest):
+    """The body grew past the configured limit while it streamed in."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"request body exceeds the limit of {limit} bytes")
+        self.limit = limit
+
+
+class NotFound(TapevaultError):
+    """Nothing of that id is visible to this caller (unknown, or another tenant's)."""
+
+
+class NotReady(NotFound):
+    """The session exists but has no finished recording yet; retrying later may help."""
+
+    def __init__(self, message: str, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Conflict(TapevaultError):
+    """The request contradicts the resource's state, e.g. uploading to an ended session."""
+
+
+@dataclass(frozen=True)
+class GoneDetail:
+    """Why a recording is no longer available, for a structured 410."""
+
+    reason: str  # "expired" or "deleted"
+    at: int  # Unix seconds when it expired or was deleted
+
+
+class Gone(TapevaultError):
+    """The recording is permanently unavailable; clients must not retry."""
+
+    def __init__(self, message: str, detail: GoneDetail) -> None:
+        super().__init__(message)
+        self.detail = detail
+
+
+class UrlRejected(TapevaultError):
+    """A signed media URL failed verification. ``reason`` is "expired" or "invalid"."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class StorageError(TapevaultError):
+    """The object store failed; details go to the log, not to the client."""

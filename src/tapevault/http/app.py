@@ -1,0 +1,123 @@
+"""The ASGI application: one outer dispatcher, no middleware stack.
+
+``/media/`` goes straight to the raw gateway (every playback byte passes there); CORS preflights
+are answered here for every path; everything else goes through Starlette's router, whose routes
+are raw ASGI endpoints. Nothing wraps ``send`` unless a request carries an ``Origin``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import orjson
+from starlette.routing import Route, Router
+
+from tapevault.http.asgi import NO_STORE, ASGIApp, Message, Receive, Scope, Send, send_json
+from tapevault.http.context import AppContext
+from tapevault.http.cors import Cors
+from tapevault.http.media import PREFIX as MEDIA_PREFIX
+from tapevault.http.media import MediaGateway
+from tapevault.http.openapi import openapi_document
+from tapevault.http.suki import routes as suki_routes
+
+log = logging.getLogger("tapevault.http")
+
+
+async def _not_found(scope: Scope, receive: Receive, send: Send) -> None:
+    await send_json(send, 404, {"code": 404, "message": "Not found."})
+
+
+class _StaticJson:
+    """A fixed JSON document. A class, not a function: Starlette wraps plain functions as
+    request/response handlers, and these are raw ASGI endpoints."""
+
+    def __init__(self, body: bytes) -> None:
+        self.headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            NO_STORE,
+        ]
+        self.body = body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": self.headers})
+        await send({"type": "http.response.body", "body": self.body})
+
+
+def build_app(ctx: AppContext, on_shutdown: Callable[[], None] | None = None) -> ASGIApp:
+    cors = Cors(ctx.settings.cors_origins)
+    gateway = MediaGateway(ctx, cors)
+    router = Router(
+        routes=[
+            *(Route(path, endpoint) for path, endpoint in suki_routes(ctx)),
+            Route("/healthz", _StaticJson(b'{"status":"ok"}')),
+            Route(
+                "/openapi.json",
+                _StaticJson(orjson.dumps(openapi_document(ctx.settings.public_url))),
+            ),
+        ],
+        default=_not_found,
+    )
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            path: str = scope["path"]
+            if path.startswith(MEDIA_PREFIX):
+                if scope["method"] == "OPTIONS":
+                    await _preflight(scope, send, cors)
+                    return
+                await gateway(scope, receive, send)
+                return
+            if scope["method"] == "OPTIONS":
+                await _preflight(scope, send, cors)
+                return
+            origin = _origin(scope)
+            if origin is not None:
+                send = _with_cors(send, cors.response_headers(origin))
+            await router(scope, receive, send)
+        elif kind == "lifespan":
+            await _lifespan(receive, send, on_shutdown)
+
+    return app
+
+
+def _origin(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == b"origin":
+            return str(value.decode("latin-1"))
+    return None
+
+
+async def _preflight(scope: Scope, send: Send, cors: Cors) -> None:
+    headers = cors.preflight_headers(_origin(scope))
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 204,
+            "headers": [*headers, NO_STORE, (b"content-length", b"0")],
+        }
+    )
+    await send({"type": "http.response.body", "body": b""})
+
+
+def _with_cors(send: Send, headers: list[tuple[bytes, bytes]]) -> Send:
+    async def wrapped(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message["headers"] = [*message.get("headers", []), *headers]
+        await send(message)
+
+    return wrapped
+
+
+async def _lifespan(receive: Receive, send: Send, on_shutdown: Callable[[], None] | None) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            if on_shutdown is not None:
+                on_shutdown()
+            await send({"type": "lifespan.shutdown.complete"})
+            return

@@ -1,0 +1,75 @@
+"""Small raw-ASGI helpers shared by the dialects and the gateway.
+
+The hot paths avoid Starlette's Request/Response objects (and never use BaseHTTPMiddleware): these
+helpers read headers straight from the scope and send prebuilt byte headers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+JSON = b"application/json"
+NO_STORE = (b"cache-control", b"private, no-store")
+NOSNIFF = (b"x-content-type-options", b"nosniff")
+
+
+def request_headers(scope: Scope) -> dict[str, str]:
+    """Lower-cased header names to values; repeated headers joined with ', ' (RFC 9110 §5.3)."""
+    headers: dict[str, str] = {}
+    for raw_name, raw_value in scope["headers"]:
+        name = raw_name.decode("latin-1").lower()
+        value = raw_value.decode("latin-1")
+        headers[name] = f"{headers[name]}, {value}" if name in headers else value
+    return headers
+
+
+def query_params(scope: Scope) -> dict[str, str]:
+    """The query string as a dict; for a repeated name the first value wins."""
+    params: dict[str, str] = {}
+    for name, value in parse_qsl(scope.get("query_string", b"").decode("latin-1"), True):
+        params.setdefault(name, value)
+    return params
+
+
+def client_ip(scope: Scope) -> str | None:
+    client = scope.get("client")
+    return str(client[0]) if client else None
+
+
+async def send_json(
+    send: Send,
+    status: int,
+    body: Any,
+    headers: list[tuple[bytes, bytes]] | None = None,
+    *,
+    head_only: bool = False,
+) -> None:
+    payload = orjson.dumps(body)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", JSON),
+                (b"content-length", str(len(payload)).encode()),
+                NO_STORE,
+                NOSNIFF,
+                *(headers or []),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": b"" if head_only else payload})
+
+
+def header_list(headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
+    return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]

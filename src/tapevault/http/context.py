@@ -1,0 +1,40 @@
+"""What every HTTP handler is given: the services, built once at start-up."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio.to_thread
+
+from tapevault.auth.suki import SukiTokenVerifier
+from tapevault.config import Settings
+from tapevault.core.access import AccessLog
+from tapevault.core.vault import Vault
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class AppContext:
+    settings: Settings
+    vault: Vault
+    suki_tokens: SukiTokenVerifier
+    access_log: AccessLog
+    spool_dir: Path
+    # SQLite answers point lookups in microseconds, less than a thread hop costs (see
+    # shared/notes/performance.md), so small metadata calls run on the loop there; PostgreSQL
+    # calls cross the network and go to a worker thread.
+    inline_metadata: bool
+
+    async def metadata(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a short metadata call: inline on SQLite, in a thread on PostgreSQL."""
+        if self.inline_metadata:
+            return fn(*args)
+        return await anyio.to_thread.run_sync(fn, *args)
+
+    async def blocking(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run file-heavy work (decode, copy, fsync) in a thread, whatever the database."""
+        return await anyio.to_thread.run_sync(fn, *args)

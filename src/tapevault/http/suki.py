@@ -1,0 +1,370 @@
+"""The Suki dialect: ambient / form-filling sessions and their recording URLs.
+
+A thin adapter: it authenticates ``sdp_suki_token``, turns the request into one ``Vault`` call and
+the result (or error) into Suki's wire format, ``{"code": <int>, "message": "..."}`` for errors
+(suki-form-filling-session-recording.md). Errors become HTTP in ``suki_error`` and nowhere else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from tapevault.auth.suki import SukiCaller
+from tapevault.core.access import AccessEvent, Action, Actor
+from tapevault.core.clock import now_ms
+from tapevault.core.model import Recording, Session, SessionKind
+from tapevault.errors import (
+    AuthError,
+    Conflict,
+    Gone,
+    InvalidRequest,
+    NotFound,
+    NotReady,
+    PayloadTooLarge,
+    TapevaultError,
+    UnsupportedMediaType,
+)
+from tapevault.http.asgi import (
+    Receive,
+    Scope,
+    Send,
+    client_ip,
+    query_params,
+    request_headers,
+    send_json,
+)
+from tapevault.http.context import AppContext
+
+log = logging.getLogger("tapevault.http")
+
+INTERNAL_ERROR = "An internal error occurred."
+WAV_TYPES = frozenset(
+    {"audio/wav", "audio/x-wav", "audio/wave", "audio/vnd.wave", "application/octet-stream"}
+)
+_BOOL = {"true": True, "1": True, "false": False, "0": False}
+
+Handler = Callable[[AppContext, Scope, Receive, Send, SukiCaller], Awaitable[int]]
+
+
+def suki_error(exc: BaseException) -> tuple[int, dict[str, Any], list[tuple[bytes, bytes]]]:
+    """The one place where tapevault errors become Suki HTTP answers."""
+    headers: list[tuple[bytes, bytes]] = []
+    match exc:
+        case AuthError():
+            status = 401
+        case PayloadTooLarge():
+            status = 413
+        case UnsupportedMediaType():
+            status = 415
+        case InvalidRequest():
+            status = 400
+        case NotReady(retry_after=int() as retry):
+            status = 404
+            headers.append((b"retry-after", str(retry).encode()))
+        case NotFound():
+            status = 404
+        case Conflict():
+            status = 409
+        case Gone(detail=detail):
+            body = {"code": 410, "message": exc.message, "reason": detail.reason, "at": detail.at}
+            return 410, body, headers
+        case TapevaultError():
+            status = 500
+            return status, {"code": 500, "message": INTERNAL_ERROR}, headers
+        case _:
+            return 500, {"code": 500, "message": INTERNAL_ERROR}, headers
+    assert isinstance(exc, TapevaultError)
+    return status, {"code": status, "message": exc.message}, headers
+
+
+class SukiEndpoint:
+    """A raw ASGI endpoint: method check, authentication, error mapping, access record."""
+
+    def __init__(
+        self, ctx: AppContext, methods: Sequence[str], handler: Handler, action: Action
+    ) -> None:
+        self.ctx = ctx
+        self.methods = tuple(methods)
+        self.handler = handler
+        self.action = action
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        method = scope["method"]
+        if method not in self.methods:
+            allow = ", ".join(self.methods).encode()
+            await send_json(
+                send,
+                405,
+                {"code": 405, "message": f"Method {method} not allowed."},
+                [(b"allow", allow)],
+            )
+            return
+        headers = request_headers(scope)
+        actor = Actor(
+            provider_id=headers.get("sdp_provider_id"),
+            client_ip=client_ip(scope),
+            user_agent=headers.get("user-agent"),
+            request_id=headers.get("x-request-id") or uuid.uuid4().hex,
+        )
+        session_id = scope.get("path_params", {}).get("session_id")
+        try:
+            caller = await self.ctx.metadata(
+                self.ctx.suki_tokens.verify,
+                headers.get("sdp_suki_token"),
+                headers.get("sdp_provider_id"),
+            )
+        except AuthError as exc:
+            self._record(Action.AUTH_FAILURE, actor, 401, session_id, str(exc.message))
+            status, body, extra = suki_error(exc)
+            await send_json(send, status, body, extra)
+            return
+        actor = Actor(
+            partner_id=caller.partner.partner_id,
+            provider_id=caller.provider_id,
+            token_id=caller.token_id,
+            client_ip=actor.client_ip,
+            user_agent=actor.user_agent,
+            request_id=actor.request_id,
+        )
+        try:
+            status = await self.handler(self.ctx, scope, receive, send, caller)
+        except Exception as exc:
+            if not isinstance(exc, TapevaultError):
+                log.exception("unexpected error in %s %s", method, scope.get("path"))
+            status, body, extra = suki_error(exc)
+            self._record(self.action, actor, status, session_id, type(exc).__name__)
+            await send_json(send, status, body, extra)
+            return
+        self._record(self.action, actor, status, session_id, None)
+
+    def _record(
+        self, action: Action, actor: Actor, status: int, session_id: str | None, error: str | None
+    ) -> None:
+        self.ctx.access_log.record(
+            AccessEvent(
+                action=action,
+                actor=actor,
+                status=status,
+                at_ms=now_ms(self.ctx.vault.clock),
+                session_id=session_id,
+                error=error,
+            )
+        )
+
+
+# --- handlers: each returns the status it sent -------------------------------------------------
+
+
+def _create(kind: SessionKind) -> Handler:
+    async def create(
+        ctx: AppContext, scope: Scope, receive: Receive, send: Send, caller: SukiCaller
+    ) -> int:
+        await _drain(receive, limit=64 * 1024)
+        session = await ctx.metadata(ctx.vault.create_session, caller.partner, kind)
+        await send_json(send, 201, {"ambient_session_id": session.session_id})
+        return 201
+
+    return create
+
+
+async def get_session(
+    ctx: AppContext, scope: Scope, receive: Receive, send: Send, caller: SukiCaller
+) -> int:
+    session, recordings = await ctx.metadata(
+        ctx.vault.session_with_recordings, caller.partner, scope["path_params"]["session_id"]
+    )
+    await send_json(send, 200, session_body(session, recordings))
+    return 200
+
+
+async def end_session(
+    ctx: AppContext, scope: Scope, receive: Receive, send: Send, caller: SukiCaller
+) -> int:
+    await _drain(receive, limit=64 * 1024)
+    session_id = scope["path_params"]["session_id"]
+    await ctx.metadata(ctx.vault.end_session, caller.partner, session_id)
+    session, recordings = await ctx.metadata(
+        ctx.vault.session_with_recordings, caller.partner, session_id
+    )
+    await send_json(send, 200, session_body(session, recordings))
+    return 200
+
+
+async def get_recording_urls(
+    ctx: AppContext, scope: Scope, receive: Receive, send: Send, caller: SukiCaller
+) -> int:
+    download = _parse_download(query_params(scope).get("download"))
+    links = await ctx.metadata(
+        ctx.vault.recording_links,
+        caller.partner,
+        scope["path_params"]["session_id"],
+        download,
+    )
+    body = {
+        "recordings": [
+            {
+                "recording_id": link.recording.recording_id,
+                "presigned_url": link.url,
+                "expires_at": link.expires_at,
+                "sequence_number": link.recording.sequence_number,
+            }
+            for link in links
+        ],
+        "is_streamable": True,
+    }
+    await send_json(send, 200, body)
+    return 200
+
+
+async def upload_audio(
+    ctx: AppContext, scope: Scope, receive: Receive, send: Send, caller: SukiCaller
+) -> int:
+    session_id = scope["path_params"]["session_id"]
+    headers = request_headers(scope)
+    content_type = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if content_type and content_type not in WAV_TYPES:
+        raise UnsupportedMediaType(
+            f"Content-Type {content_type!r} is not accepted; send a WAV file as audio/wav."
+        )
+    limit = ctx.settings.max_upload_bytes
+    declared = headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise InvalidRequest("Content-Length is not a number.")
+        if int(declared) > limit:
+            raise PayloadTooLarge(limit)
+    # Check before reading the body, so a client streaming to an ended session learns at once.
+    await ctx.metadata(ctx.vault.check_accepts_audio, caller.partner, session_id)
+    spooled = await _spool(ctx.spool_dir, receive, limit)
+    try:
+        recording = await ctx.blocking(ctx.vault.ingest_wav, caller.partner, session_id, spooled)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            spooled.unlink()
+    await send_json(send, 201, recording_body(recording))
+    return 201
+
+
+# --- wire shapes ---------------------------------------------------------------------------------
+
+
+def recording_body(r: Recording) -> dict[str, Any]:
+    return {
+        "recording_id": r.recording_id,
+        "sequence_number": r.sequence_number,
+        "status": r.status.value,
+        "duration_ms": r.duration_ms,
+        "sample_rate": r.sample_rate,
+        "channels": r.channels,
+        "bits_per_sample": r.bits_per_sample,
+        "bytes": r.size_bytes,
+        "sha256": r.sha256,
+        "created_at": r.created_ms // 1000,
+        "expires_at": r.expires_ms // 1000,
+    }
+
+
+def session_body(session: Session, recordings: Sequence[Recording]) -> dict[str, Any]:
+    return {
+        "ambient_session_id": session.session_id,
+        "kind": session.kind.value,
+        "status": session.status.value,
+        "created_at": session.created_ms // 1000,
+        "ended_at": None if session.ended_ms is None else session.ended_ms // 1000,
+        "recordings": [recording_body(r) for r in recordings],
+    }
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+
+def _parse_download(value: str | None) -> bool:
+    if value is None:
+        return False
+    parsed = _BOOL.get(value.strip().lower())
+    if parsed is None:
+        raise InvalidRequest(f"Invalid value for download: {value!r}; use true or false.")
+    return parsed
+
+
+async def _drain(receive: Receive, limit: int) -> None:
+    """Read and discard a small body (create/end take none); refuse a large one."""
+    seen = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+        seen += len(message.get("body", b""))
+        if seen > limit:
+            raise PayloadTooLarge(limit)
+        if not message.get("more_body", False):
+            return
+
+
+class ClientGone(TapevaultError):
+    """The client disconnected before its body was complete."""
+
+
+async def _spool(spool_dir: Path, receive: Receive, limit: int) -> Path:
+    """Stream the request body to a temporary file, enforcing ``limit`` as it arrives."""
+    path = spool_dir / f"{uuid.uuid4().hex}.part"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    size = 0
+    try:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ClientGone("client disconnected during upload")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(limit)
+            view = memoryview(chunk)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            if not message.get("more_body", False):
+                break
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        raise
+    os.close(fd)
+    return path
+
+
+def routes(ctx: AppContext) -> list[tuple[str, SukiEndpoint]]:
+    """(path, endpoint) pairs for the router."""
+    return [
+        (
+            "/api/v1/ambient/session/create",
+            SukiEndpoint(ctx, ["POST"], _create(SessionKind.AMBIENT), Action.SESSION_CREATE),
+        ),
+        (
+            "/api/v1/form-filling/session/create",
+            SukiEndpoint(ctx, ["POST"], _create(SessionKind.FORM_FILLING), Action.SESSION_CREATE),
+        ),
+        (
+            "/api/v1/ambient/session/{session_id}/recording",
+            SukiEndpoint(ctx, ["GET"], get_recording_urls, Action.URLS_ISSUE),
+        ),
+        (
+            "/api/v1/ambient/session/{session_id}/audio",
+            SukiEndpoint(ctx, ["POST"], upload_audio, Action.RECORDING_UPLOAD),
+        ),
+        (
+            "/api/v1/ambient/session/{session_id}/end",
+            SukiEndpoint(ctx, ["POST"], end_session, Action.SESSION_END),
+        ),
+        (
+            "/api/v1/ambient/session/{session_id}",
+            SukiEndpoint(ctx, ["GET"], get_session, Action.SESSION_READ),
+        ),
+    ]

@@ -1,0 +1,116 @@
+"""Shared fixtures: a database of each kind, and a wired vault over it.
+
+Tests that need PostgreSQL skip when it cannot be reached, unless ``TAPEVAULT_TEST_STRICT=1``
+(which ``.ci/run`` sets): then an unreachable server fails the run instead of skipping it.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from tapevault.config import Settings
+from tapevault.core.access import MemoryAccessLog
+from tapevault.core.clock import FixedClock
+from tapevault.runtime import Runtime, open_runtime
+
+PG_ADMIN_URL = os.environ.get(
+    "TAPEVAULT_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+STRICT = os.environ.get("TAPEVAULT_TEST_STRICT") == "1"
+START = 1_800_000_000.0
+
+
+def need(condition: bool, reason: str) -> None:
+    """Skip when a system component is missing, or fail when the run is strict."""
+    if condition:
+        return
+    if STRICT:
+        pytest.fail(f"{reason} (TAPEVAULT_TEST_STRICT=1 turns this skip into a failure)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def pg_server_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test run, dropped afterwards."""
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text("select 1"))
+    except Exception as exc:  # any connection failure means "not available here"
+        admin.dispose()
+        need(False, f"PostgreSQL not reachable at {PG_ADMIN_URL}: {type(exc).__name__}")
+    name = f"tapevault_test_{uuid.uuid4().hex[:10]}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    base = PG_ADMIN_URL.rsplit("/", 1)[0]
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = :n AND pid <> pg_backend_pid()"
+                ),
+                {"n": name},
+            )
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        admin.dispose()
+
+
+def _reset_pg(url: str) -> None:
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text("DROP SCHEMA public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each test that takes this runs once on SQLite and once on PostgreSQL (empty schema)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'meta.db'}"
+    url: str = request.getfixturevalue("pg_server_url")
+    _reset_pg(url)
+    return url
+
+
+@pytest.fixture
+def clock() -> FixedClock:
+    return FixedClock(START)
+
+
+@pytest.fixture
+def access_log() -> MemoryAccessLog:
+    return MemoryAccessLog()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str) -> Settings:
+    return Settings.load(
+        {
+            "data_dir": str(tmp_path / "data"),
+            "database_url": database_url,
+            "public_url": "https://vault.test",
+            "max_upload_bytes": "8M",
+        },
+        env={},
+    )
+
+
+@pytest.fixture
+def runtime(
+    settings: Settings, clock: FixedClock, access_log: MemoryAccessLog
+) -> Iterator[Runtime]:
+    rt = open_runtime(settings, clock=clock, access_log=access_log)
+    try:
+        yield rt
+    finally:
+        rt.close()
