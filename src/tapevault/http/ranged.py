@@ -1,0 +1,257 @@
+"""Serve one immutable representation over raw ASGI, with RFC 9110 ranges and preconditions.
+
+The byte-serving heart of the media gateway. :func:`send_representation` answers a GET or HEAD
+that the caller has already authorised and resolved to a :class:`Representation` and a
+:data:`RangeReader`; it returns what it did as :class:`Served`, for the access log.
+
+The order is the one of RFC 9110 §13.2.2: preconditions (→ 304 or 412), then If-Range (§13.1.5),
+then Range (§14.2) only when the answer would otherwise be 200. HEAD answers with exactly the
+status and header fields the matching GET would (§9.3.2), Range included, and no body.
+
+This is the hot path, so: header lists are bytes built from precomputed constants, nothing is
+compiled per call, the body is streamed chunk by chunk from ``read`` (never a whole range in
+memory) and the last chunk of a body carries ``more_body: False`` instead of an extra message.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any, TypeAlias
+
+from tapevault.core.ranges import (
+    ByteRange,
+    RangeDecision,
+    Satisfiable,
+    Unsatisfiable,
+    Whole,
+    parse_range,
+)
+from tapevault.errors import StorageError
+from tapevault.http.conditional import evaluate_preconditions, http_date, if_range_allows
+
+__all__ = ["RangeReader", "Representation", "Send", "Served", "send_representation"]
+
+RangeReader: TypeAlias = Callable[[int, int], AsyncIterator[bytes]]
+"""``read(offset, length)`` yields exactly ``length`` bytes from ``offset``, in bounded chunks."""
+
+Send: TypeAlias = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+"""The ASGI ``send`` callable."""
+
+
+@dataclass(frozen=True, slots=True)
+class Representation:
+    """The selected representation: its length, validators and media type."""
+
+    size: int
+    etag: str  # strong, quotes included: '"abc"'
+    last_modified: int  # Unix seconds
+    content_type: str
+
+
+@dataclass(slots=True)
+class Served:
+    """What one response was, for the access log.
+
+    ``ranges`` are the inclusive byte ranges the response selects ([(0, size-1)] for a full 200,
+    empty for 304/412/416 and an empty file); for HEAD they are what the matching GET would send.
+    ``bytes_sent`` counts body octets actually sent (multipart framing and error bodies included;
+    0 for HEAD and 304).
+    """
+
+    status: int
+    ranges: list[tuple[int, int]] = field(default_factory=list)
+    bytes_sent: int = 0
+
+
+_START = "http.response.start"
+_BODY = "http.response.body"
+_ACCEPT_RANGES = (b"accept-ranges", b"bytes")
+_CACHE_CONTROL = (b"cache-control", b"private, no-store")
+_JSON = (b"content-type", b"application/json")
+_ALLOW = (b"allow", b"GET, HEAD")
+_CRLF = b"\r\n"
+_BODY_412 = b'{"code":412,"message":"Precondition failed."}'
+_BODY_416 = b'{"code":416,"message":"Range not satisfiable."}'
+_BODY_405 = b'{"code":405,"message":"Method not allowed; use GET or HEAD."}'
+_WHOLE = Whole()
+
+
+def _end() -> dict[str, Any]:
+    """A fresh empty final body message (servers may keep or alter the dicts they get)."""
+    return {"type": _BODY, "body": b"", "more_body": False}
+
+
+def _validators(rep: Representation) -> list[tuple[bytes, bytes]]:
+    return [
+        (b"etag", rep.etag.encode("latin-1")),
+        (b"last-modified", http_date(rep.last_modified).encode("ascii")),
+    ]
+
+
+def _content_length(n: int) -> tuple[bytes, bytes]:
+    return (b"content-length", b"%d" % n)
+
+
+async def _send_error(
+    send: Send,
+    status: int,
+    body: bytes,
+    headers: list[tuple[bytes, bytes]],
+    is_head: bool,
+) -> Served:
+    headers += [_JSON, _content_length(len(body))]
+    await send({"type": _START, "status": status, "headers": headers})
+    if is_head:
+        await send(_end())
+        return Served(status)
+    await send({"type": _BODY, "body": body, "more_body": False})
+    return Served(status, [], len(body))
+
+
+async def _stream(send: Send, read: RangeReader, offset: int, length: int, *, last: bool) -> None:
+    """Send ``length`` bytes from ``offset``; the final chunk ends the body if ``last``."""
+    remaining = length
+    pending = b""
+    chunks = read(offset, length)
+    try:
+        async for chunk in chunks:
+            if not chunk:
+                continue
+            remaining -= len(chunk)
+            if remaining < 0:
+                raise StorageError(f"reader returned over {length} bytes from offset {offset}")
+            if pending:
+                await send({"type": _BODY, "body": pending, "more_body": True})
+            pending = chunk
+    finally:
+        # Close the reader now (it may hold a file) when the client went away mid-range.
+        aclose = getattr(chunks, "aclose", None)
+        if aclose is not None:
+            await aclose()
+    if remaining:
+        raise StorageError(f"reader returned {length - remaining} of {length} bytes at {offset}")
+    if pending or last:
+        await send({"type": _BODY, "body": pending, "more_body": not last})
+
+
+async def send_representation(
+    send: Send,
+    *,
+    method: str,
+    headers: Mapping[str, str],
+    rep: Representation,
+    read: RangeReader,
+    extra_headers: list[tuple[bytes, bytes]],
+    max_ranges: int = 16,
+) -> Served:
+    """Answer a GET or HEAD for ``rep`` on ``send``: 200, 206, 304, 412 or 416.
+
+    ``headers`` maps lower-cased request header names to values. ``extra_headers`` (CORS,
+    Content-Disposition...) are added to every response. Any other method gets 405.
+    Raises :class:`StorageError` if ``read`` yields more or fewer bytes than asked for; the
+    response head is already sent by then, so the server must drop the connection.
+    """
+    is_head = method == "HEAD"
+    if not is_head and method != "GET":
+        return await _send_error(
+            send, 405, _BODY_405, [_ALLOW, _CACHE_CONTROL, *extra_headers], is_head=False
+        )
+
+    status = evaluate_preconditions(method, headers, rep.etag, rep.last_modified)
+    if status == 304:
+        # §15.4.5: the fields a 200 would carry to update caches; no Content-Length, since
+        # §8.6 would require the 200's length and ASGI servers expect that many body bytes.
+        response = [*_validators(rep), _CACHE_CONTROL, *extra_headers]
+        await send({"type": _START, "status": 304, "headers": response})
+        await send(_end())
+        return Served(304)
+
+    base = [_ACCEPT_RANGES, *_validators(rep), _CACHE_CONTROL, *extra_headers]
+    if status == 412:
+        return await _send_error(send, 412, _BODY_412, base, is_head)
+
+    size = rep.size
+    range_header = headers.get("range")
+    decision: RangeDecision = _WHOLE
+    if range_header is not None:
+        if_range = headers.get("if-range")
+        if if_range is None or if_range_allows(if_range, rep.etag, rep.last_modified):
+            decision = parse_range(range_header, size, max_ranges=max_ranges)
+
+    if isinstance(decision, Unsatisfiable):
+        base.append((b"content-range", b"bytes */%d" % size))
+        return await _send_error(send, 416, _BODY_416, base, is_head)
+
+    content_type = rep.content_type.encode("latin-1")
+    if isinstance(decision, Whole):
+        base += [(b"content-type", content_type), _content_length(size)]
+        await send({"type": _START, "status": 200, "headers": base})
+        served = Served(200, [(0, size - 1)] if size else [], 0)
+        if is_head or not size:
+            await send(_end())
+        else:
+            await _stream(send, read, 0, size, last=True)
+            served.bytes_sent = size
+        return served
+
+    assert isinstance(decision, Satisfiable)
+    ranges = decision.ranges
+    if len(ranges) == 1:
+        byte_range = ranges[0]
+        start, end = byte_range.start, byte_range.end
+        base += [
+            (b"content-type", content_type),
+            (b"content-range", b"bytes %d-%d/%d" % (start, end, size)),
+            _content_length(end - start + 1),
+        ]
+        await send({"type": _START, "status": 206, "headers": base})
+        served = Served(206, [(start, end)], 0)
+        if is_head:
+            await send(_end())
+        else:
+            await _stream(send, read, start, end - start + 1, last=True)
+            served.bytes_sent = end - start + 1
+        return served
+
+    return await _send_multipart(send, ranges, base, content_type, size, read, is_head)
+
+
+async def _send_multipart(
+    send: Send,
+    ranges: tuple[ByteRange, ...],
+    base: list[tuple[bytes, bytes]],
+    content_type: bytes,
+    size: int,
+    read: RangeReader,
+    is_head: bool,
+) -> Served:
+    """A ``multipart/byteranges`` 206 (§14.6) with its exact Content-Length known up front."""
+    boundary = secrets.token_hex(16).encode("ascii")
+    # Each part: "--B CRLF headers CRLF CRLF data CRLF"; the CRLF after the data belongs to the
+    # next delimiter (RFC 2046 §5.1.1), so the data bytes are exactly the range.
+    heads = [
+        b"--%s\r\nContent-Type: %s\r\nContent-Range: bytes %d-%d/%d\r\n\r\n"
+        % (boundary, content_type, r.start, r.end, size)
+        for r in ranges
+    ]
+    closing = b"--%s--\r\n" % boundary
+    total = sum(len(h) + r.length + 2 for h, r in zip(heads, ranges, strict=True)) + len(closing)
+    base += [
+        (b"content-type", b"multipart/byteranges; boundary=" + boundary),
+        _content_length(total),
+    ]
+    await send({"type": _START, "status": 206, "headers": base})
+    served = Served(206, [(r.start, r.end) for r in ranges], 0)
+    if is_head:
+        await send(_end())
+        return served
+    # Coalesce each delimiter with the CRLF before it: one message between two ranges.
+    separators = [heads[0], *(_CRLF + h for h in heads[1:]), _CRLF + closing]
+    for i, r in enumerate(ranges):
+        await send({"type": _BODY, "body": separators[i], "more_body": True})
+        await _stream(send, read, r.start, r.length, last=False)
+    await send({"type": _BODY, "body": separators[-1], "more_body": False})
+    served.bytes_sent = total
+    return served

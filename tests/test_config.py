@@ -1,0 +1,70 @@
+"""Settings from flags and TAPEVAULT_* variables, failing loudly with the setting's name."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tapevault.config import Settings
+from tapevault.errors import ConfigError
+
+
+def test_defaults_derive_from_data_dir(tmp_path: Path) -> None:
+    """With only a data directory, the database and audio live under it."""
+    s = Settings.load({"data_dir": str(tmp_path)}, env={})
+    assert s.database_url == f"sqlite:///{tmp_path / 'tapevault.db'}"
+    assert s.storage_url == (tmp_path / "audio").as_uri()
+    assert s.public_url == "http://127.0.0.1:8080"
+    assert s.is_sqlite
+
+
+def test_flags_beat_environment(tmp_path: Path) -> None:
+    """A flag overrides its TAPEVAULT_* variable, which overrides the default."""
+    env = {"TAPEVAULT_DATA_DIR": str(tmp_path / "env"), "TAPEVAULT_PORT": "9000"}
+    s = Settings.load({"data_dir": str(tmp_path / "flag")}, env=env)
+    assert s.data_dir == tmp_path / "flag"
+    assert s.port == 9000
+    assert s.public_url == "http://127.0.0.1:9000"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "setting"),
+    [
+        ("port", "0", "TAPEVAULT_PORT"),
+        ("port", "http", "TAPEVAULT_PORT"),
+        ("public_url", "ftp://x", "TAPEVAULT_PUBLIC_URL"),
+        ("public_url", "https://x/?a=1", "TAPEVAULT_PUBLIC_URL"),
+        ("database_url", "mysql://x", "TAPEVAULT_DATABASE_URL"),
+        ("database_url", "sqlite://relative.db", "TAPEVAULT_DATABASE_URL"),
+        ("max_upload_bytes", "lots", "TAPEVAULT_MAX_UPLOAD_BYTES"),
+        ("storage_url", "s3://bucket", "TAPEVAULT_STORAGE_URL"),
+    ],
+)
+def test_invalid_settings_name_the_setting(
+    tmp_path: Path, name: str, value: str, setting: str
+) -> None:
+    """Every invalid value fails at load with a message naming the variable."""
+    with pytest.raises(ConfigError) as info:
+        Settings.load({"data_dir": str(tmp_path), name: value}, env={})
+    assert info.value.setting == setting
+    assert setting in str(info.value)
+
+
+def test_sizes_and_origins(tmp_path: Path) -> None:
+    """Sizes take binary units; CORS origins are a comma-separated list."""
+    s = Settings.load(
+        {"data_dir": str(tmp_path), "max_upload_bytes": "512M", "cors_origins": "https://a, https://b"},
+        env={},
+    )
+    assert s.max_upload_bytes == 512 * 1024**2
+    assert s.cors_origins == ("https://a", "https://b")
+
+
+def test_password_is_masked_in_repr(tmp_path: Path) -> None:
+    """A database password never appears in the settings' repr."""
+    s = Settings.load(
+        {"data_dir": str(tmp_path), "database_url": "postgresql://u:hunter2@db/x"}, env={}
+    )
+    assert "hunter2" not in repr(s)
+    assert "***" in repr(s)
