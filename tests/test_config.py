@@ -54,7 +54,11 @@ def test_invalid_settings_name_the_setting(
 def test_sizes_and_origins(tmp_path: Path) -> None:
     """Sizes take binary units; CORS origins are a comma-separated list."""
     s = Settings.load(
-        {"data_dir": str(tmp_path), "max_upload_bytes": "512M", "cors_origins": "https://a, https://b"},
+        {
+            "data_dir": str(tmp_path),
+            "max_upload_bytes": "512M",
+            "cors_origins": "https://a, https://b",
+        },
         env={},
     )
     assert s.max_upload_bytes == 512 * 1024**2

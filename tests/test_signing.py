@@ -28,7 +28,11 @@ def test_valid_url_verifies_with_its_fields() -> None:
     signer = UrlSigner([key("k1")])
     grant = signer.verify(RID, signed(signer, UrlMode.DOWNLOAD), EXPIRES - 100)
     assert (grant.recording_id, grant.mode, grant.expires, grant.partner_id, grant.key_id) == (
-        RID, UrlMode.DOWNLOAD, EXPIRES, PARTNER, "k1",
+        RID,
+        UrlMode.DOWNLOAD,
+        EXPIRES,
+        PARTNER,
+        "k1",
     )
 
 

@@ -292,7 +292,9 @@ class Vault:
         return key_id in self._signer.key_ids
 
     def rotate_signing_key(self) -> str:
-        key = new_signing_key(None, now_ms(self.clock))
+        # The newest key signs; make "newest" unambiguous even within one millisecond.
+        newest = max((k.created_ms for k in self.repo.list_signing_keys()), default=0)
+        key = new_signing_key(None, max(now_ms(self.clock), newest + 1))
         self.repo.add_signing_key(key)
         self._signer = self._load_signer()
         return key.key_id

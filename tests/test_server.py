@@ -1,0 +1,187 @@
+"""A real server process: the seeds' own examples, curl ranges, the CLI and the demo."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from tapevault.audio_gen import tone_wav_bytes
+from tests.conftest import need
+from tests.server import Server, free_port, tapevault
+
+pytestmark = pytest.mark.server
+SEEDS = Path(__file__).resolve().parents[2] / "shared" / "seeds"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = Server(tmp_path_factory.mktemp("srv"), free_port()).start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def python_example(seed: str) -> str:
+    """The first ```python block of a seed, or the unfenced example of the ambient page."""
+    text = (SEEDS / seed).read_text()
+    fenced = re.search(r"```python[^\n]*\n(.*?)```", text, re.S)
+    if fenced:
+        return "\n".join(
+            line[4:] if line.startswith("    ") else line for line in fenced.group(1).splitlines()
+        )
+    start = text.index("import requests")
+    end = text.index("print(response.json())", start) + len("print(response.json())")
+    return text[start:end]
+
+
+def adapt(code: str, base: str, session_id: str, token: str) -> str:
+    """Change only the base URL, the credentials and the session id placeholder."""
+    code = re.sub(r"https://sdp\.suki(?:-stage)?\.(?:ai|com)", base, code)
+    code = code.replace("<sdp_suki_token>", token).replace("<sdp_provider_id>", "provider-123")
+    # The ambient page's placeholder line ends in a `//` comment, which is not Python.
+    return re.sub(r'"123dfg-456dfg-789dfg-012dfg"( //[^\n]*)?', json.dumps(session_id), code)
+
+
+def make_session(server: Server, token: str, seconds: float = 3.0) -> tuple[str, bytes]:
+    headers = {"sdp_suki_token": token}
+    created = requests.post(
+        f"{server.base}/api/v1/ambient/session/create", headers=headers, timeout=10
+    )
+    assert created.status_code == 201
+    session_id: str = created.json()["ambient_session_id"]
+    wav = tone_wav_bytes(seconds)
+    up = requests.post(
+        f"{server.base}/api/v1/ambient/session/{session_id}/audio",
+        headers={**headers, "content-type": "audio/wav"},
+        data=wav,
+        timeout=30,
+    )
+    assert up.status_code == 201, up.text
+    assert (
+        requests.post(
+            f"{server.base}/api/v1/ambient/session/{session_id}/end", headers=headers, timeout=10
+        ).status_code
+        == 200
+    )
+    return session_id, wav
+
+
+@pytest.mark.parametrize(
+    "seed", ["suki-ambient-session-recording.md", "suki-form-filling-session-recording.md"]
+)
+def test_seed_python_example_runs(server: Server, tmp_path: Path, seed: str) -> None:
+    """The seed's own Python example prints streamable, id, URL, expiry and sequence."""
+    tenant = server.tenant()
+    token = server.token(tenant["partner_id"])
+    session_id, _ = make_session(server, token)
+    script = tmp_path / "example.py"
+    script.write_text(adapt(python_example(seed), server.base, session_id, token))
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "Streamable: True" in out
+    assert re.search(r"Recording ID: [0-9A-HJKMNP-TV-Z]{26}\n", out)
+    assert re.search(rf"Presigned URL: {re.escape(server.base)}/media/\S+\.wav\?\S+", out)
+    assert re.search(r"Expires at: \d{10}\n", out)
+    assert "Sequence: 1" in out
+
+
+def test_curl_range_returns_exact_bytes(server: Server, tmp_path: Path) -> None:
+    """`curl -r 1000-1999 <presigned_url>` returns exactly those bytes of the stored file."""
+    need(shutil.which("curl") is not None, "curl is not installed")
+    tenant = server.tenant()
+    token = server.token(tenant["partner_id"])
+    session_id, wav = make_session(server, token)
+    urls = requests.get(
+        f"{server.base}/api/v1/ambient/session/{session_id}/recording",
+        headers={"sdp_suki_token": token},
+        timeout=10,
+    ).json()
+    url = urls["recordings"][0]["presigned_url"]
+    stored = next((server.data_dir / "audio").rglob("*.wav")).read_bytes()
+    assert stored == wav  # a canonical upload is stored byte for byte
+    out = subprocess.run(
+        ["curl", "-sf", "-r", "1000-1999", url], capture_output=True, timeout=30, check=True
+    )
+    assert out.stdout == stored[1000:2000]
+    whole = subprocess.run(["curl", "-sf", url], capture_output=True, timeout=30, check=True)
+    assert hashlib.sha256(whole.stdout).hexdigest() == hashlib.sha256(stored).hexdigest()
+
+
+def test_token_issue_options(server: Server) -> None:
+    """token issue honours --ttl and --provider-id; an unknown partner is a clear error."""
+    import jwt
+
+    tenant = server.tenant(retention="30s")
+    assert tenant["retention_seconds"] == 30
+    token = server.token(tenant["partner_id"], "--ttl", "2m", "--provider-id", "dr-1")
+    claims = jwt.decode(token, tenant["jwt_secret"], algorithms=["HS256"])
+    assert claims["exp"] - claims["iat"] == 120
+    assert claims["provider_id"] == "dr-1" and claims["partner_id"] == tenant["partner_id"]
+    bad = subprocess.run(
+        [sys.executable, "-m", "tapevault.cli", "token", "issue", "--partner", "nope"],
+        env=server.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert bad.returncode == 1 and "no partner" in bad.stderr
+
+
+def test_invalid_setting_fails_at_startup_naming_it(tmp_path: Path) -> None:
+    """A bad setting stops the command with a message naming the variable."""
+    done = subprocess.run(
+        [sys.executable, "-m", "tapevault.cli", "migrate", "--data-dir", str(tmp_path)],
+        env={"PATH": "/usr/bin:/bin", "TAPEVAULT_PUBLIC_URL": "not a url"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "TAPEVAULT_PUBLIC_URL" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_migrate_and_key_rotation(tmp_path: Path) -> None:
+    """migrate reports the revision; keys rotate and the old one can then be removed."""
+    env = {"PATH": "/usr/bin:/bin", "TAPEVAULT_DATA_DIR": str(tmp_path)}
+    assert "revision 0001" in tapevault("migrate", env=env)
+    first = tapevault("keys", "list", env=env).split()[0]
+    tapevault("keys", "rotate", env=env)
+    listed = tapevault("keys", "list", env=env).splitlines()
+    assert len(listed) == 2 and listed[0].endswith("(signing)") and listed[1] == first
+    tapevault("keys", "remove", first, env=env)
+    assert first not in tapevault("keys", "list", env=env)
+
+
+def test_demo_sets_up_and_prints_commands(tmp_path: Path) -> None:
+    """`tapevault demo --no-serve` uploads a conversation and prints a token and commands."""
+    port = free_port()
+    out = tapevault(
+        "demo",
+        "--no-serve",
+        "--data-dir",
+        str(tmp_path),
+        "--port",
+        str(port),
+        env={"PATH": "/usr/bin:/bin"},
+        timeout=180,
+    )
+    assert "sdp_suki_token" in out and "curl -r 1000-1999" in out
+    assert f"http://127.0.0.1:{port}/media/" in out
+    match = re.search(r"one recording, ([\d.]+) s", out)
+    assert match and 50 <= float(match.group(1)) <= 70
