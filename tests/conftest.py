@@ -114,3 +114,18 @@ def runtime(
         yield rt
     finally:
         rt.close()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say how many tests ran on each database, so CI output shows PostgreSQL was exercised."""
+    counts: dict[str, dict[str, int]] = {}
+    for outcome in ("passed", "failed", "skipped", "error"):
+        for report in terminalreporter.stats.get(outcome, []):
+            nodeid = getattr(report, "nodeid", "")
+            for backend in ("sqlite", "postgresql"):
+                if f"[{backend}" in nodeid or f"-{backend}]" in nodeid or f"-{backend}-" in nodeid:
+                    by_outcome = counts.setdefault(backend, {})
+                    by_outcome[outcome] = by_outcome.get(outcome, 0) + 1
+    for backend, by_outcome in sorted(counts.items()):
+        summary = ", ".join(f"{n} {outcome}" for outcome, n in sorted(by_outcome.items()))
+        terminalreporter.write_line(f"database {backend}: {summary}")
