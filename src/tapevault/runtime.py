@@ -22,15 +22,19 @@ from tapevault.storage.local import open_store
 @dataclass
 class Runtime:
     settings: Settings
-    engine: Engine
+    repo: SqlRepository
     vault: Vault
     context: AppContext
 
     def asgi(self) -> ASGIApp:
         return build_app(self.context, on_shutdown=self.close)
 
+    @property
+    def engine(self) -> Engine:
+        return self.repo.engine
+
     def close(self) -> None:
-        self.engine.dispose()
+        self.repo.close()
 
 
 def open_runtime(
@@ -59,4 +63,4 @@ def open_runtime(
         spool_dir=spool,
         inline_metadata=settings.is_sqlite,
     )
-    return Runtime(settings=settings, engine=engine, vault=vault, context=context)
+    return Runtime(settings=settings, repo=repo, vault=vault, context=context)

@@ -60,6 +60,8 @@ class SukiTokenVerifier:
         self._lookup = lookup
         self._clock = clock
         self._cache: dict[str, tuple[float, Partner | None]] = {}
+        # token -> (caller, cache deadline on the monotonic clock, token exp)
+        self._tokens: dict[str, tuple[SukiCaller, float, float]] = {}
         self._lock = threading.Lock()
 
     def _partner(self, partner_id: str) -> Partner | None:
@@ -75,6 +77,32 @@ class SukiTokenVerifier:
         return partner
 
     def verify(self, token: str | None, provider_id: str | None = None) -> SukiCaller:
+        """Verify a token; a token verified in the last few seconds is answered from memory.
+
+        Players ask for URLs in bursts with the same token, and a JWT decode costs more than the
+        rest of the request. The cache never outlives the token's own expiry (checked here against
+        the clock on every hit) nor the partner cache, so a rotated secret takes effect as fast.
+        """
+        if token:
+            hit = self._tokens.get(token)
+            if (
+                hit is not None
+                and hit[1] > time.monotonic()
+                and self._clock.now() <= hit[2] + LEEWAY_SECONDS
+            ):
+                caller = hit[0]
+                if provider_id and provider_id != caller.provider_id:
+                    caller = SukiCaller(caller.partner, provider_id, caller.token_id)
+                return caller
+        caller, exp = self._verify(token, provider_id)
+        if token is not None:
+            with self._lock:
+                if len(self._tokens) > 10_000:
+                    self._tokens.clear()
+                self._tokens[token] = (caller, time.monotonic() + PARTNER_CACHE_SECONDS, exp)
+        return caller
+
+    def _verify(self, token: str | None, provider_id: str | None) -> tuple[SukiCaller, float]:
         if not token:
             raise AuthError("Missing sdp_suki_token header.")
         if len(token) > MAX_TOKEN_BYTES:
@@ -126,4 +154,4 @@ class SukiTokenVerifier:
         provider = provider_id or (
             claims.get("provider_id") if isinstance(claims.get("provider_id"), str) else None
         )
-        return SukiCaller(partner=partner, provider_id=provider, token_id=token_id)
+        return SukiCaller(partner=partner, provider_id=provider, token_id=token_id), float(exp)

@@ -63,6 +63,12 @@ class Repository(Protocol):
 
     def get_session(self, partner_id: str, session_id: str) -> Session | None: ...
 
+    def get_session_with_recordings(
+        self, partner_id: str, session_id: str
+    ) -> tuple[Session | None, Sequence[Recording]]:
+        """The session and its recordings in one round trip (the recording-URL hot path)."""
+        ...
+
     def update_session_status(
         self, partner_id: str, session_id: str, status: SessionStatus, ended_ms: int | None
     ) -> None: ...

