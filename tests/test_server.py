@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import json
 import re
 import shutil
@@ -19,7 +20,9 @@ from tests.conftest import need
 from tests.server import Server, free_port, tapevault
 
 pytestmark = pytest.mark.server
-SEEDS = Path(__file__).resolve().parents[2] / "shared" / "seeds"
+SEEDS = Path(
+    os.environ.get("TAPEVAULT_SEEDS_DIR", Path(__file__).resolve().parents[2] / "shared" / "seeds")
+)
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +36,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 def python_example(seed: str) -> str:
     """The first ```python block of a seed, or the unfenced example of the ambient page."""
+    need((SEEDS / seed).is_file(), f"seed documents not found in {SEEDS}")
     text = (SEEDS / seed).read_text()
     fenced = re.search(r"```python[^\n]*\n(.*?)```", text, re.S)
     if fenced:
