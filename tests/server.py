@@ -45,8 +45,9 @@ class Server:
     def base(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> Server:
+    def start(self, **extra_env: str) -> Server:
         self.env = {
+            **extra_env,
             **os.environ,
             "TAPEVAULT_DATA_DIR": str(self.data_dir),
             "TAPEVAULT_PORT": str(self.port),
@@ -68,6 +69,12 @@ class Server:
                     raise AssertionError("tapevault serve exited during start-up") from None
                 time.sleep(0.1)
         raise AssertionError("tapevault serve did not become healthy")
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no flush, as in a crash."""
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:

@@ -21,11 +21,16 @@ NOT_READY = {"code": 404, "message": "Recording not found or decryption in progr
 EXPIRED = "Recording has expired per retention policy."
 
 
+RUNTIMES: dict[int, Runtime] = {}
+
+
 @pytest.fixture
 async def client(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=runtime.asgi())
     async with httpx.AsyncClient(transport=transport, base_url="https://vault.test") as c:
+        RUNTIMES[id(c)] = runtime
         yield c
+        del RUNTIMES[id(c)]
 
 
 @pytest.fixture
@@ -47,11 +52,22 @@ async def new_session(client: httpx.AsyncClient, headers: dict[str, str]) -> str
 async def upload(
     client: httpx.AsyncClient, headers: dict[str, str], session_id: str, body: bytes
 ) -> httpx.Response:
-    return await client.post(
+    """Upload, then let the worker finish every queued job (as the in-process worker would)."""
+    response = await client.post(
         f"/api/v1/ambient/session/{session_id}/audio",
         headers={**headers, "content-type": "audio/wav"},
         content=body,
     )
+    RUNTIMES[id(client)].worker.run_until_idle()
+    return response
+
+
+async def recording_of(
+    client: httpx.AsyncClient, headers: dict[str, str], session_id: str, sequence: int
+) -> dict[str, object]:
+    session = await client.get(f"/api/v1/ambient/session/{session_id}", headers=headers)
+    found: dict[str, object] = session.json()["recordings"][sequence - 1]
+    return found
 
 
 def media_path(url: str) -> str:
@@ -71,11 +87,15 @@ async def test_full_flow_upload_list_stream(
     second = tone_wav_bytes(1.0, sample_rate=8000, channels=2, bits=24)
     r1 = await upload(client, headers, session_id, first)
     r2 = await upload(client, headers, session_id, second)
-    assert r1.status_code == 201 and r2.status_code == 201
+    assert r1.status_code == 202 and r2.status_code == 202
+    assert r1.json()["status"] == "processing" and r1.json()["sha256"] is None
     assert r1.json()["sequence_number"] == 1 and r2.json()["sequence_number"] == 2
-    assert r1.json()["sha256"] == hashlib.sha256(first).hexdigest()
-    assert r1.json()["duration_ms"] == 2000 and r1.json()["sample_rate"] == 16000
-    assert r2.json()["channels"] == 2 and r2.json()["bits_per_sample"] == 24
+    rec1 = await recording_of(client, headers, session_id, 1)
+    rec2 = await recording_of(client, headers, session_id, 2)
+    assert rec1["status"] == "available" and rec1["source_format"] == "wav/pcm_s16le"
+    assert rec1["sha256"] == hashlib.sha256(first).hexdigest()
+    assert rec1["duration_ms"] == 2000 and rec1["sample_rate"] == 16000
+    assert rec2["channels"] == 2 and rec2["bits_per_sample"] == 24
 
     end = await client.post(f"/api/v1/ambient/session/{session_id}/end", headers=headers)
     assert end.status_code == 200 and end.json()["status"] == "completed"
@@ -113,7 +133,7 @@ async def test_form_filling_ids_are_distinct_and_served(
     assert response.status_code == 201
     form = response.json()["ambient_session_id"]
     assert form != ambient and form.startswith("ffs-") and not ambient.startswith("ffs-")
-    assert (await upload(client, headers, form, tone_wav_bytes(0.5))).status_code == 201
+    assert (await upload(client, headers, form, tone_wav_bytes(0.5))).status_code == 202
     urls = await client.get(f"/api/v1/ambient/session/{form}/recording", headers=headers)
     assert urls.status_code == 200 and len(urls.json()["recordings"]) == 1
 
@@ -381,9 +401,9 @@ async def test_media_head_safari_probe_and_cors(
 @pytest.mark.parametrize(
     ("body", "content_type", "status", "words"),
     [
-        (b"", "audio/wav", 400, "WAV"),
+        (b"", "audio/wav", 400, "empty"),
         (b"RIFF\x00\x00\x00\x00WAVEjunk", "audio/wav", 400, ""),
-        (b"hello world, not audio", "audio/wav", 400, "WAV"),
+        (b"hello world, not audio", "audio/wav", 400, "audio"),
         (b"{}", "application/json", 415, "Content-Type"),
     ],
 )

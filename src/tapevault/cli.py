@@ -7,6 +7,7 @@ backed by its ``TAPEVAULT_*`` variable; see ``tapevault.config.SETTINGS_DOC``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -58,7 +59,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         settings.public_url,
     )
     uvicorn.run(
-        runtime.asgi(),
+        runtime.asgi(background=True),
         host=settings.host,
         port=settings.port,
         http="httptools",
@@ -70,6 +71,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
         server_header=False,
         log_level=args.log_level,
     )
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Run finalization jobs in the foreground (for servers started with TAPEVAULT_WORKERS=0)."""
+    runtime = _runtime(args)
+    runtime.recover()
+    if args.once:
+        print(f"ran {runtime.worker.run_until_idle()} job(s)")
+    else:
+        log.info("tapevault worker %s waiting for jobs", runtime.worker.owner)
+        with contextlib.suppress(KeyboardInterrupt):
+            runtime.worker.run_forever()
+    runtime.close()
     return 0
 
 
@@ -159,6 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     command("serve", "run the HTTP server").set_defaults(func=cmd_serve)
     command("migrate", "apply database migrations").set_defaults(func=cmd_migrate)
+    worker = command("worker", "run background finalization jobs")
+    worker.add_argument("--once", action="store_true", help="run due jobs, then exit")
+    worker.set_defaults(func=cmd_worker)
     demo = command("demo", "start with a demo partner and a generated conversation")
     demo.add_argument("--no-serve", action="store_true", help="set up and print, then exit")
     demo.set_defaults(func=cmd_demo)

@@ -37,6 +37,10 @@ SETTINGS_DOC: dict[str, tuple[str, str]] = {
     "host": ("TAPEVAULT_HOST", "address to listen on"),
     "port": ("TAPEVAULT_PORT", "port to listen on"),
     "max_upload_bytes": ("TAPEVAULT_MAX_UPLOAD_BYTES", "largest accepted upload, e.g. 2GiB"),
+    "workers": (
+        "TAPEVAULT_WORKERS",
+        "finalization worker threads inside serve (0: run `tapevault worker` separately)",
+    ),
     "cors_origins": (
         "TAPEVAULT_CORS_ORIGINS",
         "comma-separated origins allowed to play media cross-origin, or *",
@@ -77,13 +81,15 @@ class Settings:
     port: int = 8080
     max_upload_bytes: int = 2 * 1024**3
     cors_origins: tuple[str, ...] = ("*",)
+    workers: int = 1
 
     def __repr__(self) -> str:
         return (
             f"Settings(data_dir={str(self.data_dir)!r}, "
             f"database_url={mask_url(self.database_url)!r}, public_url={self.public_url!r}, "
             f"storage_url={self.storage_url!r}, host={self.host!r}, port={self.port}, "
-            f"max_upload_bytes={self.max_upload_bytes}, cors_origins={self.cors_origins!r})"
+            f"max_upload_bytes={self.max_upload_bytes}, cors_origins={self.cors_origins!r}, "
+            f"workers={self.workers})"
         )
 
     @property
@@ -116,7 +122,11 @@ class Settings:
         origins = tuple(
             o.strip() for o in (pick("cors_origins") or "*").split(",") if o.strip()
         ) or ("*",)
+        workers_text = pick("workers") or "1"
+        if not workers_text.isdigit() or int(workers_text) > 64:
+            raise ConfigError("TAPEVAULT_WORKERS", f"{workers_text!r} is not a count from 0 to 64")
         return cls(
+            workers=int(workers_text),
             data_dir=data_dir,
             database_url=database_url,
             public_url=public_url,

@@ -51,7 +51,7 @@ def run_demo(settings: Settings, *, serve: bool, log_level: str) -> int:
     partner = runtime.vault.create_partner("demo", policy.DEFAULT_RETENTION_SECONDS)
     token = issue_token(partner, now=time.time(), ttl_seconds=24 * 3600, provider_id="demo-doctor")
     config = uvicorn.Config(
-        runtime.asgi(),
+        runtime.asgi(background=True),
         host=settings.host,
         port=settings.port,
         http="httptools",

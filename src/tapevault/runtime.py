@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from sqlalchemy import Engine
@@ -16,7 +17,13 @@ from tapevault.db.repository import SqlRepository
 from tapevault.http.app import build_app
 from tapevault.http.asgi import ASGIApp
 from tapevault.http.context import AppContext
+from tapevault.ingest import formats
+from tapevault.ingest.finalize import Finalizer
+from tapevault.ingest.recovery import recover_streams
+from tapevault.ingest.worker import Worker, worker_id
 from tapevault.storage.local import open_store
+
+log = logging.getLogger("tapevault")
 
 
 @dataclass
@@ -25,9 +32,33 @@ class Runtime:
     repo: SqlRepository
     vault: Vault
     context: AppContext
+    worker: Worker
 
-    def asgi(self) -> ASGIApp:
-        return build_app(self.context, on_shutdown=self.close)
+    def asgi(self, *, background: bool = False) -> ASGIApp:
+        """The application; with ``background`` its lifespan starts and stops the worker
+        threads (``TAPEVAULT_WORKERS``) and runs crash recovery first."""
+        if not background:
+            return build_app(self.context, on_shutdown=self.close)
+        return build_app(self.context, on_startup=self.start_background, on_shutdown=self.stop)
+
+    def start_background(self) -> None:
+        self.recover()
+        if self.settings.workers:
+            self.worker.start(self.settings.workers)
+
+    def recover(self) -> None:
+        """Take back what a dead process left: its job leases (and, with streaming, its
+        half-written recordings)."""
+        freed = self.worker.reclaim_dead_local_leases()
+        if freed:
+            log.warning("reclaimed %d job(s) from processes that died", freed)
+        recovered = recover_streams(self.vault, self.worker.owner)
+        if recovered:
+            log.warning("recovered %d recording(s) left half-written by a dead process", recovered)
+
+    def stop(self) -> None:
+        self.worker.stop()
+        self.close()
 
     @property
     def engine(self) -> Engine:
@@ -52,7 +83,8 @@ def open_runtime(
         migrate(engine)
     repo = SqlRepository(engine)
     store = open_store(settings.storage_url)
-    vault = Vault(repo, store, clock, settings.public_url)
+    vault = Vault(repo, store, clock, settings.public_url, settings.data_dir)
+    process = worker_id()
     spool = settings.data_dir / "spool"
     spool.mkdir(parents=True, exist_ok=True)
     context = AppContext(
@@ -62,5 +94,7 @@ def open_runtime(
         access_log=access_log or LoggingAccessLog(),
         spool_dir=spool,
         inline_metadata=settings.is_sqlite,
+        process_id=process,
     )
-    return Runtime(settings=settings, repo=repo, vault=vault, context=context)
+    worker = Worker(Finalizer(vault, formats.decode), process)
+    return Runtime(settings=settings, repo=repo, vault=vault, context=context, worker=worker)

@@ -20,6 +20,7 @@ class Action(enum.StrEnum):
     SESSION_READ = "session.read"
     SESSION_END = "session.end"
     RECORDING_UPLOAD = "recording.upload"
+    STREAM_TICKET = "stream.ticket"
     URLS_ISSUE = "recording.urls_issue"
     MEDIA_READ = "media.read"
     AUTH_FAILURE = "auth.failure"

@@ -18,17 +18,32 @@ class SessionKind(enum.StrEnum):
 
 
 class SessionStatus(enum.StrEnum):
-    """Lifecycle of a session: created -> in_progress (audio arrived) -> completed (ended)."""
+    """Lifecycle of a session: created -> in_progress -> processing -> completed | failed.
+
+    Only CREATED, IN_PROGRESS and COMPLETED are stored (they record what the client did); the
+    status shown to clients is derived from those and the recordings' states by
+    ``tapevault.core.lifecycle.session_status``.
+    """
 
     CREATED = "created"
     IN_PROGRESS = "in_progress"
+    PROCESSING = "processing"
     COMPLETED = "completed"
+    FAILED = "failed"
 
 
 class RecordingStatus(enum.StrEnum):
-    """Lifecycle of one recording. Only AVAILABLE recordings are ever served."""
+    """Lifecycle of one recording. Only AVAILABLE recordings are ever served.
 
+    RECEIVING: audio is still arriving (a live stream); PROCESSING: complete, being finalized
+    (decoded, checksummed) by a worker; AVAILABLE: stored and immutable; FAILED: finalization gave
+    up, with a reason.
+    """
+
+    RECEIVING = "receiving"
+    PROCESSING = "processing"
     AVAILABLE = "available"
+    FAILED = "failed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +67,8 @@ class Session:
     status: SessionStatus
     created_ms: int
     ended_ms: int | None = None
+    # The caller's own id for the session when it has one (a Twilio callSid), unique per partner.
+    external_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +92,22 @@ class Recording:
     sha256: str
     created_ms: int
     expires_ms: int
+    # What the audio was before finalization: "wav/pcm_s16le", "mp3", "stream/pcm_mulaw"...
+    source_format: str = ""
+    # True when the recording was rebuilt from disk after the process writing it died.
+    recovered: bool = False
+    failure_reason: str | None = None
+    # "inbound" (caller) or "outbound" (agent) for a call's channels; None for a single recording.
+    channel: str | None = None
+    # Wall-clock time of the first sample, for aligning a call's channels.
+    media_start_epoch_ms: int | None = None
+    # Who is writing a RECEIVING recording, and when it last said so (for crash recovery).
+    writer_id: str | None = None
+    heartbeat_ms: int | None = None
+
+    @property
+    def is_servable(self) -> bool:
+        return self.status is RecordingStatus.AVAILABLE
 
     @property
     def etag(self) -> str:
@@ -89,3 +122,23 @@ class SigningKey:
     key_id: str
     secret: bytes = field(repr=False)
     created_ms: int
+
+
+class JobKind(enum.StrEnum):
+    FINALIZE = "finalize"
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A unit of background work, leased by one worker at a time."""
+
+    job_id: str
+    kind: JobKind
+    recording_id: str
+    attempts: int
+    run_after_ms: int
+    lease_owner: str | None
+    lease_expires_ms: int | None
+    last_error: str | None
+    created_ms: int
+    done_ms: int | None

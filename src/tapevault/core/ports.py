@@ -11,7 +11,15 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from tapevault.core.model import Partner, Recording, Session, SessionStatus, SigningKey
+from tapevault.core.model import (
+    Job,
+    Partner,
+    Recording,
+    RecordingStatus,
+    Session,
+    SessionStatus,
+    SigningKey,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,8 +83,54 @@ class Repository(Protocol):
 
     def next_sequence_number(self, session_id: str) -> int: ...
 
-    def add_recording(self, recording: Recording) -> None:
-        """Insert; raises ``SequenceTaken`` when the (session, sequence) pair exists already."""
+    def add_recording(self, recording: Recording, job: Job | None = None) -> None:
+        """Insert (with its job, atomically); raises ``SequenceTaken`` when the (session,
+        sequence) pair exists already."""
+        ...
+
+    def update_recording(self, recording: Recording) -> None: ...
+
+    def recordings_with_status(self, status: RecordingStatus) -> Sequence[Recording]: ...
+
+    def heartbeat(self, writer_id: str, now_ms: int) -> None:
+        """Mark every RECEIVING recording of this writer as alive at ``now_ms``."""
+        ...
+
+    def get_session_by_external_id(self, partner_id: str, external_id: str) -> Session | None: ...
+
+    def add_job(self, job: Job) -> None: ...
+
+    def lease_job(self, owner: str, now_ms: int, lease_ms: int) -> Job | None:
+        """Claim one due job whose lease is free or lapsed; exactly one caller wins a race."""
+        ...
+
+    def finish_job(self, job_id: str, now_ms: int, error: str | None = None) -> None: ...
+
+    def retry_job(self, job_id: str, run_after_ms: int, error: str) -> None: ...
+
+    def lease_owners(self) -> Sequence[str]:
+        """Owners holding leases on unfinished jobs."""
+        ...
+
+    def release_leases(self, owner: str) -> int: ...
+
+    def get_job(self, job_id: str) -> Job | None: ...
+
+    def pending_jobs(self, recording_id: str) -> Sequence[Job]: ...
+
+    def add_stream_ticket(
+        self,
+        ticket_hash: str,
+        partner_id: str,
+        session_id: str,
+        provider_id: str | None,
+        expires_ms: int,
+    ) -> None: ...
+
+    def consume_stream_ticket(
+        self, ticket_hash: str, now_ms: int
+    ) -> tuple[str, str, str | None] | None:
+        """(partner_id, session_id, provider_id) once; None if unknown, used or expired."""
         ...
 
     def list_recordings(self, partner_id: str, session_id: str) -> Sequence[Recording]:

@@ -8,20 +8,23 @@ thread (PostgreSQL, network round trips).
 
 from __future__ import annotations
 
-import hashlib
+import os
 import secrets
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ulid import ULID
 
 from tapevault.core import policy
 from tapevault.core.clock import Clock, now_ms
+from tapevault.core.lifecycle import PENDING
 from tapevault.core.model import (
+    Job,
+    JobKind,
     Partner,
     Recording,
     RecordingStatus,
@@ -31,8 +34,8 @@ from tapevault.core.model import (
 )
 from tapevault.core.ports import ObjectStore, Repository, SequenceTaken
 from tapevault.core.signing import UrlGrant, UrlMode, UrlSigner, new_signing_key
-from tapevault.core.wav import parse_wav, write_canonical
 from tapevault.errors import Conflict, Gone, GoneDetail, NotFound, NotReady, UrlRejected
+from tapevault.fsutil import fsync_dir
 
 RECORDING_NOT_FOUND = "Recording not found or decryption in progress."
 RECORDING_EXPIRED = "Recording has expired per retention policy."
@@ -40,6 +43,7 @@ SESSION_NOT_FOUND = "Session not found."
 FORM_FILLING_PREFIX = "ffs-"
 _MAX_ID = 64
 _KEY_RELOAD_SECONDS = 1.0
+NOT_READY_RETRY_SECONDS = 2
 _RECORDING_CACHE_SECONDS = 5.0
 _RECORDING_CACHE_SIZE = 50_000
 
@@ -71,9 +75,19 @@ class Vault:
     """Sessions, recordings and signed access, over a repository and an object store."""
 
     def __init__(
-        self, repo: Repository, store: ObjectStore, clock: Clock, media_base_url: str
+        self,
+        repo: Repository,
+        store: ObjectStore,
+        clock: Clock,
+        media_base_url: str,
+        work_dir: Path,
     ) -> None:
         self.repo = repo
+        self.work_dir = work_dir
+        for sub in ("incoming", "streams"):
+            (work_dir / sub).mkdir(parents=True, exist_ok=True)
+        # Set whenever a job is queued in this process, so an in-process worker wakes at once.
+        self.jobs_waiting = threading.Event()
         self.store = store
         self.clock = clock
         self.media_base_url = media_base_url.rstrip("/")
@@ -142,78 +156,166 @@ class Vault:
 
     # uploads ------------------------------------------------------------------------------
 
-    def ingest_wav(self, partner: Partner, session_id: str, spooled: Path) -> Recording:
-        """Validate a spooled WAV body and store it as the session's next recording.
+    def accept_upload(
+        self, partner: Partner, session_id: str, spooled: Path, source_format: str
+    ) -> Recording:
+        """Take a validated, spooled upload into the vault: the acknowledgement point.
 
-        Either the recording is fully stored and listed, or nothing is: a parse failure stores
-        nothing, and a failure after the audio was written removes it again.
+        The body is moved (renamed, then its directory fsynced) to ``incoming/`` and the
+        recording is inserted as PROCESSING together with its finalization job, in one
+        transaction. From here on the upload survives a crash; a worker finishes it.
         """
         session = self.check_accepts_audio(partner, session_id)
         recording_id = str(ULID())
-        key = f"{partner.partner_id}/{session_id}/{recording_id}.wav"
-        with spooled.open("rb") as src:
-            info = parse_wav(src, spooled.stat().st_size)
-            digest = hashlib.sha256()
-            stored = self.store.put(key, _hashing(write_canonical(src, info), digest))
+        incoming = self.incoming_path(recording_id)
+        os.replace(spooled, incoming)
+        fsync_dir(incoming.parent)
+        now = now_ms(self.clock)
         try:
             recording = self._insert_recording(
                 session=session,
                 recording_id=recording_id,
-                key=key,
-                sample_rate=info.fmt.sample_rate,
-                channels=info.fmt.channels,
-                bits=info.fmt.bits_per_sample,
-                duration_ms=info.duration_ms,
-                size=stored.size,
-                sha256=digest.hexdigest(),
+                status=RecordingStatus.PROCESSING,
+                source_format=source_format,
                 retention_seconds=partner.retention_seconds,
+                job=Job(
+                    uuid.uuid4().hex,
+                    JobKind.FINALIZE,
+                    recording_id,
+                    0,
+                    now,
+                    None,
+                    None,
+                    None,
+                    now,
+                    None,
+                ),
             )
-            if session.status is SessionStatus.CREATED:
-                self.repo.update_session_status(
-                    partner.partner_id, session_id, SessionStatus.IN_PROGRESS, None
-                )
+            self._mark_in_progress(session)
         except BaseException:
-            self.store.delete(key)
+            incoming.unlink(missing_ok=True)
             raise
+        self.jobs_waiting.set()
         return recording
+
+    def incoming_path(self, recording_id: str) -> Path:
+        return self.work_dir / "incoming" / f"{recording_id}.src"
+
+    def stream_path(self, recording_id: str) -> Path:
+        return self.work_dir / "streams" / f"{recording_id}.raw"
+
+    def _mark_in_progress(self, session: Session) -> None:
+        if session.status is SessionStatus.CREATED:
+            self.repo.update_session_status(
+                session.partner_id, session.session_id, SessionStatus.IN_PROGRESS, None
+            )
 
     def _insert_recording(
         self,
         *,
         session: Session,
         recording_id: str,
-        key: str,
-        sample_rate: int,
-        channels: int,
-        bits: int,
-        duration_ms: int,
-        size: int,
-        sha256: str,
+        status: RecordingStatus,
+        source_format: str,
         retention_seconds: int,
+        job: Job | None = None,
+        channel: str | None = None,
+        media_start_epoch_ms: int | None = None,
+        writer_id: str | None = None,
+        audio: tuple[int, int, int] = (0, 0, 0),
     ) -> Recording:
         for _attempt in range(20):
+            now = now_ms(self.clock)
             recording = Recording(
                 recording_id=recording_id,
                 session_id=session.session_id,
                 partner_id=session.partner_id,
                 sequence_number=self.repo.next_sequence_number(session.session_id),
-                status=RecordingStatus.AVAILABLE,
-                storage_key=key,
-                sample_rate=sample_rate,
-                channels=channels,
-                bits_per_sample=bits,
-                duration_ms=duration_ms,
-                size_bytes=size,
-                sha256=sha256,
-                created_ms=now_ms(self.clock),
+                status=status,
+                storage_key=f"{session.partner_id}/{session.session_id}/{recording_id}.wav",
+                sample_rate=audio[0],
+                channels=audio[1],
+                bits_per_sample=audio[2],
+                duration_ms=0,
+                size_bytes=0,
+                sha256="",
+                created_ms=now,
                 expires_ms=policy.retention_expiry_ms(session.created_ms, retention_seconds),
+                source_format=source_format,
+                channel=channel,
+                media_start_epoch_ms=media_start_epoch_ms,
+                writer_id=writer_id,
+                heartbeat_ms=now if writer_id else None,
             )
             try:
-                self.repo.add_recording(recording)
+                self.repo.add_recording(recording, job)
             except SequenceTaken:
                 continue  # a concurrent upload took this number; take the next one
             return recording
         raise Conflict("Too many concurrent uploads to this session; retry.")
+
+    # live streams ---------------------------------------------------------------------------
+
+    def open_stream(
+        self,
+        partner: Partner,
+        session_id: str,
+        source_format: str,
+        writer_id: str,
+        *,
+        sample_rate: int,
+        channels: int,
+        bits_per_sample: int,
+        channel: str | None = None,
+        media_start_epoch_ms: int | None = None,
+    ) -> Recording:
+        """Start a RECEIVING recording for a live stream; its bytes go to ``stream_path``.
+
+        The stream's own format (rate, channels, sample width) is stored at once: crash
+        recovery needs it to cut the file to whole frames and finish it.
+        """
+        session = self.check_accepts_audio(partner, session_id)
+        recording = self._insert_recording(
+            session=session,
+            recording_id=str(ULID()),
+            status=RecordingStatus.RECEIVING,
+            source_format=source_format,
+            retention_seconds=partner.retention_seconds,
+            channel=channel,
+            media_start_epoch_ms=media_start_epoch_ms,
+            writer_id=writer_id,
+            audio=(sample_rate, channels, bits_per_sample),
+        )
+        self._mark_in_progress(session)
+        return recording
+
+    def close_stream(self, recording: Recording, *, recovered: bool = False) -> Recording:
+        """The stream ended (or its writer died): queue the recording for finalization."""
+        now = now_ms(self.clock)
+        closed = replace(
+            recording,
+            status=RecordingStatus.PROCESSING,
+            recovered=recovered or recording.recovered,
+            writer_id=None,
+            heartbeat_ms=None,
+        )
+        self.repo.update_recording(closed)
+        self.repo.add_job(
+            Job(
+                uuid.uuid4().hex,
+                JobKind.FINALIZE,
+                recording.recording_id,
+                0,
+                now,
+                None,
+                None,
+                None,
+                now,
+                None,
+            )
+        )
+        self.jobs_waiting.set()
+        return closed
 
     # recording links ----------------------------------------------------------------------
 
@@ -235,11 +337,16 @@ class Vault:
         now = now_ms(self.clock)
         session_expiry = policy.retention_expiry_ms(session.created_ms, partner.retention_seconds)
         live = [r for r in recordings if not policy.is_expired(r.expires_ms, now)]
-        if not live:
-            if recordings or policy.is_expired(session_expiry, now):
-                expired_at = max((r.expires_ms for r in recordings), default=session_expiry)
-                raise Gone(RECORDING_EXPIRED, GoneDetail("expired", expired_at // 1000))
-            raise NotReady(RECORDING_NOT_FOUND, retry_after=5)
+        if not live and (recordings or policy.is_expired(session_expiry, now)):
+            expired_at = max((r.expires_ms for r in recordings), default=session_expiry)
+            raise Gone(RECORDING_EXPIRED, GoneDetail("expired", expired_at // 1000))
+        servable = [r for r in live if r.is_servable]
+        if not servable:
+            if any(r.status in PENDING for r in live) or not live:
+                raise NotReady(RECORDING_NOT_FOUND, retry_after=NOT_READY_RETRY_SECONDS)
+            reasons = "; ".join(sorted({r.failure_reason or "unknown" for r in live}))
+            raise NotFound(f"Recording processing failed: {reasons}")
+        live = servable
         audio_ms = sum(r.duration_ms for r in live)
         lifetime = policy.url_lifetime_seconds(download=download, session_audio_ms=audio_ms)
         expires = now // 1000 + lifetime
@@ -267,7 +374,11 @@ class Vault:
                 raise
             grant = self._signer.verify(recording_id, query, now)
         recording = self._recording(recording_id)
-        if recording is None or recording.partner_id != grant.partner_id:
+        if (
+            recording is None
+            or recording.partner_id != grant.partner_id
+            or not recording.is_servable
+        ):
             raise NotFound(RECORDING_NOT_FOUND)
         if policy.is_expired(recording.expires_ms, int(now * 1000)):
             raise Gone(RECORDING_EXPIRED, GoneDetail("expired", recording.expires_ms // 1000))
@@ -282,7 +393,7 @@ class Vault:
         if hit is not None and hit[1] > now:
             return hit[0]
         recording = self.repo.get_recording(recording_id)
-        if recording is not None:
+        if recording is not None and recording.is_servable:
             if len(self._recordings) >= _RECORDING_CACHE_SIZE:
                 self._recordings.clear()
             self._recordings[recording_id] = (recording, now + _RECORDING_CACHE_SECONDS)
@@ -329,9 +440,3 @@ class Vault:
 
     def signing_key_ids(self) -> list[str]:
         return [k.key_id for k in self.repo.list_signing_keys()]
-
-
-def _hashing(chunks: Iterable[bytes], digest: hashlib._Hash) -> Iterator[bytes]:
-    for chunk in chunks:
-        digest.update(chunk)
-        yield chunk

@@ -10,12 +10,15 @@ see another partner's rows by forgetting a check in Python.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import fields
 from typing import Any
 
-from sqlalchemy import Engine, delete, func, insert, select, update
+from sqlalchemy import Engine, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from tapevault.core.model import (
+    Job,
+    JobKind,
     Partner,
     Recording,
     RecordingStatus,
@@ -26,7 +29,14 @@ from tapevault.core.model import (
 )
 from tapevault.core.ports import SequenceTaken
 from tapevault.db.fastread import FastReader
-from tapevault.db.schema import partners, recordings, sessions, signing_keys
+from tapevault.db.schema import (
+    jobs,
+    partners,
+    recordings,
+    sessions,
+    signing_keys,
+    stream_tickets,
+)
 
 
 class SqlRepository:
@@ -70,6 +80,7 @@ class SqlRepository:
                     status=session.status.value,
                     created_ms=session.created_ms,
                     ended_ms=session.ended_ms,
+                    external_id=session.external_id,
                 )
             )
 
@@ -106,12 +117,176 @@ class SqlRepository:
             ).scalar()
         return int(current or 0) + 1
 
-    def add_recording(self, recording: Recording) -> None:
+    def add_recording(self, recording: Recording, job: Job | None = None) -> None:
         try:
             with self.engine.begin() as conn:
                 conn.execute(insert(recordings).values(**_recording_values(recording)))
+                if job is not None:
+                    conn.execute(insert(jobs).values(**_job_values(job)))
         except IntegrityError as exc:
             raise SequenceTaken(recording.session_id) from exc
+
+    def update_recording(self, recording: Recording) -> None:
+        values = _recording_values(recording)
+        del values["recording_id"]
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(recordings)
+                .where(recordings.c.recording_id == recording.recording_id)
+                .values(**values)
+            )
+
+    def recordings_with_status(self, status: RecordingStatus) -> Sequence[Recording]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(recordings).where(recordings.c.status == status.value)).all()
+        return [_recording(row) for row in rows]
+
+    def heartbeat(self, writer_id: str, now_ms: int) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(recordings)
+                .where(
+                    recordings.c.writer_id == writer_id,
+                    recordings.c.status == RecordingStatus.RECEIVING.value,
+                )
+                .values(heartbeat_ms=now_ms)
+            )
+
+    def get_session_by_external_id(self, partner_id: str, external_id: str) -> Session | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(sessions).where(
+                    sessions.c.partner_id == partner_id, sessions.c.external_id == external_id
+                )
+            ).first()
+        return None if row is None else _session(row)
+
+    # jobs ---------------------------------------------------------------------------------
+
+    def add_job(self, job: Job) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(insert(jobs).values(**_job_values(job)))
+
+    def lease_job(self, owner: str, now_ms: int, lease_ms: int) -> Job | None:
+        """Claim the oldest due job whose lease is free or lapsed (a dead worker's).
+
+        The claim is a conditional UPDATE, so two workers (threads or processes, SQLite or
+        PostgreSQL) can race for a job and exactly one wins.
+        """
+        free = or_(jobs.c.lease_expires_ms.is_(None), jobs.c.lease_expires_ms < now_ms)
+        with self.engine.connect() as conn:
+            candidates = conn.execute(
+                select(jobs.c.job_id)
+                .where(jobs.c.done_ms.is_(None), jobs.c.run_after_ms <= now_ms, free)
+                .order_by(jobs.c.run_after_ms)
+                .limit(8)
+            ).all()
+        for (job_id,) in candidates:
+            with self.engine.begin() as conn:
+                claimed = conn.execute(
+                    update(jobs)
+                    .where(jobs.c.job_id == job_id, jobs.c.done_ms.is_(None), free)
+                    .values(
+                        lease_owner=owner,
+                        lease_expires_ms=now_ms + lease_ms,
+                        attempts=jobs.c.attempts + 1,
+                    )
+                ).rowcount
+                if claimed == 1:
+                    row = conn.execute(select(jobs).where(jobs.c.job_id == job_id)).first()
+                    assert row is not None
+                    return _job(row)
+        return None
+
+    def finish_job(self, job_id: str, now_ms: int, error: str | None = None) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(jobs)
+                .where(jobs.c.job_id == job_id)
+                .values(done_ms=now_ms, last_error=error, lease_owner=None, lease_expires_ms=None)
+            )
+
+    def retry_job(self, job_id: str, run_after_ms: int, error: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(jobs)
+                .where(jobs.c.job_id == job_id)
+                .values(
+                    run_after_ms=run_after_ms,
+                    last_error=error,
+                    lease_owner=None,
+                    lease_expires_ms=None,
+                )
+            )
+
+    def lease_owners(self) -> Sequence[str]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(jobs.c.lease_owner)
+                .where(jobs.c.done_ms.is_(None), jobs.c.lease_owner.is_not(None))
+                .distinct()
+            ).all()
+        return [row[0] for row in rows]
+
+    def release_leases(self, owner: str) -> int:
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(jobs)
+                .where(jobs.c.lease_owner == owner, jobs.c.done_ms.is_(None))
+                .values(lease_owner=None, lease_expires_ms=None)
+            )
+        return int(result.rowcount)
+
+    def get_job(self, job_id: str) -> Job | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(jobs).where(jobs.c.job_id == job_id)).first()
+        return None if row is None else _job(row)
+
+    def pending_jobs(self, recording_id: str) -> Sequence[Job]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(jobs).where(jobs.c.recording_id == recording_id, jobs.c.done_ms.is_(None))
+            ).all()
+        return [_job(row) for row in rows]
+
+    # stream tickets -----------------------------------------------------------------------
+
+    def add_stream_ticket(
+        self,
+        ticket_hash: str,
+        partner_id: str,
+        session_id: str,
+        provider_id: str | None,
+        expires_ms: int,
+    ) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(stream_tickets).values(
+                    ticket_hash=ticket_hash,
+                    partner_id=partner_id,
+                    session_id=session_id,
+                    provider_id=provider_id,
+                    expires_ms=expires_ms,
+                )
+            )
+
+    def consume_stream_ticket(
+        self, ticket_hash: str, now_ms: int
+    ) -> tuple[str, str, str | None] | None:
+        """Single use: the ticket is deleted by the one call that gets it."""
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                select(stream_tickets).where(stream_tickets.c.ticket_hash == ticket_hash)
+            ).first()
+            if row is None:
+                return None
+            deleted = conn.execute(
+                delete(stream_tickets).where(stream_tickets.c.ticket_hash == ticket_hash)
+            ).rowcount
+            conn.execute(delete(stream_tickets).where(stream_tickets.c.expires_ms < now_ms))
+        if deleted != 1 or row.expires_ms < now_ms:
+            return None
+        return row.partner_id, row.session_id, row.provider_id
 
     def list_recordings(self, partner_id: str, session_id: str) -> Sequence[Recording]:
         return self.get_session_with_recordings(partner_id, session_id)[1]
@@ -147,6 +322,16 @@ class SqlRepository:
         return bool(result.rowcount)
 
 
+def _job_values(job: Job) -> dict[str, Any]:
+    values = {f.name: getattr(job, f.name) for f in fields(job)}
+    values["kind"] = job.kind.value
+    return values
+
+
+def _job(row: Any) -> Job:
+    return Job(row[0], JobKind(row[1]), *row[2:])
+
+
 def _recording_values(r: Recording) -> dict[str, Any]:
     return {
         "recording_id": r.recording_id,
@@ -163,6 +348,13 @@ def _recording_values(r: Recording) -> dict[str, Any]:
         "sha256": r.sha256,
         "created_ms": r.created_ms,
         "expires_ms": r.expires_ms,
+        "source_format": r.source_format,
+        "recovered": r.recovered,
+        "failure_reason": r.failure_reason,
+        "channel": r.channel,
+        "media_start_epoch_ms": r.media_start_epoch_ms,
+        "writer_id": r.writer_id,
+        "heartbeat_ms": r.heartbeat_ms,
     }
 
 
@@ -171,8 +363,14 @@ def _recording_values(r: Recording) -> dict[str, Any]:
 
 
 def _session(row: Any) -> Session:
-    return Session(row[0], row[1], SessionKind(row[2]), SessionStatus(row[3]), row[4], row[5])
+    return Session(row[0], row[1], SessionKind(row[2]), SessionStatus(row[3]), *row[4:])
 
 
 def _recording(row: Any) -> Recording:
-    return Recording(row[0], row[1], row[2], row[3], RecordingStatus(row[4]), *row[5:])
+    values = dict(zip(_RECORDING_FIELDS, row, strict=True))
+    values["status"] = RecordingStatus(values["status"])
+    values["recovered"] = bool(values["recovered"])
+    return Recording(**values)
+
+
+_RECORDING_FIELDS = tuple(f.name for f in fields(Recording))

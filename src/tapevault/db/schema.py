@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     ForeignKey,
     Index,
@@ -16,6 +17,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 
 metadata = MetaData()
@@ -39,7 +41,9 @@ sessions = Table(
     Column("status", String(20), nullable=False),
     Column("created_ms", BigInteger, nullable=False),
     Column("ended_ms", BigInteger, nullable=True),
+    Column("external_id", String(64), nullable=True),
     Index("ix_sessions_partner", "partner_id", "session_id"),
+    UniqueConstraint("partner_id", "external_id", name="uq_sessions_partner_external"),
 )
 
 recordings = Table(
@@ -59,7 +63,41 @@ recordings = Table(
     Column("sha256", String(64), nullable=False),
     Column("created_ms", BigInteger, nullable=False),
     Column("expires_ms", BigInteger, nullable=False),
+    Column("source_format", String(40), nullable=False, server_default=""),
+    Column("recovered", Boolean, nullable=False, server_default=false()),
+    Column("failure_reason", Text, nullable=True),
+    Column("channel", String(16), nullable=True),
+    Column("media_start_epoch_ms", BigInteger, nullable=True),
+    Column("writer_id", String(120), nullable=True),
+    Column("heartbeat_ms", BigInteger, nullable=True),
     UniqueConstraint("session_id", "sequence_number", name="uq_recordings_session_sequence"),
+    Index("ix_recordings_status", "status"),
+)
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("job_id", String(32), primary_key=True),
+    Column("kind", String(20), nullable=False),
+    Column("recording_id", String(32), ForeignKey("recordings.recording_id"), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("run_after_ms", BigInteger, nullable=False),
+    Column("lease_owner", String(120), nullable=True),
+    Column("lease_expires_ms", BigInteger, nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("done_ms", BigInteger, nullable=True),
+    Index("ix_jobs_due", "done_ms", "run_after_ms"),
+)
+
+stream_tickets = Table(
+    "stream_tickets",
+    metadata,
+    Column("ticket_hash", String(64), primary_key=True),
+    Column("partner_id", String(64), ForeignKey("partners.partner_id"), nullable=False),
+    Column("session_id", String(64), nullable=False),
+    Column("provider_id", String(200), nullable=True),
+    Column("expires_ms", BigInteger, nullable=False),
 )
 
 signing_keys = Table(

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable
 
 import orjson
-from starlette.routing import Route, Router
+from starlette.routing import Route, Router, WebSocketRoute
 
 from tapevault.http.asgi import NO_STORE, ASGIApp, Message, Receive, Scope, Send, send_json
 from tapevault.http.context import AppContext
@@ -19,6 +19,7 @@ from tapevault.http.cors import Cors
 from tapevault.http.media import PREFIX as MEDIA_PREFIX
 from tapevault.http.media import MediaGateway
 from tapevault.http.openapi import openapi_document
+from tapevault.http.stream import StreamEndpoint
 from tapevault.http.suki import routes as suki_routes
 
 log = logging.getLogger("tapevault.http")
@@ -45,12 +46,17 @@ class _StaticJson:
         await send({"type": "http.response.body", "body": self.body})
 
 
-def build_app(ctx: AppContext, on_shutdown: Callable[[], None] | None = None) -> ASGIApp:
+def build_app(
+    ctx: AppContext,
+    on_startup: Callable[[], None] | None = None,
+    on_shutdown: Callable[[], None] | None = None,
+) -> ASGIApp:
     cors = Cors(ctx.settings.cors_origins)
     gateway = MediaGateway(ctx, cors)
     router = Router(
         routes=[
             *(Route(path, endpoint) for path, endpoint in suki_routes(ctx)),
+            WebSocketRoute("/api/v1/ambient/session/{session_id}/stream", StreamEndpoint(ctx)),
             Route("/healthz", _StaticJson(b'{"status":"ok"}')),
             Route(
                 "/openapi.json",
@@ -77,8 +83,10 @@ def build_app(ctx: AppContext, on_shutdown: Callable[[], None] | None = None) ->
             if origin is not None:
                 send = _with_cors(send, cors.response_headers(origin))
             await router(scope, receive, send)
+        elif kind == "websocket":
+            await router(scope, receive, send)
         elif kind == "lifespan":
-            await _lifespan(receive, send, on_shutdown)
+            await _lifespan(receive, send, on_startup, on_shutdown)
 
     return app
 
@@ -111,10 +119,17 @@ def _with_cors(send: Send, headers: list[tuple[bytes, bytes]]) -> Send:
     return wrapped
 
 
-async def _lifespan(receive: Receive, send: Send, on_shutdown: Callable[[], None] | None) -> None:
+async def _lifespan(
+    receive: Receive,
+    send: Send,
+    on_startup: Callable[[], None] | None,
+    on_shutdown: Callable[[], None] | None,
+) -> None:
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
+            if on_startup is not None:
+                on_startup()
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             if on_shutdown is not None:

@@ -28,6 +28,8 @@ class AppContext:
     # shared/notes/performance.md), so small metadata calls run on the loop there; PostgreSQL
     # calls cross the network and go to a worker thread.
     inline_metadata: bool
+    # Identifies this process as the writer of its live streams (see ingest/worker.worker_id).
+    process_id: str
 
     async def metadata(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a short metadata call: inline on SQLite, in a thread on PostgreSQL."""

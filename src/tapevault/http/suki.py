@@ -18,6 +18,7 @@ from typing import Any
 from tapevault.auth.suki import SukiCaller
 from tapevault.core.access import AccessEvent, Action, Actor
 from tapevault.core.clock import now_ms
+from tapevault.core.lifecycle import session_status
 from tapevault.core.model import Recording, Session, SessionKind
 from tapevault.errors import (
     AuthError,
@@ -40,13 +41,12 @@ from tapevault.http.asgi import (
     send_json,
 )
 from tapevault.http.context import AppContext
+from tapevault.http.stream import issue_ticket
+from tapevault.ingest import formats
 
 log = logging.getLogger("tapevault.http")
 
 INTERNAL_ERROR = "An internal error occurred."
-WAV_TYPES = frozenset(
-    {"audio/wav", "audio/x-wav", "audio/wave", "audio/vnd.wave", "application/octet-stream"}
-)
 _BOOL = {"true": True, "1": True, "false": False, "0": False}
 
 Handler = Callable[[AppContext, Scope, Receive, Send, SukiCaller], Awaitable[int]]
@@ -225,29 +225,42 @@ async def get_recording_urls(
 async def upload_audio(
     ctx: AppContext, scope: Scope, receive: Receive, send: Send, caller: SukiCaller
 ) -> int:
+    """Spool the body, check it is audio we can read, and acknowledge it (202).
+
+    The recording is PROCESSING until a worker has decoded and stored it; the answer says so,
+    and the session's status shows when it is available.
+    """
     session_id = scope["path_params"]["session_id"]
     headers = request_headers(scope)
-    content_type = headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if content_type and content_type not in WAV_TYPES:
-        raise UnsupportedMediaType(
-            f"Content-Type {content_type!r} is not accepted; send a WAV file as audio/wav."
-        )
+    declared = headers.get("content-type")
     limit = ctx.settings.max_upload_bytes
-    declared = headers.get("content-length")
-    if declared is not None:
-        if not declared.isdigit():
+    length = headers.get("content-length")
+    if length is not None:
+        if not length.isdigit():
             raise InvalidRequest("Content-Length is not a number.")
-        if int(declared) > limit:
+        if int(length) > limit:
             raise PayloadTooLarge(limit)
     # Check before reading the body, so a client streaming to an ended session learns at once.
     await ctx.metadata(ctx.vault.check_accepts_audio, caller.partner, session_id)
     spooled = await _spool(ctx.spool_dir, receive, limit)
     try:
-        recording = await ctx.blocking(ctx.vault.ingest_wav, caller.partner, session_id, spooled)
+        source_format = await ctx.blocking(formats.probe, spooled, declared)
+        recording = await ctx.blocking(
+            ctx.vault.accept_upload, caller.partner, session_id, spooled, source_format
+        )
     finally:
         with contextlib.suppress(FileNotFoundError):
             spooled.unlink()
-    await send_json(send, 201, recording_body(recording))
+    await send_json(send, 202, recording_body(recording))
+    return 202
+
+
+async def stream_ticket(
+    ctx: AppContext, scope: Scope, receive: Receive, send: Send, caller: SukiCaller
+) -> int:
+    await _drain(receive, limit=64 * 1024)
+    ticket = await ctx.metadata(issue_ticket, ctx, caller, scope["path_params"]["session_id"])
+    await send_json(send, 201, ticket)
     return 201
 
 
@@ -264,7 +277,10 @@ def recording_body(r: Recording) -> dict[str, Any]:
         "channels": r.channels,
         "bits_per_sample": r.bits_per_sample,
         "bytes": r.size_bytes,
-        "sha256": r.sha256,
+        "sha256": r.sha256 or None,
+        "source_format": r.source_format,
+        "recovered": r.recovered,
+        "failure_reason": r.failure_reason,
         "created_at": r.created_ms // 1000,
         "expires_at": r.expires_ms // 1000,
     }
@@ -274,7 +290,7 @@ def session_body(session: Session, recordings: Sequence[Recording]) -> dict[str,
     return {
         "ambient_session_id": session.session_id,
         "kind": session.kind.value,
-        "status": session.status.value,
+        "status": session_status(session, recordings).value,
         "created_at": session.created_ms // 1000,
         "ended_at": None if session.ended_ms is None else session.ended_ms // 1000,
         "recordings": [recording_body(r) for r in recordings],
@@ -358,6 +374,10 @@ def routes(ctx: AppContext) -> list[tuple[str, SukiEndpoint]]:
         (
             "/api/v1/ambient/session/{session_id}/audio",
             SukiEndpoint(ctx, ["POST"], upload_audio, Action.RECORDING_UPLOAD),
+        ),
+        (
+            "/api/v1/ambient/session/{session_id}/stream-ticket",
+            SukiEndpoint(ctx, ["POST"], stream_ticket, Action.STREAM_TICKET),
         ),
         (
             "/api/v1/ambient/session/{session_id}/end",

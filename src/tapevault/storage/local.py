@@ -20,6 +20,7 @@ from pathlib import Path
 
 from tapevault.core.ports import ObjectInfo
 from tapevault.errors import StorageError
+from tapevault.fsutil import fsync_dir
 
 _KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}(/[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}){0,7}")
 
@@ -57,7 +58,7 @@ class LocalStore:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp_name)
             raise
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
         st = path.stat()
         return ObjectInfo(size=st.st_size, mtime=st.st_mtime)
 
@@ -74,7 +75,7 @@ class LocalStore:
             path.unlink()
         except FileNotFoundError:
             return False
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
         return True
 
     async def read_range(
@@ -98,15 +99,6 @@ class LocalStore:
                 yield data
         finally:
             os.close(fd)
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make a rename or unlink durable: the directory entry must reach the disk too."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def open_store(storage_url: str) -> LocalStore:

@@ -1,0 +1,45 @@
+"""The lifecycle rules of sessions and recordings, in one place.
+
+A session's stored status says what the client did (created it, sent audio, ended it); what a
+client is shown also depends on its recordings' states:
+
+    created      nothing received yet, not ended
+    in_progress  audio received (or arriving), not ended
+    processing   ended, and some recording is still arriving or being finalized
+    completed    ended, and every recording is finalized (available), or there are none
+    failed       ended, nothing available, and some recording failed
+
+A session with some recordings available and one failed is ``completed``: the failure shows on
+that recording, with its reason, and the others are served.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from tapevault.core.model import Recording, RecordingStatus, Session, SessionStatus
+
+PENDING = frozenset({RecordingStatus.RECEIVING, RecordingStatus.PROCESSING})
+
+
+def session_status(session: Session, recordings: Sequence[Recording]) -> SessionStatus:
+    if session.status is not SessionStatus.COMPLETED:
+        if recordings or session.status is SessionStatus.IN_PROGRESS:
+            return SessionStatus.IN_PROGRESS
+        return SessionStatus.CREATED
+    if any(r.status in PENDING for r in recordings):
+        return SessionStatus.PROCESSING
+    if recordings and not any(r.status is RecordingStatus.AVAILABLE for r in recordings):
+        return SessionStatus.FAILED
+    return SessionStatus.COMPLETED
+
+
+def retry_delay_seconds(attempts: int) -> int:
+    """Backoff between finalization attempts: 2, 4, 8, 16... seconds, at most 5 minutes."""
+    return int(min(300, 2 ** max(1, attempts)))
+
+
+MAX_ATTEMPTS = 5
+# How long a worker may hold a job before another may take it over (it renews nothing: a job that
+# runs longer than this is assumed dead, so keep it well above the slowest finalization).
+LEASE_SECONDS = 600

@@ -1,0 +1,212 @@
+"""Real-time ingest: ``WS /api/v1/ambient/session/{id}/stream``.
+
+Query parameters ``encoding`` (pcm_s16le, pcm_mulaw, pcm_alaw), ``sample_rate`` (8000-48000) and
+``channels`` (1 or 2); binary messages carry raw audio, each a whole number of sample frames.
+Servers authenticate with the ``sdp_suki_token`` header; browsers, which cannot set WebSocket
+headers, first ``POST .../stream-ticket`` with the token and pass ``?ticket=`` (single use, one
+minute). Each connection becomes the session's next recording; the server sends
+``{"type":"ack","bytes":N}`` once the first N audio bytes of this stream are on disk.
+
+Close codes (the reason text says what was wrong):
+    1000  normal end; every byte received was acknowledged
+    1011  storage failure (a sync failed); bytes after the last ack may be lost
+    4400  bad parameters, or a message that is not a whole number of frames
+    4401  missing, invalid or expired token or ticket
+    4404  no such session (for this partner)
+    4409  the session has ended
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import secrets
+from typing import Any
+
+from tapevault.auth.suki import SukiCaller
+from tapevault.core.clock import now_ms
+from tapevault.core.model import Partner
+from tapevault.errors import AuthError, Conflict, InvalidRequest, NotFound
+from tapevault.http.asgi import Receive, Scope, Send, query_params, request_headers, send_json
+from tapevault.http.context import AppContext
+from tapevault.ingest.durable import GroupCommitter
+from tapevault.ingest.pcm import ENCODINGS
+
+log = logging.getLogger("tapevault.stream")
+
+TICKET_SECONDS = 60
+HEARTBEAT_SECONDS = 10.0
+
+
+def stream_format(params: dict[str, str]) -> tuple[str, int, int]:
+    """(encoding, sample_rate, channels) from the query, or ``InvalidRequest``."""
+    encoding = params.get("encoding", "pcm_s16le")
+    if encoding not in ENCODINGS:
+        raise InvalidRequest(f"encoding must be one of {', '.join(ENCODINGS)}")
+    rate_text = params.get("sample_rate", "16000")
+    if not rate_text.isdigit() or not 8000 <= int(rate_text) <= 48000:
+        raise InvalidRequest("sample_rate must be an integer from 8000 to 48000")
+    channels_text = params.get("channels", "1")
+    if channels_text not in ("1", "2"):
+        raise InvalidRequest("channels must be 1 or 2")
+    return encoding, int(rate_text), int(channels_text)
+
+
+def hash_ticket(ticket: str) -> str:
+    return hashlib.sha256(ticket.encode()).hexdigest()
+
+
+def issue_ticket(ctx: AppContext, caller: SukiCaller, session_id: str) -> dict[str, Any]:
+    """A single-use ticket for a browser to open this session's stream."""
+    ctx.vault.check_accepts_audio(caller.partner, session_id)
+    ticket = secrets.token_urlsafe(24)
+    expires = now_ms(ctx.vault.clock) + TICKET_SECONDS * 1000
+    ctx.vault.repo.add_stream_ticket(
+        hash_ticket(ticket), caller.partner.partner_id, session_id, caller.provider_id, expires
+    )
+    return {"ticket": ticket, "expires_at": expires // 1000}
+
+
+class StreamEndpoint:
+    """Raw ASGI WebSocket endpoint; one instance serves every stream of the process."""
+
+    def __init__(self, ctx: AppContext) -> None:
+        self.ctx = ctx
+        self.writer_id = ctx.process_id
+        self._committer: GroupCommitter | None = None
+        self._open = 0
+        self._heartbeat: asyncio.Task[None] | None = None
+
+    async def _beat(self) -> None:
+        """While streams are open, tell the database this process is alive and writing them,
+        so that recovery can tell a live writer from a dead one."""
+        while self._open:
+            await self.ctx.blocking(
+                self.ctx.vault.repo.heartbeat, self.writer_id, now_ms(self.ctx.vault.clock)
+            )
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+
+    def committer(self) -> GroupCommitter:
+        if self._committer is None:
+            self._committer = GroupCommitter(self.ctx.vault.work_dir / "streams")
+        return self._committer
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket":
+            await send_json(send, 426, {"code": 426, "message": "Use a WebSocket."})
+            return
+        message = await receive()
+        if message["type"] != "websocket.connect":
+            return
+        # Accept first, so that a refusal can carry a close code and reason browsers can read.
+        await send({"type": "websocket.accept"})
+        try:
+            partner, session_id, fmt = await self._admit(scope)
+            recording = await self.ctx.metadata(
+                lambda: self.ctx.vault.open_stream(
+                    partner,
+                    session_id,
+                    f"stream/{fmt[0]}",
+                    self.writer_id,
+                    sample_rate=fmt[1],
+                    channels=fmt[2],
+                    bits_per_sample=ENCODINGS[fmt[0]] * 8,
+                )
+            )
+        except (InvalidRequest, AuthError, NotFound, Conflict) as exc:
+            await self._close(send, _close_code(exc), exc.message)
+            return
+        frame_bytes = ENCODINGS[fmt[0]] * fmt[2]
+
+        async def ack(upto: int) -> None:
+            await send({"type": "websocket.send", "text": f'{{"type":"ack","bytes":{upto}}}'})
+
+        committer = self.committer()
+        stream = committer.open(self.ctx.vault.stream_path(recording.recording_id), ack)
+        self._open += 1
+        if self._heartbeat is None or self._heartbeat.done():
+            self._heartbeat = asyncio.get_running_loop().create_task(self._beat())
+        code, reason = 1000, "stream complete"
+        try:
+            while True:
+                message = await receive()
+                kind = message["type"]
+                if kind == "websocket.disconnect":
+                    code = 0  # the client is gone: nothing more to send
+                    break
+                data = message.get("bytes")
+                if data is None:
+                    if (message.get("text") or "").strip() in ('{"type":"end"}', "end"):
+                        break
+                    continue
+                if len(data) % frame_bytes:
+                    code = 4400
+                    reason = (
+                        f"message of {len(data)} bytes is not a whole number of "
+                        f"{frame_bytes}-byte frames; it was not stored"
+                    )
+                    break
+                try:
+                    stream.append(data)
+                except OSError as exc:
+                    code, reason = 1011, f"storage failure: {exc.strerror}"
+                    break
+                committer.dirty()
+        finally:
+            try:
+                await committer.finish(stream)
+            except OSError as exc:
+                code = 1011 if code else 0
+                reason = (
+                    f"storage failure: sync failed ({exc.strerror}); audio after byte "
+                    f"{stream.synced} was not acknowledged"
+                )
+            self._open -= 1
+            await self.ctx.blocking(self.ctx.vault.close_stream, recording)
+        if code:
+            await self._close(send, code, reason)
+
+    async def _admit(self, scope: Scope) -> tuple[Partner, str, tuple[str, int, int]]:
+        params = query_params(scope)
+        headers = request_headers(scope)
+        session_id: str = scope["path_params"]["session_id"]
+        fmt = stream_format(params)
+        ticket = params.get("ticket")
+        if ticket and not headers.get("sdp_suki_token"):
+            found = await self.ctx.metadata(
+                self.ctx.vault.repo.consume_stream_ticket,
+                hash_ticket(ticket),
+                now_ms(self.ctx.vault.clock),
+            )
+            if found is None or found[1] != session_id:
+                raise AuthError("Invalid, used or expired stream ticket.")
+            partner = await self.ctx.metadata(self.ctx.vault.repo.get_partner, found[0])
+            if partner is None:
+                raise AuthError("Invalid, used or expired stream ticket.")
+            return partner, session_id, fmt
+        caller = await self.ctx.metadata(
+            self.ctx.suki_tokens.verify,
+            headers.get("sdp_suki_token"),
+            headers.get("sdp_provider_id"),
+        )
+        return caller.partner, session_id, fmt
+
+    @staticmethod
+    async def _close(send: Send, code: int, reason: str) -> None:
+        try:
+            await send({"type": "websocket.close", "code": code, "reason": reason[:120]})
+        except Exception:  # the peer may already be gone
+            log.debug("close after disconnect", exc_info=True)
+
+
+def _close_code(exc: Exception) -> int:
+    match exc:
+        case AuthError():
+            return 4401
+        case Conflict():
+            return 4409
+        case NotFound():
+            return 4404
+        case _:
+            return 4400

@@ -1,0 +1,144 @@
+"""Finalization: turn an accepted upload or a closed stream into a stored, immutable WAV.
+
+Runs in a worker (``ingest/worker.py``) from the job table. Decode or convert into a temporary
+file, put it in the object store, then flip the recording to AVAILABLE with every audio fact
+computed from the stored file. An ``InvalidAudio`` is final (retrying cannot help): the recording
+ends FAILED with the reason. Anything else is retried with backoff, and after ``MAX_ATTEMPTS`` the
+recording ends FAILED too. The source file is removed only after the recording is AVAILABLE.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from tapevault.core import lifecycle
+from tapevault.core.clock import now_ms
+from tapevault.core.model import Job, Recording, RecordingStatus
+from tapevault.core.vault import Vault
+from tapevault.errors import InvalidAudio
+from tapevault.ingest.pcm import raw_to_wav
+
+log = logging.getLogger("tapevault.finalize")
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """What a decoder wrote: a canonical PCM WAV and its facts."""
+
+    sample_rate: int
+    channels: int
+    bits_per_sample: int
+    frames: int
+    size: int
+    sha256: str
+    source_format: str
+
+
+Decoder = Callable[[Path, Path], Finished]
+STREAM_PREFIX = "stream/"
+
+
+def _chunks(path: Path, size: int = 1 << 20) -> Iterator[bytes]:
+    with path.open("rb") as f:
+        while chunk := f.read(size):
+            yield chunk
+
+
+class Finalizer:
+    def __init__(self, vault: Vault, decode: Decoder) -> None:
+        self.vault = vault
+        self.decode = decode
+
+    def run(self, job: Job) -> None:
+        """Do one leased job, and record its outcome in the job table."""
+        repo = self.vault.repo
+        recording = repo.get_recording(job.recording_id)
+        if recording is None or recording.status is not RecordingStatus.PROCESSING:
+            repo.finish_job(job.job_id, now_ms(self.vault.clock), "recording not processing")
+            return
+        try:
+            self._finalize(recording)
+        except InvalidAudio as exc:
+            self._fail(job, recording, exc.message)
+        except Exception as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+            if job.attempts >= lifecycle.MAX_ATTEMPTS:
+                log.exception("finalizing %s failed for good", recording.recording_id)
+                self._fail(job, recording, f"gave up after {job.attempts} attempts: {reason}")
+            else:
+                log.warning("finalizing %s failed, will retry: %s", recording.recording_id, reason)
+                delay = lifecycle.retry_delay_seconds(job.attempts)
+                repo.retry_job(job.job_id, now_ms(self.vault.clock) + delay * 1000, reason)
+        else:
+            repo.finish_job(job.job_id, now_ms(self.vault.clock))
+
+    def _fail(self, job: Job, recording: Recording, reason: str) -> None:
+        repo = self.vault.repo
+        repo.update_recording(
+            replace(recording, status=RecordingStatus.FAILED, failure_reason=reason)
+        )
+        repo.finish_job(job.job_id, now_ms(self.vault.clock), reason)
+        self._source(recording).unlink(missing_ok=True)
+
+    def _source(self, recording: Recording) -> Path:
+        if recording.source_format.startswith(STREAM_PREFIX):
+            return self.vault.stream_path(recording.recording_id)
+        return self.vault.incoming_path(recording.recording_id)
+
+    def _finalize(self, recording: Recording) -> None:
+        source = self._source(recording)
+        if not source.exists():
+            raise InvalidAudio("the received audio is missing from the incoming area")
+        fd, tmp_name = tempfile.mkstemp(prefix=".final-", suffix=".wav", dir=source.parent)
+        os.close(fd)
+        tmp = Path(tmp_name)
+        try:
+            if recording.source_format.startswith(STREAM_PREFIX):
+                facts = raw_to_wav(
+                    source,
+                    tmp,
+                    encoding=recording.source_format.removeprefix(STREAM_PREFIX),
+                    sample_rate=recording.sample_rate,
+                    channels=recording.channels,
+                )
+                finished = Finished(
+                    facts.fmt.sample_rate,
+                    facts.fmt.channels,
+                    16,
+                    facts.frames,
+                    facts.size,
+                    facts.sha256,
+                    recording.source_format,
+                )
+            else:
+                finished = self.decode(source, tmp)
+            if finished.frames == 0 and not recording.source_format.startswith(STREAM_PREFIX):
+                raise InvalidAudio("the upload holds no audio samples")
+            stored = self.vault.store.put(recording.storage_key, _chunks(tmp))
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+        duration_ms = (
+            round(finished.frames * 1000 / finished.sample_rate) if finished.sample_rate else 0
+        )
+        self.vault.repo.update_recording(
+            replace(
+                recording,
+                status=RecordingStatus.AVAILABLE,
+                sample_rate=finished.sample_rate,
+                channels=finished.channels,
+                bits_per_sample=finished.bits_per_sample,
+                duration_ms=duration_ms,
+                size_bytes=stored.size,
+                sha256=finished.sha256,
+                source_format=finished.source_format or recording.source_format,
+                failure_reason=None,
+            )
+        )
+        source.unlink(missing_ok=True)

@@ -1,0 +1,109 @@
+"""The background worker: leases jobs from the database and runs them.
+
+Runs as threads inside ``tapevault serve`` (the default) or alone as ``tapevault worker``. Jobs are
+leased, not locked: a worker killed mid-job leaves a lease that lapses, and the job is taken again
+(by any worker) after ``LEASE_SECONDS``; a restarted server also reclaims its own dead jobs at
+start-up because its previous owner id is gone. Finalization is idempotent, so running a job twice
+is safe.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+
+from tapevault.core import lifecycle
+from tapevault.core.clock import now_ms
+from tapevault.ingest.finalize import Finalizer
+
+log = logging.getLogger("tapevault.worker")
+
+
+def worker_id() -> str:
+    """Unique per process start: hostname, pid and a random suffix."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class Worker:
+    def __init__(self, finalizer: Finalizer, owner: str, poll_seconds: float = 1.0) -> None:
+        self.finalizer = finalizer
+        self.owner = owner
+        self.poll_seconds = poll_seconds
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def reclaim_dead_local_leases(self) -> int:
+        """Free jobs leased by processes of this host that are no longer running.
+
+        Without this a job held by a SIGKILLed server would wait for its lease to lapse; with
+        it, the restarted server takes the job again at once. Owners on other hosts are left to
+        the lease timeout.
+        """
+        host = socket.gethostname()
+        freed = 0
+        for owner in self.finalizer.vault.repo.lease_owners():
+            parts = owner.split(":")
+            if owner == self.owner or len(parts) != 3 or parts[0] != host:
+                continue
+            if not parts[1].isdigit() or _alive(int(parts[1])):
+                continue
+            freed += self.finalizer.vault.repo.release_leases(owner)
+        return freed
+
+    def run_once(self) -> bool:
+        """Lease and run one due job; False when there was none."""
+        vault = self.finalizer.vault
+        job = vault.repo.lease_job(self.owner, now_ms(vault.clock), lifecycle.LEASE_SECONDS * 1000)
+        if job is None:
+            return False
+        self.finalizer.run(job)
+        return True
+
+    def run_until_idle(self, limit: int = 10_000) -> int:
+        """Run due jobs until none is left; returns how many ran (tests and `worker --once`)."""
+        ran = 0
+        while ran < limit and self.run_once():
+            ran += 1
+        return ran
+
+    def _loop(self) -> None:
+        waiting = self.finalizer.vault.jobs_waiting
+        while not self._stop.is_set():
+            try:
+                if self.run_once():
+                    continue
+            except Exception:
+                log.exception("worker iteration failed; continuing")
+            waiting.wait(self.poll_seconds)
+            waiting.clear()
+
+    def start(self, threads: int = 1) -> None:
+        for index in range(threads):
+            thread = threading.Thread(
+                target=self._loop, name=f"tapevault-worker-{index}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        self.finalizer.vault.jobs_waiting.set()
+        for thread in self._threads:
+            thread.join(timeout)
+        self._threads.clear()
+
+    def run_forever(self) -> None:
+        self._loop()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
