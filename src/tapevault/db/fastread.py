@@ -21,8 +21,12 @@ from sqlalchemy import Engine, Table
 from tapevault.db.schema import partners, recordings, sessions
 
 
-def _columns(table: Table) -> str:
-    return ", ".join(column.name for column in table.columns)
+def _columns(table: Table, alias: str | None = None) -> str:
+    prefix = f"{alias}." if alias else ""
+    return ", ".join(prefix + column.name for column in table.columns)
+
+
+SESSION_WIDTH = len(sessions.columns)
 
 
 class FastReader:
@@ -42,9 +46,12 @@ class FastReader:
                     f"SELECT {_columns(sessions)} FROM sessions "
                     "WHERE session_id = ? AND partner_id = ?"
                 ),
-                "recordings": (
-                    f"SELECT {_columns(recordings)} FROM recordings "
-                    "WHERE session_id = ? AND partner_id = ? ORDER BY sequence_number"
+                # One statement, so SQLite opens one WAL read transaction, not two.
+                "session_recordings": (
+                    f"SELECT {_columns(sessions, 's')}, {_columns(recordings, 'r')} "
+                    "FROM sessions s LEFT JOIN recordings r ON r.session_id = s.session_id "
+                    "AND r.partner_id = s.partner_id "
+                    "WHERE s.session_id = ? AND s.partner_id = ? ORDER BY r.sequence_number"
                 ),
                 "recording": (
                     f"SELECT {_columns(recordings)} FROM recordings WHERE recording_id = ?"
@@ -95,18 +102,19 @@ class FastReader:
     def session_and_recordings(
         self, session_id: str, partner_id: str
     ) -> tuple[tuple[Any, ...] | None, list[tuple[Any, ...]]]:
-        """Both reads on one connection checkout."""
+        """The session row and its recording rows, from one joined SELECT."""
         with self._connection() as connection:
             cursor = connection.cursor()
             try:
-                cursor.execute(self.sql["session"], (session_id, partner_id))
-                session = cursor.fetchone()
-                if session is None:
-                    return None, []
-                cursor.execute(self.sql["recordings"], (session_id, partner_id))
-                return session, list(cursor.fetchall())
+                cursor.execute(self.sql["session_recordings"], (session_id, partner_id))
+                rows = cursor.fetchall()
             finally:
                 cursor.close()
+        if not rows:
+            return None, []
+        session = tuple(rows[0][:SESSION_WIDTH])
+        found = [tuple(row[SESSION_WIDTH:]) for row in rows if row[SESSION_WIDTH] is not None]
+        return session, found
 
     def close(self) -> None:
         while True:

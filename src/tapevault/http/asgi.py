@@ -6,6 +6,8 @@ helpers read headers straight from the scope and send prebuilt byte headers.
 
 from __future__ import annotations
 
+import itertools
+import secrets
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 from urllib.parse import parse_qsl
@@ -73,3 +75,15 @@ async def send_json(
 
 def header_list(headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
     return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+
+
+_PROCESS_TAG = secrets.token_hex(4)
+_REQUEST_COUNTER = itertools.count(1)
+
+
+def request_id(headers: Mapping[str, str]) -> str:
+    """The client's X-Request-Id, or a new one unique to this process (cheaper than a UUID)."""
+    given = headers.get("x-request-id")
+    if given and len(given) <= 128:
+        return given
+    return f"{_PROCESS_TAG}-{next(_REQUEST_COUNTER):x}"

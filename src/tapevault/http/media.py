@@ -8,14 +8,21 @@ owns Range, conditional requests and multipart. Errors are JSON, and say what to
 from __future__ import annotations
 
 import logging
-import uuid
 from typing import Any
 
 from tapevault.core.access import AccessEvent, Action, Actor
 from tapevault.core.clock import now_ms
 from tapevault.core.signing import UrlMode
 from tapevault.errors import Gone, NotFound, TapevaultError, UrlRejected
-from tapevault.http.asgi import Receive, Scope, Send, client_ip, query_params, request_headers
+from tapevault.http.asgi import (
+    Receive,
+    Scope,
+    Send,
+    client_ip,
+    query_params,
+    request_headers,
+    request_id,
+)
 from tapevault.http.asgi import send_json as _send_json
 from tapevault.http.context import AppContext
 from tapevault.http.cors import Cors
@@ -129,7 +136,7 @@ class MediaGateway:
                     partner_id=grant.partner_id if grant else None,
                     client_ip=client_ip(scope),
                     user_agent=headers.get("user-agent"),
-                    request_id=headers.get("x-request-id") or uuid.uuid4().hex,
+                    request_id=request_id(headers),
                 ),
                 status=status,
                 at_ms=now_ms(self.ctx.vault.clock),

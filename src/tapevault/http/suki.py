@@ -38,6 +38,7 @@ from tapevault.http.asgi import (
     client_ip,
     query_params,
     request_headers,
+    request_id,
     send_json,
 )
 from tapevault.http.context import AppContext
@@ -110,7 +111,7 @@ class SukiEndpoint:
             provider_id=headers.get("sdp_provider_id"),
             client_ip=client_ip(scope),
             user_agent=headers.get("user-agent"),
-            request_id=headers.get("x-request-id") or uuid.uuid4().hex,
+            request_id=request_id(headers),
         )
         session_id = scope.get("path_params", {}).get("session_id")
         try:

@@ -1,0 +1,1 @@
+"""tapevault's benchmark harness: ``python -m bench [--quick | --smoke]``; see BENCHMARKS.md."""

@@ -1,0 +1,342 @@
+"""The scenarios. Each returns rows of (figure, reference measured in the same run, ratio).
+
+A row is ``{"label", "unit", "value", "reference", "ratio", "targets": [...], "met"}``; a target
+bounds either the ``value`` or the ``ratio``. Ingest and finalization are not measured yet.
+"""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.data import Dataset
+from bench.modes import GiB, KiB, MiB, Mode
+from bench.servers import (
+    BenchSetupError,
+    Server,
+    free_port,
+    proc_status_kib,
+    reset_peak_rss,
+    start_floor,
+)
+from bench.wrk import WrkResult, run_wrk
+
+Row = dict[str, Any]
+Result = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Context:
+    mode: Mode
+    tools: dict[str, str]
+    tapevault: Server
+    nginx: Server
+    data: Dataset
+    audio_root: Path
+    scratch: Path
+
+    @property
+    def big_tapevault(self) -> str:
+        return self.tapevault.base_url + self.data.big_url_path
+
+    @property
+    def big_nginx(self) -> str:
+        """The same stored file through nginx (same query string, which nginx ignores)."""
+        relative = self.data.big_path.relative_to(self.audio_root).as_posix()
+        return f"{self.nginx.base_url}/{relative}?{self.data.big_url_path.split('?', 1)[1]}"
+
+
+def _size(n: int) -> str:
+    for unit, name in ((GiB, "GiB"), (MiB, "MiB"), (KiB, "KiB")):
+        if n >= unit:
+            return f"{n / unit:.4g} {name}"
+    return f"{n} B"
+
+
+def target(on: str, op: str, bound: float) -> dict[str, Any]:
+    """A bound on a row's ``value`` or ``ratio``: ``op`` is ``>=`` or ``<=``."""
+    return {"on": on, "op": op, "bound": bound}
+
+
+def row(
+    label: str,
+    unit: str,
+    value: float,
+    reference: float,
+    *targets: dict[str, Any],
+    ratio: float | None = None,
+) -> Row:
+    ratio = value / reference if ratio is None else ratio
+    checked = []
+    for t in targets:
+        actual = value if t["on"] == "value" else ratio
+        met = actual >= t["bound"] if t["op"] == ">=" else actual <= t["bound"]
+        checked.append({**t, "met": met})
+    return {
+        "label": label,
+        "unit": unit,
+        "value": value,
+        "reference": reference,
+        "ratio": ratio,
+        "targets": checked,
+        "met": all(t["met"] for t in checked) if checked else None,
+    }
+
+
+def scenario(title: str, reference: str, settings: dict[str, Any], rows: list[Row]) -> Result:
+    verdicts = [r["met"] for r in rows if r["met"] is not None]
+    return {
+        "title": title,
+        "reference_name": reference,
+        "settings": settings,
+        "rows": rows,
+        "met": all(verdicts),
+    }
+
+
+def _load(ctx: Context, url: str, connections: int, **kwargs: Any) -> WrkResult:
+    """A warm-up run (not measured), then the measured run."""
+    mode = ctx.mode
+    common = {"threads": min(mode.threads, connections), "connections": connections}
+    if mode.warmup_seconds:
+        run_wrk(url, seconds=mode.warmup_seconds, wrk=ctx.tools["wrk"], **common, **kwargs)
+    return run_wrk(url, seconds=mode.seconds, wrk=ctx.tools["wrk"], **common, **kwargs)
+
+
+def _wrk_figures(result: WrkResult) -> dict[str, float]:
+    return {
+        "req_per_s": result.req_per_s,
+        "gb_per_s": result.gb_per_s,
+        "p50_ms": result.p50_ms,
+        "p99_ms": result.p99_ms,
+        "requests": result.requests,
+        "socket_errors": result.socket_errors,
+    }
+
+
+# --- 1. recording URLs -----------------------------------------------------------------------
+
+
+def recording_urls(ctx: Context) -> Result:
+    c = ctx.mode.urls_connections
+    floor = start_floor(free_port(), ctx.scratch / "floor.log")
+    try:
+        ref = _load(ctx, floor.base_url + "/", c)
+    finally:
+        floor.stop()
+    sub = _load(
+        ctx,
+        ctx.tapevault.base_url + ctx.data.urls_path,
+        c,
+        headers=(f"sdp_suki_token: {ctx.data.token}",),
+    )
+    return scenario(
+        "Recording URLs (3 recordings)",
+        "hello-world raw ASGI app, same uvicorn settings",
+        {
+            "connections": c,
+            "seconds": ctx.mode.seconds,
+            "tapevault": _wrk_figures(sub),
+            "reference": _wrk_figures(ref),
+        },
+        [
+            row(
+                "req/s",
+                "req/s",
+                sub.req_per_s,
+                ref.req_per_s,
+                target("value", ">=", 15_000),
+                target("ratio", ">=", 0.5),
+            ),
+            row("p50 latency", "ms", sub.p50_ms, ref.p50_ms),
+            row("p99 latency", "ms", sub.p99_ms, ref.p99_ms, target("value", "<=", 20)),
+        ],
+    )
+
+
+# --- 2 and 3. byte ranges against nginx --------------------------------------------------------
+
+
+def _ranges(ctx: Context, span: int, connections: int) -> tuple[WrkResult, WrkResult]:
+    args = (str(ctx.data.big_size), str(span))
+    ref = _load(ctx, ctx.big_nginx, connections, script="ranges.lua", script_args=args)
+    sub = _load(ctx, ctx.big_tapevault, connections, script="ranges.lua", script_args=args)
+    return sub, ref
+
+
+def _range_settings(
+    ctx: Context, span: int, c: int, sub: WrkResult, ref: WrkResult
+) -> dict[str, Any]:
+    return {
+        "connections": c,
+        "seconds": ctx.mode.seconds,
+        "range_bytes": span,
+        "file_bytes": ctx.data.big_size,
+        "tapevault": _wrk_figures(sub),
+        "reference": _wrk_figures(ref),
+    }
+
+
+def large_ranges(ctx: Context) -> Result:
+    span, c = ctx.mode.range_bytes, ctx.mode.range_connections
+    sub, ref = _ranges(ctx, span, c)
+    return scenario(
+        f"Large ranges ({_size(span)} of a {_size(ctx.data.big_size)} file, c{c})",
+        "nginx, sendfile on, 1 worker",
+        _range_settings(ctx, span, c, sub, ref),
+        [
+            row("throughput", "GB/s", sub.gb_per_s, ref.gb_per_s, target("ratio", ">=", 0.9)),
+            row("p99 latency", "ms", sub.p99_ms, ref.p99_ms),
+        ],
+    )
+
+
+def seeks(ctx: Context) -> Result:
+    span, c = ctx.mode.seek_bytes, ctx.mode.seek_connections
+    sub, ref = _ranges(ctx, span, c)
+    return scenario(
+        f"Seeks ({_size(span)} ranges, c{c})",
+        "nginx, sendfile on, 1 worker",
+        _range_settings(ctx, span, c, sub, ref),
+        [
+            row("req/s", "req/s", sub.req_per_s, ref.req_per_s, target("ratio", ">=", 0.5)),
+            row("p99 latency", "ms", sub.p99_ms, ref.p99_ms),
+        ],
+    )
+
+
+# --- 4. time to first byte ---------------------------------------------------------------------
+
+
+def _ttfb(curl: str, url: str, ranges: list[tuple[int, int]]) -> list[float]:
+    """Seconds to the first byte of each range, in order, over one kept-alive connection."""
+    args = [curl]
+    for i, (first, last) in enumerate(ranges):
+        if i:
+            args.append("--next")
+        args += [
+            "-sS",
+            "--max-time",
+            "30",
+            "-o",
+            "/dev/null",
+            "-r",
+            f"{first}-{last}",
+            "-w",
+            "%{http_code} %{time_starttransfer}\\n",
+            url,
+        ]
+    done = subprocess.run(
+        args, capture_output=True, text=True, timeout=60 + 2 * len(ranges), check=False
+    )
+    lines = done.stdout.split()
+    codes, times = lines[0::2], lines[1::2]
+    if done.returncode != 0 or len(times) != len(ranges) or set(codes) != {"206"}:
+        raise BenchSetupError(f"curl ranges failed: {done.stderr.strip()} {set(codes)}")
+    return [float(t) for t in times]
+
+
+def _start_end(ctx: Context, url: str) -> tuple[list[float], list[float]]:
+    size, n = ctx.data.big_size, ctx.mode.ttfb_bytes
+    start, end = (0, n - 1), (size - n, size - 1)
+    times = _ttfb(ctx.tools["curl"], url, [start, end] * ctx.mode.ttfb_samples)
+    return times[0::2], times[1::2]
+
+
+def ttfb(ctx: Context) -> Result:
+    tv_start, tv_end = _start_end(ctx, ctx.big_tapevault)
+    ng_start, ng_end = _start_end(ctx, ctx.big_nginx)
+    ms = 1000.0
+    median = statistics.median
+    return scenario(
+        f"Time to first byte ({_size(ctx.mode.ttfb_bytes)} range), end vs start of file",
+        "the same range size at the start of the file; nginx at the end",
+        {
+            "samples": ctx.mode.ttfb_samples,
+            "file_bytes": ctx.data.big_size,
+            "tapevault_start_ms": median(tv_start) * ms,
+            "tapevault_end_ms": median(tv_end) * ms,
+            "nginx_start_ms": median(ng_start) * ms,
+            "nginx_end_ms": median(ng_end) * ms,
+        },
+        [
+            row(
+                "median TTFB end vs start",
+                "ms",
+                median(tv_end) * ms,
+                median(tv_start) * ms,
+                target("ratio", "<=", 1.2),
+            ),
+            row("median TTFB end vs nginx", "ms", median(tv_end) * ms, median(ng_end) * ms),
+        ],
+    )
+
+
+# --- 5. memory while serving whole files -----------------------------------------------------
+
+
+def memory(ctx: Context) -> Result:
+    pid, clients = ctx.tapevault.pid, ctx.mode.download_clients
+    peak_resettable = reset_peak_rss(pid)
+    idle = proc_status_kib(pid, "VmRSS")
+    peak = idle
+    cmd = [
+        ctx.tools["curl"],
+        "-sS",
+        "--max-time",
+        "600",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code} %{size_download}",
+        ctx.big_tapevault,
+    ]
+    started = time.monotonic()
+    procs = [
+        subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(clients)
+    ]
+    try:
+        while any(p.poll() is None for p in procs) and time.monotonic() - started < 620:
+            peak = max(peak, proc_status_kib(pid, "VmRSS"))
+            time.sleep(0.005)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    elapsed = time.monotonic() - started
+    outputs = [p.communicate()[0].strip() for p in procs]
+    if outputs != [f"200 {ctx.data.big_size}"] * clients:
+        raise BenchSetupError(f"whole-file downloads failed: {sorted(set(outputs))}")
+    if peak_resettable:
+        peak = max(peak, proc_status_kib(pid, "VmHWM"))
+    growth_mib, idle_mib, peak_mib = (peak - idle) / 1024, idle / 1024, peak / 1024
+    return scenario(
+        f"Memory: {clients} clients downloading the {_size(ctx.data.big_size)} file whole",
+        "the server's own RSS at rest, just before",
+        {
+            "clients": clients,
+            "file_bytes": ctx.data.big_size,
+            "seconds": elapsed,
+            "gb_per_s": clients * ctx.data.big_size / elapsed / 1e9,
+            "peak_from_vmhwm": peak_resettable,
+        },
+        [
+            row("peak RSS", "MiB", peak_mib, idle_mib),
+            row("RSS growth", "MiB", growth_mib, idle_mib, target("value", "<=", 64)),
+        ],
+    )
+
+
+SCENARIOS: dict[str, Callable[[Context], Result]] = {
+    "recording_urls": recording_urls,
+    "large_ranges": large_ranges,
+    "seeks": seeks,
+    "ttfb": ttfb,
+    "memory": memory,
+}
