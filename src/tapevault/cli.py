@@ -134,6 +134,24 @@ def cmd_token_issue(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_twilio_url(args: argparse.Namespace) -> int:
+    """Print a signed Twilio Media Streams URL for a partner (for a static TwiML <Stream>)."""
+    from tapevault.http.twilio import sign_stream_url
+
+    ttl = policy.parse_duration(args.ttl)
+    runtime = _runtime(args)
+    partner = runtime.vault.repo.get_partner(args.partner)
+    runtime.close()
+    if partner is None:
+        raise TapevaultError(f"no partner with id {args.partner!r}")
+    base = runtime.settings.public_url.replace("https://", "wss://", 1).replace(
+        "http://", "ws://", 1
+    )
+    expires = int(runtime.vault.clock.now()) + ttl
+    print(f"{base}/twilio/media-stream?{sign_stream_url(partner, expires)}")
+    return 0
+
+
 def cmd_keys(args: argparse.Namespace) -> int:
     runtime = _runtime(args)
     vault = runtime.vault
@@ -198,6 +216,14 @@ def build_parser() -> argparse.ArgumentParser:
     issue.add_argument("--provider-id", default=None)
     issue.add_argument("--ttl", default="1h", help="lifetime (s/m/h/d), default 1h")
     issue.set_defaults(func=cmd_token_issue)
+
+    twilio = commands.add_parser("twilio", help="Twilio Media Streams helpers")
+    twilio_commands = twilio.add_subparsers(dest="twilio_command", required=True)
+    twilio_url = twilio_commands.add_parser("url", help="print a signed <Stream> URL")
+    _add_settings(twilio_url)
+    twilio_url.add_argument("--partner", required=True, help="partner_id")
+    twilio_url.add_argument("--ttl", default="365d", help="validity (s/m/h/d), default 365d")
+    twilio_url.set_defaults(func=cmd_twilio_url)
 
     keys = commands.add_parser("keys", help="media URL signing keys")
     keys_commands = keys.add_subparsers(dest="keys_command", required=True)

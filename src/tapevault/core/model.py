@@ -15,6 +15,7 @@ class SessionKind(enum.StrEnum):
 
     AMBIENT = "ambient"
     FORM_FILLING = "form_filling"
+    CALL = "call"  # a telephony call (Twilio Media Streams), keyed by its callSid
 
 
 class SessionStatus(enum.StrEnum):

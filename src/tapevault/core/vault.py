@@ -9,6 +9,7 @@ thread (PostgreSQL, network round trips).
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import threading
 import time
@@ -34,7 +35,15 @@ from tapevault.core.model import (
 )
 from tapevault.core.ports import ObjectStore, Repository, SequenceTaken
 from tapevault.core.signing import UrlGrant, UrlMode, UrlSigner, new_signing_key
-from tapevault.errors import Conflict, Gone, GoneDetail, NotFound, NotReady, UrlRejected
+from tapevault.errors import (
+    Conflict,
+    Gone,
+    GoneDetail,
+    InvalidRequest,
+    NotFound,
+    NotReady,
+    UrlRejected,
+)
 from tapevault.fsutil import fsync_dir
 
 RECORDING_NOT_FOUND = "Recording not found or decryption in progress."
@@ -44,6 +53,7 @@ FORM_FILLING_PREFIX = "ffs-"
 _MAX_ID = 64
 _KEY_RELOAD_SECONDS = 1.0
 NOT_READY_RETRY_SECONDS = 2
+_CALL_SID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _RECORDING_CACHE_SECONDS = 5.0
 _RECORDING_CACHE_SIZE = 50_000
 
@@ -120,6 +130,31 @@ class Vault:
             created_ms=now_ms(self.clock),
         )
         self.repo.create_session(session)
+        return session
+
+    def call_session(self, partner: Partner, call_sid: str) -> Session:
+        """The session of a telephony call, keyed by its call id; created by first contact."""
+        if not _CALL_SID.fullmatch(call_sid):
+            raise InvalidRequest("callSid must be 1-64 letters, digits, '-' or '_'")
+        found = self.repo.get_session_by_external_id(partner.partner_id, call_sid)
+        if found is not None:
+            return found
+        session = Session(
+            session_id=str(uuid.uuid4()),
+            partner_id=partner.partner_id,
+            kind=SessionKind.CALL,
+            status=SessionStatus.CREATED,
+            created_ms=now_ms(self.clock),
+            external_id=call_sid,
+        )
+        try:
+            self.repo.create_session(session)
+        except Exception:
+            # Another connection of the same call created it first.
+            again = self.repo.get_session_by_external_id(partner.partner_id, call_sid)
+            if again is None:
+                raise
+            return again
         return session
 
     def get_session(self, partner: Partner, session_id: str) -> Session:

@@ -19,8 +19,9 @@ from tapevault.http.cors import Cors
 from tapevault.http.media import PREFIX as MEDIA_PREFIX
 from tapevault.http.media import MediaGateway
 from tapevault.http.openapi import openapi_document
-from tapevault.http.stream import StreamEndpoint
+from tapevault.http.stream import StreamEndpoint, StreamHub
 from tapevault.http.suki import routes as suki_routes
+from tapevault.http.twilio import TwilioMediaStream
 
 log = logging.getLogger("tapevault.http")
 
@@ -53,10 +54,12 @@ def build_app(
 ) -> ASGIApp:
     cors = Cors(ctx.settings.cors_origins)
     gateway = MediaGateway(ctx, cors)
+    hub = StreamHub(ctx)
     router = Router(
         routes=[
             *(Route(path, endpoint) for path, endpoint in suki_routes(ctx)),
-            WebSocketRoute("/api/v1/ambient/session/{session_id}/stream", StreamEndpoint(ctx)),
+            WebSocketRoute("/api/v1/ambient/session/{session_id}/stream", StreamEndpoint(ctx, hub)),
+            WebSocketRoute("/twilio/media-stream", TwilioMediaStream(ctx, hub)),
             Route("/healthz", _StaticJson(b'{"status":"ok"}')),
             Route(
                 "/openapi.json",

@@ -68,8 +68,9 @@ def issue_ticket(ctx: AppContext, caller: SukiCaller, session_id: str) -> dict[s
     return {"ticket": ticket, "expires_at": expires // 1000}
 
 
-class StreamEndpoint:
-    """Raw ASGI WebSocket endpoint; one instance serves every stream of the process."""
+class StreamHub:
+    """What every live-stream endpoint of a process shares: one group committer (so all streams
+    sync in the same batches) and one heartbeat for all the recordings this process writes."""
 
     def __init__(self, ctx: AppContext) -> None:
         self.ctx = ctx
@@ -77,6 +78,19 @@ class StreamEndpoint:
         self._committer: GroupCommitter | None = None
         self._open = 0
         self._heartbeat: asyncio.Task[None] | None = None
+
+    def committer(self) -> GroupCommitter:
+        if self._committer is None:
+            self._committer = GroupCommitter(self.ctx.vault.work_dir / "streams")
+        return self._committer
+
+    def opened(self) -> None:
+        self._open += 1
+        if self._heartbeat is None or self._heartbeat.done():
+            self._heartbeat = asyncio.get_running_loop().create_task(self._beat())
+
+    def closed(self) -> None:
+        self._open -= 1
 
     async def _beat(self) -> None:
         """While streams are open, tell the database this process is alive and writing them,
@@ -87,10 +101,14 @@ class StreamEndpoint:
             )
             await asyncio.sleep(HEARTBEAT_SECONDS)
 
-    def committer(self) -> GroupCommitter:
-        if self._committer is None:
-            self._committer = GroupCommitter(self.ctx.vault.work_dir / "streams")
-        return self._committer
+
+class StreamEndpoint:
+    """Raw ASGI WebSocket endpoint; one instance serves every stream of the process."""
+
+    def __init__(self, ctx: AppContext, hub: StreamHub) -> None:
+        self.ctx = ctx
+        self.hub = hub
+        self.writer_id = hub.writer_id
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "websocket":
@@ -122,11 +140,9 @@ class StreamEndpoint:
         async def ack(upto: int) -> None:
             await send({"type": "websocket.send", "text": f'{{"type":"ack","bytes":{upto}}}'})
 
-        committer = self.committer()
+        committer = self.hub.committer()
         stream = committer.open(self.ctx.vault.stream_path(recording.recording_id), ack)
-        self._open += 1
-        if self._heartbeat is None or self._heartbeat.done():
-            self._heartbeat = asyncio.get_running_loop().create_task(self._beat())
+        self.hub.opened()
         code, reason = 1000, "stream complete"
         try:
             while True:
@@ -162,7 +178,7 @@ class StreamEndpoint:
                     f"storage failure: sync failed ({exc.strerror}); audio after byte "
                     f"{stream.synced} was not acknowledged"
                 )
-            self._open -= 1
+            self.hub.closed()
             await self.ctx.blocking(self.ctx.vault.close_stream, recording)
         if code:
             await self._close(send, code, reason)

@@ -282,6 +282,8 @@ def recording_body(r: Recording) -> dict[str, Any]:
         "source_format": r.source_format,
         "recovered": r.recovered,
         "failure_reason": r.failure_reason,
+        "channel": r.channel,
+        "media_start_epoch_ms": r.media_start_epoch_ms,
         "created_at": r.created_ms // 1000,
         "expires_at": r.expires_ms // 1000,
     }
@@ -291,6 +293,7 @@ def session_body(session: Session, recordings: Sequence[Recording]) -> dict[str,
     return {
         "ambient_session_id": session.session_id,
         "kind": session.kind.value,
+        "external_id": session.external_id,
         "status": session_status(session, recordings).value,
         "created_at": session.created_ms // 1000,
         "ended_at": None if session.ended_ms is None else session.ended_ms // 1000,

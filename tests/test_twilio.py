@@ -1,0 +1,171 @@
+"""Twilio Media Streams, with messages shaped as in Twilio's documentation."""
+
+from __future__ import annotations
+
+import base64
+import json
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from tapevault.ingest.pcm import expand
+from tests.server import Server, free_port, tapevault
+from tests.test_stream import stored_pcm, wait_available
+
+pytestmark = pytest.mark.server
+CALL_SID = "CA5f2d7c4b1e9a8d3c6b0f7e2a1d4c9b8e"
+STREAM_SID = "MZ18ad3ab5a668481ce02b83e7395059f0"
+LOUD = bytes([0x10, 0x90]) * 80  # 20 ms of a loud μ-law square wave at 8 kHz
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    srv = Server(tmp_path / "data", free_port()).start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def start_message(custom: dict[str, str]) -> str:
+    return json.dumps(
+        {
+            "event": "start",
+            "sequenceNumber": "1",
+            "start": {
+                "accountSid": "AC00000000000000000000000000000000",
+                "streamSid": STREAM_SID,
+                "callSid": CALL_SID,
+                "tracks": ["inbound", "outbound"],
+                "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+                "customParameters": custom,
+            },
+            "streamSid": STREAM_SID,
+        }
+    )
+
+
+def media_message(seq: int, track: str, chunk: int, timestamp: int, payload: bytes) -> str:
+    return json.dumps(
+        {
+            "event": "media",
+            "sequenceNumber": str(seq),
+            "media": {
+                "track": track,
+                "chunk": str(chunk),
+                "timestamp": str(timestamp),
+                "payload": base64.b64encode(payload).decode(),
+            },
+            "streamSid": STREAM_SID,
+        }
+    )
+
+
+def call_session_id(server: Server) -> str:
+    db = sqlite3.connect(server.data_dir / "tapevault.db")
+    try:
+        row = db.execute("SELECT session_id FROM sessions WHERE external_id = ?", (CALL_SID,))
+        return str(row.fetchone()[0])
+    finally:
+        db.close()
+
+
+def energy(pcm: bytes, start_ms: int, end_ms: int) -> float:
+    samples = np.frombuffer(pcm, dtype="<i2")[start_ms * 8 : end_ms * 8].astype(np.float64)
+    return float(np.sqrt(np.mean(samples**2))) if samples.size else 0.0
+
+
+async def run_call(url: str, custom: dict[str, str]) -> None:
+    """Caller speaks 0-1 s (one 20 ms chunk lost at 500 ms); agent speaks 1.5-2.5 s."""
+    async with connect(url) as ws:
+        await ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
+        await ws.send(start_message(custom))
+        seq = 2
+        for chunk, ts in enumerate(range(0, 1000, 20), start=1):
+            if ts != 500:
+                await ws.send(media_message(seq, "inbound", chunk, ts, LOUD))
+                seq += 1
+        for chunk, ts in enumerate(range(1500, 2500, 20), start=1):
+            await ws.send(media_message(seq, "outbound", chunk, ts, LOUD))
+            seq += 1
+        await ws.send(
+            json.dumps(
+                {
+                    "event": "mark",
+                    "sequenceNumber": str(seq),
+                    "streamSid": STREAM_SID,
+                    "mark": {"name": "greeting"},
+                }
+            )
+        )
+        await ws.send(
+            json.dumps(
+                {
+                    "event": "stop",
+                    "sequenceNumber": str(seq + 1),
+                    "streamSid": STREAM_SID,
+                    "stop": {"accountSid": "AC0", "callSid": CALL_SID},
+                }
+            )
+        )
+        with pytest.raises(ConnectionClosed):
+            while True:
+                await ws.recv()
+
+
+async def test_call_yields_aligned_inbound_and_outbound(server: Server) -> None:
+    """Two recordings of the right length, gaps filled with silence, aligned on timestamps."""
+    tenant = server.tenant()
+    token = server.token(tenant["partner_id"])
+    await run_call(f"ws://127.0.0.1:{server.port}/twilio/media-stream", {"sdp_suki_token": token})
+    headers = {"sdp_suki_token": token}
+    session_id = call_session_id(server)
+    recordings = wait_available(server, headers, session_id)
+    by_channel = {r["channel"]: r for r in recordings}
+    assert set(by_channel) == {"inbound", "outbound"}
+    inbound, outbound = by_channel["inbound"], by_channel["outbound"]
+    assert inbound["duration_ms"] == 1000 and outbound["duration_ms"] == 2500
+    assert inbound["sample_rate"] == outbound["sample_rate"] == 8000
+    assert inbound["source_format"] == "stream/pcm_mulaw"
+    assert inbound["media_start_epoch_ms"] == outbound["media_start_epoch_ms"]
+    assert isinstance(inbound["media_start_epoch_ms"], int)
+    session = requests.get(
+        f"{server.base}/api/v1/ambient/session/{session_id}", headers=headers, timeout=10
+    ).json()
+    assert session["status"] == "completed" and session["external_id"] == CALL_SID
+    loud = energy(expand("pcm_mulaw", LOUD), 0, 20)
+    pcm_in = stored_pcm(server, inbound, session_id)
+    pcm_out = stored_pcm(server, outbound, session_id)
+    assert energy(pcm_in, 0, 500) == pytest.approx(loud)
+    assert energy(pcm_in, 500, 520) == 0  # the lost chunk is silence
+    assert energy(pcm_in, 520, 1000) == pytest.approx(loud)
+    assert energy(pcm_out, 0, 1500) == 0  # the agent had not spoken yet
+    assert energy(pcm_out, 1500, 2500) == pytest.approx(loud)
+
+
+async def test_signed_stream_url_and_bad_credentials(server: Server) -> None:
+    """A signed URL from `tapevault twilio url` works; a bad token closes with 4401."""
+    tenant = server.tenant()
+    url = tapevault(
+        "twilio", "url", "--partner", tenant["partner_id"], "--ttl", "1h", env=server.env
+    ).strip()
+    assert url.startswith(f"ws://127.0.0.1:{server.port}/twilio/media-stream?p=")
+    await run_call(url, {})
+    assert call_session_id(server)
+    async with connect(f"ws://127.0.0.1:{server.port}/twilio/media-stream") as ws:
+        await ws.send(start_message({"sdp_suki_token": "bad"}))
+        with pytest.raises(ConnectionClosed) as info:
+            await ws.recv()
+    assert info.value.rcvd is not None and info.value.rcvd.code == 4401
+    forged = url.replace("&s=", "&s=A")
+    async with connect(forged) as ws:
+        await ws.send(start_message({}))
+        with pytest.raises(ConnectionClosed) as info:
+            await ws.recv()
+    assert info.value.rcvd is not None and info.value.rcvd.code == 4401
