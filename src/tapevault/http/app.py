@@ -21,6 +21,7 @@ from tapevault.http.media import MediaGateway
 from tapevault.http.openapi import openapi_document
 from tapevault.http.stream import StreamEndpoint, StreamHub
 from tapevault.http.suki import routes as suki_routes
+from tapevault.http.suki import tus_endpoint
 from tapevault.http.twilio import TwilioMediaStream
 
 log = logging.getLogger("tapevault.http")
@@ -55,9 +56,11 @@ def build_app(
     cors = Cors(ctx.settings.cors_origins)
     gateway = MediaGateway(ctx, cors)
     hub = StreamHub(ctx)
+    tus = tus_endpoint(ctx)
     router = Router(
         routes=[
             *(Route(path, endpoint) for path, endpoint in suki_routes(ctx)),
+            *(Route(path, endpoint) for path, endpoint in tus.routes()),
             WebSocketRoute("/api/v1/ambient/session/{session_id}/stream", StreamEndpoint(ctx, hub)),
             WebSocketRoute("/twilio/media-stream", TwilioMediaStream(ctx, hub)),
             Route("/healthz", _StaticJson(b'{"status":"ok"}')),
@@ -79,7 +82,7 @@ def build_app(
                     return
                 await gateway(scope, receive, send)
                 return
-            if scope["method"] == "OPTIONS":
+            if scope["method"] == "OPTIONS" and _header(scope, b"access-control-request-method"):
                 await _preflight(scope, send, cors)
                 return
             origin = _origin(scope)
@@ -94,11 +97,15 @@ def build_app(
     return app
 
 
-def _origin(scope: Scope) -> str | None:
+def _header(scope: Scope, wanted: bytes) -> str | None:
     for name, value in scope["headers"]:
-        if name == b"origin":
+        if name == wanted:
             return str(value.decode("latin-1"))
     return None
+
+
+def _origin(scope: Scope) -> str | None:
+    return _header(scope, b"origin")
 
 
 async def _preflight(scope: Scope, send: Send, cors: Cors) -> None:

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-ALLOW_METHODS = b"GET, HEAD, POST, OPTIONS"
+ALLOW_METHODS = b"GET, HEAD, POST, PATCH, DELETE, OPTIONS"
 ALLOW_HEADERS = (
     b"range, if-range, if-none-match, if-modified-since, if-match, if-unmodified-since, "
-    b"content-type, sdp_suki_token, sdp_provider_id, x-request-id"
+    b"content-type, sdp_suki_token, sdp_provider_id, x-request-id, "
+    b"tus-resumable, upload-length, upload-metadata, upload-offset, x-http-method-override"
 )
 EXPOSE_HEADERS = (
     b"content-range, accept-ranges, content-length, etag, last-modified, "
-    b"content-disposition, retry-after"
+    b"content-disposition, retry-after, location, upload-offset, upload-length, "
+    b"upload-metadata, upload-expires, tus-resumable, tus-version, tus-extension, tus-max-size, "
+    b"tapevault-recording-id"
 )
 
 

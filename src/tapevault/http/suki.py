@@ -19,7 +19,7 @@ from tapevault.auth.suki import SukiCaller
 from tapevault.core.access import AccessEvent, Action, Actor
 from tapevault.core.clock import now_ms
 from tapevault.core.lifecycle import session_status
-from tapevault.core.model import Recording, Session, SessionKind
+from tapevault.core.model import Partner, Recording, Session, SessionKind
 from tapevault.errors import (
     AuthError,
     Conflict,
@@ -43,7 +43,9 @@ from tapevault.http.asgi import (
 )
 from tapevault.http.context import AppContext
 from tapevault.http.stream import issue_ticket
+from tapevault.http.tus import TusEndpoint, TusEvent
 from tapevault.ingest import formats
+from tapevault.ingest.tus_store import TusStore
 
 log = logging.getLogger("tapevault.http")
 
@@ -245,15 +247,82 @@ async def upload_audio(
     await ctx.metadata(ctx.vault.check_accepts_audio, caller.partner, session_id)
     spooled = await _spool(ctx.spool_dir, receive, limit)
     try:
-        source_format = await ctx.blocking(formats.probe, spooled, declared)
-        recording = await ctx.blocking(
-            ctx.vault.accept_upload, caller.partner, session_id, spooled, source_format
-        )
+        recording = await accept_file(ctx, caller.partner, session_id, spooled, declared)
     finally:
         with contextlib.suppress(FileNotFoundError):
             spooled.unlink()
     await send_json(send, 202, recording_body(recording))
     return 202
+
+
+async def accept_file(
+    ctx: AppContext, partner: Partner, session_id: str, path: Path, declared: str | None
+) -> Recording:
+    """Probe a complete body on disk and take it into the vault (plain and tus uploads)."""
+    source_format = await ctx.blocking(formats.probe, path, declared)
+    return await ctx.blocking(ctx.vault.accept_upload, partner, session_id, path, source_format)
+
+
+def tus_endpoint(ctx: AppContext) -> TusEndpoint:
+    """Resumable uploads (tus 1.0) at ``/api/v1/uploads``; a finished upload is accepted exactly
+    like a plain one. The metadata must name the ``session_id``."""
+
+    async def authenticate(headers: dict[str, str]) -> str:
+        caller = await ctx.metadata(
+            ctx.suki_tokens.verify, headers.get("sdp_suki_token"), headers.get("sdp_provider_id")
+        )
+        return caller.partner.partner_id
+
+    async def partner(owner: str) -> Partner:
+        found = await ctx.metadata(ctx.vault.repo.get_partner, owner)
+        if found is None:
+            raise AuthError("Invalid authentication credentials.")
+        return found
+
+    async def validate(owner: str, metadata: dict[str, str]) -> None:
+        await ctx.metadata(
+            ctx.vault.check_accepts_audio, await partner(owner), metadata["session_id"]
+        )
+
+    async def on_complete(
+        owner: str, upload_id: str, data: Path, metadata: dict[str, str]
+    ) -> dict[str, Any]:
+        recording = await accept_file(
+            ctx, await partner(owner), metadata["session_id"], data, metadata.get("filetype")
+        )
+        return recording_body(recording)
+
+    def on_event(event: TusEvent) -> None:
+        ctx.access_log.record(
+            AccessEvent(
+                action=Action.AUTH_FAILURE if event.status == 401 else Action.RECORDING_UPLOAD,
+                actor=Actor(
+                    partner_id=event.owner,
+                    client_ip=event.client_ip,
+                    user_agent=event.user_agent,
+                    request_id=event.request_id,
+                ),
+                status=event.status,
+                at_ms=now_ms(ctx.vault.clock),
+                session_id=event.session_id,
+                recording_id=event.recording_id,
+                mode=f"tus.{event.method.lower()}",
+                error=event.error,
+            )
+        )
+
+    store = TusStore(
+        ctx.settings.data_dir / "tus", max_size=ctx.settings.max_upload_bytes, clock=ctx.vault.clock
+    )
+    return TusEndpoint(
+        store,
+        authenticate,
+        on_complete,
+        public_url=ctx.settings.public_url,
+        clock=ctx.vault.clock,
+        validate=validate,
+        on_event=on_event,
+    )
 
 
 async def stream_ticket(
