@@ -18,6 +18,7 @@ from tapevault import __version__
 from tapevault.auth.suki import issue_token
 from tapevault.config import SETTINGS_DOC, Settings
 from tapevault.core import policy
+from tapevault.core.model import Partner
 from tapevault.errors import ConfigError, TapevaultError
 from tapevault.runtime import Runtime, open_runtime
 
@@ -119,13 +120,19 @@ def cmd_tenant_create(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_token_issue(args: argparse.Namespace) -> int:
-    ttl = policy.parse_duration(args.ttl)
+def _partner(args: argparse.Namespace) -> tuple[Runtime, Partner]:
+    """The runtime (closed again) and the partner named by ``--partner``."""
     runtime = _runtime(args)
     partner = runtime.vault.repo.get_partner(args.partner)
     runtime.close()
     if partner is None:
         raise TapevaultError(f"no partner with id {args.partner!r}")
+    return runtime, partner
+
+
+def cmd_token_issue(args: argparse.Namespace) -> int:
+    ttl = policy.parse_duration(args.ttl)
+    runtime, partner = _partner(args)
     print(
         issue_token(
             partner, now=runtime.vault.clock.now(), ttl_seconds=ttl, provider_id=args.provider_id
@@ -139,11 +146,7 @@ def cmd_twilio_url(args: argparse.Namespace) -> int:
     from tapevault.http.twilio import sign_stream_url
 
     ttl = policy.parse_duration(args.ttl)
-    runtime = _runtime(args)
-    partner = runtime.vault.repo.get_partner(args.partner)
-    runtime.close()
-    if partner is None:
-        raise TapevaultError(f"no partner with id {args.partner!r}")
+    runtime, partner = _partner(args)
     base = runtime.settings.public_url.replace("https://", "wss://", 1).replace(
         "http://", "ws://", 1
     )

@@ -22,14 +22,9 @@ from tapevault.core.lifecycle import session_status
 from tapevault.core.model import Partner, Recording, Session, SessionKind
 from tapevault.errors import (
     AuthError,
-    Conflict,
-    Gone,
     InvalidRequest,
-    NotFound,
-    NotReady,
     PayloadTooLarge,
     TapevaultError,
-    UnsupportedMediaType,
 )
 from tapevault.http.asgi import (
     Receive,
@@ -42,6 +37,7 @@ from tapevault.http.asgi import (
     send_json,
 )
 from tapevault.http.context import AppContext
+from tapevault.http.errors import code_message_error
 from tapevault.http.stream import issue_ticket
 from tapevault.http.tus import TusEndpoint, TusEvent
 from tapevault.ingest import formats
@@ -49,7 +45,6 @@ from tapevault.ingest.tus_store import TusStore
 
 log = logging.getLogger("tapevault.http")
 
-INTERNAL_ERROR = "An internal error occurred."
 _BOOL = {"true": True, "1": True, "false": False, "0": False}
 
 Handler = Callable[[AppContext, Scope, Receive, Send, SukiCaller], Awaitable[int]]
@@ -57,33 +52,7 @@ Handler = Callable[[AppContext, Scope, Receive, Send, SukiCaller], Awaitable[int
 
 def suki_error(exc: BaseException) -> tuple[int, dict[str, Any], list[tuple[bytes, bytes]]]:
     """The one place where tapevault errors become Suki HTTP answers."""
-    headers: list[tuple[bytes, bytes]] = []
-    match exc:
-        case AuthError():
-            status = 401
-        case PayloadTooLarge():
-            status = 413
-        case UnsupportedMediaType():
-            status = 415
-        case InvalidRequest():
-            status = 400
-        case NotReady(retry_after=int() as retry):
-            status = 404
-            headers.append((b"retry-after", str(retry).encode()))
-        case NotFound():
-            status = 404
-        case Conflict():
-            status = 409
-        case Gone(detail=detail):
-            body = {"code": 410, "message": exc.message, "reason": detail.reason, "at": detail.at}
-            return 410, body, headers
-        case TapevaultError():
-            status = 500
-            return status, {"code": 500, "message": INTERNAL_ERROR}, headers
-        case _:
-            return 500, {"code": 500, "message": INTERNAL_ERROR}, headers
-    assert isinstance(exc, TapevaultError)
-    return status, {"code": status, "message": exc.message}, headers
+    return code_message_error(exc)
 
 
 class SukiEndpoint:

@@ -55,7 +55,6 @@ import anyio.to_thread
 
 from tapevault.core.clock import Clock
 from tapevault.errors import (
-    AuthError,
     Conflict,
     Gone,
     GoneDetail,
@@ -67,6 +66,7 @@ from tapevault.errors import (
 )
 from tapevault.http.asgi import NO_STORE, NOSNIFF, Receive, Scope, Send, client_ip, send_json
 from tapevault.http.asgi import request_headers as read_headers
+from tapevault.http.errors import code_message_error
 from tapevault.ingest.tus_store import OffsetMismatch, TusStore, Upload, UploadBusy, UploadWriter
 
 log = logging.getLogger("tapevault.http")
@@ -78,7 +78,6 @@ DEFAULT_BASE_PATH = "/api/v1/uploads"
 DEFAULT_EXPIRES_SECONDS = 24 * 3600
 RECORDING_HEADER = b"tapevault-recording-id"
 MAX_METADATA_CHARS = 8192
-INTERNAL_ERROR = "An internal error occurred."
 
 COLLECTION_METHODS = ("POST", "OPTIONS")
 RESOURCE_METHODS = ("HEAD", "PATCH", "DELETE", "OPTIONS")
@@ -152,27 +151,11 @@ def tus_error(exc: BaseException) -> tuple[int, dict[str, Any], Headers]:
             headers.append((b"allow", ", ".join(allow).encode()))
         case BodyTimeout():
             status = 408
-        case AuthError():
-            status = 401
-        case PayloadTooLarge():
-            status = 413
-        case UnsupportedMediaType():
-            status = 415
-        case InvalidRequest():
-            status = 400
-        case NotFound():
-            status = 404
         case UploadBusy():
             status = 423
-        case Conflict():
-            status = 409
-        case Gone(detail=detail):
-            body = {"code": 410, "message": exc.message, "reason": detail.reason, "at": detail.at}
-            return 410, body, headers
         case _:
-            return 500, {"code": 500, "message": INTERNAL_ERROR}, headers
-    assert isinstance(exc, TapevaultError)
-    return status, {"code": status, "message": exc.message}, headers
+            return code_message_error(exc)
+    return status, {"code": status, "message": getattr(exc, "message", str(exc))}, headers
 
 
 # --- Upload-Metadata -----------------------------------------------------------------------------
