@@ -18,6 +18,7 @@ import requests
 from tapevault.audio_gen import tone_wav_bytes
 from tests.conftest import need
 from tests.server import Server, free_port, tapevault
+from tests.test_stream import wait_available
 
 pytestmark = pytest.mark.server
 SEEDS = Path(
@@ -70,13 +71,14 @@ def make_session(server: Server, token: str, seconds: float = 3.0) -> tuple[str,
         data=wav,
         timeout=30,
     )
-    assert up.status_code == 201, up.text
+    assert up.status_code == 202, up.text
     assert (
         requests.post(
             f"{server.base}/api/v1/ambient/session/{session_id}/end", headers=headers, timeout=10
         ).status_code
         == 200
     )
+    wait_available(server, headers, session_id)
     return session_id, wav
 
 
@@ -163,7 +165,7 @@ def test_invalid_setting_fails_at_startup_naming_it(tmp_path: Path) -> None:
 def test_migrate_and_key_rotation(tmp_path: Path) -> None:
     """migrate reports the revision; keys rotate and the old one can then be removed."""
     env = {"PATH": "/usr/bin:/bin", "TAPEVAULT_DATA_DIR": str(tmp_path)}
-    assert "revision 0001" in tapevault("migrate", env=env)
+    assert "database at revision 0002" in tapevault("migrate", env=env)
     first = tapevault("keys", "list", env=env).split()[0]
     tapevault("keys", "rotate", env=env)
     listed = tapevault("keys", "list", env=env).splitlines()

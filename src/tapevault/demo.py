@@ -35,6 +35,17 @@ def _call(method: str, url: str, token: str, body: bytes | None = None) -> Any:
         return json.loads(response.read())
 
 
+def _wait_completed(base: str, session_id: str, token: str, timeout: float = 60.0) -> Any:
+    """Uploads are finalized by the background worker; wait until the session is completed."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        session = _call("GET", f"{base}/api/v1/ambient/session/{session_id}", token)
+        if session["status"] in ("completed", "failed"):
+            return session
+        time.sleep(0.1)
+    raise RuntimeError("the demo upload was not finalized in time")
+
+
 def _wait_healthy(base: str, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -71,10 +82,12 @@ def run_demo(settings: Settings, *, serve: bool, log_level: str) -> int:
         voices = conversation_wav(wav, seconds=60.0)
         created = _call("POST", f"{base}/api/v1/ambient/session/create", token, b"")
         session_id = created["ambient_session_id"]
-        uploaded = _call(
+        _call(
             "POST", f"{base}/api/v1/ambient/session/{session_id}/audio", token, wav.read_bytes()
         )
         _call("POST", f"{base}/api/v1/ambient/session/{session_id}/end", token, b"")
+    session = _wait_completed(base, session_id, token)
+    uploaded = session["recordings"][0]
     urls = _call("GET", f"{base}/api/v1/ambient/session/{session_id}/recording", token)
     presigned = urls["recordings"][0]["presigned_url"]
     public = settings.public_url
