@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
+import subprocess
 from collections.abc import AsyncIterator
+from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import httpx
@@ -16,6 +19,7 @@ from tapevault.core.access import Action, MemoryAccessLog
 from tapevault.core.clock import FixedClock
 from tapevault.core.model import Partner
 from tapevault.runtime import Runtime
+from tests.conftest import need
 
 NOT_READY = {"code": 404, "message": "Recording not found or decryption in progress."}
 EXPIRED = "Recording has expired per retention policy."
@@ -515,3 +519,57 @@ async def test_openapi_and_health(client: httpx.AsyncClient) -> None:
     from openapi_spec_validator import validate
 
     validate(doc)
+
+
+async def test_compressed_upload_becomes_a_wav_recording(
+    client: httpx.AsyncClient, partner: Partner, clock: FixedClock, tmp_path: Path
+) -> None:
+    """An Ogg Opus upload (as a browser might send) is decoded and served as PCM WAV."""
+    need(shutil.which("ffmpeg") is not None, "ffmpeg is not installed")
+    source = tmp_path / "tone.wav"
+    source.write_bytes(tone_wav_bytes(2.0, sample_rate=16000))
+    opus = tmp_path / "tone.ogg"
+    subprocess.run(
+        ["ffmpeg", "-loglevel", "error", "-i", str(source), "-c:a", "libopus", str(opus)],
+        check=True,
+        timeout=60,
+    )
+    headers = token_for(partner, clock)
+    session_id = await new_session(client, headers)
+    response = await client.post(
+        f"/api/v1/ambient/session/{session_id}/audio",
+        headers={**headers, "content-type": "audio/ogg"},
+        content=opus.read_bytes(),
+    )
+    assert response.status_code == 202 and response.json()["source_format"] == "ogg/opus"
+    RUNTIMES[id(client)].worker.run_until_idle()
+    rec = await recording_of(client, headers, session_id, 1)
+    assert rec["status"] == "available" and rec["sample_rate"] == 48000
+    assert abs(int(str(rec["duration_ms"])) - 2000) <= 40
+    urls = await client.get(f"/api/v1/ambient/session/{session_id}/recording", headers=headers)
+    media = await client.get(media_path(urls.json()["recordings"][0]["presigned_url"]))
+    assert media.content[:4] == b"RIFF" and media.headers["content-type"] == "audio/wav"
+
+
+async def test_failed_finalization_is_reported(
+    client: httpx.AsyncClient, runtime: Runtime, partner: Partner, clock: FixedClock
+) -> None:
+    """A recording whose full decode fails ends `failed` with its reason; the session too."""
+    headers = token_for(partner, clock)
+    session_id = await new_session(client, headers)
+    response = await client.post(
+        f"/api/v1/ambient/session/{session_id}/audio",
+        headers={**headers, "content-type": "audio/wav"},
+        content=tone_wav_bytes(1.0),
+    )
+    assert response.status_code == 202
+    # The body vanishes before the worker runs (e.g. disk damage): final, not retried.
+    runtime.vault.incoming_path(response.json()["recording_id"]).unlink()
+    runtime.worker.run_until_idle()
+    await client.post(f"/api/v1/ambient/session/{session_id}/end", headers=headers)
+    session = (await client.get(f"/api/v1/ambient/session/{session_id}", headers=headers)).json()
+    assert session["status"] == "failed"
+    assert session["recordings"][0]["status"] == "failed"
+    assert "missing" in session["recordings"][0]["failure_reason"]
+    urls = await client.get(f"/api/v1/ambient/session/{session_id}/recording", headers=headers)
+    assert urls.status_code == 404 and "retry-after" not in urls.headers

@@ -176,6 +176,48 @@ def decode_to_wav(
     return result
 
 
+def probe(src: Path, declared_type: str | None = None) -> str:
+    """Check, cheaply, that an upload is audio we can decode; returns its source format.
+
+    Runs in the request before an upload is acknowledged: the same content-type rules and the same
+    sniffed demuxer as :func:`decode_to_wav` (FFmpeg never guesses), then a plain PCM WAV is
+    parsed whole and anything else must yield its first decoded audio frame. Damage further in is
+    found by the full decode in the worker.
+    """
+    with src.open("rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size == 0:
+            raise InvalidAudio(f"empty body: {_FORMATS_HINT}")
+        offset, head = _read_head(f)
+        kind = _demuxer_for(declared_type, head, tagged=offset > 0)
+        if kind == "wav":
+            with contextlib.suppress(InvalidAudio):
+                info = wav.parse_wav(f, size)
+                return f"wav/{_pcm_name(info.fmt.bits_per_sample)}"
+    try:
+        with av.open(f"file:{src}", format=_DEMUXERS[kind], metadata_errors="replace") as box:
+            if not box.streams.audio:
+                what = "only video" if box.streams.video else "no audio stream"
+                raise UnsupportedMediaType(f"the {kind} file holds {what}; {_FORMATS_HINT}")
+            stream = box.streams.audio[0]
+            ctx = cast("av.AudioCodecContext | None", stream.codec_context)
+            if ctx is None:
+                raise InvalidAudio(f"the audio codec in this {kind} file is not supported")
+            source = ctx.codec.canonical_name
+            for packet in box.demux(stream):
+                for frame in packet.decode():
+                    if frame.samples:
+                        return source if kind in _RAW_STREAMS else f"{kind}/{source}"
+    except (av.error.FFmpegError, ValueError, EOFError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise InvalidAudio(f"cannot decode the {kind} upload: {reason}") from exc
+    raise InvalidAudio(f"no audio could be decoded from the {kind} upload")
+
+
+def _pcm_name(bits: int) -> str:
+    return "pcm_u8" if bits == 8 else f"pcm_s{bits}le"
+
+
 def _demuxer_for(declared: str | None, head: bytes, *, tagged: bool) -> str:
     """The demuxer for a body starting with ``head`` (after ``tagged``: ID3v2 tags)."""
     media_type = (declared or "").split(";", 1)[0].strip().lower()
@@ -259,7 +301,7 @@ def _copy_pcm(
         digest.update(chunk)
         out.write(chunk)
     bits = info.fmt.bits_per_sample
-    source = "wav/pcm_u8" if bits == 8 else f"wav/pcm_s{bits}le"
+    source = f"wav/{_pcm_name(bits)}"
     return _facts(info.fmt, info.data_size, digest.hexdigest(), source)
 
 
