@@ -1,0 +1,75 @@
+"""Group commit: an acknowledgement never precedes its sync, and a failed sync acks nothing."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tapevault.ingest import durable
+from tapevault.ingest.durable import GroupCommitter
+
+
+async def test_acks_follow_syncs_and_batch_streams(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bytes are acked only after a sync that started after they were written; one sync serves
+    every open stream."""
+    synced_sizes: list[list[int]] = []
+    real_sync = durable.sync_filesystem
+
+    def spy(fd: int) -> None:
+        real_sync(fd)
+        synced_sizes.append([os.fstat(s.fd).st_size for s in streams])
+
+    monkeypatch.setattr(durable, "sync_filesystem", spy)
+    committer = GroupCommitter(tmp_path, interval=0.01)
+    acks: dict[int, list[int]] = {0: [], 1: []}
+
+    def recorder(index: int):  # type: ignore[no-untyped-def]
+        async def ack(upto: int) -> None:
+            # The sync that preceded this ack saw at least `upto` bytes on disk.
+            assert synced_sizes and synced_sizes[-1][index] >= upto
+            acks[index].append(upto)
+
+        return ack
+
+    streams = [committer.open(tmp_path / f"s{i}.raw", recorder(i)) for i in range(2)]
+    for _ in range(3):
+        for stream in streams:
+            stream.append(b"\x00" * 640)
+        committer.dirty()
+    for stream in streams:
+        await committer.finish(stream)
+    assert acks[0][-1] == acks[1][-1] == 1920
+    assert committer.batches <= len(acks[0]) + len(acks[1])
+
+
+async def test_failed_sync_is_never_acknowledged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After an fsync error the stream fails: no ack for those bytes, and no retry."""
+    calls = 0
+
+    def failing(fd: int) -> None:
+        nonlocal calls
+        calls += 1
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(durable, "sync_filesystem", failing)
+    committer = GroupCommitter(tmp_path, interval=0.01)
+    acked: list[int] = []
+
+    async def ack(upto: int) -> None:
+        acked.append(upto)
+
+    stream = committer.open(tmp_path / "s.raw", ack)
+    stream.append(b"\x01" * 640)
+    committer.dirty()
+    with pytest.raises(OSError):
+        await committer.finish(stream)
+    assert acked == []
+    assert calls == 1
+    with pytest.raises(OSError):
+        stream.append(b"\x01" * 640)  # a failed stream takes no more audio

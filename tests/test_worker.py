@@ -1,0 +1,101 @@
+"""The job pipeline: leases, retries with backoff, final failure, dead workers' jobs."""
+
+from __future__ import annotations
+
+import itertools
+import socket
+from pathlib import Path
+
+import pytest
+
+from tapevault.audio_gen import tone_wav_bytes
+from tapevault.core import lifecycle
+from tapevault.core.clock import FixedClock
+from tapevault.core.model import Partner, RecordingStatus, SessionKind
+from tapevault.ingest.finalize import Finalizer, Finished
+from tapevault.ingest.worker import Worker
+from tapevault.runtime import Runtime
+
+
+@pytest.fixture
+def partner(runtime: Runtime) -> Partner:
+    return runtime.vault.create_partner("clinic", 86400)
+
+
+def accept(runtime: Runtime, partner: Partner, tmp_path: Path) -> str:
+    session = runtime.vault.create_session(partner, SessionKind.AMBIENT)
+    spooled = tmp_path / "upload.part"
+    spooled.write_bytes(tone_wav_bytes(0.5))
+    return runtime.vault.accept_upload(
+        partner, session.session_id, spooled, "wav/pcm_s16le"
+    ).recording_id
+
+
+def test_exactly_one_worker_leases_a_job(
+    runtime: Runtime, partner: Partner, tmp_path: Path, clock: FixedClock
+) -> None:
+    """Two workers racing for one job: one gets it, the other gets nothing until it lapses."""
+    accept(runtime, partner, tmp_path)
+    repo = runtime.vault.repo
+    now = int(clock.now() * 1000)
+    first = repo.lease_job("a", now, 60_000)
+    assert first is not None and first.attempts == 1
+    assert repo.lease_job("b", now, 60_000) is None
+    lapsed = repo.lease_job("b", now + 60_001, 60_000)
+    assert lapsed is not None and lapsed.job_id == first.job_id and lapsed.attempts == 2
+
+
+def test_transient_failures_retry_with_backoff_then_fail(
+    runtime: Runtime, partner: Partner, tmp_path: Path, clock: FixedClock
+) -> None:
+    """A decoder that keeps crashing is retried 2, 4, 8... s later, then the recording fails."""
+    recording_id = accept(runtime, partner, tmp_path)
+    calls: list[float] = []
+
+    def broken(src: Path, dst: Path) -> Finished:
+        calls.append(clock.now())
+        raise RuntimeError("disk hiccup")
+
+    worker = Worker(Finalizer(runtime.vault, broken), "test-worker")
+    for attempt in range(1, lifecycle.MAX_ATTEMPTS + 1):
+        assert worker.run_once() is True
+        recording = runtime.vault.repo.get_recording(recording_id)
+        assert recording is not None
+        if attempt < lifecycle.MAX_ATTEMPTS:
+            assert recording.status is RecordingStatus.PROCESSING
+            assert worker.run_once() is False  # not due yet: backoff
+            clock.advance(lifecycle.retry_delay_seconds(attempt))
+    assert recording.status is RecordingStatus.FAILED
+    assert "gave up after 5 attempts" in (recording.failure_reason or "")
+    assert [round(b - a) for a, b in itertools.pairwise(calls)] == [2, 4, 8, 16]
+    assert not runtime.vault.incoming_path(recording_id).exists()
+
+
+def test_jobs_of_a_dead_local_process_are_reclaimed(
+    runtime: Runtime, partner: Partner, tmp_path: Path, clock: FixedClock
+) -> None:
+    """A job leased by a process of this host that no longer runs is freed at start-up."""
+    recording_id = accept(runtime, partner, tmp_path)
+    repo = runtime.vault.repo
+    dead = f"{socket.gethostname()}:999999999:deadbeef"
+    assert repo.lease_job(dead, int(clock.now() * 1000), 600_000) is not None
+    assert runtime.worker.run_once() is False  # still leased
+    assert runtime.worker.reclaim_dead_local_leases() == 1
+    assert runtime.worker.run_once() is True
+    recording = repo.get_recording(recording_id)
+    assert recording is not None and recording.status is RecordingStatus.AVAILABLE
+
+
+def test_processing_recording_answers_404_with_retry_after(
+    runtime: Runtime, partner: Partner, tmp_path: Path
+) -> None:
+    """While the only recording is processing, the URL call is the seed's 404, retryable."""
+    from tapevault.errors import NotReady
+
+    recording_id = accept(runtime, partner, tmp_path)
+    session_id = runtime.vault.repo.get_recording(recording_id).session_id  # type: ignore[union-attr]
+    with pytest.raises(NotReady) as info:
+        runtime.vault.recording_links(partner, session_id, False)
+    assert info.value.retry_after and info.value.message.startswith("Recording not found")
+    runtime.worker.run_until_idle()
+    assert len(runtime.vault.recording_links(partner, session_id, False)) == 1
