@@ -102,6 +102,7 @@ class Vault:
         self.clock = clock
         self.media_base_url = media_base_url.rstrip("/")
         self._recordings: dict[str, tuple[Recording, float]] = {}
+        self._sessions: dict[tuple[str, str], tuple[Session, Sequence[Recording], float]] = {}
         self._signer_lock = threading.Lock()
         self._signer = self._load_signer()
         self._signer_loaded = time.monotonic()
@@ -364,9 +365,7 @@ class Vault:
         session: Session | None = None
         recordings: Sequence[Recording] = ()
         if 0 < len(session_id) <= _MAX_ID:
-            session, recordings = self.repo.get_session_with_recordings(
-                partner.partner_id, session_id
-            )
+            session, recordings = self._settled_session(partner.partner_id, session_id)
         if session is None:
             raise NotFound(RECORDING_NOT_FOUND)
         now = now_ms(self.clock)
@@ -418,6 +417,32 @@ class Vault:
         if policy.is_expired(recording.expires_ms, int(now * 1000)):
             raise Gone(RECORDING_EXPIRED, GoneDetail("expired", recording.expires_ms // 1000))
         return MediaAccess(recording=recording, grant=grant)
+
+    def _settled_session(
+        self, partner_id: str, session_id: str
+    ) -> tuple[Session | None, Sequence[Recording]]:
+        """The session and its recordings; from memory once they can no longer change.
+
+        An ended session whose recordings are all finalized (available or failed) takes no more
+        audio and none of its recordings changes again, so players asking for fresh URLs need not
+        touch the database. Entries live a few seconds so that another process's deletions are
+        seen soon; retention is computed per request from ``expires_ms`` anyway.
+        """
+        key = (partner_id, session_id)
+        now = time.monotonic()
+        hit = self._sessions.get(key)
+        if hit is not None and hit[2] > now:
+            return hit[0], hit[1]
+        session, recordings = self.repo.get_session_with_recordings(partner_id, session_id)
+        if (
+            session is not None
+            and session.status is SessionStatus.COMPLETED
+            and not any(r.status in PENDING for r in recordings)
+        ):
+            if len(self._sessions) >= _RECORDING_CACHE_SIZE:
+                self._sessions.clear()
+            self._sessions[key] = (session, recordings, now + _RECORDING_CACHE_SECONDS)
+        return session, recordings
 
     def _recording(self, recording_id: str) -> Recording | None:
         """A finished recording never changes, so every ranged read of a playback after the

@@ -401,6 +401,11 @@ async def _spool(spool_dir: Path, receive: Receive, limit: int) -> Path:
 def routes(ctx: AppContext) -> list[tuple[str, SukiEndpoint]]:
     """(path, endpoint) pairs for the router."""
     return [
+        # The hot path first: the router tries routes in order.
+        (
+            "/api/v1/ambient/session/{session_id}/recording",
+            SukiEndpoint(ctx, ["GET"], get_recording_urls, Action.URLS_ISSUE),
+        ),
         (
             "/api/v1/ambient/session/create",
             SukiEndpoint(ctx, ["POST"], _create(SessionKind.AMBIENT), Action.SESSION_CREATE),
@@ -408,10 +413,6 @@ def routes(ctx: AppContext) -> list[tuple[str, SukiEndpoint]]:
         (
             "/api/v1/form-filling/session/create",
             SukiEndpoint(ctx, ["POST"], _create(SessionKind.FORM_FILLING), Action.SESSION_CREATE),
-        ),
-        (
-            "/api/v1/ambient/session/{session_id}/recording",
-            SukiEndpoint(ctx, ["GET"], get_recording_urls, Action.URLS_ISSUE),
         ),
         (
             "/api/v1/ambient/session/{session_id}/audio",
