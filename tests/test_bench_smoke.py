@@ -20,7 +20,15 @@ import pytest
 from tests.conftest import need
 
 ROOT = Path(__file__).resolve().parent.parent
-SCENARIOS = {"recording_urls", "large_ranges", "seeks", "ttfb", "memory"}
+SCENARIOS = {
+    "recording_urls",
+    "large_ranges",
+    "seeks",
+    "ttfb",
+    "memory",
+    "ingest",
+    "finalization",
+}
 _SBIN = os.pathsep.join([os.environ.get("PATH", os.defpath), "/usr/local/sbin", "/usr/sbin"])
 
 pytestmark = pytest.mark.server

@@ -73,3 +73,32 @@ async def test_failed_sync_is_never_acknowledged(
     assert calls == 1
     with pytest.raises(OSError):
         stream.append(b"\x01" * 640)  # a failed stream takes no more audio
+
+
+async def test_a_client_that_does_not_read_holds_up_no_one(tmp_path: Path) -> None:
+    """One stream whose ack never completes does not stop syncs or acks of the others."""
+    import asyncio
+
+    committer = GroupCommitter(tmp_path, interval=0.01)
+    stuck = asyncio.Event()
+
+    async def never(upto: int) -> None:
+        await stuck.wait()
+
+    acked: list[int] = []
+
+    async def ack(upto: int) -> None:
+        acked.append(upto)
+
+    slow = committer.open(tmp_path / "slow.raw", never)
+    fast = committer.open(tmp_path / "fast.raw", ack)
+    for _ in range(20):
+        slow.append(b"\x00" * 64)
+        fast.append(b"\x00" * 64)
+        committer.dirty()
+        await asyncio.sleep(0.005)
+    await committer.finish(fast)
+    assert fast.synced == 20 * 64 and acked[-1] == 20 * 64
+    assert slow.synced == 20 * 64  # synced although its client never took an ack
+    stuck.set()
+    await committer.finish(slow)

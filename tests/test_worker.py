@@ -68,7 +68,8 @@ def test_transient_failures_retry_with_backoff_then_fail(
     assert recording.status is RecordingStatus.FAILED
     assert "gave up after 5 attempts" in (recording.failure_reason or "")
     assert [round(b - a) for a, b in itertools.pairwise(calls)] == [2, 4, 8, 16]
-    assert not runtime.vault.incoming_path(recording_id).exists()
+    # An operational failure never deletes the acknowledged upload: it can be queued again.
+    assert runtime.vault.incoming_path(recording_id).exists()
 
 
 def test_jobs_of_a_dead_local_process_are_reclaimed(
@@ -99,3 +100,33 @@ def test_processing_recording_answers_404_with_retry_after(
     assert info.value.retry_after and info.value.message.startswith("Recording not found")
     runtime.worker.run_until_idle()
     assert len(runtime.vault.recording_links(partner, session_id, False)) == 1
+
+
+def test_key_removed_by_another_process_revokes_its_urls(
+    runtime: Runtime, partner: Partner, tmp_path: Path, settings: object, clock: FixedClock
+) -> None:
+    """`tapevault keys rotate/remove` in another process reaches a running server: the removed
+    key's URLs fail and new URLs use the new key."""
+    from urllib.parse import parse_qsl, urlsplit
+
+    from tapevault.errors import UrlRejected
+    from tapevault.runtime import open_runtime
+
+    recording_id = accept(runtime, partner, tmp_path)
+    runtime.worker.run_until_idle()
+    session_id = runtime.vault.repo.get_recording(recording_id).session_id  # type: ignore[union-attr]
+    link = runtime.vault.recording_links(partner, session_id, False)[0]
+    query = dict(parse_qsl(urlsplit(link.url).query))
+    assert runtime.vault.authorize_media(recording_id, query).recording.recording_id
+
+    other = open_runtime(runtime.settings, clock=clock)  # e.g. the `tapevault keys` CLI
+    try:
+        other.vault.rotate_signing_key()
+        assert other.vault.remove_signing_key(query["k"])
+    finally:
+        other.close()
+    runtime.vault.key_reload_seconds = 0  # instead of waiting out the reload period
+    with pytest.raises(UrlRejected):
+        runtime.vault.authorize_media(recording_id, query)
+    fresh = runtime.vault.recording_links(partner, session_id, False)[0]
+    assert dict(parse_qsl(urlsplit(fresh.url).query))["k"] != query["k"]

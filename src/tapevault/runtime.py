@@ -19,7 +19,6 @@ from tapevault.http.asgi import ASGIApp
 from tapevault.http.context import AppContext
 from tapevault.ingest import formats
 from tapevault.ingest.finalize import Finalizer
-from tapevault.ingest.recovery import recover_streams
 from tapevault.ingest.worker import Worker, worker_id
 from tapevault.storage.local import open_store
 
@@ -47,14 +46,8 @@ class Runtime:
             self.worker.start(self.settings.workers)
 
     def recover(self) -> None:
-        """Take back what a dead process left: its job leases (and, with streaming, its
-        half-written recordings)."""
-        freed = self.worker.reclaim_dead_local_leases()
-        if freed:
-            log.warning("reclaimed %d job(s) from processes that died", freed)
-        recovered = recover_streams(self.vault, self.worker.owner)
-        if recovered:
-            log.warning("recovered %d recording(s) left half-written by a dead process", recovered)
+        """Take back what a dead process left: its job leases and half-written recordings."""
+        self.worker.recover()
 
     def stop(self) -> None:
         self.worker.stop()

@@ -88,7 +88,12 @@ class Repository(Protocol):
         sequence) pair exists already."""
         ...
 
-    def update_recording(self, recording: Recording) -> None: ...
+    def update_recording(
+        self, recording: Recording, *, expect: RecordingStatus, writer_id: str | None = None
+    ) -> bool:
+        """Compare-and-set: write the row only if it is still in status ``expect`` (and, when
+        given, still written by ``writer_id``); False when another actor moved it first."""
+        ...
 
     def recordings_with_status(self, status: RecordingStatus) -> Sequence[Recording]: ...
 

@@ -42,7 +42,6 @@ from tapevault.errors import (
     InvalidRequest,
     NotFound,
     NotReady,
-    UrlRejected,
 )
 from tapevault.fsutil import fsync_dir
 
@@ -104,6 +103,7 @@ class Vault:
         self._recordings: dict[str, tuple[Recording, float]] = {}
         self._sessions: dict[tuple[str, str], tuple[Session, Sequence[Recording], float]] = {}
         self._signer_lock = threading.Lock()
+        self.key_reload_seconds = _KEY_RELOAD_SECONDS
         self._signer = self._load_signer()
         self._signer_loaded = time.monotonic()
 
@@ -204,6 +204,11 @@ class Vault:
         session = self.check_accepts_audio(partner, session_id)
         recording_id = str(ULID())
         incoming = self.incoming_path(recording_id)
+        fd = os.open(spooled, os.O_RDONLY)
+        try:
+            os.fsync(fd)  # the bytes, not only the name, must survive a power cut
+        finally:
+            os.close(fd)
         os.replace(spooled, incoming)
         fsync_dir(incoming.parent)
         now = now_ms(self.clock)
@@ -335,7 +340,11 @@ class Vault:
             writer_id=None,
             heartbeat_ms=None,
         )
-        self.repo.update_recording(closed)
+        if not self.repo.update_recording(
+            closed, expect=RecordingStatus.RECEIVING, writer_id=recording.writer_id
+        ):
+            # Recovery (or another close) got there first: it queued the job already.
+            return closed
         self.repo.add_job(
             Job(
                 uuid.uuid4().hex,
@@ -385,7 +394,7 @@ class Vault:
         lifetime = policy.url_lifetime_seconds(download=download, session_audio_ms=audio_ms)
         expires = now // 1000 + lifetime
         mode = UrlMode.DOWNLOAD if download else UrlMode.STREAM
-        signer = self._signer
+        signer = self.signer()
         return [
             RecordingLink(
                 recording=r,
@@ -401,12 +410,7 @@ class Vault:
     def authorize_media(self, recording_id: str, query: dict[str, str]) -> MediaAccess:
         """Verify a signed URL and find its recording; raises UrlRejected, NotFound or Gone."""
         now = self.clock.now()
-        try:
-            grant = self._signer.verify(recording_id, query, now)
-        except UrlRejected:
-            if not self._maybe_reload_signer(query.get("k", "")):
-                raise
-            grant = self._signer.verify(recording_id, query, now)
+        grant = self.signer().verify(recording_id, query, now)
         recording = self._recording(recording_id)
         if (
             recording is None
@@ -468,19 +472,20 @@ class Vault:
             keys = self.repo.list_signing_keys()
         return UrlSigner(keys)
 
-    def _maybe_reload_signer(self, key_id: str) -> bool:
-        """Reload keys when a URL names a key we do not know: another process may have rotated.
+    def signer(self) -> UrlSigner:
+        """The signer, re-read from the database at most ``key_reload_seconds`` apart.
 
-        Rate-limited, so a flood of forged key ids cannot turn into a flood of queries.
+        Keys are rotated and removed by other processes (``tapevault keys``); re-reading them
+        on a short period makes a removal revoke its URLs everywhere within that period, and a
+        rotation switch every process to the new signing key.
         """
-        if key_id in self._signer.key_ids:
-            return False
-        with self._signer_lock:
-            if time.monotonic() - self._signer_loaded < _KEY_RELOAD_SECONDS:
-                return False
-            self._signer = self._load_signer()
-            self._signer_loaded = time.monotonic()
-        return key_id in self._signer.key_ids
+        now = time.monotonic()
+        if now - self._signer_loaded >= self.key_reload_seconds:
+            with self._signer_lock:
+                if now - self._signer_loaded >= self.key_reload_seconds:
+                    self._signer = self._load_signer()
+                    self._signer_loaded = time.monotonic()
+        return self._signer
 
     def rotate_signing_key(self) -> str:
         # The newest key signs; make "newest" unambiguous even within one millisecond.

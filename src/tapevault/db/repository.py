@@ -126,15 +126,20 @@ class SqlRepository:
         except IntegrityError as exc:
             raise SequenceTaken(recording.session_id) from exc
 
-    def update_recording(self, recording: Recording) -> None:
+    def update_recording(
+        self, recording: Recording, *, expect: RecordingStatus, writer_id: str | None = None
+    ) -> bool:
         values = _recording_values(recording)
         del values["recording_id"]
+        conditions = [
+            recordings.c.recording_id == recording.recording_id,
+            recordings.c.status == expect.value,
+        ]
+        if writer_id is not None:
+            conditions.append(recordings.c.writer_id == writer_id)
         with self.engine.begin() as conn:
-            conn.execute(
-                update(recordings)
-                .where(recordings.c.recording_id == recording.recording_id)
-                .values(**values)
-            )
+            changed = conn.execute(update(recordings).where(*conditions).values(**values)).rowcount
+        return changed == 1
 
     def recordings_with_status(self, status: RecordingStatus) -> Sequence[Recording]:
         with self.engine.connect() as conn:

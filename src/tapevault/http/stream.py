@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import re
 import secrets
 from typing import Any
 
@@ -35,6 +36,7 @@ from tapevault.ingest.pcm import ENCODINGS
 
 log = logging.getLogger("tapevault.stream")
 
+_DIGITS = re.compile(r"[0-9]{1,9}")
 TICKET_SECONDS = 60
 HEARTBEAT_SECONDS = 10.0
 
@@ -45,7 +47,7 @@ def stream_format(params: dict[str, str]) -> tuple[str, int, int]:
     if encoding not in ENCODINGS:
         raise InvalidRequest(f"encoding must be one of {', '.join(ENCODINGS)}")
     rate_text = params.get("sample_rate", "16000")
-    if not rate_text.isdigit() or not 8000 <= int(rate_text) <= 48000:
+    if not _DIGITS.fullmatch(rate_text) or not 8000 <= int(rate_text) <= 48000:
         raise InvalidRequest("sample_rate must be an integer from 8000 to 48000")
     channels_text = params.get("channels", "1")
     if channels_text not in ("1", "2"):
@@ -94,11 +96,15 @@ class StreamHub:
 
     async def _beat(self) -> None:
         """While streams are open, tell the database this process is alive and writing them,
-        so that recovery can tell a live writer from a dead one."""
+        so that recovery can tell a live writer from a dead one. A failed beat is logged and
+        the next one tried: one database hiccup must not let live streams look dead."""
         while self._open:
-            await self.ctx.blocking(
-                self.ctx.vault.repo.heartbeat, self.writer_id, now_ms(self.ctx.vault.clock)
-            )
+            try:
+                await self.ctx.blocking(
+                    self.ctx.vault.repo.heartbeat, self.writer_id, now_ms(self.ctx.vault.clock)
+                )
+            except Exception:
+                log.exception("heartbeat failed; retrying")
             await asyncio.sleep(HEARTBEAT_SECONDS)
 
 
@@ -134,6 +140,10 @@ class StreamEndpoint:
             )
         except (InvalidRequest, AuthError, NotFound, Conflict) as exc:
             await self._close(send, _close_code(exc), exc.message)
+            return
+        except Exception:
+            log.exception("could not open a stream")
+            await self._close(send, 1011, "internal error")
             return
         frame_bytes = ENCODINGS[fmt[0]] * fmt[2]
 

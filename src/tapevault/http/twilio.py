@@ -18,10 +18,12 @@ The stream is durable like any live stream (group commit, crash recovery); Twili
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hmac
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,7 +43,13 @@ log = logging.getLogger("tapevault.twilio")
 
 TRACKS = ("inbound", "outbound")
 ENCODING = "pcm_mulaw"
-MAX_GAP_SECONDS = 600  # a timestamp jump beyond this is refused, not filled with silence
+RATE = 8000
+BYTES_PER_MS = RATE // 1000  # μ-law: one byte a sample
+START_DEADLINE_SECONDS = 10.0
+MAX_MESSAGE_BEFORE_START = 64 * 1024
+TIMESTAMP_LEAD_MS = 5_000  # network jitter and buffering Twilio may add
+MAX_CALL_BYTES = 12 * 3600 * RATE  # 12 hours a track
+_DIGITS = re.compile(r"[0-9]{1,12}")
 
 
 def sign_stream_url(partner: Partner, expires: int) -> str:
@@ -59,14 +67,27 @@ def _url_mac(partner: Partner, expires: int) -> str:
 class Track:
     recording: Recording
     stream: DurableStream
-    bytes_per_ms: float
     dropped: int = 0
 
 
 @dataclass
 class Call:
-    session: Session
+    """Built up as the call starts, so whatever was opened is closed again at the end."""
+
+    session: Session | None = None
+    partner: Partner | None = None
+    started: float = 0.0
     tracks: dict[str, Track] = field(default_factory=dict)
+
+
+def _event(raw: str | bytes) -> dict[str, Any]:
+    try:
+        event = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise InvalidRequest("messages must be Twilio Media Streams JSON") from None
+    if not isinstance(event, dict):
+        raise InvalidRequest("messages must be JSON objects")
+    return event
 
 
 class TwilioMediaStream:
@@ -79,25 +100,29 @@ class TwilioMediaStream:
         if message["type"] != "websocket.connect":
             return
         await send({"type": "websocket.accept"})
-        call: Call | None = None
+        call = Call()
         code, reason = 1000, "call ended"
         try:
             while True:
-                message = await receive()
+                if call.session is None:
+                    # Before authentication a peer gets little: a deadline and small messages.
+                    try:
+                        message = await asyncio.wait_for(receive(), START_DEADLINE_SECONDS)
+                    except TimeoutError:
+                        raise InvalidRequest("no start message in time") from None
+                else:
+                    message = await receive()
                 if message["type"] == "websocket.disconnect":
                     code = 0
                     break
-                text = message.get("text") or (message.get("bytes") or b"").decode(
-                    "utf-8", "replace"
-                )
-                try:
-                    event: dict[str, Any] = orjson.loads(text)
-                except orjson.JSONDecodeError:
-                    raise InvalidRequest("messages must be Twilio Media Streams JSON") from None
+                raw = message.get("text") or message.get("bytes") or b""
+                if call.session is None and len(raw) > MAX_MESSAGE_BEFORE_START:
+                    raise InvalidRequest("message too large")
+                event = _event(raw)
                 kind = event.get("event")
-                if kind == "start" and call is None:
-                    call = await self._start(scope, event)
-                elif kind == "media" and call is not None:
+                if kind == "start" and call.session is None:
+                    await self._start(scope, event, call)
+                elif kind == "media" and call.session is not None:
                     self._media(call, event)
                 elif kind == "stop":
                     break
@@ -107,34 +132,44 @@ class TwilioMediaStream:
             reason = exc.message
         except TapevaultError as exc:
             code, reason = 4400, exc.message
+        except Exception:
+            log.exception("Twilio media stream failed")
+            code, reason = 1011, "internal error"
         finally:
-            if call is not None:
-                await self._finish(call)
+            await self._finish(call)
         if code:
             try:
                 await send({"type": "websocket.close", "code": code, "reason": reason[:120]})
             except Exception:
                 log.debug("close after disconnect", exc_info=True)
 
-    async def _start(self, scope: Scope, event: dict[str, Any]) -> Call:
+    async def _start(self, scope: Scope, event: dict[str, Any], call: Call) -> None:
         start = event.get("start")
         if not isinstance(start, dict):
             raise InvalidRequest("start message without a start object")
-        partner = await self._authenticate(scope, start.get("customParameters") or {})
+        custom = start.get("customParameters")
+        partner = await self._authenticate(scope, custom if isinstance(custom, dict) else {})
         call_sid = start.get("callSid")
         if not isinstance(call_sid, str):
             raise InvalidRequest("start message without callSid")
-        fmt = start.get("mediaFormat") or {}
-        if fmt.get("encoding", "audio/x-mulaw") != "audio/x-mulaw":
-            raise InvalidRequest(f"unsupported media encoding {fmt.get('encoding')!r}")
-        rate = int(fmt.get("sampleRate", 8000))
-        if not 8000 <= rate <= 48000 or int(fmt.get("channels", 1)) != 1:
-            raise InvalidRequest("mediaFormat must be mono μ-law at 8-48 kHz")
-        tracks = [t for t in start.get("tracks", ["inbound"]) if t in TRACKS] or ["inbound"]
+        fmt = start.get("mediaFormat")
+        fmt = fmt if isinstance(fmt, dict) else {}
+        # Twilio sends 8 kHz mono μ-law; anything else is not Twilio.
+        if (
+            fmt.get("encoding", "audio/x-mulaw") != "audio/x-mulaw"
+            or fmt.get("sampleRate", RATE) not in (RATE, str(RATE))
+            or fmt.get("channels", 1) not in (1, "1")
+        ):
+            raise InvalidRequest("mediaFormat must be audio/x-mulaw, 8000 Hz, mono")
+        requested = start.get("tracks")
+        requested = requested if isinstance(requested, list) else ["inbound"]
+        tracks = [t for t in TRACKS if t in requested] or ["inbound"]
         vault = self.ctx.vault
         session = await self.ctx.blocking(vault.call_session, partner, call_sid)
+        call.session = session
+        call.partner = partner
+        call.started = time.monotonic()
         started = now_ms(vault.clock)
-        call = Call(session=session)
         committer = self.hub.committer()
         for name in tracks:
             recording = await self.ctx.blocking(
@@ -143,7 +178,7 @@ class TwilioMediaStream:
                     session.session_id,
                     f"stream/{ENCODING}",
                     self.hub.writer_id,
-                    sample_rate=rate,
+                    sample_rate=RATE,
                     channels=1,
                     bits_per_sample=8,
                     channel=name,
@@ -152,8 +187,7 @@ class TwilioMediaStream:
             )
             stream = committer.open(vault.stream_path(recording.recording_id), _no_ack)
             self.hub.opened()
-            call.tracks[name] = Track(recording, stream, rate / 1000)
-        return call
+            call.tracks[name] = Track(recording, stream)
 
     async def _authenticate(self, scope: Scope, custom: dict[str, Any]) -> Partner:
         params = query_params(scope)
@@ -161,13 +195,14 @@ class TwilioMediaStream:
         if "s" in params:
             partner_id, expires_text = params.get("p", ""), params.get("e", "")
             partner = await self.ctx.metadata(repo.get_partner, partner_id[:64])
+            given = params["s"].encode("ascii", "replace")
             if (
                 partner is None
-                or not expires_text.isdigit()
-                or not hmac.compare_digest(_url_mac(partner, int(expires_text)), params["s"])
+                or not _DIGITS.fullmatch(expires_text)
+                or not hmac.compare_digest(_url_mac(partner, int(expires_text)).encode(), given)
             ):
                 raise AuthError("invalid stream URL signature")
-            if int(expires_text) < time.time():
+            if int(expires_text) < self.ctx.vault.clock.now():
                 raise AuthError("the stream URL has expired")
             return partner
         token = custom.get("sdp_suki_token")
@@ -184,17 +219,21 @@ class TwilioMediaStream:
         if track is None:
             return
         try:
-            payload = base64.b64decode(media.get("payload", ""), validate=True)
-            timestamp = int(media.get("timestamp", 0))
-        except (binascii.Error, ValueError, TypeError):
+            payload = base64.b64decode(str(media.get("payload", "")), validate=True)
+            timestamp = int(str(media.get("timestamp", "0")))
+        except (binascii.Error, ValueError):
             raise InvalidRequest("media payload is not base64 or timestamp not a number") from None
-        position = int(timestamp * track.bytes_per_ms)
+        # Twilio's timestamps follow real time; one far ahead of the call's age would make us
+        # write silence nobody sent (a hostile peer could fill the disk with one message).
+        age_ms = (time.monotonic() - call.started) * 1000
+        if timestamp < 0 or timestamp > age_ms + TIMESTAMP_LEAD_MS:
+            raise InvalidRequest(f"timestamp {timestamp} is ahead of the call's clock")
+        position = timestamp * BYTES_PER_MS
         written = track.stream.written
+        if position + len(payload) > MAX_CALL_BYTES:
+            raise InvalidRequest("the call is longer than tapevault accepts")
         if position > written:
-            gap = position - written
-            if gap > MAX_GAP_SECONDS * 1000 * track.bytes_per_ms:
-                raise InvalidRequest(f"timestamp {timestamp} jumps too far ahead")
-            track.stream.append(SILENCE[ENCODING] * gap)
+            track.stream.append(SILENCE[ENCODING] * (position - written))
         elif position < written:
             overlap = written - position
             track.dropped += min(overlap, len(payload))
@@ -204,18 +243,19 @@ class TwilioMediaStream:
         self.hub.committer().dirty()
 
     async def _finish(self, call: Call) -> None:
-        committer = self.hub.committer()
+        """Close whatever tracks were opened, and end the call's session."""
+        committer = self.hub.committer() if call.tracks else None
         vault = self.ctx.vault
         for track in call.tracks.values():
+            assert committer is not None
             try:
                 await committer.finish(track.stream)
             except OSError:
                 log.exception("sync failed finishing %s", track.recording.recording_id)
             self.hub.closed()
             await self.ctx.blocking(vault.close_stream, track.recording)
-        partner = await self.ctx.metadata(vault.repo.get_partner, call.session.partner_id)
-        if partner is not None:
-            await self.ctx.blocking(vault.end_session, partner, call.session.session_id)
+        if call.session is not None and call.partner is not None:
+            await self.ctx.blocking(vault.end_session, call.partner, call.session.session_id)
 
 
 async def _no_ack(_upto: int) -> None:

@@ -28,8 +28,20 @@ import anyio.to_thread
 
 log = logging.getLogger("tapevault.durable")
 
+FINAL_ACK_SECONDS = 10.0
+
+
+def _kernel_reports_syncfs_errors() -> bool:
+    """syncfs returns write-back errors only since Linux 5.8; before that it always says 0."""
+    try:
+        major, minor = (int(part) for part in os.uname().release.split(".")[:2])
+    except ValueError:
+        return False
+    return (major, minor) >= (5, 8)
+
+
 _libc = ctypes.CDLL(None, use_errno=True)
-_syncfs = getattr(_libc, "syncfs", None)
+_syncfs = getattr(_libc, "syncfs", None) if _kernel_reports_syncfs_errors() else None
 
 
 def sync_filesystem(fd: int) -> None:
@@ -53,6 +65,24 @@ class DurableStream:
         self.failed: OSError | None = None
         self.on_ack = on_ack
         self._synced_event = asyncio.Event()
+        self._acked = 0
+        self._acking: asyncio.Task[None] | None = None
+
+    def acknowledge(self) -> None:
+        """Send the client its ack from a task of its own, so a client that does not read
+        never holds up the committer (and with it every other stream). Acks coalesce: a slow
+        reader gets the latest count, not a backlog."""
+        if self._acking is None or self._acking.done():
+            self._acking = asyncio.get_running_loop().create_task(self._send_acks())
+
+    async def _send_acks(self) -> None:
+        while self._acked < self.synced and self.failed is None:
+            upto = self.synced
+            try:
+                await self.on_ack(upto)
+            except Exception:
+                return  # the client is gone; its reader will notice
+            self._acked = upto
 
     def append(self, data: bytes) -> None:
         """Write to the page cache now; durability comes with the next batch."""
@@ -74,6 +104,9 @@ class GroupCommitter:
 
     def __init__(self, directory: Path, interval: float = 0.1) -> None:
         self.directory = directory
+        # syncfs reports a write-back error to an fd opened before the error; one fd held open
+        # from the start sees every error after it (Linux >= 5.8), whichever stream it hit.
+        self._dir_fd = os.open(directory, os.O_RDONLY | os.O_CLOEXEC)
         self.interval = interval
         self._streams: set[DurableStream] = set()
         self._wake = asyncio.Event()
@@ -100,6 +133,9 @@ class GroupCommitter:
                 await stream._synced_event.wait()
             if stream.failed is not None:
                 raise stream.failed
+            if stream._acking is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(asyncio.shield(stream._acking), FINAL_ACK_SECONDS)
         finally:
             self._streams.discard(stream)
             stream.close()
@@ -129,14 +165,13 @@ class GroupCommitter:
                     stream.failed = error
                 else:
                     stream.synced = upto
-                    with contextlib.suppress(Exception):
-                        await stream.on_ack(upto)
+                    stream.acknowledge()
                 stream._synced_event.set()
 
     def _sync(self, streams: list[DurableStream]) -> None:
         if _syncfs is not None:
             # Also makes new files' directory entries durable, which fdatasync would not.
-            sync_filesystem(streams[0].fd)
+            sync_filesystem(self._dir_fd)
             return
         for stream in streams:  # pragma: no cover - non-Linux
             os.fsync(stream.fd)

@@ -65,12 +65,17 @@ class Finalizer:
         try:
             self._finalize(recording)
         except InvalidAudio as exc:
-            self._fail(job, recording, exc.message)
+            self._fail(job, recording, exc.message, bad_audio=True)
         except Exception as exc:
             reason = f"{type(exc).__name__}: {exc}"
             if job.attempts >= lifecycle.MAX_ATTEMPTS:
                 log.exception("finalizing %s failed for good", recording.recording_id)
-                self._fail(job, recording, f"gave up after {job.attempts} attempts: {reason}")
+                self._fail(
+                    job,
+                    recording,
+                    f"gave up after {job.attempts} attempts: {reason}",
+                    bad_audio=False,
+                )
             else:
                 log.warning("finalizing %s failed, will retry: %s", recording.recording_id, reason)
                 delay = lifecycle.retry_delay_seconds(job.attempts)
@@ -78,13 +83,18 @@ class Finalizer:
         else:
             repo.finish_job(job.job_id, now_ms(self.vault.clock))
 
-    def _fail(self, job: Job, recording: Recording, reason: str) -> None:
+    def _fail(self, job: Job, recording: Recording, reason: str, *, bad_audio: bool) -> None:
+        """End the recording FAILED. The received audio is deleted only when it is bad audio;
+        after an operational failure (disk, database) it stays in the incoming area, so an
+        operator can queue it again: an acknowledged upload is never thrown away for that."""
         repo = self.vault.repo
         repo.update_recording(
-            replace(recording, status=RecordingStatus.FAILED, failure_reason=reason)
+            replace(recording, status=RecordingStatus.FAILED, failure_reason=reason),
+            expect=RecordingStatus.PROCESSING,
         )
         repo.finish_job(job.job_id, now_ms(self.vault.clock), reason)
-        self._source(recording).unlink(missing_ok=True)
+        if bad_audio:
+            self._source(recording).unlink(missing_ok=True)
 
     def _source(self, recording: Recording) -> Path:
         if recording.source_format.startswith(STREAM_PREFIX):
@@ -127,7 +137,7 @@ class Finalizer:
         duration_ms = (
             round(finished.frames * 1000 / finished.sample_rate) if finished.sample_rate else 0
         )
-        self.vault.repo.update_recording(
+        finished_ok = self.vault.repo.update_recording(
             replace(
                 recording,
                 status=RecordingStatus.AVAILABLE,
@@ -139,6 +149,8 @@ class Finalizer:
                 sha256=finished.sha256,
                 source_format=finished.source_format or recording.source_format,
                 failure_reason=None,
-            )
+            ),
+            expect=RecordingStatus.PROCESSING,
         )
-        source.unlink(missing_ok=True)
+        if finished_ok:
+            source.unlink(missing_ok=True)

@@ -12,11 +12,11 @@ is older than ``STALE_SECONDS`` (a process on another host that stopped beating)
 from __future__ import annotations
 
 import os
-import socket
 
 from tapevault.core.clock import now_ms
 from tapevault.core.model import Recording, RecordingStatus
 from tapevault.core.vault import Vault
+from tapevault.ingest.liveness import is_gone
 from tapevault.ingest.pcm import ENCODINGS, whole_frames
 
 STALE_SECONDS = 60
@@ -26,14 +26,8 @@ def writer_is_dead(recording: Recording, now: int, me: str) -> bool:
     owner = recording.writer_id or ""
     if owner == me:
         return False
-    parts = owner.split(":")
-    if len(parts) == 3 and parts[0] == socket.gethostname() and parts[1].isdigit():
-        try:
-            os.kill(int(parts[1]), 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
-            pass
+    if is_gone(owner):
+        return True
     beat = recording.heartbeat_ms or recording.created_ms
     return now - beat > STALE_SECONDS * 1000
 

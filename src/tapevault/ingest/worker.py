@@ -10,21 +10,23 @@ is safe.
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
-import uuid
+import time
 
 from tapevault.core import lifecycle
 from tapevault.core.clock import now_ms
 from tapevault.ingest.finalize import Finalizer
+from tapevault.ingest.liveness import is_gone, process_id
+from tapevault.ingest.recovery import recover_streams
 
 log = logging.getLogger("tapevault.worker")
 
+RECOVERY_SECONDS = 30.0
+
 
 def worker_id() -> str:
-    """Unique per process start: hostname, pid and a random suffix."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    """Unique per process start (see ``liveness``)."""
+    return process_id()
 
 
 class Worker:
@@ -42,15 +44,10 @@ class Worker:
         it, the restarted server takes the job again at once. Owners on other hosts are left to
         the lease timeout.
         """
-        host = socket.gethostname()
         freed = 0
         for owner in self.finalizer.vault.repo.lease_owners():
-            parts = owner.split(":")
-            if owner == self.owner or len(parts) != 3 or parts[0] != host:
-                continue
-            if not parts[1].isdigit() or _alive(int(parts[1])):
-                continue
-            freed += self.finalizer.vault.repo.release_leases(owner)
+            if owner != self.owner and is_gone(owner):
+                freed += self.finalizer.vault.repo.release_leases(owner)
         return freed
 
     def run_once(self) -> bool:
@@ -69,10 +66,25 @@ class Worker:
             ran += 1
         return ran
 
+    def recover(self) -> None:
+        """Take back what dead processes left: job leases and half-written live recordings."""
+        freed = self.reclaim_dead_local_leases()
+        if freed:
+            log.warning("reclaimed %d job(s) from processes that died", freed)
+        recovered = recover_streams(self.finalizer.vault, self.owner)
+        if recovered:
+            log.warning("recovered %d recording(s) left half-written by a dead process", recovered)
+
     def _loop(self) -> None:
         waiting = self.finalizer.vault.jobs_waiting
+        next_recovery = time.monotonic() + RECOVERY_SECONDS
         while not self._stop.is_set():
             try:
+                if time.monotonic() >= next_recovery:
+                    # Writers on other hosts are judged by their heartbeats, so look again now
+                    # and then, not only at start-up.
+                    next_recovery = time.monotonic() + RECOVERY_SECONDS
+                    self.recover()
                 if self.run_once():
                     continue
             except Exception:
@@ -97,13 +109,3 @@ class Worker:
 
     def run_forever(self) -> None:
         self._loop()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
