@@ -1,7 +1,8 @@
-"""``python -m bench [--quick | --smoke] [--only NAME ...] [--out DIR]``, from the repository root.
+"""``python -m bench [--quick | --smoke] [--only NAME[,NAME] ...] [--out DIR]``, from the repo root.
 
 Builds its own data in a temporary directory, starts tapevault, nginx and the framework floor on
-127.0.0.1, loads them with wrk and curl for a bounded time, stops everything, writes
+127.0.0.1, loads them with wrk, curl and its own WebSocket generator (``bench/wsload.py``) for a
+bounded time, times finalization in process, stops everything, writes
 ``bench/results/<timestamp>.json`` and prints a markdown table. Every figure is a ratio against a
 reference measured in the same run. Needs nginx, wrk and curl; never installs anything.
 """
@@ -31,12 +32,31 @@ RESULTS = Path(__file__).parent / "results"
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     which = parser.add_mutually_exclusive_group()
-    which.add_argument("--quick", action="store_true", help="about 2 minutes, 256 MiB file")
+    which.add_argument("--quick", action="store_true", help="about 6 minutes, 256 MiB file")
     which.add_argument("--smoke", action="store_true", help="seconds; checks the harness only")
-    parser.add_argument("--only", nargs="+", choices=list(SCENARIOS), help="run only these")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        metavar="NAME[,NAME]",
+        help=f"run only these scenarios: {', '.join(SCENARIOS)}",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS, help="directory for the JSON result")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="record py-spy (collapsed stacks) of the server during every ingest level, into DIR",
+    )
+    args = parser.parse_args(argv)
+    if args.only:
+        args.only = [name for item in args.only for name in item.split(",") if name]
+        unknown = sorted(set(args.only) - set(SCENARIOS))
+        if unknown:
+            parser.error(
+                f"unknown scenario {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}"
+            )
+    return args
 
 
 def _log(message: str) -> None:
@@ -46,12 +66,14 @@ def _log(message: str) -> None:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     mode = MODES["smoke" if args.smoke else "quick" if args.quick else "full"]
     tools = find_tools()
+    if args.profile and shutil.which("py-spy") is None:
+        raise BenchSetupError("--profile needs py-spy: pip install py-spy")
     started = time.monotonic()
     result: dict[str, Any] = {
         "mode": mode.name,
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": report.machine(tools),
-        "not_measured": ["ingest", "finalization"],
+        "not_measured": [],
         "scenarios": {},
     }
     with contextlib.ExitStack() as stack:
@@ -69,7 +91,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         dataset = data.build(data.Api(port, token), data_dir, scratch, mode.big_bytes)
         nginx = start_nginx(tools["nginx"], scratch / "nginx", data_dir / "audio", free_port())
         stack.callback(nginx.stop)
-        ctx = Context(mode, tools, tapevault, nginx, dataset, data_dir / "audio", scratch)
+        ctx = Context(
+            mode, tools, tapevault, nginx, dataset, data_dir / "audio", scratch, args.profile
+        )
         for name, scenario in SCENARIOS.items():
             if args.only and name not in args.only:
                 continue

@@ -1,4 +1,4 @@
-"""How long and how big: ``--smoke`` (seconds, for the test suite), ``--quick`` (~2 min), full."""
+"""How long and how big: ``--smoke`` (seconds, for the test suite), ``--quick``, full."""
 
 from __future__ import annotations
 
@@ -24,6 +24,14 @@ class Mode:
     ttfb_samples: int  # per end of the file
     ttfb_bytes: int
     download_clients: int
+    ingest_seconds: float  # each ingest level: how long every stream sends
+    ingest_start: int  # the first level of the 20 ms search (100 ms starts at 20 ms's result)
+    ingest_min: int  # the search goes no lower
+    ingest_max: int  # nor higher (also bounded by the open-file limit)
+    ingest_generators: int  # load generator processes
+    finalize_seconds: int  # audio in the raw stream and WAV upload
+    finalize_mp3_seconds: int
+    finalize_repeats: int  # the median is reported
 
 
 FULL = Mode(
@@ -40,6 +48,14 @@ FULL = Mode(
     ttfb_samples=200,
     ttfb_bytes=4 * KiB,
     download_clients=16,
+    ingest_seconds=20,
+    ingest_start=200,
+    ingest_min=25,
+    ingest_max=8000,
+    ingest_generators=2,
+    finalize_seconds=3600,
+    finalize_mp3_seconds=600,
+    finalize_repeats=3,
 )
 
 QUICK = Mode(
@@ -56,6 +72,14 @@ QUICK = Mode(
     ttfb_samples=50,
     ttfb_bytes=4 * KiB,
     download_clients=16,
+    ingest_seconds=8,
+    ingest_start=200,
+    ingest_min=25,
+    ingest_max=8000,
+    ingest_generators=2,
+    finalize_seconds=600,
+    finalize_mp3_seconds=600,
+    finalize_repeats=3,
 )
 
 # Checks that every scenario runs end to end; its figures mean nothing.
@@ -73,6 +97,14 @@ SMOKE = Mode(
     ttfb_samples=3,
     ttfb_bytes=4 * KiB,
     download_clients=4,
+    ingest_seconds=2,
+    ingest_start=6,
+    ingest_min=6,
+    ingest_max=6,
+    ingest_generators=2,
+    finalize_seconds=10,
+    finalize_mp3_seconds=5,
+    finalize_repeats=1,
 )
 
 MODES = {m.name: m for m in (FULL, QUICK, SMOKE)}

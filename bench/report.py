@@ -87,7 +87,7 @@ def write_json(result: dict[str, Any], out_dir: Path, stamp: str) -> Path:
 
 
 def _number(value: float, unit: str) -> str:
-    if unit == "req/s":
+    if unit in ("req/s", "streams", "× real time"):
         return f"{value:,.0f}"
     if unit == "GB/s":
         return f"{value:.2f}"
@@ -127,6 +127,29 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def ingest_levels(result: dict[str, Any]) -> str:
+    """Every ingest level run, with who used the CPU: server, generator, everything else."""
+    scenario = result["scenarios"].get("ingest")
+    if not scenario:
+        return ""
+    lines = [
+        "| Frames | Server | Streams | Verdict | Ack p50 / p99 / max (ms) | End burst max (ms) "
+        "| Server cores | µs/frame | KiB/stream | Generator cores (lag p99 ms) | Other cores |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, size in scenario["settings"]["frame_sizes"].items():
+        for lv in [*size["levels"], size["floor"]]:
+            lines.append(
+                f"| {name} | {lv['kind']} | {lv['streams']:,} | {lv['verdict']} | "
+                f"{lv['ack_p50_ms']:.0f} / {lv['ack_p99_ms']:.0f} / {lv['ack_max_ms']:.0f} | "
+                f"{lv['end_ack_max_ms']:.0f} | "
+                f"{lv['server_cores']:.2f} | {lv['server_cpu_us_per_frame']:.1f} | "
+                f"{lv['kib_per_stream']:.1f} | {lv['generator_cores']:.2f} "
+                f"({lv['lag_p99_ms']:.1f}) | {lv['other_cores']:.2f} |"
+            )
+    return "\n".join(lines)
+
+
 def print_summary(result: dict[str, Any], path: Path) -> None:
     m = result["machine"]
     print(
@@ -136,4 +159,7 @@ def print_summary(result: dict[str, Any], path: Path) -> None:
         f"{' with local changes in src/' if m['source']['src_modified'] else ''}\n"
     )
     print(markdown(result))
+    levels = ingest_levels(result)
+    if levels:
+        print(f"\nIngest levels:\n\n{levels}")
     print(f"\nresult: {path}", file=sys.stderr)
