@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from dataclasses import dataclass
 
@@ -41,6 +42,9 @@ class Runtime:
         return build_app(self.context, on_startup=self.start_background, on_shutdown=self.stop)
 
     def start_background(self) -> None:
+        # Everything built so far lives as long as the process: keep the cyclic garbage
+        # collector from re-scanning it (its full passes paused the loop ~60 ms under load).
+        gc.freeze()
         self.recover()
         if self.settings.workers:
             self.worker.start(self.settings.workers)

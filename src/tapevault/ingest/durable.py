@@ -22,9 +22,8 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-
-import anyio.to_thread
 
 log = logging.getLogger("tapevault.durable")
 
@@ -107,6 +106,9 @@ class GroupCommitter:
         # syncfs reports a write-back error to an fd opened before the error; one fd held open
         # from the start sees every error after it (Linux >= 5.8), whichever stream it hit.
         self._dir_fd = os.open(directory, os.O_RDONLY | os.O_CLOEXEC)
+        # A thread of its own: in the shared pool a sync would queue behind uploads being
+        # finalized and streams being closed, and every open stream's acks with it.
+        self._syncer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tapevault-sync")
         self.interval = interval
         self._streams: set[DurableStream] = set()
         self._wake = asyncio.Event()
@@ -155,7 +157,9 @@ class GroupCommitter:
                 continue
             error: OSError | None = None
             try:
-                await anyio.to_thread.run_sync(self._sync, list(batch))
+                await asyncio.get_running_loop().run_in_executor(
+                    self._syncer, self._sync, list(batch)
+                )
             except OSError as exc:
                 error = exc
                 log.error("sync failed for %d stream(s): %s", len(batch), exc)
