@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         port = free_port()
         env = data.tapevault_env(data_dir, port)
         _log(f"{mode.name} mode in {scratch}: creating a partner and starting tapevault")
-        token = data.create_partner(env)
+        token = data.create_tenant(env)
         tapevault = start_tapevault(env, port, scratch / "tapevault.log")
         stack.callback(tapevault.stop)
         _log(f"uploading 3 short recordings and one of {mode.big_bytes >> 20} MiB")

@@ -74,7 +74,7 @@ def cli(env: Mapping[str, str], *args: str) -> str:
     return done.stdout.strip()
 
 
-def create_partner(env: Mapping[str, str]) -> str:
+def create_tenant(env: Mapping[str, str]) -> str:
     """A partner and a two-hour token for it, through the CLI; returns the token."""
     partner = json.loads(cli(env, "tenant", "create", "bench", "--json"))
     return cli(env, "token", "issue", "--partner", partner["partner_id"], "--ttl", "2h")

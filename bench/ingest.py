@@ -120,7 +120,7 @@ class IngestBench:
         self.keep = keep
         self.runs = 0
         self.pristine = root / "pristine"
-        self.token = data.create_partner(data.tapevault_env(self.pristine, free_port()))
+        self.token = data.create_tenant(data.tapevault_env(self.pristine, free_port()))
 
     # -- one level -------------------------------------------------------------------------
 

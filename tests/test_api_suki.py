@@ -17,7 +17,7 @@ from tapevault.audio_gen import tone_wav_bytes
 from tapevault.auth.suki import issue_token
 from tapevault.core.access import Action, MemoryAccessLog
 from tapevault.core.clock import FixedClock
-from tapevault.core.model import Partner
+from tapevault.core.model import Tenant
 from tapevault.runtime import Runtime
 from tests.conftest import need
 
@@ -38,11 +38,11 @@ async def client(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest.fixture
-def partner(runtime: Runtime) -> Partner:
-    return runtime.vault.create_partner("clinic", 7 * 86400)
+def partner(runtime: Runtime) -> Tenant:
+    return runtime.vault.create_tenant("clinic", 7 * 86400)
 
 
-def token_for(partner: Partner, clock: FixedClock, **extra: object) -> dict[str, str]:
+def token_for(partner: Tenant, clock: FixedClock, **extra: object) -> dict[str, str]:
     return {"sdp_suki_token": issue_token(partner, now=clock.now(), ttl_seconds=3600, **extra)}  # type: ignore[arg-type]
 
 
@@ -82,7 +82,7 @@ def media_path(url: str) -> str:
 
 
 async def test_full_flow_upload_list_stream(
-    client: httpx.AsyncClient, partner: Partner, clock: FixedClock
+    client: httpx.AsyncClient, partner: Tenant, clock: FixedClock
 ) -> None:
     """Create, upload two WAVs, end, list URLs by sequence, and read exact ranges."""
     headers = token_for(partner, clock)
@@ -128,7 +128,7 @@ async def test_full_flow_upload_list_stream(
 
 
 async def test_form_filling_ids_are_distinct_and_served(
-    client: httpx.AsyncClient, partner: Partner, clock: FixedClock
+    client: httpx.AsyncClient, partner: Tenant, clock: FixedClock
 ) -> None:
     """Form-filling sessions get ids from their own space, and the recording endpoint takes them."""
     headers = token_for(partner, clock)
@@ -143,7 +143,7 @@ async def test_form_filling_ids_are_distinct_and_served(
 
 
 async def test_download_url_lifetime_and_disposition(
-    client: httpx.AsyncClient, partner: Partner, clock: FixedClock
+    client: httpx.AsyncClient, partner: Tenant, clock: FixedClock
 ) -> None:
     """download=true (and the seed example's download=True) gives 1-hour attachment URLs."""
     headers = token_for(partner, clock)
@@ -164,7 +164,7 @@ async def test_download_url_lifetime_and_disposition(
 
 
 async def test_streaming_lifetime_grows_with_long_sessions(
-    runtime: Runtime, partner: Partner, clock: FixedClock
+    runtime: Runtime, partner: Tenant, clock: FixedClock
 ) -> None:
     """A session longer than 15 minutes gets its length plus 10 minutes of URL validity."""
     from tapevault.core.model import RecordingStatus
@@ -200,7 +200,7 @@ async def test_streaming_lifetime_grows_with_long_sessions(
     ("query", "status"), [("download=maybe", 400), ("download=", 400), ("download=false", 404)]
 )
 async def test_malformed_download_is_400(
-    client: httpx.AsyncClient, partner: Partner, clock: FixedClock, query: str, status: int
+    client: httpx.AsyncClient, partner: Tenant, clock: FixedClock, query: str, status: int
 ) -> None:
     """A malformed ``download`` value is a 400 with the {code,message} body."""
     headers = token_for(partner, clock)
@@ -213,7 +213,7 @@ async def test_malformed_download_is_400(
 
 
 async def test_not_ready_is_404_with_retry_after(
-    client: httpx.AsyncClient, partner: Partner, clock: FixedClock
+    client: httpx.AsyncClient, partner: Tenant, clock: FixedClock
 ) -> None:
     """A session without finished recordings answers the seed's 404 with Retry-After."""
     headers = token_for(partner, clock)
@@ -224,13 +224,13 @@ async def test_not_ready_is_404_with_retry_after(
 
 
 async def test_unknown_and_foreign_sessions_look_the_same(
-    client: httpx.AsyncClient, runtime: Runtime, partner: Partner, clock: FixedClock
+    client: httpx.AsyncClient, runtime: Runtime, partner: Tenant, clock: FixedClock
 ) -> None:
     """Another partner's session is a 404 exactly like an unknown id: no existence oracle."""
     headers = token_for(partner, clock)
     session_id = await new_session(client, headers)
     await upload(client, headers, session_id, tone_wav_bytes(0.5))
-    intruder = runtime.vault.create_partner("other", 7 * 86400)
+    intruder = runtime.vault.create_tenant("other", 7 * 86400)
     other = token_for(intruder, clock)
     foreign = await client.get(f"/api/v1/ambient/session/{session_id}/recording", headers=other)
     unknown = await client.get("/api/v1/ambient/session/nope/recording", headers=other)
@@ -245,13 +245,13 @@ async def test_unknown_and_foreign_sessions_look_the_same(
 
 
 async def test_media_url_of_another_partner_is_rejected(
-    client: httpx.AsyncClient, runtime: Runtime, partner: Partner, clock: FixedClock
+    client: httpx.AsyncClient, runtime: Runtime, partner: Tenant, clock: FixedClock
 ) -> None:
     """A URL re-targeted at another partner's recording fails (signature covers both)."""
     headers = token_for(partner, clock)
     session_id = await new_session(client, headers)
     await upload(client, headers, session_id, tone_wav_bytes(0.5))
-    other = runtime.vault.create_partner("other", 7 * 86400)
+    other = runtime.vault.create_tenant("other", 7 * 86400)
     other_headers = token_for(other, clock)
     other_session = await new_session(client, other_headers)
     await upload(client, other_headers, other_session, tone_wav_bytes(0.5))
@@ -275,7 +275,7 @@ async def test_media_url_of_another_partner_is_rejected(
     ["missing", "garbage", "wrong_secret", "expired", "no_exp", "alg_none", "no_partner"],
 )
 async def test_bad_tokens_are_401(
-    client: httpx.AsyncClient, partner: Partner, clock: FixedClock, token_kind: str
+    client: httpx.AsyncClient, partner: Tenant, clock: FixedClock, token_kind: str
 ) -> None:
     """Missing, malformed, wrongly signed or expired tokens get 401 with the seed's body."""
     now = int(clock.now())
@@ -300,7 +300,7 @@ async def test_bad_tokens_are_401(
 
 
 async def test_token_within_leeway_is_accepted(
-    client: httpx.AsyncClient, partner: Partner, clock: FixedClock
+    client: httpx.AsyncClient, partner: Tenant, clock: FixedClock
 ) -> None:
     """A token expired less than 60 s ago still passes (leeway), then fails."""
     now = int(clock.now())
@@ -316,7 +316,7 @@ async def test_retention_turns_to_410(
     client: httpx.AsyncClient, runtime: Runtime, clock: FixedClock
 ) -> None:
     """Past retention the recording endpoint says 410, and so does an unexpired media URL."""
-    short = runtime.vault.create_partner("short", 30)
+    short = runtime.vault.create_tenant("short", 30)
     headers = token_for(short, clock)
     session_id = await new_session(client, headers)
     await upload(client, headers, session_id, tone_wav_bytes(0.5))
@@ -337,7 +337,7 @@ async def test_empty_session_past_retention_is_410(
     client: httpx.AsyncClient, runtime: Runtime, clock: FixedClock
 ) -> None:
     """A session that never got audio is 404 during retention and 410 after it."""
-    short = runtime.vault.create_partner("short", 10)
+    short = runtime.vault.create_tenant("short", 10)
     session_id = await new_session(client, token_for(short, clock))
     path = f"/api/v1/ambient/session/{session_id}/recording"
     assert (await client.get(path, headers=token_for(short, clock))).status_code == 404
@@ -346,7 +346,7 @@ async def test_empty_session_past_retention_is_410(
 
 
 async def test_media_url_expiry_and_tampering_are_403(
-    client: httpx.AsyncClient, partner: Partner, clock: FixedClock
+    client: httpx.AsyncClient, partner: Tenant, clock: FixedClock
 ) -> None:
     """An expired URL and an altered URL each get 403 saying which, and to ask again."""
     headers = token_for(partner, clock)
@@ -368,7 +368,7 @@ async def test_media_url_expiry_and_tampering_are_403(
 
 
 async def test_media_head_safari_probe_and_cors(
-    client: httpx.AsyncClient, partner: Partner, clock: FixedClock
+    client: httpx.AsyncClient, partner: Tenant, clock: FixedClock
 ) -> None:
     """HEAD mirrors GET, Safari's bytes=0-1 gets 206, and CORS exposes the Range headers."""
     headers = token_for(partner, clock)
@@ -414,7 +414,7 @@ async def test_media_head_safari_probe_and_cors(
 async def test_invalid_audio_is_rejected_and_nothing_stored(
     client: httpx.AsyncClient,
     runtime: Runtime,
-    partner: Partner,
+    partner: Tenant,
     clock: FixedClock,
     body: bytes,
     content_type: str,
@@ -439,7 +439,7 @@ async def test_invalid_audio_is_rejected_and_nothing_stored(
 
 
 async def test_upload_limit_enforced_while_streaming(
-    client: httpx.AsyncClient, runtime: Runtime, partner: Partner, clock: FixedClock
+    client: httpx.AsyncClient, runtime: Runtime, partner: Tenant, clock: FixedClock
 ) -> None:
     """A body past the size limit is cut off with 413, even without a Content-Length."""
     headers = token_for(partner, clock)
@@ -460,7 +460,7 @@ async def test_upload_limit_enforced_while_streaming(
 
 
 async def test_upload_to_ended_session_is_409(
-    client: httpx.AsyncClient, partner: Partner, clock: FixedClock
+    client: httpx.AsyncClient, partner: Tenant, clock: FixedClock
 ) -> None:
     """An ended session accepts no more audio; status shows created -> in_progress -> completed."""
     headers = token_for(partner, clock)
@@ -479,7 +479,7 @@ async def test_upload_to_ended_session_is_409(
 async def test_unexpected_error_is_500_without_trace(
     client: httpx.AsyncClient,
     runtime: Runtime,
-    partner: Partner,
+    partner: Tenant,
     clock: FixedClock,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -496,7 +496,7 @@ async def test_unexpected_error_is_500_without_trace(
 
 
 async def test_provider_id_recorded_with_access(
-    client: httpx.AsyncClient, partner: Partner, clock: FixedClock, access_log: MemoryAccessLog
+    client: httpx.AsyncClient, partner: Tenant, clock: FixedClock, access_log: MemoryAccessLog
 ) -> None:
     """sdp_provider_id is recorded with the access, and the token never is."""
     headers = {**token_for(partner, clock), "sdp_provider_id": "provider-123"}
@@ -522,7 +522,7 @@ async def test_openapi_and_health(client: httpx.AsyncClient) -> None:
 
 
 async def test_compressed_upload_becomes_a_wav_recording(
-    client: httpx.AsyncClient, partner: Partner, clock: FixedClock, tmp_path: Path
+    client: httpx.AsyncClient, partner: Tenant, clock: FixedClock, tmp_path: Path
 ) -> None:
     """An Ogg Opus upload (as a browser might send) is decoded and served as PCM WAV."""
     need(shutil.which("ffmpeg") is not None, "ffmpeg is not installed")
@@ -552,7 +552,7 @@ async def test_compressed_upload_becomes_a_wav_recording(
 
 
 async def test_failed_finalization_is_reported(
-    client: httpx.AsyncClient, runtime: Runtime, partner: Partner, clock: FixedClock
+    client: httpx.AsyncClient, runtime: Runtime, partner: Tenant, clock: FixedClock
 ) -> None:
     """A recording whose full decode fails ends `failed` with its reason; the session too."""
     headers = token_for(partner, clock)

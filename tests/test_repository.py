@@ -9,13 +9,13 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from tapevault.core.model import (
-    Partner,
     Recording,
     RecordingStatus,
     Session,
     SessionKind,
     SessionStatus,
     SigningKey,
+    Tenant,
 )
 from tapevault.core.ports import SequenceTaken
 from tapevault.db.engine import current_revision, head_revision, make_engine, migrate
@@ -33,8 +33,8 @@ def repo(database_url: str) -> Iterator[SqlRepository]:
         engine.dispose()
 
 
-def partner(pid: str = "p1") -> Partner:
-    return Partner(pid, "clinic", "secret", 604800, 1000)
+def partner(pid: str = "p1") -> Tenant:
+    return Tenant(pid, "clinic", "secret", 604800, 1000)
 
 
 def session(sid: str = "s1", pid: str = "p1") -> Session:
@@ -74,17 +74,20 @@ def test_migrations_match_schema(database_url: str) -> None:
         engine.dispose()
 
 
-def test_partner_round_trip(repo: SqlRepository) -> None:
-    """A partner reads back equal; an unknown id is None."""
-    repo.create_partner(partner())
-    assert repo.get_partner("p1") == partner()
-    assert repo.get_partner("nope") is None
+def test_tenant_round_trip(repo: SqlRepository) -> None:
+    """A tenant reads back equal by each of its three ids; an unknown id is None."""
+    tenant = partner()
+    repo.create_tenant(tenant)
+    assert repo.get_tenant("p1") == tenant
+    assert repo.get_tenant_by_workspace(tenant.workspace_id) == tenant
+    assert repo.get_tenant_by_kore_client(tenant.kore_client_id) == tenant
+    assert repo.get_tenant("nope") is None
 
 
 def test_sessions_are_scoped_by_partner(repo: SqlRepository) -> None:
     """A session is visible to its partner only."""
-    repo.create_partner(partner("p1"))
-    repo.create_partner(partner("p2"))
+    repo.create_tenant(partner("p1"))
+    repo.create_tenant(partner("p2"))
     repo.create_session(session("s1", "p1"))
     assert repo.get_session("p1", "s1") == session("s1", "p1")
     assert repo.get_session("p2", "s1") is None
@@ -97,8 +100,8 @@ def test_sessions_are_scoped_by_partner(repo: SqlRepository) -> None:
 
 def test_recordings_ordered_scoped_and_unique_by_sequence(repo: SqlRepository) -> None:
     """Recordings list by sequence, within the partner; a taken sequence number raises."""
-    repo.create_partner(partner())
-    repo.create_partner(partner("p2"))
+    repo.create_tenant(partner())
+    repo.create_tenant(partner("p2"))
     repo.create_session(session())
     assert repo.next_sequence_number("s1") == 1
     repo.add_recording(recording("r2", 2))

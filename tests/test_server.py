@@ -16,6 +16,7 @@ import pytest
 import requests
 
 from tapevault.audio_gen import tone_wav_bytes
+from tapevault.db.engine import head_revision
 from tests.conftest import need
 from tests.server import Server, free_port, tapevault
 from tests.test_stream import wait_available
@@ -144,7 +145,7 @@ def test_token_issue_options(server: Server) -> None:
         timeout=60,
         check=False,
     )
-    assert bad.returncode == 1 and "no partner" in bad.stderr
+    assert bad.returncode == 1 and "no tenant" in bad.stderr
 
 
 def test_invalid_setting_fails_at_startup_naming_it(tmp_path: Path) -> None:
@@ -165,7 +166,7 @@ def test_invalid_setting_fails_at_startup_naming_it(tmp_path: Path) -> None:
 def test_migrate_and_key_rotation(tmp_path: Path) -> None:
     """migrate reports the revision; keys rotate and the old one can then be removed."""
     env = {"PATH": "/usr/bin:/bin", "TAPEVAULT_DATA_DIR": str(tmp_path)}
-    assert "database at revision 0002" in tapevault("migrate", env=env)
+    assert f"database at revision {head_revision()}" in tapevault("migrate", env=env)
     first = tapevault("keys", "list", env=env).split()[0]
     tapevault("keys", "rotate", env=env)
     listed = tapevault("keys", "list", env=env).splitlines()

@@ -11,18 +11,18 @@ import pytest
 from tapevault.audio_gen import tone_wav_bytes
 from tapevault.core import lifecycle
 from tapevault.core.clock import FixedClock
-from tapevault.core.model import Partner, RecordingStatus, SessionKind
+from tapevault.core.model import RecordingStatus, SessionKind, Tenant
 from tapevault.ingest.finalize import Finalizer, Finished
 from tapevault.ingest.worker import Worker
 from tapevault.runtime import Runtime
 
 
 @pytest.fixture
-def partner(runtime: Runtime) -> Partner:
-    return runtime.vault.create_partner("clinic", 86400)
+def partner(runtime: Runtime) -> Tenant:
+    return runtime.vault.create_tenant("clinic", 86400)
 
 
-def accept(runtime: Runtime, partner: Partner, tmp_path: Path) -> str:
+def accept(runtime: Runtime, partner: Tenant, tmp_path: Path) -> str:
     session = runtime.vault.create_session(partner, SessionKind.AMBIENT)
     spooled = tmp_path / "upload.part"
     spooled.write_bytes(tone_wav_bytes(0.5))
@@ -32,7 +32,7 @@ def accept(runtime: Runtime, partner: Partner, tmp_path: Path) -> str:
 
 
 def test_exactly_one_worker_leases_a_job(
-    runtime: Runtime, partner: Partner, tmp_path: Path, clock: FixedClock
+    runtime: Runtime, partner: Tenant, tmp_path: Path, clock: FixedClock
 ) -> None:
     """Two workers racing for one job: one gets it, the other gets nothing until it lapses."""
     accept(runtime, partner, tmp_path)
@@ -46,7 +46,7 @@ def test_exactly_one_worker_leases_a_job(
 
 
 def test_transient_failures_retry_with_backoff_then_fail(
-    runtime: Runtime, partner: Partner, tmp_path: Path, clock: FixedClock
+    runtime: Runtime, partner: Tenant, tmp_path: Path, clock: FixedClock
 ) -> None:
     """A decoder that keeps crashing is retried 2, 4, 8... s later, then the recording fails."""
     recording_id = accept(runtime, partner, tmp_path)
@@ -73,7 +73,7 @@ def test_transient_failures_retry_with_backoff_then_fail(
 
 
 def test_jobs_of_a_dead_local_process_are_reclaimed(
-    runtime: Runtime, partner: Partner, tmp_path: Path, clock: FixedClock
+    runtime: Runtime, partner: Tenant, tmp_path: Path, clock: FixedClock
 ) -> None:
     """A job leased by a process of this host that no longer runs is freed at start-up."""
     recording_id = accept(runtime, partner, tmp_path)
@@ -88,7 +88,7 @@ def test_jobs_of_a_dead_local_process_are_reclaimed(
 
 
 def test_processing_recording_answers_404_with_retry_after(
-    runtime: Runtime, partner: Partner, tmp_path: Path
+    runtime: Runtime, partner: Tenant, tmp_path: Path
 ) -> None:
     """While the only recording is processing, the URL call is the seed's 404, retryable."""
     from tapevault.errors import NotReady
@@ -103,7 +103,7 @@ def test_processing_recording_answers_404_with_retry_after(
 
 
 def test_key_removed_by_another_process_revokes_its_urls(
-    runtime: Runtime, partner: Partner, tmp_path: Path, settings: object, clock: FixedClock
+    runtime: Runtime, partner: Tenant, tmp_path: Path, settings: object, clock: FixedClock
 ) -> None:
     """`tapevault keys rotate/remove` in another process reaches a running server: the removed
     key's URLs fail and new URLs use the new key."""

@@ -11,14 +11,17 @@ import contextlib
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from tapevault import __version__
-from tapevault.auth.suki import issue_token
+from tapevault.auth.kore import issue_kore_token
+from tapevault.auth.suki import issue_token, parse_suki_public_keys
 from tapevault.config import SETTINGS_DOC, Settings
 from tapevault.core import policy
-from tapevault.core.model import Partner
+from tapevault.core.model import KeyRole, Tenant
 from tapevault.errors import ConfigError, TapevaultError
 from tapevault.runtime import Runtime, open_runtime
 
@@ -101,43 +104,125 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_tenant_create(args: argparse.Namespace) -> int:
-    retention = policy.parse_duration(args.retention)
-    runtime = _runtime(args)
-    partner = runtime.vault.create_partner(args.name, retention)
-    data = {
-        "name": partner.name,
-        "partner_id": partner.partner_id,
-        "jwt_secret": partner.jwt_secret,
-        "retention_seconds": partner.retention_seconds,
+def _tenant_data(tenant: Tenant) -> dict[str, Any]:
+    return {
+        "name": tenant.name,
+        "partner_id": tenant.partner_id,
+        # An RS256 tenant's tokens are signed by its own key; its secret signs Twilio URLs only.
+        "jwt_secret": None if tenant.suki_public_keys else tenant.jwt_secret,
+        "suki_algorithm": "RS256" if tenant.suki_public_keys else "HS256",
+        "workspace_id": tenant.workspace_id,
+        "bot_id": tenant.bot_id,
+        "kore_client_id": tenant.kore_client_id,
+        "kore_client_secret": tenant.kore_client_secret,
+        "retention_seconds": tenant.retention_seconds,
+        "recording_enabled": tenant.recording_enabled,
     }
-    if args.json:
+
+
+def _print_data(data: dict[str, Any], as_json: bool) -> None:
+    if as_json:
         _print_json(data)
     else:
         for key, value in data.items():
             print(f"{key}: {value}")
+
+
+def cmd_tenant_create(args: argparse.Namespace) -> int:
+    retention = policy.parse_duration(args.retention)
+    public_keys = None
+    if args.suki_public_key:
+        try:
+            public_keys = Path(args.suki_public_key).read_text()
+            parse_suki_public_keys(public_keys)
+        except (OSError, ValueError) as exc:
+            raise TapevaultError(f"--suki-public-key {args.suki_public_key}: {exc}") from exc
+    runtime = _runtime(args)
+    created = runtime.vault.tenants.create(args.name, retention, suki_public_keys=public_keys)
+    if args.recording == "off":
+        runtime.vault.tenants.set_recording_enabled(created.tenant, False)
+        created = replace(created, tenant=replace(created.tenant, recording_enabled=False))
+    data = _tenant_data(created.tenant)
+    data["api_key"] = created.api_key
+    _print_data(data, args.json)
     runtime.close()
     return 0
 
 
-def _partner(args: argparse.Namespace) -> tuple[Runtime, Partner]:
-    """The runtime (closed again) and the partner named by ``--partner``."""
+def cmd_tenant_show(args: argparse.Namespace) -> int:
+    with _tenant(args) as (_, tenant):
+        _print_data(_tenant_data(tenant), args.json)
+    return 0
+
+
+def cmd_tenant_set(args: argparse.Namespace) -> int:
+    with _tenant(args) as (runtime, tenant):
+        if args.recording is not None:
+            runtime.vault.tenants.set_recording_enabled(tenant, args.recording == "on")
+        if args.retention is not None:
+            runtime.repo.set_tenant_fields(
+                tenant.partner_id, retention_seconds=policy.parse_duration(args.retention)
+            )
+        found = runtime.repo.get_tenant(tenant.partner_id)
+        assert found is not None
+        _print_data(_tenant_data(found), args.json)
+    return 0
+
+
+def cmd_tenant_rotate_kore_secret(args: argparse.Namespace) -> int:
+    with _tenant(args) as (runtime, tenant):
+        print(runtime.vault.tenants.rotate_kore_secret(tenant))
+    return 0
+
+
+def cmd_apikey(args: argparse.Namespace) -> int:
+    with _tenant(args) as (runtime, tenant):
+        _apikey(args, runtime, tenant)
+    return 0
+
+
+def _apikey(args: argparse.Namespace, runtime: Runtime, tenant: Tenant) -> None:
+    tenants = runtime.vault.tenants
+    if args.apikey_command == "create":
+        key, secret = tenants.issue_key(
+            tenant, name=args.name, role=KeyRole(args.role), expires_in_days=args.expires_in_days
+        )
+        print(f"{secret}\n(key id {key.key_id}, role {key.role.value}; shown only this once)")
+    elif args.apikey_command == "revoke":
+        tenants.revoke_key(tenant, args.key_id)
+        print(f"revoked {args.key_id}; requests with it fail from now on")
+    else:
+        for key in tenants.keys(tenant):
+            state = "revoked" if key.revoked_ms else "active"
+            print(f"{key.key_id}  {key.prefix}...  {key.role.value:6}  {state:7}  {key.name}")
+
+
+@contextlib.contextmanager
+def _tenant(args: argparse.Namespace) -> Iterator[tuple[Runtime, Tenant]]:
+    """An open runtime and the tenant named by ``--partner``; closed on leaving."""
     runtime = _runtime(args)
-    partner = runtime.vault.repo.get_partner(args.partner)
-    runtime.close()
-    if partner is None:
-        raise TapevaultError(f"no partner with id {args.partner!r}")
-    return runtime, partner
+    try:
+        tenant = runtime.vault.repo.get_tenant(args.partner)
+        if tenant is None:
+            raise TapevaultError(f"no tenant with partner id {args.partner!r}")
+        yield runtime, tenant
+    finally:
+        runtime.close()
 
 
 def cmd_token_issue(args: argparse.Namespace) -> int:
     ttl = policy.parse_duration(args.ttl)
-    runtime, partner = _partner(args)
-    print(
-        issue_token(
-            partner, now=runtime.vault.clock.now(), ttl_seconds=ttl, provider_id=args.provider_id
+    with _tenant(args) as (runtime, partner):
+        now = runtime.vault.clock.now()
+    if args.kore:
+        print(issue_kore_token(partner, now=now, ttl_seconds=ttl))
+        return 0
+    if partner.suki_public_keys:
+        raise TapevaultError(
+            "this tenant verifies RS256 tokens signed with its own private key; "
+            "tapevault cannot issue them (use --kore for a Kore token)"
         )
-    )
+    print(issue_token(partner, now=now, ttl_seconds=ttl, provider_id=args.provider_id))
     return 0
 
 
@@ -146,11 +231,12 @@ def cmd_twilio_url(args: argparse.Namespace) -> int:
     from tapevault.http.twilio import sign_stream_url
 
     ttl = policy.parse_duration(args.ttl)
-    runtime, partner = _partner(args)
+    with _tenant(args) as (runtime, partner):
+        now = runtime.vault.clock.now()
     base = runtime.settings.public_url.replace("https://", "wss://", 1).replace(
         "http://", "ws://", 1
     )
-    expires = int(runtime.vault.clock.now()) + ttl
+    expires = int(now) + ttl
     print(f"{base}/twilio/media-stream?{sign_stream_url(partner, expires)}")
     return 0
 
@@ -209,15 +295,58 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("name")
     create.add_argument("--json", action="store_true", help="print JSON")
     create.add_argument("--retention", default="7d", help="keep recordings this long (30s, 7d)")
+    create.add_argument(
+        "--suki-public-key",
+        metavar="FILE",
+        help="PEM public key or JWKS file: Suki tokens must then be RS256 signed by it",
+    )
+    create.add_argument(
+        "--recording", choices=["on", "off"], default="on", help="Amigo call recording (503 off)"
+    )
     create.set_defaults(func=cmd_tenant_create)
+    show = tenant_commands.add_parser("show", help="print a tenant's ids and secrets")
+    _add_settings(show)
+    show.add_argument("--partner", required=True, help="partner_id")
+    show.add_argument("--json", action="store_true", help="print JSON")
+    show.set_defaults(func=cmd_tenant_show)
+    change = tenant_commands.add_parser("set", help="change a tenant's settings")
+    _add_settings(change)
+    change.add_argument("--partner", required=True, help="partner_id")
+    change.add_argument("--json", action="store_true", help="print JSON")
+    change.add_argument("--recording", choices=["on", "off"], default=None)
+    change.add_argument("--retention", default=None, help="new default retention (30s, 7d)")
+    change.set_defaults(func=cmd_tenant_set)
+    rotate_kore = tenant_commands.add_parser(
+        "rotate-kore-secret", help="new Kore client secret; tokens signed with the old one fail"
+    )
+    _add_settings(rotate_kore)
+    rotate_kore.add_argument("--partner", required=True, help="partner_id")
+    rotate_kore.set_defaults(func=cmd_tenant_rotate_kore_secret)
 
-    token = commands.add_parser("token", help="issue sdp_suki_token JWTs")
+    apikey = commands.add_parser("apikey", help="workspace API keys (Amigo and native API)")
+    apikey_commands = apikey.add_subparsers(dest="apikey_command", required=True)
+    key_create = apikey_commands.add_parser("create", help="issue a key and print it once")
+    key_create.add_argument("--name", default="api key")
+    key_create.add_argument("--role", choices=["admin", "member"], default="member")
+    key_create.add_argument("--expires-in-days", type=int, default=None)
+    key_list = apikey_commands.add_parser("list", help="list keys by id and prefix")
+    key_revoke = apikey_commands.add_parser("revoke", help="revoke a key at once")
+    key_revoke.add_argument("key_id")
+    for sub in (key_create, key_list, key_revoke):
+        _add_settings(sub)
+        sub.add_argument("--partner", required=True, help="partner_id")
+        sub.set_defaults(func=cmd_apikey)
+
+    token = commands.add_parser("token", help="issue sdp_suki_token (or Kore auth) JWTs")
     token_commands = token.add_subparsers(dest="token_command", required=True)
     issue = token_commands.add_parser("issue", help="print a token signed with the partner secret")
     _add_settings(issue)
     issue.add_argument("--partner", required=True, help="partner_id")
     issue.add_argument("--provider-id", default=None)
     issue.add_argument("--ttl", default="1h", help="lifetime (s/m/h/d), default 1h")
+    issue.add_argument(
+        "--kore", action="store_true", help="a Kore.ai 'auth' JWT (appId, client secret)"
+    )
     issue.set_defaults(func=cmd_token_issue)
 
     twilio = commands.add_parser("twilio", help="Twilio Media Streams helpers")

@@ -59,7 +59,7 @@ def _wait_healthy(base: str, timeout: float = 20.0) -> None:
 
 def run_demo(settings: Settings, *, serve: bool, log_level: str) -> int:
     runtime = open_runtime(settings)
-    partner = runtime.vault.create_partner("demo", policy.DEFAULT_RETENTION_SECONDS)
+    partner = runtime.vault.create_tenant("demo", policy.DEFAULT_RETENTION_SECONDS)
     token = issue_token(partner, now=time.time(), ttl_seconds=24 * 3600, provider_id="demo-doctor")
     config = uvicorn.Config(
         runtime.asgi(background=True),

@@ -7,6 +7,8 @@ body); each API dialect maps them to its own wire format in exactly one place
     TapevaultError
     ├── ConfigError                 a setting is missing or invalid (names the setting)
     ├── AuthError                   credentials missing, malformed, wrongly signed or expired
+    ├── Forbidden                   valid credentials without the right to do this
+    ├── MethodNotAllowed            the path exists, but not for this method
     ├── InvalidRequest              a parameter or body the client sent is malformed
     │   ├── InvalidAudio            the body is not audio we accept (says what is wrong)
     │   │   └── UnsupportedMediaType  the body is of a media type we do not take at all
@@ -16,6 +18,7 @@ body); each API dialect maps them to its own wire format in exactly one place
     ├── Conflict                    the request does not fit the resource's state (session ended)
     ├── Gone                        past retention, or deleted (carries reason and when)
     ├── UrlRejected                 a signed media URL is expired or was altered
+    ├── Unavailable                 a feature is turned off, or the audit log cannot be written
     └── StorageError                the object store failed (never shown to clients verbatim)
 """
 
@@ -42,6 +45,18 @@ class ConfigError(TapevaultError):
 
 class AuthError(TapevaultError):
     """The caller's credentials are missing, malformed, wrongly signed or expired."""
+
+
+class Forbidden(TapevaultError):
+    """The caller is authenticated but its credential lacks the role this needs."""
+
+
+class MethodNotAllowed(TapevaultError):
+    """The path exists, but not with this method; ``allowed`` lists the ones it takes."""
+
+    def __init__(self, method: str, allowed: tuple[str, ...]) -> None:
+        super().__init__(f"Method {method} not allowed.")
+        self.allowed = allowed
 
 
 class InvalidRequest(TapevaultError):
@@ -102,6 +117,11 @@ class UrlRejected(TapevaultError):
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+class Unavailable(TapevaultError):
+    """The service cannot do this now: turned off for the tenant, or a dependency (the audit
+    log) failed. Nothing was served."""
 
 
 class StorageError(TapevaultError):

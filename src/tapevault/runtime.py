@@ -8,10 +8,14 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine
 
+from tapevault.auth.kore import KoreTokenVerifier
 from tapevault.auth.suki import SukiTokenVerifier
+from tapevault.auth.workspace import ApiKeyVerifier
 from tapevault.config import Settings
 from tapevault.core.access import AccessLog, LoggingAccessLog
+from tapevault.core.calls import Calls
 from tapevault.core.clock import Clock, SystemClock
+from tapevault.core.renditions import Renditions
 from tapevault.core.vault import Vault
 from tapevault.db.engine import make_engine, migrate
 from tapevault.db.repository import SqlRepository
@@ -84,14 +88,19 @@ def open_runtime(
     process = worker_id()
     spool = settings.data_dir / "spool"
     spool.mkdir(parents=True, exist_ok=True)
+    renditions = Renditions(vault)
     context = AppContext(
         settings=settings,
         vault=vault,
-        suki_tokens=SukiTokenVerifier(repo.get_partner, clock),
+        calls=Calls(vault),
+        renditions=renditions,
+        suki_tokens=SukiTokenVerifier(repo.get_tenant, clock),
+        kore_tokens=KoreTokenVerifier(repo.get_tenant_by_kore_client, clock),
+        api_keys=ApiKeyVerifier(repo.get_api_key_by_hash, repo.get_tenant, clock),
         access_log=access_log or LoggingAccessLog(),
         spool_dir=spool,
         inline_metadata=settings.is_sqlite,
         process_id=process,
     )
-    worker = Worker(Finalizer(vault, formats.decode), process)
+    worker = Worker(Finalizer(vault, formats.decode, renditions), process)
     return Runtime(settings=settings, repo=repo, vault=vault, context=context, worker=worker)

@@ -1,9 +1,12 @@
-"""``sdp_suki_token``: partner JWTs, HS256, algorithms pinned (RFC 8725).
+"""``sdp_suki_token``: partner JWTs, HS256 or RS256, algorithms pinned (RFC 8725).
 
-The token's ``partner_id`` claim selects the partner whose secret must have signed it. The
-algorithm list is fixed here and never read from the token, ``exp`` is required and checked
-against the injected clock with at most 60 s of leeway, and every failure is one ``AuthError``
-whose message says what was wrong without echoing the token.
+The token's ``partner_id`` claim selects the tenant whose key must have signed it. Each tenant
+verifies exactly one algorithm, fixed when it was created and never read from the token: HS256
+with its ``jwt_secret``, or RS256 with the public key (PEM) or key set (JWKS, chosen by ``kid``)
+given at creation — an RS256 tenant refuses HS256 tokens, so a public key can never be used as an
+HMAC secret. ``exp`` is required and checked against the injected clock with at most 60 s of
+leeway, and every failure is one ``AuthError`` whose message says what was wrong without echoing
+the token.
 """
 
 from __future__ import annotations
@@ -16,30 +19,64 @@ from dataclasses import dataclass
 from typing import Any
 
 import jwt
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from tapevault.core.clock import Clock
-from tapevault.core.model import Partner
+from tapevault.core.model import Tenant
 from tapevault.errors import AuthError
 
-ALGORITHMS = ["HS256"]
+ALGORITHMS = ["HS256", "RS256"]  # what any tenant may use; each tenant pins one of them
 LEEWAY_SECONDS = 60
 MAX_TOKEN_BYTES = 8192
-# Partner secrets change only when an operator rotates them; a short cache keeps the database out
+# Tenant secrets change only when an operator rotates them; a short cache keeps the database out
 # of every request without letting a rotated secret linger.
 PARTNER_CACHE_SECONDS = 5.0
+
+
+PublicKeys = dict[str | None, RSAPublicKey]
+
+
+def parse_suki_public_keys(text: str) -> PublicKeys:
+    """RSA public keys from a PEM public key or a JWKS document, by ``kid`` (None for a PEM).
+
+    Raises ``ValueError`` saying what is wrong; ``tapevault tenant create`` checks the file with
+    this before storing it.
+    """
+    stripped = text.strip()
+    keys: PublicKeys = {}
+    if stripped.startswith("{"):
+        try:
+            jwks = jwt.PyJWKSet.from_json(stripped)
+        except (jwt.PyJWKSetError, jwt.InvalidKeyError, ValueError) as exc:
+            raise ValueError(f"not a usable JWKS document: {exc}") from exc
+        for jwk in jwks.keys:
+            if isinstance(jwk.key, RSAPublicKey):
+                keys[jwk.key_id] = jwk.key
+        if not keys:
+            raise ValueError("the JWKS document holds no RSA public key")
+        return keys
+    try:
+        key = load_pem_public_key(stripped.encode())
+    except ValueError as exc:
+        raise ValueError("not a PEM public key (-----BEGIN PUBLIC KEY-----) or JWKS") from exc
+    if not isinstance(key, RSAPublicKey):
+        raise ValueError("the PEM key is not an RSA public key (RS256 needs RSA)")
+    keys[None] = key
+    return keys
 
 
 @dataclass(frozen=True, slots=True)
 class SukiCaller:
     """Who is calling, as the access log records it (never the token itself)."""
 
-    partner: Partner
+    partner: Tenant
     provider_id: str | None
     token_id: str | None
 
 
 def issue_token(
-    partner: Partner, *, now: float, ttl_seconds: int, provider_id: str | None = None
+    partner: Tenant, *, now: float, ttl_seconds: int, provider_id: str | None = None
 ) -> str:
     """A token for ``partner`` valid for ``ttl_seconds``; what ``tapevault token issue`` prints."""
     claims: dict[str, Any] = {
@@ -56,15 +93,34 @@ def issue_token(
 class SukiTokenVerifier:
     """Turns an ``sdp_suki_token`` header into a partner, or raises ``AuthError``."""
 
-    def __init__(self, lookup: Callable[[str], Partner | None], clock: Clock) -> None:
+    def __init__(self, lookup: Callable[[str], Tenant | None], clock: Clock) -> None:
         self._lookup = lookup
         self._clock = clock
-        self._cache: dict[str, tuple[float, Partner | None]] = {}
+        self._cache: dict[str, tuple[float, Tenant | None]] = {}
         # token -> (caller, cache deadline on the monotonic clock, token exp)
         self._tokens: dict[str, tuple[SukiCaller, float, float]] = {}
         self._lock = threading.Lock()
+        self._public_keys: dict[str, PublicKeys] = {}
 
-    def _partner(self, partner_id: str) -> Partner | None:
+    def _rsa_key(self, tenant: Tenant, kid: object) -> RSAPublicKey:
+        text = tenant.suki_public_keys or ""
+        keys = self._public_keys.get(text)
+        if keys is None:
+            try:
+                keys = parse_suki_public_keys(text)
+            except ValueError as exc:
+                raise AuthError("Invalid authentication credentials: no usable key.") from exc
+            with self._lock:
+                if len(self._public_keys) > 1000:
+                    self._public_keys.clear()
+                self._public_keys[text] = keys
+        if isinstance(kid, str) and kid in keys:
+            return keys[kid]
+        if len(keys) == 1:
+            return next(iter(keys.values()))
+        raise AuthError("Invalid authentication credentials: unknown key id (kid).")
+
+    def _partner(self, partner_id: str) -> Tenant | None:
         now = time.monotonic()
         hit = self._cache.get(partner_id)
         if hit is not None and hit[0] > now:
@@ -121,11 +177,19 @@ class SukiTokenVerifier:
         if partner is None:
             # Same words as a bad signature: an unknown partner must not be distinguishable.
             raise AuthError("Invalid authentication credentials: signature verification failed.")
+        key: str | RSAPublicKey
+        if partner.suki_public_keys:
+            pinned = "RS256"
+            key = self._rsa_key(partner, header.get("kid"))
+        else:
+            pinned, key = "HS256", partner.jwt_secret
+        if header.get("alg") != pinned:
+            raise AuthError("Invalid authentication credentials: algorithm not allowed.")
         try:
             claims = jwt.decode(
                 token,
-                partner.jwt_secret,
-                algorithms=ALGORITHMS,
+                key,
+                algorithms=[pinned],
                 # Time claims are checked below against the injected clock, not PyJWT's wall clock.
                 options={
                     "require": ["exp", "partner_id"],

@@ -10,13 +10,20 @@ from __future__ import annotations
 import enum
 import logging
 from dataclasses import asdict, dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import orjson
 
 
 class Action(enum.StrEnum):
     SESSION_CREATE = "session.create"
+    CALL_URLS = "call.urls_issue"
+    CALL_METADATA = "call.metadata_read"
+    CALL_DOWNLOAD = "call.download"
+    MERGED_URLS = "merged.urls_issue"
+    KEY_CREATE = "api_key.create"
+    KEY_LIST = "api_key.list"
+    KEY_REVOKE = "api_key.revoke"
     SESSION_READ = "session.read"
     SESSION_END = "session.end"
     RECORDING_UPLOAD = "recording.upload"
@@ -31,6 +38,8 @@ class Actor:
     """Who asked, from where. Holds ids only: never a token, secret or key."""
 
     partner_id: str | None = None
+    # The credential: "suki_token", "kore_jwt", "api_key", "signed_url", "stream_ticket", "cli".
+    kind: str | None = None
     provider_id: str | None = None
     token_id: str | None = None
     client_ip: str | None = None
@@ -50,6 +59,7 @@ class AccessEvent:
     ranges: list[tuple[int, int]] = field(default_factory=list)
     bytes_sent: int = 0
     error: str | None = None
+    detail: dict[str, Any] | None = None
 
 
 class AccessLog(Protocol):

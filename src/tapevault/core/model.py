@@ -7,6 +7,9 @@ PostgreSQL alike; the API dialects convert to whatever their wire format wants.
 from __future__ import annotations
 
 import enum
+import secrets
+import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 
@@ -47,15 +50,44 @@ class RecordingStatus(enum.StrEnum):
     FAILED = "failed"
 
 
+def _uuid() -> str:
+    return str(uuid.uuid4())
+
+
+def _kore_id(prefix: str) -> Callable[[], str]:
+    return lambda: f"{prefix}-{uuid.uuid4()}"
+
+
+def _secret() -> str:
+    return secrets.token_urlsafe(32)
+
+
 @dataclass(frozen=True, slots=True)
-class Partner:
-    """A Suki partner: the tenant an ``sdp_suki_token`` selects by its ``partner_id`` claim."""
+class Tenant:
+    """A customer organisation, with one credential of each API dialect it may use.
+
+    ``partner_id`` is the tenant's key everywhere (sessions and recordings carry it) and is also
+    its Suki partner id, selected by the ``partner_id`` claim of an ``sdp_suki_token``. The same
+    tenant is a Kore.ai app (``bot_id``; JWTs in the ``auth`` header signed with
+    ``kore_client_secret`` and carrying ``appId`` = ``kore_client_id``) and an Amigo workspace
+    (``workspace_id``; Bearer API keys, stored apart as hashes).
+    """
 
     partner_id: str
     name: str
+    # HS256 secret of Suki tokens, and the key of Twilio stream URLs.
     jwt_secret: str = field(repr=False)
     retention_seconds: int
     created_ms: int
+    workspace_id: str = field(default_factory=_uuid)
+    bot_id: str = field(default_factory=_kore_id("st"))
+    kore_client_id: str = field(default_factory=_kore_id("cs"))
+    kore_client_secret: str = field(default_factory=_secret, repr=False)
+    # A PEM public key or a JWKS document: when set, Suki tokens must be RS256 and signed by it
+    # (HS256 tokens are refused, so no key confusion is possible).
+    suki_public_keys: str | None = field(default=None, repr=False)
+    # Amigo's "Call recording not configured" (503) when off.
+    recording_enabled: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +102,8 @@ class Session:
     ended_ms: int | None = None
     # The caller's own id for the session when it has one (a Twilio callSid), unique per partner.
     external_id: str | None = None
+    # What the client told us about a call (direction, service_id, tts_provider); never audio facts.
+    attributes: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +161,37 @@ class SigningKey:
 
 class JobKind(enum.StrEnum):
     FINALIZE = "finalize"
+    MERGE = "merge"  # build a session's merged rendition from its available recordings
+
+
+# A session's merged rendition (all its audio mixed on one timeline, for Kore's "-merged.wav") is
+# stored as a recording on this channel with sequence number 0: it is derived, never listed among
+# the session's own recordings, and replaced (under a new id) when its inputs change.
+MERGED_CHANNEL = "merged"
+MERGED_SEQUENCE = 0
+
+
+class KeyRole(enum.StrEnum):
+    """What a workspace API key may do: ``admin`` also manages keys, holds, deletion and reads
+    the audit log; ``member`` reads and uploads recordings."""
+
+    ADMIN = "admin"
+    MEMBER = "member"
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    """A workspace API key. The key itself is shown once; only its SHA-256 is kept."""
+
+    key_id: str
+    partner_id: str
+    prefix: str  # the first characters of the key, to recognise it in a list
+    key_hash: str = field(repr=False)
+    name: str
+    role: KeyRole
+    created_ms: int
+    expires_ms: int | None = None
+    revoked_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

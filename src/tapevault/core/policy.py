@@ -16,6 +16,8 @@ from tapevault.errors import InvalidRequest
 STREAM_MIN_SECONDS = 15 * 60
 STREAM_GRACE_SECONDS = 10 * 60
 DOWNLOAD_SECONDS = 60 * 60
+# Amigo's recording URLs "expire after 1 hour", whatever the mode.
+CALL_URL_SECONDS = 60 * 60
 # Like S3's presigned URLs: no URL outlives a week, whatever the audio length.
 MAX_URL_SECONDS = 7 * 24 * 3600
 DEFAULT_RETENTION_SECONDS = 7 * 24 * 3600

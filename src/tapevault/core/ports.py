@@ -7,18 +7,21 @@ it never imports SQL, HTTP or a cloud SDK. Implementations live in ``tapevault.d
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from tapevault.core.model import (
+    ApiKey,
     Job,
-    Partner,
     Recording,
     RecordingStatus,
     Session,
     SessionStatus,
     SigningKey,
+    Tenant,
 )
 
 
@@ -56,16 +59,37 @@ class Delete(Protocol):
         ...
 
 
-class ObjectStore(Put, GetRange, Stat, Delete, Protocol):
+class LocalCopy(Protocol):
+    def local_copy(self, key: str) -> AbstractContextManager[Path]:
+        """A local file holding the object, for work that needs a path (mixing renditions):
+        the file itself on a local store, a temporary download elsewhere."""
+        ...
+
+
+class ObjectStore(Put, GetRange, Stat, Delete, LocalCopy, Protocol):
     """Every capability the vault uses; callers that need less ask for less."""
 
 
 class Repository(Protocol):
     """Metadata storage. Every session and recording lookup is scoped by partner."""
 
-    def create_partner(self, partner: Partner) -> None: ...
+    def create_tenant(self, partner: Tenant) -> None: ...
 
-    def get_partner(self, partner_id: str) -> Partner | None: ...
+    def get_tenant(self, partner_id: str) -> Tenant | None: ...
+
+    def get_tenant_by_workspace(self, workspace_id: str) -> Tenant | None: ...
+
+    def get_tenant_by_kore_client(self, client_id: str) -> Tenant | None: ...
+
+    def set_tenant_fields(self, partner_id: str, **values: object) -> None: ...
+
+    def add_api_key(self, key: ApiKey) -> None: ...
+
+    def get_api_key_by_hash(self, key_hash: str) -> ApiKey | None: ...
+
+    def list_api_keys(self, partner_id: str) -> Sequence[ApiKey]: ...
+
+    def revoke_api_key(self, partner_id: str, key_id: str, now_ms: int) -> bool: ...
 
     def create_session(self, session: Session) -> None: ...
 
@@ -102,6 +126,19 @@ class Repository(Protocol):
         ...
 
     def get_session_by_external_id(self, partner_id: str, external_id: str) -> Session | None: ...
+
+    def update_session_attributes(
+        self, partner_id: str, session_id: str, attributes: Mapping[str, str]
+    ) -> None: ...
+
+    def get_merged(self, partner_id: str, session_id: str) -> Recording | None:
+        """The session's merged rendition (sequence 0), if one was ever made."""
+        ...
+
+    def replace_merged(self, old: Recording | None, new: Recording, job: Job) -> bool:
+        """Swap the merged rendition for a new one with its job, atomically; False if another
+        actor replaced ``old`` first."""
+        ...
 
     def add_job(self, job: Job) -> None: ...
 

@@ -21,10 +21,13 @@ from tapevault.errors import UrlRejected
 
 
 class UrlMode(StrEnum):
-    """What a URL is for. Both honour Range; download adds Content-Disposition: attachment."""
+    """What a URL is for. Both audio modes honour Range; download adds Content-Disposition:
+    attachment. METADATA grants a call's metadata document (``/media/{session_id}.json``), never
+    audio: the mode is signed, so one kind of URL cannot be turned into the other."""
 
     STREAM = "s"
     DOWNLOAD = "d"
+    METADATA = "j"
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +98,7 @@ class UrlSigner:
         key_id = query.get("k", "")
         signature = query.get("s", "")
         if not (
-            mode_text in ("s", "d")
+            mode_text in ("s", "d", "j")
             and _DIGITS.fullmatch(expires_text)
             and _TOKEN.fullmatch(partner_id)
             and _TOKEN.fullmatch(key_id)

@@ -8,9 +8,9 @@ thread (PostgreSQL, network round trips).
 
 from __future__ import annotations
 
+import logging
 import os
 import re
-import secrets
 import threading
 import time
 import uuid
@@ -26,15 +26,16 @@ from tapevault.core.lifecycle import PENDING
 from tapevault.core.model import (
     Job,
     JobKind,
-    Partner,
     Recording,
     RecordingStatus,
     Session,
     SessionKind,
     SessionStatus,
+    Tenant,
 )
 from tapevault.core.ports import ObjectStore, Repository, SequenceTaken
 from tapevault.core.signing import UrlGrant, UrlMode, UrlSigner, new_signing_key
+from tapevault.core.tenants import Tenants
 from tapevault.errors import (
     Conflict,
     Gone,
@@ -42,14 +43,17 @@ from tapevault.errors import (
     InvalidRequest,
     NotFound,
     NotReady,
+    UrlRejected,
 )
 from tapevault.fsutil import fsync_dir
+
+log = logging.getLogger("tapevault.vault")
 
 RECORDING_NOT_FOUND = "Recording not found or decryption in progress."
 RECORDING_EXPIRED = "Recording has expired per retention policy."
 SESSION_NOT_FOUND = "Session not found."
 FORM_FILLING_PREFIX = "ffs-"
-_MAX_ID = 64
+MAX_ID = 64
 _KEY_RELOAD_SECONDS = 1.0
 NOT_READY_RETRY_SECONDS = 2
 _CALL_SID = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -100,6 +104,7 @@ class Vault:
         self.store = store
         self.clock = clock
         self.media_base_url = media_base_url.rstrip("/")
+        self.tenants = Tenants(repo, clock)
         self._recordings: dict[str, tuple[Recording, float]] = {}
         self._sessions: dict[tuple[str, str], tuple[Session, Sequence[Recording], float]] = {}
         self._signer_lock = threading.Lock()
@@ -109,20 +114,13 @@ class Vault:
 
     # partners -----------------------------------------------------------------------------
 
-    def create_partner(self, name: str, retention_seconds: int) -> Partner:
-        partner = Partner(
-            partner_id=uuid.uuid4().hex,
-            name=name,
-            jwt_secret=secrets.token_urlsafe(32),
-            retention_seconds=retention_seconds,
-            created_ms=now_ms(self.clock),
-        )
-        self.repo.create_partner(partner)
-        return partner
+    def create_tenant(self, name: str, retention_seconds: int) -> Tenant:
+        """A tenant with every credential but the API key (see ``Tenants.create``)."""
+        return self.tenants.create(name, retention_seconds).tenant
 
     # sessions -----------------------------------------------------------------------------
 
-    def create_session(self, partner: Partner, kind: SessionKind) -> Session:
+    def create_session(self, partner: Tenant, kind: SessionKind) -> Session:
         session = Session(
             session_id=new_session_id(kind),
             partner_id=partner.partner_id,
@@ -133,7 +131,7 @@ class Vault:
         self.repo.create_session(session)
         return session
 
-    def call_session(self, partner: Partner, call_sid: str) -> Session:
+    def call_session(self, partner: Tenant, call_sid: str) -> Session:
         """The session of a telephony call, keyed by its call id; created by first contact."""
         if not _CALL_SID.fullmatch(call_sid):
             raise InvalidRequest("callSid must be 1-64 letters, digits, '-' or '_'")
@@ -158,21 +156,21 @@ class Vault:
             return again
         return session
 
-    def get_session(self, partner: Partner, session_id: str) -> Session:
+    def get_session(self, partner: Tenant, session_id: str) -> Session:
         session = None
-        if 0 < len(session_id) <= _MAX_ID:
+        if 0 < len(session_id) <= MAX_ID:
             session = self.repo.get_session(partner.partner_id, session_id)
         if session is None:
             raise NotFound(SESSION_NOT_FOUND)
         return session
 
     def session_with_recordings(
-        self, partner: Partner, session_id: str
+        self, partner: Tenant, session_id: str
     ) -> tuple[Session, Sequence[Recording]]:
         session = self.get_session(partner, session_id)
         return session, self.repo.list_recordings(partner.partner_id, session_id)
 
-    def end_session(self, partner: Partner, session_id: str) -> Session:
+    def end_session(self, partner: Tenant, session_id: str) -> Session:
         """Idempotent: ending an ended session returns it unchanged."""
         session = self.get_session(partner, session_id)
         if session.status is SessionStatus.COMPLETED:
@@ -183,7 +181,7 @@ class Vault:
         )
         return self.get_session(partner, session_id)
 
-    def check_accepts_audio(self, partner: Partner, session_id: str) -> Session:
+    def check_accepts_audio(self, partner: Tenant, session_id: str) -> Session:
         """Raise unless the session exists for this partner and has not ended."""
         session = self.get_session(partner, session_id)
         if session.status is SessionStatus.COMPLETED:
@@ -193,7 +191,14 @@ class Vault:
     # uploads ------------------------------------------------------------------------------
 
     def accept_upload(
-        self, partner: Partner, session_id: str, spooled: Path, source_format: str
+        self,
+        partner: Tenant,
+        session_id: str,
+        spooled: Path,
+        source_format: str,
+        *,
+        channel: str | None = None,
+        media_start_epoch_ms: int | None = None,
     ) -> Recording:
         """Take a validated, spooled upload into the vault: the acknowledgement point.
 
@@ -211,7 +216,6 @@ class Vault:
             os.close(fd)
         os.replace(spooled, incoming)
         fsync_dir(incoming.parent)
-        now = now_ms(self.clock)
         try:
             recording = self._insert_recording(
                 session=session,
@@ -219,18 +223,9 @@ class Vault:
                 status=RecordingStatus.PROCESSING,
                 source_format=source_format,
                 retention_seconds=partner.retention_seconds,
-                job=Job(
-                    uuid.uuid4().hex,
-                    JobKind.FINALIZE,
-                    recording_id,
-                    0,
-                    now,
-                    None,
-                    None,
-                    None,
-                    now,
-                    None,
-                ),
+                job=self.new_job(JobKind.FINALIZE, recording_id),
+                channel=channel,
+                media_start_epoch_ms=media_start_epoch_ms,
             )
             self._mark_in_progress(session)
         except BaseException:
@@ -238,6 +233,11 @@ class Vault:
             raise
         self.jobs_waiting.set()
         return recording
+
+    def new_job(self, kind: JobKind, recording_id: str) -> Job:
+        """A job due now, not yet leased."""
+        now = now_ms(self.clock)
+        return Job(uuid.uuid4().hex, kind, recording_id, 0, now, None, None, None, now, None)
 
     def incoming_path(self, recording_id: str) -> Path:
         return self.work_dir / "incoming" / f"{recording_id}.src"
@@ -299,7 +299,7 @@ class Vault:
 
     def open_stream(
         self,
-        partner: Partner,
+        partner: Tenant,
         session_id: str,
         source_format: str,
         writer_id: str,
@@ -332,7 +332,6 @@ class Vault:
 
     def close_stream(self, recording: Recording, *, recovered: bool = False) -> Recording:
         """The stream ended (or its writer died): queue the recording for finalization."""
-        now = now_ms(self.clock)
         closed = replace(
             recording,
             status=RecordingStatus.PROCESSING,
@@ -345,27 +344,14 @@ class Vault:
         ):
             # Recovery (or another close) got there first: it queued the job already.
             return closed
-        self.repo.add_job(
-            Job(
-                uuid.uuid4().hex,
-                JobKind.FINALIZE,
-                recording.recording_id,
-                0,
-                now,
-                None,
-                None,
-                None,
-                now,
-                None,
-            )
-        )
+        self.repo.add_job(self.new_job(JobKind.FINALIZE, recording.recording_id))
         self.jobs_waiting.set()
         return closed
 
     # recording links ----------------------------------------------------------------------
 
     def recording_links(
-        self, partner: Partner, session_id: str, download: bool
+        self, partner: Tenant, session_id: str, download: bool
     ) -> list[RecordingLink]:
         """Signed URLs for every servable recording of the session, by sequence number.
 
@@ -373,7 +359,7 @@ class Vault:
         """
         session: Session | None = None
         recordings: Sequence[Recording] = ()
-        if 0 < len(session_id) <= _MAX_ID:
+        if 0 < len(session_id) <= MAX_ID:
             session, recordings = self._settled_session(partner.partner_id, session_id)
         if session is None:
             raise NotFound(RECORDING_NOT_FOUND)
@@ -394,16 +380,28 @@ class Vault:
         lifetime = policy.url_lifetime_seconds(download=download, session_audio_ms=audio_ms)
         expires = now // 1000 + lifetime
         mode = UrlMode.DOWNLOAD if download else UrlMode.STREAM
-        signer = self.signer()
-        return [
-            RecordingLink(
-                recording=r,
-                url=f"{self.media_base_url}/media/{r.recording_id}.wav?"
-                + signer.sign(r.recording_id, mode, expires, partner.partner_id),
-                expires_at=expires,
-            )
-            for r in live
-        ]
+        return [self.link(r, mode, expires) for r in live]
+
+    def link(self, recording: Recording, mode: UrlMode, expires: int) -> RecordingLink:
+        """A signed media URL for one recording, valid until ``expires`` (Unix seconds)."""
+        query = self.signer().sign(recording.recording_id, mode, expires, recording.partner_id)
+        url = f"{self.media_base_url}/media/{recording.recording_id}.wav?{query}"
+        return RecordingLink(recording=recording, url=url, expires_at=expires)
+
+    def discard_object(self, recording: Recording) -> None:
+        """Remove a superseded derived file (a replaced rendition); a failure only leaves an
+        orphan file behind, which is logged, never an error for the caller."""
+        try:
+            self.store.delete(recording.storage_key)
+        except Exception:
+            log.warning("could not remove %s", recording.storage_key, exc_info=True)
+
+    def metadata_url(self, session: Session, expires: int) -> str:
+        """A signed URL of a call's metadata document (``/media/{session_id}.json``)."""
+        query = self.signer().sign(
+            session.session_id, UrlMode.METADATA, expires, session.partner_id
+        )
+        return f"{self.media_base_url}/media/{session.session_id}.json?{query}"
 
     # media gateway ------------------------------------------------------------------------
 
@@ -411,6 +409,8 @@ class Vault:
         """Verify a signed URL and find its recording; raises UrlRejected, NotFound or Gone."""
         now = self.clock.now()
         grant = self.signer().verify(recording_id, query, now)
+        if grant.mode is UrlMode.METADATA:
+            raise UrlRejected("invalid", "This URL grants a metadata document, not audio.")
         recording = self._recording(recording_id)
         if (
             recording is None

@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import Engine, Table
 
-from tapevault.db.schema import partners, recordings, sessions
+from tapevault.db.schema import api_keys, partners, recordings, sessions
 
 
 def _columns(table: Table, alias: str | None = None) -> str:
@@ -42,6 +42,21 @@ class FastReader:
             name: text.replace("?", marker)
             for name, text in {
                 "partner": f"SELECT {_columns(partners)} FROM partners WHERE partner_id = ?",
+                "tenant_by_workspace": (
+                    f"SELECT {_columns(partners)} FROM partners WHERE workspace_id = ?"
+                ),
+                "tenant_by_kore_client": (
+                    f"SELECT {_columns(partners)} FROM partners WHERE kore_client_id = ?"
+                ),
+                "api_key_by_hash": f"SELECT {_columns(api_keys)} FROM api_keys WHERE key_hash = ?",
+                "session_by_external": (
+                    f"SELECT {_columns(sessions)} FROM sessions "
+                    "WHERE external_id = ? AND partner_id = ?"
+                ),
+                "merged": (
+                    f"SELECT {_columns(recordings)} FROM recordings "
+                    "WHERE session_id = ? AND partner_id = ? AND sequence_number = 0"
+                ),
                 "session": (
                     f"SELECT {_columns(sessions)} FROM sessions "
                     "WHERE session_id = ? AND partner_id = ?"
@@ -50,7 +65,8 @@ class FastReader:
                 "session_recordings": (
                     f"SELECT {_columns(sessions, 's')}, {_columns(recordings, 'r')} "
                     "FROM sessions s LEFT JOIN recordings r ON r.session_id = s.session_id "
-                    "AND r.partner_id = s.partner_id "
+                    # sequence 0 is the derived merged rendition, never one of the session's own
+                    "AND r.partner_id = s.partner_id AND r.sequence_number > 0 "
                     "WHERE s.session_id = ? AND s.partner_id = ? ORDER BY r.sequence_number"
                 ),
                 "recording": (

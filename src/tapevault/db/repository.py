@@ -9,27 +9,31 @@ see another partner's rows by forgetting a check in Python.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import fields
 from typing import Any
 
+import orjson
 from sqlalchemy import Engine, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from tapevault.core.model import (
+    ApiKey,
     Job,
     JobKind,
-    Partner,
+    KeyRole,
     Recording,
     RecordingStatus,
     Session,
     SessionKind,
     SessionStatus,
     SigningKey,
+    Tenant,
 )
 from tapevault.core.ports import SequenceTaken
 from tapevault.db.fastread import FastReader
 from tapevault.db.schema import (
+    api_keys,
     jobs,
     partners,
     recordings,
@@ -52,21 +56,66 @@ class SqlRepository:
 
     # partners -----------------------------------------------------------------------------
 
-    def create_partner(self, partner: Partner) -> None:
+    def create_tenant(self, tenant: Tenant) -> None:
         with self.engine.begin() as conn:
             conn.execute(
-                insert(partners).values(
-                    partner_id=partner.partner_id,
-                    name=partner.name,
-                    jwt_secret=partner.jwt_secret,
-                    retention_seconds=partner.retention_seconds,
-                    created_ms=partner.created_ms,
-                )
+                insert(partners).values({f.name: getattr(tenant, f.name) for f in fields(tenant)})
             )
 
-    def get_partner(self, partner_id: str) -> Partner | None:
-        row = self.fast.one("partner", (partner_id,))
-        return None if row is None else Partner(*row)
+    def get_tenant(self, partner_id: str) -> Tenant | None:
+        return _tenant(self.fast.one("partner", (partner_id,)))
+
+    def get_tenant_by_workspace(self, workspace_id: str) -> Tenant | None:
+        return _tenant(self.fast.one("tenant_by_workspace", (workspace_id,)))
+
+    def get_tenant_by_kore_client(self, client_id: str) -> Tenant | None:
+        return _tenant(self.fast.one("tenant_by_kore_client", (client_id,)))
+
+    _TENANT_SETTINGS = frozenset({"kore_client_secret", "recording_enabled", "retention_seconds"})
+
+    def set_tenant_fields(self, partner_id: str, **values: object) -> None:
+        """Change a tenant's settings (only those an operator may change after creation)."""
+        unknown = set(values) - self._TENANT_SETTINGS
+        if unknown:
+            raise ValueError(f"not a tenant setting: {', '.join(sorted(unknown))}")
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(partners).where(partners.c.partner_id == partner_id).values(**values)
+            )
+
+    # workspace API keys -------------------------------------------------------------------
+
+    def add_api_key(self, key: ApiKey) -> None:
+        values = {f.name: getattr(key, f.name) for f in fields(key)}
+        values["role"] = key.role.value
+        with self.engine.begin() as conn:
+            conn.execute(insert(api_keys).values(values))
+
+    def get_api_key_by_hash(self, key_hash: str) -> ApiKey | None:
+        row = self.fast.one("api_key_by_hash", (key_hash,))
+        return None if row is None else _api_key(row)
+
+    def list_api_keys(self, partner_id: str) -> Sequence[ApiKey]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(api_keys)
+                .where(api_keys.c.partner_id == partner_id)
+                .order_by(api_keys.c.created_ms, api_keys.c.key_id)
+            ).all()
+        return [_api_key(row) for row in rows]
+
+    def revoke_api_key(self, partner_id: str, key_id: str, now_ms: int) -> bool:
+        with self.engine.begin() as conn:
+            changed = conn.execute(
+                update(api_keys)
+                .where(
+                    api_keys.c.partner_id == partner_id,
+                    api_keys.c.key_id == key_id,
+                    api_keys.c.revoked_ms.is_(None),
+                )
+                .values(revoked_ms=now_ms)
+            ).rowcount
+        return changed == 1
 
     # sessions -----------------------------------------------------------------------------
 
@@ -81,6 +130,7 @@ class SqlRepository:
                     created_ms=session.created_ms,
                     ended_ms=session.ended_ms,
                     external_id=session.external_id,
+                    attributes=_attributes_json(session.attributes),
                 )
             )
 
@@ -158,13 +208,46 @@ class SqlRepository:
             )
 
     def get_session_by_external_id(self, partner_id: str, external_id: str) -> Session | None:
-        with self.engine.connect() as conn:
-            row = conn.execute(
-                select(sessions).where(
-                    sessions.c.partner_id == partner_id, sessions.c.external_id == external_id
-                )
-            ).first()
+        row = self.fast.one("session_by_external", (external_id, partner_id))
         return None if row is None else _session(row)
+
+    def update_session_attributes(
+        self, partner_id: str, session_id: str, attributes: Mapping[str, str]
+    ) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(sessions)
+                .where(sessions.c.session_id == session_id, sessions.c.partner_id == partner_id)
+                .values(attributes=_attributes_json(attributes))
+            )
+
+    # merged renditions --------------------------------------------------------------------
+
+    def get_merged(self, partner_id: str, session_id: str) -> Recording | None:
+        row = self.fast.one("merged", (session_id, partner_id))
+        return None if row is None else _recording(row)
+
+    def replace_merged(self, old: Recording | None, new: Recording, job: Job) -> bool:
+        """Swap a session's merged rendition for a new (PROCESSING) one with its job, in one
+        transaction; False when another process replaced it first (the caller re-reads)."""
+        try:
+            with self.engine.begin() as conn:
+                if old is not None:
+                    conn.execute(delete(jobs).where(jobs.c.recording_id == old.recording_id))
+                    gone = conn.execute(
+                        delete(recordings).where(
+                            recordings.c.recording_id == old.recording_id,
+                            recordings.c.status == old.status.value,
+                        )
+                    ).rowcount
+                    if gone != 1:
+                        conn.rollback()
+                        return False
+                conn.execute(insert(recordings).values(**_recording_values(new)))
+                conn.execute(insert(jobs).values(**_job_values(job)))
+        except IntegrityError:
+            return False
+        return True
 
     # jobs ---------------------------------------------------------------------------------
 
@@ -368,7 +451,37 @@ def _recording_values(r: Recording) -> dict[str, Any]:
 
 
 def _session(row: Any) -> Session:
-    return Session(row[0], row[1], SessionKind(row[2]), SessionStatus(row[3]), *row[4:])
+    attributes = orjson.loads(row[7]) if row[7] else {}
+    return Session(
+        row[0],
+        row[1],
+        SessionKind(row[2]),
+        SessionStatus(row[3]),
+        row[4],
+        row[5],
+        row[6],
+        attributes,
+    )
+
+
+def _attributes_json(attributes: Mapping[str, str]) -> str | None:
+    if not attributes:
+        return None
+    return orjson.dumps(dict(attributes), option=orjson.OPT_SORT_KEYS).decode()
+
+
+def _tenant(row: Any) -> Tenant | None:
+    if row is None:
+        return None
+    values = list(row)
+    values[-1] = bool(values[-1])  # recording_enabled: SQLite answers 0/1
+    return Tenant(*values)
+
+
+def _api_key(row: Any) -> ApiKey:
+    values = dict(zip(_API_KEY_FIELDS, row, strict=True))
+    values["role"] = KeyRole(values["role"])
+    return ApiKey(**values)
 
 
 def _recording(row: Any) -> Recording:
@@ -379,3 +492,4 @@ def _recording(row: Any) -> Recording:
 
 
 _RECORDING_FIELDS = tuple(f.name for f in fields(Recording))
+_API_KEY_FIELDS = tuple(f.name for f in fields(ApiKey))

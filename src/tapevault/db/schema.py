@@ -18,6 +18,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
+    true,
 )
 
 metadata = MetaData()
@@ -30,6 +31,16 @@ partners = Table(
     Column("jwt_secret", Text, nullable=False),
     Column("retention_seconds", BigInteger, nullable=False),
     Column("created_ms", BigInteger, nullable=False),
+    # One row per tenant: its Suki partner, Kore app and Amigo workspace (migration 0003).
+    Column("workspace_id", String(36), nullable=False),
+    Column("bot_id", String(64), nullable=False),
+    Column("kore_client_id", String(64), nullable=False),
+    Column("kore_client_secret", Text, nullable=False),
+    Column("suki_public_keys", Text, nullable=True),
+    Column("recording_enabled", Boolean, nullable=False, server_default=true()),
+    UniqueConstraint("workspace_id", name="uq_partners_workspace_id"),
+    UniqueConstraint("bot_id", name="uq_partners_bot_id"),
+    UniqueConstraint("kore_client_id", name="uq_partners_kore_client_id"),
 )
 
 sessions = Table(
@@ -42,6 +53,7 @@ sessions = Table(
     Column("created_ms", BigInteger, nullable=False),
     Column("ended_ms", BigInteger, nullable=True),
     Column("external_id", String(64), nullable=True),
+    Column("attributes", Text, nullable=True),  # JSON object of strings
     Index("ix_sessions_partner", "partner_id", "session_id"),
     UniqueConstraint("partner_id", "external_id", name="uq_sessions_partner_external"),
 )
@@ -106,4 +118,20 @@ signing_keys = Table(
     Column("key_id", String(64), primary_key=True),
     Column("secret_hex", String(128), nullable=False),
     Column("created_ms", BigInteger, nullable=False),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("key_id", String(32), primary_key=True),
+    Column("partner_id", String(64), ForeignKey("partners.partner_id"), nullable=False),
+    Column("prefix", String(16), nullable=False),
+    Column("key_hash", String(64), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("expires_ms", BigInteger, nullable=True),
+    Column("revoked_ms", BigInteger, nullable=True),
+    Index("ix_api_keys_partner", "partner_id"),
+    UniqueConstraint("key_hash", name="uq_api_keys_key_hash"),
 )

@@ -13,9 +13,11 @@ from collections.abc import Callable
 import orjson
 from starlette.routing import Route, Router, WebSocketRoute
 
+from tapevault.http.amigo import routes as amigo_routes
 from tapevault.http.asgi import NO_STORE, ASGIApp, Message, Receive, Scope, Send, send_json
 from tapevault.http.context import AppContext
 from tapevault.http.cors import Cors
+from tapevault.http.kore import routes as kore_routes
 from tapevault.http.media import PREFIX as MEDIA_PREFIX
 from tapevault.http.media import MediaGateway
 from tapevault.http.openapi import openapi_document
@@ -60,6 +62,8 @@ def build_app(
     router = Router(
         routes=[
             *(Route(path, endpoint) for path, endpoint in suki_routes(ctx)),
+            *(Route(path, endpoint) for path, endpoint in amigo_routes(ctx)),
+            *(Route(path, endpoint) for path, endpoint in kore_routes(ctx)),
             *(Route(path, endpoint) for path, endpoint in tus.routes()),
             WebSocketRoute("/api/v1/ambient/session/{session_id}/stream", StreamEndpoint(ctx, hub)),
             WebSocketRoute("/twilio/media-stream", TwilioMediaStream(ctx, hub)),

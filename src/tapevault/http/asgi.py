@@ -55,14 +55,15 @@ async def send_json(
     headers: list[tuple[bytes, bytes]] | None = None,
     *,
     head_only: bool = False,
+    empty: bool = False,
 ) -> None:
-    payload = orjson.dumps(body)
+    payload = b"" if empty else orjson.dumps(body)
     await send(
         {
             "type": "http.response.start",
             "status": status,
             "headers": [
-                (b"content-type", JSON),
+                *(() if empty else ((b"content-type", JSON),)),
                 (b"content-length", str(len(payload)).encode()),
                 NO_STORE,
                 NOSNIFF,

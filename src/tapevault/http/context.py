@@ -9,9 +9,13 @@ from typing import Any, TypeVar
 
 import anyio.to_thread
 
+from tapevault.auth.kore import KoreTokenVerifier
 from tapevault.auth.suki import SukiTokenVerifier
+from tapevault.auth.workspace import ApiKeyVerifier
 from tapevault.config import Settings
 from tapevault.core.access import AccessLog
+from tapevault.core.calls import Calls
+from tapevault.core.renditions import Renditions
 from tapevault.core.vault import Vault
 
 T = TypeVar("T")
@@ -21,7 +25,11 @@ T = TypeVar("T")
 class AppContext:
     settings: Settings
     vault: Vault
+    calls: Calls
+    renditions: Renditions
     suki_tokens: SukiTokenVerifier
+    kore_tokens: KoreTokenVerifier
+    api_keys: ApiKeyVerifier
     access_log: AccessLog
     spool_dir: Path
     # SQLite answers point lookups in microseconds, less than a thread hop costs (see

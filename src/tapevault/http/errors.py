@@ -12,12 +12,15 @@ from typing import Any
 from tapevault.errors import (
     AuthError,
     Conflict,
+    Forbidden,
     Gone,
     InvalidRequest,
+    MethodNotAllowed,
     NotFound,
     NotReady,
     PayloadTooLarge,
     TapevaultError,
+    Unavailable,
     UnsupportedMediaType,
 )
 
@@ -29,8 +32,13 @@ def code_message_error(exc: BaseException) -> tuple[int, dict[str, Any], Headers
     """(status, body, extra headers) for any exception; unknown ones are an opaque 500."""
     headers: Headers = []
     match exc:
+        case MethodNotAllowed(allowed=allowed):
+            status = 405
+            headers.append((b"allow", ", ".join(allowed).encode()))
         case AuthError():
             status = 401
+        case Forbidden():
+            status = 403
         case PayloadTooLarge():
             status = 413
         case UnsupportedMediaType():
@@ -44,6 +52,8 @@ def code_message_error(exc: BaseException) -> tuple[int, dict[str, Any], Headers
             status = 404
         case Conflict():
             status = 409
+        case Unavailable():
+            status = 503
         case Gone(detail=detail):
             body = {"code": 410, "message": exc.message, "reason": detail.reason, "at": detail.at}
             return 410, body, headers

@@ -1,19 +1,26 @@
-"""The media gateway behind every ``presigned_url``: ``GET|HEAD /media/{recording_id}.wav``.
+"""The media gateway behind every signed URL: ``GET|HEAD /media/{recording_id}.wav`` (audio)
+and ``/media/{session_id}.json`` (a call's metadata document, Amigo's ``metadata_url``).
 
 Raw ASGI on purpose (the hot path of every playback): verify the URL's signature and expiry, find
-the recording inside the signing partner, then hand the bytes to ``send_representation``, which
+the recording inside the signing tenant, then hand the bytes to ``send_representation``, which
 owns Range, conditional requests and multipart. Errors are JSON, and say what to do next.
+``serve_recording`` and ``serve_document`` are also what API dialects use to proxy a download.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from tapevault.core.access import AccessEvent, Action, Actor
 from tapevault.core.clock import now_ms
-from tapevault.core.signing import UrlMode
+from tapevault.core.model import Recording
+from tapevault.core.signing import UrlGrant, UrlMode
+from tapevault.core.vault import Vault
 from tapevault.errors import Gone, NotFound, TapevaultError, UrlRejected
+from tapevault.http.amigo_shapes import metadata_document
 from tapevault.http.asgi import (
     Receive,
     Scope,
@@ -26,13 +33,15 @@ from tapevault.http.asgi import (
 from tapevault.http.asgi import send_json as _send_json
 from tapevault.http.context import AppContext
 from tapevault.http.cors import Cors
-from tapevault.http.ranged import Representation, send_representation
+from tapevault.http.ranged import Representation, Served, send_representation
 
 log = logging.getLogger("tapevault.media")
 
 PREFIX = "/media/"
-SUFFIX = ".wav"
+AUDIO = ".wav"
+DOCUMENT = ".json"
 ALLOW = (b"allow", b"GET, HEAD, OPTIONS")
+Headers = list[tuple[bytes, bytes]]
 
 
 def media_error(exc: BaseException) -> tuple[int, dict[str, Any]]:
@@ -54,6 +63,65 @@ def media_error(exc: BaseException) -> tuple[int, dict[str, Any]]:
             return 500, {"code": 500, "error": "internal", "message": "An internal error occurred."}
 
 
+def download_name(recording: Recording) -> str:
+    suffix = recording.channel if recording.sequence_number == 0 else recording.sequence_number
+    return f"{recording.session_id}-{suffix}.wav"
+
+
+async def serve_recording(
+    vault: Vault,
+    send: Send,
+    method: str,
+    headers: Mapping[str, str],
+    recording: Recording,
+    extra: Headers,
+) -> Served:
+    """Answer a GET or HEAD for a stored recording: Range, preconditions, multipart."""
+    store = vault.store
+    key = recording.storage_key
+    return await send_representation(
+        send,
+        method=method,
+        headers=headers,
+        rep=Representation(
+            size=recording.size_bytes,
+            etag=recording.etag,
+            last_modified=recording.created_ms // 1000,
+            content_type="audio/wav",
+        ),
+        read=lambda offset, length: store.read_range(key, offset, length),
+        extra_headers=extra,
+    )
+
+
+async def serve_document(
+    send: Send,
+    method: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    last_modified: int,
+    extra: Headers,
+) -> Served:
+    """Answer a GET or HEAD for a small JSON document, with the same HTTP rules as audio."""
+
+    async def read(offset: int, length: int) -> AsyncIterator[bytes]:
+        yield body[offset : offset + length]
+
+    return await send_representation(
+        send,
+        method=method,
+        headers=headers,
+        rep=Representation(
+            size=len(body),
+            etag=f'"{hashlib.sha256(body).hexdigest()[:32]}"',
+            last_modified=last_modified,
+            content_type="application/json",
+        ),
+        read=read,
+        extra_headers=extra,
+    )
+
+
 class MediaGateway:
     def __init__(self, ctx: AppContext, cors: Cors) -> None:
         self.ctx = ctx
@@ -72,8 +140,10 @@ class MediaGateway:
             )
             return
         path: str = scope["path"]
-        recording_id = path[len(PREFIX) : -len(SUFFIX)] if path.endswith(SUFFIX) else ""
-        head = method == "HEAD"
+        if path.endswith(DOCUMENT):
+            await self._document(scope, send, headers, cors_headers)
+            return
+        recording_id = path[len(PREFIX) : -len(AUDIO)] if path.endswith(AUDIO) else ""
         try:
             if not recording_id or "/" in recording_id:
                 raise NotFound("No such media.")
@@ -81,69 +151,85 @@ class MediaGateway:
                 self.ctx.vault.authorize_media, recording_id, query_params(scope)
             )
         except Exception as exc:
-            if not isinstance(exc, TapevaultError):
-                log.exception("unexpected error authorizing %s", path)
-            status, body = media_error(exc)
-            self._record(scope, headers, recording_id or None, None, status, [], 0, body["error"])
-            await _send_json(send, status, body, cors_headers, head_only=head)
+            await self._refuse(scope, send, headers, cors_headers, recording_id, exc)
             return
         recording = access.recording
         extra = list(cors_headers)
         if access.grant.mode is UrlMode.DOWNLOAD:
-            filename = f"{recording.session_id}-{recording.sequence_number}.wav"
-            extra.append((b"content-disposition", f'attachment; filename="{filename}"'.encode()))
-        store = self.ctx.vault.store
-        key = recording.storage_key
-        served = await send_representation(
+            disposition = f'attachment; filename="{download_name(recording)}"'
+            extra.append((b"content-disposition", disposition.encode()))
+        served = await serve_recording(self.ctx.vault, send, method, headers, recording, extra)
+        self._record(scope, headers, recording.recording_id, access.grant, served, None)
+
+    async def _document(
+        self, scope: Scope, send: Send, headers: dict[str, str], cors_headers: Headers
+    ) -> None:
+        path: str = scope["path"]
+        session_id = path[len(PREFIX) : -len(DOCUMENT)]
+        try:
+            if not session_id or "/" in session_id:
+                raise NotFound("No such document.")
+            metadata = await self.ctx.metadata(
+                self.ctx.calls.authorize_metadata, session_id, query_params(scope)
+            )
+        except Exception as exc:
+            await self._refuse(scope, send, headers, cors_headers, session_id, exc)
+            return
+        body = metadata_document(metadata)
+        served = await serve_document(
             send,
-            method=method,
-            headers=headers,
-            rep=Representation(
-                size=recording.size_bytes,
-                etag=recording.etag,
-                last_modified=recording.created_ms // 1000,
-                content_type="audio/wav",
-            ),
-            read=lambda offset, length: store.read_range(key, offset, length),
-            extra_headers=extra,
-        )
-        self._record(
-            scope,
+            scope["method"],
             headers,
-            recording.recording_id,
-            access.grant,
-            served.status,
-            served.ranges,
-            served.bytes_sent,
-            None,
+            body,
+            metadata.media_start_epoch_ms // 1000,
+            list(cors_headers),
         )
+        self._record(scope, headers, None, None, served, None, session_id=session_id)
+
+    async def _refuse(
+        self,
+        scope: Scope,
+        send: Send,
+        headers: dict[str, str],
+        cors_headers: Headers,
+        resource: str,
+        exc: BaseException,
+    ) -> None:
+        if not isinstance(exc, TapevaultError):
+            log.exception("unexpected error authorizing %s", scope["path"])
+        status, body = media_error(exc)
+        self._record(scope, headers, resource or None, None, Served(status), body["error"])
+        await _send_json(send, status, body, cors_headers, head_only=scope["method"] == "HEAD")
 
     def _record(
         self,
         scope: Scope,
         headers: dict[str, str],
         recording_id: str | None,
-        grant: Any,
-        status: int,
-        ranges: list[tuple[int, int]],
-        bytes_sent: int,
+        grant: UrlGrant | None,
+        served: Served,
         error: str | None,
+        *,
+        session_id: str | None = None,
     ) -> None:
         self.ctx.access_log.record(
             AccessEvent(
                 action=Action.MEDIA_READ,
                 actor=Actor(
                     partner_id=grant.partner_id if grant else None,
+                    kind="signed_url",
+                    token_id=grant.key_id if grant else None,
                     client_ip=client_ip(scope),
                     user_agent=headers.get("user-agent"),
                     request_id=request_id(headers),
                 ),
-                status=status,
+                status=served.status,
                 at_ms=now_ms(self.ctx.vault.clock),
+                session_id=session_id,
                 recording_id=recording_id,
                 mode=grant.mode.name.lower() if grant else None,
-                ranges=ranges,
-                bytes_sent=bytes_sent,
+                ranges=served.ranges,
+                bytes_sent=served.bytes_sent,
                 error=error,
             )
         )

@@ -281,7 +281,7 @@ def openapi_document(public_url: str) -> dict[str, Any]:
                     "name": "sdp_suki_token",
                     "in": "header",
                     "required": True,
-                    "description": "Partner JWT (HS256); partner_id is read from its claims.",
+                    "description": "Partner JWT (HS256 or RS256); partner_id is in its claims.",
                     "schema": {"type": "string"},
                 },
                 "ProviderIdHeader": {

@@ -27,7 +27,7 @@ from typing import Any
 
 from tapevault.auth.suki import SukiCaller
 from tapevault.core.clock import now_ms
-from tapevault.core.model import Partner
+from tapevault.core.model import Tenant
 from tapevault.errors import AuthError, Conflict, InvalidRequest, NotFound
 from tapevault.http.asgi import Receive, Scope, Send, query_params, request_headers, send_json
 from tapevault.http.context import AppContext
@@ -193,7 +193,7 @@ class StreamEndpoint:
         if code:
             await self._close(send, code, reason)
 
-    async def _admit(self, scope: Scope) -> tuple[Partner, str, tuple[str, int, int]]:
+    async def _admit(self, scope: Scope) -> tuple[Tenant, str, tuple[str, int, int]]:
         params = query_params(scope)
         headers = request_headers(scope)
         session_id: str = scope["path_params"]["session_id"]
@@ -207,7 +207,7 @@ class StreamEndpoint:
             )
             if found is None or found[1] != session_id:
                 raise AuthError("Invalid, used or expired stream ticket.")
-            partner = await self.ctx.metadata(self.ctx.vault.repo.get_partner, found[0])
+            partner = await self.ctx.metadata(self.ctx.vault.repo.get_tenant, found[0])
             if partner is None:
                 raise AuthError("Invalid, used or expired stream ticket.")
             return partner, session_id, fmt

@@ -7,11 +7,7 @@ the result (or error) into Suki's wire format, ``{"code": <int>, "message": "...
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import os
-import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,217 +15,136 @@ from tapevault.auth.suki import SukiCaller
 from tapevault.core.access import AccessEvent, Action, Actor
 from tapevault.core.clock import now_ms
 from tapevault.core.lifecycle import session_status
-from tapevault.core.model import Partner, Recording, Session, SessionKind
-from tapevault.errors import (
-    AuthError,
-    InvalidRequest,
-    PayloadTooLarge,
-    TapevaultError,
-)
-from tapevault.http.asgi import (
-    Receive,
-    Scope,
-    Send,
-    client_ip,
-    query_params,
-    request_headers,
-    request_id,
-    send_json,
-)
+from tapevault.core.model import Recording, Session, SessionKind, Tenant
+from tapevault.errors import AuthError, InvalidRequest
 from tapevault.http.context import AppContext
+from tapevault.http.endpoint import Endpoint, Handler, Headers, Reply, Request, with_caller
 from tapevault.http.errors import code_message_error
 from tapevault.http.stream import issue_ticket
 from tapevault.http.tus import TusEndpoint, TusEvent
-from tapevault.ingest import formats
+from tapevault.http.uploads import accept_file, drain, receive_upload
 from tapevault.ingest.tus_store import TusStore
 
-log = logging.getLogger("tapevault.http")
-
 _BOOL = {"true": True, "1": True, "false": False, "0": False}
+_SMALL_BODY = 64 * 1024
 
-Handler = Callable[[AppContext, Scope, Receive, Send, SukiCaller], Awaitable[int]]
 
-
-def suki_error(exc: BaseException) -> tuple[int, dict[str, Any], list[tuple[bytes, bytes]]]:
+def suki_error(exc: BaseException) -> tuple[int, dict[str, Any], Headers]:
     """The one place where tapevault errors become Suki HTTP answers."""
     return code_message_error(exc)
 
 
-class SukiEndpoint:
-    """A raw ASGI endpoint: method check, authentication, error mapping, access record."""
+class SukiDialect:
+    """``sdp_suki_token`` credentials and ``{"code", "message"}`` errors."""
 
-    def __init__(
-        self, ctx: AppContext, methods: Sequence[str], handler: Handler, action: Action
-    ) -> None:
+    def __init__(self, ctx: AppContext) -> None:
         self.ctx = ctx
-        self.methods = tuple(methods)
-        self.handler = handler
-        self.action = action
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        method = scope["method"]
-        if method not in self.methods:
-            allow = ", ".join(self.methods).encode()
-            await send_json(
-                send,
-                405,
-                {"code": 405, "message": f"Method {method} not allowed."},
-                [(b"allow", allow)],
-            )
-            return
-        headers = request_headers(scope)
-        actor = Actor(
-            provider_id=headers.get("sdp_provider_id"),
-            client_ip=client_ip(scope),
-            user_agent=headers.get("user-agent"),
-            request_id=request_id(headers),
+    def authenticate(self, request: Request) -> SukiCaller:
+        return self.ctx.suki_tokens.verify(
+            request.headers.get("sdp_suki_token"), request.headers.get("sdp_provider_id")
         )
-        session_id = scope.get("path_params", {}).get("session_id")
-        try:
-            caller = await self.ctx.metadata(
-                self.ctx.suki_tokens.verify,
-                headers.get("sdp_suki_token"),
-                headers.get("sdp_provider_id"),
-            )
-        except AuthError as exc:
-            self._record(Action.AUTH_FAILURE, actor, 401, session_id, str(exc.message))
-            status, body, extra = suki_error(exc)
-            await send_json(send, status, body, extra)
-            return
-        actor = Actor(
+
+    def actor(self, caller: SukiCaller, request: Request) -> Actor:
+        return with_caller(
+            request.actor,
             partner_id=caller.partner.partner_id,
+            kind="suki_token",
             provider_id=caller.provider_id,
             token_id=caller.token_id,
-            client_ip=actor.client_ip,
-            user_agent=actor.user_agent,
-            request_id=actor.request_id,
-        )
-        try:
-            status = await self.handler(self.ctx, scope, receive, send, caller)
-        except Exception as exc:
-            if not isinstance(exc, TapevaultError):
-                log.exception("unexpected error in %s %s", method, scope.get("path"))
-            status, body, extra = suki_error(exc)
-            self._record(self.action, actor, status, session_id, type(exc).__name__)
-            await send_json(send, status, body, extra)
-            return
-        self._record(self.action, actor, status, session_id, None)
-
-    def _record(
-        self, action: Action, actor: Actor, status: int, session_id: str | None, error: str | None
-    ) -> None:
-        self.ctx.access_log.record(
-            AccessEvent(
-                action=action,
-                actor=actor,
-                status=status,
-                at_ms=now_ms(self.ctx.vault.clock),
-                session_id=session_id,
-                error=error,
-            )
         )
 
+    def error(self, exc: BaseException) -> tuple[int, Any, Headers]:
+        return suki_error(exc)
 
-# --- handlers: each returns the status it sent -------------------------------------------------
+
+# --- handlers ------------------------------------------------------------------------------------
 
 
-def _create(kind: SessionKind) -> Handler:
-    async def create(
-        ctx: AppContext, scope: Scope, receive: Receive, send: Send, caller: SukiCaller
-    ) -> int:
-        await _drain(receive, limit=64 * 1024)
+def _create(ctx: AppContext, kind: SessionKind) -> Handler[SukiCaller]:
+    async def create(request: Request, caller: SukiCaller) -> Reply:
+        await drain(request.receive, _SMALL_BODY)
         session = await ctx.metadata(ctx.vault.create_session, caller.partner, kind)
-        await send_json(send, 201, {"ambient_session_id": session.session_id})
-        return 201
+        body = {"ambient_session_id": session.session_id}
+        return Reply(201, body, session_id=session.session_id)
 
     return create
 
 
-async def get_session(
-    ctx: AppContext, scope: Scope, receive: Receive, send: Send, caller: SukiCaller
-) -> int:
-    session, recordings = await ctx.metadata(
-        ctx.vault.session_with_recordings, caller.partner, scope["path_params"]["session_id"]
-    )
-    await send_json(send, 200, session_body(session, recordings))
-    return 200
+def _get_session(ctx: AppContext) -> Handler[SukiCaller]:
+    async def get_session(request: Request, caller: SukiCaller) -> Reply:
+        session, recordings = await ctx.metadata(
+            ctx.vault.session_with_recordings, caller.partner, request.param("session_id")
+        )
+        return Reply(200, session_body(session, recordings))
+
+    return get_session
 
 
-async def end_session(
-    ctx: AppContext, scope: Scope, receive: Receive, send: Send, caller: SukiCaller
-) -> int:
-    await _drain(receive, limit=64 * 1024)
-    session_id = scope["path_params"]["session_id"]
-    await ctx.metadata(ctx.vault.end_session, caller.partner, session_id)
-    session, recordings = await ctx.metadata(
-        ctx.vault.session_with_recordings, caller.partner, session_id
-    )
-    await send_json(send, 200, session_body(session, recordings))
-    return 200
+def _end_session(ctx: AppContext) -> Handler[SukiCaller]:
+    async def end_session(request: Request, caller: SukiCaller) -> Reply:
+        await drain(request.receive, _SMALL_BODY)
+        session_id = request.param("session_id")
+        await ctx.metadata(ctx.vault.end_session, caller.partner, session_id)
+        session, recordings = await ctx.metadata(
+            ctx.vault.session_with_recordings, caller.partner, session_id
+        )
+        return Reply(200, session_body(session, recordings))
+
+    return end_session
 
 
-async def get_recording_urls(
-    ctx: AppContext, scope: Scope, receive: Receive, send: Send, caller: SukiCaller
-) -> int:
-    download = _parse_download(query_params(scope).get("download"))
-    links = await ctx.metadata(
-        ctx.vault.recording_links,
-        caller.partner,
-        scope["path_params"]["session_id"],
-        download,
-    )
-    body = {
-        "recordings": [
-            {
-                "recording_id": link.recording.recording_id,
-                "presigned_url": link.url,
-                "expires_at": link.expires_at,
-                "sequence_number": link.recording.sequence_number,
-            }
-            for link in links
-        ],
-        "is_streamable": True,
-    }
-    await send_json(send, 200, body)
-    return 200
+def _recording_urls(ctx: AppContext) -> Handler[SukiCaller]:
+    async def recording_urls(request: Request, caller: SukiCaller) -> Reply:
+        download = _parse_download(request.query.get("download"))
+        links = await ctx.metadata(
+            ctx.vault.recording_links, caller.partner, request.param("session_id"), download
+        )
+        body = {
+            "recordings": [
+                {
+                    "recording_id": link.recording.recording_id,
+                    "presigned_url": link.url,
+                    "expires_at": link.expires_at,
+                    "sequence_number": link.recording.sequence_number,
+                }
+                for link in links
+            ],
+            "is_streamable": True,
+        }
+        return Reply(200, body, mode="download" if download else "stream")
+
+    return recording_urls
 
 
-async def upload_audio(
-    ctx: AppContext, scope: Scope, receive: Receive, send: Send, caller: SukiCaller
-) -> int:
-    """Spool the body, check it is audio we can read, and acknowledge it (202).
+def _upload_audio(ctx: AppContext) -> Handler[SukiCaller]:
+    async def upload_audio(request: Request, caller: SukiCaller) -> Reply:
+        """Spool the body, check it is audio we can read, and acknowledge it (202).
 
-    The recording is PROCESSING until a worker has decoded and stored it; the answer says so,
-    and the session's status shows when it is available.
-    """
-    session_id = scope["path_params"]["session_id"]
-    headers = request_headers(scope)
-    declared = headers.get("content-type")
-    limit = ctx.settings.max_upload_bytes
-    length = headers.get("content-length")
-    if length is not None:
-        if not length.isdigit():
-            raise InvalidRequest("Content-Length is not a number.")
-        if int(length) > limit:
-            raise PayloadTooLarge(limit)
-    # Check before reading the body, so a client streaming to an ended session learns at once.
-    await ctx.metadata(ctx.vault.check_accepts_audio, caller.partner, session_id)
-    spooled = await _spool(ctx.spool_dir, receive, limit)
-    try:
-        recording = await accept_file(ctx, caller.partner, session_id, spooled, declared)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            spooled.unlink()
-    await send_json(send, 202, recording_body(recording))
-    return 202
+        The recording is PROCESSING until a worker has decoded and stored it; the answer says
+        so, and the session's status shows when it is available.
+        """
+        session_id = request.param("session_id")
+        # Check before reading the body, so a client streaming to an ended session learns at once.
+        await ctx.metadata(ctx.vault.check_accepts_audio, caller.partner, session_id)
+        recording = await receive_upload(
+            ctx,
+            request.receive,
+            request.headers,
+            lambda path, fmt: ctx.vault.accept_upload(caller.partner, session_id, path, fmt),
+        )
+        return Reply(202, recording_body(recording), recording_id=recording.recording_id)
+
+    return upload_audio
 
 
-async def accept_file(
-    ctx: AppContext, partner: Partner, session_id: str, path: Path, declared: str | None
-) -> Recording:
-    """Probe a complete body on disk and take it into the vault (plain and tus uploads)."""
-    source_format = await ctx.blocking(formats.probe, path, declared)
-    return await ctx.blocking(ctx.vault.accept_upload, partner, session_id, path, source_format)
+def _stream_ticket(ctx: AppContext) -> Handler[SukiCaller]:
+    async def stream_ticket(request: Request, caller: SukiCaller) -> Reply:
+        await drain(request.receive, _SMALL_BODY)
+        ticket = await ctx.metadata(issue_ticket, ctx, caller, request.param("session_id"))
+        return Reply(201, ticket)
+
+    return stream_ticket
 
 
 def tus_endpoint(ctx: AppContext) -> TusEndpoint:
@@ -242,8 +157,8 @@ def tus_endpoint(ctx: AppContext) -> TusEndpoint:
         )
         return caller.partner.partner_id
 
-    async def partner(owner: str) -> Partner:
-        found = await ctx.metadata(ctx.vault.repo.get_partner, owner)
+    async def partner(owner: str) -> Tenant:
+        found = await ctx.metadata(ctx.vault.repo.get_tenant, owner)
         if found is None:
             raise AuthError("Invalid authentication credentials.")
         return found
@@ -256,8 +171,13 @@ def tus_endpoint(ctx: AppContext) -> TusEndpoint:
     async def on_complete(
         owner: str, upload_id: str, data: Path, metadata: dict[str, str]
     ) -> dict[str, Any]:
+        tenant = await partner(owner)
+        session_id = metadata["session_id"]
         recording = await accept_file(
-            ctx, await partner(owner), metadata["session_id"], data, metadata.get("filetype")
+            ctx,
+            data,
+            metadata.get("filetype"),
+            lambda path, fmt: ctx.vault.accept_upload(tenant, session_id, path, fmt),
         )
         return recording_body(recording)
 
@@ -267,6 +187,7 @@ def tus_endpoint(ctx: AppContext) -> TusEndpoint:
                 action=Action.AUTH_FAILURE if event.status == 401 else Action.RECORDING_UPLOAD,
                 actor=Actor(
                     partner_id=event.owner,
+                    kind="suki_token",
                     client_ip=event.client_ip,
                     user_agent=event.user_agent,
                     request_id=event.request_id,
@@ -292,15 +213,6 @@ def tus_endpoint(ctx: AppContext) -> TusEndpoint:
         validate=validate,
         on_event=on_event,
     )
-
-
-async def stream_ticket(
-    ctx: AppContext, scope: Scope, receive: Receive, send: Send, caller: SukiCaller
-) -> int:
-    await _drain(receive, limit=64 * 1024)
-    ticket = await ctx.metadata(issue_ticket, ctx, caller, scope["path_params"]["session_id"])
-    await send_json(send, 201, ticket)
-    return 201
 
 
 # --- wire shapes ---------------------------------------------------------------------------------
@@ -351,83 +263,41 @@ def _parse_download(value: str | None) -> bool:
     return parsed
 
 
-async def _drain(receive: Receive, limit: int) -> None:
-    """Read and discard a small body (create/end take none); refuse a large one."""
-    seen = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return
-        seen += len(message.get("body", b""))
-        if seen > limit:
-            raise PayloadTooLarge(limit)
-        if not message.get("more_body", False):
-            return
-
-
-class ClientGone(TapevaultError):
-    """The client disconnected before its body was complete."""
-
-
-async def _spool(spool_dir: Path, receive: Receive, limit: int) -> Path:
-    """Stream the request body to a temporary file, enforcing ``limit`` as it arrives."""
-    path = spool_dir / f"{uuid.uuid4().hex}.part"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    size = 0
-    try:
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise ClientGone("client disconnected during upload")
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLarge(limit)
-            view = memoryview(chunk)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
-            if not message.get("more_body", False):
-                break
-    except BaseException:
-        os.close(fd)
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-        raise
-    os.close(fd)
-    return path
-
-
-def routes(ctx: AppContext) -> list[tuple[str, SukiEndpoint]]:
+def routes(ctx: AppContext) -> list[tuple[str, Endpoint[SukiCaller]]]:
     """(path, endpoint) pairs for the router."""
+    suki = SukiDialect(ctx)
+
+    def endpoint(method: str, handler: Handler[SukiCaller], action: Action) -> Endpoint[SukiCaller]:
+        return Endpoint(ctx, suki, [method], handler, action)
+
     return [
         # The hot path first: the router tries routes in order.
         (
             "/api/v1/ambient/session/{session_id}/recording",
-            SukiEndpoint(ctx, ["GET"], get_recording_urls, Action.URLS_ISSUE),
+            endpoint("GET", _recording_urls(ctx), Action.URLS_ISSUE),
         ),
         (
             "/api/v1/ambient/session/create",
-            SukiEndpoint(ctx, ["POST"], _create(SessionKind.AMBIENT), Action.SESSION_CREATE),
+            endpoint("POST", _create(ctx, SessionKind.AMBIENT), Action.SESSION_CREATE),
         ),
         (
             "/api/v1/form-filling/session/create",
-            SukiEndpoint(ctx, ["POST"], _create(SessionKind.FORM_FILLING), Action.SESSION_CREATE),
+            endpoint("POST", _create(ctx, SessionKind.FORM_FILLING), Action.SESSION_CREATE),
         ),
         (
             "/api/v1/ambient/session/{session_id}/audio",
-            SukiEndpoint(ctx, ["POST"], upload_audio, Action.RECORDING_UPLOAD),
+            endpoint("POST", _upload_audio(ctx), Action.RECORDING_UPLOAD),
         ),
         (
             "/api/v1/ambient/session/{session_id}/stream-ticket",
-            SukiEndpoint(ctx, ["POST"], stream_ticket, Action.STREAM_TICKET),
+            endpoint("POST", _stream_ticket(ctx), Action.STREAM_TICKET),
         ),
         (
             "/api/v1/ambient/session/{session_id}/end",
-            SukiEndpoint(ctx, ["POST"], end_session, Action.SESSION_END),
+            endpoint("POST", _end_session(ctx), Action.SESSION_END),
         ),
         (
             "/api/v1/ambient/session/{session_id}",
-            SukiEndpoint(ctx, ["GET"], get_session, Action.SESSION_READ),
+            endpoint("GET", _get_session(ctx), Action.SESSION_READ),
         ),
     ]

@@ -31,7 +31,7 @@ from typing import Any
 import orjson
 
 from tapevault.core.clock import now_ms
-from tapevault.core.model import Partner, Recording, Session
+from tapevault.core.model import Recording, Session, Tenant
 from tapevault.errors import AuthError, InvalidRequest, TapevaultError
 from tapevault.http.asgi import Receive, Scope, Send, query_params
 from tapevault.http.context import AppContext
@@ -52,12 +52,12 @@ MAX_CALL_BYTES = 12 * 3600 * RATE  # 12 hours a track
 _DIGITS = re.compile(r"[0-9]{1,12}")
 
 
-def sign_stream_url(partner: Partner, expires: int) -> str:
+def sign_stream_url(partner: Tenant, expires: int) -> str:
     """The query string of a signed Twilio stream URL for ``partner``."""
     return f"p={partner.partner_id}&e={expires}&s={_url_mac(partner, expires)}"
 
 
-def _url_mac(partner: Partner, expires: int) -> str:
+def _url_mac(partner: Tenant, expires: int) -> str:
     message = f"tapevault-twilio-v1\n{partner.partner_id}\n{expires}".encode()
     digest = hmac.digest(partner.jwt_secret.encode(), message, "sha256")
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
@@ -75,7 +75,7 @@ class Call:
     """Built up as the call starts, so whatever was opened is closed again at the end."""
 
     session: Session | None = None
-    partner: Partner | None = None
+    partner: Tenant | None = None
     started: float = 0.0
     tracks: dict[str, Track] = field(default_factory=dict)
 
@@ -189,12 +189,12 @@ class TwilioMediaStream:
             self.hub.opened()
             call.tracks[name] = Track(recording, stream)
 
-    async def _authenticate(self, scope: Scope, custom: dict[str, Any]) -> Partner:
+    async def _authenticate(self, scope: Scope, custom: dict[str, Any]) -> Tenant:
         params = query_params(scope)
         repo = self.ctx.vault.repo
         if "s" in params:
             partner_id, expires_text = params.get("p", ""), params.get("e", "")
-            partner = await self.ctx.metadata(repo.get_partner, partner_id[:64])
+            partner = await self.ctx.metadata(repo.get_tenant, partner_id[:64])
             given = params["s"].encode("ascii", "replace")
             if (
                 partner is None

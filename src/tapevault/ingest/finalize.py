@@ -19,9 +19,11 @@ from pathlib import Path
 
 from tapevault.core import lifecycle
 from tapevault.core.clock import now_ms
-from tapevault.core.model import Job, Recording, RecordingStatus
+from tapevault.core.model import Job, JobKind, Recording, RecordingStatus, SessionKind
+from tapevault.core.renditions import MERGE_PREFIX, Renditions, inputs_digest, merge_inputs
 from tapevault.core.vault import Vault
 from tapevault.errors import InvalidAudio
+from tapevault.ingest.merge import MergeInput, merge_to_wav, sequential_starts
 from tapevault.ingest.pcm import raw_to_wav
 
 log = logging.getLogger("tapevault.finalize")
@@ -51,9 +53,11 @@ def _chunks(path: Path, size: int = 1 << 20) -> Iterator[bytes]:
 
 
 class Finalizer:
-    def __init__(self, vault: Vault, decode: Decoder) -> None:
+    def __init__(self, vault: Vault, decode: Decoder, renditions: Renditions | None = None) -> None:
         self.vault = vault
         self.decode = decode
+        # When set, a call whose last channel became available gets its merged rendition queued.
+        self.renditions = renditions
 
     def run(self, job: Job) -> None:
         """Do one leased job, and record its outcome in the job table."""
@@ -63,7 +67,10 @@ class Finalizer:
             repo.finish_job(job.job_id, now_ms(self.vault.clock), "recording not processing")
             return
         try:
-            self._finalize(recording)
+            if job.kind is JobKind.MERGE:
+                self._merge(recording)
+            else:
+                self._finalize(recording)
         except InvalidAudio as exc:
             self._fail(job, recording, exc.message, bad_audio=True)
         except Exception as exc:
@@ -82,6 +89,60 @@ class Finalizer:
                 repo.retry_job(job.job_id, now_ms(self.vault.clock) + delay * 1000, reason)
         else:
             repo.finish_job(job.job_id, now_ms(self.vault.clock))
+            if job.kind is JobKind.FINALIZE:
+                self._after_available(recording)
+
+    def _after_available(self, recording: Recording) -> None:
+        if self.renditions is None or recording.channel is None:
+            return
+        session = self.vault.repo.get_session(recording.partner_id, recording.session_id)
+        if session is not None and session.kind is SessionKind.CALL:
+            try:
+                self.renditions.refresh(session)
+            except Exception:
+                # The merge is also made on demand; never fail a finished recording for it.
+                log.warning("could not queue the merge of %s", session.session_id, exc_info=True)
+
+    def _merge(self, rendition: Recording) -> None:
+        """Mix the session's recordings into the rendition's file (see core/renditions.py)."""
+        vault = self.vault
+        recordings = vault.repo.list_recordings(rendition.partner_id, rendition.session_id)
+        inputs = merge_inputs(recordings, now_ms(vault.clock))
+        if not inputs or MERGE_PREFIX + inputs_digest(inputs) != rendition.source_format:
+            raise InvalidAudio("the session's audio changed during the merge; a new one is due")
+        if all(r.media_start_epoch_ms is not None for r in inputs):
+            base = min(r.media_start_epoch_ms or 0 for r in inputs)
+            starts = [(r.media_start_epoch_ms or 0) - base for r in inputs]
+        else:
+            starts = sequential_starts([r.duration_ms for r in inputs])
+        fd, tmp_name = tempfile.mkstemp(prefix=".merge-", suffix=".wav", dir=vault.work_dir)
+        os.close(fd)
+        tmp = Path(tmp_name)
+        try:
+            with contextlib.ExitStack() as stack:
+                paths = [stack.enter_context(vault.store.local_copy(r.storage_key)) for r in inputs]
+                merged = merge_to_wav(
+                    [MergeInput(path, start) for path, start in zip(paths, starts, strict=True)],
+                    tmp,
+                )
+            stored = vault.store.put(rendition.storage_key, _chunks(tmp))
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+        vault.repo.update_recording(
+            replace(
+                rendition,
+                status=RecordingStatus.AVAILABLE,
+                sample_rate=merged.sample_rate,
+                channels=merged.channels,
+                bits_per_sample=merged.bits_per_sample,
+                duration_ms=round(merged.frames * 1000 / merged.sample_rate),
+                size_bytes=stored.size,
+                sha256=merged.sha256,
+                failure_reason=None,
+            ),
+            expect=RecordingStatus.PROCESSING,
+        )
 
     def _fail(self, job: Job, recording: Recording, reason: str, *, bad_audio: bool) -> None:
         """End the recording FAILED. The received audio is deleted only when it is bad audio;

@@ -15,7 +15,7 @@ import contextlib
 import os
 import re
 import tempfile
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator
 from pathlib import Path
 
 from tapevault.core.ports import ObjectInfo
@@ -65,6 +65,13 @@ class LocalStore:
         fsync_dir(path.parent)
         st = path.stat()
         return ObjectInfo(size=st.st_size, mtime=st.st_mtime)
+
+    @contextlib.contextmanager
+    def local_copy(self, key: str) -> Iterator[Path]:
+        path = Path(self.path_for(key))
+        if not path.exists():
+            raise StorageError(f"object {key!r} is missing from storage")
+        yield path
 
     def stat(self, key: str) -> ObjectInfo | None:
         try:

@@ -1,0 +1,234 @@
+"""Calls: sessions keyed by a telephony call id, with a caller and an agent channel.
+
+A call is a session of kind ``call`` whose ``external_id`` is the call's SID. Its recordings are
+channels: ``inbound`` (the caller) and ``outbound`` (the agent), each placed on the call's
+timeline by ``media_start_epoch_ms``. Calls arrive from Twilio Media Streams (both channels live)
+or from uploads, one per channel; an uploaded call has no "end": it is available as soon as its
+uploads are processed. This module answers what the Amigo dialect asks of a call: its channels'
+URLs and the metadata document, computed from the stored audio.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from tapevault.core import policy
+from tapevault.core.clock import now_ms
+from tapevault.core.lifecycle import PENDING
+from tapevault.core.model import Recording, RecordingStatus, Session, SessionKind, Tenant
+from tapevault.core.signing import UrlMode
+from tapevault.core.vault import NOT_READY_RETRY_SECONDS, RecordingLink, Vault
+from tapevault.errors import Conflict, InvalidRequest, NotFound, NotReady, UrlRejected
+
+CHANNELS = ("inbound", "outbound")
+CALL_NOT_FOUND = "Recording not found"
+CALL_NOT_READY = "Recording not ready yet"
+DIRECTIONS = ("inbound", "outbound")
+# What a client may say about a call, and what each may hold.
+_ATTRIBUTE_RULES = {
+    "direction": re.compile(r"inbound|outbound"),
+    "service_id": re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}"),
+    "tts_provider": re.compile(r"[A-Za-z0-9_.:/ -]{1,64}"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelFacts:
+    """One channel as stored (empty when the channel was never recorded)."""
+
+    format: str = ""
+    sample_rate: int = 0
+    size_bytes: int = 0
+    offset_ms: int = 0  # where it starts on the call's timeline
+    duration_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CallMetadata:
+    call_sid: str
+    workspace_id: str
+    service_id: str | None
+    direction: str
+    duration_ms: int
+    inbound: ChannelFacts
+    outbound: ChannelFacts
+    tts_provider: str
+    media_start_epoch_ms: int
+
+    @property
+    def start_iso(self) -> str:
+        return iso_ms(self.media_start_epoch_ms)
+
+    @property
+    def end_iso(self) -> str:
+        return iso_ms(self.media_start_epoch_ms + self.duration_ms)
+
+
+@dataclass(frozen=True, slots=True)
+class CallLinks:
+    call_sid: str
+    inbound: RecordingLink | None
+    outbound: RecordingLink | None
+    metadata_url: str
+    expires_at: int
+
+
+def iso_ms(epoch_ms: int) -> str:
+    return datetime.fromtimestamp(epoch_ms / 1000, UTC).isoformat(timespec="milliseconds")
+
+
+def check_attributes(attributes: dict[str, str]) -> dict[str, str]:
+    """The call attributes a client sent, validated; unknown names are refused."""
+    for name, value in attributes.items():
+        rule = _ATTRIBUTE_RULES.get(name)
+        if rule is None:
+            raise InvalidRequest(f"unknown call attribute {name!r}")
+        if not rule.fullmatch(value):
+            raise InvalidRequest(f"invalid value for {name}")
+    return attributes
+
+
+def stored_format(recording: Recording) -> str:
+    """The channel's audio format as captured: ``pcm_mulaw`` for Twilio, ``pcm_s16le`` for a
+    16-bit WAV upload, ``mp3``... (the stored file itself is always PCM WAV)."""
+    source = recording.source_format.removeprefix("stream/")
+    return source.removeprefix("wav/") or f"pcm_s{recording.bits_per_sample}le"
+
+
+class Calls:
+    def __init__(self, vault: Vault) -> None:
+        self.vault = vault
+
+    def find(self, tenant: Tenant, call_sid: str) -> Session:
+        session = None
+        if 0 < len(call_sid) <= 64:
+            session = self.vault.repo.get_session_by_external_id(tenant.partner_id, call_sid)
+        if session is None or session.kind is not SessionKind.CALL:
+            raise NotFound(CALL_NOT_FOUND)
+        return session
+
+    def channels(self, tenant: Tenant, call_sid: str) -> tuple[Session, dict[str, Recording]]:
+        """The call and its servable channels (the latest available recording of each).
+
+        NotReady while nothing is available yet but something is arriving or being processed;
+        NotFound for an unknown call, another tenant's, or one whose audio is gone.
+        """
+        return self.channels_of(self.find(tenant, call_sid))
+
+    def channels_of(self, session: Session) -> tuple[Session, dict[str, Recording]]:
+        now = now_ms(self.vault.clock)
+        recordings = [
+            r
+            for r in self.vault.repo.list_recordings(session.partner_id, session.session_id)
+            if r.channel in CHANNELS and not policy.is_expired(r.expires_ms, now)
+        ]
+        channels: dict[str, Recording] = {}
+        for r in recordings:  # ordered by sequence: a later upload of a channel wins
+            if r.status is RecordingStatus.AVAILABLE and r.channel is not None:
+                channels[r.channel] = r
+        if not channels:
+            if any(r.status in PENDING for r in recordings):
+                raise NotReady(CALL_NOT_READY, retry_after=NOT_READY_RETRY_SECONDS)
+            raise NotFound(CALL_NOT_FOUND)
+        return session, channels
+
+    def links(self, tenant: Tenant, call_sid: str) -> CallLinks:
+        """Signed streaming URLs of both channels and of the metadata, for one hour."""
+        session, channels = self.channels(tenant, call_sid)
+        expires = now_ms(self.vault.clock) // 1000 + policy.CALL_URL_SECONDS
+        found = {name: self.vault.link(r, UrlMode.STREAM, expires) for name, r in channels.items()}
+        return CallLinks(
+            call_sid=call_sid,
+            inbound=found.get("inbound"),
+            outbound=found.get("outbound"),
+            metadata_url=self.vault.metadata_url(session, expires),
+            expires_at=expires,
+        )
+
+    def metadata(self, tenant: Tenant, call_sid: str) -> CallMetadata:
+        session, channels = self.channels(tenant, call_sid)
+        return call_metadata(tenant, session, channels)
+
+    def authorize_metadata(self, session_id: str, query: Mapping[str, str]) -> CallMetadata:
+        """The metadata behind a signed ``metadata_url``; raises UrlRejected or NotFound."""
+        vault = self.vault
+        grant = vault.signer().verify(session_id, query, vault.clock.now())
+        if grant.mode is not UrlMode.METADATA:
+            raise UrlRejected("invalid", "This URL does not grant a metadata document.")
+        tenant = vault.repo.get_tenant(grant.partner_id)
+        session = vault.repo.get_session(grant.partner_id, session_id)
+        if tenant is None or session is None or session.kind is not SessionKind.CALL:
+            raise NotFound(CALL_NOT_FOUND)
+        session, channels = self.channels_of(session)
+        return call_metadata(tenant, session, channels)
+
+    def accept_upload(
+        self,
+        tenant: Tenant,
+        call_sid: str,
+        channel: str,
+        spooled: Path,
+        source_format: str,
+        *,
+        media_start_epoch_ms: int | None,
+        attributes: dict[str, str],
+    ) -> Recording:
+        """One channel's audio for a call; the first upload creates the call.
+
+        A channel takes one recording: a second upload while the first is arriving, processing
+        or available is a conflict (one that failed may be replaced).
+        """
+        session = self.vault.call_session(tenant, call_sid)
+        if attributes:
+            merged = {**session.attributes, **check_attributes(attributes)}
+            self.vault.repo.update_session_attributes(tenant.partner_id, session.session_id, merged)
+        for r in self.vault.repo.list_recordings(tenant.partner_id, session.session_id):
+            if r.channel == channel and r.status is not RecordingStatus.FAILED:
+                raise Conflict(f"The {channel} channel of this call already has audio.")
+        return self.vault.accept_upload(
+            tenant,
+            session.session_id,
+            spooled,
+            source_format,
+            channel=channel,
+            media_start_epoch_ms=media_start_epoch_ms,
+        )
+
+
+def call_metadata(tenant: Tenant, session: Session, channels: dict[str, Recording]) -> CallMetadata:
+    """The call's metadata, from its stored channels: start is the earliest channel's first
+    sample, each channel sits at its own offset, and the duration runs to the last sample."""
+    starts = [r.media_start_epoch_ms for r in channels.values() if r.media_start_epoch_ms]
+    start = min(starts) if starts else session.created_ms
+    facts: dict[str, ChannelFacts] = {}
+    for name, r in channels.items():
+        facts[name] = ChannelFacts(
+            format=stored_format(r),
+            sample_rate=r.sample_rate,
+            size_bytes=r.size_bytes,
+            offset_ms=(r.media_start_epoch_ms or start) - start,
+            duration_ms=r.duration_ms,
+        )
+    duration = max((f.offset_ms + f.duration_ms for f in facts.values()), default=0)
+    attributes = session.attributes
+    return CallMetadata(
+        call_sid=session.external_id or session.session_id,
+        workspace_id=tenant.workspace_id,
+        service_id=attributes.get("service_id"),
+        direction=attributes.get("direction", "inbound"),
+        duration_ms=duration,
+        inbound=facts.get("inbound", ChannelFacts()),
+        outbound=facts.get("outbound", ChannelFacts()),
+        tts_provider=attributes.get("tts_provider", "unknown"),
+        media_start_epoch_ms=start,
+    )
+
+
+def new_call_sid() -> str:
+    """A call id for tests and demos, shaped like Twilio's (``CA`` + 32 hex digits)."""
+    return "CA" + uuid.uuid4().hex

@@ -1,0 +1,185 @@
+"""One shape for every API endpoint of every dialect.
+
+An endpoint checks the method, authenticates the caller with its dialect's credential, runs a
+handler that turns the request into service calls and returns a ``Reply``, records the access,
+and only then answers. A dialect contributes three things (``Dialect``): how to authenticate, who
+the caller is for the access log, and how errors look on its wire. Handlers never see the ASGI
+scope's framework objects: they get a plain ``Request``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Generic, Protocol, TypeVar
+
+from tapevault.core.access import AccessEvent, Action, Actor
+from tapevault.core.clock import now_ms
+from tapevault.errors import AuthError, MethodNotAllowed, TapevaultError
+from tapevault.http.asgi import (
+    Receive,
+    Scope,
+    Send,
+    client_ip,
+    query_params,
+    request_headers,
+    request_id,
+    send_json,
+)
+from tapevault.http.context import AppContext
+
+log = logging.getLogger("tapevault.http")
+
+Headers = list[tuple[bytes, bytes]]
+C = TypeVar("C")
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    scope: Scope
+    receive: Receive
+    headers: dict[str, str]
+    path_params: dict[str, str]
+    query: dict[str, str]
+    actor: Actor  # who/where before authentication: ip, user agent, request id
+
+    def param(self, name: str) -> str:
+        return self.path_params.get(name, "")
+
+
+@dataclass(slots=True)
+class Reply:
+    """What a handler did: the answer to send and what the access record should say."""
+
+    status: int
+    body: Any = None  # JSON; None for an empty body
+    headers: Headers = field(default_factory=list)
+    session_id: str | None = None
+    recording_id: str | None = None
+    mode: str | None = None
+    detail: dict[str, Any] | None = None
+    action: Action | None = None  # when one endpoint does several things (GET and POST)
+    # Set by handlers that answer with a stream themselves (audio): the endpoint records the
+    # access first, then hands ``send`` over.
+    stream: Callable[[Send], Awaitable[None]] | None = None
+
+
+class Dialect(Protocol[C]):
+    """What makes an API dialect different: its credentials and its error wire format."""
+
+    def authenticate(self, request: Request) -> C:
+        """The caller, or ``AuthError``; runs as a metadata call (inline on SQLite)."""
+        ...
+
+    def actor(self, caller: C, request: Request) -> Actor: ...
+
+    def error(self, exc: BaseException) -> tuple[int, Any, Headers]:
+        """(status, JSON body, extra headers) for any exception, in the dialect's shape."""
+        ...
+
+
+Handler = Callable[[Request, C], Awaitable[Reply]]
+
+
+class Endpoint(Generic[C]):
+    """A raw ASGI endpoint: method check, authentication, handler, access record, answer."""
+
+    def __init__(
+        self,
+        ctx: AppContext,
+        dialect: Dialect[C],
+        methods: Sequence[str],
+        handler: Handler[C],
+        action: Action,
+    ) -> None:
+        self.ctx = ctx
+        self.dialect = dialect
+        self.methods = tuple(methods)
+        self.handler = handler
+        self.action = action
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = request_headers(scope)
+        request = Request(
+            scope=scope,
+            receive=receive,
+            headers=headers,
+            path_params=scope.get("path_params", {}),
+            query=query_params(scope),
+            actor=Actor(
+                client_ip=client_ip(scope),
+                user_agent=headers.get("user-agent"),
+                request_id=request_id(headers),
+            ),
+        )
+        method = scope["method"]
+        if method not in self.methods:
+            await self._fail(send, request, request.actor, MethodNotAllowed(method, self.methods))
+            return
+        try:
+            caller = await self.ctx.metadata(self.dialect.authenticate, request)
+        except AuthError as exc:
+            await self._fail(send, request, request.actor, exc, Action.AUTH_FAILURE)
+            return
+        except Exception as exc:  # a database failure while looking the credential up
+            await self._fail(send, request, request.actor, exc)
+            return
+        actor = self.dialect.actor(caller, request)
+        try:
+            reply = await self.handler(request, caller)
+        except Exception as exc:
+            await self._fail(send, request, actor, exc)
+            return
+        action = reply.action or self.action
+        self.ctx.access_log.record(self._event(action, actor, reply.status, request, reply))
+        if reply.stream is not None:
+            await reply.stream(send)
+            return
+        await send_json(send, reply.status, reply.body, reply.headers, empty=reply.body is None)
+
+    async def _fail(
+        self,
+        send: Send,
+        request: Request,
+        actor: Actor,
+        exc: BaseException,
+        action: Action | None = None,
+    ) -> None:
+        if not isinstance(exc, TapevaultError):
+            log.exception(
+                "unexpected error in %s %s", request.scope["method"], request.scope.get("path")
+            )
+        status, body, extra = self.dialect.error(exc)
+        error = exc.message if isinstance(exc, TapevaultError) else type(exc).__name__
+        self.ctx.access_log.record(
+            self._event(action or self.action, actor, status, request, None, error)
+        )
+        await send_json(send, status, body, extra)
+
+    def _event(
+        self,
+        action: Action,
+        actor: Actor,
+        status: int,
+        request: Request,
+        reply: Reply | None,
+        error: str | None = None,
+    ) -> AccessEvent:
+        return AccessEvent(
+            action=action,
+            actor=actor,
+            status=status,
+            at_ms=now_ms(self.ctx.vault.clock),
+            session_id=(reply.session_id if reply else None)
+            or request.path_params.get("session_id"),
+            recording_id=reply.recording_id if reply else None,
+            mode=reply.mode if reply else None,
+            error=error,
+            detail=reply.detail if reply else None,
+        )
+
+
+def with_caller(base: Actor, **who: Any) -> Actor:
+    """The request's anonymous actor with the authenticated identity filled in."""
+    return replace(base, **who)

@@ -1,0 +1,120 @@
+"""Request bodies: small ones drained, audio spooled to disk, checked, then accepted.
+
+Shared by every dialect that takes audio (Suki uploads, Amigo call uploads, tus). A body is never
+held in memory: it streams to a file in the spool directory with the size limit enforced as it
+arrives; the file is probed (is it audio we read?) and handed to an ``accept`` callback, which
+moves it into the vault. Whatever happens, the spool file is gone afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from tapevault.core.model import Recording
+from tapevault.errors import InvalidRequest, PayloadTooLarge, TapevaultError
+from tapevault.http.asgi import Receive
+from tapevault.http.context import AppContext
+from tapevault.ingest import formats
+
+Accept = Callable[[Path, str], Recording]
+"""``accept(path, source_format)``: take a probed file into the vault (runs in a thread)."""
+
+
+class ClientGone(TapevaultError):
+    """The client disconnected before its body was complete."""
+
+
+def check_declared_length(headers: Mapping[str, str], limit: int) -> None:
+    """Refuse a body whose declared length is over the limit before reading any of it."""
+    length = headers.get("content-length")
+    if length is None:
+        return
+    if not length.isdigit():
+        raise InvalidRequest("Content-Length is not a number.")
+    if int(length) > limit:
+        raise PayloadTooLarge(limit)
+
+
+async def drain(receive: Receive, limit: int) -> None:
+    """Read and discard a small body (create/end take none); refuse a large one."""
+    seen = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+        seen += len(message.get("body", b""))
+        if seen > limit:
+            raise PayloadTooLarge(limit)
+        if not message.get("more_body", False):
+            return
+
+
+async def read_small(receive: Receive, limit: int) -> bytes:
+    """A small body (JSON requests), refused past ``limit``."""
+    parts: list[bytes] = []
+    seen = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone("client disconnected during the request")
+        chunk = message.get("body", b"")
+        seen += len(chunk)
+        if seen > limit:
+            raise PayloadTooLarge(limit)
+        parts.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(parts)
+
+
+async def spool(spool_dir: Path, receive: Receive, limit: int) -> Path:
+    """Stream the request body to a temporary file, enforcing ``limit`` as it arrives."""
+    path = spool_dir / f"{uuid.uuid4().hex}.part"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    size = 0
+    try:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ClientGone("client disconnected during upload")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(limit)
+            view = memoryview(chunk)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            if not message.get("more_body", False):
+                break
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        raise
+    os.close(fd)
+    return path
+
+
+async def accept_file(
+    ctx: AppContext, path: Path, declared: str | None, accept: Accept
+) -> Recording:
+    """Probe a complete body on disk and take it into the vault (plain and tus uploads)."""
+    source_format = await ctx.blocking(formats.probe, path, declared)
+    return await ctx.blocking(accept, path, source_format)
+
+
+async def receive_upload(
+    ctx: AppContext, receive: Receive, headers: Mapping[str, str], accept: Accept
+) -> Recording:
+    """Spool, probe and accept one upload body; the spool file never outlives the call."""
+    check_declared_length(headers, ctx.settings.max_upload_bytes)
+    spooled = await spool(ctx.spool_dir, receive, ctx.settings.max_upload_bytes)
+    try:
+        return await accept_file(ctx, spooled, headers.get("content-type"), accept)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            spooled.unlink()
