@@ -1,0 +1,216 @@
+"""The Kore dialect in process, on SQLite and PostgreSQL: statuses, credentials, merged audio."""
+
+from __future__ import annotations
+
+import io
+import wave
+from collections.abc import AsyncIterator
+
+import httpx
+import jwt
+import numpy as np
+import pytest
+
+from tapevault.audio_gen import tone_wav_bytes
+from tapevault.core.clock import FixedClock
+from tapevault.runtime import Runtime
+from tests.dialects import BASE, Customer, customer, local, upload_channel
+
+CALL = "CAfeedfacefeedfacefeedfacefeedface"
+START = 1_800_000_000_000
+
+
+@pytest.fixture
+async def client(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=runtime.asgi())
+    async with httpx.AsyncClient(transport=transport, base_url=BASE) as c:
+        yield c
+
+
+@pytest.fixture
+def acme(runtime: Runtime, clock: FixedClock) -> Customer:
+    return customer(runtime, clock, "acme")
+
+
+async def kore(client: httpx.AsyncClient, who: Customer, session_id: str) -> httpx.Response:
+    return await client.get(
+        f"/api/public/bot/{who.bot}/v2/recordings",
+        params={"sessionId": session_id, "userId": "agent@example.com"},
+        headers={**who.kore, "content-type": "application/json"},
+    )
+
+
+def pcm_of(wav_bytes: bytes) -> tuple[np.ndarray, int]:
+    with wave.open(io.BytesIO(wav_bytes)) as w:
+        assert w.getnchannels() == 1 and w.getsampwidth() == 2
+        return np.frombuffer(w.readframes(w.getnframes()), dtype="<i2"), w.getframerate()
+
+
+def window(samples: np.ndarray, rate: int, start_ms: int, end_ms: int) -> np.ndarray:
+    return samples[start_ms * rate // 1000 : end_ms * rate // 1000].astype(np.float64)
+
+
+def rms(samples: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(samples**2))) if len(samples) else 0.0
+
+
+def dominant_hz(samples: np.ndarray, rate: int) -> float:
+    spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
+    return float(np.fft.rfftfreq(len(samples), 1 / rate)[int(np.argmax(spectrum))])
+
+
+async def test_merged_call_holds_both_voices_at_the_right_times(
+    client: httpx.AsyncClient, runtime: Runtime, acme: Customer
+) -> None:
+    """The caller (440 Hz, 8 kHz, at 0 s) and the agent (1 kHz, 16 kHz, at 1.5 s) are mixed on
+    one timeline at the common rate: energy and pitch per 100 ms window say who speaks when."""
+    caller = tone_wav_bytes(1.0, sample_rate=8000, freq=440.0)
+    agent = tone_wav_bytes(1.0, sample_rate=16000, freq=1000.0)
+    await upload_channel(client, runtime, acme, CALL, "inbound", caller, media_start_epoch_ms=START)
+    await upload_channel(
+        client, runtime, acme, CALL, "outbound", agent, media_start_epoch_ms=START + 1500
+    )
+    response = await kore(client, acme, CALL)
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "success"
+    (entry,) = body["recording"]
+    assert entry["fileName"] == f"{CALL}-merged.wav"
+    audio = await client.get(local(entry["fileUrl"]))
+    assert audio.status_code == 200 and audio.headers["content-type"] == "audio/wav"
+    samples, rate = pcm_of(audio.content)
+    assert rate == 16000 and abs(len(samples) - int(2.5 * rate)) <= rate // 100
+    loud = 0.3 * 32767 / np.sqrt(2) / 2
+    for start in range(0, 2500, 100):
+        part = window(samples, rate, start + 10, start + 90)
+        if start < 1000:
+            assert rms(part) > loud and abs(dominant_hz(part, rate) - 440) < 30, start
+        elif start < 1500:
+            assert rms(part) < 50, start  # nobody speaks
+        else:
+            assert rms(part) > loud and abs(dominant_hz(part, rate) - 1000) < 30, start
+
+
+async def test_ambient_session_segments_are_joined_in_order(
+    client: httpx.AsyncClient, runtime: Runtime, acme: Customer
+) -> None:
+    """An ambient session's recordings, which carry no clock, are merged back to back."""
+    created = await client.post("/api/v1/ambient/session/create", headers=acme.suki)
+    session_id = created.json()["ambient_session_id"]
+    for seconds, freq in ((0.5, 300.0), (1.0, 2000.0)):
+        await client.post(
+            f"/api/v1/ambient/session/{session_id}/audio",
+            headers={**acme.suki, "content-type": "audio/wav"},
+            content=tone_wav_bytes(seconds, sample_rate=16000, freq=freq),
+        )
+    runtime.worker.run_until_idle()
+    first = (await kore(client, acme, session_id)).json()
+    assert first["status"] == "media_in_progress"  # ambient merges are made on demand
+    runtime.worker.run_until_idle()
+    ready = (await kore(client, acme, session_id)).json()
+    assert ready["status"] == "success"
+    samples, rate = pcm_of((await client.get(local(ready["recording"][0]["fileUrl"]))).content)
+    assert len(samples) == int(1.5 * rate)
+    assert abs(dominant_hz(window(samples, rate, 0, 500), rate) - 300) < 30
+    assert abs(dominant_hz(window(samples, rate, 500, 1500), rate) - 2000) < 30
+
+
+async def test_statuses_follow_the_recordings(
+    client: httpx.AsyncClient, runtime: Runtime, acme: Customer
+) -> None:
+    """media_unavailable, media_in_progress (with Retry-After), success, and a re-merge when a
+    channel arrives later; an unknown session is media_unavailable."""
+    assert (await kore(client, acme, "no-such-session")).json() == {
+        "status": "media_unavailable",
+        "recording": [],
+    }
+    await client.post(
+        f"/v1/{acme.ws}/calls/{CALL}/audio",
+        params={"channel": "inbound"},
+        headers={**acme.bearer, "content-type": "audio/wav"},
+        content=tone_wav_bytes(0.5),
+    )
+    processing = await kore(client, acme, CALL)
+    assert processing.json()["status"] == "media_in_progress"
+    assert processing.headers["retry-after"] == "2"
+    runtime.worker.run_until_idle()
+    first = (await kore(client, acme, CALL)).json()
+    assert first["status"] == "success"
+    await upload_channel(client, runtime, acme, CALL, "outbound", tone_wav_bytes(1.0))
+    second = (await kore(client, acme, CALL)).json()
+    assert second["status"] == "success"
+    assert second["recording"][0]["fileUrl"] != first["recording"][0]["fileUrl"]
+    replaced = await client.get(local(first["recording"][0]["fileUrl"]))
+    assert replaced.status_code == 404  # the old rendition was replaced, never changed
+
+
+async def test_failed_processing_is_reported(
+    client: httpx.AsyncClient, runtime: Runtime, acme: Customer
+) -> None:
+    """A session whose only recording failed in the worker (damage found by the full decode)
+    answers failed with the reason, and no Retry-After."""
+    created = await client.post("/api/v1/ambient/session/create", headers=acme.suki)
+    session_id = created.json()["ambient_session_id"]
+    upload = await client.post(
+        f"/api/v1/ambient/session/{session_id}/audio",
+        headers={**acme.suki, "content-type": "audio/wav"},
+        content=tone_wav_bytes(1.0),
+    )
+    assert upload.status_code == 202
+    runtime.vault.incoming_path(upload.json()["recording_id"]).write_bytes(b"damaged" * 10)
+    runtime.worker.run_until_idle()
+    response = await kore(client, acme, session_id)
+    body = response.json()
+    assert body["status"] == "failed" and body["recording"] == []
+    assert "WAV" in body["message"] or "audio" in body["message"]
+    assert "retry-after" not in response.headers
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["missing", "garbage", "wrong_secret", "no_app_id", "unknown_app", "alg_none", "expired"],
+)
+async def test_bad_jwts_are_401_in_kores_error_shape(
+    client: httpx.AsyncClient, acme: Customer, clock: FixedClock, case: str
+) -> None:
+    """Every kind of bad auth header gets 401 {"errors":[{"msg","code":401}]}."""
+    now = int(clock.now())
+    claims = {"appId": acme.tenant.kore_client_id, "sub": "x"}
+    secret = acme.tenant.kore_client_secret
+    token = {
+        "missing": None,
+        "garbage": "not.a.jwt",
+        "wrong_secret": jwt.encode(claims, "another-secret-of-32-bytes-length!", "HS256"),
+        "no_app_id": jwt.encode({"sub": "x"}, secret, "HS256"),
+        "unknown_app": jwt.encode({**claims, "appId": "cs-unknown"}, secret, "HS256"),
+        "alg_none": jwt.encode(claims, None, "none"),
+        "expired": jwt.encode({**claims, "exp": now - 120}, secret, "HS256"),
+    }[case]
+    headers = {} if token is None else {"auth": token}
+    response = await client.get(
+        f"/api/public/bot/{acme.bot}/v2/recordings", params={"sessionId": CALL}, headers=headers
+    )
+    assert response.status_code == 401
+    (error,) = response.json()["errors"]
+    assert error["code"] == 401 and error["msg"]
+
+
+async def test_token_without_exp_is_accepted_and_request_errors(
+    client: httpx.AsyncClient, acme: Customer
+) -> None:
+    """Kore's own recipe (appId only) works; a missing sessionId is 400; a foreign bot 404."""
+    token = jwt.encode({"appId": acme.tenant.kore_client_id}, acme.tenant.kore_client_secret)
+    url = f"/api/public/bot/{acme.bot}/v2/recordings"
+    ok = await client.get(url, params={"sessionId": CALL}, headers={"auth": token})
+    assert ok.status_code == 200 and ok.json()["status"] == "media_unavailable"
+    missing = await client.get(url, headers={"auth": token})
+    assert missing.status_code == 400
+    assert missing.json() == {"errors": [{"msg": "sessionId is required.", "code": 400}]}
+    bot = await client.get(
+        "/api/public/bot/st-unknown/v2/recordings",
+        params={"sessionId": CALL},
+        headers={"auth": token},
+    )
+    assert bot.status_code == 404
+    post = await client.post(url, params={"sessionId": CALL}, headers={"auth": token})
+    assert post.status_code == 405
