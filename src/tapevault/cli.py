@@ -16,7 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from tapevault import __version__
+from tapevault import __version__, cli_compliance
 from tapevault.auth.kore import issue_kore_token
 from tapevault.auth.suki import issue_token, parse_suki_public_keys
 from tapevault.config import SETTINGS_DOC, Settings
@@ -367,6 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_settings(remove)
     remove.add_argument("key_id")
     remove.set_defaults(func=cmd_keys)
+    cli_compliance.register(commands, _add_settings, _tenant, _runtime)
     return parser
 
 

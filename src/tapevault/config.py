@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from tapevault.errors import ConfigError
+from tapevault.core.policy import parse_duration
+from tapevault.errors import ConfigError, InvalidRequest
 
 _SIZE = re.compile(r"^\s*(\d{1,15})\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
@@ -44,6 +45,26 @@ SETTINGS_DOC: dict[str, tuple[str, str]] = {
     "cors_origins": (
         "TAPEVAULT_CORS_ORIGINS",
         "comma-separated origins allowed to play media cross-origin, or *",
+    ),
+    "audit": (
+        "TAPEVAULT_AUDIT",
+        "on: the durable, hash-chained access log; off: JSON log lines only (benchmarks)",
+    ),
+    "audit_key_file": (
+        "TAPEVAULT_AUDIT_KEY_FILE",
+        "Ed25519 key that signs audit checkpoints (default: DATA_DIR/audit-signing.pem)",
+    ),
+    "audit_checkpoint_seconds": (
+        "TAPEVAULT_AUDIT_CHECKPOINT_SECONDS",
+        "sign a checkpoint of the access log at least this often, when it grew",
+    ),
+    "audit_retention": (
+        "TAPEVAULT_AUDIT_RETENTION",
+        "keep access records this long (its own retention, apart from audio), e.g. 6y",
+    ),
+    "purge_interval": (
+        "TAPEVAULT_PURGE_INTERVAL",
+        "how often the worker purges audio past retention, e.g. 60s",
     ),
 }
 
@@ -82,6 +103,11 @@ class Settings:
     max_upload_bytes: int = 2 * 1024**3
     cors_origins: tuple[str, ...] = ("*",)
     workers: int = 1
+    audit: bool = True
+    audit_key_file: Path | None = None  # None: DATA_DIR/audit-signing.pem
+    audit_checkpoint_seconds: int = 60
+    audit_retention_seconds: int = 6 * 365 * 86400
+    purge_interval_seconds: int = 60
 
     def __repr__(self) -> str:
         return (
@@ -89,7 +115,10 @@ class Settings:
             f"database_url={mask_url(self.database_url)!r}, public_url={self.public_url!r}, "
             f"storage_url={self.storage_url!r}, host={self.host!r}, port={self.port}, "
             f"max_upload_bytes={self.max_upload_bytes}, cors_origins={self.cors_origins!r}, "
-            f"workers={self.workers})"
+            f"workers={self.workers}, audit={self.audit}, "
+            f"audit_checkpoint_seconds={self.audit_checkpoint_seconds}, "
+            f"audit_retention_seconds={self.audit_retention_seconds}, "
+            f"purge_interval_seconds={self.purge_interval_seconds})"
         )
 
     @property
@@ -125,7 +154,22 @@ class Settings:
         workers_text = pick("workers") or "1"
         if not workers_text.isdigit() or int(workers_text) > 64:
             raise ConfigError("TAPEVAULT_WORKERS", f"{workers_text!r} is not a count from 0 to 64")
+        audit_text = (pick("audit") or "on").lower()
+        if audit_text not in ("on", "off"):
+            raise ConfigError("TAPEVAULT_AUDIT", f"{audit_text!r} is neither on nor off")
+        key_file = pick("audit_key_file")
         return cls(
+            audit=audit_text == "on",
+            audit_key_file=Path(key_file).expanduser().resolve() if key_file else None,
+            audit_checkpoint_seconds=_duration(
+                "TAPEVAULT_AUDIT_CHECKPOINT_SECONDS", pick("audit_checkpoint_seconds") or "60"
+            ),
+            audit_retention_seconds=_duration(
+                "TAPEVAULT_AUDIT_RETENTION", pick("audit_retention") or "6y"
+            ),
+            purge_interval_seconds=_duration(
+                "TAPEVAULT_PURGE_INTERVAL", pick("purge_interval") or "60"
+            ),
             workers=int(workers_text),
             data_dir=data_dir,
             database_url=database_url,
@@ -137,6 +181,10 @@ class Settings:
             cors_origins=origins,
         )
 
+    @property
+    def audit_key_path(self) -> Path:
+        return self.audit_key_file or self.data_dir / "audit-signing.pem"
+
     def ensure_data_dir(self) -> None:
         """Create the data directory, failing with the setting's name if that is impossible."""
         try:
@@ -145,6 +193,13 @@ class Settings:
             raise ConfigError(
                 "TAPEVAULT_DATA_DIR", f"cannot create {self.data_dir}: {exc}"
             ) from exc
+
+
+def _duration(setting: str, text: str) -> int:
+    try:
+        return parse_duration(text)
+    except InvalidRequest as exc:
+        raise ConfigError(setting, exc.message) from exc
 
 
 def _url_host(host: str) -> str:

@@ -101,6 +101,8 @@ class GoneDetail:
 
     reason: str  # "expired" or "deleted"
     at: int  # Unix seconds when it expired or was deleted
+    # Which rule removed it: the retention level ("tenant", "session", "recording") or "request".
+    policy: str | None = None
 
 
 class Gone(TapevaultError):

@@ -13,10 +13,15 @@ from tapevault.auth.suki import SukiTokenVerifier
 from tapevault.auth.workspace import ApiKeyVerifier
 from tapevault.config import Settings
 from tapevault.core.access import AccessLog, LoggingAccessLog
+from tapevault.core.audit import load_or_create_signer
+from tapevault.core.auditlog import AuditLog
 from tapevault.core.calls import Calls
 from tapevault.core.clock import Clock, SystemClock
+from tapevault.core.playback import PerRequest, PlaybackLog, Playbacks
 from tapevault.core.renditions import Renditions
+from tapevault.core.retention import Retention
 from tapevault.core.vault import Vault
+from tapevault.db.auditstore import SqlAuditStore
 from tapevault.db.engine import make_engine, migrate
 from tapevault.db.repository import SqlRepository
 from tapevault.http.app import build_app
@@ -24,10 +29,15 @@ from tapevault.http.asgi import ASGIApp
 from tapevault.http.context import AppContext
 from tapevault.ingest import formats
 from tapevault.ingest.finalize import Finalizer
+from tapevault.ingest.housekeeping import Housekeeping
+from tapevault.ingest.liveness import is_gone
 from tapevault.ingest.worker import Worker, worker_id
 from tapevault.storage.local import open_store
 
 log = logging.getLogger("tapevault")
+
+# A playback not refreshed for this long belongs to a process on another host that is gone.
+PENDING_STALE_MS = 10 * 60 * 1000
 
 
 @dataclass
@@ -37,6 +47,8 @@ class Runtime:
     vault: Vault
     context: AppContext
     worker: Worker
+    audit: AuditLog | None  # the durable access log (None with TAPEVAULT_AUDIT=off or in tests)
+    audit_store: SqlAuditStore
 
     def asgi(self, *, background: bool = False) -> ASGIApp:
         """The application; with ``background`` its lifespan starts and stops the worker
@@ -54,8 +66,13 @@ class Runtime:
             self.worker.start(self.settings.workers)
 
     def recover(self) -> None:
-        """Take back what a dead process left: its job leases and half-written recordings."""
+        """Take back what a dead process left: job leases, half-written recordings, and
+        playbacks it was folding (sealed as they were last written)."""
         self.worker.recover()
+        if self.audit is not None:
+            sealed = self.audit.recover_pending(is_gone, stale_ms=PENDING_STALE_MS)
+            if sealed:
+                log.warning("sealed %d playback record(s) left open by a dead process", sealed)
 
     def stop(self) -> None:
         self.worker.stop()
@@ -66,6 +83,8 @@ class Runtime:
         return self.repo.engine
 
     def close(self) -> None:
+        if self.audit is not None:
+            self.audit.close()
         self.repo.close()
 
 
@@ -88,19 +107,56 @@ def open_runtime(
     process = worker_id()
     spool = settings.data_dir / "spool"
     spool.mkdir(parents=True, exist_ok=True)
+    audit_store = SqlAuditStore(engine)
+    audit: AuditLog | None = None
+    playbacks: PlaybackLog
+    if access_log is None and settings.audit:
+        audit = AuditLog(
+            audit_store,
+            clock,
+            load_or_create_signer(settings.audit_key_path),
+            checkpoint_seconds=settings.audit_checkpoint_seconds,
+        )
+        access_log = audit
+        playbacks = Playbacks(audit, clock, process)
+    else:
+        access_log = access_log or LoggingAccessLog()
+        playbacks = PerRequest(access_log)
     renditions = Renditions(vault)
+    retention = Retention(vault, access_log)
     context = AppContext(
         settings=settings,
         vault=vault,
         calls=Calls(vault),
         renditions=renditions,
+        retention=retention,
+        audit_store=audit_store,
         suki_tokens=SukiTokenVerifier(repo.get_tenant, clock),
         kore_tokens=KoreTokenVerifier(repo.get_tenant_by_kore_client, clock),
         api_keys=ApiKeyVerifier(repo.get_api_key_by_hash, repo.get_tenant, clock),
-        access_log=access_log or LoggingAccessLog(),
+        access_log=access_log,
+        playbacks=playbacks,
         spool_dir=spool,
         inline_metadata=settings.is_sqlite,
         process_id=process,
     )
-    worker = Worker(Finalizer(vault, formats.decode, renditions), process)
-    return Runtime(settings=settings, repo=repo, vault=vault, context=context, worker=worker)
+    worker = Worker(
+        Finalizer(vault, formats.decode, renditions),
+        process,
+        housekeeping=Housekeeping(
+            retention,
+            audit_store,
+            clock,
+            purge_seconds=settings.purge_interval_seconds,
+            audit_retention_seconds=settings.audit_retention_seconds,
+        ),
+    )
+    return Runtime(
+        settings=settings,
+        repo=repo,
+        vault=vault,
+        context=context,
+        worker=worker,
+        audit=audit,
+        audit_store=audit_store,
+    )

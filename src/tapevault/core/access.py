@@ -14,6 +14,8 @@ from typing import Any, Protocol
 
 import orjson
 
+from tapevault.errors import Unavailable
+
 
 class Action(enum.StrEnum):
     SESSION_CREATE = "session.create"
@@ -29,8 +31,39 @@ class Action(enum.StrEnum):
     RECORDING_UPLOAD = "recording.upload"
     STREAM_TICKET = "stream.ticket"
     URLS_ISSUE = "recording.urls_issue"
-    MEDIA_READ = "media.read"
+    MEDIA_READ = "media.read"  # one request of the gateway that served nothing (403, 404, 410)
+    MEDIA_PLAYBACK = "media.playback"  # the folded requests of one playback
     AUTH_FAILURE = "auth.failure"
+    HOLD_SET = "session.hold_set"
+    HOLD_CLEAR = "session.hold_clear"
+    SESSION_DELETE = "session.delete"
+    RECORDING_DELETE = "recording.delete"
+    RETENTION_SET = "retention.set"
+    RETENTION_PURGE = "retention.purge"
+    AUDIT_READ = "audit.read"
+
+    @property
+    def durable(self) -> bool:
+        """Whether the record must be written before the answer leaves (the compliance list:
+        URLs issued, metadata read, deletion, holds, retention; media has its own rule)."""
+        return self in _DURABLE
+
+
+_DURABLE = frozenset(
+    {
+        Action.URLS_ISSUE,
+        Action.CALL_URLS,
+        Action.CALL_METADATA,
+        Action.MERGED_URLS,
+        Action.HOLD_SET,
+        Action.HOLD_CLEAR,
+        Action.SESSION_DELETE,
+        Action.RECORDING_DELETE,
+        Action.RETENTION_SET,
+        Action.RETENTION_PURGE,
+        Action.AUDIT_READ,
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +96,17 @@ class AccessEvent:
 
 
 class AccessLog(Protocol):
-    def record(self, event: AccessEvent) -> None: ...
+    def record(self, event: AccessEvent) -> None:
+        """Queue the event; never blocks, never raises."""
+        ...
+
+    def commit(self, event: AccessEvent) -> None:
+        """Write the event durably before returning (threads); ``Unavailable`` if impossible."""
+        ...
+
+    async def commit_async(self, event: AccessEvent) -> None:
+        """The same, for the event loop."""
+        ...
 
 
 class LoggingAccessLog:
@@ -76,12 +119,27 @@ class LoggingAccessLog:
         if self._logger.isEnabledFor(logging.INFO):
             self._logger.info(orjson.dumps(asdict(event)).decode())
 
+    def commit(self, event: AccessEvent) -> None:
+        self.record(event)
+
+    async def commit_async(self, event: AccessEvent) -> None:
+        self.record(event)
+
 
 class MemoryAccessLog:
-    """Keeps events in a list; for tests."""
+    """Keeps events in a list; for tests. ``failing`` makes every durable write fail."""
 
     def __init__(self) -> None:
         self.events: list[AccessEvent] = []
+        self.failing = False
 
     def record(self, event: AccessEvent) -> None:
         self.events.append(event)
+
+    def commit(self, event: AccessEvent) -> None:
+        if self.failing:
+            raise Unavailable("The access log cannot be written; nothing was served.")
+        self.events.append(event)
+
+    async def commit_async(self, event: AccessEvent) -> None:
+        self.commit(event)

@@ -22,7 +22,7 @@ from tapevault.core.clock import now_ms
 from tapevault.core.lifecycle import PENDING
 from tapevault.core.model import Recording, RecordingStatus, Session, SessionKind, Tenant
 from tapevault.core.signing import UrlMode
-from tapevault.core.vault import NOT_READY_RETRY_SECONDS, RecordingLink, Vault
+from tapevault.core.vault import NOT_READY_RETRY_SECONDS, RecordingLink, Vault, gone_error
 from tapevault.errors import Conflict, InvalidRequest, NotFound, NotReady, UrlRejected
 
 CHANNELS = ("inbound", "outbound")
@@ -122,18 +122,24 @@ class Calls:
 
     def channels_of(self, session: Session) -> tuple[Session, dict[str, Recording]]:
         now = now_ms(self.vault.clock)
-        recordings = [
-            r
-            for r in self.vault.repo.list_recordings(session.partner_id, session.session_id)
-            if r.channel in CHANNELS and not policy.is_expired(r.expires_ms, now)
-        ]
         channels: dict[str, Recording] = {}
-        for r in recordings:  # ordered by sequence: a later upload of a channel wins
-            if r.status is RecordingStatus.AVAILABLE and r.channel is not None:
-                channels[r.channel] = r
+        pending = False
+        gone = []
+        for r in self.vault.repo.list_recordings(session.partner_id, session.session_id):
+            if r.channel not in CHANNELS:
+                continue
+            verdict = policy.gone(r, now, held=session.held)
+            if verdict is not None:
+                gone.append(verdict)
+            elif r.status is RecordingStatus.AVAILABLE and r.channel is not None:
+                channels[r.channel] = r  # ordered by sequence: a later upload of a channel wins
+            elif r.status in PENDING:
+                pending = True
         if not channels:
-            if any(r.status in PENDING for r in recordings):
+            if pending:
                 raise NotReady(CALL_NOT_READY, retry_after=NOT_READY_RETRY_SECONDS)
+            if gone:
+                raise gone_error(max(gone, key=lambda detail: detail.at))
             raise NotFound(CALL_NOT_FOUND)
         return session, channels
 

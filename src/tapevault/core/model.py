@@ -41,13 +41,16 @@ class RecordingStatus(enum.StrEnum):
 
     RECEIVING: audio is still arriving (a live stream); PROCESSING: complete, being finalized
     (decoded, checksummed) by a worker; AVAILABLE: stored and immutable; FAILED: finalization gave
-    up, with a reason.
+    up, with a reason; EXPIRED and DELETED: purged by retention or erased on request (tombstones).
     """
 
     RECEIVING = "receiving"
     PROCESSING = "processing"
     AVAILABLE = "available"
     FAILED = "failed"
+    # Tombstones: the audio is gone from storage, the metadata stays (what, when, which policy).
+    EXPIRED = "expired"
+    DELETED = "deleted"
 
 
 def _uuid() -> str:
@@ -104,6 +107,17 @@ class Session:
     external_id: str | None = None
     # What the client told us about a call (direction, service_id, tts_provider); never audio facts.
     attributes: Mapping[str, str] = field(default_factory=dict)
+    # Overrides the tenant's retention for this session's recordings (None: the tenant's).
+    retention_seconds: int | None = None
+    # A legal hold: while set, nothing of the session is purged or deleted.
+    hold_reason: str | None = None
+    hold_by: str | None = None
+    hold_set_ms: int | None = None
+    deleted_ms: int | None = None  # when its audio was deleted on request
+
+    @property
+    def held(self) -> bool:
+        return self.hold_set_ms is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +153,15 @@ class Recording:
     # Who is writing a RECEIVING recording, and when it last said so (for crash recovery).
     writer_id: str | None = None
     heartbeat_ms: int | None = None
+    # Overrides the session's (or tenant's) retention for this recording alone.
+    retention_seconds: int | None = None
+    # The tombstone: when the audio was removed, why ("expired", "deleted") and, for a deletion,
+    # by whom. ``retention_policy`` names the level that set ``expires_ms``: "tenant",
+    # "session" or "recording".
+    purged_ms: int | None = None
+    purge_reason: str | None = None
+    retention_policy: str | None = None
+    deleted_by: str | None = None
 
     @property
     def is_servable(self) -> bool:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import math
 import re
 
-from tapevault.errors import InvalidRequest
+from tapevault.core.model import Recording, RecordingStatus
+from tapevault.errors import GoneDetail, InvalidRequest
 
 STREAM_MIN_SECONDS = 15 * 60
 STREAM_GRACE_SECONDS = 10 * 60
@@ -22,8 +23,8 @@ CALL_URL_SECONDS = 60 * 60
 MAX_URL_SECONDS = 7 * 24 * 3600
 DEFAULT_RETENTION_SECONDS = 7 * 24 * 3600
 
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_DURATION = re.compile(r"^\s*(\d{1,9})\s*([smhd]?)\s*$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "y": 365 * 86400}
+_DURATION = re.compile(r"^\s*(\d{1,9})\s*([smhdy]?)\s*$")
 
 
 def url_lifetime_seconds(*, download: bool, session_audio_ms: int) -> int:
@@ -45,11 +46,40 @@ def is_expired(expires_ms: int, now_ms: int) -> bool:
     return now_ms >= expires_ms
 
 
+def gone(recording: Recording, now_ms: int, *, held: bool = False) -> GoneDetail | None:
+    """Why a recording may no longer be served, or None while it may.
+
+    Deleted is final. Otherwise a legal hold keeps a recording served past its retention (it is
+    preserved, and those who hold it need to hear it); without one, a recording is expired from
+    ``expires_ms`` on, whether or not the purge has removed its audio yet.
+    """
+    if recording.status is RecordingStatus.DELETED:
+        at = (recording.purged_ms or now_ms) // 1000
+        return GoneDetail("deleted", at, "request")
+    if held:
+        return None
+    if recording.status is RecordingStatus.EXPIRED or is_expired(recording.expires_ms, now_ms):
+        return GoneDetail("expired", recording.expires_ms // 1000, recording.retention_policy)
+    return None
+
+
+def effective_retention(
+    tenant_seconds: int, session_seconds: int | None, recording_seconds: int | None
+) -> tuple[int, str]:
+    """(seconds, level): the most specific retention set, recording over session over tenant."""
+    if recording_seconds is not None:
+        return recording_seconds, "recording"
+    if session_seconds is not None:
+        return session_seconds, "session"
+    return tenant_seconds, "tenant"
+
+
 def parse_duration(text: str) -> int:
-    """Parse ``30s``, ``15m``, ``12h``, ``7d`` or bare seconds into a positive count of seconds."""
+    """Parse ``30s``, ``15m``, ``12h``, ``7d``, ``6y`` (365-day years) or bare seconds into a
+    positive count of seconds."""
     match = _DURATION.match(text)
     if not match:
-        raise InvalidRequest(f"invalid duration {text!r}: use a number with s, m, h or d")
+        raise InvalidRequest(f"invalid duration {text!r}: use a number with s, m, h, d or y")
     seconds = int(match.group(1)) * _UNITS[match.group(2) or "s"]
     if seconds <= 0:
         raise InvalidRequest(f"invalid duration {text!r}: must be positive")

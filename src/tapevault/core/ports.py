@@ -131,6 +131,37 @@ class Repository(Protocol):
         self, partner_id: str, session_id: str, attributes: Mapping[str, str]
     ) -> None: ...
 
+    def list_sessions(self, partner_id: str) -> Sequence[Session]: ...
+
+    def set_session_fields(self, partner_id: str, session_id: str, **values: object) -> bool:
+        """Retention override, legal hold fields or the deletion mark of one session."""
+        ...
+
+    def set_recording_expiry(
+        self, recording_id: str, expires_ms: int, retention_seconds: int | None, level: str
+    ) -> None: ...
+
+    def due_for_purge(self, now_ms: int, limit: int) -> Sequence[Recording]:
+        """Finished recordings past their expiry whose session is not on legal hold."""
+        ...
+
+    def tombstone(
+        self,
+        recording: Recording,
+        status: RecordingStatus,
+        *,
+        purged_ms: int,
+        deleted_by: str | None = None,
+    ) -> bool:
+        """Compare-and-set the recording to EXPIRED or DELETED with its tombstone fields."""
+        ...
+
+    def cache_epoch(self) -> int:
+        """A counter bumped by every change to what may be served."""
+        ...
+
+    def bump_cache_epoch(self) -> None: ...
+
     def get_merged(self, partner_id: str, session_id: str) -> Recording | None:
         """The session's merged rendition (sequence 0), if one was ever made."""
         ...

@@ -57,14 +57,14 @@ def inputs_digest(inputs: Sequence[Recording]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-def merge_inputs(recordings: Sequence[Recording], now: int) -> list[Recording]:
-    """The recordings a rendition mixes: available, within retention, by sequence number."""
+def merge_inputs(recordings: Sequence[Recording], now: int, held: bool) -> list[Recording]:
+    """The recordings a rendition mixes: available, still served, by sequence number."""
     return [
         r
         for r in recordings
         if r.status is RecordingStatus.AVAILABLE
         and r.channel != MERGED_CHANNEL
-        and not policy.is_expired(r.expires_ms, now)
+        and policy.gone(r, now, held=held) is None
     ]
 
 
@@ -90,13 +90,13 @@ class Renditions:
         recordings = [
             r
             for r in self.vault.repo.list_recordings(tenant.partner_id, session.session_id)
-            if not policy.is_expired(r.expires_ms, now)
+            if policy.gone(r, now, held=session.held) is None
         ]
         if any(r.status is RecordingStatus.RECEIVING for r in recordings):
             return MergedAnswer(MergeState.RECEIVING, session)
         if any(r.status in PENDING for r in recordings):
             return MergedAnswer(MergeState.PROCESSING, session)
-        inputs = merge_inputs(recordings, now)
+        inputs = merge_inputs(recordings, now, session.held)
         if not inputs:
             failed = [r for r in recordings if r.status is RecordingStatus.FAILED]
             if failed:
@@ -141,7 +141,7 @@ class Renditions:
         recordings = self.vault.repo.list_recordings(session.partner_id, session.session_id)
         if any(r.status in PENDING for r in recordings):
             return
-        inputs = merge_inputs(recordings, now)
+        inputs = merge_inputs(recordings, now, session.held)
         if inputs:
             self.ensure(session, inputs)
 

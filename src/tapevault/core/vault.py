@@ -51,6 +51,7 @@ log = logging.getLogger("tapevault.vault")
 
 RECORDING_NOT_FOUND = "Recording not found or decryption in progress."
 RECORDING_EXPIRED = "Recording has expired per retention policy."
+RECORDING_DELETED = "Recording has been deleted."
 SESSION_NOT_FOUND = "Session not found."
 FORM_FILLING_PREFIX = "ffs-"
 MAX_ID = 64
@@ -76,6 +77,11 @@ class MediaAccess:
 
     recording: Recording
     grant: UrlGrant
+
+
+def gone_error(detail: GoneDetail) -> Gone:
+    """The 410 for a recording that expired (the seed's words) or was deleted."""
+    return Gone(RECORDING_DELETED if detail.reason == "deleted" else RECORDING_EXPIRED, detail)
 
 
 def new_session_id(kind: SessionKind) -> str:
@@ -108,6 +114,7 @@ class Vault:
         self._recordings: dict[str, tuple[Recording, float]] = {}
         self._sessions: dict[tuple[str, str], tuple[Session, Sequence[Recording], float]] = {}
         self._signer_lock = threading.Lock()
+        self._epoch = repo.cache_epoch()
         self.key_reload_seconds = _KEY_RELOAD_SECONDS
         self._signer = self._load_signer()
         self._signer_loaded = time.monotonic()
@@ -184,6 +191,8 @@ class Vault:
     def check_accepts_audio(self, partner: Tenant, session_id: str) -> Session:
         """Raise unless the session exists for this partner and has not ended."""
         session = self.get_session(partner, session_id)
+        if session.deleted_ms is not None:
+            raise Conflict("The session's audio was deleted; it accepts no more audio.")
         if session.status is SessionStatus.COMPLETED:
             raise Conflict("The session has ended; it accepts no more audio.")
         return session
@@ -222,7 +231,7 @@ class Vault:
                 recording_id=recording_id,
                 status=RecordingStatus.PROCESSING,
                 source_format=source_format,
-                retention_seconds=partner.retention_seconds,
+                tenant_retention=partner.retention_seconds,
                 job=self.new_job(JobKind.FINALIZE, recording_id),
                 channel=channel,
                 media_start_epoch_ms=media_start_epoch_ms,
@@ -258,13 +267,16 @@ class Vault:
         recording_id: str,
         status: RecordingStatus,
         source_format: str,
-        retention_seconds: int,
+        tenant_retention: int,
         job: Job | None = None,
         channel: str | None = None,
         media_start_epoch_ms: int | None = None,
         writer_id: str | None = None,
         audio: tuple[int, int, int] = (0, 0, 0),
     ) -> Recording:
+        seconds, level = policy.effective_retention(
+            tenant_retention, session.retention_seconds, None
+        )
         for _attempt in range(20):
             now = now_ms(self.clock)
             recording = Recording(
@@ -281,7 +293,8 @@ class Vault:
                 size_bytes=0,
                 sha256="",
                 created_ms=now,
-                expires_ms=policy.retention_expiry_ms(session.created_ms, retention_seconds),
+                expires_ms=policy.retention_expiry_ms(session.created_ms, seconds),
+                retention_policy=level,
                 source_format=source_format,
                 channel=channel,
                 media_start_epoch_ms=media_start_epoch_ms,
@@ -321,7 +334,7 @@ class Vault:
             recording_id=str(ULID()),
             status=RecordingStatus.RECEIVING,
             source_format=source_format,
-            retention_seconds=partner.retention_seconds,
+            tenant_retention=partner.retention_seconds,
             channel=channel,
             media_start_epoch_ms=media_start_epoch_ms,
             writer_id=writer_id,
@@ -364,11 +377,20 @@ class Vault:
         if session is None:
             raise NotFound(RECORDING_NOT_FOUND)
         now = now_ms(self.clock)
-        session_expiry = policy.retention_expiry_ms(session.created_ms, partner.retention_seconds)
-        live = [r for r in recordings if not policy.is_expired(r.expires_ms, now)]
-        if not live and (recordings or policy.is_expired(session_expiry, now)):
-            expired_at = max((r.expires_ms for r in recordings), default=session_expiry)
-            raise Gone(RECORDING_EXPIRED, GoneDetail("expired", expired_at // 1000))
+        verdicts = [policy.gone(r, now, held=session.held) for r in recordings]
+        live = [r for r, verdict in zip(recordings, verdicts, strict=True) if verdict is None]
+        if not live:
+            gone = [verdict for verdict in verdicts if verdict is not None]
+            if not gone and not session.held:
+                # No audio ever arrived: the session itself ages out under the same policy.
+                seconds, level = policy.effective_retention(
+                    partner.retention_seconds, session.retention_seconds, None
+                )
+                expiry = policy.retention_expiry_ms(session.created_ms, seconds)
+                if policy.is_expired(expiry, now):
+                    gone = [GoneDetail("expired", expiry // 1000, level)]
+            if gone:
+                raise gone_error(max(gone, key=lambda detail: detail.at))
         servable = [r for r in live if r.is_servable]
         if not servable:
             if any(r.status in PENDING for r in live) or not live:
@@ -412,14 +434,19 @@ class Vault:
         if grant.mode is UrlMode.METADATA:
             raise UrlRejected("invalid", "This URL grants a metadata document, not audio.")
         recording = self._recording(recording_id)
-        if (
-            recording is None
-            or recording.partner_id != grant.partner_id
-            or not recording.is_servable
-        ):
+        if recording is None or recording.partner_id != grant.partner_id:
             raise NotFound(RECORDING_NOT_FOUND)
-        if policy.is_expired(recording.expires_ms, int(now * 1000)):
-            raise Gone(RECORDING_EXPIRED, GoneDetail("expired", recording.expires_ms // 1000))
+        verdict = policy.gone(recording, int(now * 1000))
+        if verdict is not None and verdict.reason == "expired" and recording.is_servable:
+            # Past retention: only a legal hold on its session keeps it served (a rare path,
+            # so the session is read only here).
+            session = self.repo.get_session(recording.partner_id, recording.session_id)
+            if session is not None and session.held:
+                verdict = None
+        if verdict is not None:
+            raise gone_error(verdict)
+        if not recording.is_servable:
+            raise NotFound(RECORDING_NOT_FOUND)
         return MediaAccess(recording=recording, grant=grant)
 
     def _settled_session(
@@ -458,6 +485,8 @@ class Vault:
             return hit[0]
         recording = self.repo.get_recording(recording_id)
         if recording is not None and recording.is_servable:
+            # Only servable rows are kept: a deletion or purge moves a row out of that state,
+            # and the cache epoch (see ``signer``) drops every entry within a second of it.
             if len(self._recordings) >= _RECORDING_CACHE_SIZE:
                 self._recordings.clear()
             self._recordings[recording_id] = (recording, now + _RECORDING_CACHE_SECONDS)
@@ -484,8 +513,28 @@ class Vault:
             with self._signer_lock:
                 if now - self._signer_loaded >= self.key_reload_seconds:
                     self._signer = self._load_signer()
+                    self._check_epoch()
                     self._signer_loaded = time.monotonic()
         return self._signer
+
+    def _check_epoch(self) -> None:
+        """Drop the recording and session caches when any process changed what may be served
+        (a deletion, purge, hold or retention change bumps the epoch), so such a change takes
+        effect everywhere within ``key_reload_seconds``."""
+        epoch = self.repo.cache_epoch()
+        if epoch != self._epoch:
+            self._epoch = epoch
+            self.forget()
+
+    def forget(self) -> None:
+        """Drop every cached recording and session (this process changed one)."""
+        self._recordings.clear()
+        self._sessions.clear()
+
+    def changed(self) -> None:
+        """Tell every process (and this one, now) that servable state changed."""
+        self.repo.bump_cache_epoch()
+        self.forget()
 
     def rotate_signing_key(self) -> str:
         # The newest key signs; make "newest" unambiguous even within one millisecond.

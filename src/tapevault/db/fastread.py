@@ -53,6 +53,7 @@ class FastReader:
                     f"SELECT {_columns(sessions)} FROM sessions "
                     "WHERE external_id = ? AND partner_id = ?"
                 ),
+                "epoch": "SELECT epoch FROM cache_epoch WHERE id = 1",
                 "merged": (
                     f"SELECT {_columns(recordings)} FROM recordings "
                     "WHERE session_id = ? AND partner_id = ? AND sequence_number = 0"

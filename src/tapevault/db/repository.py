@@ -34,6 +34,7 @@ from tapevault.core.ports import SequenceTaken
 from tapevault.db.fastread import FastReader
 from tapevault.db.schema import (
     api_keys,
+    cache_epoch,
     jobs,
     partners,
     recordings,
@@ -219,6 +220,105 @@ class SqlRepository:
                 update(sessions)
                 .where(sessions.c.session_id == session_id, sessions.c.partner_id == partner_id)
                 .values(attributes=_attributes_json(attributes))
+            )
+
+    def list_sessions(self, partner_id: str) -> Sequence[Session]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(sessions)
+                .where(sessions.c.partner_id == partner_id)
+                .order_by(sessions.c.created_ms)
+            ).all()
+        return [_session(row) for row in rows]
+
+    _SESSION_SETTINGS = frozenset(
+        {"retention_seconds", "hold_reason", "hold_by", "hold_set_ms", "deleted_ms"}
+    )
+
+    def set_session_fields(self, partner_id: str, session_id: str, **values: object) -> bool:
+        """Change a session's retention, hold or deletion mark; False if there is no such
+        session for this tenant."""
+        unknown = set(values) - self._SESSION_SETTINGS
+        if unknown:
+            raise ValueError(f"not a session setting: {', '.join(sorted(unknown))}")
+        with self.engine.begin() as conn:
+            changed = conn.execute(
+                update(sessions)
+                .where(sessions.c.session_id == session_id, sessions.c.partner_id == partner_id)
+                .values(**values)
+            ).rowcount
+        return changed == 1
+
+    # retention ----------------------------------------------------------------------------
+
+    def set_recording_expiry(
+        self, recording_id: str, expires_ms: int, retention_seconds: int | None, level: str
+    ) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(recordings)
+                .where(recordings.c.recording_id == recording_id)
+                .values(
+                    expires_ms=expires_ms,
+                    retention_seconds=retention_seconds,
+                    retention_policy=level,
+                )
+            )
+
+    def due_for_purge(self, now_ms: int, limit: int) -> Sequence[Recording]:
+        """Finished recordings past their expiry whose session is not on legal hold."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(recordings)
+                .join(sessions, sessions.c.session_id == recordings.c.session_id)
+                .where(
+                    recordings.c.expires_ms <= now_ms,
+                    recordings.c.status.in_(
+                        [RecordingStatus.AVAILABLE.value, RecordingStatus.FAILED.value]
+                    ),
+                    sessions.c.hold_set_ms.is_(None),
+                )
+                .order_by(recordings.c.expires_ms)
+                .limit(limit)
+            ).all()
+        return [_recording(row) for row in rows]
+
+    def tombstone(
+        self,
+        recording: Recording,
+        status: RecordingStatus,
+        *,
+        purged_ms: int,
+        deleted_by: str | None = None,
+    ) -> bool:
+        """Mark a recording EXPIRED or DELETED (its audio is gone), if it is still in the
+        state it was read in; False when another actor changed it first."""
+        with self.engine.begin() as conn:
+            changed = conn.execute(
+                update(recordings)
+                .where(
+                    recordings.c.recording_id == recording.recording_id,
+                    recordings.c.status == recording.status.value,
+                )
+                .values(
+                    status=status.value,
+                    purged_ms=purged_ms,
+                    purge_reason="deleted" if status is RecordingStatus.DELETED else "expired",
+                    deleted_by=deleted_by,
+                )
+            ).rowcount
+        return changed == 1
+
+    def cache_epoch(self) -> int:
+        row = self.fast.one("epoch", ())
+        return int(row[0]) if row else 0
+
+    def bump_cache_epoch(self) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(cache_epoch)
+                .where(cache_epoch.c.id == 1)
+                .values(epoch=cache_epoch.c.epoch + 1)
             )
 
     # merged renditions --------------------------------------------------------------------
@@ -443,6 +543,11 @@ def _recording_values(r: Recording) -> dict[str, Any]:
         "media_start_epoch_ms": r.media_start_epoch_ms,
         "writer_id": r.writer_id,
         "heartbeat_ms": r.heartbeat_ms,
+        "retention_seconds": r.retention_seconds,
+        "purged_ms": r.purged_ms,
+        "purge_reason": r.purge_reason,
+        "retention_policy": r.retention_policy,
+        "deleted_by": r.deleted_by,
     }
 
 
@@ -451,17 +556,11 @@ def _recording_values(r: Recording) -> dict[str, Any]:
 
 
 def _session(row: Any) -> Session:
-    attributes = orjson.loads(row[7]) if row[7] else {}
-    return Session(
-        row[0],
-        row[1],
-        SessionKind(row[2]),
-        SessionStatus(row[3]),
-        row[4],
-        row[5],
-        row[6],
-        attributes,
-    )
+    values = dict(zip(_SESSION_FIELDS, row, strict=True))
+    values["kind"] = SessionKind(values["kind"])
+    values["status"] = SessionStatus(values["status"])
+    values["attributes"] = orjson.loads(values["attributes"]) if values["attributes"] else {}
+    return Session(**values)
 
 
 def _attributes_json(attributes: Mapping[str, str]) -> str | None:
@@ -492,4 +591,5 @@ def _recording(row: Any) -> Recording:
 
 
 _RECORDING_FIELDS = tuple(f.name for f in fields(Recording))
+_SESSION_FIELDS = tuple(f.name for f in fields(Session))
 _API_KEY_FIELDS = tuple(f.name for f in fields(ApiKey))

@@ -54,6 +54,13 @@ sessions = Table(
     Column("ended_ms", BigInteger, nullable=True),
     Column("external_id", String(64), nullable=True),
     Column("attributes", Text, nullable=True),  # JSON object of strings
+    # Retention and legal hold (migration 0004): an override of the tenant's retention, the
+    # hold that stops purge and deletion, and when the session was deleted on request.
+    Column("retention_seconds", BigInteger, nullable=True),
+    Column("hold_reason", Text, nullable=True),
+    Column("hold_by", String(200), nullable=True),
+    Column("hold_set_ms", BigInteger, nullable=True),
+    Column("deleted_ms", BigInteger, nullable=True),
     Index("ix_sessions_partner", "partner_id", "session_id"),
     UniqueConstraint("partner_id", "external_id", name="uq_sessions_partner_external"),
 )
@@ -82,6 +89,12 @@ recordings = Table(
     Column("media_start_epoch_ms", BigInteger, nullable=True),
     Column("writer_id", String(120), nullable=True),
     Column("heartbeat_ms", BigInteger, nullable=True),
+    # Retention override and tombstone (migration 0004): what removed the audio, when, and why.
+    Column("retention_seconds", BigInteger, nullable=True),
+    Column("purged_ms", BigInteger, nullable=True),
+    Column("purge_reason", String(16), nullable=True),  # "expired" or "deleted"
+    Column("retention_policy", String(16), nullable=True),  # tenant, session or recording
+    Column("deleted_by", String(200), nullable=True),
     UniqueConstraint("session_id", "sequence_number", name="uq_recordings_session_sequence"),
     Index("ix_recordings_status", "status"),
 )
@@ -134,4 +147,77 @@ api_keys = Table(
     Column("revoked_ms", BigInteger, nullable=True),
     Index("ix_api_keys_partner", "partner_id"),
     UniqueConstraint("key_hash", name="uq_api_keys_key_hash"),
+)
+
+# The tamper-evident access log (migration 0004): each record carries the SHA-256 of the one before
+# (see core/audit.py); ``audit_state`` holds the head and is the lock that serialises appends.
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("at_ms", BigInteger, nullable=False),
+    Column("tenant_id", String(64), nullable=True),
+    Column("action", String(40), nullable=False),
+    Column("status", Integer, nullable=False),
+    Column("actor_kind", String(20), nullable=True),
+    Column("actor_id", String(200), nullable=True),
+    Column("provider_id", String(200), nullable=True),
+    Column("session_id", String(64), nullable=True),
+    Column("recording_id", String(64), nullable=True),
+    Column("mode", String(20), nullable=True),
+    Column("ranges", Text, nullable=True),  # JSON [[start, end], ...]
+    Column("bytes_sent", BigInteger, nullable=False),
+    Column("error", Text, nullable=True),
+    Column("client_ip", String(64), nullable=True),
+    Column("user_agent", Text, nullable=True),
+    Column("request_id", String(128), nullable=True),
+    Column("detail", Text, nullable=True),  # JSON object
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    Index("ix_audit_tenant_seq", "tenant_id", "seq"),
+    Index("ix_audit_recording", "recording_id"),
+    Index("ix_audit_session", "session_id"),
+    Index("ix_audit_at", "at_ms"),
+)
+
+audit_state = Table(
+    "audit_state",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("head_seq", BigInteger, nullable=False),
+    Column("head_hash", String(64), nullable=False),
+    # Where the retained log starts once old records were pruned by the audit retention.
+    Column("first_seq", BigInteger, nullable=False),
+    Column("first_prev_hash", String(64), nullable=False),
+)
+
+audit_checkpoints = Table(
+    "audit_checkpoints",
+    metadata,
+    Column("size", BigInteger, primary_key=True, autoincrement=False),
+    Column("head_hash", String(64), nullable=False),
+    Column("at_ms", BigInteger, nullable=False),
+    Column("key_id", String(32), nullable=False),
+    Column("signature", String(128), nullable=False),
+)
+
+# Playbacks in progress: written (durably) before a playback's first byte, sealed into one
+# ``media.playback`` record of the chain when the playback goes idle.
+audit_pending = Table(
+    "audit_pending",
+    metadata,
+    Column("playback_id", String(32), primary_key=True),
+    Column("owner", String(120), nullable=False),  # the process folding it
+    Column("entry", Text, nullable=False),  # the record so far, as JSON
+    Column("opened_ms", BigInteger, nullable=False),
+    Column("updated_ms", BigInteger, nullable=False),
+)
+
+# Bumped by every change to what may be served (deletion, purge, hold, retention): processes
+# re-read it every second and drop their caches of recordings and sessions when it moved.
+cache_epoch = Table(
+    "cache_epoch",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("epoch", BigInteger, nullable=False),
 )

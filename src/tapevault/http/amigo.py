@@ -19,8 +19,9 @@ from typing import Any
 import orjson
 
 from tapevault.auth.workspace import KeyCaller
-from tapevault.core.access import Action, Actor
+from tapevault.core.access import AccessEvent, Action, Actor
 from tapevault.core.calls import CALL_NOT_FOUND, CHANNELS, iso_ms
+from tapevault.core.clock import now_ms
 from tapevault.core.model import ApiKey, KeyRole, Tenant
 from tapevault.errors import (
     AuthError,
@@ -40,7 +41,7 @@ from tapevault.http.amigo_shapes import metadata_body, metadata_document, urls_b
 from tapevault.http.asgi import Send
 from tapevault.http.context import AppContext
 from tapevault.http.endpoint import Endpoint, Handler, Headers, Reply, Request, with_caller
-from tapevault.http.media import serve_document, serve_recording
+from tapevault.http.media import serve_document, serve_playback
 from tapevault.http.suki import recording_body
 from tapevault.http.uploads import read_small, receive_upload
 
@@ -194,33 +195,47 @@ def _download(ctx: AppContext) -> Handler[KeyCaller]:
         disposition = (b"content-disposition", f'attachment; filename="{filename}"'.encode())
         channel = DOWNLOADS[filename]
         if channel is None:
+            found_session = await ctx.metadata(ctx.calls.find, tenant, call_sid)
             found = await ctx.metadata(ctx.calls.metadata, tenant, call_sid)
             document = metadata_document(found)
 
-            async def send_document(send: Send) -> None:
+            async def send_document(send: Send, actor: Actor) -> None:
+                await ctx.access_log.commit_async(
+                    AccessEvent(
+                        action=Action.CALL_METADATA,
+                        actor=actor,
+                        status=200,
+                        at_ms=now_ms(ctx.vault.clock),
+                        session_id=found_session.session_id,
+                        mode="download",
+                        detail={"file": filename},
+                    )
+                )
                 last_modified = found.media_start_epoch_ms // 1000
                 await serve_document(
                     send, method, request.headers, document, last_modified, [disposition]
                 )
 
-            return Reply(200, mode="download", detail={"file": filename}, stream=send_document)
+            return Reply(200, stream=send_document)
         session, channels = await ctx.metadata(ctx.calls.channels, tenant, call_sid)
         recording = channels.get(channel)
         if recording is None:
             raise NotFound(FILE_NOT_FOUND)
 
-        async def send_audio(send: Send) -> None:
-            await serve_recording(
-                ctx.vault, send, method, request.headers, recording, [disposition]
+        async def send_audio(send: Send, actor: Actor) -> None:
+            await serve_playback(
+                ctx,
+                send,
+                method,
+                request.headers,
+                recording,
+                [disposition],
+                actor=actor,
+                credential=caller.key.key_id,
+                mode="download",
             )
 
-        return Reply(
-            200,
-            session_id=session.session_id,
-            recording_id=recording.recording_id,
-            mode="download",
-            stream=send_audio,
-        )
+        return Reply(200, session_id=session.session_id, stream=send_audio)
 
     return download
 
@@ -373,7 +388,7 @@ def _list_keys(ctx: AppContext) -> Handler[KeyCaller]:
         tenant = _workspace(request, caller, "Workspace not found")
         caller.require(KeyRole.ADMIN)
         keys = await ctx.metadata(ctx.vault.tenants.keys, tenant)
-        return Reply(200, {"api_keys": [key_body(k) for k in keys]}, action=Action.KEY_LIST)
+        return Reply(200, {"api_keys": [key_body(k) for k in keys]})
 
     return list_keys
 
@@ -417,7 +432,13 @@ def routes(ctx: AppContext) -> list[tuple[str, Endpoint[KeyCaller]]]:
         ),
         (
             f"{base}/api-keys",
-            Endpoint(ctx, amigo, ["GET", "POST"], _keys(ctx), Action.KEY_CREATE),
+            Endpoint(
+                ctx,
+                amigo,
+                ["GET", "POST"],
+                _keys(ctx),
+                {"GET": Action.KEY_LIST, "POST": Action.KEY_CREATE},
+            ),
         ),
         (
             f"{base}/api-keys/{{key_id}}",

@@ -13,6 +13,7 @@ from collections.abc import Callable
 import orjson
 from starlette.routing import Route, Router, WebSocketRoute
 
+from tapevault.http.admin import routes as admin_routes
 from tapevault.http.amigo import routes as amigo_routes
 from tapevault.http.asgi import NO_STORE, ASGIApp, Message, Receive, Scope, Send, send_json
 from tapevault.http.context import AppContext
@@ -64,6 +65,7 @@ def build_app(
             *(Route(path, endpoint) for path, endpoint in suki_routes(ctx)),
             *(Route(path, endpoint) for path, endpoint in amigo_routes(ctx)),
             *(Route(path, endpoint) for path, endpoint in kore_routes(ctx)),
+            *(Route(path, endpoint) for path, endpoint in admin_routes(ctx)),
             *(Route(path, endpoint) for path, endpoint in tus.routes()),
             WebSocketRoute("/api/v1/ambient/session/{session_id}/stream", StreamEndpoint(ctx, hub)),
             WebSocketRoute("/twilio/media-stream", TwilioMediaStream(ctx, hub)),

@@ -14,8 +14,11 @@ from tapevault.auth.suki import SukiTokenVerifier
 from tapevault.auth.workspace import ApiKeyVerifier
 from tapevault.config import Settings
 from tapevault.core.access import AccessLog
+from tapevault.core.auditlog import AuditStore as AuditReader
 from tapevault.core.calls import Calls
+from tapevault.core.playback import PlaybackLog
 from tapevault.core.renditions import Renditions
+from tapevault.core.retention import Retention
 from tapevault.core.vault import Vault
 
 T = TypeVar("T")
@@ -27,10 +30,13 @@ class AppContext:
     vault: Vault
     calls: Calls
     renditions: Renditions
+    retention: Retention
+    audit_store: AuditReader
     suki_tokens: SukiTokenVerifier
     kore_tokens: KoreTokenVerifier
     api_keys: ApiKeyVerifier
     access_log: AccessLog
+    playbacks: PlaybackLog
     spool_dir: Path
     # SQLite answers point lookups in microseconds, less than a thread hop costs (see
     # shared/notes/performance.md), so small metadata calls run on the loop there; PostgreSQL

@@ -10,13 +10,13 @@ scope's framework objects: they get a plain ``Request``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Generic, Protocol, TypeVar
 
 from tapevault.core.access import AccessEvent, Action, Actor
 from tapevault.core.clock import now_ms
-from tapevault.errors import AuthError, MethodNotAllowed, TapevaultError
+from tapevault.errors import AuthError, MethodNotAllowed, TapevaultError, Unavailable
 from tapevault.http.asgi import (
     Receive,
     Scope,
@@ -60,9 +60,11 @@ class Reply:
     mode: str | None = None
     detail: dict[str, Any] | None = None
     action: Action | None = None  # when one endpoint does several things (GET and POST)
-    # Set by handlers that answer with a stream themselves (audio): the endpoint records the
-    # access first, then hands ``send`` over.
-    stream: Callable[[Send], Awaitable[None]] | None = None
+    recorded: bool = False  # the service logged it already (before acting): no second record
+    # Set by handlers that answer with a stream themselves (audio, a proxied file): the stream
+    # records its own access (a playback, before its first byte) and may raise ``Unavailable``
+    # only before it sent anything.
+    stream: Callable[[Send, Actor], Awaitable[None]] | None = None
 
 
 class Dialect(Protocol[C]):
@@ -91,13 +93,16 @@ class Endpoint(Generic[C]):
         dialect: Dialect[C],
         methods: Sequence[str],
         handler: Handler[C],
-        action: Action,
+        action: Action | Mapping[str, Action],
     ) -> None:
         self.ctx = ctx
         self.dialect = dialect
         self.methods = tuple(methods)
         self.handler = handler
-        self.action = action
+        # What the access log calls a request, by method when one path does several things.
+        self.actions = (
+            dict(action) if isinstance(action, Mapping) else dict.fromkeys(methods, action)
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = request_headers(scope)
@@ -131,11 +136,25 @@ class Endpoint(Generic[C]):
         except Exception as exc:
             await self._fail(send, request, actor, exc)
             return
-        action = reply.action or self.action
-        self.ctx.access_log.record(self._event(action, actor, reply.status, request, reply))
         if reply.stream is not None:
-            await reply.stream(send)
+            try:
+                await reply.stream(send, actor)
+            except Unavailable as exc:
+                await self._fail(send, request, actor, exc)
             return
+        action = reply.action or self._action(request)
+        event = self._event(action, actor, reply.status, request, reply)
+        if reply.recorded:
+            pass
+        elif action.durable:
+            # The record exists before the answer leaves, or the answer is a 503.
+            try:
+                await self.ctx.access_log.commit_async(event)
+            except Unavailable as exc:
+                await self._fail(send, request, actor, exc)
+                return
+        else:
+            self.ctx.access_log.record(event)
         await send_json(send, reply.status, reply.body, reply.headers, empty=reply.body is None)
 
     async def _fail(
@@ -153,9 +172,12 @@ class Endpoint(Generic[C]):
         status, body, extra = self.dialect.error(exc)
         error = exc.message if isinstance(exc, TapevaultError) else type(exc).__name__
         self.ctx.access_log.record(
-            self._event(action or self.action, actor, status, request, None, error)
+            self._event(action or self._action(request), actor, status, request, None, error)
         )
         await send_json(send, status, body, extra)
+
+    def _action(self, request: Request) -> Action:
+        return self.actions.get(request.scope["method"]) or next(iter(self.actions.values()))
 
     def _event(
         self,

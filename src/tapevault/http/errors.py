@@ -55,7 +55,13 @@ def code_message_error(exc: BaseException) -> tuple[int, dict[str, Any], Headers
         case Unavailable():
             status = 503
         case Gone(detail=detail):
-            body = {"code": 410, "message": exc.message, "reason": detail.reason, "at": detail.at}
+            body = {
+                "code": 410,
+                "message": exc.message,
+                "reason": detail.reason,
+                "at": detail.at,
+                "policy": detail.policy,
+            }
             return 410, body, headers
         case TapevaultError():
             return 500, {"code": 500, "message": INTERNAL_ERROR}, headers

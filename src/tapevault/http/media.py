@@ -19,7 +19,7 @@ from tapevault.core.clock import now_ms
 from tapevault.core.model import Recording
 from tapevault.core.signing import UrlGrant, UrlMode
 from tapevault.core.vault import Vault
-from tapevault.errors import Gone, NotFound, TapevaultError, UrlRejected
+from tapevault.errors import Gone, NotFound, TapevaultError, Unavailable, UrlRejected
 from tapevault.http.amigo_shapes import metadata_document
 from tapevault.http.asgi import (
     Receive,
@@ -56,9 +56,12 @@ def media_error(exc: BaseException) -> tuple[int, dict[str, Any]]:
                 "message": exc.message,
                 "reason": detail.reason,
                 "at": detail.at,
+                "policy": detail.policy,
             }
         case NotFound():
             return 404, {"code": 404, "error": "not_found", "message": exc.message}
+        case Unavailable():
+            return 503, {"code": 503, "error": "audit_unavailable", "message": exc.message}
         case _:
             return 500, {"code": 500, "error": "internal", "message": "An internal error occurred."}
 
@@ -92,6 +95,38 @@ async def serve_recording(
         read=lambda offset, length: store.read_range(key, offset, length),
         extra_headers=extra,
     )
+
+
+async def serve_playback(
+    ctx: AppContext,
+    send: Send,
+    method: str,
+    headers: Mapping[str, str],
+    recording: Recording,
+    extra: Headers,
+    *,
+    actor: Actor,
+    credential: str | None,
+    mode: str,
+) -> Served:
+    """Serve a recording as part of a playback: the playback's record is durable before the
+    first byte (``Unavailable`` otherwise, with nothing sent), and this response's ranges and
+    bytes are added to it. ``credential`` names the grant (a URL signature, an API key id), so
+    one player's requests fold into one record."""
+    key = (recording.recording_id, credential, actor.client_ip, actor.user_agent)
+    event = AccessEvent(
+        action=Action.MEDIA_PLAYBACK,
+        actor=actor,
+        status=0,
+        at_ms=now_ms(ctx.vault.clock),
+        session_id=recording.session_id,
+        recording_id=recording.recording_id,
+        mode=mode,
+    )
+    playback = await ctx.playbacks.admit(key, event)
+    served = await serve_recording(ctx.vault, send, method, headers, recording, extra)
+    ctx.playbacks.served(playback, served.status, served.ranges, served.bytes_sent)
+    return served
 
 
 async def serve_document(
@@ -158,8 +193,31 @@ class MediaGateway:
         if access.grant.mode is UrlMode.DOWNLOAD:
             disposition = f'attachment; filename="{download_name(recording)}"'
             extra.append((b"content-disposition", disposition.encode()))
+        grant = access.grant
+        actor = self._actor(scope, headers, grant)
+        # One playback per signed URL and client: the signature names the issuance.
+        key = (
+            recording.recording_id,
+            query_params(scope).get("s"),
+            actor.client_ip,
+            actor.user_agent,
+        )
+        event = AccessEvent(
+            action=Action.MEDIA_PLAYBACK,
+            actor=actor,
+            status=0,
+            at_ms=now_ms(self.ctx.vault.clock),
+            session_id=recording.session_id,
+            recording_id=recording.recording_id,
+            mode=grant.mode.name.lower(),
+        )
+        try:
+            playback = await self.ctx.playbacks.admit(key, event)
+        except Unavailable as exc:
+            await self._refuse(scope, send, headers, cors_headers, recording.recording_id, exc)
+            return
         served = await serve_recording(self.ctx.vault, send, method, headers, recording, extra)
-        self._record(scope, headers, recording.recording_id, access.grant, served, None)
+        self.ctx.playbacks.served(playback, served.status, served.ranges, served.bytes_sent)
 
     async def _document(
         self, scope: Scope, send: Send, headers: dict[str, str], cors_headers: Headers
@@ -176,7 +234,20 @@ class MediaGateway:
             await self._refuse(scope, send, headers, cors_headers, session_id, exc)
             return
         body = metadata_document(metadata)
-        served = await serve_document(
+        event = AccessEvent(
+            action=Action.CALL_METADATA,
+            actor=self._actor(scope, headers, None),
+            status=200,
+            at_ms=now_ms(self.ctx.vault.clock),
+            session_id=session_id,
+            mode="signed_url",
+        )
+        try:
+            await self.ctx.access_log.commit_async(event)
+        except Unavailable as exc:
+            await self._refuse(scope, send, headers, cors_headers, session_id, exc)
+            return
+        await serve_document(
             send,
             scope["method"],
             headers,
@@ -184,7 +255,6 @@ class MediaGateway:
             metadata.media_start_epoch_ms // 1000,
             list(cors_headers),
         )
-        self._record(scope, headers, None, None, served, None, session_id=session_id)
 
     async def _refuse(
         self,
@@ -198,38 +268,35 @@ class MediaGateway:
         if not isinstance(exc, TapevaultError):
             log.exception("unexpected error authorizing %s", scope["path"])
         status, body = media_error(exc)
-        self._record(scope, headers, resource or None, None, Served(status), body["error"])
+        self._record(scope, headers, resource or None, Served(status), body["error"])
         await _send_json(send, status, body, cors_headers, head_only=scope["method"] == "HEAD")
+
+    def _actor(self, scope: Scope, headers: dict[str, str], grant: UrlGrant | None) -> Actor:
+        return Actor(
+            partner_id=grant.partner_id if grant else None,
+            kind="signed_url",
+            token_id=grant.key_id if grant else None,
+            client_ip=client_ip(scope),
+            user_agent=headers.get("user-agent"),
+            request_id=request_id(headers),
+        )
 
     def _record(
         self,
         scope: Scope,
         headers: dict[str, str],
         recording_id: str | None,
-        grant: UrlGrant | None,
         served: Served,
         error: str | None,
-        *,
-        session_id: str | None = None,
     ) -> None:
+        """A request that served nothing (refused): one record each, not waited for."""
         self.ctx.access_log.record(
             AccessEvent(
                 action=Action.MEDIA_READ,
-                actor=Actor(
-                    partner_id=grant.partner_id if grant else None,
-                    kind="signed_url",
-                    token_id=grant.key_id if grant else None,
-                    client_ip=client_ip(scope),
-                    user_agent=headers.get("user-agent"),
-                    request_id=request_id(headers),
-                ),
+                actor=self._actor(scope, headers, None),
                 status=served.status,
                 at_ms=now_ms(self.ctx.vault.clock),
-                session_id=session_id,
                 recording_id=recording_id,
-                mode=grant.mode.name.lower() if grant else None,
-                ranges=served.ranges,
-                bytes_sent=served.bytes_sent,
                 error=error,
             )
         )

@@ -107,7 +107,9 @@ class Finalizer:
         """Mix the session's recordings into the rendition's file (see core/renditions.py)."""
         vault = self.vault
         recordings = vault.repo.list_recordings(rendition.partner_id, rendition.session_id)
-        inputs = merge_inputs(recordings, now_ms(vault.clock))
+        session = vault.repo.get_session(rendition.partner_id, rendition.session_id)
+        held = session is not None and session.held
+        inputs = merge_inputs(recordings, now_ms(vault.clock), held)
         if not inputs or MERGE_PREFIX + inputs_digest(inputs) != rendition.source_format:
             raise InvalidAudio("the session's audio changed during the merge; a new one is due")
         if all(r.media_start_epoch_ms is not None for r in inputs):

@@ -16,6 +16,7 @@ import time
 from tapevault.core import lifecycle
 from tapevault.core.clock import now_ms
 from tapevault.ingest.finalize import Finalizer
+from tapevault.ingest.housekeeping import Housekeeping
 from tapevault.ingest.liveness import is_gone, process_id
 from tapevault.ingest.recovery import recover_streams
 
@@ -30,9 +31,16 @@ def worker_id() -> str:
 
 
 class Worker:
-    def __init__(self, finalizer: Finalizer, owner: str, poll_seconds: float = 1.0) -> None:
+    def __init__(
+        self,
+        finalizer: Finalizer,
+        owner: str,
+        poll_seconds: float = 1.0,
+        housekeeping: Housekeeping | None = None,
+    ) -> None:
         self.finalizer = finalizer
         self.owner = owner
+        self.housekeeping = housekeeping
         self.poll_seconds = poll_seconds
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -85,6 +93,8 @@ class Worker:
                     # and then, not only at start-up.
                     next_recovery = time.monotonic() + RECOVERY_SECONDS
                     self.recover()
+                if self.housekeeping is not None:
+                    self.housekeeping.run_due()
                 if self.run_once():
                     continue
             except Exception:

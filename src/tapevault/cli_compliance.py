@@ -1,0 +1,302 @@
+"""``tapevault`` commands for compliance: holds, retention, deletion, and the access log.
+
+tapevault hold set --partner P --session S --reason "litigation 2026-17" [--by "J. Doe"]
+tapevault hold clear --partner P --session S
+tapevault retention set --partner P (--session S | --recording R) 30d|default
+tapevault delete --partner P (--session S | --recording R)
+tapevault purge                       remove audio past retention now (the worker does it too)
+tapevault audit verify [--public-key FILE]...
+tapevault audit export --format jsonl|csv [--partner P] [--since T] [--until T] [--output F]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import getpass
+import io
+import json
+import socket
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from tapevault.core import policy
+from tapevault.core.access import Actor
+from tapevault.core.audit import (
+    AuditRecord,
+    Finding,
+    load_or_create_signer,
+    load_public_keys,
+    verify,
+)
+from tapevault.core.auditlog import Query
+from tapevault.errors import TapevaultError
+from tapevault.http.admin import parse_time, record_body
+from tapevault.runtime import Runtime
+
+OpenTenant = Callable[[argparse.Namespace], Any]  # cli._tenant: (runtime, tenant) context
+AddSettings = Callable[[argparse.ArgumentParser], None]
+Open = Callable[[argparse.Namespace], Runtime]
+Command = Callable[[argparse.Namespace], int]
+
+EXPORT_PAGE = 5000
+CSV_COLUMNS = (
+    "seq",
+    "at",
+    "action",
+    "status",
+    "tenant_id",
+    "actor_kind",
+    "actor_id",
+    "provider_id",
+    "session_id",
+    "recording_id",
+    "mode",
+    "ranges",
+    "bytes_sent",
+    "error",
+    "client_ip",
+    "user_agent",
+    "request_id",
+    "detail",
+    "prev_hash",
+    "hash",
+)
+
+
+def cli_actor() -> Actor:
+    """The operator at the console: their login and host, as the log's actor."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return Actor(kind="cli", token_id=f"{user}@{socket.gethostname()}"[:200])
+
+
+def _print(data: Any) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+def register(
+    commands: Any, add_settings: AddSettings, open_tenant: OpenTenant, open_runtime: Open
+) -> None:
+    """Add the compliance commands to the ``tapevault`` parser."""
+
+    def sub(
+        parent: Any, name: str, help_text: str, func: Callable[[argparse.Namespace], int]
+    ) -> Any:
+        parser = parent.add_parser(name, help=help_text, description=help_text)
+        add_settings(parser)
+        parser.set_defaults(func=func)
+        return parser
+
+    def target(parser: argparse.ArgumentParser, recording: bool = True) -> None:
+        parser.add_argument("--partner", required=True, help="partner_id of the tenant")
+        group = parser.add_mutually_exclusive_group(required=True)
+        group.add_argument("--session", help="session id (or a call's SID)")
+        if recording:
+            group.add_argument("--recording", help="recording id")
+
+    def hold_set(args: argparse.Namespace) -> int:
+        with open_tenant(args) as (runtime, tenant):
+            session = runtime.context.retention.hold(
+                tenant, args.session, reason=args.reason, by=args.by, actor=cli_actor()
+            )
+        print(f"session {session.session_id} is on legal hold: {session.hold_reason}")
+        return 0
+
+    def hold_clear(args: argparse.Namespace) -> int:
+        with open_tenant(args) as (runtime, tenant):
+            session = runtime.context.retention.release(tenant, args.session, cli_actor())
+        print(f"hold lifted on {session.session_id}; retention applies again")
+        return 0
+
+    def retention_set(args: argparse.Namespace) -> int:
+        seconds = None if args.duration == "default" else policy.parse_duration(args.duration)
+        with open_tenant(args) as (runtime, tenant):
+            retention = runtime.context.retention
+            if args.session:
+                retention.set_session_retention(tenant, args.session, seconds, cli_actor())
+            else:
+                r = retention.set_recording_retention(tenant, args.recording, seconds, cli_actor())
+                print(f"recording {r.recording_id} expires at {r.expires_ms // 1000}")
+        print("retention set" if seconds else "override removed")
+        return 0
+
+    def delete(args: argparse.Namespace) -> int:
+        with open_tenant(args) as (runtime, tenant):
+            retention = runtime.context.retention
+            if args.session:
+                erased = retention.delete_session(tenant, args.session, cli_actor())
+            else:
+                erased = [retention.delete_recording(tenant, args.recording, cli_actor())]
+        for r in erased:
+            print(f"deleted the audio of recording {r.recording_id}")
+        return 0
+
+    def purge(args: argparse.Namespace) -> int:
+        runtime = open_runtime(args)
+        try:
+            total = 0
+            while count := runtime.context.retention.purge_due():
+                total += count
+        finally:
+            runtime.close()
+        print(f"purged the audio of {total} recording(s) past retention")
+        return 0
+
+    def audit_verify(args: argparse.Namespace) -> int:
+        runtime = open_runtime(args)
+        try:
+            return _verify(runtime, args.public_key or [])
+        finally:
+            runtime.close()
+
+    def audit_export(args: argparse.Namespace) -> int:
+        runtime = open_runtime(args)
+        try:
+            out = open(args.output, "w", newline="") if args.output else sys.stdout  # noqa: SIM115
+            try:
+                count = _export(runtime, args, out)
+            finally:
+                if args.output:
+                    out.close()
+        finally:
+            runtime.close()
+        print(f"exported {count} record(s)", file=sys.stderr)
+        return 0
+
+    hold = commands.add_parser("hold", help="legal holds on sessions")
+    holds = hold.add_subparsers(dest="hold_command", required=True)
+    setting = sub(holds, "set", "put a session on legal hold", hold_set)
+    target(setting, recording=False)
+    setting.add_argument("--reason", required=True)
+    setting.add_argument("--by", default=None, help="who orders the hold (default: you)")
+    target(sub(holds, "clear", "lift a legal hold", hold_clear), recording=False)
+
+    retention = commands.add_parser("retention", help="retention overrides")
+    retentions = retention.add_subparsers(dest="retention_command", required=True)
+    change = sub(retentions, "set", "override retention of a session or recording", retention_set)
+    target(change)
+    change.add_argument("duration", help="30d, 12h, 6y... or 'default' to remove the override")
+
+    target(sub(commands, "delete", "erase the audio of a session or recording now", delete))
+    sub(commands, "purge", "remove audio past retention now", purge)
+
+    audit = commands.add_parser("audit", help="the tamper-evident access log")
+    audits = audit.add_subparsers(dest="audit_command", required=True)
+    check = sub(audits, "verify", "check the hash chain and signed checkpoints", audit_verify)
+    check.add_argument(
+        "--public-key",
+        action="append",
+        metavar="FILE",
+        help="a trusted checkpoint key (PEM), besides the local signing key; repeatable",
+    )
+    export = sub(audits, "export", "write access records as JSON lines or CSV", audit_export)
+    export.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
+    export.add_argument("--partner", default=None, help="one tenant (default: all)")
+    export.add_argument("--since", default=None, help="ISO-8601 or Unix seconds")
+    export.add_argument("--until", default=None, help="ISO-8601 or Unix seconds")
+    export.add_argument("--output", default=None, help="file (default: standard output)")
+
+
+def _verify(runtime: Runtime, extra_keys: list[str]) -> int:
+    """Check the whole log; exit status 0 when clean, 1 with the first bad record named."""
+    pems = [Path(path).read_text() for path in extra_keys]
+    key_file = runtime.settings.audit_key_path
+    if key_file.is_file():
+        pems.append(load_or_create_signer(key_file).public_key_pem())
+    if not pems:
+        raise TapevaultError(f"no checkpoint key: {key_file} is missing; pass --public-key FILE")
+    store = runtime.audit_store
+    state = store.state()
+    report = verify(
+        store.records(),
+        store.checkpoints(),
+        load_public_keys(pems),
+        first_prev_hash=state.first_prev_hash,
+        first_seq=state.first_seq,
+    )
+    findings = list(report.findings)
+    if report.ok and (report.head_seq or 0) != state.head_seq and state.head_seq:
+        findings.append(_head_mismatch(report.head_seq or state.first_seq - 1, state.head_seq))
+    print(
+        f"{report.records} record(s) from seq {state.first_seq}, "
+        f"{report.checkpoints} checkpoint(s), head {report.head_seq} {report.head_hash}"
+    )
+    if not findings:
+        print("the access log verifies: no record was modified, removed, inserted or reordered")
+        return 0
+    first = findings[0]
+    print(f"FIRST BAD RECORD: {first.seq} ({first.kind}): {first.message}")
+    for finding in findings[1:]:
+        print(f"  then record {finding.seq} ({finding.kind}): {finding.message}")
+    return 1
+
+
+def _head_mismatch(found: int, expected: int) -> Finding:
+    return Finding(
+        found + 1,
+        "removed",
+        f"the log's head is record {expected}, but the records end at {found}: "
+        f"records {found + 1}..{expected} were removed",
+    )
+
+
+def _records(runtime: Runtime, args: argparse.Namespace) -> Iterator[AuditRecord]:
+    after = 0
+    while True:
+        page = runtime.audit_store.query(
+            Query(
+                tenant_id=args.partner,
+                since_ms=parse_time("--since", args.since),
+                until_ms=parse_time("--until", args.until),
+                after_seq=after,
+                limit=EXPORT_PAGE,
+            )
+        )
+        yield from page
+        if len(page) < EXPORT_PAGE:
+            return
+        after = page[-1].seq
+
+
+def _export(runtime: Runtime, args: argparse.Namespace, out: io.TextIOBase | Any) -> int:
+    count = 0
+    writer = csv.writer(out) if args.format == "csv" else None
+    if writer is not None:
+        writer.writerow(CSV_COLUMNS)
+    for record in _records(runtime, args):
+        body = record_body(record)
+        if writer is None:
+            out.write(json.dumps(body, separators=(",", ":")) + "\n")
+        else:
+            e = record.entry
+            writer.writerow(
+                [
+                    record.seq,
+                    body["at"],
+                    e.action,
+                    e.status,
+                    e.tenant_id,
+                    e.actor_kind,
+                    e.actor_id,
+                    e.provider_id,
+                    e.session_id,
+                    e.recording_id,
+                    e.mode,
+                    json.dumps(body["ranges"]),
+                    e.bytes_sent,
+                    e.error,
+                    e.client_ip,
+                    e.user_agent,
+                    e.request_id,
+                    json.dumps(e.detail) if e.detail is not None else "",
+                    record.prev_hash,
+                    record.hash,
+                ]
+            )
+        count += 1
+    return count

@@ -1,0 +1,389 @@
+"""The access log as tapevault runs it: batched, durable, chained, checkpointed.
+
+``AuditLog`` is the ``AccessLog`` of a production process. One writer thread owns every write:
+callers queue an event and, when the rule says the record must exist before the answer (a URL
+issued, audio served, a deletion), wait for the batch that holds it to commit. Whatever queued
+while the previous batch was committing goes into the next one, so under load one transaction
+and one sync carry many records (group commit), and the hot paths pay a queue hand-off and a
+wake-up, not a commit each.
+
+If a batch cannot be written, everyone waiting on it gets ``Unavailable`` (the request answers
+503 and serves nothing) and the log reports itself unhealthy until a write succeeds again. Events
+nobody waits for are kept and retried (up to a bound), so a short database outage loses none.
+
+The writer also signs a checkpoint (Ed25519 over the log size and head hash) whenever the head
+moved and ``checkpoint_seconds`` passed, and folds playbacks (see ``core/playback.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Protocol
+
+from tapevault.core.access import AccessEvent
+from tapevault.core.audit import AuditEntry, AuditRecord, Checkpoint, CheckpointSigner
+from tapevault.core.clock import Clock, now_ms
+from tapevault.errors import Unavailable
+
+log = logging.getLogger("tapevault.audit")
+
+UNAVAILABLE = "The access log cannot be written; nothing was served. Retry shortly."
+MAX_RETAINED = 100_000  # unwaited events kept for retry while the store is down
+_TEXT_LIMITS = {
+    "tenant_id": 64,
+    "action": 40,
+    "actor_kind": 20,
+    "actor_id": 200,
+    "provider_id": 200,
+    "session_id": 64,
+    "recording_id": 64,
+    "mode": 20,
+    "error": 1000,
+    "client_ip": 64,
+    "user_agent": 512,
+    "request_id": 128,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """A playback being folded: durable from before its first byte until it is sealed."""
+
+    playback_id: str
+    owner: str
+    entry: AuditEntry
+    opened_ms: int
+    updated_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class LogState:
+    first_seq: int
+    first_prev_hash: str
+    head_seq: int
+    head_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """Filters of a log read; ``tenant_id`` None reads every tenant (the operator's export)."""
+
+    tenant_id: str | None
+    session_id: str | None = None
+    recording_id: str | None = None
+    actor_id: str | None = None
+    action: str | None = None
+    since_ms: int | None = None
+    until_ms: int | None = None
+    after_seq: int = 0
+    limit: int = 100
+    # With both ids set: the recording's records *and* its session's records that name no
+    # recording (URLs issued for the whole session): one recording's access history.
+    history: bool = False
+
+
+class AuditStore(Protocol):
+    def write(
+        self,
+        entries: Sequence[AuditEntry],
+        *,
+        opened: Sequence[Pending] = (),
+        updated: Sequence[Pending] = (),
+        closed: Sequence[str] = (),
+    ) -> list[AuditRecord]: ...
+
+    def add_checkpoint(self, checkpoint: Checkpoint) -> None: ...
+
+    def last_checkpoint(self) -> Checkpoint | None: ...
+
+    def state(self) -> LogState: ...
+
+    def query(self, q: Query) -> list[AuditRecord]: ...
+
+    def pending(self) -> list[Pending]: ...
+
+    def prune(self, before_ms: int) -> int: ...
+
+
+def clean(text: str | None, limit: int) -> str | None:
+    """Text as the log stores it: bounded, and without NUL (which PostgreSQL text refuses)."""
+    if text is None:
+        return None
+    return text[:limit].replace("\x00", "\ufffd")
+
+
+def to_entry(event: AccessEvent) -> AuditEntry:
+    """An access event as a log entry: ids only, every text bounded (hostile input arrives here:
+    a 10 kB provider id must not make the write fail and the request 503)."""
+    actor = event.actor
+    values = {
+        "tenant_id": actor.partner_id,
+        "action": str(event.action),
+        "actor_kind": actor.kind,
+        "actor_id": actor.token_id,
+        "provider_id": actor.provider_id,
+        "session_id": event.session_id,
+        "recording_id": event.recording_id,
+        "mode": event.mode,
+        "error": event.error,
+        "client_ip": actor.client_ip,
+        "user_agent": actor.user_agent,
+        "request_id": actor.request_id,
+    }
+    bounded = {name: clean(value, _TEXT_LIMITS[name]) for name, value in values.items()}
+    return AuditEntry(
+        at_ms=event.at_ms,
+        status=event.status,
+        ranges=tuple((int(a), int(b)) for a, b in event.ranges),
+        bytes_sent=event.bytes_sent,
+        detail=event.detail,
+        **bounded,  # type: ignore[arg-type]
+    )
+
+
+Sealed = tuple[str, AuditEntry]  # (playback id, its one record)
+
+
+@dataclass
+class _Batch:
+    entries: list[AuditEntry] = field(default_factory=list)
+    waiters: list[concurrent.futures.Future[None]] = field(default_factory=list)
+    unwaited: list[AuditEntry] = field(default_factory=list)
+    opened: list[Pending] = field(default_factory=list)
+    updated: list[Pending] = field(default_factory=list)
+    closed: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class _Item:
+    entry: AuditEntry | None = None
+    waiter: concurrent.futures.Future[None] | None = None
+    opened: Pending | None = None
+
+
+class Folder(Protocol):
+    """What the writer asks of the playback folder on every tick (core/playback.py)."""
+
+    def due(
+        self, now_ms: int, *, final: bool
+    ) -> tuple[list[Pending], list[tuple[str, AuditEntry]]]:
+        """(pending rows to refresh, (playback id, sealed entry) to append and close)."""
+        ...
+
+
+class AuditLog:
+    """The durable ``AccessLog``; see the module docstring."""
+
+    def __init__(
+        self,
+        store: AuditStore,
+        clock: Clock,
+        signer: CheckpointSigner | None,
+        *,
+        checkpoint_seconds: float = 60.0,
+        tick_seconds: float = 1.0,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.signer = signer
+        self.checkpoint_seconds = checkpoint_seconds
+        self.tick_seconds = tick_seconds
+        self.folder: Folder | None = None
+        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        self._retry: list[AuditEntry] = []
+        self._retry_closed: list[str] = []
+        self._healthy = True
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._last_checkpoint = time.monotonic()
+        self._checkpointed_seq = -1
+
+    # --- the AccessLog protocol ---------------------------------------------------------------
+
+    @property
+    def healthy(self) -> bool:
+        """False from a failed write until the next successful one."""
+        return self._healthy
+
+    def record(self, event: AccessEvent) -> None:
+        """Queue; never blocks, never raises."""
+        self._queue.put(_Item(entry=to_entry(event)))
+        self._ensure_running()
+
+    def commit(self, event: AccessEvent) -> None:
+        """Write durably before returning; raises ``Unavailable`` when it cannot."""
+        self._submit(_Item(entry=to_entry(event), waiter=concurrent.futures.Future())).result()
+
+    async def commit_async(self, event: AccessEvent) -> None:
+        waiter: concurrent.futures.Future[None] = concurrent.futures.Future()
+        await asyncio.wrap_future(self._submit(_Item(entry=to_entry(event), waiter=waiter)))
+
+    async def open_pending(self, pending: Pending) -> None:
+        """Make a playback's pending record durable (before its first byte is sent)."""
+        waiter: concurrent.futures.Future[None] = concurrent.futures.Future()
+        await asyncio.wrap_future(self._submit(_Item(opened=pending, waiter=waiter)))
+
+    def _submit(self, item: _Item) -> concurrent.futures.Future[None]:
+        assert item.waiter is not None
+        self._queue.put(item)
+        self._ensure_running()
+        return item.waiter
+
+    # --- the writer ---------------------------------------------------------------------------
+
+    def _ensure_running(self) -> None:
+        if self._thread is None:
+            with self._lock:
+                if self._thread is None:
+                    self._thread = threading.Thread(
+                        target=self._run, name="tapevault-audit", daemon=True
+                    )
+                    self._thread.start()
+
+    def close(self) -> None:
+        """Seal open playbacks, write what is queued, checkpoint, stop the writer."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(30)
+            self._thread = None
+        else:
+            self._cycle(self._drain(), final=True)
+
+    def _drain(self, first: _Item | None = None) -> list[_Item]:
+        items = [] if first is None else [first]
+        while len(items) < 5000:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                self._queue.put(None)  # keep the stop signal for the loop
+                break
+            items.append(item)
+        return items
+
+    def _run(self) -> None:
+        while True:
+            try:
+                first = self._queue.get(timeout=self.tick_seconds)
+            except queue.Empty:
+                first = None
+                stop = False
+            else:
+                stop = first is None
+            items = self._drain(first) if not stop else self._drain()
+            self._cycle(items, final=stop)
+            if stop:
+                return
+
+    def _cycle(self, items: list[_Item], *, final: bool) -> None:
+        batch = _Batch(unwaited=self._retry, closed=self._retry_closed)
+        self._retry, self._retry_closed = [], []
+        for item in items:
+            if item.opened is not None:
+                batch.opened.append(item.opened)
+            elif item.entry is not None and item.waiter is not None:
+                batch.entries.append(item.entry)
+            elif item.entry is not None:
+                batch.unwaited.append(item.entry)
+            if item.waiter is not None:
+                batch.waiters.append(item.waiter)
+        if self.folder is not None:
+            updated, sealed = self.folder.due(now_ms(self.clock), final=final)
+            batch.updated.extend(updated)
+            for playback_id, entry in sealed:
+                batch.closed.append(playback_id)
+                batch.unwaited.append(entry)
+        self._write(batch)
+        self._maybe_checkpoint(final)
+
+    def _write(self, batch: _Batch) -> None:
+        entries = batch.entries + batch.unwaited
+        if not (entries or batch.opened or batch.updated or batch.closed):
+            for waiter in batch.waiters:
+                waiter.set_result(None)
+            return
+        try:
+            self.store.write(
+                entries, opened=batch.opened, updated=batch.updated, closed=batch.closed
+            )
+        except Exception as exc:
+            if self._healthy:
+                log.exception("the access log cannot be written")
+            self._healthy = False
+            for waiter in batch.waiters:
+                waiter.set_exception(Unavailable(UNAVAILABLE))
+            # Keep what nobody waited for (sealed playbacks among it) for the next try.
+            self._retry = batch.unwaited[-MAX_RETAINED:]
+            self._retry_closed = batch.closed
+            log.debug("audit write failed: %s", exc)
+            return
+        if not self._healthy:
+            log.warning("the access log is writable again")
+        self._healthy = True
+        for waiter in batch.waiters:
+            waiter.set_result(None)
+
+    def _maybe_checkpoint(self, final: bool) -> None:
+        if self.signer is None or not self._healthy:
+            return
+        if not final and time.monotonic() - self._last_checkpoint < self.checkpoint_seconds:
+            return
+        self.checkpoint()
+
+    def checkpoint(self) -> Checkpoint | None:
+        """Sign the current head (if it moved since the last checkpoint)."""
+        if self.signer is None:
+            return None
+        self._last_checkpoint = time.monotonic()
+        try:
+            state = self.store.state()
+            if state.head_seq == 0 or state.head_seq == self._checkpointed_seq:
+                return None
+            last = self.store.last_checkpoint()
+            if last is not None and last.size >= state.head_seq:
+                self._checkpointed_seq = last.size
+                return None
+            checkpoint = self.signer.sign(state.head_seq, state.head_hash, now_ms(self.clock))
+            self.store.add_checkpoint(checkpoint)
+        except Exception:
+            log.exception("could not write an audit checkpoint; will try again")
+            return None
+        self._checkpointed_seq = checkpoint.size
+        # Also in the process log: a copy outside the database an attacker would have to find.
+        log.info(
+            "audit checkpoint size=%d head=%s key=%s sig=%s",
+            checkpoint.size,
+            checkpoint.head_hash,
+            checkpoint.key_id,
+            checkpoint.signature,
+        )
+        return checkpoint
+
+    def recover_pending(self, is_dead: Callable[[str], bool], stale_ms: int) -> int:
+        """Seal the playbacks that processes which died left pending (they count as served up
+        to their last refresh), and those of any process not refreshed for ``stale_ms``."""
+        now = now_ms(self.clock)
+        orphans = [
+            p for p in self.store.pending() if is_dead(p.owner) or now - p.updated_ms > stale_ms
+        ]
+        if orphans:
+            sealed = [
+                replace(p.entry, detail={**(p.entry.detail or {}), "recovered": True})
+                for p in orphans
+            ]
+            self.store.write(sealed, closed=[p.playback_id for p in orphans])
+        return len(orphans)
+
+    def flush(self) -> None:
+        """Wait until everything queued so far is written (tests, CLI, shutdown)."""
+        waiter: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._submit(_Item(waiter=waiter))
+        waiter.result()

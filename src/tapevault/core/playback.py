@@ -1,0 +1,204 @@
+"""Playbacks: a player's burst of Range requests, folded into one access record.
+
+An ``<audio>`` element asks for ``bytes=0-``, then for wherever the listener seeks, often dozens
+of times a minute. One record per request would drown the log; the rule here is one record per
+playback: the requests of one signed URL (or one API credential on one file) from one client
+(address and user agent), until the client has been idle for ``idle_seconds``.
+
+The first request of a playback waits until a pending record is durable (``Pending``), so no
+audio leaves before the log knows about it; later requests of the same playback only add their
+ranges and bytes in memory (refreshed into the pending record every writer tick), unless the log
+is unhealthy, in which case they fail with ``Unavailable`` too. When the playback goes idle its
+one ``media.playback`` record is chained: every range served (merged), the byte total, the
+number of requests and their statuses.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from collections import Counter
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Protocol
+
+from tapevault.core.access import AccessEvent, AccessLog, Action
+from tapevault.core.auditlog import AuditLog, Pending, Sealed, to_entry
+from tapevault.core.clock import Clock, now_ms
+from tapevault.errors import Unavailable
+
+IDLE_SECONDS = 30.0
+MAX_SECONDS = 3600.0  # a very long playback is cut into hour-long records
+MAX_INTERVALS = 64  # distinct byte ranges kept per record; closer ones merge beyond that
+
+
+def merge_ranges(
+    ranges: Sequence[tuple[int, int]], limit: int = MAX_INTERVALS
+) -> list[tuple[int, int]]:
+    """Inclusive byte ranges as a sorted union; past ``limit`` the nearest neighbours merge
+    (the record then over-states what was read, never under-states it)."""
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(ranges):
+        if merged and start <= merged[-1][1] + 1:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    while len(merged) > limit:
+        gaps = [merged[i + 1][0] - merged[i][1] for i in range(len(merged) - 1)]
+        i = gaps.index(min(gaps))
+        merged[i : i + 2] = [(merged[i][0], merged[i + 1][1])]
+    return merged
+
+
+@dataclass
+class _Playback:
+    playback_id: str
+    event: AccessEvent  # the first request, who and what
+    opened_ms: int
+    last_ms: int
+    requests: int = 0
+    status: int = 0  # of the first response
+    statuses: Counter[int] = field(default_factory=Counter)
+    ranges: list[tuple[int, int]] = field(default_factory=list)
+    bytes_sent: int = 0
+    dirty: bool = False
+
+    def event_now(self) -> AccessEvent:
+        """The playback's one record as it stands."""
+        detail: dict[str, object] = {
+            "playback_id": self.playback_id,
+            "requests": self.requests,
+            "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
+            "last_at_ms": self.last_ms,
+        }
+        return replace(
+            self.event,
+            action=Action.MEDIA_PLAYBACK,
+            at_ms=self.opened_ms,
+            status=self.status or self.event.status,
+            ranges=list(self.ranges),
+            bytes_sent=self.bytes_sent,
+            detail={**(self.event.detail or {}), **detail},
+        )
+
+
+class PlaybackLog(Protocol):
+    """What the media paths need: admit a response before its first byte, then report it."""
+
+    async def admit(self, key: Hashable, event: AccessEvent) -> str: ...
+
+    def served(
+        self, playback_id: str, status: int, ranges: Sequence[tuple[int, int]], bytes_sent: int
+    ) -> None: ...
+
+
+class PerRequest:
+    """No folding and no durability: each response is one record once it was sent (with an
+    access log that is not the durable one: the JSON-lines logger, or a list in tests)."""
+
+    def __init__(self, access_log: AccessLog) -> None:
+        self.access_log = access_log
+        self._events: dict[str, AccessEvent] = {}
+
+    async def admit(self, key: Hashable, event: AccessEvent) -> str:
+        playback_id = secrets.token_hex(12)
+        self._events[playback_id] = event
+        return playback_id
+
+    def served(
+        self, playback_id: str, status: int, ranges: Sequence[tuple[int, int]], bytes_sent: int
+    ) -> None:
+        event = self._events.pop(playback_id, None)
+        if event is not None:
+            self.access_log.record(
+                replace(event, status=status, ranges=list(ranges), bytes_sent=bytes_sent)
+            )
+
+
+class Playbacks:
+    def __init__(
+        self,
+        audit: AuditLog,
+        clock: Clock,
+        owner: str,
+        *,
+        idle_seconds: float = IDLE_SECONDS,
+        max_seconds: float = MAX_SECONDS,
+    ) -> None:
+        self.audit = audit
+        self.clock = clock
+        self.owner = owner
+        self.idle_ms = int(idle_seconds * 1000)
+        self.max_ms = int(max_seconds * 1000)
+        self._open: dict[Hashable, _Playback] = {}
+        self._by_id: dict[str, Hashable] = {}
+        self._lock = threading.Lock()
+        audit.folder = self
+
+    async def admit(self, key: Hashable, event: AccessEvent) -> str:
+        """Before the first byte of a response: the playback it belongs to (opened durably when
+        it is a new one). Raises ``Unavailable`` when the log cannot be written."""
+        now = now_ms(self.clock)
+        with self._lock:
+            current = self._open.get(key)
+            if current is not None and self._live(current, now):
+                current.last_ms = now
+                joined = current.playback_id
+            else:
+                joined = None
+        if joined is not None:
+            if not self.audit.healthy:
+                raise Unavailable("The access log cannot be written; nothing was served.")
+            return joined
+        playback = _Playback(secrets.token_hex(12), event, now, now)
+        pending = Pending(
+            playback.playback_id, self.owner, to_entry(playback.event_now()), now, now
+        )
+        await self.audit.open_pending(pending)
+        with self._lock:
+            self._open[key] = playback
+            self._by_id[playback.playback_id] = key
+        return playback.playback_id
+
+    def served(
+        self, playback_id: str, status: int, ranges: Sequence[tuple[int, int]], bytes_sent: int
+    ) -> None:
+        """What one response of the playback sent."""
+        with self._lock:
+            key = self._by_id.get(playback_id)
+            playback = self._open.get(key) if key is not None else None
+            if playback is None or playback.playback_id != playback_id:
+                return  # sealed meanwhile (idle cut-off raced the response): nothing to add
+            playback.requests += 1
+            playback.status = playback.status or status
+            playback.statuses[status] += 1
+            playback.ranges = merge_ranges([*playback.ranges, *ranges])
+            playback.bytes_sent += bytes_sent
+            playback.last_ms = max(playback.last_ms, now_ms(self.clock))
+            playback.dirty = True
+
+    def due(self, now_ms: int, *, final: bool) -> tuple[list[Pending], list[Sealed]]:
+        """Called by the log's writer each tick: refresh changed pending records, seal idle
+        (or, at shutdown, all) playbacks."""
+        updated: list[Pending] = []
+        sealed: list[Sealed] = []
+        with self._lock:
+            for key, playback in list(self._open.items()):
+                if final or not self._live(playback, now_ms):
+                    del self._open[key]
+                    self._by_id.pop(playback.playback_id, None)
+                    sealed.append((playback.playback_id, to_entry(playback.event_now())))
+                elif playback.dirty:
+                    playback.dirty = False
+                    entry = to_entry(playback.event_now())
+                    updated.append(
+                        Pending(playback.playback_id, self.owner, entry, playback.opened_ms, now_ms)
+                    )
+        return updated, sealed
+
+    def _live(self, playback: _Playback, now: int) -> bool:
+        return now - playback.last_ms < self.idle_ms and now - playback.opened_ms < self.max_ms
+
+    @property
+    def open_count(self) -> int:
+        return len(self._open)

@@ -1,0 +1,286 @@
+"""Retention, legal holds and deletion: when audio goes, what keeps it, and what is left.
+
+Retention is a hierarchy: the tenant's default (7 days unless set), overridden per session, then
+per recording, always counted from the session's creation. Every recording carries the
+resulting ``expires_ms`` and which level set it; changing an override recomputes them. The purge
+(run by the worker) removes the audio of recordings past ``expires_ms`` and leaves a tombstone:
+status ``expired``, when, and under which policy.
+
+A legal hold on a session stops all of that: nothing of a held session is purged or deleted,
+and its recordings stay served past their retention until the hold is lifted, when retention
+resumes. Deletion erases a session's or a recording's audio at once (status ``deleted``, by
+whom), and is refused while a hold is on.
+
+Every change here is written to the access log *before* it is made, so the log can never miss a
+deletion, a hold change or a purge; if the log cannot be written, nothing is changed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import replace
+
+from tapevault.core import policy
+from tapevault.core.access import AccessEvent, AccessLog, Action, Actor
+from tapevault.core.clock import now_ms
+from tapevault.core.model import Recording, RecordingStatus, Session, Tenant
+from tapevault.core.vault import MAX_ID, Vault
+from tapevault.errors import Conflict, InvalidRequest, NotFound
+
+log = logging.getLogger("tapevault.retention")
+
+TOMBSTONES = frozenset({RecordingStatus.EXPIRED, RecordingStatus.DELETED})
+MAX_REASON = 1000
+MAX_BY = 200
+SYSTEM = Actor(kind="system", token_id="retention-purge")  # noqa: S106 - an id, not a secret
+
+
+class Retention:
+    def __init__(self, vault: Vault, audit: AccessLog) -> None:
+        self.vault = vault
+        self.audit = audit
+
+    # --- lookups, inside the tenant ---------------------------------------------------------
+
+    def session(self, tenant: Tenant, session_id: str) -> Session:
+        """A session of the tenant by id, or a call by its SID."""
+        repo = self.vault.repo
+        found = None
+        if 0 < len(session_id) <= MAX_ID:
+            found = repo.get_session(tenant.partner_id, session_id) or (
+                repo.get_session_by_external_id(tenant.partner_id, session_id)
+            )
+        if found is None:
+            raise NotFound("Session not found.")
+        return found
+
+    def recording(self, tenant: Tenant, recording_id: str) -> Recording:
+        found = self.vault.repo.get_recording(recording_id) if len(recording_id) <= MAX_ID else None
+        if found is None or found.partner_id != tenant.partner_id:
+            raise NotFound("Recording not found.")
+        return found
+
+    # --- retention overrides ----------------------------------------------------------------
+
+    def set_session_retention(
+        self, tenant: Tenant, session_id: str, seconds: int | None, actor: Actor
+    ) -> Session:
+        """Override (or, with None, stop overriding) the tenant's retention for a session."""
+        session = self.session(tenant, session_id)
+        self._log(Action.RETENTION_SET, actor, session, None, level="session", seconds=seconds)
+        self.vault.repo.set_session_fields(
+            tenant.partner_id, session.session_id, retention_seconds=seconds
+        )
+        session = replace(session, retention_seconds=seconds)
+        for r in self.vault.repo.list_recordings(tenant.partner_id, session.session_id):
+            self._recompute(tenant, session, r)
+        merged = self.vault.repo.get_merged(tenant.partner_id, session.session_id)
+        if merged is not None:
+            self._recompute(tenant, session, merged)
+        self.vault.changed()
+        return session
+
+    def set_recording_retention(
+        self, tenant: Tenant, recording_id: str, seconds: int | None, actor: Actor
+    ) -> Recording:
+        recording = self.recording(tenant, recording_id)
+        session = self.session(tenant, recording.session_id)
+        self._log(
+            Action.RETENTION_SET, actor, session, recording, level="recording", seconds=seconds
+        )
+        recording = self._recompute(tenant, session, replace(recording, retention_seconds=seconds))
+        self.vault.changed()
+        return recording
+
+    def set_tenant_retention(self, tenant: Tenant, seconds: int, actor: Actor) -> int:
+        """Change the tenant's default; every recording that follows it is recomputed."""
+        self.audit.commit(
+            AccessEvent(
+                action=Action.RETENTION_SET,
+                actor=actor,
+                status=200,
+                at_ms=now_ms(self.vault.clock),
+                detail={"level": "tenant", "seconds": seconds},
+            )
+        )
+        self.vault.repo.set_tenant_fields(tenant.partner_id, retention_seconds=seconds)
+        tenant = replace(tenant, retention_seconds=seconds)
+        changed = 0
+        for session in self.vault.repo.list_sessions(tenant.partner_id):
+            for r in self.vault.repo.list_recordings(tenant.partner_id, session.session_id):
+                if r.retention_seconds is None and session.retention_seconds is None:
+                    self._recompute(tenant, session, r)
+                    changed += 1
+        self.vault.changed()
+        return changed
+
+    def _recompute(self, tenant: Tenant, session: Session, r: Recording) -> Recording:
+        if r.status in TOMBSTONES:
+            return r  # what is gone stays gone; its tombstone says when and why
+        seconds, level = policy.effective_retention(
+            tenant.retention_seconds, session.retention_seconds, r.retention_seconds
+        )
+        expires = policy.retention_expiry_ms(session.created_ms, seconds)
+        self.vault.repo.set_recording_expiry(r.recording_id, expires, r.retention_seconds, level)
+        return replace(r, expires_ms=expires, retention_policy=level)
+
+    # --- legal hold -------------------------------------------------------------------------
+
+    def hold(
+        self, tenant: Tenant, session_id: str, *, reason: str, by: str | None, actor: Actor
+    ) -> Session:
+        """Put the session on legal hold (or change the reason of the hold it is under)."""
+        if not reason.strip() or len(reason) > MAX_REASON:
+            raise InvalidRequest(f"A hold needs a reason of 1 to {MAX_REASON} characters.")
+        if by is not None and len(by) > MAX_BY:
+            raise InvalidRequest(f"'by' is at most {MAX_BY} characters.")
+        session = self.session(tenant, session_id)
+        holder = by or _describe(actor)
+        self._log(Action.HOLD_SET, actor, session, None, reason=reason, by=holder)
+        held_at = session.hold_set_ms or now_ms(self.vault.clock)
+        self.vault.repo.set_session_fields(
+            tenant.partner_id,
+            session.session_id,
+            hold_reason=reason,
+            hold_by=holder,
+            hold_set_ms=held_at,
+        )
+        self.vault.changed()
+        return replace(session, hold_reason=reason, hold_by=holder, hold_set_ms=held_at)
+
+    def release(self, tenant: Tenant, session_id: str, actor: Actor) -> Session:
+        """Lift the hold; retention resumes (the next purge removes what is past it)."""
+        session = self.session(tenant, session_id)
+        if not session.held:
+            return session
+        self._log(Action.HOLD_CLEAR, actor, session, None, reason=session.hold_reason)
+        self.vault.repo.set_session_fields(
+            tenant.partner_id,
+            session.session_id,
+            hold_reason=None,
+            hold_by=None,
+            hold_set_ms=None,
+        )
+        self.vault.changed()
+        return replace(session, hold_reason=None, hold_by=None, hold_set_ms=None)
+
+    # --- deletion ---------------------------------------------------------------------------
+
+    def delete_session(self, tenant: Tenant, session_id: str, actor: Actor) -> list[Recording]:
+        """Erase every recording of the session now; refused under a legal hold or while a
+        live stream is still writing to it."""
+        session = self.session(tenant, session_id)
+        recordings = [*self.vault.repo.list_recordings(tenant.partner_id, session.session_id)]
+        merged = self.vault.repo.get_merged(tenant.partner_id, session.session_id)
+        self._refuse_if_held(session)
+        if any(r.status is RecordingStatus.RECEIVING for r in recordings):
+            raise Conflict("A live stream is still writing to this session; end it first.")
+        doomed = [
+            r for r in [*recordings, *([merged] if merged else [])] if r.status not in TOMBSTONES
+        ]
+        self._log(
+            Action.SESSION_DELETE,
+            actor,
+            session,
+            None,
+            recordings=[r.recording_id for r in doomed],
+        )
+        now = now_ms(self.vault.clock)
+        self.vault.repo.set_session_fields(tenant.partner_id, session.session_id, deleted_ms=now)
+        erased = [self._erase(r, RecordingStatus.DELETED, _describe(actor)) for r in doomed]
+        self.vault.changed()
+        return erased
+
+    def delete_recording(self, tenant: Tenant, recording_id: str, actor: Actor) -> Recording:
+        recording = self.recording(tenant, recording_id)
+        session = self.session(tenant, recording.session_id)
+        self._refuse_if_held(session)
+        if recording.status is RecordingStatus.RECEIVING:
+            raise Conflict("This recording is still being streamed; end the stream first.")
+        if recording.status in TOMBSTONES:
+            return recording
+        self._log(Action.RECORDING_DELETE, actor, session, recording)
+        erased = self._erase(recording, RecordingStatus.DELETED, _describe(actor))
+        self.vault.changed()
+        return erased
+
+    @staticmethod
+    def _refuse_if_held(session: Session) -> None:
+        if session.held:
+            raise Conflict(
+                f"The session is under legal hold ({session.hold_reason}); "
+                "lift the hold before deleting anything of it."
+            )
+
+    # --- purge ------------------------------------------------------------------------------
+
+    def purge_due(self, limit: int = 500) -> int:
+        """Remove the audio of recordings past retention (none of a held session); returns how
+        many. Each purge is logged first; if the log cannot be written, purging stops."""
+        purged = 0
+        now = now_ms(self.vault.clock)
+        for r in self.vault.repo.due_for_purge(now, limit):
+            event = AccessEvent(
+                action=Action.RETENTION_PURGE,
+                actor=replace(SYSTEM, partner_id=r.partner_id),
+                status=200,
+                at_ms=now,
+                session_id=r.session_id,
+                recording_id=r.recording_id,
+                detail={"policy": r.retention_policy or "tenant", "expired_at_ms": r.expires_ms},
+            )
+            self.audit.commit(event)
+            self._erase(r, RecordingStatus.EXPIRED, None)
+            purged += 1
+        if purged:
+            self.vault.changed()
+            log.info("purged the audio of %d recording(s) past retention", purged)
+        return purged
+
+    # --- helpers ----------------------------------------------------------------------------
+
+    def _erase(self, r: Recording, status: RecordingStatus, by: str | None) -> Recording:
+        """Remove the audio (stored file and any received leftovers), then write the
+        tombstone. A crash in between leaves the row as it was; the next run finishes it."""
+        vault = self.vault
+        vault.store.delete(r.storage_key)
+        vault.incoming_path(r.recording_id).unlink(missing_ok=True)
+        vault.stream_path(r.recording_id).unlink(missing_ok=True)
+        now = now_ms(vault.clock)
+        if not vault.repo.tombstone(r, status, purged_ms=now, deleted_by=by):
+            current = vault.repo.get_recording(r.recording_id)
+            if current is not None and current.status not in TOMBSTONES:
+                # It moved on (a worker finished it) after we read it: tombstone what it is now.
+                vault.repo.tombstone(current, status, purged_ms=now, deleted_by=by)
+        reason = "deleted" if status is RecordingStatus.DELETED else "expired"
+        return replace(r, status=status, purged_ms=now, purge_reason=reason, deleted_by=by)
+
+    def _log(
+        self,
+        action: Action,
+        actor: Actor,
+        session: Session,
+        recording: Recording | None,
+        **detail: object,
+    ) -> None:
+        self.audit.commit(
+            AccessEvent(
+                action=action,
+                actor=actor,
+                status=200,
+                at_ms=now_ms(self.vault.clock),
+                session_id=session.session_id,
+                recording_id=recording.recording_id if recording else None,
+                detail=detail,
+            )
+        )
+
+
+def _describe(actor: Actor) -> str:
+    """Who, as a tombstone or hold records it: the credential, never a secret."""
+    return f"{actor.kind or 'unknown'}:{actor.token_id or '-'}"[:MAX_BY]
+
+
+def live_recordings(recordings: Sequence[Recording]) -> list[Recording]:
+    return [r for r in recordings if r.status not in TOMBSTONES]

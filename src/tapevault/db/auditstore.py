@@ -1,0 +1,225 @@
+"""The access log's tables: the hash chain, its checkpoints and the playbacks in progress.
+
+Appends are serialised by the single ``audit_state`` row: every writing transaction first updates
+it (a row lock on PostgreSQL, the write lock on SQLite), then reads the head, chains its entries
+onto it and moves the head. So several processes (servers, workers, the CLI) append to one chain
+without ever forking it, and each batch costs one transaction, however many records it holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import fields
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection, Engine, and_, delete, insert, or_, select, update
+
+from tapevault.core.audit import AuditEntry, AuditRecord, Checkpoint, chain
+from tapevault.core.auditlog import LogState, Pending, Query
+from tapevault.db.schema import audit_checkpoints, audit_log, audit_pending, audit_state
+
+_ENTRY_FIELDS = tuple(f.name for f in fields(AuditEntry))
+
+
+def entry_json(entry: AuditEntry) -> str:
+    values = {name: getattr(entry, name) for name in _ENTRY_FIELDS}
+    values["ranges"] = [list(r) for r in entry.ranges]
+    values["detail"] = dict(entry.detail) if entry.detail is not None else None
+    return orjson.dumps(values).decode()
+
+
+def entry_from_json(text: str) -> AuditEntry:
+    values = orjson.loads(text)
+    values["ranges"] = tuple(tuple(r) for r in values.get("ranges") or ())
+    return AuditEntry(**{k: v for k, v in values.items() if k in _ENTRY_FIELDS})
+
+
+class SqlAuditStore:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    # --- writing ----------------------------------------------------------------------------
+
+    def write(
+        self,
+        entries: Sequence[AuditEntry],
+        *,
+        opened: Sequence[Pending] = (),
+        updated: Sequence[Pending] = (),
+        closed: Sequence[str] = (),
+    ) -> list[AuditRecord]:
+        """One transaction: open, update and close playbacks, and append ``entries`` (a sealed
+        playback's record among them) to the chain. All of it happens, or none."""
+        with self.engine.begin() as conn:
+            for pending in opened:
+                conn.execute(insert(audit_pending).values(**_pending_values(pending)))
+            for pending in updated:
+                values = _pending_values(pending)
+                del values["playback_id"]
+                conn.execute(
+                    update(audit_pending)
+                    .where(audit_pending.c.playback_id == pending.playback_id)
+                    .values(**values)
+                )
+            if closed:
+                conn.execute(delete(audit_pending).where(audit_pending.c.playback_id.in_(closed)))
+            return self._append(conn, entries) if entries else []
+
+    def _append(self, conn: Connection, entries: Sequence[AuditEntry]) -> list[AuditRecord]:
+        # Take the lock first (the UPDATE), then read the head under it.
+        conn.execute(update(audit_state).where(audit_state.c.id == 1).values(id=1))
+        head = conn.execute(
+            select(audit_state.c.head_seq, audit_state.c.head_hash).where(audit_state.c.id == 1)
+        ).one()
+        records = chain(entries, prev_hash=head.head_hash, first_seq=head.head_seq + 1)
+        conn.execute(insert(audit_log), [_record_values(r) for r in records])
+        last = records[-1]
+        conn.execute(
+            update(audit_state)
+            .where(audit_state.c.id == 1)
+            .values(head_seq=last.seq, head_hash=last.hash)
+        )
+        return records
+
+    def add_checkpoint(self, checkpoint: Checkpoint) -> None:
+        with self.engine.begin() as conn:
+            exists = conn.execute(
+                select(audit_checkpoints.c.size).where(audit_checkpoints.c.size == checkpoint.size)
+            ).first()
+            if exists is None:
+                conn.execute(
+                    insert(audit_checkpoints).values(
+                        size=checkpoint.size,
+                        head_hash=checkpoint.head_hash,
+                        at_ms=checkpoint.at_ms,
+                        key_id=checkpoint.key_id,
+                        signature=checkpoint.signature,
+                    )
+                )
+
+    def prune(self, before_ms: int) -> int:
+        """Drop records older than ``before_ms`` (the audit log's own retention), keeping the
+        chain verifiable: the cut is made at a checkpoint whose records are all old enough, that
+        checkpoint is kept, and the state remembers where the kept part starts and the hash it
+        links to, which the kept checkpoint's signature vouches for."""
+        with self.engine.begin() as conn:
+            conn.execute(update(audit_state).where(audit_state.c.id == 1).values(id=1))
+            cut = conn.execute(
+                select(audit_checkpoints.c.size, audit_checkpoints.c.head_hash)
+                .join(audit_log, audit_log.c.seq == audit_checkpoints.c.size)
+                .where(audit_log.c.at_ms < before_ms)
+                .order_by(audit_checkpoints.c.size.desc())
+                .limit(1)
+            ).first()
+            if cut is None:
+                return 0
+            removed = conn.execute(delete(audit_log).where(audit_log.c.seq <= cut.size)).rowcount
+            conn.execute(delete(audit_checkpoints).where(audit_checkpoints.c.size < cut.size))
+            conn.execute(
+                update(audit_state)
+                .where(audit_state.c.id == 1)
+                .values(first_seq=cut.size + 1, first_prev_hash=cut.head_hash)
+            )
+        return int(removed)
+
+    # --- reading ----------------------------------------------------------------------------
+
+    def state(self) -> LogState:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(audit_state).where(audit_state.c.id == 1)).one()
+        return LogState(row.first_seq, row.first_prev_hash, row.head_seq, row.head_hash)
+
+    def records(self, batch: int = 2000) -> Iterator[AuditRecord]:
+        """Every record in ``seq`` order, read in batches (bounded memory for verification)."""
+        after: int | None = None
+        while True:
+            query = select(audit_log).order_by(audit_log.c.seq).limit(batch)
+            if after is not None:
+                query = query.where(audit_log.c.seq > after)
+            with self.engine.connect() as conn:
+                rows = conn.execute(query).all()
+            if not rows:
+                return
+            for row in rows:
+                yield _record(row)
+            after = rows[-1].seq
+
+    def checkpoints(self) -> list[Checkpoint]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(audit_checkpoints).order_by(audit_checkpoints.c.size)).all()
+        return [Checkpoint(r.size, r.head_hash, r.at_ms, r.key_id, r.signature) for r in rows]
+
+    def last_checkpoint(self) -> Checkpoint | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(audit_checkpoints).order_by(audit_checkpoints.c.size.desc()).limit(1)
+            ).first()
+        return None if row is None else Checkpoint(*row)
+
+    def query(self, q: Query) -> list[AuditRecord]:
+        conditions: list[Any] = [audit_log.c.seq > q.after_seq]
+        if q.tenant_id is not None:
+            conditions.append(audit_log.c.tenant_id == q.tenant_id)
+        ids = [(audit_log.c.session_id, q.session_id), (audit_log.c.recording_id, q.recording_id)]
+        if q.history and q.session_id is not None and q.recording_id is not None:
+            ids = []
+            conditions.append(
+                or_(
+                    audit_log.c.recording_id == q.recording_id,
+                    and_(
+                        audit_log.c.session_id == q.session_id,
+                        audit_log.c.recording_id.is_(None),
+                    ),
+                )
+            )
+        for column, value in (
+            *ids,
+            (audit_log.c.actor_id, q.actor_id),
+            (audit_log.c.action, q.action),
+        ):
+            if value is not None:
+                conditions.append(column == value)
+        if q.since_ms is not None:
+            conditions.append(audit_log.c.at_ms >= q.since_ms)
+        if q.until_ms is not None:
+            conditions.append(audit_log.c.at_ms < q.until_ms)
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(audit_log).where(*conditions).order_by(audit_log.c.seq).limit(q.limit)
+            ).all()
+        return [_record(row) for row in rows]
+
+    def pending(self) -> list[Pending]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(audit_pending)).all()
+        return [
+            Pending(r.playback_id, r.owner, entry_from_json(r.entry), r.opened_ms, r.updated_ms)
+            for r in rows
+        ]
+
+
+def _pending_values(pending: Pending) -> dict[str, Any]:
+    return {
+        "playback_id": pending.playback_id,
+        "owner": pending.owner,
+        "entry": entry_json(pending.entry),
+        "opened_ms": pending.opened_ms,
+        "updated_ms": pending.updated_ms,
+    }
+
+
+def _record_values(record: AuditRecord) -> dict[str, Any]:
+    entry = record.entry
+    values = {name: getattr(entry, name) for name in _ENTRY_FIELDS}
+    values["ranges"] = orjson.dumps([list(r) for r in entry.ranges]).decode()
+    values["detail"] = None if entry.detail is None else orjson.dumps(dict(entry.detail)).decode()
+    values.update(seq=record.seq, prev_hash=record.prev_hash, hash=record.hash)
+    return values
+
+
+def _record(row: Any) -> AuditRecord:
+    values = {name: getattr(row, name) for name in _ENTRY_FIELDS}
+    values["ranges"] = tuple(tuple(r) for r in orjson.loads(row.ranges or "[]"))
+    values["detail"] = orjson.loads(row.detail) if row.detail is not None else None
+    return AuditRecord(row.seq, AuditEntry(**values), row.prev_hash, row.hash)

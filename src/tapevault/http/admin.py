@@ -1,0 +1,374 @@
+"""The native administration API: legal holds, retention, deletion and the access log.
+
+Authenticated with a workspace API key of the ``admin`` role (``Authorization: Bearer``), in
+tapevault's ``{"code", "message"}`` error shape. Every change is logged by the service before it
+is made (see core/retention.py); a refused change (a deletion under hold, 409) is logged too.
+Ids are looked up inside the key's tenant only: another tenant's id is "not found".
+
+    GET    /api/v1/sessions/{id}                  the session, its hold, recordings, tombstones
+    PUT    /api/v1/sessions/{id}/hold             {"reason": "...", "by": "..."}
+    DELETE /api/v1/sessions/{id}/hold             lift the hold; retention resumes
+    PUT    /api/v1/sessions/{id}/retention        {"retention": "30d"} (or null: the tenant's)
+    PUT    /api/v1/recordings/{id}/retention      the same, for one recording
+    DELETE /api/v1/sessions/{id}                  erase the session's audio now (409 under hold)
+    DELETE /api/v1/recordings/{id}                erase one recording's audio now
+    GET    /api/v1/audit                          the tenant's access log, filtered and paged
+    GET    /api/v1/recordings/{id}/access         one recording's access history
+
+A session id may also be a call's SID.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from tapevault.auth.workspace import KeyCaller
+from tapevault.core import policy
+from tapevault.core.access import Action, Actor
+from tapevault.core.audit import AuditRecord
+from tapevault.core.auditlog import Query
+from tapevault.core.model import KeyRole, Recording, Session
+from tapevault.errors import InvalidRequest
+from tapevault.http.context import AppContext
+from tapevault.http.endpoint import Endpoint, Handler, Headers, Reply, Request, with_caller
+from tapevault.http.errors import code_message_error
+from tapevault.http.suki import recording_body
+from tapevault.http.uploads import read_small
+
+MAX_PAGE = 1000
+_MAX_JSON = 16 * 1024
+
+
+class AdminDialect:
+    def __init__(self, ctx: AppContext) -> None:
+        self.ctx = ctx
+
+    def authenticate(self, request: Request) -> KeyCaller:
+        caller = self.ctx.api_keys.verify(request.headers.get("authorization"))
+        caller.require(KeyRole.ADMIN)
+        return caller
+
+    def actor(self, caller: KeyCaller, request: Request) -> Actor:
+        return with_caller(
+            request.actor,
+            partner_id=caller.tenant.partner_id,
+            kind="api_key",
+            token_id=caller.key.key_id,
+        )
+
+    def error(self, exc: BaseException) -> tuple[int, Any, Headers]:
+        return code_message_error(exc)
+
+
+def iso(ms: int | None) -> str | None:
+    if ms is None:
+        return None
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
+
+
+def tombstone_body(r: Recording) -> dict[str, Any]:
+    return {
+        **recording_body(r),
+        "retention_policy": r.retention_policy,
+        "retention_seconds": r.retention_seconds,
+        "purged_at": iso(r.purged_ms),
+        "purge_reason": r.purge_reason,
+        "deleted_by": r.deleted_by,
+    }
+
+
+def session_admin_body(session: Session, recordings: list[Recording]) -> dict[str, Any]:
+    return {
+        "session_id": session.session_id,
+        "kind": session.kind.value,
+        "external_id": session.external_id,
+        "created_at": iso(session.created_ms),
+        "retention_seconds": session.retention_seconds,
+        "deleted_at": iso(session.deleted_ms),
+        "hold": None
+        if not session.held
+        else {
+            "reason": session.hold_reason,
+            "by": session.hold_by,
+            "since": iso(session.hold_set_ms),
+        },
+        "recordings": [tombstone_body(r) for r in recordings],
+    }
+
+
+def record_body(record: AuditRecord) -> dict[str, Any]:
+    e = record.entry
+    return {
+        "seq": record.seq,
+        "at": iso(e.at_ms),
+        "at_ms": e.at_ms,
+        "action": e.action,
+        "status": e.status,
+        "actor": {"kind": e.actor_kind, "id": e.actor_id, "provider_id": e.provider_id},
+        "tenant_id": e.tenant_id,
+        "session_id": e.session_id,
+        "recording_id": e.recording_id,
+        "mode": e.mode,
+        "ranges": [list(r) for r in e.ranges],
+        "bytes_sent": e.bytes_sent,
+        "error": e.error,
+        "client_ip": e.client_ip,
+        "user_agent": e.user_agent,
+        "request_id": e.request_id,
+        "detail": e.detail,
+        "prev_hash": record.prev_hash,
+        "hash": record.hash,
+    }
+
+
+async def _json(request: Request) -> dict[str, Any]:
+    raw = await read_small(request.receive, _MAX_JSON)
+    if not raw.strip():
+        return {}
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise InvalidRequest("The body is not JSON.") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("The body must be a JSON object.")
+    return body
+
+
+def _retention(body: dict[str, Any]) -> int | None:
+    """``{"retention": "30d"}``, ``{"retention_seconds": 2592000}``, or null to clear."""
+    if "retention_seconds" in body:
+        value = body["retention_seconds"]
+        if value is None:
+            return None
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise InvalidRequest("retention_seconds must be a positive integer or null.")
+        return value
+    if "retention" not in body:
+        raise InvalidRequest('Send {"retention": "30d"} or {"retention": null}.')
+    value = body["retention"]
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidRequest("retention must be a duration such as 30d, or null.")
+    return policy.parse_duration(value)
+
+
+def parse_time(name: str, value: str | None) -> int | None:
+    """Unix seconds or ISO-8601 (with a zone; UTC if none) as Unix milliseconds."""
+    if value is None:
+        return None
+    if value.isdigit() and len(value) <= 12:
+        return int(value) * 1000
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidRequest(f"{name} must be ISO-8601 or Unix seconds.") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return int(parsed.timestamp() * 1000)
+
+
+def parse_query(tenant_id: str, params: dict[str, str]) -> Query:
+    limit_text = params.get("limit", "100")
+    cursor_text = params.get("cursor", "0")
+    if not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_PAGE:
+        raise InvalidRequest(f"limit must be from 1 to {MAX_PAGE}.")
+    if not cursor_text.isdigit() or len(cursor_text) > 18:
+        raise InvalidRequest("cursor must be the next_cursor of a previous page.")
+    return Query(
+        tenant_id=tenant_id,
+        session_id=params.get("session_id"),
+        recording_id=params.get("recording_id"),
+        actor_id=params.get("actor"),
+        action=params.get("action"),
+        since_ms=parse_time("since", params.get("since")),
+        until_ms=parse_time("until", params.get("until")),
+        after_seq=int(cursor_text),
+        limit=int(limit_text),
+    )
+
+
+def _page(records: list[AuditRecord], limit: int) -> dict[str, Any]:
+    return {
+        "records": [record_body(r) for r in records],
+        "next_cursor": str(records[-1].seq) if len(records) == limit else None,
+    }
+
+
+def handlers(ctx: AppContext) -> dict[str, Handler[KeyCaller]]:
+    retention = ctx.retention
+
+    def actor(request: Request, caller: KeyCaller) -> Actor:
+        return AdminDialect(ctx).actor(caller, request)
+
+    async def session_view(request: Request, caller: KeyCaller) -> Reply:
+        session = await ctx.metadata(retention.session, caller.tenant, request.param("session_id"))
+        recordings = await ctx.metadata(
+            ctx.vault.repo.list_recordings, caller.tenant.partner_id, session.session_id
+        )
+        return Reply(200, session_admin_body(session, list(recordings)))
+
+    async def hold(request: Request, caller: KeyCaller) -> Reply:
+        session_id = request.param("session_id")
+        if request.scope["method"] == "DELETE":
+            session = await ctx.blocking(
+                retention.release, caller.tenant, session_id, actor(request, caller)
+            )
+            return Reply(200, _hold(session), recorded=True)
+        body = await _json(request)
+        reason, by = body.get("reason"), body.get("by")
+        if not isinstance(reason, str) or (by is not None and not isinstance(by, str)):
+            raise InvalidRequest('Send {"reason": "...", "by": "..."} (by is optional).')
+        session = await ctx.blocking(
+            lambda: retention.hold(
+                caller.tenant, session_id, reason=reason, by=by, actor=actor(request, caller)
+            )
+        )
+        return Reply(200, _hold(session), recorded=True)
+
+    async def session_retention(request: Request, caller: KeyCaller) -> Reply:
+        seconds = _retention(await _json(request))
+        session = await ctx.blocking(
+            retention.set_session_retention,
+            caller.tenant,
+            request.param("session_id"),
+            seconds,
+            actor(request, caller),
+        )
+        recordings = await ctx.metadata(
+            ctx.vault.repo.list_recordings, caller.tenant.partner_id, session.session_id
+        )
+        return Reply(200, session_admin_body(session, list(recordings)), recorded=True)
+
+    async def recording_retention(request: Request, caller: KeyCaller) -> Reply:
+        seconds = _retention(await _json(request))
+        recording = await ctx.blocking(
+            retention.set_recording_retention,
+            caller.tenant,
+            request.param("recording_id"),
+            seconds,
+            actor(request, caller),
+        )
+        return Reply(200, tombstone_body(recording), recorded=True)
+
+    async def delete_session(request: Request, caller: KeyCaller) -> Reply:
+        if request.scope["method"] == "GET":
+            return await session_view(request, caller)
+        erased = await ctx.blocking(
+            retention.delete_session,
+            caller.tenant,
+            request.param("session_id"),
+            actor(request, caller),
+        )
+        body = {"deleted": [tombstone_body(r) for r in erased]}
+        return Reply(200, body, recorded=True)
+
+    async def delete_recording(request: Request, caller: KeyCaller) -> Reply:
+        erased = await ctx.blocking(
+            retention.delete_recording,
+            caller.tenant,
+            request.param("recording_id"),
+            actor(request, caller),
+        )
+        return Reply(200, tombstone_body(erased), recorded=True)
+
+    async def audit(request: Request, caller: KeyCaller) -> Reply:
+        query = parse_query(caller.tenant.partner_id, request.query)
+        records = await ctx.blocking(ctx.audit_store.query, query)
+        return Reply(200, _page(records, query.limit), detail={"filters": _filters(request)})
+
+    async def access(request: Request, caller: KeyCaller) -> Reply:
+        recording = await ctx.metadata(
+            retention.recording, caller.tenant, request.param("recording_id")
+        )
+        base = parse_query(caller.tenant.partner_id, request.query)
+        query = Query(
+            tenant_id=base.tenant_id,
+            session_id=recording.session_id,
+            recording_id=recording.recording_id,
+            history=True,
+            actor_id=base.actor_id,
+            action=base.action,
+            since_ms=base.since_ms,
+            until_ms=base.until_ms,
+            after_seq=base.after_seq,
+            limit=base.limit,
+        )
+        records = await ctx.blocking(ctx.audit_store.query, query)
+        return Reply(
+            200,
+            {"recording": tombstone_body(recording), **_page(records, query.limit)},
+            recording_id=recording.recording_id,
+        )
+
+    return {
+        "session": delete_session,
+        "hold": hold,
+        "session_retention": session_retention,
+        "recording_retention": recording_retention,
+        "delete_recording": delete_recording,
+        "audit": audit,
+        "access": access,
+    }
+
+
+def _hold(session: Session) -> dict[str, Any]:
+    return {
+        "session_id": session.session_id,
+        "held": session.held,
+        "reason": session.hold_reason,
+        "by": session.hold_by,
+        "since": iso(session.hold_set_ms),
+    }
+
+
+def _filters(request: Request) -> dict[str, str]:
+    names = ("session_id", "recording_id", "actor", "action", "since", "until", "cursor")
+    return {k: request.query[k][:100] for k in names if k in request.query}
+
+
+def routes(ctx: AppContext) -> list[tuple[str, Endpoint[KeyCaller]]]:
+    admin = AdminDialect(ctx)
+    h = handlers(ctx)
+
+    def endpoint(
+        methods: list[str], name: str, action: Action | dict[str, Action]
+    ) -> Endpoint[KeyCaller]:
+        return Endpoint(ctx, admin, methods, h[name], action)
+
+    return [
+        ("/api/v1/audit", endpoint(["GET"], "audit", Action.AUDIT_READ)),
+        (
+            "/api/v1/recordings/{recording_id}/access",
+            endpoint(["GET"], "access", Action.AUDIT_READ),
+        ),
+        (
+            "/api/v1/recordings/{recording_id}/retention",
+            endpoint(["PUT"], "recording_retention", Action.RETENTION_SET),
+        ),
+        (
+            "/api/v1/recordings/{recording_id}",
+            endpoint(["DELETE"], "delete_recording", Action.RECORDING_DELETE),
+        ),
+        (
+            "/api/v1/sessions/{session_id}/hold",
+            endpoint(
+                ["PUT", "DELETE"], "hold", {"PUT": Action.HOLD_SET, "DELETE": Action.HOLD_CLEAR}
+            ),
+        ),
+        (
+            "/api/v1/sessions/{session_id}/retention",
+            endpoint(["PUT"], "session_retention", Action.RETENTION_SET),
+        ),
+        (
+            "/api/v1/sessions/{session_id}",
+            endpoint(
+                ["GET", "DELETE"],
+                "session",
+                {"GET": Action.SESSION_READ, "DELETE": Action.SESSION_DELETE},
+            ),
+        ),
+    ]

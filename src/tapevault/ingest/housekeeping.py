@@ -1,0 +1,65 @@
+"""Housekeeping the worker does between jobs: purge audio past retention, and drop access
+records past the log's own retention (6 years by default)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from tapevault.core.auditlog import AuditStore
+from tapevault.core.clock import Clock, now_ms
+from tapevault.core.retention import Retention
+
+log = logging.getLogger("tapevault.housekeeping")
+
+AUDIT_PRUNE_SECONDS = 24 * 3600.0
+
+
+class Housekeeping:
+    def __init__(
+        self,
+        retention: Retention,
+        audit: AuditStore,
+        clock: Clock,
+        *,
+        purge_seconds: float,
+        audit_retention_seconds: int,
+    ) -> None:
+        self.retention = retention
+        self.audit = audit
+        self.clock = clock
+        self.purge_seconds = purge_seconds
+        self.audit_retention_ms = audit_retention_seconds * 1000
+        self._next_purge = 0.0
+        self._next_prune = 0.0
+        self._lock = threading.Lock()
+
+    def run_due(self) -> None:
+        """Whatever is due now; each part logs and survives its own failure. Several worker
+        threads call this: one does the work, the others go on with their jobs."""
+        if not self._lock.acquire(blocking=False):
+            return
+        try:
+            self._run_due()
+        finally:
+            self._lock.release()
+
+    def _run_due(self) -> None:
+        now = time.monotonic()
+        if now >= self._next_purge:
+            self._next_purge = now + self.purge_seconds
+            try:
+                self.retention.purge_due()
+            except Exception:
+                log.exception(
+                    "the retention purge failed; it runs again in %ss", self.purge_seconds
+                )
+        if now >= self._next_prune:
+            self._next_prune = now + AUDIT_PRUNE_SECONDS
+            try:
+                dropped = self.audit.prune(now_ms(self.clock) - self.audit_retention_ms)
+                if dropped:
+                    log.info("dropped %d access record(s) past the audit retention", dropped)
+            except Exception:
+                log.exception("pruning the access log failed")
