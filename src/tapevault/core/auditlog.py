@@ -36,20 +36,6 @@ log = logging.getLogger("tapevault.audit")
 
 UNAVAILABLE = "The access log cannot be written; nothing was served. Retry shortly."
 MAX_RETAINED = 100_000  # unwaited events kept for retry while the store is down
-_TEXT_LIMITS = {
-    "tenant_id": 64,
-    "action": 40,
-    "actor_kind": 20,
-    "actor_id": 200,
-    "provider_id": 200,
-    "session_id": 64,
-    "recording_id": 64,
-    "mode": 20,
-    "error": 1000,
-    "client_ip": 64,
-    "user_agent": 512,
-    "request_id": 128,
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,37 +100,34 @@ class AuditStore(Protocol):
 
 def clean(text: str | None, limit: int) -> str | None:
     """Text as the log stores it: bounded, and without NUL (which PostgreSQL text refuses)."""
-    if text is None:
-        return None
+    if text is None or (len(text) <= limit and "\x00" not in text):
+        return text
     return text[:limit].replace("\x00", "\ufffd")
 
 
 def to_entry(event: AccessEvent) -> AuditEntry:
     """An access event as a log entry: ids only, every text bounded (hostile input arrives here:
-    a 10 kB provider id must not make the write fail and the request 503)."""
+    a 10 kB provider id must not make the write fail and the request 503). Written out field by
+    field: this runs for every audited request."""
     actor = event.actor
-    values = {
-        "tenant_id": actor.partner_id,
-        "action": str(event.action),
-        "actor_kind": actor.kind,
-        "actor_id": actor.token_id,
-        "provider_id": actor.provider_id,
-        "session_id": event.session_id,
-        "recording_id": event.recording_id,
-        "mode": event.mode,
-        "error": event.error,
-        "client_ip": actor.client_ip,
-        "user_agent": actor.user_agent,
-        "request_id": actor.request_id,
-    }
-    bounded = {name: clean(value, _TEXT_LIMITS[name]) for name, value in values.items()}
     return AuditEntry(
         at_ms=event.at_ms,
+        action=event.action.value,
         status=event.status,
-        ranges=tuple((int(a), int(b)) for a, b in event.ranges),
+        tenant_id=clean(actor.partner_id, 64),
+        actor_kind=clean(actor.kind, 20),
+        actor_id=clean(actor.token_id, 200),
+        provider_id=clean(actor.provider_id, 200),
+        session_id=clean(event.session_id, 64),
+        recording_id=clean(event.recording_id, 64),
+        mode=clean(event.mode, 20),
+        ranges=tuple((int(a), int(b)) for a, b in event.ranges) if event.ranges else (),
         bytes_sent=event.bytes_sent,
+        error=clean(event.error, 1000),
+        client_ip=clean(actor.client_ip, 64),
+        user_agent=clean(actor.user_agent, 512),
+        request_id=clean(actor.request_id, 128),
         detail=event.detail,
-        **bounded,  # type: ignore[arg-type]
     )
 
 
@@ -154,7 +137,9 @@ Sealed = tuple[str, AuditEntry]  # (playback id, its one record)
 @dataclass
 class _Batch:
     entries: list[AuditEntry] = field(default_factory=list)
-    waiters: list[concurrent.futures.Future[None]] = field(default_factory=list)
+    waiters: list[concurrent.futures.Future[None] | asyncio.Future[None]] = field(
+        default_factory=list
+    )
     unwaited: list[AuditEntry] = field(default_factory=list)
     opened: list[Pending] = field(default_factory=list)
     updated: list[Pending] = field(default_factory=list)
@@ -164,8 +149,21 @@ class _Batch:
 @dataclass(frozen=True, slots=True)
 class _Item:
     entry: AuditEntry | None = None
-    waiter: concurrent.futures.Future[None] | None = None
+    # Who waits: a thread (a concurrent future) or a coroutine (a future of the event loop,
+    # resolved with one wake-up of that loop per batch, not one per request).
+    waiter: concurrent.futures.Future[None] | asyncio.Future[None] | None = None
     opened: Pending | None = None
+
+
+def _settle(futures: list[tuple[asyncio.Future[None], BaseException | None]]) -> None:
+    """On the event loop: resolve a batch's waiting requests at once."""
+    for future, error in futures:
+        if future.done():
+            continue  # the request was cancelled (client gone) meanwhile
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)
 
 
 class Folder(Protocol):
@@ -196,7 +194,11 @@ class AuditLog:
         self.checkpoint_seconds = checkpoint_seconds
         self.tick_seconds = tick_seconds
         self.folder: Folder | None = None
-        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Item | list[_Item] | None] = queue.SimpleQueue()
+        # Requests of the event loop queue here first and reach the writer as one hand-over
+        # per loop iteration (one queue put, one wake-up of the writer).
+        self._loop_items: list[_Item] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._retry: list[AuditEntry] = []
         self._retry_closed: list[str] = []
         self._healthy = True
@@ -222,16 +224,31 @@ class AuditLog:
         self._submit(_Item(entry=to_entry(event), waiter=concurrent.futures.Future())).result()
 
     async def commit_async(self, event: AccessEvent) -> None:
-        waiter: concurrent.futures.Future[None] = concurrent.futures.Future()
-        await asyncio.wrap_future(self._submit(_Item(entry=to_entry(event), waiter=waiter)))
+        await self._submit_async(entry=to_entry(event))
 
     async def open_pending(self, pending: Pending) -> None:
         """Make a playback's pending record durable (before its first byte is sent)."""
-        waiter: concurrent.futures.Future[None] = concurrent.futures.Future()
-        await asyncio.wrap_future(self._submit(_Item(opened=pending, waiter=waiter)))
+        await self._submit_async(opened=pending)
+
+    def _submit_async(
+        self, *, entry: AuditEntry | None = None, opened: Pending | None = None
+    ) -> asyncio.Future[None]:
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        future: asyncio.Future[None] = loop.create_future()
+        if not self._loop_items:
+            loop.call_soon(self._hand_over)
+        self._loop_items.append(_Item(entry=entry, opened=opened, waiter=future))
+        return future
+
+    def _hand_over(self) -> None:
+        items, self._loop_items = self._loop_items, []
+        self._queue.put(items)
+        self._ensure_running()
 
     def _submit(self, item: _Item) -> concurrent.futures.Future[None]:
-        assert item.waiter is not None
+        """From a thread: queue the item; its concurrent future tells when it is written."""
+        assert isinstance(item.waiter, concurrent.futures.Future)
         self._queue.put(item)
         self._ensure_running()
         return item.waiter
@@ -249,6 +266,8 @@ class AuditLog:
 
     def close(self) -> None:
         """Seal open playbacks, write what is queued, checkpoint, stop the writer."""
+        if self._loop_items:
+            self._hand_over()
         if self._thread is not None:
             self._queue.put(None)
             self._thread.join(30)
@@ -256,8 +275,10 @@ class AuditLog:
         else:
             self._cycle(self._drain(), final=True)
 
-    def _drain(self, first: _Item | None = None) -> list[_Item]:
-        items = [] if first is None else [first]
+    def _drain(self, first: _Item | list[_Item] | None = None) -> list[_Item]:
+        items: list[_Item] = []
+        if first is not None:
+            items.extend(first if isinstance(first, list) else [first])
         while len(items) < 5000:
             try:
                 item = self._queue.get_nowait()
@@ -266,7 +287,7 @@ class AuditLog:
             if item is None:
                 self._queue.put(None)  # keep the stop signal for the loop
                 break
-            items.append(item)
+            items.extend(item if isinstance(item, list) else [item])
         return items
 
     def _run(self) -> None:
@@ -307,8 +328,7 @@ class AuditLog:
     def _write(self, batch: _Batch) -> None:
         entries = batch.entries + batch.unwaited
         if not (entries or batch.opened or batch.updated or batch.closed):
-            for waiter in batch.waiters:
-                waiter.set_result(None)
+            self._resolve(batch.waiters, None)
             return
         try:
             self.store.write(
@@ -318,8 +338,7 @@ class AuditLog:
             if self._healthy:
                 log.exception("the access log cannot be written")
             self._healthy = False
-            for waiter in batch.waiters:
-                waiter.set_exception(Unavailable(UNAVAILABLE))
+            self._resolve(batch.waiters, Unavailable(UNAVAILABLE))
             # Keep what nobody waited for (sealed playbacks among it) for the next try.
             self._retry = batch.unwaited[-MAX_RETAINED:]
             self._retry_closed = batch.closed
@@ -328,8 +347,27 @@ class AuditLog:
         if not self._healthy:
             log.warning("the access log is writable again")
         self._healthy = True
-        for waiter in batch.waiters:
-            waiter.set_result(None)
+        self._resolve(batch.waiters, None)
+
+    def _resolve(
+        self,
+        waiters: list[concurrent.futures.Future[None] | asyncio.Future[None]],
+        error: BaseException | None,
+    ) -> None:
+        on_loop: list[tuple[asyncio.Future[None], BaseException | None]] = []
+        for waiter in waiters:
+            if isinstance(waiter, asyncio.Future):
+                on_loop.append((waiter, error))
+            elif error is None:
+                waiter.set_result(None)
+            else:
+                waiter.set_exception(error)
+        if on_loop:
+            loop = on_loop[0][0].get_loop()
+            try:
+                loop.call_soon_threadsafe(_settle, on_loop)
+            except RuntimeError:
+                log.debug("the event loop closed before %d request(s) heard back", len(on_loop))
 
     def _maybe_checkpoint(self, final: bool) -> None:
         if self.signer is None or not self._healthy:

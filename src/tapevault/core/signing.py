@@ -75,6 +75,10 @@ class UrlSigner:
             raise ValueError("at least one signing key is needed")
         self._signing = keys[0]
         self._by_id = {key.key_id: key for key in keys}
+        # Signatures already checked: a playback presents the same URL for every Range request.
+        # The cache lives as long as this signer, which is replaced whenever the keys change, so
+        # a removed key's URLs stop verifying as before; expiry is checked on every request.
+        self._verified: dict[tuple[str, ...], UrlGrant] = {}
 
     @property
     def key_ids(self) -> tuple[str, ...]:
@@ -97,6 +101,31 @@ class UrlSigner:
         partner_id = query.get("p", "")
         key_id = query.get("k", "")
         signature = query.get("s", "")
+        seen = (recording_id, mode_text, expires_text, partner_id, key_id, signature)
+        grant = self._verified.get(seen)
+        if grant is None:
+            grant = self._check(
+                recording_id, mode_text, expires_text, partner_id, key_id, signature
+            )
+            if len(self._verified) >= 100_000:
+                self._verified.clear()
+            self._verified[seen] = grant
+        if now > grant.expires:
+            raise UrlRejected(
+                "expired",
+                f"The URL expired at {grant.expires} (server time {int(now)}); {NEW_URL_HINT}.",
+            )
+        return grant
+
+    def _check(
+        self,
+        recording_id: str,
+        mode_text: str,
+        expires_text: str,
+        partner_id: str,
+        key_id: str,
+        signature: str,
+    ) -> UrlGrant:
         if not (
             mode_text in ("s", "d", "j")
             and _DIGITS.fullmatch(expires_text)
@@ -111,10 +140,5 @@ class UrlSigner:
         if key is None or not hmac.compare_digest(_mac(key.secret, grant), signature):
             raise UrlRejected(
                 "invalid", f"The URL signature does not match; it was altered. {NEW_URL_HINT}."
-            )
-        if now > grant.expires:
-            raise UrlRejected(
-                "expired",
-                f"The URL expired at {grant.expires} (server time {int(now)}); {NEW_URL_HINT}.",
             )
         return grant

@@ -113,6 +113,8 @@ class Vault:
         self.tenants = Tenants(repo, clock)
         self._recordings: dict[str, tuple[Recording, float]] = {}
         self._sessions: dict[tuple[str, str], tuple[Session, Sequence[Recording], float]] = {}
+        self._links_memo: dict[tuple[str, str, bool, tuple[str, ...]], list[RecordingLink]] = {}
+        self._memo_second = 0
         self._signer_lock = threading.Lock()
         self._epoch = repo.cache_epoch()
         self.key_reload_seconds = _KEY_RELOAD_SECONDS
@@ -398,11 +400,23 @@ class Vault:
             reasons = "; ".join(sorted({r.failure_reason or "unknown" for r in live}))
             raise NotFound(f"Recording processing failed: {reasons}")
         live = servable
-        audio_ms = sum(r.duration_ms for r in live)
-        lifetime = policy.url_lifetime_seconds(download=download, session_audio_ms=audio_ms)
-        expires = now // 1000 + lifetime
-        mode = UrlMode.DOWNLOAD if download else UrlMode.STREAM
-        return [self.link(r, mode, expires) for r in live]
+        # Within one second the answer is the same for everyone (same expiry, same signatures):
+        # players and dashboards ask in bursts, so sign once per second, not once per request.
+        memo_key = (partner.partner_id, session_id, download, tuple(r.recording_id for r in live))
+        second = now // 1000
+        if second != self._memo_second:
+            self._memo_second = second
+            self._links_memo.clear()
+        links = self._links_memo.get(memo_key)
+        if links is None:
+            audio_ms = sum(r.duration_ms for r in live)
+            lifetime = policy.url_lifetime_seconds(download=download, session_audio_ms=audio_ms)
+            expires = second + lifetime
+            mode = UrlMode.DOWNLOAD if download else UrlMode.STREAM
+            links = [self.link(r, mode, expires) for r in live]
+            if len(self._links_memo) < _RECORDING_CACHE_SIZE:
+                self._links_memo[memo_key] = links
+        return links
 
     def link(self, recording: Recording, mode: UrlMode, expires: int) -> RecordingLink:
         """A signed media URL for one recording, valid until ``expires`` (Unix seconds)."""
@@ -495,6 +509,7 @@ class Vault:
     # signing keys -------------------------------------------------------------------------
 
     def _load_signer(self) -> UrlSigner:
+        self._links_memo.clear()  # URLs signed with a key that may be gone now
         keys = self.repo.list_signing_keys()
         if not keys:
             self.repo.add_signing_key(new_signing_key(None, now_ms(self.clock)))
@@ -530,6 +545,7 @@ class Vault:
         """Drop every cached recording and session (this process changed one)."""
         self._recordings.clear()
         self._sessions.clear()
+        self._links_memo.clear()
 
     def changed(self) -> None:
         """Tell every process (and this one, now) that servable state changed."""

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 ALLOW_METHODS = b"GET, HEAD, POST, PATCH, DELETE, OPTIONS"
 ALLOW_HEADERS = (
     b"range, if-range, if-none-match, if-modified-since, if-match, if-unmodified-since, "
-    b"content-type, sdp_suki_token, sdp_provider_id, x-request-id, "
+    b"content-type, authorization, auth, sdp_suki_token, sdp_provider_id, x-request-id, "
     b"tus-resumable, upload-length, upload-metadata, upload-offset, x-http-method-override"
 )
 EXPOSE_HEADERS = (

@@ -179,12 +179,11 @@ class MediaGateway:
             await self._document(scope, send, headers, cors_headers)
             return
         recording_id = path[len(PREFIX) : -len(AUDIO)] if path.endswith(AUDIO) else ""
+        query = query_params(scope)
         try:
             if not recording_id or "/" in recording_id:
                 raise NotFound("No such media.")
-            access = await self.ctx.metadata(
-                self.ctx.vault.authorize_media, recording_id, query_params(scope)
-            )
+            access = await self.ctx.metadata(self.ctx.vault.authorize_media, recording_id, query)
         except Exception as exc:
             await self._refuse(scope, send, headers, cors_headers, recording_id, exc)
             return
@@ -194,30 +193,21 @@ class MediaGateway:
             disposition = f'attachment; filename="{download_name(recording)}"'
             extra.append((b"content-disposition", disposition.encode()))
         grant = access.grant
-        actor = self._actor(scope, headers, grant)
-        # One playback per signed URL and client: the signature names the issuance.
-        key = (
-            recording.recording_id,
-            query_params(scope).get("s"),
-            actor.client_ip,
-            actor.user_agent,
-        )
-        event = AccessEvent(
-            action=Action.MEDIA_PLAYBACK,
-            actor=actor,
-            status=0,
-            at_ms=now_ms(self.ctx.vault.clock),
-            session_id=recording.session_id,
-            recording_id=recording.recording_id,
-            mode=grant.mode.name.lower(),
-        )
         try:
-            playback = await self.ctx.playbacks.admit(key, event)
+            await serve_playback(
+                self.ctx,
+                send,
+                method,
+                headers,
+                recording,
+                extra,
+                actor=self._actor(scope, headers, grant),
+                # One playback per signed URL and client: the signature names the issuance.
+                credential=query.get("s"),
+                mode=grant.mode.name.lower(),
+            )
         except Unavailable as exc:
             await self._refuse(scope, send, headers, cors_headers, recording.recording_id, exc)
-            return
-        served = await serve_recording(self.ctx.vault, send, method, headers, recording, extra)
-        self.ctx.playbacks.served(playback, served.status, served.ranges, served.bytes_sent)
 
     async def _document(
         self, scope: Scope, send: Send, headers: dict[str, str], cors_headers: Headers

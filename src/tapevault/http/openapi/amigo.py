@@ -248,7 +248,10 @@ E401 = response(
     headers={"WWW-Authenticate": header("Bearer", {"const": "Bearer"}, required=True)},
     example={"detail": "Invalid API key."},
 )
-E403 = _detail("The key is not an admin key.", "This API key may not do that.")
+E403 = _detail(
+    "The key is not an admin key.",
+    "This API key may not do that; use a key with the admin role.",
+)
 E422 = response("Validation Error", ref("HTTPValidationError"))
 E500 = _detail("Service failure.", "Internal Server Error")
 E503 = _detail("Call recording not configured", "Call recording not configured")
@@ -382,7 +385,7 @@ def _upload() -> Json:
                     "tts_provider.",
                     "invalid value for direction",
                 ),
-                "404": E404_WORKSPACE,
+                "404": _detail("The path names another workspace.", "Recording not found"),
                 "409": _detail(
                     "That channel of the call already has audio.",
                     "The inbound channel of this call already has audio.",

@@ -299,7 +299,7 @@ def _create(operation_id: str, kind: str) -> Json:
                 "201": response("Session created.", ref("CreateSessionResponse")),
                 "413": E413,
             },
-            description="Takes no body (one over 64 KiB is refused with 413).",
+            description="Takes no body: one is read and ignored, or refused (413) past 64 KiB.",
             parameters=[TOKEN, PROVIDER],
         )
     }

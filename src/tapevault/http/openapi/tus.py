@@ -48,6 +48,7 @@ _ERRORS = {
     "401": _error("Missing or invalid sdp_suki_token."),
     "404": _error("No such upload (or another partner's), or no such session."),
     "405": _error("X-HTTP-Method-Override names a method this path does not take."),
+    "408": _error("The body stalled for a minute; the bytes received are kept: HEAD, resume."),
     "409": _error("Upload-Offset is not the upload's offset, or the session has ended."),
     "410": _error("The upload expired.", "SukiGoneError"),
     "412": _error(
@@ -163,7 +164,7 @@ def paths() -> Json:
                         },
                     )
                 },
-                "400 401 404 405 409 410 412 413 415 423 500",
+                "400 401 404 405 408 409 410 412 413 415 423 500",
                 [
                     _UPLOAD_ID,
                     header_param(

@@ -56,7 +56,6 @@ def upgrade() -> None:
     op.create_index("ix_audit_tenant_seq", "audit_log", ["tenant_id", "seq"])
     op.create_index("ix_audit_recording", "audit_log", ["recording_id"])
     op.create_index("ix_audit_session", "audit_log", ["session_id"])
-    op.create_index("ix_audit_at", "audit_log", ["at_ms"])
     state = op.create_table(
         "audit_state",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
@@ -106,7 +105,7 @@ def downgrade() -> None:
     op.drop_table("cache_epoch")
     op.drop_table("audit_checkpoints")
     op.drop_table("audit_state")
-    for index in ("ix_audit_at", "ix_audit_session", "ix_audit_recording", "ix_audit_tenant_seq"):
+    for index in ("ix_audit_session", "ix_audit_recording", "ix_audit_tenant_seq"):
         op.drop_index(index, table_name="audit_log")
     op.drop_table("audit_log")
     with op.batch_alter_table("recordings") as batch:
