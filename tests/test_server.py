@@ -190,5 +190,7 @@ def test_demo_sets_up_and_prints_commands(tmp_path: Path) -> None:
     )
     assert "sdp_suki_token" in out and "curl -r 1000-1999" in out
     assert f"http://127.0.0.1:{port}/media/" in out
+    assert "Authorization: Bearer tvk_" in out and "/v2/recordings?sessionId=CA" in out
+    assert "tapevault audit verify" in out
     match = re.search(r"one recording, ([\d.]+) s", out)
     assert match and 50 <= float(match.group(1)) <= 70

@@ -62,6 +62,10 @@ SETTINGS_DOC: dict[str, tuple[str, str]] = {
         "TAPEVAULT_AUDIT_RETENTION",
         "keep access records this long (its own retention, apart from audio), e.g. 6y",
     ),
+    "playback_idle": (
+        "TAPEVAULT_PLAYBACK_IDLE",
+        "a playback's Range requests fold into one access record until it is idle this long",
+    ),
     "purge_interval": (
         "TAPEVAULT_PURGE_INTERVAL",
         "how often the worker purges audio past retention, e.g. 60s",
@@ -108,6 +112,7 @@ class Settings:
     audit_checkpoint_seconds: int = 60
     audit_retention_seconds: int = 6 * 365 * 86400
     purge_interval_seconds: int = 60
+    playback_idle_seconds: int = 30
 
     def __repr__(self) -> str:
         return (
@@ -118,7 +123,8 @@ class Settings:
             f"workers={self.workers}, audit={self.audit}, "
             f"audit_checkpoint_seconds={self.audit_checkpoint_seconds}, "
             f"audit_retention_seconds={self.audit_retention_seconds}, "
-            f"purge_interval_seconds={self.purge_interval_seconds})"
+            f"purge_interval_seconds={self.purge_interval_seconds}, "
+            f"playback_idle_seconds={self.playback_idle_seconds})"
         )
 
     @property
@@ -169,6 +175,9 @@ class Settings:
             ),
             purge_interval_seconds=_duration(
                 "TAPEVAULT_PURGE_INTERVAL", pick("purge_interval") or "60"
+            ),
+            playback_idle_seconds=_duration(
+                "TAPEVAULT_PLAYBACK_IDLE", pick("playback_idle") or "30"
             ),
             workers=int(workers_text),
             data_dir=data_dir,

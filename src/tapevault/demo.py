@@ -1,8 +1,9 @@
 """``tapevault demo``: a working vault in one command, on the embedded default.
 
-Creates a demo partner, starts the server, uploads a generated one-minute doctor/patient
-conversation through the public API (create session, upload, end) and prints a token with
-copy-paste commands that fetch the recording URLs and download the file.
+Creates a demo tenant, starts the server, uploads a generated one-minute doctor/patient
+conversation through the public API twice — as a Suki ambient session (create, upload, end) and
+as the caller channel of a call (Amigo's upload) — and prints the credentials of all three
+dialects with copy-paste commands that fetch URLs, stream, download and read the access log.
 """
 
 from __future__ import annotations
@@ -20,15 +21,20 @@ from typing import Any
 import uvicorn
 
 from tapevault.audio_gen import conversation_wav
+from tapevault.auth.kore import issue_kore_token
 from tapevault.auth.suki import issue_token
 from tapevault.config import Settings
 from tapevault.core import policy
 from tapevault.runtime import open_runtime
 
+DEMO_CALL = "CAdemo0000000000000000000000000001"
 
-def _call(method: str, url: str, token: str, body: bytes | None = None) -> Any:
+
+def _call(
+    method: str, url: str, token: str, body: bytes | None = None, header: str = "sdp_suki_token"
+) -> Any:
     request = urllib.request.Request(url, data=body, method=method)  # noqa: S310 - our own URL
-    request.add_header("sdp_suki_token", token)
+    request.add_header(header, token)
     if body is not None:
         request.add_header("Content-Type", "audio/wav")
     with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310
@@ -59,8 +65,10 @@ def _wait_healthy(base: str, timeout: float = 20.0) -> None:
 
 def run_demo(settings: Settings, *, serve: bool, log_level: str) -> int:
     runtime = open_runtime(settings)
-    partner = runtime.vault.create_tenant("demo", policy.DEFAULT_RETENTION_SECONDS)
+    created_tenant = runtime.vault.tenants.create("demo", policy.DEFAULT_RETENTION_SECONDS)
+    partner, api_key = created_tenant.tenant, created_tenant.api_key
     token = issue_token(partner, now=time.time(), ttl_seconds=24 * 3600, provider_id="demo-doctor")
+    kore_token = issue_kore_token(partner, now=time.time(), ttl_seconds=24 * 3600)
     config = uvicorn.Config(
         runtime.asgi(background=True),
         host=settings.host,
@@ -84,6 +92,13 @@ def run_demo(settings: Settings, *, serve: bool, log_level: str) -> int:
         session_id = created["ambient_session_id"]
         _call("POST", f"{base}/api/v1/ambient/session/{session_id}/audio", token, wav.read_bytes())
         _call("POST", f"{base}/api/v1/ambient/session/{session_id}/end", token, b"")
+        _call(
+            "POST",
+            f"{base}/v1/{partner.workspace_id}/calls/{DEMO_CALL}/audio?channel=inbound",
+            f"Bearer {api_key}",
+            wav.read_bytes(),
+            header="Authorization",
+        )
     session = _wait_completed(base, session_id, token)
     uploaded = session["recordings"][0]
     urls = _call("GET", f"{base}/api/v1/ambient/session/{session_id}/recording", token)
@@ -111,6 +126,17 @@ Download the whole file:
   curl -s -H "sdp_suki_token: {q_token}" '{public}/api/v1/ambient/session/{session_id}/recording?download=true' \\
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["recordings"][0]["presigned_url"])' \\
     | xargs curl -OJ
+
+The same audio as the caller channel of call {DEMO_CALL}:
+  Amigo (workspace {partner.workspace_id}, admin API key shown once):
+    curl -s -H "Authorization: Bearer {api_key}" {public}/v1/{partner.workspace_id}/recordings/{DEMO_CALL}/urls
+    curl -s -H "Authorization: Bearer {api_key}" {public}/v1/{partner.workspace_id}/recordings/{DEMO_CALL}/metadata
+  Kore (bot {partner.bot_id}, JWT valid 24 h):
+    curl -s -H "auth: {kore_token}" '{public}/api/public/bot/{partner.bot_id}/v2/recordings?sessionId={DEMO_CALL}'
+
+Who listened to what (the tamper-evident access log):
+  curl -s -H "Authorization: Bearer {api_key}" '{public}/api/v1/audit?limit=20'
+  tapevault audit verify --data-dir {shlex.quote(str(settings.data_dir))}
 """,
         flush=True,
     )

@@ -118,7 +118,7 @@ def open_runtime(
             checkpoint_seconds=settings.audit_checkpoint_seconds,
         )
         access_log = audit
-        playbacks = Playbacks(audit, clock, process)
+        playbacks = Playbacks(audit, clock, process, idle_seconds=settings.playback_idle_seconds)
     else:
         access_log = access_log or LoggingAccessLog()
         playbacks = PerRequest(access_log)

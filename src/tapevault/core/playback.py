@@ -62,6 +62,7 @@ class _Playback:
     ranges: list[tuple[int, int]] = field(default_factory=list)
     bytes_sent: int = 0
     dirty: bool = False
+    active: int = 0  # responses admitted and not yet reported: a long one is not "idle"
 
     def event_now(self) -> AccessEvent:
         """The playback's one record as it stands."""
@@ -91,6 +92,8 @@ class PlaybackLog(Protocol):
         self, playback_id: str, status: int, ranges: Sequence[tuple[int, int]], bytes_sent: int
     ) -> None: ...
 
+    def abandon(self, playback_id: str) -> None: ...
+
 
 class PerRequest:
     """No folding and no durability: each response is one record once it was sent (with an
@@ -113,6 +116,9 @@ class PerRequest:
             self.access_log.record(
                 replace(event, status=status, ranges=list(ranges), bytes_sent=bytes_sent)
             )
+
+    def abandon(self, playback_id: str) -> None:
+        self._events.pop(playback_id, None)
 
 
 class Playbacks:
@@ -143,14 +149,16 @@ class Playbacks:
             current = self._open.get(key)
             if current is not None and self._live(current, now):
                 current.last_ms = now
+                current.active += 1
                 joined = current.playback_id
             else:
                 joined = None
         if joined is not None:
             if not self.audit.healthy:
+                self.abandon(joined)
                 raise Unavailable("The access log cannot be written; nothing was served.")
             return joined
-        playback = _Playback(secrets.token_hex(12), event, now, now)
+        playback = _Playback(secrets.token_hex(12), event, now, now, active=1)
         pending = Pending(
             playback.playback_id, self.owner, to_entry(playback.event_now()), now, now
         )
@@ -170,12 +178,21 @@ class Playbacks:
             if playback is None or playback.playback_id != playback_id:
                 return  # sealed meanwhile (idle cut-off raced the response): nothing to add
             playback.requests += 1
+            playback.active = max(0, playback.active - 1)
             playback.status = playback.status or status
             playback.statuses[status] += 1
             playback.ranges = merge_ranges([*playback.ranges, *ranges])
             playback.bytes_sent += bytes_sent
             playback.last_ms = max(playback.last_ms, now_ms(self.clock))
             playback.dirty = True
+
+    def abandon(self, playback_id: str) -> None:
+        """An admitted response that ended without a report (refused, or failed mid-way)."""
+        with self._lock:
+            key = self._by_id.get(playback_id)
+            playback = self._open.get(key) if key is not None else None
+            if playback is not None and playback.playback_id == playback_id:
+                playback.active = max(0, playback.active - 1)
 
     def due(self, now_ms: int, *, final: bool) -> tuple[list[Pending], list[Sealed]]:
         """Called by the log's writer each tick: refresh changed pending records, seal idle
@@ -197,6 +214,8 @@ class Playbacks:
         return updated, sealed
 
     def _live(self, playback: _Playback, now: int) -> bool:
+        if playback.active:
+            return True  # a response is still streaming: the player is not idle
         return now - playback.last_ms < self.idle_ms and now - playback.opened_ms < self.max_ms
 
     @property

@@ -225,6 +225,7 @@ def _download(ctx: AppContext) -> Handler[KeyCaller]:
         async def send_audio(send: Send, actor: Actor) -> None:
             await serve_playback(
                 ctx,
+                request.receive,
                 send,
                 method,
                 request.headers,

@@ -33,6 +33,7 @@ from tapevault.http.asgi import (
 from tapevault.http.asgi import send_json as _send_json
 from tapevault.http.context import AppContext
 from tapevault.http.cors import Cors
+from tapevault.http.disconnect import Disconnect
 from tapevault.http.ranged import Representation, Served, send_representation
 
 log = logging.getLogger("tapevault.media")
@@ -73,32 +74,40 @@ def download_name(recording: Recording) -> str:
 
 async def serve_recording(
     vault: Vault,
+    receive: Receive,
     send: Send,
     method: str,
     headers: Mapping[str, str],
     recording: Recording,
     extra: Headers,
 ) -> Served:
-    """Answer a GET or HEAD for a stored recording: Range, preconditions, multipart."""
+    """Answer a GET or HEAD for a stored recording: Range, preconditions, multipart; stop
+    reading when the client goes away."""
     store = vault.store
     key = recording.storage_key
-    return await send_representation(
-        send,
-        method=method,
-        headers=headers,
-        rep=Representation(
-            size=recording.size_bytes,
-            etag=recording.etag,
-            last_modified=recording.created_ms // 1000,
-            content_type="audio/wav",
-        ),
-        read=lambda offset, length: store.read_range(key, offset, length),
-        extra_headers=extra,
-    )
+    gone = Disconnect(receive)
+    try:
+        return await send_representation(
+            send,
+            method=method,
+            headers=headers,
+            rep=Representation(
+                size=recording.size_bytes,
+                etag=recording.etag,
+                last_modified=recording.created_ms // 1000,
+                content_type="audio/wav",
+            ),
+            read=lambda offset, length: store.read_range(key, offset, length),
+            extra_headers=extra,
+            gone=gone,
+        )
+    finally:
+        gone.close()
 
 
 async def serve_playback(
     ctx: AppContext,
+    receive: Receive,
     send: Send,
     method: str,
     headers: Mapping[str, str],
@@ -124,7 +133,11 @@ async def serve_playback(
         mode=mode,
     )
     playback = await ctx.playbacks.admit(key, event)
-    served = await serve_recording(ctx.vault, send, method, headers, recording, extra)
+    try:
+        served = await serve_recording(ctx.vault, receive, send, method, headers, recording, extra)
+    except BaseException:
+        ctx.playbacks.abandon(playback)
+        raise
     ctx.playbacks.served(playback, served.status, served.ranges, served.bytes_sent)
     return served
 
@@ -196,6 +209,7 @@ class MediaGateway:
         try:
             await serve_playback(
                 self.ctx,
+                receive,
                 send,
                 method,
                 headers,

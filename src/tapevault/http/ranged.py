@@ -110,9 +110,24 @@ async def _send_error(
     return Served(status, [], len(body))
 
 
-async def _stream(send: Send, read: RangeReader, offset: int, length: int, *, last: bool) -> None:
-    """Send ``length`` bytes from ``offset``; the final chunk ends the body if ``last``."""
+async def _stream(
+    send: Send,
+    read: RangeReader,
+    offset: int,
+    length: int,
+    *,
+    last: bool,
+    gone: Callable[[], bool] | None = None,
+) -> int:
+    """Send ``length`` bytes from ``offset``; the final chunk ends the body if ``last``.
+
+    Returns the bytes handed to the server. When ``gone()`` says the client disconnected, it
+    stops reading at once: a player that seeks away from a ``bytes=0-`` request would otherwise
+    have the rest of a multi-gigabyte file read from disk for nobody (servers drop writes to a
+    closed connection silently), and the access log would count bytes nobody received.
+    """
     remaining = length
+    sent = 0
     pending = b""
     chunks = read(offset, length)
     try:
@@ -123,7 +138,10 @@ async def _stream(send: Send, read: RangeReader, offset: int, length: int, *, la
             if remaining < 0:
                 raise StorageError(f"reader returned over {length} bytes from offset {offset}")
             if pending:
+                if gone is not None and gone():
+                    return sent
                 await send({"type": _BODY, "body": pending, "more_body": True})
+                sent += len(pending)
             pending = chunk
     finally:
         # Close the reader now (it may hold a file) when the client went away mid-range.
@@ -133,7 +151,11 @@ async def _stream(send: Send, read: RangeReader, offset: int, length: int, *, la
     if remaining:
         raise StorageError(f"reader returned {length - remaining} of {length} bytes at {offset}")
     if pending or last:
+        if pending and gone is not None and gone():
+            return sent
         await send({"type": _BODY, "body": pending, "more_body": not last})
+        sent += len(pending)
+    return sent
 
 
 async def send_representation(
@@ -145,6 +167,7 @@ async def send_representation(
     read: RangeReader,
     extra_headers: list[tuple[bytes, bytes]],
     max_ranges: int = 16,
+    gone: Callable[[], bool] | None = None,
 ) -> Served:
     """Answer a GET or HEAD for ``rep`` on ``send``: 200, 206, 304, 412 or 416.
 
@@ -192,8 +215,9 @@ async def send_representation(
         if is_head or not size:
             await send(_end())
         else:
-            await _stream(send, read, 0, size, last=True)
-            served.bytes_sent = size
+            sent = await _stream(send, read, 0, size, last=True, gone=gone)
+            served.bytes_sent = sent
+            served.ranges = [(0, sent - 1)] if sent else []
         return served
 
     assert isinstance(decision, Satisfiable)
@@ -211,11 +235,12 @@ async def send_representation(
         if is_head:
             await send(_end())
         else:
-            await _stream(send, read, start, end - start + 1, last=True)
-            served.bytes_sent = end - start + 1
+            sent = await _stream(send, read, start, end - start + 1, last=True, gone=gone)
+            served.bytes_sent = sent
+            served.ranges = [(start, start + sent - 1)] if sent else []
         return served
 
-    return await _send_multipart(send, ranges, base, content_type, size, read, is_head)
+    return await _send_multipart(send, ranges, base, content_type, size, read, is_head, gone)
 
 
 async def _send_multipart(
@@ -226,8 +251,12 @@ async def _send_multipart(
     size: int,
     read: RangeReader,
     is_head: bool,
+    gone: Callable[[], bool] | None = None,
 ) -> Served:
-    """A ``multipart/byteranges`` 206 (§14.6) with its exact Content-Length known up front."""
+    """A ``multipart/byteranges`` 206 (§14.6) with its exact Content-Length known up front.
+
+    If the client goes away, what it did receive is counted, by range, as precisely as chunks
+    allow; framing bytes count as sent once handed over."""
     boundary = secrets.token_hex(16).encode("ascii")
     # Each part: "--B CRLF headers CRLF CRLF data CRLF"; the CRLF after the data belongs to the
     # next delimiter (RFC 2046 §5.1.1), so the data bytes are exactly the range.
@@ -249,9 +278,17 @@ async def _send_multipart(
         return served
     # Coalesce each delimiter with the CRLF before it: one message between two ranges.
     separators = [heads[0], *(_CRLF + h for h in heads[1:]), _CRLF + closing]
+    delivered: list[tuple[int, int]] = []
     for i, r in enumerate(ranges):
         await send({"type": _BODY, "body": separators[i], "more_body": True})
-        await _stream(send, read, r.start, r.length, last=False)
+        served.bytes_sent += len(separators[i])
+        sent = await _stream(send, read, r.start, r.length, last=False, gone=gone)
+        served.bytes_sent += sent
+        if sent:
+            delivered.append((r.start, r.start + sent - 1))
+        if sent < r.length:
+            served.ranges = delivered
+            return served
     await send({"type": _BODY, "body": separators[-1], "more_body": False})
     served.bytes_sent = total
     return served

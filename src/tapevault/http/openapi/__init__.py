@@ -17,7 +17,7 @@ import copy
 from typing import Any
 
 from tapevault import __version__
-from tapevault.http.openapi import amigo, byteranges, kore, media, service, suki, tus
+from tapevault.http.openapi import admin, amigo, byteranges, kore, media, service, suki, tus
 from tapevault.http.openapi.common import BEARER_SCHEME, KORE_SCHEME, SUKI_SCHEME, Json, Section
 
 __all__ = ["openapi_document"]
@@ -27,6 +27,7 @@ SECTIONS: tuple[Section, ...] = (
     amigo.SECTION,
     kore.SECTION,
     media.SECTION,
+    admin.SECTION,
     tus.SECTION,
     service.SECTION,
 )

@@ -255,10 +255,14 @@ E403 = _detail(
 E422 = response("Validation Error", ref("HTTPValidationError"))
 E500 = _detail("Service failure.", "Internal Server Error")
 E503 = _detail("Call recording not configured", "Call recording not configured")
+E503_RECORDINGS = _detail(
+    "Call recording not configured, or the access log cannot be written (nothing was served).",
+    "Call recording not configured",
+)
 E404_RECORDING = with_headers(
     _detail(
-        "Recording not found (or another workspace's); with Retry-After while its audio is "
-        "still being processed.",
+        "Recording not found (or another workspace's, or past retention, or deleted); with "
+        "Retry-After while its audio is still being processed.",
         "Recording not found",
     ),
     **{"Retry-After": RETRY_AFTER},
@@ -290,7 +294,7 @@ def _op(
 
 def _recordings() -> Json:
     base = "/v1/{workspace_id}/recordings/{call_sid}"
-    seed_errors = {"404": E404_RECORDING, "503": E503}
+    seed_errors = {"404": E404_RECORDING, "503": E503_RECORDINGS}
     download = _op(
         "download-recording-file",
         "Download recording file",
@@ -309,7 +313,7 @@ def _recordings() -> Json:
             ),
             **byteranges.ranged_responses("audio/wav", JSON),
             "400": _detail("Invalid filename", "Invalid filename"),
-            "503": E503,
+            "503": E503_RECORDINGS,
             "404": with_headers(
                 _detail("Recording file not found", "Recording file not found"),
                 **{"Retry-After": RETRY_AFTER},

@@ -117,6 +117,11 @@ def paths() -> Json:
                     "401": _error("Missing or invalid JWT.", 401, "Invalid auth token."),
                     "404": _error("The bot_id is not the app's.", 404, "Bot not found."),
                     "500": _error("Service failure.", 500, "Internal error."),
+                    "503": _error(
+                        "The access log cannot be written; no URL was issued.",
+                        503,
+                        "The access log cannot be written; nothing was served.",
+                    ),
                 },
                 security=KORE_SCHEME,
             )

@@ -15,6 +15,7 @@ from tapevault.http.openapi.common import (
     Section,
     head_of,
     header,
+    nullable,
     operation,
     path_param,
     query_param,
@@ -46,6 +47,9 @@ SCHEMAS: Json = {
                 "properties": {
                     "reason": {"type": "string", "enum": ["expired", "deleted"]},
                     "at": {"type": "integer", "description": "Unix seconds it went."},
+                    "policy": nullable(
+                        {"type": "string", "description": "tenant, session, recording or request."}
+                    ),
                 },
             },
         ]
@@ -87,6 +91,8 @@ def _error(description: str, schema: str = "MediaError") -> Json:
 
 _E403 = _error("The URL expired or was altered (error says which): ask for a new one.")
 _E500 = _error("Service failure.")
+_E503 = _error("The access log cannot be written (error audit_unavailable); nothing was served.")
+_E410 = _error("Past retention, or deleted; never retry.", "MediaGoneError")
 _DISPOSITION = {"Content-Disposition": header("attachment; filename=...: download URLs only.")}
 
 
@@ -114,8 +120,9 @@ def _audio() -> Json:
             **byteranges.ranged_responses("audio/wav", extra=_DISPOSITION),
             "403": _E403,
             "404": _error("No such recording (or not servable)."),
-            "410": _error("Past retention, or deleted; never retry.", "MediaGoneError"),
+            "410": _E410,
             "500": _E500,
+            "503": _E503,
         },
     )
     return {"get": get, "head": head_of(get, "headMedia", "Recording headers")}
@@ -141,7 +148,9 @@ def _document() -> Json:
             **byteranges.ranged_responses(JSON),
             "403": _E403,
             "404": _error("No such call, or no audio of it is available."),
+            "410": _E410,
             "500": _E500,
+            "503": _E503,
         },
     )
     return {"get": get, "head": head_of(get, "headCallMetadataDocument", "Document headers")}

@@ -146,7 +146,8 @@ _RECORDING: Json = {
     "sequence_number": _INT,
     "status": {
         "type": "string",
-        "enum": ["receiving", "processing", "available", "failed"],
+        "enum": ["receiving", "processing", "available", "failed", "expired", "deleted"],
+        "description": "expired and deleted are tombstones: the audio is gone.",
     },
     "duration_ms": _INT,
     "sample_rate": _INT,
@@ -191,6 +192,13 @@ NATIVE_SCHEMAS: Json = {
                 "properties": {
                     "reason": {"type": "string", "enum": ["expired", "deleted"]},
                     "at": {"type": "integer", "description": "Unix seconds it went."},
+                    "policy": nullable(
+                        {
+                            "type": "string",
+                            "description": "The rule that removed it: the retention level "
+                            "(tenant, session, recording) or request (a deletion).",
+                        }
+                    ),
                 },
             },
         ],
@@ -251,17 +259,25 @@ E500 = _error(
     "controllers.InternalServerError",
 )
 E409_ENDED = _error(
-    409, "The session has ended.", "The session has ended; it accepts no more audio."
+    409,
+    "The session has ended, or its audio was deleted.",
+    "The session has ended; it accepts no more audio.",
+)
+E503_AUDIT = _error(
+    503,
+    "The access log cannot be written; nothing was served.",
+    "The access log cannot be written; nothing was served.",
 )
 GONE = response(
-    "Session is past the recording retention period (7 days). User message returned in the "
-    "response body, with reason and at.",
+    "Session is past the recording retention period (7 days), or its audio was deleted. User "
+    "message returned in the response body, with reason, at and policy.",
     ref("SukiGoneError"),
     example={
         "code": 410,
         "message": "Recording has expired per retention policy.",
         "reason": "expired",
         "at": 1738765432,
+        "policy": "tenant",
     },
 )
 _SESSION_OK = response("The session and its recordings.", ref("SessionResponse"))
@@ -343,6 +359,7 @@ def _recording() -> Json:
                     **{"Retry-After": RETRY_AFTER},
                 ),
                 "410": GONE,
+                "503": E503_AUDIT,
             },
             description=(
                 "Returns presigned URLs for all recordings (SSP sessions) for the ambient "

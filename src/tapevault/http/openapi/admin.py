@@ -1,0 +1,309 @@
+"""The native administration API: legal holds, retention, deletion and the access log.
+
+tapevault's own (``http/admin.py``), so nothing here comes from a seed: an admin workspace key as
+Bearer, ``{"code", "message"}`` errors. Every change is written to the access log before it is
+made, and so is every read of the log: when the log cannot be written the answer is 503 and
+nothing changed.
+"""
+
+from __future__ import annotations
+
+from tapevault.http.openapi.common import (
+    BEARER_SCHEME,
+    JSON,
+    Json,
+    Section,
+    nullable,
+    operation,
+    path_param,
+    query_param,
+    ref,
+    response,
+)
+
+TAG = "Administration"
+
+_STR = {"type": "string"}
+_INT = {"type": "integer"}
+_ISO = {"type": "string", "description": "ISO-8601, milliseconds, UTC."}
+_TOMBSTONE = {
+    "retention_policy": nullable(
+        {
+            "type": "string",
+            "description": "The level that set expires_at: tenant, session or recording.",
+        }
+    ),
+    "retention_seconds": nullable({**_INT, "description": "This recording's own override."}),
+    "purged_at": nullable({**_ISO, "description": "When its audio was removed."}),
+    "purge_reason": nullable({"type": "string", "enum": ["expired", "deleted"]}),
+    "deleted_by": nullable({**_STR, "description": "The credential that deleted it."}),
+}
+_HOLD = {
+    "session_id": _STR,
+    "held": {"type": "boolean"},
+    "reason": nullable(_STR),
+    "by": nullable(_STR),
+    "since": nullable(_ISO),
+}
+_SESSION = {
+    "session_id": _STR,
+    "kind": {"type": "string", "enum": ["ambient", "form_filling", "call"]},
+    "external_id": nullable({**_STR, "description": "A call's SID."}),
+    "created_at": _ISO,
+    "retention_seconds": nullable({**_INT, "description": "The session's override."}),
+    "deleted_at": nullable(_ISO),
+    "hold": nullable(
+        {
+            "type": "object",
+            "required": ["reason", "by", "since"],
+            "properties": {"reason": _STR, "by": _STR, "since": _ISO},
+        }
+    ),
+    "recordings": {"type": "array", "items": ref("RecordingTombstone")},
+}
+_RECORD = {
+    "seq": _INT,
+    "at": _ISO,
+    "at_ms": _INT,
+    "action": {"type": "string", "description": "e.g. recording.urls_issue, media.playback."},
+    "status": _INT,
+    "actor": {
+        "type": "object",
+        "required": ["kind", "id", "provider_id"],
+        "properties": {
+            "kind": nullable(_STR),
+            "id": nullable({**_STR, "description": "A token id or key id; never a secret."}),
+            "provider_id": nullable(_STR),
+        },
+    },
+    "tenant_id": nullable(_STR),
+    "session_id": nullable(_STR),
+    "recording_id": nullable(_STR),
+    "mode": nullable(_STR),
+    "ranges": {
+        "type": "array",
+        "items": {"type": "array", "items": _INT, "minItems": 2, "maxItems": 2},
+    },
+    "bytes_sent": _INT,
+    "error": nullable(_STR),
+    "client_ip": nullable(_STR),
+    "user_agent": nullable(_STR),
+    "request_id": nullable(_STR),
+    "detail": nullable({"type": "object"}),
+    "prev_hash": _STR,
+    "hash": {"type": "string", "description": "sha256 over seq, the record and prev_hash."},
+}
+_PAGE = {
+    "records": {"type": "array", "items": ref("AuditRecord")},
+    "next_cursor": nullable({**_STR, "description": "Pass as cursor for the next page."}),
+}
+
+
+def _object(properties: Json, description: str | None = None) -> Json:
+    schema: Json = {"type": "object", "required": list(properties), "properties": properties}
+    if description:
+        schema["description"] = description
+    return schema
+
+
+SCHEMAS: Json = {
+    "RecordingTombstone": {
+        "description": "A recording with its retention and, once its audio is gone, why and when.",
+        "allOf": [ref("Recording"), _object(_TOMBSTONE)],
+    },
+    "SessionAdmin": _object(_SESSION, "A session as an administrator sees it."),
+    "Hold": _object(_HOLD),
+    "HoldRequest": {
+        "type": "object",
+        "required": ["reason"],
+        "properties": {
+            "reason": {"type": "string", "minLength": 1, "maxLength": 1000},
+            "by": {"type": "string", "maxLength": 200, "description": "Default: the key."},
+        },
+    },
+    "RetentionRequest": {
+        "type": "object",
+        "description": "A duration (30d, 12h, 6y...) or seconds; null returns to the level above.",
+        "properties": {
+            "retention": nullable({"type": "string", "example": "30d"}),
+            "retention_seconds": nullable({"type": "integer", "minimum": 1}),
+        },
+    },
+    "Deleted": _object({"deleted": {"type": "array", "items": ref("RecordingTombstone")}}),
+    "AuditRecord": _object(_RECORD, "One access-log record, hash-chained to the previous one."),
+    "AuditPage": _object(_PAGE),
+    "RecordingAccess": _object({"recording": ref("RecordingTombstone"), **_PAGE}),
+}
+
+
+def _error(status: int, description: str, message: str) -> Json:
+    return response(description, ref("SukiError"), example={"code": status, "message": message})
+
+
+_E = {
+    "400": _error(400, "A malformed body or query.", "The body is not JSON."),
+    "401": _error(401, "Missing, unknown, revoked or expired API key.", "Invalid API key."),
+    "403": _error(
+        403,
+        "The key is not an admin key.",
+        "This API key may not do that; use a key with the admin role.",
+    ),
+    "404": _error(404, "No such session or recording in this tenant.", "Session not found."),
+    "409": _error(
+        409,
+        "The session is under legal hold, or a live stream is still writing to it.",
+        "The session is under legal hold; lift the hold before deleting anything of it.",
+    ),
+    "413": _error(413, "The body is over 16 KiB.", "request body exceeds the limit"),
+    "500": _error(500, "Service failure.", "An internal error occurred."),
+    "503": _error(
+        503,
+        "The access log cannot be written; nothing was read or changed.",
+        "The access log cannot be written; nothing was served.",
+    ),
+}
+_SESSION_ID = path_param("session_id", "A session id, or a call's SID.")
+_RECORDING_ID = path_param("recording_id", "The recording (a ULID).")
+_FILTERS = [
+    query_param("actor", "Only records of this credential (token or key id).", _STR),
+    query_param("action", "Only records of this action.", _STR),
+    query_param("since", "From this time: ISO-8601 or Unix seconds.", _STR),
+    query_param("until", "Up to this time: ISO-8601 or Unix seconds.", _STR),
+    query_param(
+        "cursor",
+        "The next_cursor of the previous page.",
+        {"type": "string", "pattern": "^[0-9]{1,18}$"},
+    ),
+    query_param("limit", "Records per page.", {"type": "integer", "minimum": 1, "maximum": 1000}),
+]
+
+
+def _op(
+    method: str,
+    operation_id: str,
+    summary: str,
+    ok: Json,
+    errors: str,
+    parameters: list[Json],
+    body: str | None = None,
+) -> Json:
+    """An admin operation; ``errors`` lists its error statuses besides 401, 403 and 500."""
+    statuses = ["401", "403", "500", *errors.split()]
+    return {
+        method: operation(
+            tag=TAG,
+            operation_id=operation_id,
+            summary=summary,
+            responses={"200": ok, **{status: _E[status] for status in statuses}},
+            parameters=parameters,
+            request_body=None
+            if body is None
+            else {"required": True, "content": {JSON: {"schema": ref(body)}}},
+            security=BEARER_SCHEME,
+        )
+    }
+
+
+def paths() -> Json:
+    session = "/api/v1/sessions/{session_id}"
+    recording = "/api/v1/recordings/{recording_id}"
+    retention_ok = "The new retention; expires_at of every recording is recomputed."
+    return {
+        session: {
+            **_op(
+                "get",
+                "getSessionAdmin",
+                "The session, its hold, recordings and tombstones",
+                response("The session.", ref("SessionAdmin")),
+                "404",
+                [_SESSION_ID],
+            ),
+            **_op(
+                "delete",
+                "deleteSession",
+                "Erase the session's audio now",
+                response("What was erased (tombstones).", ref("Deleted")),
+                "404 409 503",
+                [_SESSION_ID],
+            ),
+        },
+        f"{session}/hold": {
+            **_op(
+                "put",
+                "setHold",
+                "Put the session on legal hold (or change its reason)",
+                response("The hold.", ref("Hold")),
+                "400 404 413 503",
+                [_SESSION_ID],
+                "HoldRequest",
+            ),
+            **_op(
+                "delete",
+                "clearHold",
+                "Lift the hold; retention resumes",
+                response("The session, no longer held.", ref("Hold")),
+                "404 503",
+                [_SESSION_ID],
+            ),
+        },
+        f"{session}/retention": _op(
+            "put",
+            "setSessionRetention",
+            "Override the tenant's retention for this session",
+            response(retention_ok, ref("SessionAdmin")),
+            "400 404 413 503",
+            [_SESSION_ID],
+            "RetentionRequest",
+        ),
+        recording: _op(
+            "delete",
+            "deleteRecording",
+            "Erase one recording's audio now",
+            response("Its tombstone.", ref("RecordingTombstone")),
+            "404 409 503",
+            [_RECORDING_ID],
+        ),
+        f"{recording}/retention": _op(
+            "put",
+            "setRecordingRetention",
+            "Override the retention of one recording",
+            response(retention_ok, ref("RecordingTombstone")),
+            "400 404 413 503",
+            [_RECORDING_ID],
+            "RetentionRequest",
+        ),
+        f"{recording}/access": _op(
+            "get",
+            "getRecordingAccess",
+            "One recording's access history",
+            response("The recording and a page of its records.", ref("RecordingAccess")),
+            "400 404 503",
+            [_RECORDING_ID, *_FILTERS],
+        ),
+        "/api/v1/audit": _op(
+            "get",
+            "getAuditLog",
+            "The tenant's access log, filtered and paged",
+            response("A page of records, oldest first.", ref("AuditPage")),
+            "400 503",
+            [
+                query_param("session_id", "Only records of this session.", _STR),
+                query_param("recording_id", "Only records of this recording.", _STR),
+                *_FILTERS,
+            ],
+        ),
+    }
+
+
+SECTION = Section(
+    tag={
+        "name": TAG,
+        "description": (
+            "Legal holds, retention, deletion and the tamper-evident access log. Credential: a "
+            "workspace API key with the admin role, as Bearer. Errors in the {code, message} "
+            "shape; any other method on these paths answers 405 with Allow."
+        ),
+    },
+    paths=paths(),
+    schemas=SCHEMAS,
+)

@@ -1,0 +1,95 @@
+"""A real browser: Debian's Chromium, driven by Playwright, plays a recording through its signed
+URL with an <audio> element, seeks, and the access log holds exactly one playback record for it,
+with the ranges Chromium asked for and the bytes it got."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.conftest import need
+from tests.server import Server, free_port
+from tests.test_server import make_session
+
+pytestmark = pytest.mark.server
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--autoplay-policy=no-user-gesture-required",
+]
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    srv = Server(tmp_path / "data", free_port()).start(TAPEVAULT_PLAYBACK_IDLE="2s")
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def test_chromium_playback_is_one_record(server: Server) -> None:
+    """Play, seek far ahead, play again: Chromium sends several Range requests (it reads the
+    start, then jumps to the seek position), and they are one media.playback record."""
+    need(Path(CHROMIUM).is_file(), "chromium is not installed (apt-get install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:  # pragma: no cover - a test dependency
+        need(False, "playwright is not installed")
+        raise
+    tenant = server.tenant()
+    token = server.token(tenant["partner_id"])
+    session_id, wav = make_session(server, token, seconds=600.0)  # 19 MB: read in ranges
+    urls = requests.get(
+        f"{server.base}/api/v1/ambient/session/{session_id}/recording",
+        headers={"sdp_suki_token": token},
+        timeout=10,
+    ).json()
+    url = urls["recordings"][0]["presigned_url"]
+    recording_id = urls["recordings"][0]["recording_id"]
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page()
+        page.set_content(f'<audio id="a" src="{url}" preload="auto"></audio>')
+        page.evaluate("() => document.getElementById('a').play()")
+        page.wait_for_function("document.getElementById('a').currentTime > 1.5", timeout=20_000)
+        page.evaluate("() => { const a = document.getElementById('a'); a.currentTime = 500; }")
+        page.wait_for_function("document.getElementById('a').currentTime > 501", timeout=20_000)
+        user_agent = page.evaluate("() => navigator.userAgent")
+        page.evaluate("() => document.getElementById('a').pause()")
+        browser.close()
+    bearer = {"authorization": f"Bearer {tenant['api_key']}"}
+    playbacks: list[dict[str, object]] = []
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:  # idle 2 s, then the writer's next tick seals it
+        history = requests.get(
+            f"{server.base}/api/v1/recordings/{recording_id}/access", headers=bearer, timeout=10
+        ).json()
+        playbacks = [r for r in history["records"] if r["action"] == "media.playback"]
+        if playbacks:
+            break
+        time.sleep(0.5)
+    assert len(playbacks) == 1, playbacks
+    (playback,) = playbacks
+    assert playback["user_agent"] == user_agent and "Chrome" in user_agent
+    assert playback["actor"]["kind"] == "signed_url"  # type: ignore[index]
+    detail = playback["detail"]
+    assert isinstance(detail, dict) and detail["requests"] >= 2
+    size = len(wav)
+    ranges = playback["ranges"]
+    assert isinstance(ranges, list) and ranges and all(0 <= a <= b < size for a, b in ranges)
+    assert len(ranges) >= 2  # the start and the seek position, not one contiguous read
+    assert any(a >= 400 * 32000 for a, _ in ranges)  # bytes from near the 500 s mark
+    sent = playback["bytes_sent"]
+    # What was sent, never more: reading stopped when Chromium dropped the first request.
+    assert isinstance(sent, int) and 0 < sent < size
+    assert sent == sum(b - a + 1 for a, b in ranges)
+    assert set(detail["statuses"]) <= {"200", "206"}
