@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         nginx = start_nginx(tools["nginx"], scratch / "nginx", data_dir / "audio", free_port())
         stack.callback(nginx.stop)
         ctx = Context(
-            mode, tools, tapevault, nginx, dataset, data_dir / "audio", scratch, args.profile
+            mode, tools, tapevault, nginx, dataset, data_dir / "audio", scratch, args.profile, env
         )
         for name, scenario in SCENARIOS.items():
             if args.only and name not in args.only:

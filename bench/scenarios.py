@@ -27,6 +27,7 @@ from bench.servers import (
     proc_status_kib,
     reset_peak_rss,
     start_floor,
+    start_tapevault,
 )
 from bench.wrk import WrkResult, run_wrk
 
@@ -44,6 +45,7 @@ class Context:
     audio_root: Path
     scratch: Path
     profile_dir: Path | None = None  # --profile: py-spy of the server at every ingest level
+    env: dict[str, str] | None = None  # tapevault's environment (to start a variant of it)
 
     @property
     def big_tapevault(self) -> str:
@@ -134,12 +136,20 @@ def recording_urls(ctx: Context) -> Result:
         ref = _load(ctx, floor.base_url + "/", c)
     finally:
         floor.stop()
-    sub = _load(
-        ctx,
-        ctx.tapevault.base_url + ctx.data.urls_path,
-        c,
-        headers=(f"sdp_suki_token: {ctx.data.token}",),
+    headers = (f"sdp_suki_token: {ctx.data.token}",)
+    sub = _load(ctx, ctx.tapevault.base_url + ctx.data.urls_path, c, headers=headers)
+    # The same server with the durable access log off (TAPEVAULT_AUDIT=off: JSON log lines at
+    # INFO, silenced here), on the same data: what the log costs this endpoint.
+    port = free_port()
+    quiet = start_tapevault(
+        {**(ctx.env or {}), "TAPEVAULT_AUDIT": "off", "TAPEVAULT_WORKERS": "0"},
+        port,
+        ctx.scratch / "tapevault-audit-off.log",
     )
+    try:
+        off = _load(ctx, quiet.base_url + ctx.data.urls_path, c, headers=headers)
+    finally:
+        quiet.stop()
     return scenario(
         "Recording URLs (3 recordings)",
         "hello-world raw ASGI app, same uvicorn settings",
@@ -148,6 +158,7 @@ def recording_urls(ctx: Context) -> Result:
             "seconds": ctx.mode.seconds,
             "tapevault": _wrk_figures(sub),
             "reference": _wrk_figures(ref),
+            "tapevault_access_log_off": _wrk_figures(off),
         },
         [
             row(
@@ -160,6 +171,13 @@ def recording_urls(ctx: Context) -> Result:
             ),
             row("p50 latency", "ms", sub.p50_ms, ref.p50_ms),
             row("p99 latency", "ms", sub.p99_ms, ref.p99_ms, target("value", "<=", 20)),
+            row(
+                "req/s, access log on vs off (reference: off)",
+                "req/s",
+                sub.req_per_s,
+                off.req_per_s,
+            ),
+            row("p99, access log on vs off", "ms", sub.p99_ms, off.p99_ms),
         ],
     )
 
