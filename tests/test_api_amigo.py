@@ -254,7 +254,8 @@ async def test_upload_rules(client: httpx.AsyncClient, runtime: Runtime, acme: C
     bad_service = await upload_channel(
         client, runtime, acme, CALL, "outbound", wav, service_id="not-a-uuid"
     )
-    assert bad_service.status_code == 400
+    assert bad_service.status_code == 422
+    assert bad_service.json()["detail"][0]["loc"] == ["query", "service_id"]
     not_audio = await upload_channel(client, runtime, acme, CALL, "outbound", b"hello" * 100)
     assert not_audio.status_code in (400, 415)
     bad_sid = await upload_channel(client, runtime, acme, "CA bad sid!", "outbound", wav)

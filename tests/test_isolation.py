@@ -295,3 +295,33 @@ async def websocket_close(runtime: Runtime, path: str, headers: dict[str, str]) 
     await runtime.asgi()(scope, receive, send)  # type: ignore[arg-type]
     close = next(m for m in sent if m["type"] == "websocket.close")
     return int(close["code"]), str(close.get("reason", ""))
+
+
+async def test_nul_in_any_id_is_a_client_answer_never_a_500(
+    client: httpx.AsyncClient, runtime: Runtime, world: World
+) -> None:
+    """Every route with an id holding NUL (which PostgreSQL cannot even compare), plus NUL in
+    Kore's sessionId, audit filters and key names: a 4xx every time, on both databases."""
+    failures = []
+    plans = [(p, e, m) for p, e in routes_of(runtime) for m in e.methods]
+    for path, endpoint, method in plans:
+        names = re.findall(r"\{(\w+)(?::\w+)?\}", path)
+        own = {n: world.ids[n]["own"] if n in world.ids else "inbound.wav" for n in names}
+        for name in names:
+            url = fill(path, {**own, name: "a%00b"})
+            response = await probe(client, method, url, credentials(endpoint, world.a))
+            if response.status_code >= 500:
+                failures.append(f"{method} {url}: {response.status_code} {response.text[:80]}")
+    extra = [
+        await client.get(
+            f"/api/public/bot/{world.a.bot}/v2/recordings",
+            params={"sessionId": "a\x00b"},
+            headers=world.a.kore,
+        ),
+        await client.get("/api/v1/audit", params={"action": "a\x00b"}, headers=world.a.bearer),
+        await client.post(
+            f"/v1/{world.a.ws}/api-keys", json={"name": "a\x00b"}, headers=world.a.bearer
+        ),
+    ]
+    failures += [f"{r.request.url}: {r.status_code}" for r in extra if r.status_code >= 500]
+    assert not failures, "\n".join(failures)

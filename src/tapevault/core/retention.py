@@ -131,10 +131,10 @@ class Retention:
         self, tenant: Tenant, session_id: str, *, reason: str, by: str | None, actor: Actor
     ) -> Session:
         """Put the session on legal hold (or change the reason of the hold it is under)."""
-        if not reason.strip() or len(reason) > MAX_REASON:
+        if not reason.strip() or len(reason) > MAX_REASON or "\x00" in reason:
             raise InvalidRequest(f"A hold needs a reason of 1 to {MAX_REASON} characters.")
-        if by is not None and len(by) > MAX_BY:
-            raise InvalidRequest(f"'by' is at most {MAX_BY} characters.")
+        if by is not None and (len(by) > MAX_BY or "\x00" in by):
+            raise InvalidRequest(f"'by' is text of at most {MAX_BY} characters.")
         session = self.session(tenant, session_id)
         holder = by or _describe(actor)
         self._log(Action.HOLD_SET, actor, session, None, reason=reason, by=holder)

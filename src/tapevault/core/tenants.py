@@ -64,8 +64,8 @@ class Tenants:
         role: KeyRole,
         expires_in_days: int | None = None,
     ) -> tuple[ApiKey, str]:
-        if not isinstance(name, str) or len(name) > MAX_NAME:
-            raise InvalidRequest(f"name must be a string of at most {MAX_NAME} characters")
+        if not isinstance(name, str) or len(name) > MAX_NAME or "\x00" in name:
+            raise InvalidRequest(f"name must be text of at most {MAX_NAME} characters")
         now = now_ms(self.clock)
         expires = None
         if expires_in_days is not None:
@@ -83,7 +83,9 @@ class Tenants:
 
     def revoke_key(self, tenant: Tenant, key_id: str) -> ApiKey:
         """Revoke one of the tenant's keys; another tenant's key id is simply unknown."""
-        if not self.repo.revoke_api_key(tenant.partner_id, key_id[:32], now_ms(self.clock)):
+        if "\x00" in key_id or not self.repo.revoke_api_key(
+            tenant.partner_id, key_id[:32], now_ms(self.clock)
+        ):
             raise NotFound("API key not found.")
         for key in self.repo.list_api_keys(tenant.partner_id):
             if key.key_id == key_id:

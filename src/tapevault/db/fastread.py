@@ -29,6 +29,12 @@ def _columns(table: Table, alias: str | None = None) -> str:
 SESSION_WIDTH = len(sessions.columns)
 
 
+def storable(values: Sequence[Any]) -> bool:
+    """False when a text value holds NUL: PostgreSQL's text type cannot store or compare it
+    (the query would fail), and nothing tapevault stores contains one."""
+    return not any(isinstance(v, str) and "\x00" in v for v in values)
+
+
 class FastReader:
     """Runs a handful of fixed SELECTs with minimal overhead."""
 
@@ -107,6 +113,8 @@ class FastReader:
             self._slots.release()
 
     def one(self, name: str, params: Sequence[Any]) -> tuple[Any, ...] | None:
+        if not storable(params):
+            return None  # no stored id holds a NUL, and PostgreSQL refuses to even compare one
         with self._connection() as connection:
             cursor = connection.cursor()
             try:
@@ -120,6 +128,8 @@ class FastReader:
         self, session_id: str, partner_id: str
     ) -> tuple[tuple[Any, ...] | None, list[tuple[Any, ...]]]:
         """The session row and its recording rows, from one joined SELECT."""
+        if not storable((session_id, partner_id)):
+            return None, []
         with self._connection() as connection:
             cursor = connection.cursor()
             try:

@@ -172,6 +172,8 @@ def parse_time(name: str, value: str | None) -> int | None:
 
 
 def parse_query(tenant_id: str, params: dict[str, str]) -> Query:
+    if any("\x00" in value or len(value) > 200 for value in params.values()):
+        raise InvalidRequest("Filter values are text of at most 200 characters, without NUL.")
     limit_text = params.get("limit", "100")
     cursor_text = params.get("cursor", "0")
     if not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_PAGE:
@@ -255,7 +257,7 @@ def handlers(ctx: AppContext) -> dict[str, Handler[KeyCaller]]:
         return Reply(200, tombstone_body(recording), recorded=True)
 
     async def delete_session(request: Request, caller: KeyCaller) -> Reply:
-        if request.scope["method"] == "GET":
+        if request.scope["method"] in ("GET", "HEAD"):
             return await session_view(request, caller)
         erased = await ctx.blocking(
             retention.delete_session,

@@ -13,16 +13,19 @@ one channel of a call as an upload (the first upload creates the call), and
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any
 
 import orjson
+from starlette.convertors import Convertor, register_url_convertor
 
 from tapevault.auth.workspace import KeyCaller
 from tapevault.core.access import AccessEvent, Action, Actor
 from tapevault.core.calls import CALL_NOT_FOUND, CHANNELS, iso_ms
 from tapevault.core.clock import now_ms
 from tapevault.core.model import ApiKey, KeyRole, Tenant
+from tapevault.core.tenants import MAX_KEY_DAYS, MAX_NAME
 from tapevault.errors import (
     AuthError,
     Conflict,
@@ -46,11 +49,18 @@ from tapevault.http.suki import recording_body
 from tapevault.http.uploads import read_small, receive_upload
 
 NOT_CONFIGURED = "Call recording not configured"
+# The proxied download's own HTTP errors, in FastAPI's words (Starlette's HTTPException texts).
+FASTAPI_BODIES = {
+    405: b'{"detail":"Method Not Allowed"}',
+    412: b'{"detail":"Precondition Failed"}',
+    416: b'{"detail":"Range Not Satisfiable"}',
+}
 INVALID_FILENAME = "Invalid filename"
 FILE_NOT_FOUND = "Recording file not found"
 DOWNLOADS = {"inbound.wav": "inbound", "outbound.wav": "outbound", "metadata.json": None}
 _MAX_JSON = 16 * 1024
 _ATTRIBUTE_PARAMS = ("direction", "service_id", "tts_provider")
+_TTS = re.compile(r"[A-Za-z0-9_.:/ -]{1,64}")
 
 
 class Unprocessable(InvalidRequest):
@@ -61,8 +71,12 @@ class Unprocessable(InvalidRequest):
         self.errors = errors
 
 
-def _missing(where: str, name: str) -> dict[str, Any]:
-    return {"type": "missing", "loc": [where, name], "msg": "Field required", "input": None}
+def invalid(kind: str, loc: list[str], msg: str, value: Any, **ctx: Any) -> dict[str, Any]:
+    """One pydantic-style ``ValidationError`` item, as FastAPI puts them in a 422."""
+    item = {"type": kind, "loc": loc, "msg": msg, "input": value}
+    if ctx:
+        item["ctx"] = ctx
+    return item
 
 
 def parse_workspace_id(value: str) -> str:
@@ -213,7 +227,13 @@ def _download(ctx: AppContext) -> Handler[KeyCaller]:
                 )
                 last_modified = found.media_start_epoch_ms // 1000
                 await serve_document(
-                    send, method, request.headers, document, last_modified, [disposition]
+                    send,
+                    method,
+                    request.headers,
+                    document,
+                    last_modified,
+                    [disposition],
+                    FASTAPI_BODIES,
                 )
 
             return Reply(200, stream=send_document)
@@ -234,6 +254,7 @@ def _download(ctx: AppContext) -> Handler[KeyCaller]:
                 actor=actor,
                 credential=caller.key.key_id,
                 mode="download",
+                error_bodies=FASTAPI_BODIES,
             )
 
         return Reply(200, session_id=session.session_id, stream=send_audio)
@@ -247,36 +268,26 @@ def _upload(ctx: AppContext) -> Handler[KeyCaller]:
         call_sid = request.param("call_sid")
         channel = request.query.get("channel")
         if channel is None:
-            raise Unprocessable([_missing("query", "channel")])
+            raise Unprocessable([invalid("missing", ["query", "channel"], "Field required", None)])
         if channel not in CHANNELS:
-            raise Unprocessable(
-                [
-                    {
-                        "type": "enum",
-                        "loc": ["query", "channel"],
-                        "msg": "Input should be 'inbound' or 'outbound'",
-                        "input": channel,
-                        "ctx": {"expected": "'inbound' or 'outbound'"},
-                    }
-                ]
-            )
+            raise Unprocessable([_enum(["query", "channel"], channel, CHANNELS)])
         start_text = request.query.get("media_start_epoch_ms")
         start = None
         if start_text is not None:
             if not start_text.isdigit() or len(start_text) > 15:
                 raise Unprocessable(
                     [
-                        {
-                            "type": "int_parsing",
-                            "loc": ["query", "media_start_epoch_ms"],
-                            "msg": "Input should be a valid integer, "
-                            "unable to parse string as an integer",
-                            "input": start_text,
-                        }
+                        invalid(
+                            "int_parsing",
+                            ["query", "media_start_epoch_ms"],
+                            "Input should be a valid integer, unable to parse string as an integer",
+                            start_text,
+                        )
                     ]
                 )
             start = int(start_text)
         attributes = {k: request.query[k] for k in _ATTRIBUTE_PARAMS if k in request.query}
+        _check_attributes(attributes)
         recording = await receive_upload(
             ctx,
             request.receive,
@@ -297,6 +308,43 @@ def _upload(ctx: AppContext) -> Handler[KeyCaller]:
         )
 
     return upload
+
+
+def _enum(loc: list[str], value: Any, choices: tuple[str, ...]) -> dict[str, Any]:
+    expected = " or ".join(f"'{c}'" for c in choices)
+    return invalid("enum", loc, f"Input should be {expected}", value, expected=expected)
+
+
+def _check_attributes(attributes: dict[str, str]) -> None:
+    """The call's descriptive parameters, validated as FastAPI would (422, one item each)."""
+    errors: list[dict[str, Any]] = []
+    direction = attributes.get("direction")
+    if direction is not None and direction not in ("inbound", "outbound"):
+        errors.append(_enum(["query", "direction"], direction, ("inbound", "outbound")))
+    service = attributes.get("service_id")
+    if service is not None:
+        try:
+            attributes["service_id"] = str(uuid.UUID(service))
+        except ValueError:
+            errors.append(
+                invalid(
+                    "uuid_parsing", ["query", "service_id"], "Input should be a valid UUID", service
+                )
+            )
+    tts = attributes.get("tts_provider")
+    if tts is not None and not _TTS.fullmatch(tts):
+        pattern = _TTS.pattern
+        errors.append(
+            invalid(
+                "string_pattern_mismatch",
+                ["query", "tts_provider"],
+                f"String should match pattern '{pattern}'",
+                tts,
+                pattern=pattern,
+            )
+        )
+    if errors:
+        raise Unprocessable(errors)
 
 
 # --- API keys ------------------------------------------------------------------------------------
@@ -321,54 +369,60 @@ def _key_request(raw: bytes) -> tuple[str, KeyRole, int | None]:
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        raise Unprocessable(
-            [{"type": "json_invalid", "loc": ["body"], "msg": "JSON decode error", "input": {}}]
-        ) from None
+        raise Unprocessable([invalid("json_invalid", ["body"], "JSON decode error", {})]) from None
     if not isinstance(data, dict):
         raise Unprocessable(
-            [
-                {
-                    "type": "model_attributes_type",
-                    "loc": ["body"],
-                    "msg": "Input should be an object",
-                    "input": data,
-                }
-            ]
+            [invalid("model_attributes_type", ["body"], "Input should be an object", data)]
         )
     name = data.get("name", "api key")
-    role_text = data.get("role", KeyRole.MEMBER.value)
+    role = data.get("role", KeyRole.MEMBER.value)
     days = data.get("expires_in_days")
     errors: list[dict[str, Any]] = []
     if not isinstance(name, str):
         errors.append(
-            {
-                "type": "string_type",
-                "loc": ["body", "name"],
-                "msg": "Input should be a valid string",
-                "input": name,
-            }
+            invalid("string_type", ["body", "name"], "Input should be a valid string", name)
         )
-    if role_text not in (KeyRole.ADMIN.value, KeyRole.MEMBER.value):
+    elif len(name) > MAX_NAME:
         errors.append(
-            {
-                "type": "enum",
-                "loc": ["body", "role"],
-                "msg": "Input should be 'admin' or 'member'",
-                "input": role_text,
-            }
+            invalid(
+                "string_too_long",
+                ["body", "name"],
+                f"String should have at most {MAX_NAME} characters",
+                name,
+                max_length=MAX_NAME,
+            )
         )
+    if role not in (KeyRole.ADMIN.value, KeyRole.MEMBER.value):
+        errors.append(_enum(["body", "role"], role, ("admin", "member")))
     if days is not None and (not isinstance(days, int) or isinstance(days, bool)):
         errors.append(
-            {
-                "type": "int_type",
-                "loc": ["body", "expires_in_days"],
-                "msg": "Input should be a valid integer",
-                "input": days,
-            }
+            invalid(
+                "int_type", ["body", "expires_in_days"], "Input should be a valid integer", days
+            )
+        )
+    elif isinstance(days, int) and days < 1:
+        errors.append(
+            invalid(
+                "greater_than_equal",
+                ["body", "expires_in_days"],
+                "Input should be greater than or equal to 1",
+                days,
+                ge=1,
+            )
+        )
+    elif isinstance(days, int) and days > MAX_KEY_DAYS:
+        errors.append(
+            invalid(
+                "less_than_equal",
+                ["body", "expires_in_days"],
+                f"Input should be less than or equal to {MAX_KEY_DAYS}",
+                days,
+                le=MAX_KEY_DAYS,
+            )
         )
     if errors:
         raise Unprocessable(errors)
-    return str(name), KeyRole(role_text), days
+    return str(name), KeyRole(role), days
 
 
 def _create_key(ctx: AppContext) -> Handler[KeyCaller]:
@@ -404,6 +458,21 @@ def _revoke_key(ctx: AppContext) -> Handler[KeyCaller]:
     return revoke_key
 
 
+class _Anything(Convertor[str]):
+    """Like Starlette's ``path`` convertor, but across line breaks too."""
+
+    regex = r"[\s\S]*"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("anything", _Anything())
+
+
 def routes(ctx: AppContext) -> list[tuple[str, Endpoint[KeyCaller]]]:
     amigo = AmigoDialect(ctx)
 
@@ -423,8 +492,9 @@ def routes(ctx: AppContext) -> list[tuple[str, Endpoint[KeyCaller]]]:
             endpoint(["GET"], _metadata(ctx), Action.CALL_METADATA),
         ),
         (
-            # ``:path`` so that a name with separators reaches the handler and gets its 400.
-            f"{base}/recordings/{{call_sid}}/download/{{filename:path}}",
+            # ``:anything`` so that a name with separators or line breaks reaches the handler
+            # and gets its 400, instead of missing the route.
+            f"{base}/recordings/{{call_sid}}/download/{{filename:anything}}",
             endpoint(["GET", "HEAD"], _download(ctx), Action.CALL_DOWNLOAD),
         ),
         (

@@ -30,11 +30,21 @@ from tapevault.http.twilio import TwilioMediaStream
 log = logging.getLogger("tapevault.http")
 
 RECORDING_URLS = "/api/v1/ambient/session/{session_id}/recording"
+AMIGO_PREFIX = "/v1/"
+KORE_PREFIX = "/api/public/"
 _HOT_PREFIX, _HOT_SUFFIX = RECORDING_URLS.split("{session_id}")
 
 
 async def _not_found(scope: Scope, receive: Receive, send: Send) -> None:
-    await send_json(send, 404, {"code": 404, "message": "Not found."})
+    """No route: answered in the error shape of the dialect whose paths it is under, so a client
+    of that API can parse it (an id with an encoded "/" lands here)."""
+    path: str = scope.get("path", "")
+    if path.startswith(AMIGO_PREFIX):
+        await send_json(send, 404, {"detail": "Not Found"})
+    elif path.startswith(KORE_PREFIX):
+        await send_json(send, 404, {"errors": [{"msg": "Not found.", "code": 404}]})
+    else:
+        await send_json(send, 404, {"code": 404, "message": "Not found."})
 
 
 class _StaticJson:
@@ -50,8 +60,17 @@ class _StaticJson:
         self.body = body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        method = scope["method"]
+        if method not in ("GET", "HEAD"):
+            await send_json(
+                send,
+                405,
+                {"code": 405, "message": f"Method {method} not allowed."},
+                [(b"allow", b"GET, HEAD")],
+            )
+            return
         await send({"type": "http.response.start", "status": 200, "headers": self.headers})
-        await send({"type": "http.response.body", "body": self.body})
+        await send({"type": "http.response.body", "body": b"" if method == "HEAD" else self.body})
 
 
 def build_app(
@@ -133,7 +152,7 @@ async def _preflight(scope: Scope, send: Send, cors: Cors) -> None:
         {
             "type": "http.response.start",
             "status": 204,
-            "headers": [*headers, NO_STORE, (b"content-length", b"0")],
+            "headers": [*headers, NO_STORE],
         }
     )
     await send({"type": "http.response.body", "body": b""})

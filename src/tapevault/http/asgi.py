@@ -66,13 +66,15 @@ async def send_json(
     empty: bool = False,
 ) -> None:
     payload = b"" if empty else orjson.dumps(body)
+    # RFC 9110 §8.6: a 204 carries no Content-Length at all.
+    length = () if status == 204 else ((b"content-length", str(len(payload)).encode()),)
     await send(
         {
             "type": "http.response.start",
             "status": status,
             "headers": [
                 *(() if empty else ((b"content-type", JSON),)),
-                (b"content-length", str(len(payload)).encode()),
+                *length,
                 NO_STORE,
                 NOSNIFF,
                 *(headers or []),

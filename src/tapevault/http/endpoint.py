@@ -97,12 +97,16 @@ class Endpoint(Generic[C]):
     ) -> None:
         self.ctx = ctx
         self.dialect = dialect
-        self.methods = tuple(methods)
+        # HEAD wherever GET is (RFC 9110 §9.3.2): the same answer without its body.
+        self.methods = tuple(methods) + (
+            ("HEAD",) if "GET" in methods and "HEAD" not in methods else ()
+        )
         self.handler = handler
         # What the access log calls a request, by method when one path does several things.
         self.actions = (
-            dict(action) if isinstance(action, Mapping) else dict.fromkeys(methods, action)
+            dict(action) if isinstance(action, Mapping) else dict.fromkeys(self.methods, action)
         )
+        self.actions.setdefault("HEAD", self.actions.get("GET", next(iter(self.actions.values()))))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = request_headers(scope)
@@ -155,7 +159,14 @@ class Endpoint(Generic[C]):
                 return
         else:
             self.ctx.access_log.record(event)
-        await send_json(send, reply.status, reply.body, reply.headers, empty=reply.body is None)
+        await send_json(
+            send,
+            reply.status,
+            reply.body,
+            reply.headers,
+            empty=reply.body is None,
+            head_only=request.scope["method"] == "HEAD",
+        )
 
     async def _fail(
         self,

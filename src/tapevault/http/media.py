@@ -34,7 +34,7 @@ from tapevault.http.asgi import send_json as _send_json
 from tapevault.http.context import AppContext
 from tapevault.http.cors import Cors
 from tapevault.http.disconnect import Disconnect
-from tapevault.http.ranged import Representation, Served, send_representation
+from tapevault.http.ranged import ERROR_BODIES, Representation, Served, send_representation
 
 log = logging.getLogger("tapevault.media")
 
@@ -80,6 +80,7 @@ async def serve_recording(
     headers: Mapping[str, str],
     recording: Recording,
     extra: Headers,
+    error_bodies: Mapping[int, bytes] = ERROR_BODIES,
 ) -> Served:
     """Answer a GET or HEAD for a stored recording: Range, preconditions, multipart; stop
     reading when the client goes away."""
@@ -100,6 +101,7 @@ async def serve_recording(
             read=lambda offset, length: store.read_range(key, offset, length),
             extra_headers=extra,
             gone=gone,
+            error_bodies=error_bodies,
         )
     finally:
         gone.close()
@@ -117,6 +119,7 @@ async def serve_playback(
     actor: Actor,
     credential: str | None,
     mode: str,
+    error_bodies: Mapping[int, bytes] = ERROR_BODIES,
 ) -> Served:
     """Serve a recording as part of a playback: the playback's record is durable before the
     first byte (``Unavailable`` otherwise, with nothing sent), and this response's ranges and
@@ -134,7 +137,9 @@ async def serve_playback(
     )
     playback = await ctx.playbacks.admit(key, event)
     try:
-        served = await serve_recording(ctx.vault, receive, send, method, headers, recording, extra)
+        served = await serve_recording(
+            ctx.vault, receive, send, method, headers, recording, extra, error_bodies
+        )
     except BaseException:
         ctx.playbacks.abandon(playback)
         raise
@@ -149,6 +154,7 @@ async def serve_document(
     body: bytes,
     last_modified: int,
     extra: Headers,
+    error_bodies: Mapping[int, bytes] = ERROR_BODIES,
 ) -> Served:
     """Answer a GET or HEAD for a small JSON document, with the same HTTP rules as audio."""
 
@@ -167,6 +173,7 @@ async def serve_document(
         ),
         read=read,
         extra_headers=extra,
+        error_bodies=error_bodies,
     )
 
 

@@ -72,9 +72,12 @@ _CACHE_CONTROL = (b"cache-control", b"private, no-store")
 _JSON = (b"content-type", b"application/json")
 _ALLOW = (b"allow", b"GET, HEAD")
 _CRLF = b"\r\n"
-_BODY_412 = b'{"code":412,"message":"Precondition failed."}'
-_BODY_416 = b'{"code":416,"message":"Range not satisfiable."}'
-_BODY_405 = b'{"code":405,"message":"Method not allowed; use GET or HEAD."}'
+ERROR_BODIES: Mapping[int, bytes] = {
+    405: b'{"code":405,"message":"Method not allowed; use GET or HEAD."}',
+    412: b'{"code":412,"message":"Precondition failed."}',
+    416: b'{"code":416,"message":"Range not satisfiable."}',
+}
+"""The JSON bodies of 405, 412 and 416, in tapevault's shape; a dialect may pass its own."""
 _WHOLE = Whole()
 
 
@@ -168,6 +171,7 @@ async def send_representation(
     extra_headers: list[tuple[bytes, bytes]],
     max_ranges: int = 16,
     gone: Callable[[], bool] | None = None,
+    error_bodies: Mapping[int, bytes] = ERROR_BODIES,
 ) -> Served:
     """Answer a GET or HEAD for ``rep`` on ``send``: 200, 206, 304, 412 or 416.
 
@@ -179,7 +183,7 @@ async def send_representation(
     is_head = method == "HEAD"
     if not is_head and method != "GET":
         return await _send_error(
-            send, 405, _BODY_405, [_ALLOW, _CACHE_CONTROL, *extra_headers], is_head=False
+            send, 405, error_bodies[405], [_ALLOW, _CACHE_CONTROL, *extra_headers], is_head=False
         )
 
     status = evaluate_preconditions(method, headers, rep.etag, rep.last_modified)
@@ -193,7 +197,7 @@ async def send_representation(
 
     base = [_ACCEPT_RANGES, *_validators(rep), _CACHE_CONTROL, *extra_headers]
     if status == 412:
-        return await _send_error(send, 412, _BODY_412, base, is_head)
+        return await _send_error(send, 412, error_bodies[412], base, is_head)
 
     size = rep.size
     range_header = headers.get("range")
@@ -205,7 +209,7 @@ async def send_representation(
 
     if isinstance(decision, Unsatisfiable):
         base.append((b"content-range", b"bytes */%d" % size))
-        return await _send_error(send, 416, _BODY_416, base, is_head)
+        return await _send_error(send, 416, error_bodies[416], base, is_head)
 
     content_type = rep.content_type.encode("latin-1")
     if isinstance(decision, Whole):

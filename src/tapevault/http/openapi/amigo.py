@@ -311,7 +311,7 @@ def _recordings() -> Json:
                     JSON: {"schema": ref("RecordingMetadataResponse")},
                 },
             ),
-            **byteranges.ranged_responses("audio/wav", JSON),
+            **byteranges.ranged_responses("audio/wav", JSON, error=ref("HTTPError")),
             "400": _detail("Invalid filename", "Invalid filename"),
             "503": E503_RECORDINGS,
             "404": with_headers(
@@ -385,9 +385,8 @@ def _upload() -> Json:
                     ref("CallRecording"),
                 ),
                 "400": _detail(
-                    "Not audio we read, or an invalid call_sid, direction, service_id or "
-                    "tts_provider.",
-                    "invalid value for direction",
+                    "Not audio we read, or an invalid call_sid.",
+                    "callSid must be 1-64 letters, digits, '-' or '_'",
                 ),
                 "404": _detail("The path names another workspace.", "Recording not found"),
                 "409": _detail(
@@ -452,8 +451,8 @@ def _keys() -> Json:
                 {
                     "201": response("The key, with its secret shown once.", ref("ApiKeyCreated")),
                     "400": _detail(
-                        "name over 200 characters or expires_in_days outside 1-3650.",
-                        "expires_in_days must be from 1 to 3650",
+                        "A name holding a NUL character (length and ranges are 422).",
+                        "name must be text of at most 200 characters",
                     ),
                     "413": _detail("The body is over 16 KiB.", "request body exceeds the limit"),
                     **admin,

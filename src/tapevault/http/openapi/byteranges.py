@@ -81,24 +81,24 @@ def partial(media_types: tuple[str, ...], extra: dict[str, Json] | None = None) 
 NOT_MODIFIED = response(
     "Not modified: If-None-Match or If-Modified-Since matched. No body.", headers=VALIDATORS
 )
-PRECONDITION_FAILED = response(
-    "If-Match or If-Unmodified-Since failed.", ref("RangeError"), headers=REPRESENTATION
-)
-NOT_SATISFIABLE = response(
-    "No range of the Range header lies within the file.",
-    ref("RangeError"),
-    headers={
-        **REPRESENTATION,
-        "Content-Range": header("bytes */length", {"type": "string"}, required=True),
-    },
-)
 
 
-def ranged_responses(*media_types: str, extra: dict[str, Json] | None = None) -> dict[str, Json]:
-    """The answers a byte-serving endpoint gives besides its 200 and its own errors."""
+def ranged_responses(
+    *media_types: str, extra: dict[str, Json] | None = None, error: Json | None = None
+) -> dict[str, Json]:
+    """The answers a byte-serving endpoint gives besides its 200 and its own errors; ``error``
+    is the schema of its 412 and 416 bodies (the dialect's error shape; tapevault's by default)."""
+    error = error or ref("RangeError")
     return {
         "206": partial(media_types, extra),
         "304": NOT_MODIFIED,
-        "412": PRECONDITION_FAILED,
-        "416": NOT_SATISFIABLE,
+        "412": response("If-Match or If-Unmodified-Since failed.", error, headers=REPRESENTATION),
+        "416": response(
+            "No range of the Range header lies within the file.",
+            error,
+            headers={
+                **REPRESENTATION,
+                "Content-Range": header("bytes */length", {"type": "string"}, required=True),
+            },
+        ),
     }

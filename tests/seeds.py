@@ -1,0 +1,61 @@
+"""The seed documents: the published API pages tapevault implements, found and parsed.
+
+They live outside the repository (``../shared/seeds``, or ``TAPEVAULT_SEEDS_DIR``); a test that
+needs one skips without it, or fails when the run is strict (``tests.conftest.need``). Call these
+from a test or a fixture, never at import time, so that the skip belongs to the test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.conftest import need
+
+SEEDS_DIR = Path(
+    os.environ.get("TAPEVAULT_SEEDS_DIR", Path(__file__).resolve().parents[2] / "shared" / "seeds")
+)
+SUKI = "suki-form-filling-session-recording.md"
+AMIGO = "amigo-recordings-api.md"
+
+
+def seed_text(name: str) -> str:
+    """The text of one seed document."""
+    path = SEEDS_DIR / name
+    need(path.is_file(), f"seed document {name} not found in {SEEDS_DIR}")
+    return path.read_text()
+
+
+def suki_openapi() -> dict[str, Any]:
+    """The OpenAPI document of the Suki recording page (its one ````yaml block)."""
+    block = re.search(r"````yaml[^\n]*\n(.*?)````", seed_text(SUKI), re.S)
+    assert block is not None, f"no yaml block in {SUKI}"
+    document: dict[str, Any] = yaml.safe_load(block.group(1))
+    return document
+
+
+def amigo_openapi() -> dict[str, Any]:
+    """The Amigo page's three one-operation documents merged into one.
+
+    Each block repeats the same envelope (openapi, info, servers, security) and the schemas it
+    uses; the union of their paths, schemas and security schemes is the API they describe.
+    """
+    blocks = [json.loads(b) for b in re.findall(r"```json\n(.*?)\n```", seed_text(AMIGO), re.S)]
+    assert len(blocks) == 3, f"expected three OpenAPI blocks in {AMIGO}, found {len(blocks)}"
+    merged: dict[str, Any] = {
+        **{key: blocks[0][key] for key in ("openapi", "info", "servers", "security")},
+        "paths": {},
+        "components": {"schemas": {}, "securitySchemes": {}},
+    }
+    for block in blocks:
+        merged["paths"].update(block["paths"])
+        for part in ("schemas", "securitySchemes"):
+            for name, definition in block["components"][part].items():
+                known = merged["components"][part].setdefault(name, definition)
+                assert known == definition, f"{AMIGO} defines {name} in two ways"
+    return merged
