@@ -72,3 +72,18 @@ def test_password_is_masked_in_repr(tmp_path: Path) -> None:
     )
     assert "hunter2" not in repr(s)
     assert "***" in repr(s)
+
+
+def test_environment_round_trips(tmp_path: Path) -> None:
+    """Settings passed on to child processes as variables load back equal."""
+    settings = Settings.load(
+        {
+            "data_dir": str(tmp_path),
+            "processes": "2",
+            "audit": "off",
+            "playback_idle": "5s",
+            "cors_origins": "https://a.example,https://b.example",
+        },
+        env={},
+    )
+    assert Settings.load(env=settings.environment()) == settings

@@ -194,3 +194,26 @@ def test_demo_sets_up_and_prints_commands(tmp_path: Path) -> None:
     assert "tapevault audit verify" in out
     match = re.search(r"one recording, ([\d.]+) s", out)
     assert match and 50 <= float(match.group(1)) <= 70
+
+
+def test_several_processes_share_the_port(tmp_path: Path) -> None:
+    """TAPEVAULT_PROCESSES=2: both processes answer, uploads finish, URLs stream, the access log
+    stays one verifiable chain written by both."""
+    srv = Server(tmp_path / "data", free_port()).start(TAPEVAULT_PROCESSES="2")
+    try:
+        tenant = srv.tenant()
+        token = srv.token(tenant["partner_id"])
+        session_id, wav = make_session(srv, token)
+        for _ in range(20):
+            urls = requests.get(
+                f"{srv.base}/api/v1/ambient/session/{session_id}/recording",
+                headers={"sdp_suki_token": token},
+                timeout=10,
+            )
+            assert urls.status_code == 200
+        media = requests.get(urls.json()["recordings"][0]["presigned_url"], timeout=10)
+        assert media.content == wav
+    finally:
+        srv.stop()
+    verified = tapevault("audit", "verify", env=srv.env)
+    assert "verifies" in verified

@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import json
 import logging
+import os
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
@@ -54,26 +55,39 @@ def _print_json(data: Any) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    runtime = _runtime(args)
-    settings = runtime.settings
+    settings = _settings(args)
+    server_options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "http": "httptools",
+        "loop": "uvloop",
+        "ws": "websockets-sansio",
+        "ws_per_message_deflate": False,
+        "lifespan": "on",
+        "access_log": False,
+        "server_header": False,
+        "log_level": args.log_level,
+    }
     log.info(
-        "tapevault %s serving on %s (public URL %s)",
+        "tapevault %s serving on %s with %d process(es) (public URL %s)",
         __version__,
         settings.port,
+        settings.processes,
         settings.public_url,
     )
+    if settings.processes == 1:
+        runtime = open_runtime(settings)
+        uvicorn.run(runtime.asgi(background=True), **server_options)
+        return 0
+    # Several processes share the listening socket; each builds its own runtime from the
+    # environment (flags are passed on as TAPEVAULT_* variables), migrations run once here.
+    open_runtime(settings).close()
+    os.environ.update(settings.environment())
     uvicorn.run(
-        runtime.asgi(background=True),
-        host=settings.host,
-        port=settings.port,
-        http="httptools",
-        loop="uvloop",
-        ws="websockets-sansio",
-        ws_per_message_deflate=False,
-        lifespan="on",
-        access_log=False,
-        server_header=False,
-        log_level=args.log_level,
+        "tapevault.runtime:app_from_environment",
+        factory=True,
+        workers=settings.processes,
+        **server_options,
     )
     return 0
 

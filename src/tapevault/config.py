@@ -38,6 +38,10 @@ SETTINGS_DOC: dict[str, tuple[str, str]] = {
     "host": ("TAPEVAULT_HOST", "address to listen on"),
     "port": ("TAPEVAULT_PORT", "port to listen on"),
     "max_upload_bytes": ("TAPEVAULT_MAX_UPLOAD_BYTES", "largest accepted upload, e.g. 2GiB"),
+    "processes": (
+        "TAPEVAULT_PROCESSES",
+        "server processes sharing the port (each with its event loop and worker threads)",
+    ),
     "workers": (
         "TAPEVAULT_WORKERS",
         "finalization worker threads inside serve (0: run `tapevault worker` separately)",
@@ -107,6 +111,7 @@ class Settings:
     max_upload_bytes: int = 2 * 1024**3
     cors_origins: tuple[str, ...] = ("*",)
     workers: int = 1
+    processes: int = 1
     audit: bool = True
     audit_key_file: Path | None = None  # None: DATA_DIR/audit-signing.pem
     audit_checkpoint_seconds: int = 60
@@ -120,7 +125,7 @@ class Settings:
             f"database_url={mask_url(self.database_url)!r}, public_url={self.public_url!r}, "
             f"storage_url={self.storage_url!r}, host={self.host!r}, port={self.port}, "
             f"max_upload_bytes={self.max_upload_bytes}, cors_origins={self.cors_origins!r}, "
-            f"workers={self.workers}, audit={self.audit}, "
+            f"workers={self.workers}, processes={self.processes}, audit={self.audit}, "
             f"audit_checkpoint_seconds={self.audit_checkpoint_seconds}, "
             f"audit_retention_seconds={self.audit_retention_seconds}, "
             f"purge_interval_seconds={self.purge_interval_seconds}, "
@@ -160,6 +165,11 @@ class Settings:
         workers_text = pick("workers") or "1"
         if not workers_text.isdigit() or int(workers_text) > 64:
             raise ConfigError("TAPEVAULT_WORKERS", f"{workers_text!r} is not a count from 0 to 64")
+        processes_text = pick("processes") or "1"
+        if not processes_text.isdigit() or not 1 <= int(processes_text) <= 64:
+            raise ConfigError(
+                "TAPEVAULT_PROCESSES", f"{processes_text!r} is not a count from 1 to 64"
+            )
         audit_text = (pick("audit") or "on").lower()
         if audit_text not in ("on", "off"):
             raise ConfigError("TAPEVAULT_AUDIT", f"{audit_text!r} is neither on nor off")
@@ -180,6 +190,7 @@ class Settings:
                 "TAPEVAULT_PLAYBACK_IDLE", pick("playback_idle") or "30"
             ),
             workers=int(workers_text),
+            processes=int(processes_text),
             data_dir=data_dir,
             database_url=database_url,
             public_url=public_url,
@@ -189,6 +200,29 @@ class Settings:
             max_upload_bytes=max_upload,
             cors_origins=origins,
         )
+
+    def environment(self) -> dict[str, str]:
+        """These settings as ``TAPEVAULT_*`` variables, for processes started from this one."""
+        values = {
+            "data_dir": str(self.data_dir),
+            "database_url": self.database_url,
+            "public_url": self.public_url,
+            "storage_url": self.storage_url,
+            "host": self.host,
+            "port": str(self.port),
+            "max_upload_bytes": str(self.max_upload_bytes),
+            "cors_origins": ",".join(self.cors_origins),
+            "workers": str(self.workers),
+            "processes": str(self.processes),
+            "audit": "on" if self.audit else "off",
+            "audit_checkpoint_seconds": str(self.audit_checkpoint_seconds),
+            "audit_retention": str(self.audit_retention_seconds),
+            "purge_interval": str(self.purge_interval_seconds),
+            "playback_idle": str(self.playback_idle_seconds),
+        }
+        if self.audit_key_file is not None:
+            values["audit_key_file"] = str(self.audit_key_file)
+        return {SETTINGS_DOC[name][0]: value for name, value in values.items()}
 
     @property
     def audit_key_path(self) -> Path:

@@ -160,3 +160,9 @@ def open_runtime(
         audit=audit,
         audit_store=audit_store,
     )
+
+
+def app_from_environment() -> ASGIApp:
+    """The application of one of several server processes (``TAPEVAULT_PROCESSES``): settings
+    from the environment, migrations already applied by the parent."""
+    return open_runtime(Settings.load(), run_migrations=False).asgi(background=True)
