@@ -27,6 +27,9 @@ from bench.servers import BenchSetupError, find_tools, free_port, start_nginx, s
 from bench.wrk import WrkError
 
 RESULTS = Path(__file__).parent / "results"
+# Scenarios whose figures stay meaningful with several server processes (memory and ingest read
+# one process's /proc entries).
+MULTI_PROCESS = ("recording_urls", "large_ranges", "seeks")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -40,6 +43,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="NAME[,NAME]",
         help=f"run only these scenarios: {', '.join(SCENARIOS)}",
     )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        metavar="N",
+        help="tapevault server processes (TAPEVAULT_PROCESSES); the floor and nginx get as many. "
+        f"With N > 1 only {', '.join(MULTI_PROCESS)} run (the others watch one process)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS, help="directory for the JSON result")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     parser.add_argument(
@@ -49,6 +60,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="record py-spy (collapsed stacks) of the server during every ingest level, into DIR",
     )
     args = parser.parse_args(argv)
+    if not 1 <= args.processes <= 16:
+        parser.error("--processes must be from 1 to 16")
+    if args.processes > 1:
+        chosen = args.only or [n for item in MULTI_PROCESS for n in [item]]
+        args.only = [n for item in chosen for n in item.split(",") if n in MULTI_PROCESS]
     if args.only:
         args.only = [name for item in args.only for name in item.split(",") if name]
         unknown = sorted(set(args.only) - set(SCENARIOS))
@@ -73,6 +89,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "mode": mode.name,
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": report.machine(tools),
+        "processes": args.processes,
         "not_measured": [],
         "scenarios": {},
     }
@@ -83,13 +100,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         data_dir = scratch / "data"
         port = free_port()
         env = data.tapevault_env(data_dir, port)
+        env["TAPEVAULT_PROCESSES"] = str(args.processes)
         _log(f"{mode.name} mode in {scratch}: creating a partner and starting tapevault")
         token = data.create_tenant(env)
         tapevault = start_tapevault(env, port, scratch / "tapevault.log")
         stack.callback(tapevault.stop)
         _log(f"uploading 3 short recordings and one of {mode.big_bytes >> 20} MiB")
         dataset = data.build(data.Api(port, token), data_dir, scratch, mode.big_bytes)
-        nginx = start_nginx(tools["nginx"], scratch / "nginx", data_dir / "audio", free_port())
+        nginx = start_nginx(
+            tools["nginx"], scratch / "nginx", data_dir / "audio", free_port(), args.processes
+        )
         stack.callback(nginx.stop)
         ctx = Context(
             mode, tools, tapevault, nginx, dataset, data_dir / "audio", scratch, args.profile, env

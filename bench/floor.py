@@ -100,9 +100,11 @@ async def app(
 
 
 def main() -> None:
-    # Keep in step with tapevault.cli.cmd_serve.
+    # Keep in step with tapevault.cli.cmd_serve; an optional second argument is the number of
+    # processes, as TAPEVAULT_PROCESSES gives tapevault (compare like with like).
+    processes = int(sys.argv[2]) if len(sys.argv) > 2 else 1
     uvicorn.run(
-        app,
+        "bench.floor:app" if processes > 1 else app,
         host="127.0.0.1",
         port=int(sys.argv[1]),
         http="httptools",
@@ -113,7 +115,7 @@ def main() -> None:
         access_log=False,
         server_header=False,
         log_level="warning",
-        workers=None,
+        workers=processes if processes > 1 else None,
     )
 
 

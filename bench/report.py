@@ -155,6 +155,7 @@ def print_summary(result: dict[str, Any], path: Path) -> None:
     print(
         f"\ntapevault benchmarks, {result['mode']} mode, {result['seconds']:.0f} s; "
         f"{m['nproc']} cores ({m['cpu']}), {m['memory_gib']} GiB; "
+        f"{result.get('processes', 1)} server process(es); "
         f"commit {m['source']['commit'][:10]}"
         f"{' with local changes in src/' if m['source']['src_modified'] else ''}\n"
     )

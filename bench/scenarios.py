@@ -131,7 +131,7 @@ def _wrk_figures(result: WrkResult) -> dict[str, float]:
 
 def recording_urls(ctx: Context) -> Result:
     c = ctx.mode.urls_connections
-    floor = start_floor(free_port(), ctx.scratch / "floor.log")
+    floor = start_floor(free_port(), ctx.scratch / "floor.log", _processes(ctx))
     try:
         ref = _load(ctx, floor.base_url + "/", c)
     finally:
@@ -172,17 +172,26 @@ def recording_urls(ctx: Context) -> Result:
             row("p50 latency", "ms", sub.p50_ms, ref.p50_ms),
             row("p99 latency", "ms", sub.p99_ms, ref.p99_ms, target("value", "<=", 20)),
             row(
-                "req/s, access log on vs off (reference: off)",
+                "req/s with the access log on (reference: off)",
                 "req/s",
                 sub.req_per_s,
                 off.req_per_s,
             ),
-            row("p99, access log on vs off", "ms", sub.p99_ms, off.p99_ms),
+            row("p99 with the access log on (reference: off)", "ms", sub.p99_ms, off.p99_ms),
         ],
     )
 
 
 # --- 2 and 3. byte ranges against nginx --------------------------------------------------------
+
+
+def _processes(ctx: Context) -> int:
+    return int((ctx.env or {}).get("TAPEVAULT_PROCESSES", "1"))
+
+
+def _nginx_title(ctx: Context) -> str:
+    workers = _processes(ctx)
+    return f"nginx, sendfile on, {workers} worker{'s' if workers > 1 else ''}"
 
 
 def _ranges(ctx: Context, span: int, connections: int) -> tuple[WrkResult, WrkResult]:
@@ -210,7 +219,7 @@ def large_ranges(ctx: Context) -> Result:
     sub, ref = _ranges(ctx, span, c)
     return scenario(
         f"Large ranges ({_size(span)} of a {_size(ctx.data.big_size)} file, c{c})",
-        "nginx, sendfile on, 1 worker",
+        _nginx_title(ctx),
         _range_settings(ctx, span, c, sub, ref),
         [
             row("throughput", "GB/s", sub.gb_per_s, ref.gb_per_s, target("ratio", ">=", 0.9)),
@@ -224,7 +233,7 @@ def seeks(ctx: Context) -> Result:
     sub, ref = _ranges(ctx, span, c)
     return scenario(
         f"Seeks ({_size(span)} ranges, c{c})",
-        "nginx, sendfile on, 1 worker",
+        _nginx_title(ctx),
         _range_settings(ctx, span, c, sub, ref),
         [
             row("req/s", "req/s", sub.req_per_s, ref.req_per_s, target("ratio", ">=", 0.5)),

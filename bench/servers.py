@@ -139,19 +139,23 @@ def start_tapevault(env: Mapping[str, str], port: int, log: Path) -> Server:
     )
 
 
-def start_floor(port: int, log: Path) -> Server:
+def start_floor(port: int, log: Path, processes: int = 1) -> Server:
     """The hello-world raw ASGI app under the same uvicorn settings (``bench/floor.py``)."""
     return spawn(
-        "floor", [sys.executable, str(BENCH_DIR / "floor.py"), str(port)], port=port, log=log
+        "floor",
+        [sys.executable, "-m", "bench.floor", str(port), str(processes)],
+        port=port,
+        log=log,
+        env={**os.environ, "PYTHONPATH": str(BENCH_DIR.parent)},
     )
 
 
-def nginx_conf(prefix: Path, root: Path, port: int) -> str:
+def nginx_conf(prefix: Path, root: Path, port: int, workers: int = 1) -> str:
     # Workers run as the current user when the master is root (the stored audio is mode 0600).
     user = ""
     if os.geteuid() == 0:
         user = f"user {pwd.getpwuid(0).pw_name} {grp.getgrgid(os.getegid()).gr_name};\n"
-    return f"""{user}worker_processes 1;
+    return f"""{user}worker_processes {workers};
 pid {prefix}/nginx.pid;
 error_log {prefix}/error.log warn;
 events {{ worker_connections 1024; }}
@@ -173,11 +177,12 @@ http {{
 """
 
 
-def start_nginx(nginx: str, prefix: Path, root: Path, port: int) -> Server:
-    """nginx serving ``root`` with sendfile, one worker, everything under ``prefix``."""
+def start_nginx(nginx: str, prefix: Path, root: Path, port: int, workers: int = 1) -> Server:
+    """nginx serving ``root`` with sendfile, ``workers`` workers (as many as tapevault has
+    processes), everything under ``prefix``."""
     prefix.mkdir(parents=True, exist_ok=True)
     conf = prefix / "nginx.conf"
-    conf.write_text(nginx_conf(prefix, root, port))
+    conf.write_text(nginx_conf(prefix, root, port, workers))
     args = [nginx, "-c", str(conf), "-p", str(prefix), "-e", str(prefix / "error.log")]
     return spawn("nginx", [*args, "-g", "daemon off;"], port=port, log=prefix / "stdout.log")
 
