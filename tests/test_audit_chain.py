@@ -18,16 +18,17 @@ from tapevault.core.audit import (
     GENESIS_HASH,
     AuditEntry,
     AuditRecord,
-    Checkpoint,
-    CheckpointSigner,
-    VerifyReport,
     canonical_bytes,
     chain,
+    record_hash,
+)
+from tapevault.core.auditverify import VerifyReport, verify
+from tapevault.core.checkpoints import (
+    Checkpoint,
+    CheckpointSigner,
     checkpoint_message,
     load_or_create_signer,
     load_public_keys,
-    record_hash,
-    verify,
     verify_checkpoint_signature,
 )
 

@@ -24,14 +24,10 @@ from typing import Any
 
 from tapevault.core import policy
 from tapevault.core.access import Actor
-from tapevault.core.audit import (
-    AuditRecord,
-    Finding,
-    load_or_create_signer,
-    load_public_keys,
-    verify,
-)
+from tapevault.core.audit import AuditRecord
 from tapevault.core.auditlog import Query
+from tapevault.core.auditverify import Finding, verify
+from tapevault.core.checkpoints import load_or_create_signer, load_public_keys
 from tapevault.errors import TapevaultError
 from tapevault.http.admin import parse_time, record_body
 from tapevault.runtime import Runtime

@@ -13,9 +13,9 @@ from tapevault.auth.suki import SukiTokenVerifier
 from tapevault.auth.workspace import ApiKeyVerifier
 from tapevault.config import Settings
 from tapevault.core.access import AccessLog, LoggingAccessLog
-from tapevault.core.audit import load_or_create_signer
 from tapevault.core.auditlog import AuditLog
 from tapevault.core.calls import Calls
+from tapevault.core.checkpoints import load_or_create_signer
 from tapevault.core.clock import Clock, SystemClock
 from tapevault.core.playback import PerRequest, PlaybackLog, Playbacks
 from tapevault.core.renditions import Renditions

@@ -28,7 +28,8 @@ from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from tapevault.core.access import AccessEvent
-from tapevault.core.audit import AuditEntry, AuditRecord, Checkpoint, CheckpointSigner
+from tapevault.core.audit import AuditEntry, AuditRecord
+from tapevault.core.checkpoints import Checkpoint, CheckpointSigner
 from tapevault.core.clock import Clock, now_ms
 from tapevault.errors import Unavailable
 

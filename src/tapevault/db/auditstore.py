@@ -15,8 +15,9 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection, Engine, and_, delete, insert, or_, select, update
 
-from tapevault.core.audit import AuditEntry, AuditRecord, Checkpoint, chain
+from tapevault.core.audit import AuditEntry, AuditRecord, chain
 from tapevault.core.auditlog import LogState, Pending, Query
+from tapevault.core.checkpoints import Checkpoint
 from tapevault.db.schema import audit_checkpoints, audit_log, audit_pending, audit_state
 
 _ENTRY_FIELDS = tuple(f.name for f in fields(AuditEntry))

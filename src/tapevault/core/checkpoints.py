@@ -1,0 +1,179 @@
+"""Tamper-evident access log, part 2: Ed25519-signed checkpoints of the chain's head.
+
+A checkpoint signs (log size, head hash, time) with a key kept in a file, not in the database: an
+attacker who can rewrite rows, and so re-chain a whole suffix consistently, cannot re-sign, and
+the next checkpoint gives them away (``auditverify.py``).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import re
+import secrets
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from tapevault.core.audit import HASH_PATTERN
+from tapevault.fsutil import fsync_dir
+
+_SIGNATURE = re.compile(r"[A-Za-z0-9_-]{86}")  # 64 bytes, urlsafe base64 without padding
+_CHECKPOINT_DOMAIN = "tapevault-audit-checkpoint-v1"
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """A signed statement "the log had ``size`` as its last seq, and that record hashed to X"."""
+
+    size: int
+    head_hash: str
+    at_ms: int
+    key_id: str
+    signature: str  # urlsafe base64, no padding
+
+
+def checkpoint_message(size: int, head_hash: str, at_ms: int) -> bytes:
+    """The signed bytes. Fields are validated first so no two checkpoints share a message."""
+    if type(size) is not int or size < 0 or type(at_ms) is not int or at_ms < 0:
+        raise ValueError("checkpoint size and at_ms must be non-negative ints")
+    if not isinstance(head_hash, str) or not HASH_PATTERN.fullmatch(head_hash):
+        raise ValueError("checkpoint head_hash must be 64 lowercase hex digits")
+    return f"{_CHECKPOINT_DOMAIN}\n{size}\n{head_hash}\n{at_ms}".encode()
+
+
+def _raw_public(key: Ed25519PublicKey) -> bytes:
+    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def _key_id(key: Ed25519PublicKey) -> str:
+    return hashlib.sha256(_raw_public(key)).hexdigest()[:16]
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+class CheckpointSigner:
+    """Signs checkpoints with an Ed25519 key; ``key_id`` names its public half."""
+
+    __slots__ = ("_key", "key_id")
+
+    def __init__(self, private_key: Ed25519PrivateKey) -> None:
+        self._key = private_key
+        self.key_id = _key_id(private_key.public_key())
+
+    @property
+    def public_key(self) -> Ed25519PublicKey:
+        return self._key.public_key()
+
+    def sign(self, size: int, head_hash: str, at_ms: int) -> Checkpoint:
+        signature = self._key.sign(checkpoint_message(size, head_hash, at_ms))
+        return Checkpoint(size, head_hash, at_ms, self.key_id, _b64(signature))
+
+    def public_key_pem(self) -> str:
+        """SubjectPublicKeyInfo PEM: what verifiers are given (the private key never leaves)."""
+        return (
+            self._key.public_key()
+            .public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+            .decode()
+        )
+
+
+def verify_checkpoint_signature(
+    cp: Checkpoint, public_keys: Mapping[str, Ed25519PublicKey]
+) -> bool:
+    """True when ``cp`` was signed by the key it names and that key is one of ``public_keys``."""
+    key = public_keys.get(cp.key_id)
+    if key is None or not isinstance(cp.signature, str) or not _SIGNATURE.fullmatch(cp.signature):
+        return False
+    try:
+        message = checkpoint_message(cp.size, cp.head_hash, cp.at_ms)
+        key.verify(base64.urlsafe_b64decode(cp.signature + "=="), message)
+    except (ValueError, InvalidSignature):
+        return False
+    return True
+
+
+def _parse_private_key(data: bytes, path: Path) -> Ed25519PrivateKey:
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        raise ValueError(
+            f"audit checkpoint key {path} is not an unencrypted PEM private key: {exc}"
+        ) from exc
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ValueError(f"audit checkpoint key {path} is not an Ed25519 key")
+    return key
+
+
+def _create_key_file(path: Path) -> Ed25519PrivateKey:
+    """Write a new key without ever exposing a partial or world-readable file.
+
+    The temp file is created 0600 in the same directory, fsynced, then hard-linked into place:
+    a link, unlike a rename, fails if another process created the key first, so two servers
+    starting together end up sharing one key instead of silently replacing each other's.
+    """
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), 0o600)  # the umask may only remove bits, but be explicit
+            fh.write(pem)
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return _parse_private_key(path.read_bytes(), path)  # another process won the race
+        except OSError:
+            os.rename(tmp, path)  # filesystems without hard links: plain atomic rename
+    finally:
+        tmp.unlink(missing_ok=True)
+    fsync_dir(path.parent)
+    return key
+
+
+def load_or_create_signer(path: Path) -> CheckpointSigner:
+    """The signer whose PKCS8 PEM key is at ``path``, creating the file (0600) if it is missing.
+
+    Any unreadable or invalid file raises ``ValueError`` naming the path: replacing a damaged key
+    silently would make every earlier checkpoint unverifiable.
+    """
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        try:
+            return CheckpointSigner(_create_key_file(path))
+        except OSError as exc:
+            raise ValueError(f"cannot create audit checkpoint key {path}: {exc}") from exc
+    except OSError as exc:
+        raise ValueError(f"cannot read audit checkpoint key {path}: {exc}") from exc
+    return CheckpointSigner(_parse_private_key(data, path))
+
+
+def load_public_keys(pems: Iterable[str]) -> dict[str, Ed25519PublicKey]:
+    """Public keys by key id, from SubjectPublicKeyInfo PEM text."""
+    keys: dict[str, Ed25519PublicKey] = {}
+    for number, pem in enumerate(pems, start=1):
+        try:
+            key = serialization.load_pem_public_key(pem.encode())
+        except (ValueError, UnsupportedAlgorithm) as exc:
+            raise ValueError(f"public key #{number} is not a PEM public key: {exc}") from exc
+        if not isinstance(key, Ed25519PublicKey):
+            raise ValueError(f"public key #{number} is not an Ed25519 key")
+        keys[_key_id(key)] = key
+    return keys
