@@ -14,6 +14,7 @@ from tapevault.config import Settings
 from tapevault.core.access import AccessEvent, Action, Actor
 from tapevault.core.audit import chain
 from tapevault.core.clock import FixedClock
+from tapevault.db.auditstore import entry_json
 from tapevault.runtime import Runtime, open_runtime
 
 RECORDS = 40
@@ -61,7 +62,7 @@ def run_verify(settings: Settings, capsys: pytest.CaptureFixture[str]) -> tuple[
 def sql(rt: Runtime, *statements: str) -> None:
     with rt.engine.begin() as conn:
         for statement in statements:
-            conn.execute(text(statement))
+            conn.exec_driver_sql(statement)  # as typed: no bind-parameter parsing
 
 
 def test_untouched_log_verifies(
@@ -77,8 +78,18 @@ def test_untouched_log_verifies(
 @pytest.mark.parametrize(
     ("tampering", "seq", "kind"),
     [
-        (["UPDATE audit_log SET bytes_sent = 1 WHERE seq = 17"], 17, "modified"),
-        (["UPDATE audit_log SET actor_id = 'someone-else' WHERE seq = 3"], 3, "modified"),
+        (
+            # What a record says (here: the bytes it served), inside its JSON.
+            [
+                "UPDATE audit_log SET entry = replace(entry, '\"bytes_sent\":', "
+                "'\"bytes_sent\":9') WHERE seq = 17"
+            ],
+            17,
+            "modified",
+        ),
+        # A filterable column, edited to hide the record from the tenant's queries.
+        (["UPDATE audit_log SET tenant_id = 'someone-else' WHERE seq = 3"], 3, "modified"),
+        (["UPDATE audit_log SET actor_id = 'someone-else' WHERE seq = 4"], 4, "modified"),
         (["DELETE FROM audit_log WHERE seq = 22"], 22, "removed"),
         (
             # Delete record 12 and close the gap, as a careful attacker would.
@@ -95,10 +106,9 @@ def test_untouched_log_verifies(
             [
                 "UPDATE audit_log SET seq = seq + 1000001 WHERE seq >= 25",
                 "UPDATE audit_log SET seq = seq - 1000000 WHERE seq > 1000000",
-                "INSERT INTO audit_log (seq, at_ms, tenant_id, action, status, actor_kind, "
-                "actor_id, ranges, bytes_sent, prev_hash, hash) SELECT 25, at_ms, tenant_id, "
-                "'media.playback', 206, actor_kind, 'forged', '[]', 0, hash, hash "
-                "FROM audit_log WHERE seq = 24",
+                "INSERT INTO audit_log (seq, at_ms, tenant_id, action, actor_id, entry, "
+                "prev_hash, hash) SELECT 25, at_ms, tenant_id, 'media.playback', 'forged', "
+                "entry, hash, hash FROM audit_log WHERE seq = 24",
             ],
             25,
             "inserted",
@@ -150,10 +160,8 @@ def test_rewritten_suffix_is_caught_by_a_checkpoint(
     with logged.engine.begin() as conn:
         for r in rechained:
             conn.execute(
-                text(
-                    "UPDATE audit_log SET bytes_sent = :b, prev_hash = :p, hash = :h WHERE seq = :s"
-                ),
-                {"b": r.entry.bytes_sent, "p": r.prev_hash, "h": r.hash, "s": r.seq},
+                text("UPDATE audit_log SET entry = :e, prev_hash = :p, hash = :h WHERE seq = :s"),
+                {"e": entry_json(r.entry), "p": r.prev_hash, "h": r.hash, "s": r.seq},
             )
         conn.execute(
             text("UPDATE audit_state SET head_hash = :h WHERE id = 1"), {"h": rechained[-1].hash}

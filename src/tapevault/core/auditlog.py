@@ -24,6 +24,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -87,6 +88,11 @@ class AuditStore(Protocol):
     ) -> list[AuditRecord]: ...
 
     def add_checkpoint(self, checkpoint: Checkpoint) -> None: ...
+
+    def exclusive(self) -> AbstractContextManager[None]:
+        """Hold the right to append (across processes) for a whole cycle; re-entrant for
+        ``write`` within it."""
+        ...
 
     def last_checkpoint(self) -> Checkpoint | None: ...
 
@@ -300,8 +306,12 @@ class AuditLog:
                 stop = False
             else:
                 stop = first is None
-            items = self._drain(first) if not stop else self._drain()
-            self._cycle(items, final=stop)
+            # Take the store's writer lock (other processes may be appending) *before* draining
+            # the queue: whatever arrives while we wait for it joins this batch, so contention
+            # makes batches bigger instead of commits more frequent.
+            with self.store.exclusive():
+                items = self._drain(first) if not stop else self._drain()
+                self._cycle(items, final=stop)
             if stop:
                 return
 

@@ -8,6 +8,10 @@ without ever forking it, and each batch costs one transaction, however many reco
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import fields
 from typing import Any
@@ -24,10 +28,8 @@ _ENTRY_FIELDS = tuple(f.name for f in fields(AuditEntry))
 
 
 def entry_json(entry: AuditEntry) -> str:
-    values = {name: getattr(entry, name) for name in _ENTRY_FIELDS}
-    values["ranges"] = [list(r) for r in entry.ranges]
-    values["detail"] = dict(entry.detail) if entry.detail is not None else None
-    return orjson.dumps(values).decode()
+    """Every field of the entry as JSON (orjson encodes the dataclass itself, in C)."""
+    return orjson.dumps(entry).decode()
 
 
 def entry_from_json(text: str) -> AuditEntry:
@@ -36,9 +38,20 @@ def entry_from_json(text: str) -> AuditEntry:
     return AuditEntry(**{k: v for k, v in values.items() if k in _ENTRY_FIELDS})
 
 
+class _Depth(threading.local):
+    depth = 0
+
+
 class SqlAuditStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        # SQLite: writers of several processes (TAPEVAULT_PROCESSES, the CLI) queue on a file
+        # lock rather than on SQLite's busy handler, which polls with sleeps of up to 100 ms and
+        # made appends under load wait seconds. PostgreSQL's row lock already queues fairly.
+        self._lock_path: str | None = None
+        if engine.dialect.name == "sqlite" and engine.url.database:
+            self._lock_path = f"{engine.url.database}.audit-lock"
+        self._held = _Depth()
         mark = "?" if engine.dialect.name == "sqlite" else "%s"
         columns = ", ".join(_ROW_COLUMNS)
         # Fixed statements: the only interpolations are column names and placeholders.
@@ -63,7 +76,7 @@ class SqlAuditStore:
     ) -> list[AuditRecord]:
         """One transaction: open, update and close playbacks, and append ``entries`` (a sealed
         playback's record among them) to the chain. All of it happens, or none."""
-        with self.engine.begin() as conn:
+        with self._serialised(), self.engine.begin() as conn:
             for pending in opened:
                 conn.execute(insert(audit_pending).values(**_pending_values(pending)))
             for pending in updated:
@@ -90,6 +103,28 @@ class SqlAuditStore:
         conn.exec_driver_sql(self._sql["head"], (last.seq, last.hash))
         return records
 
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold the writers' file lock (SQLite; nothing to do on PostgreSQL). Re-entrant within
+        a thread, so ``write`` inside a held cycle does not wait for itself."""
+        if self._lock_path is None or self._held.depth:
+            self._held.depth += 1
+            try:
+                yield
+            finally:
+                self._held.depth -= 1
+            return
+        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            self._held.depth = 1
+            yield
+        finally:
+            self._held.depth = 0
+            os.close(fd)  # closing releases the lock
+
+    _serialised = exclusive
+
     def add_checkpoint(self, checkpoint: Checkpoint) -> None:
         with self.engine.begin() as conn:
             exists = conn.execute(
@@ -111,7 +146,7 @@ class SqlAuditStore:
         chain verifiable: the cut is made at a checkpoint whose records are all old enough, that
         checkpoint is kept, and the state remembers where the kept part starts and the hash it
         links to, which the kept checkpoint's signature vouches for."""
-        with self.engine.begin() as conn:
+        with self._serialised(), self.engine.begin() as conn:
             conn.execute(update(audit_state).where(audit_state.c.id == 1).values(id=1))
             cut = conn.execute(
                 select(audit_checkpoints.c.size, audit_checkpoints.c.head_hash)
@@ -217,38 +252,56 @@ def _pending_values(pending: Pending) -> dict[str, Any]:
     }
 
 
-_ROW_COLUMNS = (*_ENTRY_FIELDS, "seq", "prev_hash", "hash")
+_ROW_COLUMNS = (
+    "seq",
+    "at_ms",
+    "tenant_id",
+    "action",
+    "actor_id",
+    "session_id",
+    "recording_id",
+    "entry",
+    "prev_hash",
+    "hash",
+)
 
 
 def _row(record: AuditRecord) -> tuple[Any, ...]:
     """The record as a row, in ``_ROW_COLUMNS`` order."""
     e = record.entry
     return (
+        record.seq,
         e.at_ms,
-        e.action,
-        e.status,
         e.tenant_id,
-        e.actor_kind,
+        e.action,
         e.actor_id,
-        e.provider_id,
         e.session_id,
         e.recording_id,
-        e.mode,
-        orjson.dumps(e.ranges).decode() if e.ranges else "[]",
-        e.bytes_sent,
-        e.error,
-        e.client_ip,
-        e.user_agent,
-        e.request_id,
-        None if e.detail is None else orjson.dumps(e.detail).decode(),
-        record.seq,
+        entry_json(e),
         record.prev_hash,
         record.hash,
     )
 
 
 def _record(row: Any) -> AuditRecord:
-    values = {name: getattr(row, name) for name in _ENTRY_FIELDS}
-    values["ranges"] = tuple(tuple(r) for r in orjson.loads(row.ranges or "[]"))
-    values["detail"] = orjson.loads(row.detail) if row.detail is not None else None
-    return AuditRecord(row.seq, AuditEntry(**values), row.prev_hash, row.hash)
+    """A stored row as a record: the entry from its JSON, but the filterable fields from their
+    columns, so that a column edited to hide a record from queries fails verification too."""
+    try:
+        values = orjson.loads(row.entry)
+    except orjson.JSONDecodeError:
+        values = {"detail": {"unreadable_entry": row.entry[:200]}}
+    if not isinstance(values, dict):
+        values = {"detail": {"unreadable_entry": str(values)[:200]}}
+    values.update(
+        at_ms=row.at_ms,
+        tenant_id=row.tenant_id,
+        action=row.action,
+        actor_id=row.actor_id,
+        session_id=row.session_id,
+        recording_id=row.recording_id,
+    )
+    ranges = values.get("ranges") or ()
+    values["ranges"] = tuple(tuple(r) if isinstance(r, list) else r for r in ranges)
+    values.setdefault("status", 0)
+    fields = {k: v for k, v in values.items() if k in _ENTRY_FIELDS}
+    return AuditRecord(row.seq, AuditEntry(**fields), row.prev_hash, row.hash)
