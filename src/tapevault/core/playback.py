@@ -18,7 +18,7 @@ from __future__ import annotations
 import secrets
 import threading
 from collections import Counter
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -86,7 +86,9 @@ class _Playback:
 class PlaybackLog(Protocol):
     """What the media paths need: admit a response before its first byte, then report it."""
 
-    async def admit(self, key: Hashable, event: AccessEvent) -> str: ...
+    async def admit(self, key: Hashable, event: Callable[[], AccessEvent]) -> str:
+        """``event`` builds the first request's record; called only when a playback opens."""
+        ...
 
     def served(
         self, playback_id: str, status: int, ranges: Sequence[tuple[int, int]], bytes_sent: int
@@ -103,9 +105,9 @@ class PerRequest:
         self.access_log = access_log
         self._events: dict[str, AccessEvent] = {}
 
-    async def admit(self, key: Hashable, event: AccessEvent) -> str:
+    async def admit(self, key: Hashable, event: Callable[[], AccessEvent]) -> str:
         playback_id = secrets.token_hex(12)
-        self._events[playback_id] = event
+        self._events[playback_id] = event()
         return playback_id
 
     def served(
@@ -141,9 +143,10 @@ class Playbacks:
         self._lock = threading.Lock()
         audit.folder = self
 
-    async def admit(self, key: Hashable, event: AccessEvent) -> str:
+    async def admit(self, key: Hashable, event: Callable[[], AccessEvent]) -> str:
         """Before the first byte of a response: the playback it belongs to (opened durably when
-        it is a new one). Raises ``Unavailable`` when the log cannot be written."""
+        it is a new one, from ``event()``: a joining request builds no record). Raises
+        ``Unavailable`` when the log cannot be written."""
         now = now_ms(self.clock)
         with self._lock:
             current = self._open.get(key)
@@ -158,7 +161,7 @@ class Playbacks:
                 self.abandon(joined)
                 raise Unavailable("The access log cannot be written; nothing was served.")
             return joined
-        playback = _Playback(secrets.token_hex(12), event, now, now, active=1)
+        playback = _Playback(secrets.token_hex(12), event(), now, now, active=1)
         pending = Pending(
             playback.playback_id, self.owner, to_entry(playback.event_now()), now, now
         )

@@ -126,15 +126,18 @@ async def serve_playback(
     bytes are added to it. ``credential`` names the grant (a URL signature, an API key id), so
     one player's requests fold into one record."""
     key = (recording.recording_id, credential, actor.client_ip, actor.user_agent)
-    event = AccessEvent(
-        action=Action.MEDIA_PLAYBACK,
-        actor=actor,
-        status=0,
-        at_ms=now_ms(ctx.vault.clock),
-        session_id=recording.session_id,
-        recording_id=recording.recording_id,
-        mode=mode,
-    )
+
+    def event() -> AccessEvent:
+        return AccessEvent(
+            action=Action.MEDIA_PLAYBACK,
+            actor=actor,
+            status=0,
+            at_ms=now_ms(ctx.vault.clock),
+            session_id=recording.session_id,
+            recording_id=recording.recording_id,
+            mode=mode,
+        )
+
     playback = await ctx.playbacks.admit(key, event)
     try:
         served = await serve_recording(
