@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
@@ -48,6 +50,14 @@ def customer(runtime: Runtime, clock: FixedClock, name: str = "clinic") -> Custo
         suki={"sdp_suki_token": issue_token(tenant, now=clock.now(), ttl_seconds=3600)},
         kore={"auth": issue_kore_token(tenant, now=clock.now(), ttl_seconds=3600)},
     )
+
+
+@contextlib.asynccontextmanager
+async def asgi_client(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client of the runtime's application, in process (no sockets)."""
+    transport = httpx.ASGITransport(app=runtime.asgi())
+    async with httpx.AsyncClient(transport=transport, base_url=BASE) as client:
+        yield client
 
 
 def local(url: str) -> str:

@@ -14,7 +14,7 @@ import pytest
 from tapevault.audio_gen import tone_wav_bytes
 from tapevault.core.clock import FixedClock
 from tapevault.runtime import Runtime
-from tests.dialects import BASE, Customer, customer, local, upload_channel
+from tests.dialects import Customer, asgi_client, customer, local, upload_channel
 
 CALL = "CAfeedfacefeedfacefeedfacefeedface"
 START = 1_800_000_000_000
@@ -22,8 +22,7 @@ START = 1_800_000_000_000
 
 @pytest.fixture
 async def client(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=runtime.asgi())
-    async with httpx.AsyncClient(transport=transport, base_url=BASE) as c:
+    async with asgi_client(runtime) as c:
         yield c
 
 

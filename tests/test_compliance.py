@@ -16,7 +16,7 @@ from tapevault.config import Settings
 from tapevault.core.access import AccessEvent, Action, Actor
 from tapevault.core.clock import FixedClock
 from tapevault.runtime import Runtime, open_runtime
-from tests.dialects import BASE, Customer, customer, local, upload_channel
+from tests.dialects import Customer, asgi_client, customer, local, upload_channel
 
 CALL = "CA" + "d" * 32
 RETENTION = 5  # seconds
@@ -34,8 +34,7 @@ def audited(settings: Settings, clock: FixedClock) -> Iterator[Runtime]:
 
 @pytest.fixture
 async def client(audited: Runtime) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=audited.asgi())
-    async with httpx.AsyncClient(transport=transport, base_url=BASE) as c:
+    async with asgi_client(audited) as c:
         yield c
 
 

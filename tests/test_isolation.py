@@ -25,7 +25,7 @@ from tapevault.audio_gen import tone_wav_bytes
 from tapevault.core.clock import FixedClock
 from tapevault.http.endpoint import Endpoint
 from tapevault.runtime import Runtime
-from tests.dialects import BASE, Customer, customer, local, upload_channel
+from tests.dialects import Customer, asgi_client, customer, local, upload_channel
 
 CALL = "CA" + "b" * 32
 VOLATILE_HEADERS = {"date", "x-request-id"}
@@ -45,8 +45,7 @@ class World:
 
 @pytest.fixture
 async def client(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=runtime.asgi())
-    async with httpx.AsyncClient(transport=transport, base_url=BASE) as c:
+    async with asgi_client(runtime) as c:
         yield c
 
 

@@ -32,8 +32,9 @@ from tapevault.core.audit import AuditRecord
 from tapevault.core.auditlog import Query
 from tapevault.core.model import KeyRole, Recording, Session
 from tapevault.errors import InvalidRequest
+from tapevault.http.amigo import AmigoDialect
 from tapevault.http.context import AppContext
-from tapevault.http.endpoint import Endpoint, Handler, Headers, Reply, Request, with_caller
+from tapevault.http.endpoint import Endpoint, Handler, Headers, Reply, Request
 from tapevault.http.errors import code_message_error
 from tapevault.http.suki import recording_body
 from tapevault.http.uploads import read_small
@@ -42,22 +43,13 @@ MAX_PAGE = 1000
 _MAX_JSON = 16 * 1024
 
 
-class AdminDialect:
-    def __init__(self, ctx: AppContext) -> None:
-        self.ctx = ctx
+class AdminDialect(AmigoDialect):
+    """The workspace API keys of the Amigo dialect, admin role only, in tapevault's errors."""
 
     def authenticate(self, request: Request) -> KeyCaller:
-        caller = self.ctx.api_keys.verify(request.headers.get("authorization"))
+        caller = super().authenticate(request)
         caller.require(KeyRole.ADMIN)
         return caller
-
-    def actor(self, caller: KeyCaller, request: Request) -> Actor:
-        return with_caller(
-            request.actor,
-            partner_id=caller.tenant.partner_id,
-            kind="api_key",
-            token_id=caller.key.key_id,
-        )
 
     def error(self, exc: BaseException) -> tuple[int, Any, Headers]:
         return code_message_error(exc)
