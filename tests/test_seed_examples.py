@@ -21,7 +21,7 @@ import requests
 from tapevault.audio_gen import tone_wav_bytes
 from tests.conftest import need
 from tests.server import Server, free_port, tapevault
-from tests.test_server import SEEDS, make_session
+from tests.test_server import SEEDS, make_session, plays
 
 pytestmark = pytest.mark.server
 TSX = Path(__file__).parent / "node" / "node_modules" / ".bin" / "tsx"
@@ -46,19 +46,6 @@ def tenant(server: Server) -> dict[str, str]:
 def seed(name: str) -> str:
     need((SEEDS / name).is_file(), f"seed documents not found in {SEEDS}")
     return (SEEDS / name).read_text()
-
-
-def plays(url: str) -> None:
-    """FFmpeg reads the URL (with its own ranged requests) and decodes every frame."""
-    need(shutil.which("ffmpeg") is not None, "ffmpeg is not installed")
-    done = subprocess.run(
-        ["ffmpeg", "-v", "error", "-nostdin", "-i", url, "-f", "null", "-"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0 and not done.stderr.strip(), done.stderr
 
 
 def upload_call(server: Server, tenant: dict[str, str], call_sid: str) -> None:

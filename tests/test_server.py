@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -103,6 +104,22 @@ def test_seed_python_example_runs(server: Server, tmp_path: Path, seed: str) -> 
     assert re.search(rf"Presigned URL: {re.escape(server.base)}/media/\S+\.wav\?\S+", out)
     assert re.search(r"Expires at: \d{10}\n", out)
     assert "Sequence: 1" in out
+    url = re.search(r"Presigned URL: (\S+)", out)
+    assert url is not None
+    plays(url.group(1))
+
+
+def plays(url: str) -> None:
+    """FFmpeg reads the URL (with its own ranged requests) and decodes every frame."""
+    need(shutil.which("ffmpeg") is not None, "ffmpeg is not installed")
+    done = subprocess.run(
+        ["ffmpeg", "-v", "error", "-nostdin", "-i", url, "-f", "null", "-"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0 and not done.stderr.strip(), done.stderr
 
 
 def test_curl_range_returns_exact_bytes(server: Server, tmp_path: Path) -> None:
@@ -217,3 +234,45 @@ def test_several_processes_share_the_port(tmp_path: Path) -> None:
         srv.stop()
     verified = tapevault("audit", "verify", env=srv.env)
     assert "verifies" in verified
+
+
+def test_short_retention_on_the_wall_clock(tmp_path: Path) -> None:
+    """A tenant keeping audio 4 s, a server purging every second: the URL endpoint and the media
+    URL turn 410 on time, the worker purges the file by itself, and the tombstone and the access
+    history stay readable."""
+    srv = Server(tmp_path / "data", free_port()).start(TAPEVAULT_PURGE_INTERVAL="1s")
+    try:
+        tenant = srv.tenant(retention="4s")
+        token = srv.token(tenant["partner_id"])
+        headers = {"sdp_suki_token": token}
+        session_id, _ = make_session(srv, token, seconds=1.0)
+        urls = requests.get(
+            f"{srv.base}/api/v1/ambient/session/{session_id}/recording", headers=headers, timeout=10
+        )
+        assert urls.status_code == 200
+        media = urls.json()["recordings"][0]["presigned_url"]
+        recording_id = urls.json()["recordings"][0]["recording_id"]
+        assert requests.get(media, timeout=10).status_code == 200
+        expires = requests.get(
+            f"{srv.base}/api/v1/ambient/session/{session_id}", headers=headers, timeout=10
+        ).json()["recordings"][0]["expires_at"]  # whole seconds, rounded down
+        time.sleep(max(0.0, expires + 1 - time.time()) + 0.05)  # just past expires_at
+        gone = requests.get(
+            f"{srv.base}/api/v1/ambient/session/{session_id}/recording", headers=headers, timeout=10
+        )
+        assert gone.status_code == 410 and gone.json()["reason"] == "expired"
+        assert requests.get(media, timeout=10).status_code == 410
+        bearer = {"authorization": f"Bearer {tenant['api_key']}"}
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and list((srv.data_dir / "audio").rglob("*.wav")):
+            time.sleep(0.2)
+        assert list((srv.data_dir / "audio").rglob("*.wav")) == []
+        view = requests.get(f"{srv.base}/api/v1/sessions/{session_id}", headers=bearer, timeout=10)
+        (tomb,) = view.json()["recordings"]
+        assert tomb["status"] == "expired" and tomb["purged_at"]
+        history = requests.get(
+            f"{srv.base}/api/v1/recordings/{recording_id}/access", headers=bearer, timeout=10
+        ).json()["records"]
+        assert {"recording.urls_issue", "retention.purge"} <= {r["action"] for r in history}
+    finally:
+        srv.stop()
