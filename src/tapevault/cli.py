@@ -68,7 +68,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         port=settings.port,
         http="httptools",
         loop="uvloop",
-        ws="websockets-sansio",
+        ws=runtime.websocket_protocol(),  # websockets-sansio, with the live-stream fast path
         ws_per_message_deflate=False,
         lifespan="on",
         access_log=False,

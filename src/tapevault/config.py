@@ -62,6 +62,11 @@ SETTINGS_DOC: dict[str, tuple[str, str]] = {
         "TAPEVAULT_AUDIT_RETENTION",
         "keep access records this long (its own retention, apart from audio), e.g. 6y",
     ),
+    "direct_streams": (
+        "TAPEVAULT_DIRECT_STREAMS",
+        "on: live streams skip ASGI after the WebSocket handshake (faster); off: served "
+        "through ASGI like every other route",
+    ),
     "purge_interval": (
         "TAPEVAULT_PURGE_INTERVAL",
         "how often the worker purges audio past retention, e.g. 60s",
@@ -108,6 +113,7 @@ class Settings:
     audit_checkpoint_seconds: int = 60
     audit_retention_seconds: int = 6 * 365 * 86400
     purge_interval_seconds: int = 60
+    direct_streams: bool = True
 
     def __repr__(self) -> str:
         return (
@@ -118,7 +124,8 @@ class Settings:
             f"workers={self.workers}, audit={self.audit}, "
             f"audit_checkpoint_seconds={self.audit_checkpoint_seconds}, "
             f"audit_retention_seconds={self.audit_retention_seconds}, "
-            f"purge_interval_seconds={self.purge_interval_seconds})"
+            f"purge_interval_seconds={self.purge_interval_seconds}, "
+            f"direct_streams={self.direct_streams})"
         )
 
     @property
@@ -157,8 +164,12 @@ class Settings:
         audit_text = (pick("audit") or "on").lower()
         if audit_text not in ("on", "off"):
             raise ConfigError("TAPEVAULT_AUDIT", f"{audit_text!r} is neither on nor off")
+        direct_text = (pick("direct_streams") or "on").lower()
+        if direct_text not in ("on", "off"):
+            raise ConfigError("TAPEVAULT_DIRECT_STREAMS", f"{direct_text!r} is neither on nor off")
         key_file = pick("audit_key_file")
         return cls(
+            direct_streams=direct_text == "on",
             audit=audit_text == "on",
             audit_key_file=Path(key_file).expanduser().resolve() if key_file else None,
             audit_checkpoint_seconds=_duration(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from tapevault.db.repository import SqlRepository
 from tapevault.http.app import build_app
 from tapevault.http.asgi import ASGIApp
 from tapevault.http.context import AppContext
+from tapevault.http.stream import StreamEndpoint, StreamHub
 from tapevault.ingest import formats
 from tapevault.ingest.finalize import Finalizer
 from tapevault.ingest.housekeeping import Housekeeping
@@ -49,13 +51,29 @@ class Runtime:
     worker: Worker
     audit: AuditLog | None  # the durable access log (None with TAPEVAULT_AUDIT=off or in tests)
     audit_store: SqlAuditStore
+    streams: StreamEndpoint  # live streams: the ASGI route and the fast path share it
 
     def asgi(self, *, background: bool = False) -> ASGIApp:
         """The application; with ``background`` its lifespan starts and stops the worker
         threads (``TAPEVAULT_WORKERS``) and runs crash recovery first."""
         if not background:
-            return build_app(self.context, on_shutdown=self.close)
-        return build_app(self.context, on_startup=self.start_background, on_shutdown=self.stop)
+            return build_app(self.context, self.streams, on_shutdown=self.close)
+        return build_app(
+            self.context, self.streams, on_startup=self.start_background, on_shutdown=self.stop
+        )
+
+    def websocket_protocol(self) -> type[asyncio.Protocol]:
+        """uvicorn's ``ws=`` for this application: live streams skip ASGI after the handshake
+        (``tapevault.http.wsserver``), unless ``TAPEVAULT_DIRECT_STREAMS=off``."""
+        from uvicorn.protocols.websockets.websockets_sansio_impl import (
+            WebSocketsSansIOProtocol,
+        )
+
+        from tapevault.http.wsserver import direct_streams_protocol
+
+        if not self.settings.direct_streams:
+            return WebSocketsSansIOProtocol
+        return direct_streams_protocol(self.streams)
 
     def start_background(self) -> None:
         # Everything built so far lives as long as the process: keep the cyclic garbage
@@ -159,4 +177,5 @@ def open_runtime(
         worker=worker,
         audit=audit,
         audit_store=audit_store,
+        streams=StreamEndpoint(context, StreamHub(context)),
     )

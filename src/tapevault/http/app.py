@@ -53,12 +53,13 @@ class _StaticJson:
 
 def build_app(
     ctx: AppContext,
+    streams: StreamEndpoint | None = None,
     on_startup: Callable[[], None] | None = None,
     on_shutdown: Callable[[], None] | None = None,
 ) -> ASGIApp:
     cors = Cors(ctx.settings.cors_origins)
     gateway = MediaGateway(ctx, cors)
-    hub = StreamHub(ctx)
+    streams = streams or StreamEndpoint(ctx, StreamHub(ctx))
     tus = tus_endpoint(ctx)
     router = Router(
         routes=[
@@ -67,8 +68,8 @@ def build_app(
             *(Route(path, endpoint) for path, endpoint in kore_routes(ctx)),
             *(Route(path, endpoint) for path, endpoint in admin_routes(ctx)),
             *(Route(path, endpoint) for path, endpoint in tus.routes()),
-            WebSocketRoute("/api/v1/ambient/session/{session_id}/stream", StreamEndpoint(ctx, hub)),
-            WebSocketRoute("/twilio/media-stream", TwilioMediaStream(ctx, hub)),
+            WebSocketRoute("/api/v1/ambient/session/{session_id}/stream", streams),
+            WebSocketRoute("/twilio/media-stream", TwilioMediaStream(ctx, streams.hub)),
             Route("/healthz", _StaticJson(b'{"status":"ok"}')),
             Route(
                 "/openapi.json",
