@@ -269,3 +269,17 @@ async def test_a_failed_sync_closes_1011_without_acking(
     code, reason = transport.close_frame() or (0, "")
     assert code == 1011 and reason.startswith("storage failure: sync failed")
     assert transport.acks() == []
+
+
+async def test_a_client_far_ahead_of_real_time_is_held_back_by_tcp(tmp_path: Path) -> None:
+    """Past BACKLOG_BYTES unwritten, reading stops until the next batch takes them."""
+    endpoint = FakeEndpoint(tmp_path)
+    direct, transport, tasks = connect(endpoint)
+    await until(lambda: transport.reading)
+    direct.data_received(client_frame(BINARY, b"\x00" * durable.BACKLOG_BYTES))
+    assert not transport.reading and direct.throttled
+    await until(lambda: transport.reading)
+    assert direct.stream is not None and direct.stream.backlog == 0
+    direct.data_received(END)
+    await asyncio.gather(*tasks)
+    assert transport.acks()[-1] == durable.BACKLOG_BYTES

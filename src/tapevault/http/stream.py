@@ -31,7 +31,13 @@ from tapevault.core.model import Recording, Tenant
 from tapevault.errors import AuthError, Conflict, InvalidRequest, NotFound
 from tapevault.http.asgi import Receive, Scope, Send, query_params, request_headers, send_json
 from tapevault.http.context import AppContext
-from tapevault.ingest.durable import Ack, AckSink, DurableStream, GroupCommitter
+from tapevault.ingest.durable import (
+    BACKLOG_BYTES,
+    Ack,
+    AckSink,
+    DurableStream,
+    GroupCommitter,
+)
 from tapevault.ingest.pcm import ENCODINGS
 
 log = logging.getLogger("tapevault.stream")
@@ -210,6 +216,8 @@ class StreamEndpoint:
                     code, reason = 1011, f"storage failure: {exc.strerror}"
                     break
                 committer.dirty()
+                if stream.backlog >= BACKLOG_BYTES:
+                    await committer.drain(stream)  # uvicorn reads nothing more meanwhile
         finally:
             error = await self.end(stream, recording)
             if error is not None:

@@ -36,7 +36,7 @@ from tapevault.errors import AuthError, InvalidRequest, TapevaultError
 from tapevault.http.asgi import Receive, Scope, Send, query_params
 from tapevault.http.context import AppContext
 from tapevault.http.stream import StreamHub
-from tapevault.ingest.durable import DurableStream, NoAcks
+from tapevault.ingest.durable import BACKLOG_BYTES, DurableStream, NoAcks
 from tapevault.ingest.pcm import SILENCE
 
 log = logging.getLogger("tapevault.twilio")
@@ -124,6 +124,7 @@ class TwilioMediaStream:
                     await self._start(scope, event, call)
                 elif kind == "media" and call.session is not None:
                     self._media(call, event)
+                    await self._drain(call)
                 elif kind == "stop":
                     break
                 # connected, mark, dtmf and anything newer need no action
@@ -241,6 +242,12 @@ class TwilioMediaStream:
         if payload:
             track.stream.append(payload)
         self.hub.committer().dirty()
+
+    async def _drain(self, call: Call) -> None:
+        """Read no more while a track holds ``BACKLOG_BYTES`` the group commit has not taken."""
+        for track in call.tracks.values():
+            if track.stream.backlog >= BACKLOG_BYTES:
+                await self.hub.committer().drain(track.stream)
 
     async def _finish(self, call: Call) -> None:
         """Close whatever tracks were opened, and end the call's session."""

@@ -47,7 +47,7 @@ from tapevault.http.wsframe import (
     parse_close,
     server_frame,
 )
-from tapevault.ingest.durable import AckSink, DurableStream
+from tapevault.ingest.durable import BACKLOG_BYTES, AckSink, DurableStream
 
 log = logging.getLogger("tapevault.stream")
 
@@ -93,6 +93,7 @@ class DirectStream(asyncio.Protocol, AckSink):
         self.broken = False  # the peer broke the protocol: read nothing more
         self.close_sent = False
         self.writable = True
+        self.throttled = False  # reading paused until the next batch takes the backlog
         self.acked = 0
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
@@ -155,6 +156,10 @@ class DirectStream(asyncio.Protocol, AckSink):
     # -- AckSink (called by the group committer) -------------------------------------------------
 
     def ack(self, upto: int) -> None:
+        if self.throttled:  # the batch took this stream's backlog: read on
+            self.throttled = False
+            if self.state == _OPEN and self.transport is not None:
+                self.transport.resume_reading()
         if self.writable:
             self._send_ack(upto)
 
@@ -188,6 +193,11 @@ class DirectStream(asyncio.Protocol, AckSink):
             self._end(1011, f"storage failure: {exc.strerror}")
             return
         self.dirty()
+        if stream.backlog >= BACKLOG_BYTES and not self.throttled:
+            # Far ahead of real time: let TCP hold the rest until the next batch (``ack``).
+            self.throttled = True
+            assert self.transport is not None
+            self.transport.pause_reading()
 
     def _text(self, text: str) -> None:
         if self.state == _OPEN and text.strip() in ('{"type":"end"}', "end"):

@@ -8,6 +8,12 @@ individually 5 times a second would not keep up, while one syncfs per batch does
 new files' directory entries durable). Where syncfs is not available each dirty file and the
 directory are fsynced.
 
+The event loop never writes a stream's file: ``append`` only buffers, and each batch hands every
+stream's buffer to the committer's own thread, which writes them (one ``os.write`` per stream
+per batch, the GIL released in each) and then syncs. Per-frame writes on the loop were a tenth of
+its time, and writing the batch on the loop stalled it for ~10 ms at 800 streams, which showed
+in every stream's ack latency.
+
 An acknowledgement is never sent before its sync. A failed sync is never retried and then
 acknowledged (after an fsync error the kernel may have dropped the dirty pages): every stream in
 that batch is failed, and its socket closed with the error.
@@ -18,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import errno
 import logging
 import os
 import time
@@ -30,7 +37,9 @@ log = logging.getLogger("tapevault.durable")
 Ack = Callable[[int], Awaitable[None]]  # an async send of {"type":"ack","bytes":N}
 
 FINAL_ACK_SECONDS = 10.0
-FLUSH_BYTES = 32 * 1024  # a stream's buffer is written early once it holds this much
+# A stream with this much audio not yet handed to the file should stop reading until the next
+# batch takes it (real time is ~3 KiB per batch; only a client far ahead of it gets here).
+BACKLOG_BYTES = 64 * 1024
 
 
 def _kernel_reports_syncfs_errors() -> bool:
@@ -118,24 +127,29 @@ class TaskAcks(AckSink):
 class DurableStream:
     """One append-only stream file: the bytes received, written to the file, and synced.
 
-    ``append`` only buffers (one ``bytearray`` extend); the committer writes each stream's
-    buffer with one ``os.write`` just before its sync. At 20 ms frames that is one write per
-    five frames instead of one per frame (the write was a tenth of the event loop's time), and
-    nothing is lost that could have been acknowledged: an ack only ever covers synced bytes.
-    A buffer that reaches ``FLUSH_BYTES`` between batches (a client far ahead of real time) is
-    written at once, so memory per stream stays bounded.
+    ``append`` only buffers (one ``bytearray`` extend); the committer's thread writes the buffer
+    just before its sync, so nothing is lost that could have been acknowledged: an ack only ever
+    covers synced bytes. A reader should stop taking audio while ``backlog`` is at least
+    ``BACKLOG_BYTES`` (``GroupCommitter.drain``), which bounds memory per stream.
     """
 
     def __init__(self, path: Path, acks: AckSink) -> None:
         self.path = path
         self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
-        self.received = 0  # accepted by append: written, or buffered to be written
-        self.written = 0  # in the file (the page cache)
+        self.received = 0  # accepted by append
+        self.written = 0  # handed to the file (the page cache)
         self.synced = 0  # durable, and so acknowledged
         self.failed: OSError | None = None
         self.acks = acks
         self._buffer = bytearray()
-        self._finishing: asyncio.Event | None = None
+        self._batch_done: asyncio.Event | None = None  # set after the next batch, if waited for
+        self._in_flight = False  # the committer's thread holds this stream's fd and buffer
+        self._close_after_batch = False
+
+    @property
+    def backlog(self) -> int:
+        """Bytes received and not yet taken by a batch."""
+        return len(self._buffer)
 
     def append(self, data: bytes) -> None:
         """Take ``data``; it reaches the file before the next sync, and is acked after it."""
@@ -143,30 +157,18 @@ class DurableStream:
             raise self.failed
         self._buffer += data
         self.received += len(data)
-        if len(self._buffer) >= FLUSH_BYTES:
-            self.flush()
-
-    def flush(self) -> None:
-        """Write the buffer to the file; on failure the stream fails (and raises)."""
-        if not self._buffer:
-            return
-        buffer, self._buffer = self._buffer, bytearray()
-        try:
-            done = os.write(self.fd, buffer)
-            while done < len(buffer):  # a short write (a signal, a nearly full disk)
-                done += os.write(self.fd, memoryview(buffer)[done:])
-        except OSError as exc:
-            self.failed = exc
-            raise
-        self.written = self.received
 
     def close(self) -> None:
+        """Close the file, once no batch is writing it (its fd must not be reused meanwhile)."""
+        if self._in_flight:
+            self._close_after_batch = True
+            return
         with contextlib.suppress(OSError):
             os.close(self.fd)
 
 
 class GroupCommitter:
-    """Batches syncs for every open stream of one event loop."""
+    """Batches writes and syncs for every open stream of one event loop."""
 
     def __init__(self, directory: Path, interval: float = 0.1) -> None:
         self.directory = directory
@@ -179,6 +181,8 @@ class GroupCommitter:
         self.interval = interval
         self._streams: set[DurableStream] = set()
         self._wake = asyncio.Event()
+        # Called for every audio message: the Event's own method, no frame of ours around it.
+        self.dirty: Callable[[], None] = self._wake.set
         self._task: asyncio.Task[None] | None = None
         self.batches = 0
 
@@ -190,17 +194,17 @@ class GroupCommitter:
             self._task = asyncio.get_running_loop().create_task(self._run())
         return stream
 
-    def dirty(self) -> None:
-        self._wake.set()
+    async def drain(self, stream: DurableStream) -> None:
+        """Wait until the stream's backlog is under ``BACKLOG_BYTES`` (or it failed)."""
+        while stream.backlog >= BACKLOG_BYTES and stream.failed is None:
+            await self._next_batch(stream)
 
     async def finish(self, stream: DurableStream) -> None:
-        """Wait until everything written to ``stream`` is synced (and acknowledged), then drop
-        it. Raises the sync error if its last batch failed."""
+        """Wait until everything received on ``stream`` is synced (and acknowledged), then drop
+        it. Raises the error if a write or sync of it failed."""
         try:
             while stream.synced < stream.received and stream.failed is None:
-                stream._finishing = event = asyncio.Event()
-                self._wake.set()
-                await event.wait()
+                await self._next_batch(stream)
             if stream.failed is not None:
                 raise stream.failed
             await stream.acks.settle()
@@ -208,8 +212,16 @@ class GroupCommitter:
             self._streams.discard(stream)
             stream.close()
 
+    async def _next_batch(self, stream: DurableStream) -> None:
+        if stream._batch_done is None:
+            stream._batch_done = asyncio.Event()
+        event = stream._batch_done
+        self._wake.set()
+        await event.wait()
+
     async def _run(self) -> None:
         last = 0.0
+        loop = asyncio.get_running_loop()
         while self._streams:
             await self._wake.wait()
             self._wake.clear()
@@ -218,54 +230,74 @@ class GroupCommitter:
             if delay > 0:
                 await asyncio.sleep(delay)
             last = time.monotonic()
-            batch = self._write_batch()
+            batch = [s for s in self._streams if s.received > s.synced and s.failed is None]
             if batch:
-                error: OSError | None = None
+                work: list[tuple[int, bytearray]] = []
+                for stream in batch:
+                    buffer, stream._buffer = stream._buffer, bytearray()
+                    work.append((stream.fd, buffer))
+                    stream._in_flight = True
+                upto = [stream.received for stream in batch]
                 try:
-                    await asyncio.get_running_loop().run_in_executor(
-                        self._syncer, self._sync, list(batch)
-                    )
-                except OSError as exc:
-                    error = exc
+                    failures = await loop.run_in_executor(self._syncer, self._write_sync, work)
+                except Exception as exc:  # the sync failed: nothing in the batch is durable
                     log.error("sync failed for %d stream(s): %s", len(batch), exc)
+                    failures = [_as_os_error(exc)] * len(batch)
                 self.batches += 1
-                for stream, upto in batch.items():
-                    if error is not None:
-                        stream.failed = error
-                        stream.acks.fail(error)
-                    else:
-                        stream.synced = upto
-                        stream.acks.ack(upto)
+                for stream, n, failure in zip(batch, upto, failures, strict=True):
+                    self._settle(stream, n, failure)
             for stream in self._streams:
-                if stream._finishing is not None:
-                    stream._finishing.set()
-                    stream._finishing = None
+                if stream._batch_done is not None:
+                    stream._batch_done.set()
+                    stream._batch_done = None
 
-    def _write_batch(self) -> dict[DurableStream, int]:
-        """Write every stream's buffer; the streams that have unsynced bytes in the file, with
-        how many bytes the coming sync covers. A stream whose write fails is failed now."""
-        batch: dict[DurableStream, int] = {}
-        for stream in self._streams:
-            if stream.received == stream.synced or stream.failed is not None:
-                continue
+    def _settle(self, stream: DurableStream, upto: int, failure: OSError | None) -> None:
+        stream._in_flight = False
+        if stream._close_after_batch:
+            stream.close()
+        if failure is not None:
+            stream.failed = failure
+            stream.acks.fail(failure)
+        else:
+            stream.written = stream.synced = upto
+            stream.acks.ack(upto)
+        if stream._batch_done is not None:  # a stream finished meanwhile is no longer listed
+            stream._batch_done.set()
+            stream._batch_done = None
+
+    def _write_sync(self, work: list[tuple[int, bytearray]]) -> list[OSError | None]:
+        """In the committer's thread: write each buffer, then sync. Each stream's write error
+        (or None); raises if the sync fails. Only this thread ever writes streams' files."""
+        failures: list[OSError | None] = []
+        for fd, buffer in work:
             try:
-                stream.flush()
+                done = os.write(fd, buffer)
+                while done < len(buffer):  # a short write (a signal, a nearly full disk)
+                    done += os.write(fd, memoryview(buffer)[done:])
             except OSError as exc:
-                log.error("write failed for %s: %s", stream.path.name, exc)
-                stream.acks.fail(exc)
-                continue
-            batch[stream] = stream.written
-        return batch
+                log.error("write failed: %s", exc)
+                failures.append(exc)
+            else:
+                failures.append(None)
+        self._sync([fd for fd, _ in work])
+        return failures
 
-    def _sync(self, streams: list[DurableStream]) -> None:
+    def _sync(self, fds: list[int]) -> None:
         if _syncfs is not None:
             # Also makes new files' directory entries durable, which fdatasync would not.
             sync_filesystem(self._dir_fd)
             return
-        for stream in streams:  # pragma: no cover - non-Linux
-            os.fsync(stream.fd)
+        for fd in fds:  # pragma: no cover - non-Linux
+            os.fsync(fd)
         fd = os.open(self.directory, os.O_RDONLY)
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def _as_os_error(exc: BaseException) -> OSError:
+    if isinstance(exc, OSError):
+        return exc
+    log.error("unexpected failure in the committer's thread", exc_info=exc)
+    return OSError(errno.EIO, f"internal error: {exc!r}")
