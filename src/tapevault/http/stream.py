@@ -211,12 +211,12 @@ class StreamEndpoint:
                     code, reason = 4400, partial_frame_reason(len(data), frame_bytes)
                     break
                 try:
-                    stream.append(data)
+                    backlog = stream.append(data)
                 except OSError as exc:
                     code, reason = 1011, f"storage failure: {exc.strerror}"
                     break
                 committer.dirty()
-                if stream.backlog >= BACKLOG_BYTES:
+                if backlog >= BACKLOG_BYTES:
                     await committer.drain(stream)  # uvicorn reads nothing more meanwhile
         finally:
             error = await self.end(stream, recording)

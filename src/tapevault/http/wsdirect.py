@@ -188,12 +188,12 @@ class DirectStream(asyncio.Protocol, AckSink):
             self._end(4400, partial_frame_reason(len(payload), self.frame_bytes))
             return
         try:
-            stream.append(payload)
+            backlog = stream.append(payload)
         except OSError as exc:
             self._end(1011, f"storage failure: {exc.strerror}")
             return
         self.dirty()
-        if stream.backlog >= BACKLOG_BYTES and not self.throttled:
+        if backlog >= BACKLOG_BYTES and not self.throttled:
             # Far ahead of real time: let TCP hold the rest until the next batch (``ack``).
             self.throttled = True
             assert self.transport is not None

@@ -151,12 +151,15 @@ class DurableStream:
         """Bytes received and not yet taken by a batch."""
         return len(self._buffer)
 
-    def append(self, data: bytes) -> None:
-        """Take ``data``; it reaches the file before the next sync, and is acked after it."""
+    def append(self, data: bytes) -> int:
+        """Take ``data``; it reaches the file before the next sync, and is acked after it.
+        Returns the backlog (one call per audio message, so no second one to ask)."""
         if self.failed is not None:
             raise self.failed
-        self._buffer += data
+        buffer = self._buffer
+        buffer += data
         self.received += len(data)
+        return len(buffer)
 
     def close(self) -> None:
         """Close the file, once no batch is writing it (its fd must not be reused meanwhile)."""
