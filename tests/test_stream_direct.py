@@ -176,11 +176,13 @@ async def test_server_shutdown_acks_every_byte_then_closes_1012(tmp_path: Path) 
         server.stop()
 
 
+@pytest.mark.parametrize("lifespan", ["on", "off"])
 async def test_serve_hands_streams_over_to_the_fast_path(
-    runtime: Runtime, clock: FixedClock
+    runtime: Runtime, clock: FixedClock, lifespan: str
 ) -> None:
     """With ``tapevault serve``'s protocol class an open stream's connection is a
-    ``DirectStream``, not uvicorn's ASGI protocol; other paths stay with uvicorn."""
+    ``DirectStream``, not uvicorn's ASGI protocol. The class finds the endpoint in the lifespan
+    state; without a lifespan it serves the stream through ASGI, just the same."""
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(
@@ -189,7 +191,7 @@ async def test_serve_hands_streams_over_to_the_fast_path(
             port=port,
             ws=runtime.websocket_protocol(),
             ws_per_message_deflate=False,
-            lifespan="off",
+            lifespan=lifespan,
             log_level="warning",
         )
     )
@@ -205,7 +207,7 @@ async def test_serve_hands_streams_over_to_the_fast_path(
             await ws.send(b"\x00" * 640)
             await until(lambda: sender.acked)
             kinds = {type(c) for c in server.server_state.connections}
-            assert DirectStream in kinds
+            assert (DirectStream in kinds) == (lifespan == "on")
             await sender.finish()
         assert sender.acked == 640
     finally:

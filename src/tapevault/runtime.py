@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import logging
 from dataclasses import dataclass
@@ -62,18 +61,13 @@ class Runtime:
             self.context, self.streams, on_startup=self.start_background, on_shutdown=self.stop
         )
 
-    def websocket_protocol(self) -> type[asyncio.Protocol]:
+    def websocket_protocol(self) -> str:
         """uvicorn's ``ws=`` for this application: live streams skip ASGI after the handshake
-        (``tapevault.http.wsserver``), unless ``TAPEVAULT_DIRECT_STREAMS=off``."""
-        from uvicorn.protocols.websockets.websockets_sansio_impl import (
-            WebSocketsSansIOProtocol,
-        )
-
-        from tapevault.http.wsserver import direct_streams_protocol
-
+        (``tapevault.http.wsserver``), unless ``TAPEVAULT_DIRECT_STREAMS=off``. An import
+        string, so that worker processes import the class themselves."""
         if not self.settings.direct_streams:
-            return WebSocketsSansIOProtocol
-        return direct_streams_protocol(self.streams)
+            return "websockets-sansio"
+        return "tapevault.http.wsserver:DirectStreamsProtocol"
 
     def start_background(self) -> None:
         # Everything built so far lives as long as the process: keep the cyclic garbage

@@ -28,6 +28,7 @@ from tapevault.http.suki import tus_endpoint
 from tapevault.http.twilio import TwilioMediaStream
 
 log = logging.getLogger("tapevault.http")
+STREAMS_STATE = "tapevault.streams"  # lifespan state key of the StreamEndpoint
 
 
 async def _not_found(scope: Scope, receive: Receive, send: Send) -> None:
@@ -99,6 +100,9 @@ def build_app(
         elif kind == "websocket":
             await router(scope, receive, send)
         elif kind == "lifespan":
+            # The server shares this state with its protocols: how tapevault serve's WebSocket
+            # protocol finds the stream endpoint (tapevault.http.wsserver).
+            scope.get("state", {})[STREAMS_STATE] = streams
             await _lifespan(receive, send, on_startup, on_shutdown)
 
     return app
