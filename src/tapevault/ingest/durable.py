@@ -16,7 +16,7 @@ in every stream's ack latency.
 
 An acknowledgement is never sent before its sync. A failed sync is never retried and then
 acknowledged (after an fsync error the kernel may have dropped the dirty pages): every stream in
-that batch is failed, and its socket closed with the error.
+that batch is failed, and its socket closed with the error. A failed write fails its own stream.
 """
 
 from __future__ import annotations
