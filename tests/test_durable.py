@@ -102,3 +102,77 @@ async def test_a_client_that_does_not_read_holds_up_no_one(tmp_path: Path) -> No
     assert slow.synced == 20 * 64  # synced although its client never took an ack
     stuck.set()
     await committer.finish(slow)
+
+
+async def test_the_loop_never_writes_and_a_backlog_is_drained(tmp_path: Path) -> None:
+    """``append`` only buffers; a stream holding BACKLOG_BYTES waits in ``drain`` until a batch
+    has handed them to the file."""
+    committer = GroupCommitter(tmp_path, interval=0.01)
+    stream = committer.open(tmp_path / "s.raw", _ignore)
+    stream.append(b"\x00" * durable.BACKLOG_BYTES)
+    assert os.fstat(stream.fd).st_size == 0 and stream.backlog == durable.BACKLOG_BYTES
+    await committer.drain(stream)
+    assert stream.backlog == 0 and os.fstat(stream.fd).st_size == durable.BACKLOG_BYTES
+    await committer.finish(stream)
+    assert stream.synced == durable.BACKLOG_BYTES
+
+
+async def test_a_failed_write_fails_only_its_stream(tmp_path: Path) -> None:
+    committer = GroupCommitter(tmp_path, interval=0.01)
+    broken = committer.open(tmp_path / "broken.raw", _ignore)
+    os.close(broken.fd)
+    broken.fd = os.open(tmp_path / "broken.raw", os.O_RDONLY)  # every write fails (EBADF)
+    failed: list[OSError] = []
+
+    class Sink(durable.AckSink):
+        def ack(self, upto: int) -> None:
+            raise AssertionError("a failed write is never acknowledged")
+
+        def fail(self, error: OSError) -> None:
+            failed.append(error)
+
+    broken.acks = Sink()
+    healthy = committer.open(tmp_path / "healthy.raw", _ignore)
+    broken.append(b"\x01" * 64)
+    healthy.append(b"\x02" * 64)
+    committer.dirty()
+    with pytest.raises(OSError):
+        await committer.finish(broken)
+    await committer.finish(healthy)
+    assert len(failed) == 1 and healthy.synced == 64
+    assert (tmp_path / "healthy.raw").read_bytes() == b"\x02" * 64
+
+
+async def test_a_stream_closed_during_its_batch_keeps_its_fd_until_the_batch_ends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The committer's thread may be writing the fd: closing it then could let another file
+    reuse the number, and the audio would land there."""
+    import threading
+
+    from tests.test_wsdirect import until
+
+    release = threading.Event()
+    real_sync = durable.sync_filesystem
+
+    def slow(fd: int) -> None:
+        release.wait(10)
+        real_sync(fd)
+
+    monkeypatch.setattr(durable, "sync_filesystem", slow)
+    committer = GroupCommitter(tmp_path, interval=0.01)
+    stream = committer.open(tmp_path / "s.raw", _ignore)
+    stream.append(b"\x00" * 640)
+    committer.dirty()
+    await until(lambda: stream._in_flight)
+    stream.close()
+    os.fstat(stream.fd)  # still open
+    release.set()
+    await until(lambda: not stream._in_flight)
+    with pytest.raises(OSError):
+        os.fstat(stream.fd)
+    await committer.finish(stream)
+
+
+async def _ignore(upto: int) -> None:
+    pass

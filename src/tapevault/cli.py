@@ -24,7 +24,7 @@ from tapevault.config import SETTINGS_DOC, Settings
 from tapevault.core import policy
 from tapevault.core.model import KeyRole, Tenant
 from tapevault.errors import ConfigError, TapevaultError
-from tapevault.runtime import Runtime, open_runtime
+from tapevault.runtime import Runtime, open_runtime, websocket_protocol
 
 log = logging.getLogger("tapevault")
 
@@ -61,7 +61,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "port": settings.port,
         "http": "httptools",
         "loop": "uvloop",
-        "ws": "websockets-sansio",
+        "ws": websocket_protocol(settings),  # websockets-sansio, with the live-stream fast path
         "ws_per_message_deflate": False,
         "lifespan": "on",
         "access_log": False,

@@ -70,6 +70,11 @@ SETTINGS_DOC: dict[str, tuple[str, str]] = {
         "TAPEVAULT_PLAYBACK_IDLE",
         "a playback's Range requests fold into one access record until it is idle this long",
     ),
+    "direct_streams": (
+        "TAPEVAULT_DIRECT_STREAMS",
+        "on: live streams skip ASGI after the WebSocket handshake (faster); off: served "
+        "through ASGI like every other route",
+    ),
     "purge_interval": (
         "TAPEVAULT_PURGE_INTERVAL",
         "how often the worker purges audio past retention, e.g. 60s",
@@ -118,6 +123,7 @@ class Settings:
     audit_retention_seconds: int = 6 * 365 * 86400
     purge_interval_seconds: int = 60
     playback_idle_seconds: int = 30
+    direct_streams: bool = True
 
     def __repr__(self) -> str:
         return (
@@ -129,7 +135,8 @@ class Settings:
             f"audit_checkpoint_seconds={self.audit_checkpoint_seconds}, "
             f"audit_retention_seconds={self.audit_retention_seconds}, "
             f"purge_interval_seconds={self.purge_interval_seconds}, "
-            f"playback_idle_seconds={self.playback_idle_seconds})"
+            f"playback_idle_seconds={self.playback_idle_seconds}, "
+            f"direct_streams={self.direct_streams})"
         )
 
     @property
@@ -173,8 +180,12 @@ class Settings:
         audit_text = (pick("audit") or "on").lower()
         if audit_text not in ("on", "off"):
             raise ConfigError("TAPEVAULT_AUDIT", f"{audit_text!r} is neither on nor off")
+        direct_text = (pick("direct_streams") or "on").lower()
+        if direct_text not in ("on", "off"):
+            raise ConfigError("TAPEVAULT_DIRECT_STREAMS", f"{direct_text!r} is neither on nor off")
         key_file = pick("audit_key_file")
         return cls(
+            direct_streams=direct_text == "on",
             audit=audit_text == "on",
             audit_key_file=Path(key_file).expanduser().resolve() if key_file else None,
             audit_checkpoint_seconds=_duration(
@@ -219,6 +230,7 @@ class Settings:
             "audit_retention": str(self.audit_retention_seconds),
             "purge_interval": str(self.purge_interval_seconds),
             "playback_idle": str(self.playback_idle_seconds),
+            "direct_streams": "on" if self.direct_streams else "off",
         }
         if self.audit_key_file is not None:
             values["audit_key_file"] = str(self.audit_key_file)

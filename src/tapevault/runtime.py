@@ -27,6 +27,7 @@ from tapevault.db.repository import SqlRepository
 from tapevault.http.app import build_app
 from tapevault.http.asgi import ASGIApp
 from tapevault.http.context import AppContext
+from tapevault.http.stream import StreamEndpoint, StreamHub
 from tapevault.ingest import formats
 from tapevault.ingest.finalize import Finalizer
 from tapevault.ingest.housekeeping import Housekeeping
@@ -49,13 +50,19 @@ class Runtime:
     worker: Worker
     audit: AuditLog | None  # the durable access log (None with TAPEVAULT_AUDIT=off or in tests)
     audit_store: SqlAuditStore
+    streams: StreamEndpoint  # live streams: the ASGI route and the fast path share it
 
     def asgi(self, *, background: bool = False) -> ASGIApp:
         """The application; with ``background`` its lifespan starts and stops the worker
         threads (``TAPEVAULT_WORKERS``) and runs crash recovery first."""
         if not background:
-            return build_app(self.context, on_shutdown=self.close)
-        return build_app(self.context, on_startup=self.start_background, on_shutdown=self.stop)
+            return build_app(self.context, self.streams, on_shutdown=self.close)
+        return build_app(
+            self.context, self.streams, on_startup=self.start_background, on_shutdown=self.stop
+        )
+
+    def websocket_protocol(self) -> str:
+        return websocket_protocol(self.settings)
 
     def start_background(self) -> None:
         # Everything built so far lives as long as the process: keep the cyclic garbage
@@ -159,6 +166,7 @@ def open_runtime(
         worker=worker,
         audit=audit,
         audit_store=audit_store,
+        streams=StreamEndpoint(context, StreamHub(context)),
     )
 
 
@@ -166,3 +174,12 @@ def app_from_environment() -> ASGIApp:
     """The application of one of several server processes (``TAPEVAULT_PROCESSES``): settings
     from the environment, migrations already applied by the parent."""
     return open_runtime(Settings.load(), run_migrations=False).asgi(background=True)
+
+
+def websocket_protocol(settings: Settings) -> str:
+    """uvicorn's ``ws=`` for this application: live streams skip ASGI after the handshake
+    (``tapevault.http.wsserver``), unless ``TAPEVAULT_DIRECT_STREAMS=off``. An import string,
+    so that worker processes import the class themselves."""
+    if not settings.direct_streams:
+        return "websockets-sansio"
+    return "tapevault.http.wsserver:DirectStreamsProtocol"

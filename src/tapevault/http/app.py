@@ -28,6 +28,7 @@ from tapevault.http.suki import tus_endpoint
 from tapevault.http.twilio import TwilioMediaStream
 
 log = logging.getLogger("tapevault.http")
+STREAMS_STATE = "tapevault.streams"  # lifespan state key of the StreamEndpoint
 
 RECORDING_URLS = "/api/v1/ambient/session/{session_id}/recording"
 AMIGO_PREFIX = "/v1/"
@@ -75,12 +76,13 @@ class _StaticJson:
 
 def build_app(
     ctx: AppContext,
+    streams: StreamEndpoint | None = None,
     on_startup: Callable[[], None] | None = None,
     on_shutdown: Callable[[], None] | None = None,
 ) -> ASGIApp:
     cors = Cors(ctx.settings.cors_origins)
     gateway = MediaGateway(ctx, cors)
-    hub = StreamHub(ctx)
+    streams = streams or StreamEndpoint(ctx, StreamHub(ctx))
     tus = tus_endpoint(ctx)
     suki = suki_routes(ctx)
     # The recording-URL endpoint is what every player calls: found by two string tests instead
@@ -93,8 +95,8 @@ def build_app(
             *(Route(path, endpoint) for path, endpoint in kore_routes(ctx)),
             *(Route(path, endpoint) for path, endpoint in admin_routes(ctx)),
             *(Route(path, endpoint) for path, endpoint in tus.routes()),
-            WebSocketRoute("/api/v1/ambient/session/{session_id}/stream", StreamEndpoint(ctx, hub)),
-            WebSocketRoute("/twilio/media-stream", TwilioMediaStream(ctx, hub)),
+            WebSocketRoute("/api/v1/ambient/session/{session_id}/stream", streams),
+            WebSocketRoute("/twilio/media-stream", TwilioMediaStream(ctx, streams.hub)),
             Route("/healthz", _StaticJson(b'{"status":"ok"}')),
             Route(
                 "/openapi.json",
@@ -130,6 +132,9 @@ def build_app(
         elif kind == "websocket":
             await router(scope, receive, send)
         elif kind == "lifespan":
+            # The server shares this state with its protocols: how tapevault serve's WebSocket
+            # protocol finds the stream endpoint (tapevault.http.wsserver).
+            scope.get("state", {})[STREAMS_STATE] = streams
             await _lifespan(receive, send, on_startup, on_shutdown)
 
     return app

@@ -27,11 +27,17 @@ from typing import Any
 
 from tapevault.auth.suki import SukiCaller
 from tapevault.core.clock import now_ms
-from tapevault.core.model import Tenant
+from tapevault.core.model import Recording, Tenant
 from tapevault.errors import AuthError, Conflict, InvalidRequest, NotFound
 from tapevault.http.asgi import Receive, Scope, Send, query_params, request_headers, send_json
 from tapevault.http.context import AppContext
-from tapevault.ingest.durable import GroupCommitter
+from tapevault.ingest.durable import (
+    BACKLOG_BYTES,
+    Ack,
+    AckSink,
+    DurableStream,
+    GroupCommitter,
+)
 from tapevault.ingest.pcm import ENCODINGS
 
 log = logging.getLogger("tapevault.stream")
@@ -109,12 +115,58 @@ class StreamHub:
 
 
 class StreamEndpoint:
-    """Raw ASGI WebSocket endpoint; one instance serves every stream of the process."""
+    """The stream route; one instance serves every stream of the process.
+
+    ``open`` and ``close`` are the stream's life in the vault, shared with the fast path
+    (``tapevault.http.wsdirect``, which ``tapevault serve`` uses for this route); calling the
+    instance serves a stream over ASGI, for any other server and as the fallback.
+    """
 
     def __init__(self, ctx: AppContext, hub: StreamHub) -> None:
         self.ctx = ctx
         self.hub = hub
         self.writer_id = hub.writer_id
+
+    async def open(
+        self, session_id: str, params: dict[str, str], headers: dict[str, str]
+    ) -> tuple[Recording, int]:
+        """Admit a stream and start its recording: (the recording, bytes per sample frame).
+        Raises ``InvalidRequest``, ``AuthError``, ``NotFound`` or ``Conflict`` to refuse."""
+        partner, fmt = await self._admit(session_id, params, headers)
+        recording = await self.ctx.metadata(
+            lambda: self.ctx.vault.open_stream(
+                partner,
+                session_id,
+                f"stream/{fmt[0]}",
+                self.writer_id,
+                sample_rate=fmt[1],
+                channels=fmt[2],
+                bits_per_sample=ENCODINGS[fmt[0]] * 8,
+            )
+        )
+        return recording, ENCODINGS[fmt[0]] * fmt[2]
+
+    @property
+    def committer(self) -> GroupCommitter:
+        return self.hub.committer()
+
+    def start(self, recording: Recording, acks: AckSink | Ack) -> DurableStream:
+        """The open file for an admitted stream's audio, in this process's group commit."""
+        stream = self.committer.open(self.ctx.vault.stream_path(recording.recording_id), acks)
+        self.hub.opened()
+        return stream
+
+    async def end(self, stream: DurableStream, recording: Recording) -> OSError | None:
+        """Sync what is left (the final ack goes out), then queue the recording for
+        finalization; returns the sync's error if that failed (nothing more was acked)."""
+        error: OSError | None = None
+        try:
+            await self.committer.finish(stream)
+        except OSError as exc:
+            error = exc
+        self.hub.closed()
+        await self.ctx.blocking(self.ctx.vault.close_stream, recording)
+        return error
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "websocket":
@@ -126,33 +178,22 @@ class StreamEndpoint:
         # Accept first, so that a refusal can carry a close code and reason browsers can read.
         await send({"type": "websocket.accept"})
         try:
-            partner, session_id, fmt = await self._admit(scope)
-            recording = await self.ctx.metadata(
-                lambda: self.ctx.vault.open_stream(
-                    partner,
-                    session_id,
-                    f"stream/{fmt[0]}",
-                    self.writer_id,
-                    sample_rate=fmt[1],
-                    channels=fmt[2],
-                    bits_per_sample=ENCODINGS[fmt[0]] * 8,
-                )
+            recording, frame_bytes = await self.open(
+                scope["path_params"]["session_id"], query_params(scope), request_headers(scope)
             )
         except (InvalidRequest, AuthError, NotFound, Conflict) as exc:
-            await self._close(send, _close_code(exc), exc.message)
+            await self._close(send, close_code(exc), exc.message)
             return
         except Exception:
             log.exception("could not open a stream")
             await self._close(send, 1011, "internal error")
             return
-        frame_bytes = ENCODINGS[fmt[0]] * fmt[2]
 
         async def ack(upto: int) -> None:
             await send({"type": "websocket.send", "text": f'{{"type":"ack","bytes":{upto}}}'})
 
-        committer = self.hub.committer()
-        stream = committer.open(self.ctx.vault.stream_path(recording.recording_id), ack)
-        self.hub.opened()
+        committer = self.committer
+        stream = self.start(recording, ack)
         code, reason = 1000, "stream complete"
         try:
             while True:
@@ -167,36 +208,27 @@ class StreamEndpoint:
                         break
                     continue
                 if len(data) % frame_bytes:
-                    code = 4400
-                    reason = (
-                        f"message of {len(data)} bytes is not a whole number of "
-                        f"{frame_bytes}-byte frames; it was not stored"
-                    )
+                    code, reason = 4400, partial_frame_reason(len(data), frame_bytes)
                     break
                 try:
-                    stream.append(data)
+                    backlog = stream.append(data)
                 except OSError as exc:
                     code, reason = 1011, f"storage failure: {exc.strerror}"
                     break
                 committer.dirty()
+                if backlog >= BACKLOG_BYTES:
+                    await committer.drain(stream)  # uvicorn reads nothing more meanwhile
         finally:
-            try:
-                await committer.finish(stream)
-            except OSError as exc:
+            error = await self.end(stream, recording)
+            if error is not None:
                 code = 1011 if code else 0
-                reason = (
-                    f"storage failure: sync failed ({exc.strerror}); audio after byte "
-                    f"{stream.synced} was not acknowledged"
-                )
-            self.hub.closed()
-            await self.ctx.blocking(self.ctx.vault.close_stream, recording)
+                reason = sync_failure_reason(error, stream.synced)
         if code:
             await self._close(send, code, reason)
 
-    async def _admit(self, scope: Scope) -> tuple[Tenant, str, tuple[str, int, int]]:
-        params = query_params(scope)
-        headers = request_headers(scope)
-        session_id: str = scope["path_params"]["session_id"]
+    async def _admit(
+        self, session_id: str, params: dict[str, str], headers: dict[str, str]
+    ) -> tuple[Tenant, tuple[str, int, int]]:
         fmt = stream_format(params)
         ticket = params.get("ticket")
         if ticket and not headers.get("sdp_suki_token"):
@@ -210,13 +242,13 @@ class StreamEndpoint:
             partner = await self.ctx.metadata(self.ctx.vault.repo.get_tenant, found[0])
             if partner is None:
                 raise AuthError("Invalid, used or expired stream ticket.")
-            return partner, session_id, fmt
+            return partner, fmt
         caller = await self.ctx.metadata(
             self.ctx.suki_tokens.verify,
             headers.get("sdp_suki_token"),
             headers.get("sdp_provider_id"),
         )
-        return caller.partner, session_id, fmt
+        return caller.partner, fmt
 
     @staticmethod
     async def _close(send: Send, code: int, reason: str) -> None:
@@ -226,7 +258,22 @@ class StreamEndpoint:
             log.debug("close after disconnect", exc_info=True)
 
 
-def _close_code(exc: Exception) -> int:
+def partial_frame_reason(size: int, frame_bytes: int) -> str:
+    return (
+        f"message of {size} bytes is not a whole number of "
+        f"{frame_bytes}-byte frames; it was not stored"
+    )
+
+
+def sync_failure_reason(exc: OSError, synced: int) -> str:
+    return (
+        f"storage failure: sync failed ({exc.strerror}); audio after byte "
+        f"{synced} was not acknowledged"
+    )
+
+
+def close_code(exc: Exception) -> int:
+    """The close code that refuses a stream for an admission error."""
     match exc:
         case AuthError():
             return 4401

@@ -36,7 +36,7 @@ from tapevault.errors import AuthError, InvalidRequest, TapevaultError
 from tapevault.http.asgi import Receive, Scope, Send, query_params
 from tapevault.http.context import AppContext
 from tapevault.http.stream import StreamHub
-from tapevault.ingest.durable import DurableStream
+from tapevault.ingest.durable import BACKLOG_BYTES, DurableStream, NoAcks
 from tapevault.ingest.pcm import SILENCE
 
 log = logging.getLogger("tapevault.twilio")
@@ -124,6 +124,7 @@ class TwilioMediaStream:
                     await self._start(scope, event, call)
                 elif kind == "media" and call.session is not None:
                     self._media(call, event)
+                    await self._drain(call)
                 elif kind == "stop":
                     break
                 # connected, mark, dtmf and anything newer need no action
@@ -185,7 +186,7 @@ class TwilioMediaStream:
                     media_start_epoch_ms=started,
                 )
             )
-            stream = committer.open(vault.stream_path(recording.recording_id), _no_ack)
+            stream = committer.open(vault.stream_path(recording.recording_id), NoAcks())
             self.hub.opened()
             call.tracks[name] = Track(recording, stream)
 
@@ -229,18 +230,24 @@ class TwilioMediaStream:
         if timestamp < 0 or timestamp > age_ms + TIMESTAMP_LEAD_MS:
             raise InvalidRequest(f"timestamp {timestamp} is ahead of the call's clock")
         position = timestamp * BYTES_PER_MS
-        written = track.stream.written
+        received = track.stream.received
         if position + len(payload) > MAX_CALL_BYTES:
             raise InvalidRequest("the call is longer than tapevault accepts")
-        if position > written:
-            track.stream.append(SILENCE[ENCODING] * (position - written))
-        elif position < written:
-            overlap = written - position
+        if position > received:
+            track.stream.append(SILENCE[ENCODING] * (position - received))
+        elif position < received:
+            overlap = received - position
             track.dropped += min(overlap, len(payload))
             payload = payload[overlap:]
         if payload:
             track.stream.append(payload)
         self.hub.committer().dirty()
+
+    async def _drain(self, call: Call) -> None:
+        """Read no more while a track holds ``BACKLOG_BYTES`` the group commit has not taken."""
+        for track in call.tracks.values():
+            if track.stream.backlog >= BACKLOG_BYTES:
+                await self.hub.committer().drain(track.stream)
 
     async def _finish(self, call: Call) -> None:
         """Close whatever tracks were opened, and end the call's session."""
@@ -256,7 +263,3 @@ class TwilioMediaStream:
             await self.ctx.blocking(vault.close_stream, track.recording)
         if call.session is not None and call.partner is not None:
             await self.ctx.blocking(vault.end_session, call.partner, call.session.session_id)
-
-
-async def _no_ack(_upto: int) -> None:
-    """Twilio reads nothing back; durability still comes from the group commit."""

@@ -8,9 +8,15 @@ individually 5 times a second would not keep up, while one syncfs per batch does
 new files' directory entries durable). Where syncfs is not available each dirty file and the
 directory are fsynced.
 
+The event loop never writes a stream's file: ``append`` only buffers, and each batch hands every
+stream's buffer to the committer's own thread, which writes them (one ``os.write`` per stream
+per batch, the GIL released in each) and then syncs. Per-frame writes on the loop were a tenth of
+its time, and writing the batch on the loop stalled it for ~10 ms at 800 streams, which showed
+in every stream's ack latency.
+
 An acknowledgement is never sent before its sync. A failed sync is never retried and then
 acknowledged (after an fsync error the kernel may have dropped the dirty pages): every stream in
-that batch is failed, and its socket closed with the error.
+that batch is failed, and its socket closed with the error. A failed write fails its own stream.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import errno
 import logging
 import os
 import time
@@ -27,7 +34,12 @@ from pathlib import Path
 
 log = logging.getLogger("tapevault.durable")
 
+Ack = Callable[[int], Awaitable[None]]  # an async send of {"type":"ack","bytes":N}
+
 FINAL_ACK_SECONDS = 10.0
+# A stream with this much audio not yet handed to the file should stop reading until the next
+# batch takes it (real time is ~3 KiB per batch; only a client far ahead of it gets here).
+BACKLOG_BYTES = 64 * 1024
 
 
 def _kernel_reports_syncfs_errors() -> bool:
@@ -53,53 +65,113 @@ def sync_filesystem(fd: int) -> None:
         raise OSError(err, os.strerror(err))
 
 
-class DurableStream:
-    """One append-only stream file with its written and synced byte counts."""
+class AckSink:
+    """Where a stream's acknowledgements go.
 
-    def __init__(self, path: Path, on_ack: Callable[[int], Awaitable[None]]) -> None:
-        self.path = path
-        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
-        self.written = 0
-        self.synced = 0
-        self.failed: OSError | None = None
-        self.on_ack = on_ack
-        self._synced_event = asyncio.Event()
+    The committer calls ``ack`` on the event loop right after the sync that made the first
+    ``upto`` bytes durable (never before), and ``fail`` when the stream failed (a write or a
+    sync): either must return at once, since it runs once per stream per batch for every open
+    stream. ``GroupCommitter.finish`` awaits ``settle`` before it returns, so the final ack is
+    out before the caller closes the connection.
+    """
+
+    def ack(self, upto: int) -> None:
+        raise NotImplementedError
+
+    def fail(self, error: OSError) -> None:
+        """The stream's reader notices on its next append or in ``finish``; a sink that can
+        end the connection at once may."""
+
+    async def settle(self) -> None:
+        """Wait (bounded) until the latest ack has been handed to the connection."""
+
+
+class NoAcks(AckSink):
+    """For a peer that reads no acks (Twilio): durability still comes from the group commit."""
+
+    def ack(self, upto: int) -> None:
+        pass
+
+
+class TaskAcks(AckSink):
+    """Acks through an async ``send`` (an ASGI connection), each burst from a task of its own,
+    so a client that does not read never holds up the committer (and with it every other
+    stream). Acks coalesce: a slow reader gets the latest count, not a backlog."""
+
+    def __init__(self, send: Ack) -> None:
+        self.send = send
+        self.latest = 0
         self._acked = 0
-        self._acking: asyncio.Task[None] | None = None
+        self._task: asyncio.Task[None] | None = None
 
-    def acknowledge(self) -> None:
-        """Send the client its ack from a task of its own, so a client that does not read
-        never holds up the committer (and with it every other stream). Acks coalesce: a slow
-        reader gets the latest count, not a backlog."""
-        if self._acking is None or self._acking.done():
-            self._acking = asyncio.get_running_loop().create_task(self._send_acks())
+    def ack(self, upto: int) -> None:
+        self.latest = upto
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._send())
 
-    async def _send_acks(self) -> None:
-        while self._acked < self.synced and self.failed is None:
-            upto = self.synced
+    async def _send(self) -> None:
+        while self._acked < self.latest:
+            upto = self.latest
             try:
-                await self.on_ack(upto)
+                await self.send(upto)
             except Exception:
                 return  # the client is gone; its reader will notice
             self._acked = upto
 
-    def append(self, data: bytes) -> None:
-        """Write to the page cache now; durability comes with the next batch."""
+    async def settle(self) -> None:
+        if self._task is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(self._task), FINAL_ACK_SECONDS)
+
+
+class DurableStream:
+    """One append-only stream file: the bytes received, written to the file, and synced.
+
+    ``append`` only buffers (one ``bytearray`` extend); the committer's thread writes the buffer
+    just before its sync, so nothing is lost that could have been acknowledged: an ack only ever
+    covers synced bytes. A reader should stop taking audio while ``backlog`` is at least
+    ``BACKLOG_BYTES`` (``GroupCommitter.drain``), which bounds memory per stream.
+    """
+
+    def __init__(self, path: Path, acks: AckSink) -> None:
+        self.path = path
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        self.received = 0  # accepted by append
+        self.written = 0  # handed to the file (the page cache)
+        self.synced = 0  # durable, and so acknowledged
+        self.failed: OSError | None = None
+        self.acks = acks
+        self._buffer = bytearray()
+        self._batch_done: asyncio.Event | None = None  # set after the next batch, if waited for
+        self._in_flight = False  # the committer's thread holds this stream's fd and buffer
+        self._close_after_batch = False
+
+    @property
+    def backlog(self) -> int:
+        """Bytes received and not yet taken by a batch."""
+        return len(self._buffer)
+
+    def append(self, data: bytes) -> int:
+        """Take ``data``; it reaches the file before the next sync, and is acked after it.
+        Returns the backlog (one call per audio message, so no second one to ask)."""
         if self.failed is not None:
             raise self.failed
-        view = memoryview(data)
-        while view:
-            written = os.write(self.fd, view)
-            view = view[written:]
-        self.written += len(data)
+        buffer = self._buffer
+        buffer += data
+        self.received += len(data)
+        return len(buffer)
 
     def close(self) -> None:
+        """Close the file, once no batch is writing it (its fd must not be reused meanwhile)."""
+        if self._in_flight:
+            self._close_after_batch = True
+            return
         with contextlib.suppress(OSError):
             os.close(self.fd)
 
 
 class GroupCommitter:
-    """Batches syncs for every open stream of one event loop."""
+    """Batches writes and syncs for every open stream of one event loop."""
 
     def __init__(self, directory: Path, interval: float = 0.1) -> None:
         self.directory = directory
@@ -112,38 +184,47 @@ class GroupCommitter:
         self.interval = interval
         self._streams: set[DurableStream] = set()
         self._wake = asyncio.Event()
+        # Called for every audio message: the Event's own method, no frame of ours around it.
+        self.dirty: Callable[[], None] = self._wake.set
         self._task: asyncio.Task[None] | None = None
         self.batches = 0
 
-    def open(self, path: Path, on_ack: Callable[[int], Awaitable[None]]) -> DurableStream:
-        stream = DurableStream(path, on_ack)
+    def open(self, path: Path, acks: AckSink | Ack) -> DurableStream:
+        """A new stream at ``path``; ``acks`` is a sink, or an async ``send(upto)``."""
+        stream = DurableStream(path, acks if isinstance(acks, AckSink) else TaskAcks(acks))
         self._streams.add(stream)
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run())
         return stream
 
-    def dirty(self) -> None:
-        self._wake.set()
+    async def drain(self, stream: DurableStream) -> None:
+        """Wait until the stream's backlog is under ``BACKLOG_BYTES`` (or it failed)."""
+        while stream.backlog >= BACKLOG_BYTES and stream.failed is None:
+            await self._next_batch(stream)
 
     async def finish(self, stream: DurableStream) -> None:
-        """Wait until everything written to ``stream`` is synced (and acknowledged), then drop
-        it. Raises the sync error if its last batch failed."""
+        """Wait until everything received on ``stream`` is synced (and acknowledged), then drop
+        it. Raises the error if a write or sync of it failed."""
         try:
-            while stream.synced < stream.written and stream.failed is None:
-                stream._synced_event.clear()
-                self._wake.set()
-                await stream._synced_event.wait()
+            while stream.synced < stream.received and stream.failed is None:
+                await self._next_batch(stream)
             if stream.failed is not None:
                 raise stream.failed
-            if stream._acking is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(asyncio.shield(stream._acking), FINAL_ACK_SECONDS)
+            await stream.acks.settle()
         finally:
             self._streams.discard(stream)
             stream.close()
 
+    async def _next_batch(self, stream: DurableStream) -> None:
+        if stream._batch_done is None:
+            stream._batch_done = asyncio.Event()
+        event = stream._batch_done
+        self._wake.set()
+        await event.wait()
+
     async def _run(self) -> None:
         last = 0.0
+        loop = asyncio.get_running_loop()
         while self._streams:
             await self._wake.wait()
             self._wake.clear()
@@ -152,35 +233,74 @@ class GroupCommitter:
             if delay > 0:
                 await asyncio.sleep(delay)
             last = time.monotonic()
-            batch = {s: s.written for s in self._streams if s.written > s.synced and not s.failed}
-            if not batch:
-                continue
-            error: OSError | None = None
-            try:
-                await asyncio.get_running_loop().run_in_executor(
-                    self._syncer, self._sync, list(batch)
-                )
-            except OSError as exc:
-                error = exc
-                log.error("sync failed for %d stream(s): %s", len(batch), exc)
-            self.batches += 1
-            for stream, upto in batch.items():
-                if error is not None:
-                    stream.failed = error
-                else:
-                    stream.synced = upto
-                    stream.acknowledge()
-                stream._synced_event.set()
+            batch = [s for s in self._streams if s.received > s.synced and s.failed is None]
+            if batch:
+                work: list[tuple[int, bytearray]] = []
+                for stream in batch:
+                    buffer, stream._buffer = stream._buffer, bytearray()
+                    work.append((stream.fd, buffer))
+                    stream._in_flight = True
+                upto = [stream.received for stream in batch]
+                try:
+                    failures = await loop.run_in_executor(self._syncer, self._write_sync, work)
+                except Exception as exc:  # the sync failed: nothing in the batch is durable
+                    log.error("sync failed for %d stream(s): %s", len(batch), exc)
+                    failures = [_as_os_error(exc)] * len(batch)
+                self.batches += 1
+                for stream, n, failure in zip(batch, upto, failures, strict=True):
+                    self._settle(stream, n, failure)
+            for stream in self._streams:
+                if stream._batch_done is not None:
+                    stream._batch_done.set()
+                    stream._batch_done = None
 
-    def _sync(self, streams: list[DurableStream]) -> None:
+    def _settle(self, stream: DurableStream, upto: int, failure: OSError | None) -> None:
+        stream._in_flight = False
+        if stream._close_after_batch:
+            stream.close()
+        if failure is not None:
+            stream.failed = failure
+            stream.acks.fail(failure)
+        else:
+            stream.written = stream.synced = upto
+            stream.acks.ack(upto)
+        if stream._batch_done is not None:  # a stream finished meanwhile is no longer listed
+            stream._batch_done.set()
+            stream._batch_done = None
+
+    def _write_sync(self, work: list[tuple[int, bytearray]]) -> list[OSError | None]:
+        """In the committer's thread: write each buffer, then sync. Each stream's write error
+        (or None); raises if the sync fails. Only this thread ever writes streams' files."""
+        failures: list[OSError | None] = []
+        for fd, buffer in work:
+            try:
+                done = os.write(fd, buffer)
+                while done < len(buffer):  # a short write (a signal, a nearly full disk)
+                    done += os.write(fd, memoryview(buffer)[done:])
+            except OSError as exc:
+                log.error("write failed: %s", exc)
+                failures.append(exc)
+            else:
+                failures.append(None)
+        self._sync([fd for fd, _ in work])
+        return failures
+
+    def _sync(self, fds: list[int]) -> None:
         if _syncfs is not None:
             # Also makes new files' directory entries durable, which fdatasync would not.
             sync_filesystem(self._dir_fd)
             return
-        for stream in streams:  # pragma: no cover - non-Linux
-            os.fsync(stream.fd)
+        for fd in fds:  # pragma: no cover - non-Linux
+            os.fsync(fd)
         fd = os.open(self.directory, os.O_RDONLY)
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def _as_os_error(exc: BaseException) -> OSError:
+    if isinstance(exc, OSError):
+        return exc
+    log.error("unexpected failure in the committer's thread", exc_info=exc)
+    return OSError(errno.EIO, f"internal error: {exc!r}")

@@ -1,0 +1,130 @@
+"""uvicorn's WebSocket protocol, except that live streams leave it after the handshake.
+
+``tapevault serve`` passes ``ws=DirectStreamsProtocol`` to uvicorn. Every WebSocket
+connection starts in uvicorn's own websockets-sansio protocol; when the upgrade request is for
+``/api/v1/ambient/session/{id}/stream`` this class answers the handshake itself and hands the
+transport to a ``DirectStream`` (``tapevault.http.wsdirect``), which from then on parses frames
+and writes audio without ASGI. Everything else (Twilio, any other path) and every case the
+fast path does not cover (a failed handshake, a negotiated extension such as
+permessage-deflate, a ``root_path``, an application that did not publish its endpoint in the
+lifespan state) stays on uvicorn's ASGI path, where ``StreamEndpoint`` serves the same contract.
+The endpoint comes from the lifespan state (``STREAMS_STATE``), which uvicorn hands every
+protocol it creates, so the class needs no closure and survives being sent to a worker process.
+
+This leans on uvicorn internals (``handle_connect``, ``conn``, ``connections``, ``tasks``);
+``tests/test_stream_direct.py`` exercises it against the installed uvicorn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any, cast
+from urllib.parse import parse_qsl, unquote
+
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.http11 import Request
+
+from tapevault.http.app import STREAMS_STATE
+from tapevault.http.stream import StreamEndpoint
+from tapevault.http.wsdirect import DirectStream
+
+# Starlette's ``{session_id}`` matches one non-empty path segment of the decoded path.
+STREAM_PATH = re.compile(r"/api/v1/ambient/session/([^/]+)/stream")
+
+
+class DirectStreamsProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's websockets-sansio protocol, handing the stream path's connections to a
+    ``DirectStream`` once the handshake is answered."""
+
+    direct: DirectStream | None = None
+
+    def handle_connect(self, event: Request) -> None:
+        endpoint = self.app_state.get(STREAMS_STATE)
+        raw_path, _, query = event.path.partition("?")
+        match = STREAM_PATH.fullmatch(unquote(raw_path))
+        if match is None or self.root_path or not isinstance(endpoint, StreamEndpoint):
+            super().handle_connect(event)
+            return
+        response = self.conn.accept(event)
+        if response.status_code != 101 or "Sec-WebSocket-Extensions" in response.headers:
+            super().handle_connect(event)  # uvicorn answers (or serves) it as usual
+            return
+        # As uvicorn does on websocket.accept: its default headers, its cached Date.
+        del response.headers["Date"]
+        response.headers.update(
+            (name.decode("latin-1").lower(), value.decode("latin-1"))
+            for name, value in self.default_headers
+        )
+        self.conn.send_response(response)
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        self.handshake_initiated = self.handshake_complete = True
+        direct = DirectStream(
+            endpoint,
+            match.group(1),
+            _params(query),
+            _headers(event),
+            max_size=self.config.ws_max_size,
+            ping_interval=self.config.ws_ping_interval,
+            ping_timeout=self.config.ws_ping_timeout,
+            on_task=self._track,
+            on_lost=self._forget,
+        )
+        # From here on the connection is the stream's: uvicorn's shutdown reaches it
+        # through ``connections`` (DirectStream.shutdown) and waits for its task.
+        self.connections.discard(self)
+        self.connections.add(cast(Any, direct))
+        self.direct = direct
+        direct.connection_made(self.transport)
+        # The HTTP protocol that called us sets this object as the transport's protocol
+        # when we return; the stream takes over on the next turn of the loop, and until
+        # then (it reads nothing before it is admitted) the methods below pass events on.
+        self.loop.call_soon(self.transport.set_protocol, direct)
+
+    def data_received(self, data: bytes) -> None:
+        if self.direct is None:
+            super().data_received(data)
+        else:
+            self.direct.data_received(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.direct is None:
+            super().connection_lost(exc)
+        else:
+            self.direct.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        if self.direct is None:
+            super().pause_writing()
+        else:
+            self.direct.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self.direct is None:
+            super().resume_writing()
+        else:
+            self.direct.resume_writing()
+
+    def _track(self, task: asyncio.Task[None]) -> None:
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def _forget(self, direct: DirectStream) -> None:
+        self.connections.discard(cast(Any, direct))
+
+
+def _params(query: str) -> dict[str, str]:
+    """As ``tapevault.http.asgi.query_params``: the first value of a repeated name wins."""
+    params: dict[str, str] = {}
+    for name, value in parse_qsl(query, True):
+        params.setdefault(name, value)
+    return params
+
+
+def _headers(event: Request) -> dict[str, str]:
+    """As ``tapevault.http.asgi.request_headers``: lower-case names, repeats joined."""
+    headers: dict[str, str] = {}
+    for name, value in event.headers.raw_items():
+        key = name.lower()
+        headers[key] = f"{headers[key]}, {value}" if key in headers else value
+    return headers
