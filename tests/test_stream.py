@@ -251,3 +251,14 @@ async def test_sigkill_keeps_every_acknowledged_byte(tmp_path: Path) -> None:
             assert media.status_code == 200 and media.content[44:] == pcm
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("end", ['{"type": "end"}', ' { "type" : "end" } ', "end"])
+def test_end_message_however_it_is_spelled(end: str) -> None:
+    """JSON with spaces (Python's json.dumps), padded, or the bare word all end a stream; other
+    text does not."""
+    from tapevault.http.stream import is_end
+
+    assert is_end(end)
+    for other in ('{"type":"ack"}', "ending", "[]", '{"type": "end"', "{" + "x" * 2000):
+        assert not is_end(other)

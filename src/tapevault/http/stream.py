@@ -25,6 +25,8 @@ import re
 import secrets
 from typing import Any
 
+import orjson
+
 from tapevault.auth.suki import SukiCaller
 from tapevault.core.clock import now_ms
 from tapevault.core.model import Recording, Tenant
@@ -59,6 +61,21 @@ def stream_format(params: dict[str, str]) -> tuple[str, int, int]:
     if channels_text not in ("1", "2"):
         raise InvalidRequest("channels must be 1 or 2")
     return encoding, int(rate_text), int(channels_text)
+
+
+def is_end(text: str) -> bool:
+    """Whether a text message ends the stream: ``{"type": "end"}`` however it is spaced (JSON
+    from any client library), or the bare word ``end``. Other text is ignored."""
+    text = text.strip()
+    if text == "end":
+        return True
+    if not text.startswith("{") or len(text) > 1024:
+        return False
+    try:
+        message = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(message, dict) and message.get("type") == "end"
 
 
 def hash_ticket(ticket: str) -> str:
@@ -204,7 +221,7 @@ class StreamEndpoint:
                     break
                 data = message.get("bytes")
                 if data is None:
-                    if (message.get("text") or "").strip() in ('{"type":"end"}', "end"):
+                    if is_end(message.get("text") or ""):
                         break
                     continue
                 if len(data) % frame_bytes:

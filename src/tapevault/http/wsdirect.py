@@ -33,6 +33,7 @@ from tapevault.errors import AuthError, Conflict, InvalidRequest, NotFound
 from tapevault.http.stream import (
     StreamEndpoint,
     close_code,
+    is_end,
     partial_frame_reason,
     sync_failure_reason,
 )
@@ -200,7 +201,7 @@ class DirectStream(asyncio.Protocol, AckSink):
             self.transport.pause_reading()
 
     def _text(self, text: str) -> None:
-        if self.state == _OPEN and text.strip() in ('{"type":"end"}', "end"):
+        if self.state == _OPEN and is_end(text):
             self._end(1000, "stream complete")
 
     def _control(self, opcode: int, payload: bytes) -> None:
