@@ -368,3 +368,39 @@ def test_records_bounded_and_never_hold_secrets(audited: Runtime) -> None:
         record.entry.user_agent or ""
     )
     assert len(record.entry.session_id or "") == 64
+
+
+async def test_issuance_after_the_answer_when_configured(
+    settings: Settings, clock: FixedClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """TAPEVAULT_AUDIT_DURABLE=media: URL issuance is not waited for but still recorded, and
+    refused (503) once the log has failed; audio still waits for its record."""
+    from dataclasses import replace as change
+
+    rt = open_runtime(change(settings, audit_durable_all=False), clock=clock)
+    try:
+        async with asgi_client(rt) as client:
+            who = customer(rt, clock, "clinic")
+            session_id = await ambient(client, rt, who)
+            urls = await client.get(
+                f"/api/v1/ambient/session/{session_id}/recording", headers=who.suki
+            )
+            assert urls.status_code == 200
+            assert rt.audit is not None
+            rt.audit.flush()
+            actions = [r.entry.action for r in rt.audit_store.records()]
+            assert "recording.urls_issue" in actions
+
+            def broken(*args: object, **kwargs: object) -> None:
+                raise OSError("disk full")
+
+            monkeypatch.setattr(rt.audit_store, "write", broken)
+            media = local(urls.json()["recordings"][0]["presigned_url"])
+            assert (await client.get(media)).status_code == 503  # the failure is noticed
+            refused = await client.get(
+                f"/api/v1/ambient/session/{session_id}/recording", headers=who.suki
+            )
+            assert refused.status_code == 503
+            monkeypatch.undo()
+    finally:
+        rt.close()

@@ -82,6 +82,7 @@ def test_environment_round_trips(tmp_path: Path) -> None:
             "processes": "2",
             "audit": "off",
             "playback_idle": "5s",
+            "audit_durable": "media",
             "cors_origins": "https://a.example,https://b.example",
         },
         env={},

@@ -54,6 +54,11 @@ SETTINGS_DOC: dict[str, tuple[str, str]] = {
         "TAPEVAULT_AUDIT",
         "on: the durable, hash-chained access log; off: JSON log lines only (benchmarks)",
     ),
+    "audit_durable": (
+        "TAPEVAULT_AUDIT_DURABLE",
+        "all: every audited answer waits for its record's commit; media: URL issuance records "
+        "are committed just after the answer (audio, metadata, deletions, holds still wait)",
+    ),
     "audit_key_file": (
         "TAPEVAULT_AUDIT_KEY_FILE",
         "Ed25519 key that signs audit checkpoints (default: DATA_DIR/audit-signing.pem)",
@@ -118,6 +123,7 @@ class Settings:
     workers: int = 1
     processes: int = 1
     audit: bool = True
+    audit_durable_all: bool = True
     audit_key_file: Path | None = None  # None: DATA_DIR/audit-signing.pem
     audit_checkpoint_seconds: int = 60
     audit_retention_seconds: int = 6 * 365 * 86400
@@ -132,6 +138,7 @@ class Settings:
             f"storage_url={self.storage_url!r}, host={self.host!r}, port={self.port}, "
             f"max_upload_bytes={self.max_upload_bytes}, cors_origins={self.cors_origins!r}, "
             f"workers={self.workers}, processes={self.processes}, audit={self.audit}, "
+            f"audit_durable_all={self.audit_durable_all}, "
             f"audit_checkpoint_seconds={self.audit_checkpoint_seconds}, "
             f"audit_retention_seconds={self.audit_retention_seconds}, "
             f"purge_interval_seconds={self.purge_interval_seconds}, "
@@ -183,10 +190,16 @@ class Settings:
         direct_text = (pick("direct_streams") or "on").lower()
         if direct_text not in ("on", "off"):
             raise ConfigError("TAPEVAULT_DIRECT_STREAMS", f"{direct_text!r} is neither on nor off")
+        durable_text = (pick("audit_durable") or "all").lower()
+        if durable_text not in ("all", "media"):
+            raise ConfigError(
+                "TAPEVAULT_AUDIT_DURABLE", f"{durable_text!r} is neither all nor media"
+            )
         key_file = pick("audit_key_file")
         return cls(
             direct_streams=direct_text == "on",
             audit=audit_text == "on",
+            audit_durable_all=durable_text == "all",
             audit_key_file=Path(key_file).expanduser().resolve() if key_file else None,
             audit_checkpoint_seconds=_duration(
                 "TAPEVAULT_AUDIT_CHECKPOINT_SECONDS", pick("audit_checkpoint_seconds") or "60"
@@ -226,6 +239,7 @@ class Settings:
             "workers": str(self.workers),
             "processes": str(self.processes),
             "audit": "on" if self.audit else "off",
+            "audit_durable": "all" if self.audit_durable_all else "media",
             "audit_checkpoint_seconds": str(self.audit_checkpoint_seconds),
             "audit_retention": str(self.audit_retention_seconds),
             "purge_interval": str(self.purge_interval_seconds),

@@ -12,7 +12,7 @@ from tapevault.auth.kore import KoreTokenVerifier
 from tapevault.auth.suki import SukiTokenVerifier
 from tapevault.auth.workspace import ApiKeyVerifier
 from tapevault.config import Settings
-from tapevault.core.access import AccessLog, LoggingAccessLog
+from tapevault.core.access import AccessLog, Action, LoggingAccessLog
 from tapevault.core.auditlog import AuditLog
 from tapevault.core.calls import Calls
 from tapevault.core.checkpoints import load_or_create_signer
@@ -123,6 +123,9 @@ def open_runtime(
             clock,
             load_or_create_signer(settings.audit_key_path),
             checkpoint_seconds=settings.audit_checkpoint_seconds,
+            after_answer=frozenset()
+            if settings.audit_durable_all
+            else frozenset({Action.URLS_ISSUE, Action.CALL_URLS, Action.MERGED_URLS}),
         )
         access_log = audit
         playbacks = Playbacks(audit, clock, process, idle_seconds=settings.playback_idle_seconds)

@@ -28,7 +28,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
-from tapevault.core.access import AccessEvent
+from tapevault.core.access import AccessEvent, Action
 from tapevault.core.audit import AuditEntry, AuditRecord
 from tapevault.core.checkpoints import Checkpoint, CheckpointSigner
 from tapevault.core.clock import Clock, now_ms
@@ -194,12 +194,17 @@ class AuditLog:
         *,
         checkpoint_seconds: float = 60.0,
         tick_seconds: float = 1.0,
+        after_answer: frozenset[Action] = frozenset(),
     ) -> None:
         self.store = store
         self.clock = clock
         self.signer = signer
         self.checkpoint_seconds = checkpoint_seconds
         self.tick_seconds = tick_seconds
+        # Actions whose record may be committed just after the answer (group-committed within a
+        # writer cycle, not waited for): TAPEVAULT_AUDIT_DURABLE=media puts URL issuance here.
+        # While the log is failing they are refused all the same.
+        self.after_answer = after_answer
         self.folder: Folder | None = None
         self._queue: queue.SimpleQueue[_Item | list[_Item] | None] = queue.SimpleQueue()
         # Requests of the event loop queue here first and reach the writer as one hand-over
@@ -231,6 +236,11 @@ class AuditLog:
         self._submit(_Item(entry=to_entry(event), waiter=concurrent.futures.Future())).result()
 
     async def commit_async(self, event: AccessEvent) -> None:
+        if event.action in self.after_answer:
+            if not self._healthy:
+                raise Unavailable(UNAVAILABLE)
+            self.record(event)
+            return
         await self._submit_async(entry=to_entry(event))
 
     async def open_pending(self, pending: Pending) -> None:
