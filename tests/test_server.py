@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -19,13 +18,12 @@ import requests
 from tapevault.audio_gen import tone_wav_bytes
 from tapevault.db.engine import head_revision
 from tests.conftest import need
+from tests.seeds import SEEDS_DIR
 from tests.server import Server, free_port, tapevault
 from tests.test_stream import wait_available
 
 pytestmark = pytest.mark.server
-SEEDS = Path(
-    os.environ.get("TAPEVAULT_SEEDS_DIR", Path(__file__).resolve().parents[2] / "shared" / "seeds")
-)
+SEEDS = SEEDS_DIR
 
 
 @pytest.fixture(scope="module")
