@@ -228,7 +228,8 @@ def prepare(srv: Server) -> Live:
             f"{base}/v1/{workspace_id}/recordings/{call_sid}/urls", headers=bearer, timeout=10
         )
         body: dict[str, Any] = answer.json()
-        return body if answer.status_code == 200 and body["outbound_url"] else None
+        both = answer.status_code == 200 and body["inbound_url"] and body["outbound_url"]
+        return body if both else None
 
     _poll("the ambient session's recordings", completed(session_id))
     _poll("the scratch session's recording", completed(scratch_session_id))

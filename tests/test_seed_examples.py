@@ -62,11 +62,12 @@ def upload_call(server: Server, tenant: dict[str, str], call_sid: str) -> None:
         )
         assert response.status_code == 202, response.text
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if requests.get(f"{base}/recordings/{call_sid}/urls", headers=bearer, timeout=10).ok:
+    while time.monotonic() < deadline:  # a call is available with its first channel: wait for both
+        urls = requests.get(f"{base}/recordings/{call_sid}/urls", headers=bearer, timeout=10)
+        if urls.ok and urls.json()["inbound_url"] and urls.json()["outbound_url"]:
             return
         time.sleep(0.2)
-    raise AssertionError("the call did not become available")
+    raise AssertionError("the call's two channels did not become available")
 
 
 def test_suki_typescript_example_runs(server: Server, tmp_path: Path) -> None:
