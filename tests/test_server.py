@@ -235,12 +235,12 @@ def test_several_processes_share_the_port(tmp_path: Path) -> None:
 
 
 def test_short_retention_on_the_wall_clock(tmp_path: Path) -> None:
-    """A tenant keeping audio 4 s, a server purging every second: the URL endpoint and the media
+    """A tenant keeping audio 8 s, a server purging every second: the URL endpoint and the media
     URL turn 410 on time, the worker purges the file by itself, and the tombstone and the access
     history stay readable."""
     srv = Server(tmp_path / "data", free_port()).start(TAPEVAULT_PURGE_INTERVAL="1s")
     try:
-        tenant = srv.tenant(retention="4s")
+        tenant = srv.tenant(retention="8s")  # room for upload and processing on a slow machine
         token = srv.token(tenant["partner_id"])
         headers = {"sdp_suki_token": token}
         session_id, _ = make_session(srv, token, seconds=1.0)
