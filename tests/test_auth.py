@@ -199,3 +199,32 @@ def test_api_keys_hashed_revoked_expired() -> None:
     stored[key.key_hash] = replace(key, expires_ms=int(NOW * 1000))
     with pytest.raises(AuthError):
         check.verify(f"Bearer {secret}")
+
+
+@pytest.mark.parametrize("exp", ["NaN", "Infinity", "-Infinity", "1e308", "true", '"soon"'])
+def test_time_claims_that_are_not_times_are_refused(exp: str) -> None:
+    """A signed token whose exp (or nbf) is NaN, infinite, absurd or not a number never counts
+    as a token that does not expire: Suki and Kore refuse it."""
+    tenant = Tenant("p1", "clinic", SECRET, 604800, 0)
+    for claim in ("exp", "nbf"):
+        base = {"partner_id": "p1", "appId": tenant.kore_client_id, "exp": int(NOW) + 60}
+        body = json.dumps(base)[:-1] + f', "{claim}": {exp}}}'
+        if claim == "exp":
+            body = body.replace(f'"exp": {int(NOW) + 60}, ', "")
+        token = _hmac_token_raw(body, SECRET.encode())
+        with pytest.raises(AuthError):
+            verifier(tenant).verify(token)
+        with pytest.raises(AuthError):
+            KoreTokenVerifier({tenant.kore_client_id: tenant}.get, FixedClock(NOW)).verify(token)
+
+
+def _hmac_token_raw(payload: str, secret: bytes) -> str:
+    """HS256 over a payload written by hand (NaN and Infinity are not JSON a library writes)."""
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    body = b64(payload.encode())
+    signature = hmac.new(secret, f"{head}.{body}".encode(), hashlib.sha256).digest()
+    return f"{head}.{body}.{b64(signature)}"

@@ -174,8 +174,8 @@ def cmd_tenant_set(args: argparse.Namespace) -> int:
         if args.recording is not None:
             runtime.vault.tenants.set_recording_enabled(tenant, args.recording == "on")
         if args.retention is not None:
-            runtime.repo.set_tenant_fields(
-                tenant.partner_id, retention_seconds=policy.parse_duration(args.retention)
+            runtime.context.retention.set_tenant_retention(
+                tenant, policy.parse_duration(args.retention), cli_compliance.cli_actor()
             )
         found = runtime.repo.get_tenant(tenant.partner_id)
         assert found is not None

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from tapevault.core.policy import parse_duration
 from tapevault.errors import ConfigError, InvalidRequest
+from tapevault.numbers import is_digits
 
 _SIZE = re.compile(r"^\s*(\d{1,15})\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
@@ -177,10 +178,10 @@ class Settings:
             o.strip() for o in (pick("cors_origins") or "*").split(",") if o.strip()
         ) or ("*",)
         workers_text = pick("workers") or "1"
-        if not workers_text.isdigit() or int(workers_text) > 64:
+        if not is_digits(workers_text) or int(workers_text) > 64:
             raise ConfigError("TAPEVAULT_WORKERS", f"{workers_text!r} is not a count from 0 to 64")
         processes_text = pick("processes") or "1"
-        if not processes_text.isdigit() or not 1 <= int(processes_text) <= 64:
+        if not is_digits(processes_text) or not 1 <= int(processes_text) <= 64:
             raise ConfigError(
                 "TAPEVAULT_PROCESSES", f"{processes_text!r} is not a count from 1 to 64"
             )
@@ -278,7 +279,7 @@ def _url_host(host: str) -> str:
 
 
 def _parse_port(text: str) -> int:
-    if not text.isdigit() or not 0 < int(text) < 65536:
+    if not is_digits(text) or not 0 < int(text) < 65536:
         raise ConfigError("TAPEVAULT_PORT", f"{text!r} is not a port number (1-65535)")
     return int(text)
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import jwt
 
+from tapevault.auth.claims import seconds
 from tapevault.core.clock import Clock
 from tapevault.core.model import Tenant
 from tapevault.errors import AuthError
@@ -98,19 +99,19 @@ class KoreTokenVerifier:
         except jwt.PyJWTError as exc:
             raise AuthError(f"{INVALID} It is not a well-formed JWT.") from exc
         now = self._clock.now()
-        exp = claims.get("exp")
-        if exp is not None:
-            if not isinstance(exp, int | float) or isinstance(exp, bool):
-                raise AuthError(f"{INVALID} exp must be a number.")
+        exp = None
+        if "exp" in claims:
+            exp = seconds(claims["exp"])
+            if exp is None:
+                raise AuthError(f"{INVALID} exp must be a time in seconds.")
             if now > exp + LEEWAY_SECONDS:
                 raise AuthError(f"{INVALID} The token has expired.")
-        nbf = claims.get("nbf")
-        if isinstance(nbf, int | float) and now + LEEWAY_SECONDS < nbf:
-            raise AuthError(f"{INVALID} The token is not valid yet.")
+        if "nbf" in claims:
+            nbf = seconds(claims["nbf"])
+            if nbf is None or now + LEEWAY_SECONDS < nbf:
+                raise AuthError(f"{INVALID} The token is not valid yet.")
         jti = claims.get("jti")
-        return KoreCaller(tenant, jti if isinstance(jti, str) else None), (
-            float(exp) if exp is not None else None
-        )
+        return KoreCaller(tenant, jti if isinstance(jti, str) else None), exp
 
 
 def issue_kore_token(tenant: Tenant, *, now: float, ttl_seconds: int | None) -> str:

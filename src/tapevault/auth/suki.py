@@ -22,6 +22,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
+from tapevault.auth.claims import seconds
 from tapevault.core.clock import Clock
 from tapevault.core.model import Tenant
 from tapevault.errors import AuthError
@@ -206,16 +207,17 @@ class SukiTokenVerifier:
             ) from exc
         except jwt.PyJWTError as exc:
             raise AuthError("Invalid authentication credentials: malformed token.") from exc
-        exp = claims.get("exp")
-        if not isinstance(exp, int | float) or isinstance(exp, bool):
-            raise AuthError("Invalid authentication credentials: exp must be a number.")
+        exp = seconds(claims.get("exp"))
+        if exp is None:
+            raise AuthError("Invalid authentication credentials: exp must be a time in seconds.")
         if self._clock.now() > exp + LEEWAY_SECONDS:
             raise AuthError("Invalid authentication credentials: token has expired.")
-        nbf = claims.get("nbf")
-        if isinstance(nbf, int | float) and self._clock.now() + LEEWAY_SECONDS < nbf:
-            raise AuthError("Invalid authentication credentials: token not yet valid.")
+        if "nbf" in claims:
+            nbf = seconds(claims["nbf"])
+            if nbf is None or self._clock.now() + LEEWAY_SECONDS < nbf:
+                raise AuthError("Invalid authentication credentials: token not yet valid.")
         token_id = claims.get("jti") if isinstance(claims.get("jti"), str) else None
         provider = provider_id or (
             claims.get("provider_id") if isinstance(claims.get("provider_id"), str) else None
         )
-        return SukiCaller(partner=partner, provider_id=provider, token_id=token_id), float(exp)
+        return SukiCaller(partner=partner, provider_id=provider, token_id=token_id), exp

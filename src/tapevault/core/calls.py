@@ -21,12 +21,20 @@ from tapevault.core import policy
 from tapevault.core.clock import now_ms
 from tapevault.core.lifecycle import PENDING
 from tapevault.core.model import Recording, RecordingStatus, Session, SessionKind, Tenant
-from tapevault.core.signing import UrlMode
+from tapevault.core.signing import UrlGrant, UrlMode
 from tapevault.core.vault import NOT_READY_RETRY_SECONDS, RecordingLink, Vault, gone_error
-from tapevault.errors import Conflict, InvalidRequest, NotFound, NotReady, UrlRejected
+from tapevault.errors import (
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    NotReady,
+    Unavailable,
+    UrlRejected,
+)
 
 CHANNELS = ("inbound", "outbound")
 CALL_NOT_FOUND = "Recording not found"
+NOT_CONFIGURED = "Call recording not configured"
 CALL_NOT_READY = "Recording not ready yet"
 DIRECTIONS = ("inbound", "outbound")
 # What a client may say about a call, and what each may hold.
@@ -160,8 +168,11 @@ class Calls:
         session, channels = self.channels(tenant, call_sid)
         return call_metadata(tenant, session, channels)
 
-    def authorize_metadata(self, session_id: str, query: Mapping[str, str]) -> CallMetadata:
-        """The metadata behind a signed ``metadata_url``; raises UrlRejected or NotFound."""
+    def authorize_metadata(
+        self, session_id: str, query: Mapping[str, str]
+    ) -> tuple[CallMetadata, UrlGrant]:
+        """The metadata behind a signed ``metadata_url`` and the grant that reads it; raises
+        UrlRejected, NotFound, or Unavailable when the tenant turned call recording off."""
         vault = self.vault
         grant = vault.signer().verify(session_id, query, vault.clock.now())
         if grant.mode is not UrlMode.METADATA:
@@ -170,8 +181,10 @@ class Calls:
         session = vault.repo.get_session(grant.partner_id, session_id)
         if tenant is None or session is None or session.kind is not SessionKind.CALL:
             raise NotFound(CALL_NOT_FOUND)
+        if not tenant.recording_enabled:
+            raise Unavailable(NOT_CONFIGURED)
         session, channels = self.channels_of(session)
-        return call_metadata(tenant, session, channels)
+        return call_metadata(tenant, session, channels), grant
 
     def accept_upload(
         self,

@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from tapevault.core.model import Recording, RecordingStatus, Session, SessionStatus
 
 PENDING = frozenset({RecordingStatus.RECEIVING, RecordingStatus.PROCESSING})
+# Recordings whose audio is gone (or going): purged by retention or deleted on request.
+TOMBSTONES = frozenset({RecordingStatus.EXPIRED, RecordingStatus.DELETED})
 
 
 def session_status(session: Session, recordings: Sequence[Recording]) -> SessionStatus:

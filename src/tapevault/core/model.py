@@ -162,6 +162,9 @@ class Recording:
     purge_reason: str | None = None
     retention_policy: str | None = None
     deleted_by: str | None = None
+    # When the tombstoned audio actually left storage (None while that is still to do: the
+    # tombstone is written first, so a crash in between never leaves audio servable).
+    removed_ms: int | None = None
 
     @property
     def is_servable(self) -> bool:

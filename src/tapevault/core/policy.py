@@ -22,6 +22,7 @@ CALL_URL_SECONDS = 60 * 60
 # Like S3's presigned URLs: no URL outlives a week, whatever the audio length.
 MAX_URL_SECONDS = 7 * 24 * 3600
 DEFAULT_RETENTION_SECONDS = 7 * 24 * 3600
+MAX_RETENTION_SECONDS = 100 * 365 * 86400  # a century: beyond, a "retention" is a typo or an attack
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "y": 365 * 86400}
 _DURATION = re.compile(r"^\s*(\d{1,9})\s*([smhdy]?)\s*$")
@@ -61,6 +62,19 @@ def gone(recording: Recording, now_ms: int, *, held: bool = False) -> GoneDetail
     if recording.status is RecordingStatus.EXPIRED or is_expired(recording.expires_ms, now_ms):
         return GoneDetail("expired", recording.expires_ms // 1000, recording.retention_policy)
     return None
+
+
+def check_retention(seconds: int | None) -> int | None:
+    """A retention override as given (None clears it), or ``InvalidRequest``."""
+    if seconds is None:
+        return None
+    if isinstance(seconds, bool) or not isinstance(seconds, int):
+        raise InvalidRequest("A retention is a whole number of seconds.")
+    if not 1 <= seconds <= MAX_RETENTION_SECONDS:
+        raise InvalidRequest(
+            f"A retention is from 1 second to {MAX_RETENTION_SECONDS} (100 years)."
+        )
+    return seconds
 
 
 def effective_retention(

@@ -152,8 +152,16 @@ class Repository(Protocol):
         *,
         purged_ms: int,
         deleted_by: str | None = None,
+        unless_held: bool = True,
     ) -> bool:
-        """Compare-and-set the recording to EXPIRED or DELETED with its tombstone fields."""
+        """Compare-and-set the recording to EXPIRED or DELETED with its tombstone fields, only
+        if its session is not on legal hold at that moment (with ``unless_held``)."""
+        ...
+
+    def mark_removed(self, recording_id: str, now_ms: int) -> None: ...
+
+    def pending_removals(self, limit: int) -> Sequence[Recording]:
+        """Tombstones whose audio is still to be removed from storage."""
         ...
 
     def cache_epoch(self) -> int:

@@ -19,7 +19,7 @@ from ulid import ULID
 
 from tapevault.core import policy
 from tapevault.core.clock import now_ms
-from tapevault.core.lifecycle import PENDING
+from tapevault.core.lifecycle import PENDING, TOMBSTONES
 from tapevault.core.model import (
     MERGED_CHANNEL,
     MERGED_SEQUENCE,
@@ -121,8 +121,14 @@ class Renditions:
         digest = MERGE_PREFIX + inputs_digest(inputs)
         for _attempt in range(3):
             current = repo.get_merged(session.partner_id, session.session_id)
-            if current is not None and current.source_format == digest:
+            if (
+                current is not None
+                and current.source_format == digest
+                and current.status not in TOMBSTONES
+            ):
                 return current
+            # Missing, made from other audio, or deleted/purged while its inputs remain: a new
+            # one is made from the inputs as they are now.
             rendition = self._new(session, inputs, digest)
             job = self.vault.new_job(JobKind.MERGE, rendition.recording_id)
             if repo.replace_merged(current, rendition, job):

@@ -24,13 +24,13 @@ from dataclasses import replace
 from tapevault.core import policy
 from tapevault.core.access import AccessEvent, AccessLog, Action, Actor
 from tapevault.core.clock import now_ms
-from tapevault.core.model import Recording, RecordingStatus, Session, Tenant
+from tapevault.core.lifecycle import TOMBSTONES
+from tapevault.core.model import MERGED_CHANNEL, Recording, RecordingStatus, Session, Tenant
 from tapevault.core.vault import MAX_ID, Vault
 from tapevault.errors import Conflict, InvalidRequest, NotFound
 
 log = logging.getLogger("tapevault.retention")
 
-TOMBSTONES = frozenset({RecordingStatus.EXPIRED, RecordingStatus.DELETED})
 MAX_REASON = 1000
 MAX_BY = 200
 SYSTEM = Actor(kind="system", token_id="retention-purge")  # noqa: S106 - an id, not a secret
@@ -67,6 +67,7 @@ class Retention:
         self, tenant: Tenant, session_id: str, seconds: int | None, actor: Actor
     ) -> Session:
         """Override (or, with None, stop overriding) the tenant's retention for a session."""
+        policy.check_retention(seconds)
         session = self.session(tenant, session_id)
         self._log(Action.RETENTION_SET, actor, session, None, level="session", seconds=seconds)
         self.vault.repo.set_session_fields(
@@ -75,26 +76,27 @@ class Retention:
         session = replace(session, retention_seconds=seconds)
         for r in self.vault.repo.list_recordings(tenant.partner_id, session.session_id):
             self._recompute(tenant, session, r)
-        merged = self.vault.repo.get_merged(tenant.partner_id, session.session_id)
-        if merged is not None:
-            self._recompute(tenant, session, merged)
+        self._recompute_rendition(tenant, session)
         self.vault.changed()
         return session
 
     def set_recording_retention(
         self, tenant: Tenant, recording_id: str, seconds: int | None, actor: Actor
     ) -> Recording:
+        policy.check_retention(seconds)
         recording = self.recording(tenant, recording_id)
         session = self.session(tenant, recording.session_id)
         self._log(
             Action.RETENTION_SET, actor, session, recording, level="recording", seconds=seconds
         )
         recording = self._recompute(tenant, session, replace(recording, retention_seconds=seconds))
+        self._recompute_rendition(tenant, session)
         self.vault.changed()
         return recording
 
     def set_tenant_retention(self, tenant: Tenant, seconds: int, actor: Actor) -> int:
         """Change the tenant's default; every recording that follows it is recomputed."""
+        policy.check_retention(seconds)
         self.audit.commit(
             AccessEvent(
                 action=Action.RETENTION_SET,
@@ -112,6 +114,7 @@ class Retention:
                 if r.retention_seconds is None and session.retention_seconds is None:
                     self._recompute(tenant, session, r)
                     changed += 1
+            self._recompute_rendition(tenant, session)
         self.vault.changed()
         return changed
 
@@ -176,9 +179,7 @@ class Retention:
         self._refuse_if_held(session)
         if any(r.status is RecordingStatus.RECEIVING for r in recordings):
             raise Conflict("A live stream is still writing to this session; end it first.")
-        doomed = [
-            r for r in [*recordings, *([merged] if merged else [])] if r.status not in TOMBSTONES
-        ]
+        doomed = live_recordings([*recordings, *([merged] if merged else [])])
         self._log(
             Action.SESSION_DELETE,
             actor,
@@ -186,9 +187,10 @@ class Retention:
             None,
             recordings=[r.recording_id for r in doomed],
         )
+        by = _describe(actor)
+        erased = [self._erase(r, RecordingStatus.DELETED, by, refuse_held=True) for r in doomed]
         now = now_ms(self.vault.clock)
         self.vault.repo.set_session_fields(tenant.partner_id, session.session_id, deleted_ms=now)
-        erased = [self._erase(r, RecordingStatus.DELETED, _describe(actor)) for r in doomed]
         self.vault.changed()
         return erased
 
@@ -201,7 +203,9 @@ class Retention:
         if recording.status in TOMBSTONES:
             return recording
         self._log(Action.RECORDING_DELETE, actor, session, recording)
-        erased = self._erase(recording, RecordingStatus.DELETED, _describe(actor))
+        by = _describe(actor)
+        erased = self._erase(recording, RecordingStatus.DELETED, by, refuse_held=True)
+        self._retire_rendition(session, recording, RecordingStatus.DELETED, by)
         self.vault.changed()
         return erased
 
@@ -217,7 +221,9 @@ class Retention:
 
     def purge_due(self, limit: int = 500) -> int:
         """Remove the audio of recordings past retention (none of a held session); returns how
-        many. Each purge is logged first; if the log cannot be written, purging stops."""
+        many. Each purge is logged first; if the log cannot be written, purging stops. Audio
+        that a crash left behind under a tombstone is removed first."""
+        self.finish_removals(limit)
         purged = 0
         now = now_ms(self.vault.clock)
         for r in self.vault.repo.due_for_purge(now, limit):
@@ -231,30 +237,93 @@ class Retention:
                 detail={"policy": r.retention_policy or "tenant", "expired_at_ms": r.expires_ms},
             )
             self.audit.commit(event)
-            self._erase(r, RecordingStatus.EXPIRED, None)
-            purged += 1
+            erased = self._erase(r, RecordingStatus.EXPIRED, None)
+            if erased.status is RecordingStatus.EXPIRED:
+                purged += 1
+                session = self.vault.repo.get_session(r.partner_id, r.session_id)
+                if session is not None:
+                    self._retire_rendition(session, r, RecordingStatus.EXPIRED, None)
         if purged:
             self.vault.changed()
             log.info("purged the audio of %d recording(s) past retention", purged)
         return purged
 
+    def finish_removals(self, limit: int = 500) -> int:
+        """Remove the audio of tombstones whose removal a crash interrupted."""
+        pending = self.vault.repo.pending_removals(limit)
+        for r in pending:
+            self._remove_audio(r)
+        return len(pending)
+
     # --- helpers ----------------------------------------------------------------------------
 
-    def _erase(self, r: Recording, status: RecordingStatus, by: str | None) -> Recording:
-        """Remove the audio (stored file and any received leftovers), then write the
-        tombstone. A crash in between leaves the row as it was; the next run finishes it."""
+    def _erase(
+        self, r: Recording, status: RecordingStatus, by: str | None, *, refuse_held: bool = False
+    ) -> Recording:
+        """Tombstone the recording, then remove its audio (stored file and any received
+        leftovers). The tombstone comes first, in one statement that also checks the session is
+        not held at that moment, so a hold acknowledged meanwhile always wins and a crash can
+        only leave audio that is no longer served (``finish_removals`` takes it away). Returns
+        the recording as it ends: tombstoned, or unchanged when a hold stopped it."""
+        repo = self.vault.repo
+        now = now_ms(self.vault.clock)
+        current: Recording | None = r
+        for _attempt in range(3):
+            if current is None or current.status in TOMBSTONES:
+                return current or r  # gone already: another actor got there first
+            if repo.tombstone(current, status, purged_ms=now, deleted_by=by):
+                break
+            latest = repo.get_recording(r.recording_id)
+            session = repo.get_session(r.partner_id, r.session_id)
+            if session is not None and session.held:
+                if refuse_held:
+                    raise Conflict(
+                        "A legal hold was set on the session meanwhile; nothing more of it "
+                        "was deleted."
+                    )
+                return r  # the purge yields to the hold
+            current = latest  # it moved on (a worker finished it): tombstone what it is now
+        else:
+            return r
+        tombstoned = replace(
+            current,
+            status=status,
+            purged_ms=now,
+            purge_reason="deleted" if status is RecordingStatus.DELETED else "expired",
+            deleted_by=by,
+        )
+        self._remove_audio(tombstoned)
+        return tombstoned
+
+    def _remove_audio(self, r: Recording) -> None:
         vault = self.vault
         vault.store.delete(r.storage_key)
         vault.incoming_path(r.recording_id).unlink(missing_ok=True)
         vault.stream_path(r.recording_id).unlink(missing_ok=True)
-        now = now_ms(vault.clock)
-        if not vault.repo.tombstone(r, status, purged_ms=now, deleted_by=by):
-            current = vault.repo.get_recording(r.recording_id)
-            if current is not None and current.status not in TOMBSTONES:
-                # It moved on (a worker finished it) after we read it: tombstone what it is now.
-                vault.repo.tombstone(current, status, purged_ms=now, deleted_by=by)
-        reason = "deleted" if status is RecordingStatus.DELETED else "expired"
-        return replace(r, status=status, purged_ms=now, purge_reason=reason, deleted_by=by)
+        vault.repo.mark_removed(r.recording_id, now_ms(vault.clock))
+
+    def _retire_rendition(
+        self, session: Session, gone: Recording, status: RecordingStatus, by: str | None
+    ) -> None:
+        """A merged rendition holds the audio of its inputs: when one of them is deleted or
+        purged, the rendition goes too (a new one is made from what is left, on request)."""
+        if gone.channel == MERGED_CHANNEL:
+            return
+        merged = self.vault.repo.get_merged(session.partner_id, session.session_id)
+        if merged is not None and merged.status not in TOMBSTONES:
+            self._erase(merged, status, by)
+
+    def _recompute_rendition(self, tenant: Tenant, session: Session) -> None:
+        """A rendition expires with the first of its inputs: after a retention change, its
+        expiry follows theirs."""
+        repo = self.vault.repo
+        merged = repo.get_merged(tenant.partner_id, session.session_id)
+        if merged is None or merged.status in TOMBSTONES:
+            return
+        inputs = live_recordings(repo.list_recordings(tenant.partner_id, session.session_id))
+        if inputs:
+            expires = min(r.expires_ms for r in inputs)
+            repo.set_recording_expiry(merged.recording_id, expires, None, "inputs")
 
     def _log(
         self,

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from tapevault.core import policy
 from tapevault.core.apikeys import new_api_key
 from tapevault.core.clock import Clock, now_ms
 from tapevault.core.model import ApiKey, KeyRole, Tenant
@@ -44,6 +45,7 @@ class Tenants:
     def create(
         self, name: str, retention_seconds: int, *, suki_public_keys: str | None = None
     ) -> NewTenant:
+        policy.check_retention(retention_seconds)
         tenant = Tenant(
             partner_id=uuid.uuid4().hex,
             name=name[:MAX_NAME],

@@ -14,7 +14,7 @@ from dataclasses import fields
 from typing import Any
 
 import orjson
-from sqlalchemy import Engine, delete, func, insert, or_, select, update
+from sqlalchemy import Engine, delete, exists, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from tapevault.core.model import (
@@ -290,16 +290,25 @@ class SqlRepository:
         *,
         purged_ms: int,
         deleted_by: str | None = None,
+        unless_held: bool = True,
     ) -> bool:
-        """Mark a recording EXPIRED or DELETED (its audio is gone), if it is still in the
-        state it was read in; False when another actor changed it first."""
+        """Mark a recording EXPIRED or DELETED (its audio is to go), if it is still in the state
+        it was read in and — with ``unless_held`` — its session is not on legal hold *now*: the
+        hold is checked in the same statement, so a hold acknowledged a moment ago always wins.
+        False when either changed first."""
+        held = exists().where(
+            sessions.c.session_id == recordings.c.session_id, sessions.c.hold_set_ms.is_not(None)
+        )
+        conditions = [
+            recordings.c.recording_id == recording.recording_id,
+            recordings.c.status == recording.status.value,
+        ]
+        if unless_held:
+            conditions.append(~held)
         with self.engine.begin() as conn:
             changed = conn.execute(
                 update(recordings)
-                .where(
-                    recordings.c.recording_id == recording.recording_id,
-                    recordings.c.status == recording.status.value,
-                )
+                .where(*conditions)
                 .values(
                     status=status.value,
                     purged_ms=purged_ms,
@@ -308,6 +317,29 @@ class SqlRepository:
                 )
             ).rowcount
         return changed == 1
+
+    def mark_removed(self, recording_id: str, now_ms: int) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(recordings)
+                .where(recordings.c.recording_id == recording_id)
+                .values(removed_ms=now_ms)
+            )
+
+    def pending_removals(self, limit: int) -> Sequence[Recording]:
+        """Tombstones whose audio has not been removed yet (a crash came in between)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(recordings)
+                .where(
+                    recordings.c.status.in_(
+                        [RecordingStatus.EXPIRED.value, RecordingStatus.DELETED.value]
+                    ),
+                    recordings.c.removed_ms.is_(None),
+                )
+                .limit(limit)
+            ).all()
+        return [_recording(row) for row in rows]
 
     def cache_epoch(self) -> int:
         row = self.fast.one("epoch", ())
@@ -548,6 +580,7 @@ def _recording_values(r: Recording) -> dict[str, Any]:
         "purge_reason": r.purge_reason,
         "retention_policy": r.retention_policy,
         "deleted_by": r.deleted_by,
+        "removed_ms": r.removed_ms,
     }
 
 

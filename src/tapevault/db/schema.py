@@ -95,6 +95,7 @@ recordings = Table(
     Column("purge_reason", String(16), nullable=True),  # "expired" or "deleted"
     Column("retention_policy", String(16), nullable=True),  # tenant, session or recording
     Column("deleted_by", String(200), nullable=True),
+    Column("removed_ms", BigInteger, nullable=True),  # when the tombstoned audio left storage
     UniqueConstraint("session_id", "sequence_number", name="uq_recordings_session_sequence"),
     Index("ix_recordings_status", "status"),
 )

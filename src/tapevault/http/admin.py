@@ -38,6 +38,7 @@ from tapevault.http.endpoint import Endpoint, Handler, Headers, Reply, Request
 from tapevault.http.errors import code_message_error
 from tapevault.http.suki import recording_body
 from tapevault.http.uploads import read_small
+from tapevault.numbers import is_digits
 
 MAX_PAGE = 1000
 _MAX_JSON = 16 * 1024
@@ -152,7 +153,7 @@ def parse_time(name: str, value: str | None) -> int | None:
     """Unix seconds or ISO-8601 (with a zone; UTC if none) as Unix milliseconds."""
     if value is None:
         return None
-    if value.isdigit() and len(value) <= 12:
+    if is_digits(value, 12):
         return int(value) * 1000
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
@@ -168,9 +169,9 @@ def parse_query(tenant_id: str, params: dict[str, str]) -> Query:
         raise InvalidRequest("Filter values are text of at most 200 characters, without NUL.")
     limit_text = params.get("limit", "100")
     cursor_text = params.get("cursor", "0")
-    if not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_PAGE:
+    if not is_digits(limit_text) or not 1 <= int(limit_text) <= MAX_PAGE:
         raise InvalidRequest(f"limit must be from 1 to {MAX_PAGE}.")
-    if not cursor_text.isdigit() or len(cursor_text) > 18:
+    if not is_digits(cursor_text):
         raise InvalidRequest("cursor must be the next_cursor of a previous page.")
     return Query(
         tenant_id=tenant_id,

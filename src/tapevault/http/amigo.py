@@ -22,7 +22,7 @@ from starlette.convertors import Convertor, register_url_convertor
 
 from tapevault.auth.workspace import KeyCaller
 from tapevault.core.access import AccessEvent, Action, Actor
-from tapevault.core.calls import CALL_NOT_FOUND, CHANNELS, iso_ms
+from tapevault.core.calls import CALL_NOT_FOUND, CHANNELS, NOT_CONFIGURED, iso_ms
 from tapevault.core.clock import now_ms
 from tapevault.core.model import ApiKey, KeyRole, Tenant
 from tapevault.core.tenants import MAX_KEY_DAYS, MAX_NAME
@@ -47,8 +47,8 @@ from tapevault.http.endpoint import Endpoint, Handler, Headers, Reply, Request, 
 from tapevault.http.media import serve_document, serve_playback
 from tapevault.http.suki import recording_body
 from tapevault.http.uploads import read_small, receive_upload
+from tapevault.numbers import is_digits
 
-NOT_CONFIGURED = "Call recording not configured"
 # The proxied download's own HTTP errors, in FastAPI's words (Starlette's HTTPException texts).
 FASTAPI_BODIES = {
     405: b'{"detail":"Method Not Allowed"}',
@@ -274,7 +274,7 @@ def _upload(ctx: AppContext) -> Handler[KeyCaller]:
         start_text = request.query.get("media_start_epoch_ms")
         start = None
         if start_text is not None:
-            if not start_text.isdigit() or len(start_text) > 15:
+            if not is_digits(start_text, 15):
                 raise Unprocessable(
                     [
                         invalid(

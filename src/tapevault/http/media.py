@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from tapevault.core.access import AccessEvent, Action, Actor
+from tapevault.core.calls import NOT_CONFIGURED
 from tapevault.core.clock import now_ms
 from tapevault.core.model import Recording
 from tapevault.core.signing import UrlGrant, UrlMode
@@ -62,7 +63,8 @@ def media_error(exc: BaseException) -> tuple[int, dict[str, Any]]:
         case NotFound():
             return 404, {"code": 404, "error": "not_found", "message": exc.message}
         case Unavailable():
-            return 503, {"code": 503, "error": "audit_unavailable", "message": exc.message}
+            error = "not_configured" if exc.message == NOT_CONFIGURED else "audit_unavailable"
+            return 503, {"code": 503, "error": error, "message": exc.message}
         case _:
             return 500, {"code": 500, "error": "internal", "message": "An internal error occurred."}
 
@@ -146,7 +148,10 @@ async def serve_playback(
     except BaseException:
         ctx.playbacks.abandon(playback)
         raise
-    ctx.playbacks.served(playback, served.status, served.ranges, served.bytes_sent)
+    # A HEAD (or a 304, a 416) sends no audio: its record gets no ranges, whatever a GET would
+    # have sent.
+    ranges = served.ranges if served.bytes_sent else []
+    ctx.playbacks.served(playback, served.status, ranges, served.bytes_sent)
     return served
 
 
@@ -241,7 +246,7 @@ class MediaGateway:
         try:
             if not session_id or "/" in session_id:
                 raise NotFound("No such document.")
-            metadata = await self.ctx.metadata(
+            metadata, grant = await self.ctx.metadata(
                 self.ctx.calls.authorize_metadata, session_id, query_params(scope)
             )
         except Exception as exc:
@@ -250,7 +255,7 @@ class MediaGateway:
         body = metadata_document(metadata)
         event = AccessEvent(
             action=Action.CALL_METADATA,
-            actor=self._actor(scope, headers, None),
+            actor=self._actor(scope, headers, grant),
             status=200,
             at_ms=now_ms(self.ctx.vault.clock),
             session_id=session_id,

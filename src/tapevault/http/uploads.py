@@ -19,6 +19,7 @@ from tapevault.errors import InvalidRequest, PayloadTooLarge, TapevaultError
 from tapevault.http.asgi import Receive
 from tapevault.http.context import AppContext
 from tapevault.ingest import formats
+from tapevault.numbers import is_digits
 
 Accept = Callable[[Path, str], Recording]
 """``accept(path, source_format)``: take a probed file into the vault (runs in a thread)."""
@@ -33,7 +34,7 @@ def check_declared_length(headers: Mapping[str, str], limit: int) -> None:
     length = headers.get("content-length")
     if length is None:
         return
-    if not length.isdigit():
+    if not is_digits(length):
         raise InvalidRequest("Content-Length is not a number.")
     if int(length) > limit:
         raise PayloadTooLarge(limit)

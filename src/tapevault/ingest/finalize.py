@@ -19,6 +19,7 @@ from pathlib import Path
 
 from tapevault.core import lifecycle
 from tapevault.core.clock import now_ms
+from tapevault.core.lifecycle import TOMBSTONES
 from tapevault.core.model import Job, JobKind, Recording, RecordingStatus, SessionKind
 from tapevault.core.renditions import MERGE_PREFIX, Renditions, inputs_digest, merge_inputs
 from tapevault.core.vault import Vault
@@ -131,7 +132,7 @@ class Finalizer:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
-        vault.repo.update_recording(
+        finished_ok = vault.repo.update_recording(
             replace(
                 rendition,
                 status=RecordingStatus.AVAILABLE,
@@ -145,6 +146,16 @@ class Finalizer:
             ),
             expect=RecordingStatus.PROCESSING,
         )
+        if not finished_ok:
+            self._drop_if_unwanted(rendition)
+
+    def _drop_if_unwanted(self, recording: Recording) -> None:
+        """The file was stored but the row moved on meanwhile. If it was deleted (or replaced
+        and removed, for a rendition), nobody may keep its audio: remove the file. If another
+        worker finished it, the file is that worker's result too (same key): leave it."""
+        current = self.vault.repo.get_recording(recording.recording_id)
+        if current is None or current.status in TOMBSTONES:
+            self.vault.discard_object(recording)
 
     def _fail(self, job: Job, recording: Recording, reason: str, *, bad_audio: bool) -> None:
         """End the recording FAILED. The received audio is deleted only when it is bad audio;
@@ -217,3 +228,5 @@ class Finalizer:
         )
         if finished_ok:
             source.unlink(missing_ok=True)
+        else:
+            self._drop_if_unwanted(recording)

@@ -11,6 +11,8 @@ import os
 import secrets
 import socket
 
+from tapevault.numbers import is_digits
+
 
 def _start_ticks(pid: int) -> str | None:
     try:
@@ -35,7 +37,7 @@ def is_gone(owner: str) -> bool:
     parts = owner.split(":")
     if len(parts) != 3 or parts[0] != socket.gethostname() or not parts[1].isascii():
         return False
-    if not parts[1].isdigit():
+    if not is_digits(parts[1]):
         return False
     pid = int(parts[1])
     try:

@@ -30,6 +30,7 @@ def upgrade() -> None:
         batch.add_column(sa.Column("purge_reason", sa.String(16), nullable=True))
         batch.add_column(sa.Column("retention_policy", sa.String(16), nullable=True))
         batch.add_column(sa.Column("deleted_by", sa.String(200), nullable=True))
+        batch.add_column(sa.Column("removed_ms", sa.BigInteger, nullable=True))
     op.create_table(
         "audit_log",
         sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
@@ -100,6 +101,7 @@ def downgrade() -> None:
     op.drop_table("audit_log")
     with op.batch_alter_table("recordings") as batch:
         for column in (
+            "removed_ms",
             "deleted_by",
             "retention_policy",
             "purge_reason",
