@@ -4,6 +4,7 @@ with the ranges Chromium asked for and the bytes it got."""
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import time
 from collections.abc import Iterator
@@ -38,7 +39,8 @@ def server(tmp_path: Path) -> Iterator[Server]:
 
 def test_chromium_playback_is_one_record(server: Server) -> None:
     """Play, seek far ahead, play again: Chromium sends several Range requests (it reads the
-    start, then jumps to the seek position), and they are one media.playback record."""
+    start, then jumps to the seek position), and they are one media.playback record whose
+    ranges cover both places."""
     need(Path(CHROMIUM).is_file(), "chromium is not installed (apt-get install chromium)")
     try:
         from playwright.sync_api import sync_playwright
@@ -86,10 +88,14 @@ def test_chromium_playback_is_one_record(server: Server) -> None:
     size = len(wav)
     ranges = playback["ranges"]
     assert isinstance(ranges, list) and ranges and all(0 <= a <= b < size for a, b in ranges)
-    assert len(ranges) >= 2  # the start and the seek position, not one contiguous read
-    assert any(a >= 400 * 32000 for a, _ in ranges)  # bytes from near the 500 s mark
+    # Folded, sorted and disjoint: the union of what the requests sent.
+    assert all(b1 + 1 < a2 for (_, b1), (a2, _) in itertools.pairwise(ranges))
+    assert ranges[0][0] == 0  # the start (and the header) was read
+    seek_at = 44 + 500 * 32000  # 16 kHz mono 16-bit after a 44-byte header
+    assert any(a <= seek_at and seek_at + 32000 <= b for a, b in ranges)  # and the 500 s mark
+    # How far Chromium buffers before the seek is its choice: usually it stops early and the
+    # ranges are two, but on a busy machine it may have read the whole file by then. Either way
+    # each byte sent is counted each time it was sent, so overlapping reads count twice.
     sent = playback["bytes_sent"]
-    # What was sent, never more: reading stopped when Chromium dropped the first request.
-    assert isinstance(sent, int) and 0 < sent < size
-    assert sent == sum(b - a + 1 for a, b in ranges)
+    assert isinstance(sent, int) and sent >= sum(b - a + 1 for a, b in ranges)
     assert set(detail["statuses"]) <= {"200", "206"}

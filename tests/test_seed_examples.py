@@ -72,7 +72,7 @@ def upload_call(server: Server, tenant: dict[str, str], call_sid: str) -> None:
 
 def test_suki_typescript_example_runs(server: Server, tmp_path: Path) -> None:
     """suki-form-filling's TypeScript snippet, run by tsx, prints the recording's URL."""
-    need(TSX.is_file(), "tsx is not installed (npm ci --prefix tests/node)")
+    need(TSX.is_file(), "tsx is not installed (cd tests/node && npm ci)")
     text = seed("suki-form-filling-session-recording.md")
     block = re.search(r"```typescript[^\n]*\n(.*?)```", text, re.S)
     assert block is not None
