@@ -210,7 +210,6 @@ class AuditLog:
         # Requests of the event loop queue here first and reach the writer as one hand-over
         # per loop iteration (one queue put, one wake-up of the writer).
         self._loop_items: list[_Item] = []
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._retry: list[AuditEntry] = []
         self._retry_closed: list[str] = []
         self._healthy = True
@@ -218,6 +217,7 @@ class AuditLog:
         self._lock = threading.Lock()
         self._last_checkpoint = time.monotonic()
         self._checkpointed_seq = -1
+        self._folded_ms = -(2**62)  # the log's clock (ms) when playbacks were last folded
 
     # --- the AccessLog protocol ---------------------------------------------------------------
 
@@ -239,7 +239,7 @@ class AuditLog:
         if event.action in self.after_answer:
             if not self._healthy:
                 raise Unavailable(UNAVAILABLE)
-            self.record(event)
+            self._on_loop(_Item(entry=to_entry(event)))  # not waited for, but still batched
             return
         await self._submit_async(entry=to_entry(event))
 
@@ -250,18 +250,21 @@ class AuditLog:
     def _submit_async(
         self, *, entry: AuditEntry | None = None, opened: Pending | None = None
     ) -> asyncio.Future[None]:
-        loop = asyncio.get_running_loop()
-        self._loop = loop
-        future: asyncio.Future[None] = loop.create_future()
-        if not self._loop_items:
-            loop.call_soon(self._hand_over)
-        self._loop_items.append(_Item(entry=entry, opened=opened, waiter=future))
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._on_loop(_Item(entry=entry, opened=opened, waiter=future))
         return future
+
+    def _on_loop(self, item: _Item) -> None:
+        """On the event loop: queue ``item`` with the rest of this loop iteration's."""
+        if not self._loop_items:
+            asyncio.get_running_loop().call_soon(self._hand_over)
+        self._loop_items.append(item)
 
     def _hand_over(self) -> None:
         items, self._loop_items = self._loop_items, []
-        self._queue.put(items)
-        self._ensure_running()
+        if items:  # empty when ``flush`` handed them over first
+            self._queue.put(items)
+            self._ensure_running()
 
     def _submit(self, item: _Item) -> concurrent.futures.Future[None]:
         """From a thread: queue the item; its concurrent future tells when it is written."""
@@ -338,11 +341,17 @@ class AuditLog:
             if item.waiter is not None:
                 batch.waiters.append(item.waiter)
         if self.folder is not None:
-            updated, sealed = self.folder.due(now_ms(self.clock), final=final)
-            batch.updated.extend(updated)
-            for playback_id, entry in sealed:
-                batch.closed.append(playback_id)
-                batch.unwaited.append(entry)
+            now = now_ms(self.clock)
+            # Fold once a tick by the log's clock (and at shutdown), not every cycle: under load
+            # the writer cycles once per commit, and each fold rescans every open playback and
+            # rewrites each pending record a response changed, so that cost would be per request.
+            if final or not 0 <= now - self._folded_ms < self.tick_seconds * 1000:
+                self._folded_ms = now
+                updated, sealed = self.folder.due(now, final=final)
+                batch.updated.extend(updated)
+                for playback_id, entry in sealed:
+                    batch.closed.append(playback_id)
+                    batch.unwaited.append(entry)
         self._write(batch)
         self._maybe_checkpoint(final)
 
@@ -443,6 +452,8 @@ class AuditLog:
 
     def flush(self) -> None:
         """Wait until everything queued so far is written (tests, CLI, shutdown)."""
+        if self._loop_items:  # what the loop queued and has not handed over yet (as ``close``)
+            self._hand_over()
         waiter: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._submit(_Item(waiter=waiter))
         waiter.result()

@@ -15,6 +15,7 @@ number of requests and their statuses.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import threading
 from collections import Counter
@@ -53,9 +54,13 @@ def merge_ranges(
 @dataclass
 class _Playback:
     playback_id: str
+    key: Hashable  # what a later request must share to join it (see ``admit``)
     event: AccessEvent  # the first request, who and what
     opened_ms: int
     last_ms: int
+    # Done once the pending record is durable (True) or could not be written (False); a request
+    # that joins before then waits for it, so no byte leaves before the log knows the playback.
+    opened: asyncio.Future[bool]
     requests: int = 0
     status: int = 0  # of the first response
     statuses: Counter[int] = field(default_factory=Counter)
@@ -138,37 +143,61 @@ class Playbacks:
         self.owner = owner
         self.idle_ms = int(idle_seconds * 1000)
         self.max_ms = int(max_seconds * 1000)
+        # The playback a new request of each key may join, and every playback not yet sealed:
+        # one that went idle stays in ``_by_id`` after a new one replaced it under its key, so
+        # the writer still seals it (and a late report still reaches it).
         self._open: dict[Hashable, _Playback] = {}
-        self._by_id: dict[str, Hashable] = {}
+        self._by_id: dict[str, _Playback] = {}
         self._lock = threading.Lock()
         audit.folder = self
 
     async def admit(self, key: Hashable, event: Callable[[], AccessEvent]) -> str:
         """Before the first byte of a response: the playback it belongs to (opened durably when
         it is a new one, from ``event()``: a joining request builds no record). Raises
-        ``Unavailable`` when the log cannot be written."""
+        ``Unavailable`` when the log cannot be written.
+
+        The playback is registered under its key before its pending record is written, so a
+        request of the same player that arrives meanwhile (players often open two at once)
+        joins it and waits for that write instead of opening a second record."""
         now = now_ms(self.clock)
         with self._lock:
-            current = self._open.get(key)
-            if current is not None and self._live(current, now):
-                current.last_ms = now
-                current.active += 1
-                joined = current.playback_id
+            playback = self._open.get(key)
+            if playback is not None and self._live(playback, now):
+                playback.last_ms = now
+                playback.active += 1
+                joined = True
             else:
-                joined = None
-        if joined is not None:
+                joined = False
+                opened = asyncio.get_running_loop().create_future()
+                playback = _Playback(secrets.token_hex(12), key, event(), now, now, opened)
+                playback.active = 1
+                self._open[key] = playback
+                self._by_id[playback.playback_id] = playback
+        if joined:
+            try:
+                ready = await asyncio.shield(playback.opened)
+            except BaseException:  # cancelled while waiting: this response never starts
+                self.abandon(playback.playback_id)
+                raise
+            if not ready:
+                return await self.admit(key, event)  # its opener failed: start over
             if not self.audit.healthy:
-                self.abandon(joined)
+                self.abandon(playback.playback_id)
                 raise Unavailable("The access log cannot be written; nothing was served.")
-            return joined
-        playback = _Playback(secrets.token_hex(12), event(), now, now, active=1)
+            return playback.playback_id
         pending = Pending(
             playback.playback_id, self.owner, to_entry(playback.event_now()), now, now
         )
-        await self.audit.open_pending(pending)
-        with self._lock:
-            self._open[key] = playback
-            self._by_id[playback.playback_id] = key
+        try:
+            await self.audit.open_pending(pending)
+        except BaseException:
+            with self._lock:
+                self._by_id.pop(playback.playback_id, None)
+                if self._open.get(key) is playback:
+                    del self._open[key]
+            playback.opened.set_result(False)
+            raise
+        playback.opened.set_result(True)
         return playback.playback_id
 
     def served(
@@ -176,9 +205,8 @@ class Playbacks:
     ) -> None:
         """What one response of the playback sent."""
         with self._lock:
-            key = self._by_id.get(playback_id)
-            playback = self._open.get(key) if key is not None else None
-            if playback is None or playback.playback_id != playback_id:
+            playback = self._by_id.get(playback_id)
+            if playback is None:
                 return  # sealed meanwhile (idle cut-off raced the response): nothing to add
             playback.requests += 1
             playback.active = max(0, playback.active - 1)
@@ -192,9 +220,8 @@ class Playbacks:
     def abandon(self, playback_id: str) -> None:
         """An admitted response that ended without a report (refused, or failed mid-way)."""
         with self._lock:
-            key = self._by_id.get(playback_id)
-            playback = self._open.get(key) if key is not None else None
-            if playback is not None and playback.playback_id == playback_id:
+            playback = self._by_id.get(playback_id)
+            if playback is not None:
                 playback.active = max(0, playback.active - 1)
 
     def due(self, now_ms: int, *, final: bool) -> tuple[list[Pending], list[Sealed]]:
@@ -203,10 +230,11 @@ class Playbacks:
         updated: list[Pending] = []
         sealed: list[Sealed] = []
         with self._lock:
-            for key, playback in list(self._open.items()):
+            for playback in list(self._by_id.values()):
                 if final or not self._live(playback, now_ms):
-                    del self._open[key]
-                    self._by_id.pop(playback.playback_id, None)
+                    del self._by_id[playback.playback_id]
+                    if self._open.get(playback.key) is playback:
+                        del self._open[playback.key]
                     sealed.append((playback.playback_id, to_entry(playback.event_now())))
                 elif playback.dirty:
                     playback.dirty = False
@@ -220,7 +248,3 @@ class Playbacks:
         if playback.active:
             return True  # a response is still streaming: the player is not idle
         return now - playback.last_ms < self.idle_ms and now - playback.opened_ms < self.max_ms
-
-    @property
-    def open_count(self) -> int:
-        return len(self._open)

@@ -17,7 +17,7 @@ from dataclasses import fields
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Engine, and_, delete, insert, or_, select, update
+from sqlalchemy import Connection, Engine, and_, bindparam, delete, insert, or_, select, update
 
 from tapevault.core.audit import AuditEntry, AuditRecord, chain
 from tapevault.core.auditlog import LogState, Pending, Query
@@ -76,16 +76,23 @@ class SqlAuditStore:
     ) -> list[AuditRecord]:
         """One transaction: open, update and close playbacks, and append ``entries`` (a sealed
         playback's record among them) to the chain. All of it happens, or none."""
+        # Each kind of change is one executemany: a batch opens (and refreshes) the pending
+        # records of many playbacks at once, and each open is a request waiting for its first byte.
         with self._serialised(), self.engine.begin() as conn:
-            for pending in opened:
-                conn.execute(insert(audit_pending).values(**_pending_values(pending)))
-            for pending in updated:
-                values = _pending_values(pending)
-                del values["playback_id"]
+            if opened:
+                conn.execute(insert(audit_pending), [_pending_values(p) for p in opened])
+            if updated:
+                # Only these change: the owner and opening time are fixed when a playback opens.
                 conn.execute(
-                    update(audit_pending)
-                    .where(audit_pending.c.playback_id == pending.playback_id)
-                    .values(**values)
+                    _REFRESH,
+                    [
+                        {
+                            "p_id": p.playback_id,
+                            "p_entry": entry_json(p.entry),
+                            "p_ms": p.updated_ms,
+                        }
+                        for p in updated
+                    ],
                 )
             if closed:
                 conn.execute(delete(audit_pending).where(audit_pending.c.playback_id.in_(closed)))
@@ -240,6 +247,13 @@ class SqlAuditStore:
             Pending(r.playback_id, r.owner, entry_from_json(r.entry), r.opened_ms, r.updated_ms)
             for r in rows
         ]
+
+
+_REFRESH = (
+    update(audit_pending)
+    .where(audit_pending.c.playback_id == bindparam("p_id"))
+    .values(entry=bindparam("p_entry"), updated_ms=bindparam("p_ms"))
+)
 
 
 def _pending_values(pending: Pending) -> dict[str, Any]:

@@ -1,0 +1,99 @@
+"""The playback fold (core/playback.py) on its own: which requests share one record, and that
+no response is admitted before its playback's pending record is durable."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, cast
+
+import pytest
+
+from tapevault.core.access import AccessEvent, Action, Actor
+from tapevault.core.auditlog import AuditLog, Pending
+from tapevault.core.clock import FixedClock
+from tapevault.core.playback import Playbacks
+from tapevault.errors import Unavailable
+
+
+class SlowAudit:
+    """An audit log whose pending writes finish only when the test says so."""
+
+    def __init__(self) -> None:
+        self.folder: Any = None
+        self.healthy = True
+        self.opened: list[Pending] = []
+        self.release = asyncio.Event()
+        self.fail = False
+
+    async def open_pending(self, pending: Pending) -> None:
+        self.opened.append(pending)
+        await self.release.wait()
+        if self.fail:
+            raise Unavailable("The access log cannot be written; nothing was served.")
+
+
+def first_request() -> AccessEvent:
+    actor = Actor(partner_id="p", kind="signed_url", client_ip="10.0.0.1", user_agent="Chrome")
+    return AccessEvent(Action.MEDIA_PLAYBACK, actor, 206, 0, recording_id="r1")
+
+
+def fold(audit: SlowAudit) -> Playbacks:
+    return Playbacks(cast(AuditLog, audit), FixedClock(1_000.0), "process-1")
+
+
+async def test_concurrent_first_requests_share_one_playback() -> None:
+    """Two requests of one player that arrive together are one playback: the second waits for
+    the first's pending record instead of opening its own, and neither starts before it."""
+    audit = SlowAudit()
+    playbacks = fold(audit)
+    first = asyncio.create_task(playbacks.admit("player", first_request))
+    second = asyncio.create_task(playbacks.admit("player", first_request))
+    await asyncio.sleep(0.01)
+    assert not first.done() and not second.done()  # nothing admitted before the write
+    assert len(audit.opened) == 1
+    audit.release.set()
+    assert await first == await second == audit.opened[0].playback_id
+    playbacks.served(await first, 206, [(0, 99)], 100)
+    playbacks.served(await second, 206, [(100, 199)], 100)
+    updated, sealed = playbacks.due(2_000_000, final=True)
+    assert updated == [] and len(sealed) == 1
+    (playback_id, entry) = sealed[0]
+    assert playback_id == await first
+    assert entry.bytes_sent == 200 and entry.ranges == ((0, 199),)
+    assert entry.detail is not None and entry.detail["requests"] == 2
+
+
+async def test_a_waiting_request_fails_over_when_the_first_cannot_open() -> None:
+    """When the first request's pending write fails, a request waiting on it tries to open the
+    playback itself (and fails the same way while the log is down): nothing is served."""
+    audit = SlowAudit()
+    audit.fail = True
+    playbacks = fold(audit)
+    first = asyncio.create_task(playbacks.admit("player", first_request))
+    second = asyncio.create_task(playbacks.admit("player", first_request))
+    await asyncio.sleep(0.01)
+    audit.release.set()
+    for task in (first, second):
+        with pytest.raises(Unavailable):
+            await task
+    assert len(audit.opened) == 2  # the waiting one tried on its own
+    assert playbacks.due(2_000_000, final=True) == ([], [])  # no record of what never started
+
+
+async def test_a_waiting_request_that_is_cancelled_does_not_keep_the_playback_open() -> None:
+    """A joining request cancelled while it waits (its client left) is not counted as a
+    response in flight, so the playback still goes idle and is sealed."""
+    audit = SlowAudit()
+    playbacks = Playbacks(cast(AuditLog, audit), FixedClock(1_000.0), "p", idle_seconds=2)
+    first = asyncio.create_task(playbacks.admit("player", first_request))
+    second = asyncio.create_task(playbacks.admit("player", first_request))
+    await asyncio.sleep(0.01)
+    second.cancel()
+    await asyncio.sleep(0)
+    audit.release.set()
+    playback_id = await first
+    with pytest.raises(asyncio.CancelledError):
+        await second
+    playbacks.served(playback_id, 206, [(0, 9)], 10)
+    _, sealed = playbacks.due(1_000_000 + 5_000, final=False)  # 5 s later: idle
+    assert [s[0] for s in sealed] == [playback_id]
