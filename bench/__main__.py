@@ -62,9 +62,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not 1 <= args.processes <= 16:
         parser.error("--processes must be from 1 to 16")
-    if args.processes > 1:
-        chosen = args.only or [n for item in MULTI_PROCESS for n in [item]]
-        args.only = [n for item in chosen for n in item.split(",") if n in MULTI_PROCESS]
     if args.only:
         args.only = [name for item in args.only for name in item.split(",") if name]
         unknown = sorted(set(args.only) - set(SCENARIOS))
@@ -72,6 +69,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             parser.error(
                 f"unknown scenario {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}"
             )
+    if args.processes > 1:
+        args.only = [name for name in args.only or MULTI_PROCESS if name in MULTI_PROCESS]
+        if not args.only:
+            parser.error(f"with --processes > 1 only {', '.join(MULTI_PROCESS)} can run")
     return args
 
 

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
@@ -18,6 +19,7 @@ from tapevault.config import Settings
 from tapevault.core.access import MemoryAccessLog
 from tapevault.core.clock import FixedClock
 from tapevault.runtime import Runtime, open_runtime
+from tests.dialects import asgi_client
 
 PG_ADMIN_URL = os.environ.get(
     "TAPEVAULT_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -114,6 +116,24 @@ def runtime(
         yield rt
     finally:
         rt.close()
+
+
+@pytest.fixture
+def audited(settings: Settings, clock: FixedClock) -> Iterator[Runtime]:
+    """A runtime with the real, durable access log (``runtime`` records into a list)."""
+    rt = open_runtime(settings, clock=clock)
+    assert rt.audit is not None
+    try:
+        yield rt
+    finally:
+        rt.close()
+
+
+@pytest.fixture
+async def client(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
+    """An in-process HTTP client of ``runtime`` (a module may override it for another runtime)."""
+    async with asgi_client(runtime) as c:
+        yield c
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

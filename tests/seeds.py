@@ -22,6 +22,7 @@ SEEDS_DIR = Path(
 )
 SUKI = "suki-form-filling-session-recording.md"
 AMIGO = "amigo-recordings-api.md"
+KORE = "kore-fetch-call-recording-v2.md"
 
 
 def seed_text(name: str) -> str:
@@ -39,14 +40,20 @@ def suki_openapi() -> dict[str, Any]:
     return document
 
 
+def amigo_documents() -> list[dict[str, Any]]:
+    """The Amigo page's three OpenAPI documents, one per operation, as published."""
+    blocks = [json.loads(b) for b in re.findall(r"```json\n(.*?)\n```", seed_text(AMIGO), re.S)]
+    assert len(blocks) == 3, f"expected three OpenAPI blocks in {AMIGO}, found {len(blocks)}"
+    return blocks
+
+
 def amigo_openapi() -> dict[str, Any]:
     """The Amigo page's three one-operation documents merged into one.
 
     Each block repeats the same envelope (openapi, info, servers, security) and the schemas it
     uses; the union of their paths, schemas and security schemes is the API they describe.
     """
-    blocks = [json.loads(b) for b in re.findall(r"```json\n(.*?)\n```", seed_text(AMIGO), re.S)]
-    assert len(blocks) == 3, f"expected three OpenAPI blocks in {AMIGO}, found {len(blocks)}"
+    blocks = amigo_documents()
     merged: dict[str, Any] = {
         **{key: blocks[0][key] for key in ("openapi", "info", "servers", "security")},
         "paths": {},

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import wave
-from collections.abc import AsyncIterator
 
 import httpx
 import jwt
@@ -14,16 +13,10 @@ import pytest
 from tapevault.audio_gen import tone_wav_bytes
 from tapevault.core.clock import FixedClock
 from tapevault.runtime import Runtime
-from tests.dialects import Customer, asgi_client, customer, local, upload_channel
+from tests.dialects import Customer, customer, local, upload_channel
 
 CALL = "CAfeedfacefeedfacefeedfacefeedface"
 START = 1_800_000_000_000
-
-
-@pytest.fixture
-async def client(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
-    async with asgi_client(runtime) as c:
-        yield c
 
 
 @pytest.fixture
@@ -213,3 +206,29 @@ async def test_token_without_exp_is_accepted_and_request_errors(
     assert bot.status_code == 404
     post = await client.post(url, params={"sessionId": CALL}, headers={"auth": token})
     assert post.status_code == 405
+
+
+async def test_a_live_stream_is_call_in_progress(
+    client: httpx.AsyncClient, runtime: Runtime, acme: Customer
+) -> None:
+    """While a stream still writes to the session: the seed's call_in_progress (Retry-After 5);
+    once it ends, media_in_progress while the recording is made."""
+    created = await client.post("/api/v1/ambient/session/create", headers=acme.suki)
+    session_id = created.json()["ambient_session_id"]
+    live = runtime.vault.open_stream(
+        acme.tenant,
+        session_id,
+        "stream/pcm_s16le",
+        runtime.context.process_id,
+        sample_rate=16000,
+        channels=1,
+        bits_per_sample=16,
+    )
+    answer = await kore(client, acme, session_id)
+    assert answer.status_code == 200
+    assert answer.json() == {"status": "call_in_progress", "recording": []}
+    assert answer.headers["retry-after"] == "5"
+    runtime.vault.close_stream(live)
+    ended = await kore(client, acme, session_id)
+    assert ended.json()["status"] == "media_in_progress"
+    assert ended.headers["retry-after"] == "2"

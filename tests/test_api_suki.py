@@ -167,13 +167,11 @@ async def test_streaming_lifetime_grows_with_long_sessions(
     runtime: Runtime, partner: Tenant, clock: FixedClock
 ) -> None:
     """A session longer than 15 minutes gets its length plus 10 minutes of URL validity."""
-    from tapevault.core.model import RecordingStatus
+    from tapevault.core.model import RecordingStatus, SessionKind
     from tapevault.core.vault import Recording
 
     vault = runtime.vault
-    session = vault.create_session(
-        partner, __import__("tapevault.core.model").core.model.SessionKind.AMBIENT
-    )
+    session = vault.create_session(partner, SessionKind.AMBIENT)
     vault.repo.add_recording(
         Recording(
             recording_id="01J0000000000000000000000A",

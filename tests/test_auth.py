@@ -205,17 +205,23 @@ def test_api_keys_hashed_revoked_expired() -> None:
 def test_time_claims_that_are_not_times_are_refused(exp: str) -> None:
     """A signed token whose exp (or nbf) is NaN, infinite, absurd or not a number never counts
     as a token that does not expire: Suki and Kore refuse it."""
-    tenant = Tenant("p1", "clinic", SECRET, 604800, 0)
+    # One secret for both dialects, so that one token is well signed for each of them.
+    tenant = Tenant("p1", "clinic", SECRET, 604800, 0, kore_client_secret=SECRET)
+    kore = KoreTokenVerifier({tenant.kore_client_id: tenant}.get, FixedClock(NOW))
+    base = {"partner_id": "p1", "appId": tenant.kore_client_id, "exp": int(NOW) + 60}
+    control = _hmac_token_raw(json.dumps(base), SECRET.encode())
+    assert verifier(tenant).verify(control).partner == tenant  # so the claim is what is refused
+    assert kore.verify(control).tenant == tenant
     for claim in ("exp", "nbf"):
-        base = {"partner_id": "p1", "appId": tenant.kore_client_id, "exp": int(NOW) + 60}
         body = json.dumps(base)[:-1] + f', "{claim}": {exp}}}'
         if claim == "exp":
             body = body.replace(f'"exp": {int(NOW) + 60}, ', "")
+            assert body.count('"exp"') == 1
         token = _hmac_token_raw(body, SECRET.encode())
         with pytest.raises(AuthError):
             verifier(tenant).verify(token)
         with pytest.raises(AuthError):
-            KoreTokenVerifier({tenant.kore_client_id: tenant}.get, FixedClock(NOW)).verify(token)
+            kore.verify(token)
 
 
 def _hmac_token_raw(payload: str, secret: bytes) -> str:

@@ -4,7 +4,7 @@ says for HEAD and for signed metadata reads. On SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -12,25 +12,16 @@ import pytest
 from tapevault.audio_gen import tone_wav_bytes
 from tapevault.auth.suki import issue_token
 from tapevault.cli_compliance import cli_actor
-from tapevault.config import Settings
 from tapevault.core.clock import FixedClock
-from tapevault.runtime import Runtime, open_runtime
+from tapevault.runtime import Runtime
 from tests.dialects import Customer, asgi_client, customer, local, upload_channel
 
 CALL = "CA" + "e" * 32
 
 
 @pytest.fixture
-def audited(settings: Settings, clock: FixedClock) -> Iterator[Runtime]:
-    rt = open_runtime(settings, clock=clock)
-    try:
-        yield rt
-    finally:
-        rt.close()
-
-
-@pytest.fixture
 async def client(audited: Runtime) -> AsyncIterator[httpx.AsyncClient]:
+    """An in-process client of ``audited``, the runtime with the durable access log."""
     async with asgi_client(audited) as c:
         yield c
 
@@ -116,6 +107,32 @@ async def test_retention_changes_carry_over_to_the_rendition(
     assert files(audited) == set()
 
 
+@pytest.mark.parametrize("level", ["session", "tenant"])
+async def test_session_and_tenant_retention_carry_over_to_the_rendition(
+    client: httpx.AsyncClient, audited: Runtime, who: Customer, clock: FixedClock, level: str
+) -> None:
+    """Shorter retention for the whole call, or for the whole tenant: the merged file's expiry
+    follows its inputs', it answers 410 with them and the purge removes every file."""
+    urls, merged = await merged_call(client, audited, who)
+    if level == "session":
+        changed = await client.put(
+            f"/api/v1/sessions/{CALL}/retention",
+            headers=who.bearer,
+            json={"retention_seconds": 60},
+        )
+        assert changed.status_code == 200
+    else:
+        audited.context.retention.set_tenant_retention(who.tenant, 60, cli_actor())
+    clock.advance(59)
+    assert (await client.get(local(merged), headers={"range": "bytes=0-3"})).status_code == 206
+    clock.advance(61)
+    for url in (merged, urls["inbound_url"], urls["outbound_url"]):
+        expired = await client.get(local(url))
+        assert expired.status_code == 410 and expired.json()["reason"] == "expired"
+    assert audited.context.retention.purge_due() == 3
+    assert files(audited) == set()
+
+
 async def test_a_hold_set_while_the_purge_runs_wins(
     client: httpx.AsyncClient, audited: Runtime, who: Customer, clock: FixedClock
 ) -> None:
@@ -146,6 +163,7 @@ async def test_a_hold_set_while_the_purge_runs_wins(
         assert retention.purge_due() == 0
     finally:
         retention.audit.commit = commit  # type: ignore[method-assign]
+    assert held == [True]  # the purge did start on the session: the hold stopped it
     assert len(files(audited)) == 2
     fresh = {"sdp_suki_token": issue_token(who.tenant, now=clock.now(), ttl_seconds=60)}
     urls = await client.get(f"/api/v1/ambient/session/{session_id}/recording", headers=fresh)
@@ -165,10 +183,11 @@ async def test_deleted_while_the_worker_decodes_leaves_no_file(
     assert response.status_code == 202
     worker = audited.worker.finalizer
     original = worker.decode
+    deleted: list[object] = []
 
     def decode_then_delete(src: object, dst: object) -> object:
         done = original(src, dst)  # type: ignore[arg-type]
-        audited.context.retention.delete_session(who.tenant, CALL, cli_actor())
+        deleted.extend(audited.context.retention.delete_session(who.tenant, CALL, cli_actor()))
         return done
 
     worker.decode = decode_then_delete  # type: ignore[assignment]
@@ -176,6 +195,7 @@ async def test_deleted_while_the_worker_decodes_leaves_no_file(
         audited.worker.run_until_idle()
     finally:
         worker.decode = original  # type: ignore[assignment]
+    assert len(deleted) == 1  # the deletion did land in the middle of the finalization
     assert files(audited) == set()
 
 

@@ -19,9 +19,10 @@ import pytest
 import requests
 
 from tapevault.audio_gen import tone_wav_bytes
+from tests import seeds
 from tests.conftest import need
 from tests.server import Server, free_port, tapevault
-from tests.test_server import SEEDS, make_session, plays
+from tests.test_server import make_session, plays
 
 pytestmark = pytest.mark.server
 TSX = Path(__file__).parent / "node" / "node_modules" / ".bin" / "tsx"
@@ -41,11 +42,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 @pytest.fixture(scope="module")
 def tenant(server: Server) -> dict[str, str]:
     return server.tenant("contact centre")
-
-
-def seed(name: str) -> str:
-    need((SEEDS / name).is_file(), f"seed documents not found in {SEEDS}")
-    return (SEEDS / name).read_text()
 
 
 def upload_call(server: Server, tenant: dict[str, str], call_sid: str) -> None:
@@ -73,7 +69,7 @@ def upload_call(server: Server, tenant: dict[str, str], call_sid: str) -> None:
 def test_suki_typescript_example_runs(server: Server, tmp_path: Path) -> None:
     """suki-form-filling's TypeScript snippet, run by tsx, prints the recording's URL."""
     need(TSX.is_file(), "tsx is not installed (cd tests/node && npm ci)")
-    text = seed("suki-form-filling-session-recording.md")
+    text = seeds.seed_text(seeds.SUKI)
     block = re.search(r"```typescript[^\n]*\n(.*?)```", text, re.S)
     assert block is not None
     code = "\n".join(line.removeprefix("    ") for line in block.group(1).splitlines())
@@ -101,7 +97,7 @@ def test_kore_curl_example_runs(server: Server, tenant: dict[str, str]) -> None:
     file that plays."""
     need(shutil.which("curl") is not None, "curl is not installed")
     upload_call(server, tenant, CALL)
-    text = seed("kore-fetch-call-recording-v2.md")
+    text = seeds.seed_text(seeds.KORE)
     command = re.search(r"(curl --location .*?'Content-Type: application/json')", text, re.S)
     assert command is not None
     jwt = tapevault(
@@ -131,11 +127,6 @@ def test_kore_curl_example_runs(server: Server, tenant: dict[str, str]) -> None:
     plays(entry["fileUrl"])
 
 
-def amigo_documents() -> list[dict[str, Any]]:
-    text = seed("amigo-recordings-api.md")
-    return [json.loads(block) for block in re.findall(r"```json\n(.*?)\n```", text, re.S)]
-
-
 def test_requests_built_from_amigo_openapi(server: Server, tenant: dict[str, str]) -> None:
     """Each Amigo operation, called as its OpenAPI document describes it (server URL swapped,
     Bearer key from the security scheme), answers with its documented schema, and the audio
@@ -143,7 +134,7 @@ def test_requests_built_from_amigo_openapi(server: Server, tenant: dict[str, str
     upload_call(server, tenant, AMIGO_CALL)
     bearer = {"Authorization": f"Bearer {tenant['api_key']}"}
     answers: dict[str, requests.Response] = {}
-    for document in amigo_documents():
+    for document in seeds.amigo_documents():
         assert document["components"]["securitySchemes"]["BearerAuth"]["scheme"] == "bearer"
         ((template, item),) = document["paths"].items()
         operation = item["get"]

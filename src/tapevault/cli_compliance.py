@@ -35,7 +35,6 @@ from tapevault.runtime import Runtime
 OpenTenant = Callable[[argparse.Namespace], Any]  # cli._tenant: (runtime, tenant) context
 AddSettings = Callable[[argparse.ArgumentParser], None]
 Open = Callable[[argparse.Namespace], Runtime]
-Command = Callable[[argparse.Namespace], int]
 
 EXPORT_PAGE = 5000
 CSV_COLUMNS = (

@@ -177,30 +177,20 @@ class Settings:
         origins = tuple(
             o.strip() for o in (pick("cors_origins") or "*").split(",") if o.strip()
         ) or ("*",)
-        workers_text = pick("workers") or "1"
-        if not is_digits(workers_text) or int(workers_text) > 64:
-            raise ConfigError("TAPEVAULT_WORKERS", f"{workers_text!r} is not a count from 0 to 64")
-        processes_text = pick("processes") or "1"
-        if not is_digits(processes_text) or not 1 <= int(processes_text) <= 64:
-            raise ConfigError(
-                "TAPEVAULT_PROCESSES", f"{processes_text!r} is not a count from 1 to 64"
-            )
-        audit_text = (pick("audit") or "on").lower()
-        if audit_text not in ("on", "off"):
-            raise ConfigError("TAPEVAULT_AUDIT", f"{audit_text!r} is neither on nor off")
-        direct_text = (pick("direct_streams") or "on").lower()
-        if direct_text not in ("on", "off"):
-            raise ConfigError("TAPEVAULT_DIRECT_STREAMS", f"{direct_text!r} is neither on nor off")
-        durable_text = (pick("audit_durable") or "all").lower()
-        if durable_text not in ("all", "media"):
-            raise ConfigError(
-                "TAPEVAULT_AUDIT_DURABLE", f"{durable_text!r} is neither all nor media"
-            )
+        workers = _count("TAPEVAULT_WORKERS", pick("workers") or "1", 0, 64)
+        processes = _count("TAPEVAULT_PROCESSES", pick("processes") or "1", 1, 64)
+        audit = _either("TAPEVAULT_AUDIT", pick("audit") or "on", "on", "off")
+        direct_streams = _either(
+            "TAPEVAULT_DIRECT_STREAMS", pick("direct_streams") or "on", "on", "off"
+        )
+        durable_all = _either(
+            "TAPEVAULT_AUDIT_DURABLE", pick("audit_durable") or "all", "all", "media"
+        )
         key_file = pick("audit_key_file")
         return cls(
-            direct_streams=direct_text == "on",
-            audit=audit_text == "on",
-            audit_durable_all=durable_text == "all",
+            direct_streams=direct_streams,
+            audit=audit,
+            audit_durable_all=durable_all,
             audit_key_file=Path(key_file).expanduser().resolve() if key_file else None,
             audit_checkpoint_seconds=_duration(
                 "TAPEVAULT_AUDIT_CHECKPOINT_SECONDS", pick("audit_checkpoint_seconds") or "60"
@@ -214,8 +204,8 @@ class Settings:
             playback_idle_seconds=_duration(
                 "TAPEVAULT_PLAYBACK_IDLE", pick("playback_idle") or "30"
             ),
-            workers=int(workers_text),
-            processes=int(processes_text),
+            workers=workers,
+            processes=processes,
             data_dir=data_dir,
             database_url=database_url,
             public_url=public_url,
@@ -263,6 +253,20 @@ class Settings:
             raise ConfigError(
                 "TAPEVAULT_DATA_DIR", f"cannot create {self.data_dir}: {exc}"
             ) from exc
+
+
+def _count(setting: str, text: str, low: int, high: int) -> int:
+    if not is_digits(text) or not low <= int(text) <= high:
+        raise ConfigError(setting, f"{text!r} is not a count from {low} to {high}")
+    return int(text)
+
+
+def _either(setting: str, text: str, yes: str, no: str) -> bool:
+    """Whether ``text`` (in any case) is ``yes``; a ConfigError unless it is ``yes`` or ``no``."""
+    value = text.lower()
+    if value not in (yes, no):
+        raise ConfigError(setting, f"{value!r} is neither {yes} nor {no}")
+    return value == yes
 
 
 def _duration(setting: str, text: str) -> int:

@@ -90,13 +90,14 @@ def run_demo(settings: Settings, *, serve: bool, log_level: str) -> int:
         voices = conversation_wav(wav, seconds=60.0)
         created = _call("POST", f"{base}/api/v1/ambient/session/create", token, b"")
         session_id = created["ambient_session_id"]
-        _call("POST", f"{base}/api/v1/ambient/session/{session_id}/audio", token, wav.read_bytes())
+        audio = wav.read_bytes()
+        _call("POST", f"{base}/api/v1/ambient/session/{session_id}/audio", token, audio)
         _call("POST", f"{base}/api/v1/ambient/session/{session_id}/end", token, b"")
         _call(
             "POST",
             f"{base}/v1/{partner.workspace_id}/calls/{DEMO_CALL}/audio?channel=inbound",
             f"Bearer {api_key}",
-            wav.read_bytes(),
+            audio,
             header="Authorization",
         )
     session = _wait_completed(base, session_id, token)

@@ -1,8 +1,9 @@
 """The one error root of tapevault.
 
 Every failure the core can name is a leaf of this tree. Leaves carry data (never a formatted HTTP
-body); each API dialect maps them to its own wire format in exactly one place
-(``tapevault.http.suki.suki_error`` for the Suki dialect, ``tapevault.http.media`` for the gateway).
+body); ``tapevault.http.errors.status_of`` gives each leaf its HTTP status, and each API dialect
+words it on its own wire in exactly one place (``suki_error``, ``amigo_error``, ``kore_error``;
+``tapevault.http.media`` for the gateway).
 
     TapevaultError
     ├── ConfigError                 a setting is missing or invalid (names the setting)

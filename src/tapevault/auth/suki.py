@@ -22,17 +22,26 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from tapevault.auth.claims import seconds
+from tapevault.auth.claims import Refusals, VerifiedTokens, check_times, peek
 from tapevault.core.clock import Clock
 from tapevault.core.model import Tenant
 from tapevault.errors import AuthError
 
 ALGORITHMS = ["HS256", "RS256"]  # what any tenant may use; each tenant pins one of them
-LEEWAY_SECONDS = 60
 MAX_TOKEN_BYTES = 8192
 # Tenant secrets change only when an operator rotates them; a short cache keeps the database out
 # of every request without letting a rotated secret linger.
 PARTNER_CACHE_SECONDS = 5.0
+INVALID = "Invalid authentication credentials"
+BAD_SIGNATURE = f"{INVALID}: signature verification failed."
+REFUSALS = Refusals(
+    malformed=f"{INVALID}: malformed token.",
+    algorithm=f"{INVALID}: algorithm not allowed.",
+    missing_id=f"{INVALID}: missing partner_id claim.",
+    not_a_time=f"{INVALID}: exp must be a time in seconds.",
+    expired=f"{INVALID}: token has expired.",
+    not_yet_valid=f"{INVALID}: token not yet valid.",
+)
 
 
 PublicKeys = dict[str | None, RSAPublicKey]
@@ -98,8 +107,7 @@ class SukiTokenVerifier:
         self._lookup = lookup
         self._clock = clock
         self._cache: dict[str, tuple[float, Tenant | None]] = {}
-        # token -> (caller, cache deadline on the monotonic clock, token exp)
-        self._tokens: dict[str, tuple[SukiCaller, float, float]] = {}
+        self._verified: VerifiedTokens[SukiCaller] = VerifiedTokens(clock, PARTNER_CACHE_SECONDS)
         self._lock = threading.Lock()
         self._public_keys: dict[str, PublicKeys] = {}
 
@@ -110,7 +118,7 @@ class SukiTokenVerifier:
             try:
                 keys = parse_suki_public_keys(text)
             except ValueError as exc:
-                raise AuthError("Invalid authentication credentials: no usable key.") from exc
+                raise AuthError(f"{INVALID}: no usable key.") from exc
             with self._lock:
                 if len(self._public_keys) > 1000:
                     self._public_keys.clear()
@@ -119,7 +127,7 @@ class SukiTokenVerifier:
             return keys[kid]
         if len(keys) == 1:
             return next(iter(keys.values()))
-        raise AuthError("Invalid authentication credentials: unknown key id (kid).")
+        raise AuthError(f"{INVALID}: unknown key id (kid).")
 
     def _partner(self, partner_id: str) -> Tenant | None:
         now = time.monotonic()
@@ -134,50 +142,28 @@ class SukiTokenVerifier:
         return partner
 
     def verify(self, token: str | None, provider_id: str | None = None) -> SukiCaller:
-        """Verify a token; a token verified in the last few seconds is answered from memory.
-
-        Players ask for URLs in bursts with the same token, and a JWT decode costs more than the
-        rest of the request. The cache never outlives the token's own expiry (checked here against
-        the clock on every hit) nor the partner cache, so a rotated secret takes effect as fast.
-        """
-        if token:
-            hit = self._tokens.get(token)
-            if (
-                hit is not None
-                and hit[1] > time.monotonic()
-                and self._clock.now() <= hit[2] + LEEWAY_SECONDS
-            ):
-                caller = hit[0]
-                if provider_id and provider_id != caller.provider_id:
-                    caller = SukiCaller(caller.partner, provider_id, caller.token_id)
-                return caller
-        caller, exp = self._verify(token, provider_id)
-        if token is not None:
-            with self._lock:
-                if len(self._tokens) > 10_000:
-                    self._tokens.clear()
-                self._tokens[token] = (caller, time.monotonic() + PARTNER_CACHE_SECONDS, exp)
-        return caller
-
-    def _verify(self, token: str | None, provider_id: str | None) -> tuple[SukiCaller, float]:
+        """Verify a token; a token verified in the last few seconds is answered from memory
+        (``VerifiedTokens``: never past its ``exp``, nor longer than the partner cache, so a
+        rotated secret takes effect as fast)."""
+        caller = self._verified.get(token)
+        if caller is not None:
+            if provider_id and provider_id != caller.provider_id:
+                caller = SukiCaller(caller.partner, provider_id, caller.token_id)
+            return caller
         if not token:
             raise AuthError("Missing sdp_suki_token header.")
+        caller, exp = self._verify(token, provider_id)
+        self._verified.put(token, caller, exp)
+        return caller
+
+    def _verify(self, token: str, provider_id: str | None) -> tuple[SukiCaller, float | None]:
         if len(token) > MAX_TOKEN_BYTES:
-            raise AuthError("Invalid authentication credentials: token too long.")
-        try:
-            header = jwt.get_unverified_header(token)
-            unverified = jwt.decode(token, options={"verify_signature": False})
-        except jwt.PyJWTError as exc:
-            raise AuthError("Invalid authentication credentials: malformed token.") from exc
-        if header.get("alg") not in ALGORITHMS:
-            raise AuthError("Invalid authentication credentials: algorithm not allowed.")
-        partner_id = unverified.get("partner_id")
-        if not isinstance(partner_id, str) or not partner_id or len(partner_id) > 64:
-            raise AuthError("Invalid authentication credentials: missing partner_id claim.")
+            raise AuthError(f"{INVALID}: token too long.")
+        header, partner_id = peek(token, "partner_id", ALGORITHMS, REFUSALS)
         partner = self._partner(partner_id)
         if partner is None:
             # Same words as a bad signature: an unknown partner must not be distinguishable.
-            raise AuthError("Invalid authentication credentials: signature verification failed.")
+            raise AuthError(BAD_SIGNATURE)
         key: str | RSAPublicKey
         if partner.suki_public_keys:
             pinned = "RS256"
@@ -185,7 +171,7 @@ class SukiTokenVerifier:
         else:
             pinned, key = "HS256", partner.jwt_secret
         if header.get("alg") != pinned:
-            raise AuthError("Invalid authentication credentials: algorithm not allowed.")
+            raise AuthError(REFUSALS.algorithm)
         try:
             claims = jwt.decode(
                 token,
@@ -200,22 +186,13 @@ class SukiTokenVerifier:
                 },
             )
         except jwt.MissingRequiredClaimError as exc:
-            raise AuthError(f"Invalid authentication credentials: {exc}.") from exc
+            raise AuthError(f"{INVALID}: {exc}.") from exc
         except jwt.InvalidSignatureError as exc:
-            raise AuthError(
-                "Invalid authentication credentials: signature verification failed."
-            ) from exc
+            raise AuthError(BAD_SIGNATURE) from exc
         except jwt.PyJWTError as exc:
-            raise AuthError("Invalid authentication credentials: malformed token.") from exc
-        exp = seconds(claims.get("exp"))
-        if exp is None:
-            raise AuthError("Invalid authentication credentials: exp must be a time in seconds.")
-        if self._clock.now() > exp + LEEWAY_SECONDS:
-            raise AuthError("Invalid authentication credentials: token has expired.")
-        if "nbf" in claims:
-            nbf = seconds(claims["nbf"])
-            if nbf is None or self._clock.now() + LEEWAY_SECONDS < nbf:
-                raise AuthError("Invalid authentication credentials: token not yet valid.")
+            raise AuthError(REFUSALS.malformed) from exc
+        # ``require`` made exp present, so it is checked (and returned) like any time claim.
+        exp = check_times(claims, self._clock.now(), REFUSALS)
         token_id = claims.get("jti") if isinstance(claims.get("jti"), str) else None
         provider = provider_id or (
             claims.get("provider_id") if isinstance(claims.get("provider_id"), str) else None

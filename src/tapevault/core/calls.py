@@ -22,7 +22,13 @@ from tapevault.core.clock import now_ms
 from tapevault.core.lifecycle import PENDING
 from tapevault.core.model import Recording, RecordingStatus, Session, SessionKind, Tenant
 from tapevault.core.signing import UrlGrant, UrlMode
-from tapevault.core.vault import NOT_READY_RETRY_SECONDS, RecordingLink, Vault, gone_error
+from tapevault.core.vault import (
+    MAX_ID,
+    NOT_READY_RETRY_SECONDS,
+    RecordingLink,
+    Vault,
+    gone_error,
+)
 from tapevault.errors import (
     Conflict,
     InvalidRequest,
@@ -36,7 +42,6 @@ CHANNELS = ("inbound", "outbound")
 CALL_NOT_FOUND = "Recording not found"
 NOT_CONFIGURED = "Call recording not configured"
 CALL_NOT_READY = "Recording not ready yet"
-DIRECTIONS = ("inbound", "outbound")
 # What a client may say about a call, and what each may hold.
 _ATTRIBUTE_RULES = {
     "direction": re.compile(r"inbound|outbound"),
@@ -114,7 +119,7 @@ class Calls:
 
     def find(self, tenant: Tenant, call_sid: str) -> Session:
         session = None
-        if 0 < len(call_sid) <= 64:
+        if 0 < len(call_sid) <= MAX_ID:
             session = self.vault.repo.get_session_by_external_id(tenant.partner_id, call_sid)
         if session is None or session.kind is not SessionKind.CALL:
             raise NotFound(CALL_NOT_FOUND)

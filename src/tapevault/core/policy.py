@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 
-from tapevault.core.model import Recording, RecordingStatus
+from tapevault.core.model import Recording, RecordingStatus, Session
 from tapevault.errors import GoneDetail, InvalidRequest
 
 STREAM_MIN_SECONDS = 15 * 60
@@ -77,15 +77,18 @@ def check_retention(seconds: int | None) -> int | None:
     return seconds
 
 
-def effective_retention(
-    tenant_seconds: int, session_seconds: int | None, recording_seconds: int | None
+def retention_expiry(
+    tenant_seconds: int, session: Session, recording_seconds: int | None = None
 ) -> tuple[int, str]:
-    """(seconds, level): the most specific retention set, recording over session over tenant."""
+    """(expires_ms, level) of a recording of ``session``: the most specific retention set,
+    recording over session over tenant, counted from the session's creation."""
     if recording_seconds is not None:
-        return recording_seconds, "recording"
-    if session_seconds is not None:
-        return session_seconds, "session"
-    return tenant_seconds, "tenant"
+        seconds, level = recording_seconds, "recording"
+    elif session.retention_seconds is not None:
+        seconds, level = session.retention_seconds, "session"
+    else:
+        seconds, level = tenant_seconds, "tenant"
+    return retention_expiry_ms(session.created_ms, seconds), level
 
 
 def parse_duration(text: str) -> int:

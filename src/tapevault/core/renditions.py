@@ -30,7 +30,7 @@ from tapevault.core.model import (
     Tenant,
 )
 from tapevault.core.signing import UrlMode
-from tapevault.core.vault import MAX_ID, RecordingLink, Vault
+from tapevault.core.vault import RecordingLink, Vault
 
 MERGE_PREFIX = "merge/"
 
@@ -72,18 +72,9 @@ class Renditions:
     def __init__(self, vault: Vault) -> None:
         self.vault = vault
 
-    def find_session(self, tenant: Tenant, session_id: str) -> Session | None:
-        """A session of the tenant by its id, or a call by its call SID."""
-        if not 0 < len(session_id) <= MAX_ID:
-            return None
-        repo = self.vault.repo
-        return repo.get_session(tenant.partner_id, session_id) or (
-            repo.get_session_by_external_id(tenant.partner_id, session_id)
-        )
-
     def merged(self, tenant: Tenant, session_id: str) -> MergedAnswer:
         """Where the session's merged file stands; queues the merge when it is due."""
-        session = self.find_session(tenant, session_id)
+        session = self.vault.find_session(tenant, session_id)
         if session is None:
             return MergedAnswer(MergeState.NONE)
         now = now_ms(self.vault.clock)

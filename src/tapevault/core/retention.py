@@ -26,7 +26,7 @@ from tapevault.core.access import AccessEvent, AccessLog, Action, Actor
 from tapevault.core.clock import now_ms
 from tapevault.core.lifecycle import TOMBSTONES
 from tapevault.core.model import MERGED_CHANNEL, Recording, RecordingStatus, Session, Tenant
-from tapevault.core.vault import MAX_ID, Vault
+from tapevault.core.vault import MAX_ID, SESSION_NOT_FOUND, Vault
 from tapevault.errors import Conflict, InvalidRequest, NotFound
 
 log = logging.getLogger("tapevault.retention")
@@ -45,14 +45,9 @@ class Retention:
 
     def session(self, tenant: Tenant, session_id: str) -> Session:
         """A session of the tenant by id, or a call by its SID."""
-        repo = self.vault.repo
-        found = None
-        if 0 < len(session_id) <= MAX_ID:
-            found = repo.get_session(tenant.partner_id, session_id) or (
-                repo.get_session_by_external_id(tenant.partner_id, session_id)
-            )
+        found = self.vault.find_session(tenant, session_id)
         if found is None:
-            raise NotFound("Session not found.")
+            raise NotFound(SESSION_NOT_FOUND)
         return found
 
     def recording(self, tenant: Tenant, recording_id: str) -> Recording:
@@ -74,9 +69,10 @@ class Retention:
             tenant.partner_id, session.session_id, retention_seconds=seconds
         )
         session = replace(session, retention_seconds=seconds)
-        for r in self.vault.repo.list_recordings(tenant.partner_id, session.session_id):
-            self._recompute(tenant, session, r)
-        self._recompute_rendition(tenant, session)
+        recordings = self.vault.repo.list_recordings(tenant.partner_id, session.session_id)
+        self._recompute_rendition(
+            session, [self._recompute(tenant, session, r) for r in recordings]
+        )
         self.vault.changed()
         return session
 
@@ -90,7 +86,9 @@ class Retention:
             Action.RETENTION_SET, actor, session, recording, level="recording", seconds=seconds
         )
         recording = self._recompute(tenant, session, replace(recording, retention_seconds=seconds))
-        self._recompute_rendition(tenant, session)
+        self._recompute_rendition(
+            session, self.vault.repo.list_recordings(tenant.partner_id, session.session_id)
+        )
         self.vault.changed()
         return recording
 
@@ -110,21 +108,23 @@ class Retention:
         tenant = replace(tenant, retention_seconds=seconds)
         changed = 0
         for session in self.vault.repo.list_sessions(tenant.partner_id):
+            recordings = []
             for r in self.vault.repo.list_recordings(tenant.partner_id, session.session_id):
                 if r.retention_seconds is None and session.retention_seconds is None:
-                    self._recompute(tenant, session, r)
+                    recordings.append(self._recompute(tenant, session, r))
                     changed += 1
-            self._recompute_rendition(tenant, session)
+                else:
+                    recordings.append(r)
+            self._recompute_rendition(session, recordings)
         self.vault.changed()
         return changed
 
     def _recompute(self, tenant: Tenant, session: Session, r: Recording) -> Recording:
         if r.status in TOMBSTONES:
             return r  # what is gone stays gone; its tombstone says when and why
-        seconds, level = policy.effective_retention(
-            tenant.retention_seconds, session.retention_seconds, r.retention_seconds
+        expires, level = policy.retention_expiry(
+            tenant.retention_seconds, session, r.retention_seconds
         )
-        expires = policy.retention_expiry_ms(session.created_ms, seconds)
         self.vault.repo.set_recording_expiry(r.recording_id, expires, r.retention_seconds, level)
         return replace(r, expires_ms=expires, retention_policy=level)
 
@@ -174,9 +174,9 @@ class Retention:
         """Erase every recording of the session now; refused under a legal hold or while a
         live stream is still writing to it."""
         session = self.session(tenant, session_id)
-        recordings = [*self.vault.repo.list_recordings(tenant.partner_id, session.session_id)]
-        merged = self.vault.repo.get_merged(tenant.partner_id, session.session_id)
         self._refuse_if_held(session)
+        recordings = self.vault.repo.list_recordings(tenant.partner_id, session.session_id)
+        merged = self.vault.repo.get_merged(tenant.partner_id, session.session_id)
         if any(r.status is RecordingStatus.RECEIVING for r in recordings):
             raise Conflict("A live stream is still writing to this session; end it first.")
         doomed = live_recordings([*recordings, *([merged] if merged else [])])
@@ -205,7 +205,7 @@ class Retention:
         self._log(Action.RECORDING_DELETE, actor, session, recording)
         by = _describe(actor)
         erased = self._erase(recording, RecordingStatus.DELETED, by, refuse_held=True)
-        self._retire_rendition(session, recording, RecordingStatus.DELETED, by)
+        self._retire_rendition(recording, RecordingStatus.DELETED, by)
         self.vault.changed()
         return erased
 
@@ -240,9 +240,7 @@ class Retention:
             erased = self._erase(r, RecordingStatus.EXPIRED, None)
             if erased.status is RecordingStatus.EXPIRED:
                 purged += 1
-                session = self.vault.repo.get_session(r.partner_id, r.session_id)
-                if session is not None:
-                    self._retire_rendition(session, r, RecordingStatus.EXPIRED, None)
+                self._retire_rendition(r, RecordingStatus.EXPIRED, None)
         if purged:
             self.vault.changed()
             log.info("purged the audio of %d recording(s) past retention", purged)
@@ -273,7 +271,6 @@ class Retention:
                 return current or r  # gone already: another actor got there first
             if repo.tombstone(current, status, purged_ms=now, deleted_by=by):
                 break
-            latest = repo.get_recording(r.recording_id)
             session = repo.get_session(r.partner_id, r.session_id)
             if session is not None and session.held:
                 if refuse_held:
@@ -282,7 +279,8 @@ class Retention:
                         "was deleted."
                     )
                 return r  # the purge yields to the hold
-            current = latest  # it moved on (a worker finished it): tombstone what it is now
+            # It moved on (a worker finished it): tombstone what it is now.
+            current = repo.get_recording(r.recording_id)
         else:
             return r
         tombstoned = replace(
@@ -302,25 +300,23 @@ class Retention:
         vault.stream_path(r.recording_id).unlink(missing_ok=True)
         vault.repo.mark_removed(r.recording_id, now_ms(vault.clock))
 
-    def _retire_rendition(
-        self, session: Session, gone: Recording, status: RecordingStatus, by: str | None
-    ) -> None:
+    def _retire_rendition(self, gone: Recording, status: RecordingStatus, by: str | None) -> None:
         """A merged rendition holds the audio of its inputs: when one of them is deleted or
         purged, the rendition goes too (a new one is made from what is left, on request)."""
         if gone.channel == MERGED_CHANNEL:
             return
-        merged = self.vault.repo.get_merged(session.partner_id, session.session_id)
+        merged = self.vault.repo.get_merged(gone.partner_id, gone.session_id)
         if merged is not None and merged.status not in TOMBSTONES:
             self._erase(merged, status, by)
 
-    def _recompute_rendition(self, tenant: Tenant, session: Session) -> None:
+    def _recompute_rendition(self, session: Session, recordings: Sequence[Recording]) -> None:
         """A rendition expires with the first of its inputs: after a retention change, its
-        expiry follows theirs."""
+        expiry follows theirs (``recordings``: the session's, as they are now)."""
         repo = self.vault.repo
-        merged = repo.get_merged(tenant.partner_id, session.session_id)
+        merged = repo.get_merged(session.partner_id, session.session_id)
         if merged is None or merged.status in TOMBSTONES:
             return
-        inputs = live_recordings(repo.list_recordings(tenant.partner_id, session.session_id))
+        inputs = live_recordings(recordings)
         if inputs:
             expires = min(r.expires_ms for r in inputs)
             repo.set_recording_expiry(merged.recording_id, expires, None, "inputs")

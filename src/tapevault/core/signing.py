@@ -44,6 +44,7 @@ class UrlGrant:
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _DIGITS = re.compile(r"[0-9]{1,12}")
 _SIGNATURE = re.compile(r"[A-Za-z0-9_-]{43}")
+_MODES = frozenset(mode.value for mode in UrlMode)
 
 NEW_URL_HINT = "request a new URL from the recording endpoint"
 
@@ -73,6 +74,7 @@ class UrlSigner:
     def __init__(self, keys: Sequence[SigningKey]) -> None:
         if not keys:
             raise ValueError("at least one signing key is needed")
+        self.keys = tuple(keys)
         self._signing = keys[0]
         self._by_id = {key.key_id: key for key in keys}
         # Signatures already checked: a playback presents the same URL for every Range request.
@@ -127,7 +129,7 @@ class UrlSigner:
         signature: str,
     ) -> UrlGrant:
         if not (
-            mode_text in ("s", "d", "j")
+            mode_text in _MODES
             and _DIGITS.fullmatch(expires_text)
             and _TOKEN.fullmatch(partner_id)
             and _TOKEN.fullmatch(key_id)

@@ -118,7 +118,7 @@ class Vault:
         self._signer_lock = threading.Lock()
         self._epoch = repo.cache_epoch()
         self.key_reload_seconds = _KEY_RELOAD_SECONDS
-        self._signer = self._load_signer()
+        self._signer = self._load_signer(None)
         self._signer_loaded = time.monotonic()
 
     # partners -----------------------------------------------------------------------------
@@ -172,6 +172,14 @@ class Vault:
         if session is None:
             raise NotFound(SESSION_NOT_FOUND)
         return session
+
+    def find_session(self, tenant: Tenant, session_id: str) -> Session | None:
+        """A session of the tenant by its id, or a call by its call SID."""
+        if not 0 < len(session_id) <= MAX_ID:
+            return None
+        return self.repo.get_session(tenant.partner_id, session_id) or (
+            self.repo.get_session_by_external_id(tenant.partner_id, session_id)
+        )
 
     def session_with_recordings(
         self, partner: Tenant, session_id: str
@@ -276,9 +284,7 @@ class Vault:
         writer_id: str | None = None,
         audio: tuple[int, int, int] = (0, 0, 0),
     ) -> Recording:
-        seconds, level = policy.effective_retention(
-            tenant_retention, session.retention_seconds, None
-        )
+        expires, level = policy.retention_expiry(tenant_retention, session)
         for _attempt in range(20):
             now = now_ms(self.clock)
             recording = Recording(
@@ -295,7 +301,7 @@ class Vault:
                 size_bytes=0,
                 sha256="",
                 created_ms=now,
-                expires_ms=policy.retention_expiry_ms(session.created_ms, seconds),
+                expires_ms=expires,
                 retention_policy=level,
                 source_format=source_format,
                 channel=channel,
@@ -385,10 +391,7 @@ class Vault:
             gone = [verdict for verdict in verdicts if verdict is not None]
             if not gone and not session.held:
                 # No audio ever arrived: the session itself ages out under the same policy.
-                seconds, level = policy.effective_retention(
-                    partner.retention_seconds, session.retention_seconds, None
-                )
-                expiry = policy.retention_expiry_ms(session.created_ms, seconds)
+                expiry, level = policy.retention_expiry(partner.retention_seconds, session)
                 if policy.is_expired(expiry, now):
                     gone = [GoneDetail("expired", expiry // 1000, level)]
             if gone:
@@ -508,12 +511,16 @@ class Vault:
 
     # signing keys -------------------------------------------------------------------------
 
-    def _load_signer(self) -> UrlSigner:
-        self._links_memo.clear()  # URLs signed with a key that may be gone now
+    def _load_signer(self, current: UrlSigner | None) -> UrlSigner:
+        """The signer for the keys in the database: the current one while they are unchanged,
+        so its verified-signature cache and the URL memo outlive the periodic re-read."""
         keys = self.repo.list_signing_keys()
         if not keys:
             self.repo.add_signing_key(new_signing_key(None, now_ms(self.clock)))
             keys = self.repo.list_signing_keys()
+        if current is not None and current.keys == tuple(keys):
+            return current
+        self._links_memo.clear()  # URLs signed with a key that may be gone now
         return UrlSigner(keys)
 
     def signer(self) -> UrlSigner:
@@ -527,7 +534,7 @@ class Vault:
         if now - self._signer_loaded >= self.key_reload_seconds:
             with self._signer_lock:
                 if now - self._signer_loaded >= self.key_reload_seconds:
-                    self._signer = self._load_signer()
+                    self._signer = self._load_signer(self._signer)
                     self._check_epoch()
                     self._signer_loaded = time.monotonic()
         return self._signer
@@ -557,7 +564,7 @@ class Vault:
         newest = max((k.created_ms for k in self.repo.list_signing_keys()), default=0)
         key = new_signing_key(None, max(now_ms(self.clock), newest + 1))
         self.repo.add_signing_key(key)
-        self._signer = self._load_signer()
+        self._signer = self._load_signer(self._signer)
         return key.key_id
 
     def remove_signing_key(self, key_id: str) -> bool:
@@ -565,7 +572,7 @@ class Vault:
         if len(keys) == 1 and keys[0].key_id == key_id:
             raise Conflict("Refusing to remove the only signing key; rotate first.")
         removed = self.repo.remove_signing_key(key_id)
-        self._signer = self._load_signer()
+        self._signer = self._load_signer(self._signer)
         return removed
 
     def signing_key_ids(self) -> list[str]:

@@ -122,18 +122,7 @@ class SqlRepository:
 
     def create_session(self, session: Session) -> None:
         with self.engine.begin() as conn:
-            conn.execute(
-                insert(sessions).values(
-                    session_id=session.session_id,
-                    partner_id=session.partner_id,
-                    kind=session.kind.value,
-                    status=session.status.value,
-                    created_ms=session.created_ms,
-                    ended_ms=session.ended_ms,
-                    external_id=session.external_id,
-                    attributes=_attributes_json(session.attributes),
-                )
-            )
+            conn.execute(insert(sessions).values(_session_values(session)))
 
     def get_session(self, partner_id: str, session_id: str) -> Session | None:
         row = self.fast.one("session", (session_id, partner_id))
@@ -553,35 +542,9 @@ def _job(row: Any) -> Job:
 
 
 def _recording_values(r: Recording) -> dict[str, Any]:
-    return {
-        "recording_id": r.recording_id,
-        "session_id": r.session_id,
-        "partner_id": r.partner_id,
-        "sequence_number": r.sequence_number,
-        "status": r.status.value,
-        "storage_key": r.storage_key,
-        "sample_rate": r.sample_rate,
-        "channels": r.channels,
-        "bits_per_sample": r.bits_per_sample,
-        "duration_ms": r.duration_ms,
-        "size_bytes": r.size_bytes,
-        "sha256": r.sha256,
-        "created_ms": r.created_ms,
-        "expires_ms": r.expires_ms,
-        "source_format": r.source_format,
-        "recovered": r.recovered,
-        "failure_reason": r.failure_reason,
-        "channel": r.channel,
-        "media_start_epoch_ms": r.media_start_epoch_ms,
-        "writer_id": r.writer_id,
-        "heartbeat_ms": r.heartbeat_ms,
-        "retention_seconds": r.retention_seconds,
-        "purged_ms": r.purged_ms,
-        "purge_reason": r.purge_reason,
-        "retention_policy": r.retention_policy,
-        "deleted_by": r.deleted_by,
-        "removed_ms": r.removed_ms,
-    }
+    values = {name: getattr(r, name) for name in _RECORDING_FIELDS}
+    values["status"] = r.status.value
+    return values
 
 
 # Rows are read positionally, in the column order of the tables in schema.py, which is the field
@@ -594,6 +557,14 @@ def _session(row: Any) -> Session:
     values["status"] = SessionStatus(values["status"])
     values["attributes"] = orjson.loads(values["attributes"]) if values["attributes"] else {}
     return Session(**values)
+
+
+def _session_values(s: Session) -> dict[str, Any]:
+    values = {name: getattr(s, name) for name in _SESSION_FIELDS}
+    values["kind"] = s.kind.value
+    values["status"] = s.status.value
+    values["attributes"] = _attributes_json(s.attributes)
+    return values
 
 
 def _attributes_json(attributes: Mapping[str, str]) -> str | None:

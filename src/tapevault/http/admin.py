@@ -20,6 +20,7 @@ A session id may also be a call's SID.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,6 +31,7 @@ from tapevault.core import policy
 from tapevault.core.access import Action, Actor
 from tapevault.core.audit import AuditRecord
 from tapevault.core.auditlog import Query
+from tapevault.core.calls import iso_ms
 from tapevault.core.model import KeyRole, Recording, Session
 from tapevault.errors import InvalidRequest
 from tapevault.http.amigo import AmigoDialect
@@ -57,9 +59,7 @@ class AdminDialect(AmigoDialect):
 
 
 def iso(ms: int | None) -> str | None:
-    if ms is None:
-        return None
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
+    return None if ms is None else iso_ms(ms)
 
 
 def tombstone_body(r: Recording) -> dict[str, Any]:
@@ -195,9 +195,10 @@ def _page(records: list[AuditRecord], limit: int) -> dict[str, Any]:
 
 def handlers(ctx: AppContext) -> dict[str, Handler[KeyCaller]]:
     retention = ctx.retention
+    dialect = AdminDialect(ctx)
 
     def actor(request: Request, caller: KeyCaller) -> Actor:
-        return AdminDialect(ctx).actor(caller, request)
+        return dialect.actor(caller, request)
 
     async def session_view(request: Request, caller: KeyCaller) -> Reply:
         session = await ctx.metadata(retention.session, caller.tenant, request.param("session_id"))
@@ -279,18 +280,11 @@ def handlers(ctx: AppContext) -> dict[str, Handler[KeyCaller]]:
         recording = await ctx.metadata(
             retention.recording, caller.tenant, request.param("recording_id")
         )
-        base = parse_query(caller.tenant.partner_id, request.query)
-        query = Query(
-            tenant_id=base.tenant_id,
+        query = replace(
+            parse_query(caller.tenant.partner_id, request.query),
             session_id=recording.session_id,
             recording_id=recording.recording_id,
             history=True,
-            actor_id=base.actor_id,
-            action=base.action,
-            since_ms=base.since_ms,
-            until_ms=base.until_ms,
-            after_seq=base.after_seq,
-            limit=base.limit,
         )
         records = await ctx.blocking(ctx.audit_store.query, query)
         return Reply(

@@ -22,28 +22,16 @@ from starlette.convertors import Convertor, register_url_convertor
 
 from tapevault.auth.workspace import KeyCaller
 from tapevault.core.access import AccessEvent, Action, Actor
-from tapevault.core.calls import CALL_NOT_FOUND, CHANNELS, NOT_CONFIGURED, iso_ms
+from tapevault.core.calls import CALL_NOT_FOUND, CHANNELS, NOT_CONFIGURED, call_metadata, iso_ms
 from tapevault.core.clock import now_ms
 from tapevault.core.model import ApiKey, KeyRole, Tenant
 from tapevault.core.tenants import MAX_KEY_DAYS, MAX_NAME
-from tapevault.errors import (
-    AuthError,
-    Conflict,
-    Forbidden,
-    Gone,
-    InvalidRequest,
-    MethodNotAllowed,
-    NotFound,
-    NotReady,
-    PayloadTooLarge,
-    TapevaultError,
-    Unavailable,
-    UnsupportedMediaType,
-)
+from tapevault.errors import InvalidRequest, NotFound, TapevaultError, Unavailable
 from tapevault.http.amigo_shapes import metadata_body, metadata_document, urls_body
 from tapevault.http.asgi import Send
 from tapevault.http.context import AppContext
 from tapevault.http.endpoint import Endpoint, Handler, Headers, Reply, Request, with_caller
+from tapevault.http.errors import status_of
 from tapevault.http.media import serve_document, serve_playback
 from tapevault.http.suki import recording_body
 from tapevault.http.uploads import read_small, receive_upload
@@ -110,36 +98,18 @@ def parse_workspace_id(value: str) -> str:
 
 def amigo_error(exc: BaseException) -> tuple[int, Any, Headers]:
     """The one place where tapevault errors become Amigo (FastAPI-shaped) answers."""
-    headers: Headers = []
-    match exc:
-        case Unprocessable(errors=errors):
-            return 422, {"detail": errors}, headers
-        case MethodNotAllowed(allowed=allowed):
-            headers.append((b"allow", ", ".join(allowed).encode()))
-            return 405, {"detail": "Method Not Allowed"}, headers
-        case AuthError():
-            headers.append((b"www-authenticate", b"Bearer"))
-            return 401, {"detail": exc.message}, headers
-        case Forbidden():
-            return 403, {"detail": exc.message}, headers
-        case NotReady(retry_after=int() as retry):
-            headers.append((b"retry-after", str(retry).encode()))
-            return 404, {"detail": exc.message}, headers
-        case NotFound() | Gone():
-            # Past retention, Amigo answers like a missing recording (its API has no 410).
-            return 404, {"detail": exc.message}, headers
-        case PayloadTooLarge():
-            return 413, {"detail": exc.message}, headers
-        case UnsupportedMediaType():
-            return 415, {"detail": exc.message}, headers
-        case InvalidRequest():
-            return 400, {"detail": exc.message}, headers
-        case Conflict():
-            return 409, {"detail": exc.message}, headers
-        case Unavailable():
-            return 503, {"detail": exc.message}, headers
-        case TapevaultError() | _:
-            return 500, {"detail": "Internal Server Error"}, headers
+    if isinstance(exc, Unprocessable):
+        return 422, {"detail": exc.errors}, []
+    status, headers = status_of(exc)
+    if status == 405:
+        return 405, {"detail": "Method Not Allowed"}, headers
+    if status == 500 or not isinstance(exc, TapevaultError):
+        return 500, {"detail": "Internal Server Error"}, headers
+    if status == 401:
+        headers.append((b"www-authenticate", b"Bearer"))
+    elif status == 410:
+        status = 404  # past retention, Amigo answers like a missing recording (its API has no 410)
+    return status, {"detail": exc.message}, headers
 
 
 class AmigoDialect:
@@ -207,10 +177,10 @@ def _download(ctx: AppContext) -> Handler[KeyCaller]:
         call_sid = request.param("call_sid")
         method = request.scope["method"]
         disposition = (b"content-disposition", f'attachment; filename="{filename}"'.encode())
+        session, channels = await ctx.metadata(ctx.calls.channels, tenant, call_sid)
         channel = DOWNLOADS[filename]
         if channel is None:
-            found_session = await ctx.metadata(ctx.calls.find, tenant, call_sid)
-            found = await ctx.metadata(ctx.calls.metadata, tenant, call_sid)
+            found = call_metadata(tenant, session, channels)
             document = metadata_document(found)
 
             async def send_document(send: Send, actor: Actor) -> None:
@@ -220,7 +190,7 @@ def _download(ctx: AppContext) -> Handler[KeyCaller]:
                         actor=actor,
                         status=200,
                         at_ms=now_ms(ctx.vault.clock),
-                        session_id=found_session.session_id,
+                        session_id=session.session_id,
                         mode="download",
                         detail={"file": filename},
                     )
@@ -237,7 +207,6 @@ def _download(ctx: AppContext) -> Handler[KeyCaller]:
                 )
 
             return Reply(200, stream=send_document)
-        session, channels = await ctx.metadata(ctx.calls.channels, tenant, call_sid)
         recording = channels.get(channel)
         if recording is None:
             raise NotFound(FILE_NOT_FOUND)

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import calendar
 import email.utils
-import functools
 import re
 from collections.abc import Mapping
 from functools import lru_cache
@@ -98,7 +97,6 @@ def parse_http_date(value: str) -> int | None:
 
 
 @lru_cache(maxsize=4096)
-@functools.lru_cache(maxsize=4096)
 def http_date(timestamp: int) -> str:
     """Format Unix seconds as an IMF-fixdate, e.g. ``Sun, 06 Nov 1994 08:49:37 GMT``.
 

@@ -146,19 +146,18 @@ class Endpoint(Generic[C]):
             except Unavailable as exc:
                 await self._fail(send, request, actor, exc)
             return
-        action = reply.action or self._action(request)
-        event = self._event(action, actor, reply.status, request, reply)
-        if reply.recorded:
-            pass
-        elif action.durable:
-            # The record exists before the answer leaves, or the answer is a 503.
-            try:
-                await self.ctx.access_log.commit_async(event)
-            except Unavailable as exc:
-                await self._fail(send, request, actor, exc)
-                return
-        else:
-            self.ctx.access_log.record(event)
+        if not reply.recorded:  # else the service logged it already, before acting
+            action = reply.action or self._action(request)
+            event = self._event(action, actor, reply.status, request, reply)
+            if action.durable:
+                # The record exists before the answer leaves, or the answer is a 503.
+                try:
+                    await self.ctx.access_log.commit_async(event)
+                except Unavailable as exc:
+                    await self._fail(send, request, actor, exc)
+                    return
+            else:
+                self.ctx.access_log.record(event)
         await send_json(
             send,
             reply.status,

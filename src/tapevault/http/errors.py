@@ -1,8 +1,9 @@
-"""Tapevault errors as ``{"code": <status>, "message": "..."}`` answers (the Suki error shape).
+"""Where the error tree (``tapevault.errors``) meets HTTP status codes: ``status_of``.
 
-The Suki dialect and the tus endpoint both answer in this shape; this is where the error tree
-(``tapevault.errors``) meets HTTP status codes for them. Protocol-specific leaves (tus's 412, 423)
-are mapped by their endpoint before falling back to this.
+Also the ``{"code": <status>, "message": "..."}`` answer (the Suki error shape), which the Suki
+dialect, the tus endpoint and the admin API use; the Amigo dialect words the same statuses its
+own way. Protocol-specific leaves (tus's 412, 423) are mapped by their endpoint before falling
+back to this.
 """
 
 from __future__ import annotations
@@ -28,44 +29,44 @@ INTERNAL_ERROR = "An internal error occurred."
 Headers = list[tuple[bytes, bytes]]
 
 
-def code_message_error(exc: BaseException) -> tuple[int, dict[str, Any], Headers]:
-    """(status, body, extra headers) for any exception; unknown ones are an opaque 500."""
-    headers: Headers = []
+def status_of(exc: BaseException) -> tuple[int, Headers]:
+    """The HTTP status of any exception, with the headers its leaf calls for (``Allow``,
+    ``Retry-After``); anything unknown is a 500. Every dialect starts from this table and
+    words the body its own way."""
     match exc:
         case MethodNotAllowed(allowed=allowed):
-            status = 405
-            headers.append((b"allow", ", ".join(allowed).encode()))
+            return 405, [(b"allow", ", ".join(allowed).encode())]
         case AuthError():
-            status = 401
+            return 401, []
         case Forbidden():
-            status = 403
+            return 403, []
         case PayloadTooLarge():
-            status = 413
+            return 413, []
         case UnsupportedMediaType():
-            status = 415
+            return 415, []
         case InvalidRequest():
-            status = 400
+            return 400, []
         case NotReady(retry_after=int() as retry):
-            status = 404
-            headers.append((b"retry-after", str(retry).encode()))
+            return 404, [(b"retry-after", str(retry).encode())]
         case NotFound():
-            status = 404
+            return 404, []
         case Conflict():
-            status = 409
+            return 409, []
         case Unavailable():
-            status = 503
-        case Gone(detail=detail):
-            body = {
-                "code": 410,
-                "message": exc.message,
-                "reason": detail.reason,
-                "at": detail.at,
-                "policy": detail.policy,
-            }
-            return 410, body, headers
-        case TapevaultError():
-            return 500, {"code": 500, "message": INTERNAL_ERROR}, headers
+            return 503, []
+        case Gone():
+            return 410, []
         case _:
-            return 500, {"code": 500, "message": INTERNAL_ERROR}, headers
-    assert isinstance(exc, TapevaultError)
-    return status, {"code": status, "message": exc.message}, headers
+            return 500, []
+
+
+def code_message_error(exc: BaseException) -> tuple[int, dict[str, Any], Headers]:
+    """(status, body, extra headers) for any exception; unknown ones are an opaque 500."""
+    status, headers = status_of(exc)
+    if status == 500 or not isinstance(exc, TapevaultError):
+        return 500, {"code": 500, "message": INTERNAL_ERROR}, headers
+    body: dict[str, Any] = {"code": status, "message": exc.message}
+    if isinstance(exc, Gone):
+        detail = exc.detail
+        body.update(reason=detail.reason, at=detail.at, policy=detail.policy)
+    return status, body, headers

@@ -4,7 +4,7 @@ and ``/media/{session_id}.json`` (a call's metadata document, Amigo's ``metadata
 Raw ASGI on purpose (the hot path of every playback): verify the URL's signature and expiry, find
 the recording inside the signing tenant, then hand the bytes to ``send_representation``, which
 owns Range, conditional requests and multipart. Errors are JSON, and say what to do next.
-``serve_recording`` and ``serve_document`` are also what API dialects use to proxy a download.
+``serve_playback`` and ``serve_document`` are also what API dialects use to proxy a download.
 """
 
 from __future__ import annotations
@@ -215,12 +215,11 @@ class MediaGateway:
         except Exception as exc:
             await self._refuse(scope, send, headers, cors_headers, recording_id, exc)
             return
-        recording = access.recording
-        extra = list(cors_headers)
-        if access.grant.mode is UrlMode.DOWNLOAD:
+        recording, grant = access.recording, access.grant
+        extra = cors_headers  # never mutated downstream: no copy unless a header is added
+        if grant.mode is UrlMode.DOWNLOAD:
             disposition = f'attachment; filename="{download_name(recording)}"'
-            extra.append((b"content-disposition", disposition.encode()))
-        grant = access.grant
+            extra = [*cors_headers, (b"content-disposition", disposition.encode())]
         try:
             await serve_playback(
                 self.ctx,
@@ -272,7 +271,7 @@ class MediaGateway:
             headers,
             body,
             metadata.media_start_epoch_ms // 1000,
-            list(cors_headers),
+            cors_headers,
         )
 
     async def _refuse(
@@ -287,7 +286,17 @@ class MediaGateway:
         if not isinstance(exc, TapevaultError):
             log.exception("unexpected error authorizing %s", scope["path"])
         status, body = media_error(exc)
-        self._record(scope, headers, resource or None, Served(status), body["error"])
+        # A refused request served nothing: one record each, not waited for.
+        self.ctx.access_log.record(
+            AccessEvent(
+                action=Action.MEDIA_READ,
+                actor=self._actor(scope, headers, None),
+                status=status,
+                at_ms=now_ms(self.ctx.vault.clock),
+                recording_id=resource or None,
+                error=body["error"],
+            )
+        )
         await _send_json(send, status, body, cors_headers, head_only=scope["method"] == "HEAD")
 
     def _actor(self, scope: Scope, headers: dict[str, str], grant: UrlGrant | None) -> Actor:
@@ -298,24 +307,4 @@ class MediaGateway:
             client_ip=client_ip(scope),
             user_agent=headers.get("user-agent"),
             request_id=request_id(headers),
-        )
-
-    def _record(
-        self,
-        scope: Scope,
-        headers: dict[str, str],
-        recording_id: str | None,
-        served: Served,
-        error: str | None,
-    ) -> None:
-        """A request that served nothing (refused): one record each, not waited for."""
-        self.ctx.access_log.record(
-            AccessEvent(
-                action=Action.MEDIA_READ,
-                actor=self._actor(scope, headers, None),
-                status=served.status,
-                at_ms=now_ms(self.ctx.vault.clock),
-                recording_id=recording_id,
-                error=error,
-            )
         )

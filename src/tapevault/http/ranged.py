@@ -55,7 +55,8 @@ class Served:
     """What one response was, for the access log.
 
     ``ranges`` are the inclusive byte ranges the response selects ([(0, size-1)] for a full 200,
-    empty for 304/412/416 and an empty file); for HEAD they are what the matching GET would send.
+    empty for 304/412/416 and an empty file); for HEAD they are what the matching GET would send,
+    and when the client went away mid-body, only what it was sent.
     ``bytes_sent`` counts body octets actually sent (multipart framing and error bodies included;
     0 for HEAD and 304).
     """

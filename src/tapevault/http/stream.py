@@ -117,6 +117,24 @@ class StreamHub:
     def closed(self) -> None:
         self._open -= 1
 
+    def start(self, recording: Recording, acks: AckSink | Ack) -> DurableStream:
+        """The open file for an admitted stream's audio, in this process's group commit."""
+        stream = self.committer().open(self.ctx.vault.stream_path(recording.recording_id), acks)
+        self.opened()
+        return stream
+
+    async def end(self, stream: DurableStream, recording: Recording) -> OSError | None:
+        """Sync what is left (the final ack goes out), then queue the recording for
+        finalization; returns the sync's error if that failed (nothing more was acked)."""
+        error: OSError | None = None
+        try:
+            await self.committer().finish(stream)
+        except OSError as exc:
+            error = exc
+        self.closed()
+        await self.ctx.blocking(self.ctx.vault.close_stream, recording)
+        return error
+
     async def _beat(self) -> None:
         """While streams are open, tell the database this process is alive and writing them,
         so that recovery can tell a live writer from a dead one. A failed beat is logged and
@@ -168,22 +186,12 @@ class StreamEndpoint:
         return self.hub.committer()
 
     def start(self, recording: Recording, acks: AckSink | Ack) -> DurableStream:
-        """The open file for an admitted stream's audio, in this process's group commit."""
-        stream = self.committer.open(self.ctx.vault.stream_path(recording.recording_id), acks)
-        self.hub.opened()
-        return stream
+        """The open file for an admitted stream's audio (``StreamHub.start``)."""
+        return self.hub.start(recording, acks)
 
     async def end(self, stream: DurableStream, recording: Recording) -> OSError | None:
-        """Sync what is left (the final ack goes out), then queue the recording for
-        finalization; returns the sync's error if that failed (nothing more was acked)."""
-        error: OSError | None = None
-        try:
-            await self.committer.finish(stream)
-        except OSError as exc:
-            error = exc
-        self.hub.closed()
-        await self.ctx.blocking(self.ctx.vault.close_stream, recording)
-        return error
+        """Sync, final ack, recording closed (``StreamHub.end``); the sync's error, if any."""
+        return await self.hub.end(stream, recording)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "websocket":

@@ -18,7 +18,7 @@ from tapevault.core.lifecycle import session_status
 from tapevault.core.model import Recording, Session, SessionKind, Tenant
 from tapevault.errors import AuthError, InvalidRequest
 from tapevault.http.context import AppContext
-from tapevault.http.endpoint import Endpoint, Handler, Headers, Reply, Request
+from tapevault.http.endpoint import Endpoint, Handler, Headers, Reply, Request, with_caller
 from tapevault.http.errors import code_message_error
 from tapevault.http.stream import issue_ticket
 from tapevault.http.tus import TusEndpoint, TusEvent
@@ -46,15 +46,12 @@ class SukiDialect:
         )
 
     def actor(self, caller: SukiCaller, request: Request) -> Actor:
-        base = request.actor
-        return Actor(
+        return with_caller(
+            request.actor,
             partner_id=caller.partner.partner_id,
             kind="suki_token",
             provider_id=caller.provider_id,
             token_id=caller.token_id,
-            client_ip=base.client_ip,
-            user_agent=base.user_agent,
-            request_id=base.request_id,
         )
 
     def error(self, exc: BaseException) -> tuple[int, Any, Headers]:

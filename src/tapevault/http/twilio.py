@@ -171,7 +171,6 @@ class TwilioMediaStream:
         call.partner = partner
         call.started = time.monotonic()
         started = now_ms(vault.clock)
-        committer = self.hub.committer()
         for name in tracks:
             recording = await self.ctx.blocking(
                 lambda name=name: vault.open_stream(
@@ -186,9 +185,7 @@ class TwilioMediaStream:
                     media_start_epoch_ms=started,
                 )
             )
-            stream = committer.open(vault.stream_path(recording.recording_id), NoAcks())
-            self.hub.opened()
-            call.tracks[name] = Track(recording, stream)
+            call.tracks[name] = Track(recording, self.hub.start(recording, NoAcks()))
 
     async def _authenticate(self, scope: Scope, custom: dict[str, Any]) -> Tenant:
         params = query_params(scope)
@@ -251,15 +248,11 @@ class TwilioMediaStream:
 
     async def _finish(self, call: Call) -> None:
         """Close whatever tracks were opened, and end the call's session."""
-        committer = self.hub.committer() if call.tracks else None
-        vault = self.ctx.vault
         for track in call.tracks.values():
-            assert committer is not None
-            try:
-                await committer.finish(track.stream)
-            except OSError:
-                log.exception("sync failed finishing %s", track.recording.recording_id)
-            self.hub.closed()
-            await self.ctx.blocking(vault.close_stream, track.recording)
+            error = await self.hub.end(track.stream, track.recording)
+            if error is not None:
+                log.error("sync failed finishing %s", track.recording.recording_id, exc_info=error)
         if call.session is not None and call.partner is not None:
-            await self.ctx.blocking(vault.end_session, call.partner, call.session.session_id)
+            await self.ctx.blocking(
+                self.ctx.vault.end_session, call.partner, call.session.session_id
+            )

@@ -39,6 +39,7 @@ from tapevault.http.stream import (
 )
 from tapevault.http.wsframe import (
     CLOSE,
+    NO_STATUS,
     PING,
     PONG,
     TEXT,
@@ -57,8 +58,7 @@ CLOSE_TIMEOUT = 10.0  # after our close frame, how long the peer has to answer (
 
 
 def ack_frame(upto: int) -> bytes:
-    payload = b'{"type":"ack","bytes":%d}' % upto
-    return bytes((0x80 | TEXT, len(payload))) + payload
+    return server_frame(TEXT, b'{"type":"ack","bytes":%d}' % upto)
 
 
 class DirectStream(asyncio.Protocol, AckSink):
@@ -217,7 +217,9 @@ class DirectStream(asyncio.Protocol, AckSink):
                 # The client is leaving: echo its close (RFC 6455 §5.5.1) and treat it as a
                 # disconnect, like uvicorn: no final ack, the unacknowledged tail may be lost.
                 code, _ = parse_close(payload)
-                self._write(close_frame(code, "") if code != 1005 else server_frame(CLOSE, b""))
+                self._write(
+                    close_frame(code, "") if code != NO_STATUS else server_frame(CLOSE, b"")
+                )
                 self.close_sent = True
             self._end(0, "")
             assert self.transport is not None

@@ -125,7 +125,7 @@ class TaskAcks(AckSink):
 
 
 class DurableStream:
-    """One append-only stream file: the bytes received, written to the file, and synced.
+    """One append-only stream file: the bytes received, and those synced.
 
     ``append`` only buffers (one ``bytearray`` extend); the committer's thread writes the buffer
     just before its sync, so nothing is lost that could have been acknowledged: an ack only ever
@@ -137,7 +137,6 @@ class DurableStream:
         self.path = path
         self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
         self.received = 0  # accepted by append
-        self.written = 0  # handed to the file (the page cache)
         self.synced = 0  # durable, and so acknowledged
         self.failed: OSError | None = None
         self.acks = acks
@@ -249,7 +248,9 @@ class GroupCommitter:
                 self.batches += 1
                 for stream, n, failure in zip(batch, upto, failures, strict=True):
                     self._settle(stream, n, failure)
-            for stream in self._streams:
+            # Wake whoever waits for a batch; a stream of this batch may have finished meanwhile
+            # and so no longer be listed.
+            for stream in (*batch, *self._streams):
                 if stream._batch_done is not None:
                     stream._batch_done.set()
                     stream._batch_done = None
@@ -262,11 +263,8 @@ class GroupCommitter:
             stream.failed = failure
             stream.acks.fail(failure)
         else:
-            stream.written = stream.synced = upto
+            stream.synced = upto
             stream.acks.ack(upto)
-        if stream._batch_done is not None:  # a stream finished meanwhile is no longer listed
-            stream._batch_done.set()
-            stream._batch_done = None
 
     def _write_sync(self, work: list[tuple[int, bytearray]]) -> list[OSError | None]:
         """In the committer's thread: write each buffer, then sync. Each stream's write error

@@ -107,8 +107,9 @@ class Finalizer:
     def _merge(self, rendition: Recording) -> None:
         """Mix the session's recordings into the rendition's file (see core/renditions.py)."""
         vault = self.vault
-        recordings = vault.repo.list_recordings(rendition.partner_id, rendition.session_id)
-        session = vault.repo.get_session(rendition.partner_id, rendition.session_id)
+        session, recordings = vault.repo.get_session_with_recordings(
+            rendition.partner_id, rendition.session_id
+        )
         held = session is not None and session.held
         inputs = merge_inputs(recordings, now_ms(vault.clock), held)
         if not inputs or MERGE_PREFIX + inputs_digest(inputs) != rendition.source_format:

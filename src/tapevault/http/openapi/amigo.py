@@ -334,36 +334,35 @@ def _recordings() -> Json:
             "gateway."
         ),
     )
+
+    def seed_get(operation_id: str, summary: str, schema: str, description: str) -> Json:
+        """A seed GET on one call: its JSON answer, or the seed's 404 and 503."""
+        return _op(
+            operation_id,
+            summary,
+            {"200": response("Successful Response", ref(schema)), **seed_errors},
+            [WORKSPACE_ID, CALL_SID],
+            description=description,
+        )
+
     return {
         f"{base}/urls": {
-            "get": _op(
+            "get": seed_get(
                 "get-recording-urls",
                 "Get recording download paths",
-                {
-                    "200": response("Successful Response", ref("RecordingUrlsResponse")),
-                    **seed_errors,
-                },
-                [WORKSPACE_ID, CALL_SID],
-                description=(
-                    "Generate download paths for call recording playback. Returns separate "
-                    "paths for inbound (caller) and outbound (agent) audio channels, plus the "
-                    "recording metadata file. The URLs are signed and expire after one hour."
-                ),
+                "RecordingUrlsResponse",
+                "Generate download paths for call recording playback. Returns separate paths "
+                "for inbound (caller) and outbound (agent) audio channels, plus the recording "
+                "metadata file. The URLs are signed and expire after one hour.",
             )
         },
         f"{base}/metadata": {
-            "get": _op(
+            "get": seed_get(
                 "get-recording-metadata",
                 "Get recording metadata",
-                {
-                    "200": response("Successful Response", ref("RecordingMetadataResponse")),
-                    **seed_errors,
-                },
-                [WORKSPACE_ID, CALL_SID],
-                description=(
-                    "Fetch metadata for a call recording including duration, audio formats, "
-                    "sample rates, and file sizes."
-                ),
+                "RecordingMetadataResponse",
+                "Fetch metadata for a call recording including duration, audio formats, "
+                "sample rates, and file sizes.",
             )
         },
         f"{base}/download/{{filename}}": {
