@@ -207,6 +207,11 @@ class SqlAuditStore:
             ).first()
         return None if row is None else Checkpoint(*row)
 
+    def hash_at(self, seq: int) -> str | None:
+        with self.engine.connect() as conn:
+            value = conn.execute(select(audit_log.c.hash).where(audit_log.c.seq == seq)).scalar()
+        return None if value is None else str(value)
+
     def query(self, q: Query) -> list[AuditRecord]:
         conditions: list[Any] = [audit_log.c.seq > q.after_seq]
         if q.tenant_id is not None:
