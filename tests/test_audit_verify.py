@@ -4,6 +4,7 @@ and PostgreSQL: each change, deletion, insertion and reordering is named at its 
 from __future__ import annotations
 
 import asyncio
+import logging
 import shutil
 import time
 from collections.abc import Iterator
@@ -449,3 +450,54 @@ def _counts(rt: Runtime) -> tuple[int, ...]:
             conn.execute(text(f"SELECT count(*) FROM {table}")).scalar_one()  # noqa: S608
             for table in ("audit_log", "audit_checkpoints", "audit_pending", "alembic_version")
         )
+
+
+def _event(clock: FixedClock) -> AccessEvent:
+    return AccessEvent(Action.AUDIT_READ, Actor(kind="cli"), 200, at_ms=int(clock.now() * 1000))
+
+
+def test_append_cut_by_a_crash_is_a_note_not_tampering(
+    logged: Runtime,
+    settings: Settings,
+    clock: FixedClock,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A partial last line (a process killed mid-append) verifies with a note; the next append
+    ends it and links past it, and the journal still verifies."""
+    path = journal_path(settings)
+    with path.open("a") as fh:
+        fh.write(path.read_text().splitlines()[-1][:60])
+    code, out = run_verify(settings, capsys)
+    assert code == 0 and "journal line 4 is incomplete" in out, out
+    rt = open_runtime(settings, clock=clock)
+    rt.context.access_log.commit(_event(clock))
+    rt.close()
+    assert len(path.read_text().splitlines()) == 5
+    code, out = run_verify(settings, capsys)
+    assert code == 0 and "journal line 4 is an incomplete write" in out, out
+    assert "5 checkpoint line(s)" not in out and "4 checkpoint line(s)" in out, out
+
+
+def test_unwritable_journal_keeps_checkpoints_and_recovers(
+    settings: Settings, clock: FixedClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A journal that cannot be appended to is logged once; checkpoints still go to the
+    database and the process log, and reach the journal again once it is writable."""
+    caplog.set_level(logging.INFO, "tapevault.audit")
+    path = journal_path(settings)
+    rt = open_runtime(settings, clock=clock)
+    try:
+        assert rt.audit is not None
+        path.mkdir()  # appending to a directory fails
+        for _ in range(2):
+            rt.context.access_log.commit(_event(clock))
+            assert rt.audit.checkpoint() is not None
+        assert caplog.text.count("could not append audit checkpoint") == 1
+        assert caplog.text.count("audit checkpoint: tapevault/audit ") == 2
+        path.rmdir()
+        rt.context.access_log.commit(_event(clock))
+        cp = rt.audit.checkpoint()
+        assert cp is not None and f" {cp.size} " in path.read_text()
+        assert "reach the journal again" in caplog.text
+    finally:
+        rt.close()

@@ -62,12 +62,15 @@ class CheckpointJournal:
         return line
 
     def newest(self, public_keys: Mapping[str, Ed25519PublicKey]) -> Checkpoint | None:
+        # Unreadable counts as empty here: the append that follows fails and says so.
         try:
             fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
+        except OSError:
             return None
         try:
             lines = _tail(fd, os.fstat(fd).st_size)
+        except OSError:
+            return None
         finally:
             os.close(fd)
         best: Checkpoint | None = None

@@ -256,7 +256,10 @@ def _verify(
 ) -> int:
     """Check the whole log against its checkpoints, those of the journal and of any copy;
     exit status 0 when clean, 1 with the first bad record named."""
-    pems = [Path(path).read_text() for path in extra_keys]
+    try:
+        pems = [Path(path).read_text() for path in extra_keys]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TapevaultError(f"cannot read a --public-key file: {exc}") from exc
     key_file = settings.audit_key_path
     if key_file.is_file():
         try:
@@ -265,7 +268,10 @@ def _verify(
             raise TapevaultError(str(exc)) from exc
     if not pems:
         raise TapevaultError(f"no checkpoint key: {key_file} is missing; pass --public-key FILE")
-    keys = load_public_keys(pems)
+    try:
+        keys = load_public_keys(pems)
+    except ValueError as exc:
+        raise TapevaultError(str(exc)) from exc
     journal_path = settings.audit_checkpoint_log_path
     reads: list[tuple[str, JournalRead]] = []
     if journal_path.is_file():
@@ -294,6 +300,8 @@ def _verify(
     )
     for name, read in reads:
         print(f"{name}: {len(read.lines)} checkpoint line(s)")
+        for note in read.notes:
+            print(f"note: {name}: {note}")
     if not (findings or deleted or problems):
         print("the access log verifies: no record was modified, removed, inserted or reordered")
         return 0

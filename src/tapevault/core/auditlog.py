@@ -35,7 +35,7 @@ from tapevault.core.access import AccessEvent, Action
 from tapevault.core.audit import AuditEntry, AuditRecord
 from tapevault.core.checkpoints import Checkpoint, CheckpointSigner
 from tapevault.core.clock import Clock, now_ms
-from tapevault.core.journal import CheckpointWitness, contradiction
+from tapevault.core.journal import GENESIS_LINK, CheckpointWitness, contradiction, format_line
 from tapevault.errors import Unavailable
 
 log = logging.getLogger("tapevault.audit")
@@ -210,6 +210,7 @@ class AuditLog:
         self.signer = signer
         self.witness = witness
         self._checkpoint_problem: str | None = None
+        self._witness_failing = False
         self.checkpoint_seconds = checkpoint_seconds
         self.tick_seconds = tick_seconds
         # Actions whose record may be committed just after the answer (group-committed within a
@@ -464,23 +465,23 @@ class AuditLog:
         except Exception:
             log.exception("could not write an audit checkpoint; will try again")
             return None
-        self._checkpointed_seq = checkpoint.size
+        self._checkpointed_seq = cp_size = checkpoint.size
         line = None
         if self.witness is not None:
             try:
                 line = self.witness.append(checkpoint, self.signer)
             except Exception:
-                log.exception(
-                    "could not append audit checkpoint %d to the journal", checkpoint.size
-                )
+                if not self._witness_failing:  # once, not every few seconds
+                    log.exception("could not append audit checkpoint %d to the journal", cp_size)
+                self._witness_failing = True
+            else:
+                if self._witness_failing:
+                    log.warning("audit checkpoints reach the journal again")
+                self._witness_failing = False
         # Also in the process log: a copy outside the database that a log shipper keeps, which
         # `tapevault audit verify --checkpoints FILE` reads back.
-        log.info(
-            "audit checkpoint: %s",
-            line
-            or f"size={checkpoint.size} head={checkpoint.head_hash} key={checkpoint.key_id} "
-            f"sig={checkpoint.signature}",
-        )
+        # Unlinked when the journal did not take it, but signed all the same.
+        log.info("audit checkpoint: %s", line or format_line(checkpoint, GENESIS_LINK, self.signer))
         return checkpoint
 
     def recover_pending(self, is_dead: Callable[[str], bool], stale_ms: int) -> int:

@@ -24,7 +24,7 @@ import base64
 import binascii
 import hashlib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -60,6 +60,7 @@ class JournalRead:
 
     lines: list[JournalLine]
     problems: list[str]
+    notes: list[str] = field(default_factory=list)
 
 
 class CheckpointWitness(Protocol):
@@ -127,36 +128,62 @@ def read_lines(
     texts: Iterable[str], public_keys: Mapping[str, Ed25519PublicKey], *, linked: bool
 ) -> JournalRead:
     """Check every line: parsed, both signatures good, and (``linked``: the journal itself, not
-    a process log with other lines between) each linking to the line before it."""
+    a process log with other lines between) each linking to the line before it.
+
+    A process killed in the middle of an append leaves a partial line without its newline. That
+    is a note, not a finding, when it is the last line, or when the next append (which ends it
+    with a newline) links to it: nobody without the key can write such a successor, so it was
+    there when the journal was appended to, not put there later.
+    """
     result = JournalRead([], [])
     prev = GENESIS_LINK
+    torn: tuple[int, str] | None = None  # a bad line that only its successor can excuse
+
+    def bad(number: int) -> None:
+        result.problems.append(f"journal line {number} is not a checkpoint line")
+
     for number, raw in enumerate(texts, start=1):
         text = raw.rstrip("\r\n")
         line = parse_line(text, number, prefixed=not linked)
         if line is None:
             if linked and text.strip():
-                result.problems.append(f"journal line {number} is not a checkpoint line")
+                if torn is not None:
+                    bad(torn[0])
+                torn = (number, text)
             prev = line_hash(text)
+            if torn is not None and not raw.endswith("\n"):
+                result.notes.append(
+                    f"journal line {number} is incomplete: a process stopped while appending it"
+                )
+                torn = None
             continue
-        if not (
-            verify_checkpoint_signature(line.checkpoint, public_keys)
-            and verify_link_signature(
-                link_message(_body(line)), line.link_signature, line.checkpoint.key_id, public_keys
-            )
-        ):
+        good = verify_checkpoint_signature(line.checkpoint, public_keys) and verify_link_signature(
+            link_message(_body(line)), line.link_signature, line.checkpoint.key_id, public_keys
+        )
+        if torn is not None:
+            if good and line.prev == prev:
+                result.notes.append(
+                    f"journal line {torn[0]} is an incomplete write that the next append ended "
+                    f"(a process stopped while appending it)"
+                )
+            else:
+                bad(torn[0])
+            torn = None
+        if not good:
             result.problems.append(
                 f"journal line {number} (checkpoint {line.checkpoint.size}) was altered or "
                 f"signed by an unknown key: its signature does not verify"
             )
-        elif linked and line.prev != prev:
-            result.problems.append(
-                f"journal line {number} (checkpoint {line.checkpoint.size}) does not follow "
-                f"the line before it: a line was removed or inserted there"
-            )
-            result.lines.append(line)
         else:
+            if linked and line.prev != prev:
+                result.problems.append(
+                    f"journal line {number} (checkpoint {line.checkpoint.size}) does not follow "
+                    f"the line before it: a line was removed or inserted there"
+                )
             result.lines.append(line)
         prev = line_hash(line.text)
+    if torn is not None:
+        bad(torn[0])
     return result
 
 
