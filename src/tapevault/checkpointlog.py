@@ -91,4 +91,6 @@ def read_text_lines(path: Path) -> Iterator[str]:
             if len(line) > MAX_LINE and not line.endswith("\n"):
                 while (rest := fh.readline(64 * 1024)) and not rest.endswith("\n"):
                     pass
+                if rest:
+                    line += "\n"  # the line did end: not a partial last line
             yield line

@@ -34,7 +34,7 @@ from tapevault.core.audit import AuditRecord
 from tapevault.core.auditlog import Query
 from tapevault.core.auditverify import Finding, verify
 from tapevault.core.checkpoints import load_public_key_pem, load_public_keys
-from tapevault.core.journal import JournalRead, deleted_rows, merge, read_lines
+from tapevault.core.journal import CheckpointMerge, JournalReader
 from tapevault.db.auditstore import SqlAuditStore
 from tapevault.db.engine import current_revision, head_revision, make_read_only_engine
 from tapevault.errors import TapevaultError
@@ -244,11 +244,10 @@ def _require_current_schema(engine: Engine) -> None:
         )
 
 
-def _journal(path: Path, keys: dict[str, Any], *, linked: bool) -> JournalRead:
-    try:
-        return read_lines(read_text_lines(path), keys, linked=linked)
-    except OSError as exc:
-        raise TapevaultError(f"cannot read checkpoints from {path}: {exc}") from exc
+def _journal(path: Path, keys: dict[str, Any], *, linked: bool) -> JournalReader:
+    if not path.is_file():
+        raise TapevaultError(f"cannot read checkpoints from {path}: not a file")
+    return JournalReader(read_text_lines(path), keys, linked=linked)
 
 
 def _verify(
@@ -273,35 +272,38 @@ def _verify(
     except ValueError as exc:
         raise TapevaultError(str(exc)) from exc
     journal_path = settings.audit_checkpoint_log_path
-    reads: list[tuple[str, JournalRead]] = []
+    reads: list[tuple[str, JournalReader]] = []
     if journal_path.is_file():
         reads.append((f"journal {journal_path}", _journal(journal_path, keys, linked=True)))
     else:
         print(f"note: no checkpoint journal at {journal_path}: only the database's checkpoints")
     reads += [(f"copy {path}", _journal(Path(path), keys, linked=False)) for path in copies]
-    outside = [line.checkpoint for _, read in reads for line in read.lines]
     state = store.state()
-    rows = store.checkpoints()
-    report = verify(
-        store.records(),
-        merge(rows, outside),
-        keys,
-        first_prev_hash=state.first_prev_hash,
-        first_seq=state.first_seq,
-    )
+    checkpoints = CheckpointMerge(store.iter_checkpoints(), [r for _, r in reads], state.first_seq)
+    try:
+        report = verify(
+            store.records(),
+            checkpoints,
+            keys,
+            first_prev_hash=state.first_prev_hash,
+            first_seq=state.first_seq,
+        )
+    except OSError as exc:  # a journal or copy that fails while it is read
+        raise TapevaultError(f"cannot read the checkpoints: {exc}") from exc
     findings = list(report.findings)
     if report.ok and (report.head_seq or 0) != state.head_seq and state.head_seq:
         findings.append(_head_mismatch(report.head_seq or state.first_seq - 1, state.head_seq))
-    deleted = deleted_rows(outside, rows, state.first_seq)
     problems = [f"{name}: {problem}" for name, read in reads for problem in read.problems]
+    problems += [f"{name}: {read.more_problems} more" for name, read in reads if read.more_problems]
     print(
         f"{report.records} record(s) from seq {state.first_seq}, "
         f"{report.checkpoints} checkpoint(s), head {report.head_seq} {report.head_hash}"
     )
     for name, read in reads:
-        print(f"{name}: {len(read.lines)} checkpoint line(s)")
+        print(f"{name}: {read.lines} checkpoint line(s)")
         for note in read.notes:
             print(f"note: {name}: {note}")
+    deleted = checkpoints.deleted
     if not (findings or deleted or problems):
         print("the access log verifies: no record was modified, removed, inserted or reordered")
         return 0
@@ -312,6 +314,8 @@ def _verify(
             print(f"  then record {finding.seq} ({finding.kind}): {finding.message}")
     for finding in deleted:
         print(f"CHECKPOINT ROW: {finding.message}")
+    if checkpoints.more_deleted:
+        print(f"CHECKPOINT ROW: {checkpoints.more_deleted} more were deleted")
     for problem in problems:
         print(f"CHECKPOINT JOURNAL: {problem}")
     return 1

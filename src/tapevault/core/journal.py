@@ -23,8 +23,10 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+import heapq
+import itertools
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -52,15 +54,6 @@ class JournalLine:
     prev: str  # base64 SHA-256 of the previous line's text
     link_signature: str
     text: str  # the line as written, without its newline
-
-
-@dataclass
-class JournalRead:
-    """A journal file read through: its good lines, and a finding per line that is not."""
-
-    lines: list[JournalLine]
-    problems: list[str]
-    notes: list[str] = field(default_factory=list)
 
 
 class CheckpointWitness(Protocol):
@@ -124,92 +117,153 @@ def _body(line: JournalLine) -> str:
     return line.text.rsplit(" ", 1)[0]
 
 
-def read_lines(
-    texts: Iterable[str], public_keys: Mapping[str, Ed25519PublicKey], *, linked: bool
-) -> JournalRead:
-    """Check every line: parsed, both signatures good, and (``linked``: the journal itself, not
-    a process log with other lines between) each linking to the line before it.
+class JournalReader:
+    """A journal's (or a copy's) checkpoints, streamed in ascending size order; what is wrong
+    with its lines collects in ``problems`` (bounded), crash leftovers in ``notes``.
+
+    Each line is checked: parsed, both signatures good, and (``linked``: the journal itself, not
+    a process log with other lines between) linking to the line before it. Processes appending
+    together may write sizes slightly out of order, so lines are sorted within a window of
+    ``REORDER`` lines; one further out of place is a problem. Memory stays bounded by that window
+    however long the journal is.
 
     A process killed in the middle of an append leaves a partial line without its newline. That
-    is a note, not a finding, when it is the last line, or when the next append (which ends it
+    is a note, not a problem, when it is the last line, or when the next append (which ends it
     with a newline) links to it: nobody without the key can write such a successor, so it was
     there when the journal was appended to, not put there later.
     """
-    result = JournalRead([], [])
-    prev = GENESIS_LINK
-    torn: tuple[int, str] | None = None  # a bad line that only its successor can excuse
 
-    def bad(number: int) -> None:
-        result.problems.append(f"journal line {number} is not a checkpoint line")
+    REORDER = 256
+    MAX_PROBLEMS = 50
 
-    for number, raw in enumerate(texts, start=1):
-        text = raw.rstrip("\r\n")
-        line = parse_line(text, number, prefixed=not linked)
-        if line is None:
-            if linked and text.strip():
-                if torn is not None:
-                    bad(torn[0])
-                torn = (number, text)
-            prev = line_hash(text)
-            if torn is not None and not raw.endswith("\n"):
-                result.notes.append(
-                    f"journal line {number} is incomplete: a process stopped while appending it"
-                )
+    def __init__(
+        self,
+        texts: Iterable[str],
+        public_keys: Mapping[str, Ed25519PublicKey],
+        *,
+        linked: bool,
+    ) -> None:
+        self.texts = texts
+        self.public_keys = public_keys
+        self.linked = linked
+        self.lines = 0  # good checkpoint lines
+        self.problems: list[str] = []
+        self.more_problems = 0
+        self.notes: list[str] = []
+
+    def _problem(self, text: str) -> None:
+        if len(self.problems) < self.MAX_PROBLEMS:
+            self.problems.append(text)
+        else:
+            self.more_problems += 1
+
+    def __iter__(self) -> Iterator[Checkpoint]:
+        window: list[tuple[int, int, Checkpoint]] = []
+        last = -1
+        for line in self._good_lines():
+            heapq.heappush(window, (line.checkpoint.size, line.number, line.checkpoint))
+            if len(window) > self.REORDER:
+                size, number, cp = heapq.heappop(window)
+                if size < last:
+                    self._problem(f"journal line {number} (checkpoint {size}) is out of order")
+                    continue
+                last = size
+                yield cp
+        while window:
+            yield heapq.heappop(window)[2]
+
+    def _good_lines(self) -> Iterator[JournalLine]:
+        prev = GENESIS_LINK
+        torn: int | None = None  # the number of a bad line that only its successor can excuse
+        for number, raw in enumerate(self.texts, start=1):
+            text = raw.rstrip("\r\n")
+            line = parse_line(text, number, prefixed=not self.linked)
+            if line is None:
+                if self.linked and text.strip():
+                    if torn is not None:
+                        self._problem(f"journal line {torn} is not a checkpoint line")
+                    torn = number
+                    if not raw.endswith("\n"):
+                        self.notes.append(
+                            f"journal line {number} is incomplete: a process stopped while "
+                            f"appending it"
+                        )
+                        torn = None
+                prev = line_hash(text)
+                continue
+            good = verify_checkpoint_signature(
+                line.checkpoint, self.public_keys
+            ) and verify_link_signature(
+                link_message(_body(line)),
+                line.link_signature,
+                line.checkpoint.key_id,
+                self.public_keys,
+            )
+            if torn is not None:
+                if good and line.prev == prev:
+                    self.notes.append(
+                        f"journal line {torn} is an incomplete write that the next append "
+                        f"ended (a process stopped while appending it)"
+                    )
+                else:
+                    self._problem(f"journal line {torn} is not a checkpoint line")
                 torn = None
-            continue
-        good = verify_checkpoint_signature(line.checkpoint, public_keys) and verify_link_signature(
-            link_message(_body(line)), line.link_signature, line.checkpoint.key_id, public_keys
-        )
-        if torn is not None:
-            if good and line.prev == prev:
-                result.notes.append(
-                    f"journal line {torn[0]} is an incomplete write that the next append ended "
-                    f"(a process stopped while appending it)"
+            if not good:
+                self._problem(
+                    f"journal line {number} (checkpoint {line.checkpoint.size}) was altered or "
+                    f"signed by an unknown key: its signature does not verify"
                 )
             else:
-                bad(torn[0])
-            torn = None
-        if not good:
-            result.problems.append(
-                f"journal line {number} (checkpoint {line.checkpoint.size}) was altered or "
-                f"signed by an unknown key: its signature does not verify"
+                if self.linked and line.prev != prev:
+                    self._problem(
+                        f"journal line {number} (checkpoint {line.checkpoint.size}) does not "
+                        f"follow the line before it: a line was removed or inserted there"
+                    )
+                self.lines += 1
+                yield line
+            prev = line_hash(line.text)
+        if torn is not None:
+            self._problem(f"journal line {torn} is not a checkpoint line")
+
+
+class CheckpointMerge:
+    """The database's checkpoint rows and those kept outside it, as one stream in ascending size
+    order (what ``auditverify.verify`` takes), noting on the way each checkpoint of the retained
+    log that is outside but has no row: rows an attacker deleted before rewriting what they
+    covered. (Pruning keeps the checkpoint at its cut, so only older ones are gone lawfully.)"""
+
+    MAX_DELETED = 20
+
+    def __init__(
+        self, rows: Iterable[Checkpoint], outside: Iterable[Iterable[Checkpoint]], first_seq: int
+    ) -> None:
+        self.rows = rows
+        self.outside = list(outside)
+        self.first_seq = first_seq
+        self.deleted: list[Finding] = []
+        self.more_deleted = 0
+
+    def __iter__(self) -> Iterator[Checkpoint]:
+        streams = [((cp.size, 0, cp) for cp in self.rows)]
+        streams += [((cp.size, 1, cp) for cp in group) for group in self.outside]
+        merged = heapq.merge(*streams, key=lambda item: (item[0], item[1]))
+        for size, items in itertools.groupby(merged, key=lambda item: item[0]):
+            group = list(items)
+            if size >= self.first_seq - 1 and all(tag == 1 for _, tag, _ in group):
+                self._deleted(size)
+            yield from sorted({cp for _, _, cp in group}, key=lambda cp: (cp.at_ms, cp.signature))
+
+    def _deleted(self, size: int) -> None:
+        if len(self.deleted) >= self.MAX_DELETED:
+            self.more_deleted += 1
+            return
+        self.deleted.append(
+            Finding(
+                size,
+                "checkpoint",
+                f"checkpoint {size} was deleted from the database: the checkpoint journal has it",
             )
-        else:
-            if linked and line.prev != prev:
-                result.problems.append(
-                    f"journal line {number} (checkpoint {line.checkpoint.size}) does not follow "
-                    f"the line before it: a line was removed or inserted there"
-                )
-            result.lines.append(line)
-        prev = line_hash(line.text)
-    if torn is not None:
-        bad(torn[0])
-    return result
-
-
-def merge(*groups: Iterable[Checkpoint]) -> list[Checkpoint]:
-    """Distinct checkpoints in ascending size order, as ``auditverify.verify`` takes them."""
-    return sorted(set().union(*groups), key=lambda cp: (cp.size, cp.at_ms, cp.signature))
-
-
-def deleted_rows(
-    journal: Iterable[Checkpoint], rows: Iterable[Checkpoint], first_seq: int
-) -> list[Finding]:
-    """Journal checkpoints of the retained log the database no longer has a row for (the rows
-    an attacker deletes before rewriting what they covered). Pruning keeps the checkpoint at its
-    cut, so only older ones are legitimately gone."""
-    kept = {(cp.size, cp.head_hash) for cp in rows}
-    missing = sorted(
-        {cp.size for cp in journal if cp.size >= first_seq - 1} - {size for size, _ in kept}
-    )
-    return [
-        Finding(
-            size,
-            "checkpoint",
-            f"checkpoint {size} was deleted from the database: the checkpoint journal has it",
         )
-        for size in missing
-    ]
 
 
 def contradiction(

@@ -195,6 +195,24 @@ class SqlAuditStore:
                 yield _record(row)
             after = rows[-1].seq
 
+    def iter_checkpoints(self, batch: int = 2000) -> Iterator[Checkpoint]:
+        """Every checkpoint in size order, read in batches (bounded memory for verification)."""
+        after = -1
+        while True:
+            query = (
+                select(audit_checkpoints)
+                .where(audit_checkpoints.c.size > after)
+                .order_by(audit_checkpoints.c.size)
+                .limit(batch)
+            )
+            with self.engine.connect() as conn:
+                rows = conn.execute(query).all()
+            for r in rows:
+                yield Checkpoint(r.size, r.head_hash, r.at_ms, r.key_id, r.signature)
+            if len(rows) < batch:
+                return
+            after = rows[-1].size
+
     def checkpoints(self) -> list[Checkpoint]:
         with self.engine.connect() as conn:
             rows = conn.execute(select(audit_checkpoints).order_by(audit_checkpoints.c.size)).all()
