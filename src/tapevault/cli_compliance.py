@@ -17,13 +17,14 @@ import csv
 import getpass
 import io
 import json
+import os
 import socket
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from tapevault.checkpointlog import read_text_lines
@@ -36,7 +37,7 @@ from tapevault.core.auditverify import Finding, verify
 from tapevault.core.checkpoints import load_public_key_pem, load_public_keys
 from tapevault.core.journal import CheckpointMerge, JournalReader
 from tapevault.db.auditstore import SqlAuditStore
-from tapevault.db.engine import current_revision, head_revision, make_read_only_engine
+from tapevault.db.engine import head_revision, make_read_only_engine
 from tapevault.errors import TapevaultError
 from tapevault.http.admin import parse_time, record_body
 from tapevault.runtime import Runtime
@@ -162,9 +163,16 @@ def register(
 
     def audit_export(args: argparse.Namespace) -> int:
         with _read_only_store(_settings(args)) as store:
-            out = open(args.output, "w", newline="") if args.output else sys.stdout  # noqa: SIM115
+            try:
+                out = open(args.output, "w", newline="") if args.output else sys.stdout  # noqa: SIM115
+            except OSError as exc:
+                raise TapevaultError(f"cannot write {args.output}: {exc}") from exc
             try:
                 count = _export(store, args, out)
+            except BrokenPipeError:
+                # The reader went away (`| head`): stop quietly, as other Unix tools do.
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                return 1
             finally:
                 if args.output:
                     out.close()
@@ -234,7 +242,12 @@ def _read_only_store(settings: Settings) -> Iterator[SqlAuditStore]:
 
 
 def _require_current_schema(engine: Engine) -> None:
-    revision = current_revision(engine)
+    # Read alembic_version directly: Alembic's MigrationContext would log INFO lines.
+    try:
+        with engine.connect() as conn:
+            revision = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    except SQLAlchemyError:
+        revision = None
     if revision is None:
         raise TapevaultError("the database holds no tapevault schema")
     if revision != head_revision():
