@@ -725,3 +725,12 @@ def test_merge_names_checkpoints_missing_from_the_database() -> None:
     merged = CheckpointMerge([cps[1], cps[3]], [cps], first_seq=8)
     assert list(merged) == cps
     assert [f.seq for f in merged.deleted] == [20]
+
+
+def test_fake_prune_without_its_checkpoint_is_caught() -> None:
+    """Records removed from the start with the log's start moved past them, as pruning does,
+    but not at a signed checkpoint (pruning always cuts at one): named as removed."""
+    report = verify(CLEAN[12:], CPS, KEYS, first_prev_hash=CLEAN[11].hash, first_seq=13)
+    assert first(report) == ("removed", 12)
+    empty = verify([], [], KEYS, first_prev_hash=CLEAN[11].hash, first_seq=13)
+    assert first(empty) == ("removed", 12)

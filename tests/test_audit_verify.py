@@ -501,3 +501,19 @@ def test_unwritable_journal_keeps_checkpoints_and_recovers(
         assert "reach the journal again" in caplog.text
     finally:
         rt.close()
+
+
+def test_fake_prune_is_caught(
+    logged: Runtime, settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The oldest records deleted and audit_state told the log was pruned there: no signed
+    checkpoint vouches for that start, so the removal is named."""
+    start_hash = logged.audit_store.hash_at(12)
+    sql(logged, "DELETE FROM audit_log WHERE seq <= 12", "DELETE FROM audit_checkpoints")
+    with logged.engine.begin() as conn:
+        conn.execute(
+            text("UPDATE audit_state SET first_seq = 13, first_prev_hash = :h"), {"h": start_hash}
+        )
+    journal_path(settings).unlink()  # even without the journal
+    code, out = run_verify(settings, capsys)
+    assert code == 1 and "FIRST BAD RECORD: 12 (removed)" in out, out
