@@ -438,7 +438,12 @@ class AuditLog:
                 at = self.store.hash_at(newest.size) if newest.size <= state.head_seq else None
             problem = contradiction(newest, state.head_seq, state.first_seq, at)
         if problem is not None and problem != self._checkpoint_problem:
-            log.error("audit checkpoints stopped, nothing will be signed: %s", problem)
+            log.error(
+                "audit checkpoints stopped, nothing will be signed: %s. If this database was "
+                "restored or replaced on purpose, move the checkpoint journal aside (keep it) "
+                "and restart",
+                problem,
+            )
         elif problem is None and self._checkpoint_problem is not None:
             log.warning("the access log agrees with the checkpoint journal again")
         self._checkpoint_problem = problem
