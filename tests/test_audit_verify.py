@@ -310,7 +310,7 @@ def test_start_refuses_to_sign_over_a_head_the_journal_contradicts(
     rt = open_runtime(settings, clock=clock)
     try:
         assert rt.audit is not None
-        rt.start_background()
+        rt.recover()  # what a start runs first
         problem = rt.audit.checkpoint_problem
         assert problem is not None and "checkpoint 40" in problem, problem
         rt.context.access_log.commit(
@@ -326,7 +326,7 @@ def test_start_refuses_to_sign_over_a_head_the_journal_contradicts(
         assert response.status_code == 503, response.text
         assert "checkpoint 40" in response.json()["audit"]
     finally:
-        rt.stop()
+        rt.close()
     assert journal_path(settings).read_text() == lines  # nothing signed over the forged head
     assert logged.audit_store.last_checkpoint().size == 30  # type: ignore[union-attr]
 
