@@ -484,8 +484,8 @@ class AuditLog:
                     log.warning("audit checkpoints reach the journal again")
                 self._witness_failing = False
         # Also in the process log: a copy outside the database that a log shipper keeps, which
-        # `tapevault audit verify --checkpoints FILE` reads back.
-        # Unlinked when the journal did not take it, but signed all the same.
+        # `tapevault audit verify --checkpoints FILE` reads back (unlinked when the journal did
+        # not take it, but signed all the same).
         log.info("audit checkpoint: %s", line or format_line(checkpoint, GENESIS_LINK, self.signer))
         return checkpoint
 
