@@ -79,11 +79,12 @@ def sql(rt: Runtime, *statements: str) -> None:
 def test_untouched_log_verifies(
     logged: Runtime, settings: Settings, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A log nobody touched verifies clean, checkpoints included."""
+    """A log nobody touched verifies clean, checkpoints and the journal included."""
     code, out = run_verify(settings, capsys)
     assert code == 0, out
     assert f"{RECORDS} record(s)" in out and "verifies" in out
     assert "3 checkpoint(s)" in out  # at records 10 and 30, and the one close() writes
+    assert "audit-checkpoints.log: 3 checkpoint line(s)" in out  # the journal has them too
 
 
 @pytest.mark.parametrize(
