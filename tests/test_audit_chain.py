@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tapevault.checkpointlog import read_text_lines
 from tapevault.core.audit import (
     GENESIS_HASH,
     AuditEntry,
@@ -30,6 +31,13 @@ from tapevault.core.checkpoints import (
     load_or_create_signer,
     load_public_keys,
     verify_checkpoint_signature,
+)
+from tapevault.core.journal import (
+    GENESIS_LINK,
+    CheckpointMerge,
+    JournalReader,
+    format_line,
+    line_hash,
 )
 
 N = 50
@@ -654,3 +662,75 @@ def test_any_single_tampering_is_named(op: str, seq: int, distance: int) -> None
         report = run(rows, cps=cps)
         assert first(report) == (expected, seq), report.findings
         assert len(report.findings) == 1, report.findings
+
+
+# --- the checkpoint journal (core/journal.py, checkpointlog.py) ----------------------------------
+
+
+def journal_texts(sizes: list[int]) -> list[str]:
+    """Journal lines for checkpoints of these sizes, in this order, each linked to the last."""
+    lines, prev = [], GENESIS_LINK
+    for size in sizes:
+        line = format_line(SIGNER.sign(size, f"{size:064x}", 1000 + size), prev, SIGNER)
+        lines.append(line + "\n")
+        prev = line_hash(line)
+    return lines
+
+
+def test_journal_round_trip_in_size_order() -> None:
+    """Lines written slightly out of order (processes appending together) read back sorted,
+    every signature and link good."""
+    reader = JournalReader(journal_texts([1, 3, 2, 5, 4]), KEYS, linked=True)
+    assert [cp.size for cp in reader] == [1, 2, 3, 4, 5]
+    assert reader.problems == [] and reader.lines == 5
+
+
+def test_journal_line_far_out_of_order_is_a_problem() -> None:
+    """A line further out of place than the reorder window is reported, not silently sorted."""
+    sizes = [*range(2, JournalReader.REORDER + 10), 1]
+    reader = JournalReader(journal_texts(sizes), KEYS, linked=True)
+    assert [cp.size for cp in reader] == sizes[:-1]
+    assert reader.problems == [f"journal line {len(sizes)} (checkpoint 1) is out of order"]
+
+
+def test_journal_copy_with_prefixes_and_other_lines() -> None:
+    """A process-log copy: prefixes and unrelated lines are skipped, links are not required."""
+    texts = journal_texts([1, 2, 3])
+    copy = ["INFO starting\n", f"2026 INFO tapevault.audit: audit checkpoint: {texts[2]}"]
+    reader = JournalReader(copy, KEYS, linked=False)
+    assert [cp.size for cp in reader] == [3] and reader.problems == []
+
+
+def test_overlong_journal_line_is_cut_and_reported(tmp_path: Path) -> None:
+    """A hostile 8 MiB line is read at most MAX_LINE at a time and reported as one bad line."""
+    path = tmp_path / "journal.log"
+    texts = journal_texts([1, 2])
+    path.write_text(texts[0] + "x" * (8 << 20) + "\n" + texts[1])
+    tracemalloc.start()
+    try:
+        reader = JournalReader(read_text_lines(path), KEYS, linked=True)
+        assert [cp.size for cp in reader] == [1, 2]
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20
+    assert reader.problems[0] == "journal line 2 is not a checkpoint line"
+    assert "does not follow" in reader.problems[1]
+
+
+def test_merge_names_checkpoints_missing_from_the_database() -> None:
+    """Outside checkpoints of the retained log without a row are deleted rows; those before the
+    retained log's start (pruned) are not."""
+    cps = [SIGNER.sign(size, f"{size:064x}", size) for size in (5, 10, 20, 30)]
+    merged = CheckpointMerge([cps[1], cps[3]], [cps], first_seq=8)
+    assert list(merged) == cps
+    assert [f.seq for f in merged.deleted] == [20]
+
+
+def test_fake_prune_without_its_checkpoint_is_caught() -> None:
+    """Records removed from the start with the log's start moved past them, as pruning does,
+    but not at a signed checkpoint (pruning always cuts at one): named as removed."""
+    report = verify(CLEAN[12:], CPS, KEYS, first_prev_hash=CLEAN[11].hash, first_seq=13)
+    assert first(report) == ("removed", 12)
+    empty = verify([], [], KEYS, first_prev_hash=CLEAN[11].hash, first_seq=13)
+    assert first(empty) == ("removed", 12)

@@ -5,29 +5,39 @@ tapevault hold clear --partner P --session S
 tapevault retention set --partner P (--session S | --recording R) 30d|default
 tapevault delete --partner P (--session S | --recording R)
 tapevault purge                       remove audio past retention now (the worker does it too)
-tapevault audit verify [--public-key FILE]...
+tapevault audit verify [--public-key FILE]... [--checkpoints FILE]...
 tapevault audit export --format jsonl|csv [--partner P] [--since T] [--until T] [--output F]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import getpass
 import io
 import json
+import os
 import socket
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import SQLAlchemyError
+
+from tapevault.checkpointlog import read_text_lines
+from tapevault.config import SETTINGS_DOC, Settings
 from tapevault.core import policy
 from tapevault.core.access import Actor
 from tapevault.core.audit import AuditRecord
 from tapevault.core.auditlog import Query
 from tapevault.core.auditverify import Finding, verify
-from tapevault.core.checkpoints import load_or_create_signer, load_public_keys
+from tapevault.core.checkpoints import load_public_key_pem, load_public_keys
+from tapevault.core.journal import CheckpointMerge, JournalReader
+from tapevault.db.auditstore import SqlAuditStore
+from tapevault.db.engine import head_revision, make_read_only_engine
 from tapevault.errors import TapevaultError
 from tapevault.http.admin import parse_time, record_body
 from tapevault.runtime import Runtime
@@ -142,24 +152,30 @@ def register(
         print(f"purged the audio of {total} recording(s) past retention")
         return 0
 
+    # The two read-only commands open the database read-only and touch nothing else in the
+    # data directory: no migration, no key file, no access record of their own, no checkpoint.
+    # They work on a read-only copy (an archive, a snapshot, a witness's copy).
+
     def audit_verify(args: argparse.Namespace) -> int:
-        runtime = open_runtime(args)
-        try:
-            return _verify(runtime, args.public_key or [])
-        finally:
-            runtime.close()
+        settings = _settings(args)
+        with _read_only_store(settings) as store:
+            return _verify(settings, store, args.public_key or [], args.checkpoints or [])
 
     def audit_export(args: argparse.Namespace) -> int:
-        runtime = open_runtime(args)
-        try:
-            out = open(args.output, "w", newline="") if args.output else sys.stdout  # noqa: SIM115
+        with _read_only_store(_settings(args)) as store:
             try:
-                count = _export(runtime, args, out)
+                out = open(args.output, "w", newline="") if args.output else sys.stdout  # noqa: SIM115
+            except OSError as exc:
+                raise TapevaultError(f"cannot write {args.output}: {exc}") from exc
+            try:
+                count = _export(store, args, out)
+            except BrokenPipeError:
+                # The reader went away (`| head`): stop quietly, as other Unix tools do.
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                return 1
             finally:
                 if args.output:
                     out.close()
-        finally:
-            runtime.close()
         print(f"exported {count} record(s)", file=sys.stderr)
         return 0
 
@@ -189,6 +205,13 @@ def register(
         metavar="FILE",
         help="a trusted checkpoint key (PEM), besides the local signing key; repeatable",
     )
+    check.add_argument(
+        "--checkpoints",
+        action="append",
+        metavar="FILE",
+        help="a copy of checkpoint lines kept elsewhere (a witness's copy of the journal, or "
+        "the process log); compared like the local journal; repeatable",
+    )
     export = sub(audits, "export", "write access records as JSON lines or CSV", audit_export)
     export.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
     export.add_argument("--partner", default=None, help="one tenant (default: all)")
@@ -197,37 +220,117 @@ def register(
     export.add_argument("--output", default=None, help="file (default: standard output)")
 
 
-def _verify(runtime: Runtime, extra_keys: list[str]) -> int:
-    """Check the whole log; exit status 0 when clean, 1 with the first bad record named."""
-    pems = [Path(path).read_text() for path in extra_keys]
-    key_file = runtime.settings.audit_key_path
+def _settings(args: argparse.Namespace) -> Settings:
+    return Settings.load({name: getattr(args, name, None) for name in SETTINGS_DOC})
+
+
+@contextlib.contextmanager
+def _read_only_store(settings: Settings) -> Iterator[SqlAuditStore]:
+    """The access log's tables over a connection that cannot write (see make_read_only_engine),
+    refused with a message unless the schema is this version's (migrating would write)."""
+    try:
+        engine = make_read_only_engine(settings.database_url)
+    except OSError as exc:
+        raise TapevaultError(f"cannot open the database: {exc}") from exc
+    try:
+        _require_current_schema(engine)
+        yield SqlAuditStore(engine)
+    except SQLAlchemyError as exc:
+        raise TapevaultError(f"cannot read the access log: {type(exc).__name__}: {exc}") from exc
+    finally:
+        engine.dispose()
+
+
+def _require_current_schema(engine: Engine) -> None:
+    # Read alembic_version directly: Alembic's MigrationContext would log INFO lines.
+    try:
+        with engine.connect() as conn:
+            revision = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    except SQLAlchemyError:
+        revision = None
+    if revision is None:
+        raise TapevaultError("the database holds no tapevault schema")
+    if revision != head_revision():
+        raise TapevaultError(
+            f"the database schema is at revision {revision}, this tapevault reads "
+            f"{head_revision()}: run `tapevault migrate` on it (or a writable copy) first"
+        )
+
+
+def _journal(path: Path, keys: dict[str, Any], *, linked: bool) -> JournalReader:
+    if not path.is_file():
+        raise TapevaultError(f"cannot read checkpoints from {path}: not a file")
+    return JournalReader(read_text_lines(path), keys, linked=linked)
+
+
+def _verify(
+    settings: Settings, store: SqlAuditStore, extra_keys: list[str], copies: list[str]
+) -> int:
+    """Check the whole log against its checkpoints, those of the journal and of any copy;
+    exit status 0 when clean, 1 with the first bad record named."""
+    try:
+        pems = [Path(path).read_text() for path in extra_keys]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TapevaultError(f"cannot read a --public-key file: {exc}") from exc
+    key_file = settings.audit_key_path
     if key_file.is_file():
-        pems.append(load_or_create_signer(key_file).public_key_pem())
+        try:
+            pems.append(load_public_key_pem(key_file))
+        except ValueError as exc:
+            raise TapevaultError(str(exc)) from exc
     if not pems:
         raise TapevaultError(f"no checkpoint key: {key_file} is missing; pass --public-key FILE")
-    store = runtime.audit_store
+    try:
+        keys = load_public_keys(pems)
+    except ValueError as exc:
+        raise TapevaultError(str(exc)) from exc
+    journal_path = settings.audit_checkpoint_log_path
+    reads: list[tuple[str, JournalReader]] = []
+    if journal_path.is_file():
+        reads.append((f"journal {journal_path}", _journal(journal_path, keys, linked=True)))
+    else:
+        print(f"note: no checkpoint journal at {journal_path}: only the database's checkpoints")
+    reads += [(f"copy {path}", _journal(Path(path), keys, linked=False)) for path in copies]
     state = store.state()
-    report = verify(
-        store.records(),
-        store.checkpoints(),
-        load_public_keys(pems),
-        first_prev_hash=state.first_prev_hash,
-        first_seq=state.first_seq,
-    )
+    checkpoints = CheckpointMerge(store.iter_checkpoints(), [r for _, r in reads], state.first_seq)
+    try:
+        report = verify(
+            store.records(),
+            checkpoints,
+            keys,
+            first_prev_hash=state.first_prev_hash,
+            first_seq=state.first_seq,
+        )
+    except OSError as exc:  # a journal or copy that fails while it is read
+        raise TapevaultError(f"cannot read the checkpoints: {exc}") from exc
     findings = list(report.findings)
     if report.ok and (report.head_seq or 0) != state.head_seq and state.head_seq:
         findings.append(_head_mismatch(report.head_seq or state.first_seq - 1, state.head_seq))
+    problems = [f"{name}: {problem}" for name, read in reads for problem in read.problems]
+    problems += [f"{name}: {read.more_problems} more" for name, read in reads if read.more_problems]
     print(
         f"{report.records} record(s) from seq {state.first_seq}, "
         f"{report.checkpoints} checkpoint(s), head {report.head_seq} {report.head_hash}"
     )
-    if not findings:
+    for name, read in reads:
+        print(f"{name}: {read.lines} checkpoint line(s)")
+        for note in read.notes:
+            print(f"note: {name}: {note}")
+    deleted = checkpoints.deleted
+    if not (findings or deleted or problems):
         print("the access log verifies: no record was modified, removed, inserted or reordered")
         return 0
-    first = findings[0]
-    print(f"FIRST BAD RECORD: {first.seq} ({first.kind}): {first.message}")
-    for finding in findings[1:]:
-        print(f"  then record {finding.seq} ({finding.kind}): {finding.message}")
+    if findings:
+        first = findings[0]
+        print(f"FIRST BAD RECORD: {first.seq} ({first.kind}): {first.message}")
+        for finding in findings[1:]:
+            print(f"  then record {finding.seq} ({finding.kind}): {finding.message}")
+    for finding in deleted:
+        print(f"CHECKPOINT ROW: {finding.message}")
+    if checkpoints.more_deleted:
+        print(f"CHECKPOINT ROW: {checkpoints.more_deleted} more were deleted")
+    for problem in problems:
+        print(f"CHECKPOINT JOURNAL: {problem}")
     return 1
 
 
@@ -240,10 +343,10 @@ def _head_mismatch(found: int, expected: int) -> Finding:
     )
 
 
-def _records(runtime: Runtime, args: argparse.Namespace) -> Iterator[AuditRecord]:
+def _records(store: SqlAuditStore, args: argparse.Namespace) -> Iterator[AuditRecord]:
     after = 0
     while True:
-        page = runtime.audit_store.query(
+        page = store.query(
             Query(
                 tenant_id=args.partner,
                 since_ms=parse_time("--since", args.since),
@@ -258,12 +361,12 @@ def _records(runtime: Runtime, args: argparse.Namespace) -> Iterator[AuditRecord
         after = page[-1].seq
 
 
-def _export(runtime: Runtime, args: argparse.Namespace, out: io.TextIOBase | Any) -> int:
+def _export(store: SqlAuditStore, args: argparse.Namespace, out: io.TextIOBase | Any) -> int:
     count = 0
     writer = csv.writer(out) if args.format == "csv" else None
     if writer is not None:
         writer.writerow(CSV_COLUMNS)
-    for record in _records(runtime, args):
+    for record in _records(store, args):
         body = record_body(record)
         if writer is None:
             out.write(json.dumps(body, separators=(",", ":")) + "\n")

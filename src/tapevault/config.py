@@ -66,7 +66,12 @@ SETTINGS_DOC: dict[str, tuple[str, str]] = {
     ),
     "audit_checkpoint_seconds": (
         "TAPEVAULT_AUDIT_CHECKPOINT_SECONDS",
-        "sign a checkpoint of the access log at least this often, when it grew",
+        "sign a checkpoint of the access log this often, when it grew (default: 5s)",
+    ),
+    "audit_checkpoint_log": (
+        "TAPEVAULT_AUDIT_CHECKPOINT_LOG",
+        "append-only journal of every signed checkpoint, outside the database "
+        "(default: DATA_DIR/audit-checkpoints.log)",
     ),
     "audit_retention": (
         "TAPEVAULT_AUDIT_RETENTION",
@@ -126,7 +131,8 @@ class Settings:
     audit: bool = True
     audit_durable_all: bool = True
     audit_key_file: Path | None = None  # None: DATA_DIR/audit-signing.pem
-    audit_checkpoint_seconds: int = 60
+    audit_checkpoint_seconds: int = 5
+    audit_checkpoint_log: Path | None = None  # None: DATA_DIR/audit-checkpoints.log
     audit_retention_seconds: int = 6 * 365 * 86400
     purge_interval_seconds: int = 60
     playback_idle_seconds: int = 30
@@ -187,14 +193,18 @@ class Settings:
             "TAPEVAULT_AUDIT_DURABLE", pick("audit_durable") or "all", "all", "media"
         )
         key_file = pick("audit_key_file")
+        checkpoint_log = pick("audit_checkpoint_log")
         return cls(
             direct_streams=direct_streams,
             audit=audit,
             audit_durable_all=durable_all,
             audit_key_file=Path(key_file).expanduser().resolve() if key_file else None,
             audit_checkpoint_seconds=_duration(
-                "TAPEVAULT_AUDIT_CHECKPOINT_SECONDS", pick("audit_checkpoint_seconds") or "60"
+                "TAPEVAULT_AUDIT_CHECKPOINT_SECONDS", pick("audit_checkpoint_seconds") or "5"
             ),
+            audit_checkpoint_log=Path(checkpoint_log).expanduser().resolve()
+            if checkpoint_log
+            else None,
             audit_retention_seconds=_duration(
                 "TAPEVAULT_AUDIT_RETENTION", pick("audit_retention") or "6y"
             ),
@@ -239,11 +249,17 @@ class Settings:
         }
         if self.audit_key_file is not None:
             values["audit_key_file"] = str(self.audit_key_file)
+        if self.audit_checkpoint_log is not None:
+            values["audit_checkpoint_log"] = str(self.audit_checkpoint_log)
         return {SETTINGS_DOC[name][0]: value for name, value in values.items()}
 
     @property
     def audit_key_path(self) -> Path:
         return self.audit_key_file or self.data_dir / "audit-signing.pem"
+
+    @property
+    def audit_checkpoint_log_path(self) -> Path:
+        return self.audit_checkpoint_log or self.data_dir / "audit-checkpoints.log"
 
     def ensure_data_dir(self) -> None:
         """Create the data directory, failing with the setting's name if that is impossible."""

@@ -11,6 +11,7 @@ from sqlalchemy import Engine
 from tapevault.auth.kore import KoreTokenVerifier
 from tapevault.auth.suki import SukiTokenVerifier
 from tapevault.auth.workspace import ApiKeyVerifier
+from tapevault.checkpointlog import CheckpointJournal
 from tapevault.config import Settings
 from tapevault.core.access import AccessLog, Action, LoggingAccessLog
 from tapevault.core.auditlog import AuditLog
@@ -77,6 +78,7 @@ class Runtime:
         playbacks it was folding (sealed as they were last written)."""
         self.worker.recover()
         if self.audit is not None:
+            self.audit.check_witness()  # a contradicted head is told now, not at the next sign
             sealed = self.audit.recover_pending(is_gone, stale_ms=PENDING_STALE_MS)
             if sealed:
                 log.warning("sealed %d playback record(s) left open by a dead process", sealed)
@@ -123,6 +125,7 @@ def open_runtime(
             clock,
             load_or_create_signer(settings.audit_key_path),
             checkpoint_seconds=settings.audit_checkpoint_seconds,
+            witness=CheckpointJournal(settings.audit_checkpoint_log_path),
             after_answer=frozenset()
             if settings.audit_durable_all
             else frozenset({Action.URLS_ISSUE, Action.CALL_URLS, Action.MERGED_URLS}),

@@ -12,7 +12,10 @@ If a batch cannot be written, everyone waiting on it gets ``Unavailable`` (the r
 nobody waits for are kept and retried (up to a bound), so a short database outage loses none.
 
 The writer also signs a checkpoint (Ed25519 over the log size and head hash) whenever the head
-moved and ``checkpoint_seconds`` passed, and folds playbacks (see ``core/playback.py``).
+moved and ``checkpoint_seconds`` passed, and folds playbacks (see ``core/playback.py``). Each
+checkpoint also goes to a witness outside the database (the checkpoint journal, ``journal.py``)
+and the process log; a head the witness contradicts (a database rolled back or rewritten) is
+never signed: that would vouch for the forgery.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from tapevault.core.access import AccessEvent, Action
 from tapevault.core.audit import AuditEntry, AuditRecord
 from tapevault.core.checkpoints import Checkpoint, CheckpointSigner
 from tapevault.core.clock import Clock, now_ms
+from tapevault.core.journal import GENESIS_LINK, CheckpointWitness, contradiction, format_line
 from tapevault.errors import Unavailable
 
 log = logging.getLogger("tapevault.audit")
@@ -95,6 +99,10 @@ class AuditStore(Protocol):
         ...
 
     def last_checkpoint(self) -> Checkpoint | None: ...
+
+    def hash_at(self, seq: int) -> str | None:
+        """The stored hash of record ``seq`` (None: no such record)."""
+        ...
 
     def state(self) -> LogState: ...
 
@@ -192,13 +200,17 @@ class AuditLog:
         clock: Clock,
         signer: CheckpointSigner | None,
         *,
-        checkpoint_seconds: float = 60.0,
+        checkpoint_seconds: float = 5.0,
         tick_seconds: float = 1.0,
         after_answer: frozenset[Action] = frozenset(),
+        witness: CheckpointWitness | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
         self.signer = signer
+        self.witness = witness
+        self._checkpoint_problem: str | None = None
+        self._witness_failing = False
         self.checkpoint_seconds = checkpoint_seconds
         self.tick_seconds = tick_seconds
         # Actions whose record may be committed just after the answer (group-committed within a
@@ -406,8 +418,40 @@ class AuditLog:
             return
         self.checkpoint()
 
+    @property
+    def checkpoint_problem(self) -> str | None:
+        """Why checkpoints are not being signed (the database contradicts the journal), or None."""
+        return self._checkpoint_problem
+
+    def check_witness(self) -> str | None:
+        """Compare the database's log with the witness's newest checkpoint (at start, and before
+        every signature); remember and log what contradicts it."""
+        if self.signer is None or self.witness is None:
+            return None
+        newest = self.witness.newest({self.signer.key_id: self.signer.public_key})
+        problem = None
+        if newest is not None:
+            state = self.store.state()
+            if newest.size == state.first_seq - 1:
+                at: str | None = state.first_prev_hash
+            else:
+                at = self.store.hash_at(newest.size) if newest.size <= state.head_seq else None
+            problem = contradiction(newest, state.head_seq, state.first_seq, at)
+        if problem is not None and problem != self._checkpoint_problem:
+            log.error(
+                "audit checkpoints stopped, nothing will be signed: %s. If this database was "
+                "restored or replaced on purpose, move the checkpoint journal aside (keep it) "
+                "and restart",
+                problem,
+            )
+        elif problem is None and self._checkpoint_problem is not None:
+            log.warning("the access log agrees with the checkpoint journal again")
+        self._checkpoint_problem = problem
+        return problem
+
     def checkpoint(self) -> Checkpoint | None:
-        """Sign the current head (if it moved since the last checkpoint)."""
+        """Sign the current head (if it moved since the last checkpoint and the witness does not
+        contradict it)."""
         if self.signer is None:
             return None
         self._last_checkpoint = time.monotonic()
@@ -415,6 +459,8 @@ class AuditLog:
             state = self.store.state()
             if state.head_seq == 0 or state.head_seq == self._checkpointed_seq:
                 return None
+            if self.check_witness() is not None:
+                return None  # never "repair": a signature now would vouch for the forged head
             last = self.store.last_checkpoint()
             if last is not None and last.size >= state.head_seq:
                 self._checkpointed_seq = last.size
@@ -424,15 +470,23 @@ class AuditLog:
         except Exception:
             log.exception("could not write an audit checkpoint; will try again")
             return None
-        self._checkpointed_seq = checkpoint.size
-        # Also in the process log: a copy outside the database an attacker would have to find.
-        log.info(
-            "audit checkpoint size=%d head=%s key=%s sig=%s",
-            checkpoint.size,
-            checkpoint.head_hash,
-            checkpoint.key_id,
-            checkpoint.signature,
-        )
+        self._checkpointed_seq = cp_size = checkpoint.size
+        line = None
+        if self.witness is not None:
+            try:
+                line = self.witness.append(checkpoint, self.signer)
+            except Exception:
+                if not self._witness_failing:  # once, not every few seconds
+                    log.exception("could not append audit checkpoint %d to the journal", cp_size)
+                self._witness_failing = True
+            else:
+                if self._witness_failing:
+                    log.warning("audit checkpoints reach the journal again")
+                self._witness_failing = False
+        # Also in the process log: a copy outside the database that a log shipper keeps, which
+        # `tapevault audit verify --checkpoints FILE` reads back (unlinked when the journal did
+        # not take it, but signed all the same).
+        log.info("audit checkpoint: %s", line or format_line(checkpoint, GENESIS_LINK, self.signer))
         return checkpoint
 
     def recover_pending(self, is_dead: Callable[[str], bool], stale_ms: int) -> int:

@@ -126,6 +126,9 @@ class _Verifier:
         self.cp_last_size: int | None = None
         self.cp_count = 0
         self.good_size = first_seq - 1
+        # Pruning cuts at a checkpoint and keeps it: a retained log starting anywhere else was
+        # cut by someone else.
+        self.start_vouched = first_seq == 1
         self.pending_slot: int | None = None  # the last settled slot, checked one step late
         self.pending_hash = ""
         self.held: deque[tuple[int, str]] = deque()  # settled slots held back during a reorder
@@ -579,6 +582,8 @@ class _Verifier:
             if not self._signature_ok(cp) or cp.size < self.first_seq - 1:
                 continue
             if cp.size == self.first_seq - 1:
+                self.start_vouched = True
+            if cp.size == self.first_seq - 1:
                 actual: str | None = self.first_prev_hash
             else:
                 actual = head_hash if cp.size == slot else None
@@ -639,8 +644,21 @@ class _Verifier:
         beyond = 0
         while (cp := self._peek_checkpoint()) is not None:
             self.cp_next = None
-            if self._signature_ok(cp) and cp.size > last_slot:
+            if not self._signature_ok(cp):
+                continue
+            if cp.size > last_slot:
                 beyond = max(beyond, cp.size)
+            elif cp.size == self.first_seq - 1:
+                self.start_vouched = self.start_vouched or cp.head_hash == self.first_prev_hash
+        if not self.start_vouched:
+            cut = self.first_seq - 1
+            self._emit(
+                cut,
+                "removed",
+                f"records up to {cut} were removed: the log says it was pruned after record "
+                f"{cut}, but no signed checkpoint {cut} vouches for that (pruning cuts only at "
+                f"a checkpoint, and keeps it)",
+            )
         if beyond:
             at = self.pred.rec.seq + 1 if self.pred is not None else self.first_seq
             count = beyond - last_slot

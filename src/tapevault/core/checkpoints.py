@@ -76,6 +76,10 @@ class CheckpointSigner:
         signature = self._key.sign(checkpoint_message(size, head_hash, at_ms))
         return Checkpoint(size, head_hash, at_ms, self.key_id, _b64(signature))
 
+    def sign_link(self, message: bytes) -> str:
+        """A signature over other bytes than a checkpoint's (the journal's line links)."""
+        return _b64(self._key.sign(message))
+
     def public_key_pem(self) -> str:
         """SubjectPublicKeyInfo PEM: what verifiers are given (the private key never leaves)."""
         return (
@@ -100,6 +104,29 @@ def verify_checkpoint_signature(
     except (ValueError, InvalidSignature):
         return False
     return True
+
+
+def verify_link_signature(
+    message: bytes, signature: str, key_id: str, public_keys: Mapping[str, Ed25519PublicKey]
+) -> bool:
+    """True when ``signature`` (from ``CheckpointSigner.sign_link``) is key ``key_id``'s."""
+    key = public_keys.get(key_id)
+    if key is None or not isinstance(signature, str) or not _SIGNATURE.fullmatch(signature):
+        return False
+    try:
+        key.verify(base64.urlsafe_b64decode(signature + "=="), message)
+    except (ValueError, InvalidSignature):
+        return False
+    return True
+
+
+def load_public_key_pem(path: Path) -> str:
+    """The public half of the key file at ``path``, as PEM; reads only (never creates it)."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"cannot read audit checkpoint key {path}: {exc}") from exc
+    return CheckpointSigner(_parse_private_key(data, path)).public_key_pem()
 
 
 def _parse_private_key(data: bytes, path: Path) -> Ed25519PrivateKey:

@@ -195,6 +195,24 @@ class SqlAuditStore:
                 yield _record(row)
             after = rows[-1].seq
 
+    def iter_checkpoints(self, batch: int = 2000) -> Iterator[Checkpoint]:
+        """Every checkpoint in size order, read in batches (bounded memory for verification)."""
+        after = -1
+        while True:
+            query = (
+                select(audit_checkpoints)
+                .where(audit_checkpoints.c.size > after)
+                .order_by(audit_checkpoints.c.size)
+                .limit(batch)
+            )
+            with self.engine.connect() as conn:
+                rows = conn.execute(query).all()
+            for r in rows:
+                yield Checkpoint(r.size, r.head_hash, r.at_ms, r.key_id, r.signature)
+            if len(rows) < batch:
+                return
+            after = rows[-1].size
+
     def checkpoints(self) -> list[Checkpoint]:
         with self.engine.connect() as conn:
             rows = conn.execute(select(audit_checkpoints).order_by(audit_checkpoints.c.size)).all()
@@ -206,6 +224,11 @@ class SqlAuditStore:
                 select(audit_checkpoints).order_by(audit_checkpoints.c.size.desc()).limit(1)
             ).first()
         return None if row is None else Checkpoint(*row)
+
+    def hash_at(self, seq: int) -> str | None:
+        with self.engine.connect() as conn:
+            value = conn.execute(select(audit_log.c.hash).where(audit_log.c.seq == seq)).scalar()
+        return None if value is None else str(value)
 
     def query(self, q: Query) -> list[AuditRecord]:
         conditions: list[Any] = [audit_log.c.seq > q.after_seq]

@@ -6,6 +6,7 @@ acknowledged recording must survive a power cut, not only a crash.
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,34 @@ def make_engine(database_url: str) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     return create_engine(url, pool_size=8, max_overflow=8, pool_pre_ping=True)
+
+
+def make_read_only_engine(database_url: str) -> Engine:
+    """An engine that cannot write, for commands that only read (``audit verify``, ``export``).
+
+    SQLite is opened ``mode=ro``; and when no ``-wal`` file exists (nobody has the database
+    open, e.g. a copy or an archive) also ``immutable=1``, because even a read-only WAL reader
+    would create ``-wal`` and ``-shm`` files beside it. PostgreSQL sessions are
+    ``default_transaction_read_only``, so any write fails instead of happening.
+    """
+    url = sqlalchemy_url(database_url)
+    if url.startswith("sqlite"):
+        path = Path(url.removeprefix("sqlite:///"))
+        if not path.is_file():
+            raise FileNotFoundError(f"no SQLite database at {path}")
+        flags = "mode=ro" if Path(f"{path}-wal").exists() else "mode=ro&immutable=1"
+        uri = f"{path.resolve().as_uri()}?{flags}"
+
+        def connect() -> sqlite3.Connection:
+            return sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=5.0)
+
+        return create_engine("sqlite://", creator=connect, pool_size=2)
+    return create_engine(
+        url,
+        connect_args={"options": "-c default_transaction_read_only=on"},
+        pool_size=2,
+        pool_pre_ping=True,
+    )
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:

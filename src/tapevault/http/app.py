@@ -13,6 +13,7 @@ from collections.abc import Callable
 import orjson
 from starlette.routing import Route, Router, WebSocketRoute
 
+from tapevault.core.auditlog import AuditLog
 from tapevault.http.admin import routes as admin_routes
 from tapevault.http.amigo import routes as amigo_routes
 from tapevault.http.asgi import NO_STORE, ASGIApp, Message, Receive, Scope, Send, send_json
@@ -74,6 +75,27 @@ class _StaticJson:
         await send({"type": "http.response.body", "body": b"" if method == "HEAD" else self.body})
 
 
+class _Health:
+    """Liveness, and what an operator must look at: checkpoints of the access log stopped because
+    the database contradicts the checkpoint journal (503 with the reason)."""
+
+    def __init__(self, ctx: AppContext) -> None:
+        self.audit = ctx.access_log if isinstance(ctx.access_log, AuditLog) else None
+        self.ok = _StaticJson(b'{"status":"ok"}')
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        problem = self.audit.checkpoint_problem if self.audit is not None else None
+        if problem is None or scope["method"] not in ("GET", "HEAD"):
+            await self.ok(scope, receive, send)
+            return
+        await send_json(
+            send,
+            503,
+            {"status": "degraded", "audit": problem},
+            head_only=scope["method"] == "HEAD",
+        )
+
+
 def build_app(
     ctx: AppContext,
     streams: StreamEndpoint | None = None,
@@ -97,7 +119,7 @@ def build_app(
             *(Route(path, endpoint) for path, endpoint in tus.routes()),
             WebSocketRoute("/api/v1/ambient/session/{session_id}/stream", streams),
             WebSocketRoute("/twilio/media-stream", TwilioMediaStream(ctx, streams.hub)),
-            Route("/healthz", _StaticJson(b'{"status":"ok"}')),
+            Route("/healthz", _Health(ctx)),
             Route(
                 "/openapi.json",
                 _StaticJson(orjson.dumps(openapi_document(ctx.settings.public_url))),
