@@ -15,7 +15,7 @@ import requests
 
 from tests.conftest import need
 from tests.server import Server, free_port
-from tests.test_server import make_session
+from tests.support import make_session
 
 pytestmark = pytest.mark.server
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

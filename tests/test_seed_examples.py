@@ -22,7 +22,7 @@ from tapevault.audio_gen import tone_wav_bytes
 from tests import seeds
 from tests.conftest import need
 from tests.server import Server, free_port, tapevault
-from tests.test_server import make_session, plays
+from tests.support import make_session, plays
 
 pytestmark = pytest.mark.server
 TSX = Path(__file__).parent / "node" / "node_modules" / ".bin" / "tsx"

@@ -15,12 +15,11 @@ from pathlib import Path
 import pytest
 import requests
 
-from tapevault.audio_gen import tone_wav_bytes
 from tapevault.db.engine import head_revision
 from tests.conftest import need
 from tests.seeds import SEEDS_DIR
 from tests.server import Server, free_port, tapevault
-from tests.test_stream import wait_available
+from tests.support import make_session, plays
 
 pytestmark = pytest.mark.server
 SEEDS = SEEDS_DIR
@@ -57,31 +56,6 @@ def adapt(code: str, base: str, session_id: str, token: str) -> str:
     return re.sub(r'"123dfg-456dfg-789dfg-012dfg"( //[^\n]*)?', json.dumps(session_id), code)
 
 
-def make_session(server: Server, token: str, seconds: float = 3.0) -> tuple[str, bytes]:
-    headers = {"sdp_suki_token": token}
-    created = requests.post(
-        f"{server.base}/api/v1/ambient/session/create", headers=headers, timeout=10
-    )
-    assert created.status_code == 201
-    session_id: str = created.json()["ambient_session_id"]
-    wav = tone_wav_bytes(seconds)
-    up = requests.post(
-        f"{server.base}/api/v1/ambient/session/{session_id}/audio",
-        headers={**headers, "content-type": "audio/wav"},
-        data=wav,
-        timeout=30,
-    )
-    assert up.status_code == 202, up.text
-    assert (
-        requests.post(
-            f"{server.base}/api/v1/ambient/session/{session_id}/end", headers=headers, timeout=10
-        ).status_code
-        == 200
-    )
-    wait_available(server, headers, session_id)
-    return session_id, wav
-
-
 @pytest.mark.parametrize(
     "seed", ["suki-ambient-session-recording.md", "suki-form-filling-session-recording.md"]
 )
@@ -105,19 +79,6 @@ def test_seed_python_example_runs(server: Server, tmp_path: Path, seed: str) -> 
     url = re.search(r"Presigned URL: (\S+)", out)
     assert url is not None
     plays(url.group(1))
-
-
-def plays(url: str) -> None:
-    """FFmpeg reads the URL (with its own ranged requests) and decodes every frame."""
-    need(shutil.which("ffmpeg") is not None, "ffmpeg is not installed")
-    done = subprocess.run(
-        ["ffmpeg", "-v", "error", "-nostdin", "-i", url, "-f", "null", "-"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0 and not done.stderr.strip(), done.stderr
 
 
 def test_curl_range_returns_exact_bytes(server: Server, tmp_path: Path) -> None:

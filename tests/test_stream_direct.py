@@ -22,16 +22,16 @@ from tapevault.core.model import SessionKind
 from tapevault.http.wsdirect import DirectStream
 from tapevault.runtime import Runtime
 from tests.server import Server, free_port
-from tests.test_stream import (
+from tests.support import (
     Sender,
+    client_frame,
     credentials,
     new_session,
     stored_pcm,
+    until,
     wait_available,
     ws_url,
 )
-from tests.test_wsdirect import until
-from tests.test_wsframe import client_frame
 
 pytestmark = pytest.mark.server
 

@@ -13,7 +13,7 @@ import requests
 from websockets.asyncio.client import connect
 
 from tests.server import Server, free_port
-from tests.test_stream import Sender, stored_pcm, wait_available, ws_url
+from tests.support import Sender, stored_pcm, wait_available, ws_url
 
 pytestmark = pytest.mark.server
 STREAMS = int(os.environ.get("TAPEVAULT_LOAD_STREAMS", "200"))

@@ -11,7 +11,7 @@ from tusclient import client as tus
 
 from tapevault.audio_gen import write_tone_wav
 from tests.server import Server, free_port
-from tests.test_stream import stored_pcm, wait_available
+from tests.support import stored_pcm, wait_available
 
 pytestmark = pytest.mark.server
 

@@ -16,7 +16,7 @@ from websockets.exceptions import ConnectionClosed
 
 from tapevault.ingest.pcm import expand
 from tests.server import Server, free_port, tapevault
-from tests.test_stream import stored_pcm, wait_available
+from tests.support import stored_pcm, wait_available
 
 pytestmark = pytest.mark.server
 CALL_SID = "CA5f2d7c4b1e9a8d3c6b0f7e2a1d4c9b8e"

@@ -16,7 +16,7 @@ from tapevault.http.wsdirect import DirectStream
 from tapevault.http.wsframe import BINARY, CLOSE, PING, PONG, TEXT, parse_close
 from tapevault.ingest import durable
 from tapevault.ingest.durable import AckSink, DurableStream, GroupCommitter
-from tests.test_wsframe import client_frame
+from tests.support import client_frame, until
 
 END = client_frame(TEXT, b'{"type":"end"}')
 
@@ -113,13 +113,6 @@ def connect(
     transport.protocol = direct
     direct.connection_made(cast(Any, transport))
     return direct, transport, tasks
-
-
-async def until(condition: Any, within: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + within
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "timed out"
-        await asyncio.sleep(0.005)
 
 
 async def test_bytes_are_stored_exactly_and_acked_after_syncs(tmp_path: Path) -> None:
