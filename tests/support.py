@@ -41,7 +41,10 @@ WAIT_SECONDS = 30.0
 
 
 def wait_for(
-    probe: Callable[[], T], timeout: float = WAIT_SECONDS, what: str = "", every: float = 0.05
+    probe: Callable[[], T | None],
+    timeout: float = WAIT_SECONDS,
+    what: str = "",
+    every: float = 0.05,
 ) -> T:
     """Call ``probe`` until it returns something truthy, and return that; fail at the deadline
     saying what was awaited and what the probe last returned."""

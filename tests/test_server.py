@@ -27,7 +27,7 @@ SEEDS = SEEDS_DIR
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = Server(tmp_path_factory.mktemp("srv"), free_port()).start()
+    srv = Server(tmp_path_factory.mktemp("srv")).start()
     try:
         yield srv
     finally:
@@ -175,7 +175,7 @@ def test_demo_sets_up_and_prints_commands(tmp_path: Path) -> None:
 def test_several_processes_share_the_port(tmp_path: Path) -> None:
     """TAPEVAULT_PROCESSES=2: both processes answer, uploads finish, URLs stream, the access log
     stays one verifiable chain written by both."""
-    srv = Server(tmp_path / "data", free_port()).start(TAPEVAULT_PROCESSES="2")
+    srv = Server(tmp_path / "data").start(TAPEVAULT_PROCESSES="2")
     try:
         tenant = srv.tenant()
         token = srv.token(tenant["partner_id"])
@@ -199,7 +199,7 @@ def test_short_retention_on_the_wall_clock(tmp_path: Path) -> None:
     """A tenant keeping audio 8 s, a server purging every second: the URL endpoint and the media
     URL turn 410 on time, the worker purges the file by itself, and the tombstone and the access
     history stay readable."""
-    srv = Server(tmp_path / "data", free_port()).start(TAPEVAULT_PURGE_INTERVAL="1s")
+    srv = Server(tmp_path / "data").start(TAPEVAULT_PURGE_INTERVAL="1s")
     try:
         tenant = srv.tenant(retention="8s")  # room for upload and processing on a slow machine
         token = srv.token(tenant["partner_id"])

@@ -13,7 +13,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from tapevault.ingest.pcm import expand
-from tests.server import Server, free_port
+from tests.server import Server
 from tests.support import Sender, credentials, new_session, stored_pcm, wait_available, ws_url
 
 pytestmark = pytest.mark.server
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.server
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
-    srv = Server(tmp_path / "data", free_port()).start()
+    srv = Server(tmp_path / "data").start()
     try:
         yield srv
     finally:
@@ -136,7 +136,7 @@ async def test_stream_ticket_is_single_use(server: Server) -> None:
 async def test_sigkill_keeps_every_acknowledged_byte(tmp_path: Path) -> None:
     """Kill -9 with 20 open streams; after restart every acked byte is in the recovered
     recordings, which then end and serve normally."""
-    server = Server(tmp_path / "data", free_port()).start()
+    server = Server(tmp_path / "data").start()
     headers = credentials(server)
     sessions = [new_session(server, headers) for _ in range(20)]
     payloads = {s: random.randbytes(640 * 100) for s in sessions}

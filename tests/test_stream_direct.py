@@ -21,7 +21,7 @@ from tapevault.core.clock import FixedClock
 from tapevault.core.model import SessionKind
 from tapevault.http.wsdirect import DirectStream
 from tapevault.runtime import Runtime
-from tests.server import Server, free_port
+from tests.server import Server, listen
 from tests.support import (
     Sender,
     client_frame,
@@ -38,7 +38,7 @@ pytestmark = pytest.mark.server
 
 @pytest.fixture(params=["direct", "asgi"])
 def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
-    srv = Server(tmp_path / "data", free_port())
+    srv = Server(tmp_path / "data")
     srv.start(TAPEVAULT_DIRECT_STREAMS="on" if request.param == "direct" else "off")
     try:
         yield srv
@@ -157,7 +157,7 @@ async def test_other_websocket_paths_still_go_through_asgi(server: Server) -> No
 async def test_server_shutdown_acks_every_byte_then_closes_1012(tmp_path: Path) -> None:
     """On the fast path a stopping server (SIGTERM) syncs, sends the final ack and closes with
     1012. (Through ASGI uvicorn sends its 1012 first, and the tail may go unacknowledged.)"""
-    server = Server(tmp_path / "data", free_port()).start()
+    server = Server(tmp_path / "data").start()
     try:
         headers = credentials(server)
         session_id = new_session(server, headers)
@@ -183,19 +183,18 @@ async def test_serve_hands_streams_over_to_the_fast_path(
     """With ``tapevault serve``'s protocol class an open stream's connection is a
     ``DirectStream``, not uvicorn's ASGI protocol. The class finds the endpoint in the lifespan
     state; without a lifespan it serves the stream through ASGI, just the same."""
-    port = free_port()
+    listener = listen()  # bound here, so no other process can take the port first
+    port = listener.getsockname()[1]
     server = uvicorn.Server(
         uvicorn.Config(
             runtime.asgi(),
-            host="127.0.0.1",
-            port=port,
             ws=runtime.websocket_protocol(),
             ws_per_message_deflate=False,
             lifespan=lifespan,
             log_level="warning",
         )
     )
-    serving = asyncio.ensure_future(server.serve())
+    serving = asyncio.ensure_future(server.serve(sockets=[listener]))
     try:
         await until(lambda: server.started)
         partner = runtime.vault.create_tenant("clinic", 7 * 86400)
@@ -213,3 +212,4 @@ async def test_serve_hands_streams_over_to_the_fast_path(
     finally:
         server.should_exit = True
         await asyncio.wait_for(serving, 30)
+        listener.close()
