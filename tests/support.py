@@ -46,12 +46,13 @@ def wait_for(
     what: str = "",
     every: float = 0.05,
 ) -> T:
-    """Call ``probe`` until it returns something truthy, and return that; fail at the deadline
-    saying what was awaited and what the probe last returned."""
+    """Call ``probe`` until it returns something other than None or False, and return that;
+    fail at the deadline saying what was awaited and what the probe last returned. (Not
+    "truthy": an HTTP error response is falsy, and may be just what a test waits for.)"""
     deadline = time.monotonic() + timeout
     while True:
         seen = probe()
-        if seen:
+        if seen is not None and seen is not False:
             return seen
         if time.monotonic() >= deadline:
             raise AssertionError(

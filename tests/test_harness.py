@@ -39,16 +39,20 @@ def test_no_test_module_imports_another() -> None:
     assert not offenders, "\n".join(offenders)
 
 
-def test_wait_for_returns_the_first_truthy_answer() -> None:
-    """``wait_for`` polls until the probe answers something truthy and returns that answer."""
-    answers = iter([None, 0, "", "ready", "later"])
-    assert wait_for(lambda: next(answers), every=0) == "ready"
+def test_wait_for_returns_the_first_answer_that_is_not_none_or_false() -> None:
+    """``wait_for`` polls until the probe answers something other than None or False (a 410
+    response is falsy, yet an answer) and returns that answer."""
+    answers = iter([None, False, None, 0, "later"])
+    assert wait_for(lambda: next(answers), every=0) == 0
+    gone = requests.Response()
+    gone.status_code = 410
+    assert wait_for(lambda: gone) is gone
 
 
 def test_wait_for_fails_at_the_deadline_saying_what_it_waited_for() -> None:
     """At the deadline the failure names the condition and the probe's last answer."""
-    with pytest.raises(AssertionError, match=r"the moon to rise.*last answer was \[\]"):
-        wait_for(list, timeout=0.05, what="the moon to rise", every=0.01)
+    with pytest.raises(AssertionError, match=r"the moon to rise.*last answer was False"):
+        wait_for(lambda: False, timeout=0.05, what="the moon to rise", every=0.01)
 
 
 async def test_until_waits_for_the_event_loop_and_fails_clearly() -> None:

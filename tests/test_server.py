@@ -19,7 +19,7 @@ from tapevault.db.engine import head_revision
 from tests.conftest import need
 from tests.seeds import SEEDS_DIR
 from tests.server import Server, free_port, tapevault
-from tests.support import make_session, plays
+from tests.support import make_session, plays, wait_for
 
 pytestmark = pytest.mark.server
 SEEDS = SEEDS_DIR
@@ -195,6 +195,12 @@ def test_several_processes_share_the_port(tmp_path: Path) -> None:
     assert "verifies" in verified
 
 
+def if_gone(url: str, headers: dict[str, str] | None = None) -> requests.Response | None:
+    """The answer to ``GET url`` if it is 410 Gone, else None."""
+    response = requests.get(url, headers=headers or {}, timeout=10)
+    return response if response.status_code == 410 else None
+
+
 def test_short_retention_on_the_wall_clock(tmp_path: Path) -> None:
     """A tenant keeping audio 8 s, a server purging every second: the URL endpoint and the media
     URL turn 410 on time, the worker purges the file by itself, and the tombstone and the access
@@ -215,17 +221,17 @@ def test_short_retention_on_the_wall_clock(tmp_path: Path) -> None:
         expires = requests.get(
             f"{srv.base}/api/v1/ambient/session/{session_id}", headers=headers, timeout=10
         ).json()["recordings"][0]["expires_at"]  # whole seconds, rounded down
+        # The scenario is the wall clock: wait out the retention, then poll for its effects.
         time.sleep(max(0.0, expires + 1 - time.time()) + 0.05)  # just past expires_at
-        gone = requests.get(
-            f"{srv.base}/api/v1/ambient/session/{session_id}/recording", headers=headers, timeout=10
-        )
-        assert gone.status_code == 410 and gone.json()["reason"] == "expired"
-        assert requests.get(media, timeout=10).status_code == 410
+        endpoint = f"{srv.base}/api/v1/ambient/session/{session_id}/recording"
+        gone = wait_for(lambda: if_gone(endpoint, headers), 10, "410 from the URL endpoint")
+        assert gone.json()["reason"] == "expired"
+        wait_for(lambda: if_gone(media), 10, "410 from the media URL")
         bearer = {"authorization": f"Bearer {tenant['api_key']}"}
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and list((srv.data_dir / "audio").rglob("*.wav")):
-            time.sleep(0.2)
-        assert list((srv.data_dir / "audio").rglob("*.wav")) == []
+        wait_for(
+            lambda: not list((srv.data_dir / "audio").rglob("*.wav")),
+            what="the worker to purge the audio file",
+        )
         view = requests.get(f"{srv.base}/api/v1/sessions/{session_id}", headers=bearer, timeout=10)
         (tomb,) = view.json()["recordings"]
         assert tomb["status"] == "expired" and tomb["purged_at"]

@@ -14,7 +14,15 @@ from websockets.exceptions import ConnectionClosed
 
 from tapevault.ingest.pcm import expand
 from tests.server import Server
-from tests.support import Sender, credentials, new_session, stored_pcm, wait_available, ws_url
+from tests.support import (
+    Sender,
+    credentials,
+    new_session,
+    stored_pcm,
+    until,
+    wait_available,
+    ws_url,
+)
 
 pytestmark = pytest.mark.server
 
@@ -151,7 +159,10 @@ async def test_sigkill_keeps_every_acknowledged_byte(tmp_path: Path) -> None:
             for session_id in sessions:
                 await senders[session_id].ws.send(payloads[session_id][i : i + 640])
             await asyncio.sleep(0.002)
-        await asyncio.sleep(0.5)  # let acks arrive for most of it
+        await until(
+            lambda: all(sender.acked for sender in senders.values()),
+            what="an acknowledgement on every stream",
+        )
         acked = {s: senders[s].acked for s in sessions}
         server.kill()
         for sender in senders.values():

@@ -166,7 +166,7 @@ async def test_server_shutdown_acks_every_byte_then_closes_1012(tmp_path: Path) 
             sender = Sender(ws)
             for i in range(0, len(payload), 640):
                 await ws.send(payload[i : i + 640])
-            await asyncio.sleep(0.05)
+            await until(lambda: sender.acked, what="the stream's first acknowledgement")
             assert server.process is not None
             server.process.terminate()
             await asyncio.wait_for(sender.reader, 30)
