@@ -154,6 +154,8 @@ async def test_a_partial_frame_closes_4400_after_acking_what_was_stored(tmp_path
 
 
 async def test_a_client_that_does_not_read_gets_only_the_latest_ack(tmp_path: Path) -> None:
+    """Five frames synced one by one while the client reads nothing: no ack is queued, and
+    when it reads again it gets one ack, the latest."""
     endpoint = FakeEndpoint(tmp_path)
     direct, transport, tasks = connect(endpoint)
     await until(lambda: transport.reading)
