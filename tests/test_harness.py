@@ -72,7 +72,8 @@ async def test_until_waits_for_the_event_loop_and_fails_clearly() -> None:
 
 def test_a_server_holds_its_port_from_the_start(tmp_path: Path) -> None:
     """``Server(data_dir)`` binds a free port at once and keeps it: nobody else can bind it
-    before or between the server's runs, and the server answers on it."""
+    before or between the server's runs, and the server answers on it, seeing each client's
+    own address (uvicorn wraps an inherited socket as if it were a Unix one)."""
     srv = Server(tmp_path / "data")
     try:
         assert srv.port > 0
@@ -80,6 +81,12 @@ def test_a_server_holds_its_port_from_the_start(tmp_path: Path) -> None:
             other.bind(("127.0.0.1", srv.port))
         srv.start()
         assert requests.get(f"{srv.base}/healthz", timeout=10).json() == {"status": "ok"}
+        bearer = {"authorization": f"Bearer {srv.tenant()['api_key']}"}
+        first = requests.get(f"{srv.base}/api/v1/audit", headers=bearer, timeout=10)
+        assert first.status_code == 200  # and logged, with the address it came from
+        records = requests.get(f"{srv.base}/api/v1/audit", headers=bearer, timeout=10).json()
+        assert records["records"], records
+        assert {r["client_ip"] for r in records["records"]} == {"127.0.0.1"}, records
         srv.stop()
         with pytest.raises(OSError), socket.socket() as other:
             other.bind(("127.0.0.1", srv.port))

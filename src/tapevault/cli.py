@@ -59,7 +59,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
     # An inherited listening socket (socket activation, a supervisor, the test harness) is served
     # as it is: whoever bound it chose the address, and no other process can take the port from
-    # under us between choosing and binding it.
+    # under us between choosing and binding it. (uvicorn wraps the fd as an AF_UNIX socket object,
+    # but the event loop takes peer addresses from the kernel: clients' IPs stay right.)
     where: dict[str, Any] = (
         {"host": settings.host, "port": settings.port}
         if args.fd is None
