@@ -2,6 +2,7 @@
 
 Tests that need PostgreSQL skip when it cannot be reached, unless ``TAPEVAULT_TEST_STRICT=1``
 (which ``.ci/run`` sets): then an unreachable server fails the run instead of skipping it.
+When a test fails, what any ``tests.server.Server`` wrote during it is attached to the report.
 """
 
 from __future__ import annotations
@@ -20,12 +21,14 @@ from tapevault.core.access import MemoryAccessLog
 from tapevault.core.clock import FixedClock
 from tapevault.runtime import Runtime, open_runtime
 from tests.dialects import asgi_client
+from tests.server import log_marks, output_since
 
 PG_ADMIN_URL = os.environ.get(
     "TAPEVAULT_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
 STRICT = os.environ.get("TAPEVAULT_TEST_STRICT") == "1"
 START = 1_800_000_000.0
+_SERVER_LOG_MARKS = pytest.StashKey[dict[Path, int]]()
 
 
 def need(condition: bool, reason: str) -> None:
@@ -149,3 +152,19 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     for backend, by_outcome in sorted(counts.items()):
         summary = ", ".join(f"{n} {outcome}" for outcome, n in sorted(by_outcome.items()))
         terminalreporter.write_line(f"database {backend}: {summary}")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Note how far each real server's log reached before this test (and its fixtures) ran."""
+    item.stash[_SERVER_LOG_MARKS] = log_marks()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """On a failure, attach what real servers wrote during the test: their own account of it."""
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()  # type: ignore[attr-defined]
+    if report.failed:
+        for title, text in output_since(item.stash.get(_SERVER_LOG_MARKS, {})):
+            report.sections.append((title, text))

@@ -17,9 +17,17 @@ import yaml
 
 from tests.conftest import need
 
-SEEDS_DIR = Path(
-    os.environ.get("TAPEVAULT_SEEDS_DIR", Path(__file__).resolve().parents[2] / "shared" / "seeds")
-)
+
+def _find_seeds() -> Path:
+    """``TAPEVAULT_SEEDS_DIR``, or the nearest ``shared/seeds`` above this checkout (a clone
+    beside ``shared/``, or a worktree one level further down)."""
+    if "TAPEVAULT_SEEDS_DIR" in os.environ:
+        return Path(os.environ["TAPEVAULT_SEEDS_DIR"])
+    above = [parent / "shared" / "seeds" for parent in Path(__file__).resolve().parents[1:]]
+    return next((path for path in above if path.is_dir()), above[1])
+
+
+SEEDS_DIR = _find_seeds()
 SUKI = "suki-form-filling-session-recording.md"
 AMIGO = "amigo-recordings-api.md"
 KORE = "kore-fetch-call-recording-v2.md"

@@ -1,4 +1,14 @@
-"""Run a real ``tapevault serve`` process for tests that need sockets (curl, seed examples)."""
+"""Run a real ``tapevault serve`` process for tests that need sockets (curl, seed examples).
+
+``Server(data_dir)`` binds its listening socket at once (port 0: the kernel picks a free port)
+and hands it to every ``tapevault serve --fd`` it starts, so no other process can take the port
+between choosing and serving it, and a restart after ``kill()`` serves the same port again.
+
+The server gets the test's settings and nothing of the shell's: ``TAPEVAULT_*`` variables
+inherited from the environment are dropped, and ``start(**env)`` overrides the harness's own.
+Its stdout and stderr go to ``<data_dir>.server.log`` beside the data directory; when a test
+fails, conftest.py attaches what the server wrote during that test to the report.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +19,18 @@ import subprocess
 import sys
 import time
 import urllib.request
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
+# What a failure report shows at most of one server's output (its end).
+REPORT_CHARS = 20_000
+_LOGS: list[Path] = []  # every server log of this run, for the failure report
+
 
 def free_port() -> int:
+    """A port that was free a moment ago (another process may take it before you bind it):
+    prefer ``Server(data_dir)``, which binds its own."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -34,41 +51,111 @@ def tapevault(*args: str, env: dict[str, str], timeout: float = 60) -> str:
     return done.stdout
 
 
+def listen(port: int = 0) -> socket.socket:
+    """A listening socket on 127.0.0.1 (``port`` 0: any free one)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))
+        sock.listen(1024)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def inherited_environment() -> dict[str, str]:
+    """The test process's environment without any ``TAPEVAULT_*`` setting of the shell."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("TAPEVAULT_")}
+
+
+def log_marks() -> dict[Path, int]:
+    """How long each server log of this run is now (see ``output_since``)."""
+    return {path: path.stat().st_size for path in _LOGS if path.exists()}
+
+
+def output_since(marks: dict[Path, int]) -> list[tuple[str, str]]:
+    """(title, text) of what each server wrote after ``marks`` (all of a log begun since)."""
+    sections = []
+    for path in _LOGS:
+        if not path.exists():
+            continue
+        with path.open("rb") as f:
+            start = marks.get(path, 0)
+            size = path.stat().st_size
+            f.seek(max(start, size - REPORT_CHARS))
+            text = f.read().decode(errors="replace")
+        if text.strip():
+            cut = " (its end)" if size - start > REPORT_CHARS else ""
+            sections.append((f"tapevault serve output{cut}: {path}", text))
+    return sections
+
+
 @dataclass
 class Server:
     data_dir: Path
-    port: int
+    port: int = 0  # 0: any free port, bound here and now
     env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
+    listener: socket.socket = field(init=False, repr=False)
+    log_path: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.listener = listen(self.port)
+        self.port = int(self.listener.getsockname()[1])
+        weakref.finalize(self, self.listener.close)
+        self.log_path = self.data_dir.with_name(f"{self.data_dir.name}.server.log")
+        _LOGS.append(self.log_path)
 
     @property
     def base(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, **extra_env: str) -> Server:
+        """Start ``tapevault serve`` and wait until it answers ``/healthz``; the keyword
+        arguments are ``TAPEVAULT_*`` settings and win over the harness's defaults."""
         self.env = {
-            **extra_env,
-            **os.environ,
+            **inherited_environment(),
             "TAPEVAULT_DATA_DIR": str(self.data_dir),
             "TAPEVAULT_PORT": str(self.port),
             "TAPEVAULT_PUBLIC_URL": self.base,
+            **extra_env,
         }
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "tapevault.cli", "serve", "--log-level", "warning"],
-            env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        fd = self.listener.fileno()
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            log.write(f"--- tapevault serve --fd {fd} ({self.base})\n".encode())
+            log.flush()
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "tapevault.cli", "serve", "--fd", str(fd)],
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                pass_fds=(fd,),
+            )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(
+                    f"tapevault serve exited with {self.process.returncode} during start-up:\n"
+                    + self.output()
+                )
             try:
                 with urllib.request.urlopen(f"{self.base}/healthz", timeout=1):
                     return self
             except OSError:
-                if self.process.poll() is not None:
-                    raise AssertionError("tapevault serve exited during start-up") from None
                 time.sleep(0.1)
-        raise AssertionError("tapevault serve did not become healthy")
+        self.kill()
+        raise AssertionError(f"tapevault serve did not become healthy:\n{self.output()}")
+
+    def output(self, chars: int = REPORT_CHARS) -> str:
+        """The end of what the server processes started by this object wrote."""
+        if not self.log_path.exists():
+            return ""
+        with self.log_path.open("rb") as f:
+            f.seek(max(0, self.log_path.stat().st_size - chars))
+            return f.read().decode(errors="replace")
 
     def kill(self) -> None:
         """SIGKILL: no shutdown, no flush, as in a crash."""
@@ -84,6 +171,11 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+    def close(self) -> None:
+        """Stop the server and give up its port (a stopped ``Server`` keeps it for a restart)."""
+        self.stop()
+        self.listener.close()
 
     def tenant(self, name: str = "clinic", retention: str = "7d") -> dict[str, str]:
         out = tapevault("tenant", "create", name, "--json", "--retention", retention, env=self.env)

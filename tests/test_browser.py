@@ -14,8 +14,8 @@ import pytest
 import requests
 
 from tests.conftest import need
-from tests.server import Server, free_port
-from tests.test_server import make_session
+from tests.server import Server
+from tests.support import make_session
 
 pytestmark = pytest.mark.server
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -30,7 +30,7 @@ FLAGS = [
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
-    srv = Server(tmp_path / "data", free_port()).start(TAPEVAULT_PLAYBACK_IDLE="2s")
+    srv = Server(tmp_path / "data").start(TAPEVAULT_PLAYBACK_IDLE="2s")
     try:
         yield srv
     finally:

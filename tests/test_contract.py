@@ -42,7 +42,7 @@ from tapevault.audio_gen import tone_wav_bytes
 from tapevault.http.openapi import openapi_document
 from tapevault.ingest.decode import ACCEPTED_CONTENT_TYPES
 from tests import seeds
-from tests.server import Server, free_port
+from tests.server import Server
 
 pytestmark = pytest.mark.server
 
@@ -263,7 +263,7 @@ def prepare(srv: Server) -> Live:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     """One tapevault serve process for the module, with its resources prepared."""
-    srv = Server(tmp_path_factory.mktemp("contract"), free_port()).start()
+    srv = Server(tmp_path_factory.mktemp("contract")).start()
     try:
         yield prepare(srv)
     finally:

@@ -9,6 +9,7 @@ import pytest
 
 from tapevault.ingest import durable
 from tapevault.ingest.durable import GroupCommitter
+from tests.support import until
 
 
 async def test_acks_follow_syncs_and_batch_streams(
@@ -149,8 +150,6 @@ async def test_a_stream_closed_during_its_batch_keeps_its_fd_until_the_batch_end
     """The committer's thread may be writing the fd: closing it then could let another file
     reuse the number, and the audio would land there."""
     import threading
-
-    from tests.test_wsdirect import until
 
     release = threading.Event()
     real_sync = durable.sync_filesystem

@@ -1,9 +1,12 @@
 """Tenant isolation, as a generated matrix: every route of every dialect, called with tenant A's
-credentials on tenant B's ids, must answer exactly as it answers an id that exists nowhere.
+credentials on tenant B's ids, must answer exactly as it answers an id that exists nowhere, and
+on A's own ids with the route's success status (a route that answered 404 to everyone would
+pass the first check alone).
 
 The routes are enumerated from the application's own router (a route added later is probed
-without touching this file); each path parameter is varied on its own — B's value against a fresh
-unknown one of the same shape — while the others keep A's own valid values. Then the resources
+without touching this file, but its success must be written in ``OWNER``); each path parameter
+is varied on its own — B's value against a fresh unknown one of the same shape — while the
+others keep A's own valid values. Then the resources
 outside the router: signed media URLs, the live-stream WebSocket, tus uploads and Kore's
 ``sessionId``. A difference in status, body or header names is a leak (an existence oracle).
 """
@@ -156,12 +159,148 @@ async def probe(
     return await client.request(method, url, headers={**headers, **extra}, content=content)
 
 
-async def test_every_route_answers_foreign_ids_like_unknown_ones(
+@dataclass(frozen=True)
+class Success:
+    """How the owner calls a route, and what it answers them.
+
+    ``fresh`` names a resource made for this one call (``Fresh``) when the call changes or
+    needs a state the shared world does not have: an open session to upload to, end or stream
+    into, a call SID not used yet, a recording or session to delete, a held session to release.
+    """
+
+    status: int
+    fresh: str | None = None
+    body: str | None = None  # "wav", or a JSON text
+    query: tuple[tuple[str, str], ...] = ()
+    kore_status: str | None = None  # Kore answers 200 to everyone: its body says success
+
+
+SESSION = "/api/v1/ambient/session/{session_id}"
+CALLS = "/v1/{workspace_id}/recordings/{call_sid}"
+PUT_BODY = '{"reason": "probe", "retention": "30d"}'
+OWNER: dict[tuple[str, str], Success] = {
+    ("GET", f"{SESSION}/recording"): Success(200),
+    ("HEAD", f"{SESSION}/recording"): Success(200),
+    ("POST", "/api/v1/ambient/session/create"): Success(201),
+    ("POST", "/api/v1/form-filling/session/create"): Success(201),
+    ("POST", f"{SESSION}/audio"): Success(202, fresh="open_session", body="wav"),
+    ("POST", f"{SESSION}/stream-ticket"): Success(201, fresh="open_session"),
+    ("POST", f"{SESSION}/end"): Success(200, fresh="open_session"),
+    ("GET", SESSION): Success(200),
+    ("HEAD", SESSION): Success(200),
+    ("GET", f"{CALLS}/urls"): Success(200),
+    ("HEAD", f"{CALLS}/urls"): Success(200),
+    ("GET", f"{CALLS}/metadata"): Success(200),
+    ("HEAD", f"{CALLS}/metadata"): Success(200),
+    ("GET", f"{CALLS}/download/{{filename:anything}}"): Success(200),
+    ("HEAD", f"{CALLS}/download/{{filename:anything}}"): Success(200),
+    ("POST", "/v1/{workspace_id}/calls/{call_sid}/audio"): Success(
+        202, fresh="call", body="wav", query=(("channel", "inbound"),)
+    ),
+    ("GET", "/v1/{workspace_id}/api-keys"): Success(200),
+    ("HEAD", "/v1/{workspace_id}/api-keys"): Success(200),
+    ("POST", "/v1/{workspace_id}/api-keys"): Success(201, body='{"name": "probe"}'),
+    ("DELETE", "/v1/{workspace_id}/api-keys/{key_id}"): Success(204),
+    ("GET", "/api/public/bot/{bot_id}/v2/recordings"): Success(
+        200, query=(("sessionId", CALL),), kore_status="success"
+    ),
+    ("HEAD", "/api/public/bot/{bot_id}/v2/recordings"): Success(200, query=(("sessionId", CALL),)),
+    ("GET", "/api/v1/audit"): Success(200),
+    ("HEAD", "/api/v1/audit"): Success(200),
+    ("GET", "/api/v1/recordings/{recording_id}/access"): Success(200),
+    ("HEAD", "/api/v1/recordings/{recording_id}/access"): Success(200),
+    ("PUT", "/api/v1/recordings/{recording_id}/retention"): Success(200, body=PUT_BODY),
+    ("DELETE", "/api/v1/recordings/{recording_id}"): Success(200, fresh="recording"),
+    ("PUT", "/api/v1/sessions/{session_id}/hold"): Success(200, fresh="session", body=PUT_BODY),
+    ("DELETE", "/api/v1/sessions/{session_id}/hold"): Success(200, fresh="held_session"),
+    ("PUT", "/api/v1/sessions/{session_id}/retention"): Success(200, body=PUT_BODY),
+    ("GET", "/api/v1/sessions/{session_id}"): Success(200),
+    ("HEAD", "/api/v1/sessions/{session_id}"): Success(200),
+    ("DELETE", "/api/v1/sessions/{session_id}"): Success(200, fresh="session"),
+}
+
+
+@dataclass
+class Fresh:
+    """Resources of tenant A made for one owner call, as path values that replace the world's."""
+
+    client: httpx.AsyncClient
+    runtime: Runtime
+    who: Customer
+
+    async def make(self, kind: str) -> dict[str, str]:
+        if kind == "call":
+            return {"call_sid": "CA" + uuid.uuid4().hex}
+        session_id = await self.open_session()
+        if kind == "open_session":
+            return {"session_id": session_id}
+        recording_id = await self.record(session_id)
+        if kind == "recording":
+            return {"recording_id": recording_id}
+        if kind == "held_session":
+            held = await self.client.put(
+                f"/api/v1/sessions/{session_id}/hold",
+                headers={**self.who.bearer, "content-type": "application/json"},
+                content=PUT_BODY,
+            )
+            assert held.status_code == 200, held.text
+        assert kind in ("session", "held_session"), kind
+        return {"session_id": session_id}
+
+    async def open_session(self) -> str:
+        created = await self.client.post("/api/v1/ambient/session/create", headers=self.who.suki)
+        assert created.status_code == 201, created.text
+        session_id: str = created.json()["ambient_session_id"]
+        return session_id
+
+    async def record(self, session_id: str) -> str:
+        """Upload a tone, end the session, let the worker store it: the recording's id."""
+        up = await self.client.post(
+            f"/api/v1/ambient/session/{session_id}/audio",
+            headers={**self.who.suki, "content-type": "audio/wav"},
+            content=tone_wav_bytes(0.2),
+        )
+        assert up.status_code == 202, up.text
+        await self.client.post(f"/api/v1/ambient/session/{session_id}/end", headers=self.who.suki)
+        self.runtime.worker.run_until_idle()
+        recording_id: str = up.json()["recording_id"]
+        return recording_id
+
+
+async def call_as_owner(
+    client: httpx.AsyncClient,
+    fresh: Fresh,
+    world: World,
+    route: tuple[str, Endpoint[Any], str],
+    spec: Success,
+) -> httpx.Response:
+    """The route called by tenant A on A's own ids (fresh ones where ``spec`` says so)."""
+    path, endpoint, method = route
+    names = re.findall(r"\{(\w+)(?::\w+)?\}", path)
+    values = {n: world.ids[n]["own"] if n in world.ids else "inbound.wav" for n in names}
+    if spec.fresh is not None:
+        values.update(await fresh.make(spec.fresh))
+    headers = dict(credentials(endpoint, world.a))
+    content = None
+    if spec.body == "wav":
+        headers["content-type"] = "audio/wav"
+        content = tone_wav_bytes(0.2)
+    elif spec.body is not None:
+        headers["content-type"] = "application/json"
+        content = spec.body.encode()
+    return await client.request(
+        method, fill(path, values), headers=headers, params=dict(spec.query), content=content
+    )
+
+
+async def test_every_route_serves_its_owner_and_answers_foreign_ids_like_unknown_ones(
     client: httpx.AsyncClient, runtime: Runtime, world: World
 ) -> None:
-    """Router routes × methods × each path parameter: B's id looks exactly like no id."""
+    """Router routes × methods: A's own ids succeed; then, for each path parameter, B's id looks
+    exactly like no id."""
     probes = 0
     leaks: list[str] = []
+    fresh = Fresh(client, runtime, world.a)
     routes = routes_of(runtime)
     assert len(routes) >= 12, [p for p, _ in routes]
     # Reads first: a POST with B's call SID creates a call of A's own, which later reads would find.
@@ -170,6 +309,19 @@ async def test_every_route_answers_foreign_ids_like_unknown_ones(
         key=lambda plan: plan[2] not in ("GET", "HEAD"),
     )
     for path, endpoint, method in plans:
+        spec = OWNER.get((method, path))
+        if spec is None:
+            leaks.append(f"{method} {path}: no success written in OWNER for its owner's call")
+        else:
+            seen_own = await call_as_owner(client, fresh, world, (path, endpoint, method), spec)
+            runtime.worker.run_until_idle()
+            kore = seen_own.json().get("status") if spec.kore_status else None
+            if seen_own.status_code != spec.status or kore != spec.kore_status:
+                expected = f"{spec.status} {spec.kore_status or ''}".strip()
+                leaks.append(
+                    f"{method} {path} [own ids]: {seen_own.status_code} "
+                    f"{seen_own.text[:120]!r}, not the owner's {expected}"
+                )
         names = re.findall(r"\{(\w+)(?::\w+)?\}", path)
         own = {n: world.ids[n]["own"] if n in world.ids else "inbound.wav" for n in names}
         for name in names:
@@ -197,8 +349,13 @@ async def test_every_route_answers_foreign_ids_like_unknown_ones(
 async def test_kore_session_id_of_another_tenant_is_unavailable(
     client: httpx.AsyncClient, world: World
 ) -> None:
-    """Kore's sessionId (a query, not a path parameter): B's session or call is like none."""
+    """Kore's sessionId (a query, not a path parameter): B's session or call is like none, while
+    A's own call (the same SID as one of B's) is A's recording."""
     url = f"/api/public/bot/{world.a.bot}/v2/recordings"
+    own = await client.get(url, params={"sessionId": CALL}, headers=world.a.kore)
+    assert own.json()["status"] == "success", own.text
+    (entry,) = own.json()["recording"]
+    assert (await client.get(local(entry["fileUrl"]))).status_code == 200
     for foreign in (world.ids["session_id"]["foreign"], "CA" + "c" * 32):
         seen = await client.get(url, params={"sessionId": foreign}, headers=world.a.kore)
         nobody = await client.get(
@@ -226,9 +383,17 @@ async def test_signed_urls_cannot_be_moved_to_another_tenants_recording(
 async def test_tus_uploads_and_stream_of_another_tenant(
     client: httpx.AsyncClient, world: World, runtime: Runtime
 ) -> None:
-    """tus: B's upload id or session id with A's token; the live stream on B's session."""
+    """tus: B's upload id or session id with A's token; the live stream on B's session. Each
+    is answered like an unknown one, and A's own is served."""
     tus = {**world.a.suki, "tus-resumable": "1.0.0"}
     b_upload, nobody_upload = world.ids["upload_id"]["foreign"], uuid.uuid4().hex
+    own_upload = f"/api/v1/uploads/{world.ids['upload_id']['own']}"
+    patch = {"upload-offset": "0", "content-type": "application/offset+octet-stream"}
+    own = [
+        (await client.head(own_upload, headers=tus)).status_code,
+        (await client.patch(own_upload, headers={**tus, **patch}, content=b"x")).status_code,
+    ]
+    assert own == [200, 204], own
     for method in ("HEAD", "PATCH", "DELETE"):
         extra = (
             {"upload-offset": "0", "content-type": "application/offset+octet-stream"}
@@ -256,15 +421,35 @@ async def test_tus_uploads_and_stream_of_another_tenant(
     ]
     assert fingerprint(creations[0]) == fingerprint(creations[1])
     assert creations[0].status_code == 404
+    open_session = await Fresh(client, runtime, world.a).open_session()
+    metadata = f"session_id {_b64(open_session)}"
+    own_creation = await client.post(
+        "/api/v1/uploads", headers={**tus, "upload-length": "100", "upload-metadata": metadata}
+    )
+    assert own_creation.status_code == 201, own_creation.text
+    assert (await client.delete(own_upload, headers=tus)).status_code == 204
     closes = [
         await websocket_close(runtime, f"/api/v1/ambient/session/{session}/stream", world.a.suki)
         for session in (world.ids["session_id"]["foreign"], str(uuid.uuid4()))
     ]
     assert closes[0] == closes[1] and closes[0][0] == 4404
+    own_stream = await websocket_messages(
+        runtime, f"/api/v1/ambient/session/{open_session}/stream", world.a.suki
+    )
+    assert own_stream[0]["type"] == "websocket.accept", own_stream
 
 
 async def websocket_close(runtime: Runtime, path: str, headers: dict[str, str]) -> tuple[int, str]:
     """Open a WebSocket through the ASGI app; its close code and reason."""
+    sent = await websocket_messages(runtime, path, headers)
+    close = next(m for m in sent if m["type"] == "websocket.close")
+    return int(close["code"]), str(close.get("reason", ""))
+
+
+async def websocket_messages(
+    runtime: Runtime, path: str, headers: dict[str, str]
+) -> list[dict[str, Any]]:
+    """Open a WebSocket through the ASGI app and leave at once; what the app sent."""
     sent: list[dict[str, Any]] = []
     incoming = iter([{"type": "websocket.connect"}])
 
@@ -287,8 +472,7 @@ async def websocket_close(runtime: Runtime, path: str, headers: dict[str, str]) 
         "root_path": "",
     }
     await runtime.asgi()(scope, receive, send)  # type: ignore[arg-type]
-    close = next(m for m in sent if m["type"] == "websocket.close")
-    return int(close["code"]), str(close.get("reason", ""))
+    return sent
 
 
 async def test_nul_in_any_id_is_a_client_answer_never_a_500(

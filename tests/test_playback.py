@@ -13,6 +13,7 @@ from tapevault.core.auditlog import AuditLog, Pending
 from tapevault.core.clock import FixedClock
 from tapevault.core.playback import Playbacks
 from tapevault.errors import Unavailable
+from tests.support import until
 
 
 class SlowAudit:
@@ -48,7 +49,7 @@ async def test_concurrent_first_requests_share_one_playback() -> None:
     playbacks = fold(audit)
     first = asyncio.create_task(playbacks.admit("player", first_request))
     second = asyncio.create_task(playbacks.admit("player", first_request))
-    await asyncio.sleep(0.01)
+    await until(lambda: audit.opened, what="the first request's pending write")
     assert not first.done() and not second.done()  # nothing admitted before the write
     assert len(audit.opened) == 1
     audit.release.set()
@@ -71,7 +72,7 @@ async def test_a_waiting_request_fails_over_when_the_first_cannot_open() -> None
     playbacks = fold(audit)
     first = asyncio.create_task(playbacks.admit("player", first_request))
     second = asyncio.create_task(playbacks.admit("player", first_request))
-    await asyncio.sleep(0.01)
+    await until(lambda: audit.opened, what="the first request's pending write")
     audit.release.set()
     for task in (first, second):
         with pytest.raises(Unavailable):
@@ -87,9 +88,9 @@ async def test_a_waiting_request_that_is_cancelled_does_not_keep_the_playback_op
     playbacks = Playbacks(cast(AuditLog, audit), FixedClock(1_000.0), "p", idle_seconds=2)
     first = asyncio.create_task(playbacks.admit("player", first_request))
     second = asyncio.create_task(playbacks.admit("player", first_request))
-    await asyncio.sleep(0.01)
+    await until(lambda: audit.opened, what="the first request's pending write")
     second.cancel()
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # let the cancellation reach the waiting request
     audit.release.set()
     playback_id = await first
     with pytest.raises(asyncio.CancelledError):

@@ -21,8 +21,8 @@ import requests
 from tapevault.audio_gen import tone_wav_bytes
 from tests import seeds
 from tests.conftest import need
-from tests.server import Server, free_port, tapevault
-from tests.test_server import make_session, plays
+from tests.server import Server, tapevault
+from tests.support import make_session, plays
 
 pytestmark = pytest.mark.server
 TSX = Path(__file__).parent / "node" / "node_modules" / ".bin" / "tsx"
@@ -32,7 +32,7 @@ AMIGO_CALL = "CA00112233445566778899aabbccddeeff"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = Server(tmp_path_factory.mktemp("srv"), free_port()).start()
+    srv = Server(tmp_path_factory.mktemp("srv")).start()
     try:
         yield srv
     finally:

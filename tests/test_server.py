@@ -15,12 +15,11 @@ from pathlib import Path
 import pytest
 import requests
 
-from tapevault.audio_gen import tone_wav_bytes
 from tapevault.db.engine import head_revision
 from tests.conftest import need
 from tests.seeds import SEEDS_DIR
 from tests.server import Server, free_port, tapevault
-from tests.test_stream import wait_available
+from tests.support import make_session, plays, wait_for
 
 pytestmark = pytest.mark.server
 SEEDS = SEEDS_DIR
@@ -28,7 +27,7 @@ SEEDS = SEEDS_DIR
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = Server(tmp_path_factory.mktemp("srv"), free_port()).start()
+    srv = Server(tmp_path_factory.mktemp("srv")).start()
     try:
         yield srv
     finally:
@@ -57,31 +56,6 @@ def adapt(code: str, base: str, session_id: str, token: str) -> str:
     return re.sub(r'"123dfg-456dfg-789dfg-012dfg"( //[^\n]*)?', json.dumps(session_id), code)
 
 
-def make_session(server: Server, token: str, seconds: float = 3.0) -> tuple[str, bytes]:
-    headers = {"sdp_suki_token": token}
-    created = requests.post(
-        f"{server.base}/api/v1/ambient/session/create", headers=headers, timeout=10
-    )
-    assert created.status_code == 201
-    session_id: str = created.json()["ambient_session_id"]
-    wav = tone_wav_bytes(seconds)
-    up = requests.post(
-        f"{server.base}/api/v1/ambient/session/{session_id}/audio",
-        headers={**headers, "content-type": "audio/wav"},
-        data=wav,
-        timeout=30,
-    )
-    assert up.status_code == 202, up.text
-    assert (
-        requests.post(
-            f"{server.base}/api/v1/ambient/session/{session_id}/end", headers=headers, timeout=10
-        ).status_code
-        == 200
-    )
-    wait_available(server, headers, session_id)
-    return session_id, wav
-
-
 @pytest.mark.parametrize(
     "seed", ["suki-ambient-session-recording.md", "suki-form-filling-session-recording.md"]
 )
@@ -105,19 +79,6 @@ def test_seed_python_example_runs(server: Server, tmp_path: Path, seed: str) -> 
     url = re.search(r"Presigned URL: (\S+)", out)
     assert url is not None
     plays(url.group(1))
-
-
-def plays(url: str) -> None:
-    """FFmpeg reads the URL (with its own ranged requests) and decodes every frame."""
-    need(shutil.which("ffmpeg") is not None, "ffmpeg is not installed")
-    done = subprocess.run(
-        ["ffmpeg", "-v", "error", "-nostdin", "-i", url, "-f", "null", "-"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0 and not done.stderr.strip(), done.stderr
 
 
 def test_curl_range_returns_exact_bytes(server: Server, tmp_path: Path) -> None:
@@ -214,7 +175,7 @@ def test_demo_sets_up_and_prints_commands(tmp_path: Path) -> None:
 def test_several_processes_share_the_port(tmp_path: Path) -> None:
     """TAPEVAULT_PROCESSES=2: both processes answer, uploads finish, URLs stream, the access log
     stays one verifiable chain written by both."""
-    srv = Server(tmp_path / "data", free_port()).start(TAPEVAULT_PROCESSES="2")
+    srv = Server(tmp_path / "data").start(TAPEVAULT_PROCESSES="2")
     try:
         tenant = srv.tenant()
         token = srv.token(tenant["partner_id"])
@@ -234,11 +195,17 @@ def test_several_processes_share_the_port(tmp_path: Path) -> None:
     assert "verifies" in verified
 
 
+def if_gone(url: str, headers: dict[str, str] | None = None) -> requests.Response | None:
+    """The answer to ``GET url`` if it is 410 Gone, else None."""
+    response = requests.get(url, headers=headers or {}, timeout=10)
+    return response if response.status_code == 410 else None
+
+
 def test_short_retention_on_the_wall_clock(tmp_path: Path) -> None:
     """A tenant keeping audio 8 s, a server purging every second: the URL endpoint and the media
     URL turn 410 on time, the worker purges the file by itself, and the tombstone and the access
     history stay readable."""
-    srv = Server(tmp_path / "data", free_port()).start(TAPEVAULT_PURGE_INTERVAL="1s")
+    srv = Server(tmp_path / "data").start(TAPEVAULT_PURGE_INTERVAL="1s")
     try:
         tenant = srv.tenant(retention="8s")  # room for upload and processing on a slow machine
         token = srv.token(tenant["partner_id"])
@@ -254,17 +221,17 @@ def test_short_retention_on_the_wall_clock(tmp_path: Path) -> None:
         expires = requests.get(
             f"{srv.base}/api/v1/ambient/session/{session_id}", headers=headers, timeout=10
         ).json()["recordings"][0]["expires_at"]  # whole seconds, rounded down
+        # The scenario is the wall clock: wait out the retention, then poll for its effects.
         time.sleep(max(0.0, expires + 1 - time.time()) + 0.05)  # just past expires_at
-        gone = requests.get(
-            f"{srv.base}/api/v1/ambient/session/{session_id}/recording", headers=headers, timeout=10
-        )
-        assert gone.status_code == 410 and gone.json()["reason"] == "expired"
-        assert requests.get(media, timeout=10).status_code == 410
+        endpoint = f"{srv.base}/api/v1/ambient/session/{session_id}/recording"
+        gone = wait_for(lambda: if_gone(endpoint, headers), 10, "410 from the URL endpoint")
+        assert gone.json()["reason"] == "expired"
+        wait_for(lambda: if_gone(media), 10, "410 from the media URL")
         bearer = {"authorization": f"Bearer {tenant['api_key']}"}
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and list((srv.data_dir / "audio").rglob("*.wav")):
-            time.sleep(0.2)
-        assert list((srv.data_dir / "audio").rglob("*.wav")) == []
+        wait_for(
+            lambda: not list((srv.data_dir / "audio").rglob("*.wav")),
+            what="the worker to purge the audio file",
+        )
         view = requests.get(f"{srv.base}/api/v1/sessions/{session_id}", headers=bearer, timeout=10)
         (tomb,) = view.json()["recordings"]
         assert tomb["status"] == "expired" and tomb["purged_at"]

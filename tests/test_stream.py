@@ -3,96 +3,37 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import random
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from tapevault.core.wav import parse_wav
 from tapevault.ingest.pcm import expand
-from tests.server import Server, free_port
+from tests.server import Server
+from tests.support import (
+    Sender,
+    credentials,
+    new_session,
+    stored_pcm,
+    until,
+    wait_available,
+    ws_url,
+)
 
 pytestmark = pytest.mark.server
 
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
-    srv = Server(tmp_path / "data", free_port()).start()
+    srv = Server(tmp_path / "data").start()
     try:
         yield srv
     finally:
         srv.stop()
-
-
-def credentials(server: Server) -> dict[str, str]:
-    tenant = server.tenant()
-    return {"sdp_suki_token": server.token(tenant["partner_id"])}
-
-
-def new_session(server: Server, headers: dict[str, str]) -> str:
-    response = requests.post(
-        f"{server.base}/api/v1/ambient/session/create", headers=headers, timeout=10
-    )
-    session_id: str = response.json()["ambient_session_id"]
-    return session_id
-
-
-def ws_url(server: Server, session_id: str, query: str = "") -> str:
-    return f"ws://127.0.0.1:{server.port}/api/v1/ambient/session/{session_id}/stream{query}"
-
-
-class Sender:
-    """Streams frames and tracks the highest acknowledged byte count."""
-
-    def __init__(self, ws: ClientConnection) -> None:
-        self.ws = ws
-        self.acked = 0
-        self.reader = asyncio.ensure_future(self._read())
-
-    async def _read(self) -> None:
-        try:
-            async for message in self.ws:
-                body = json.loads(message)
-                if body.get("type") == "ack":
-                    assert body["bytes"] >= self.acked, "acks never go backwards"
-                    self.acked = body["bytes"]
-        except ConnectionClosed:
-            pass
-
-    async def finish(self) -> None:
-        """End gracefully: ask the server to end, read acks until it closes (1000)."""
-        await self.ws.send('{"type":"end"}')
-        await asyncio.wait_for(self.reader, 30)
-        assert self.ws.close_code == 1000, self.ws.close_reason
-
-
-def wait_available(
-    server: Server, headers: dict[str, str], session_id: str, timeout: float = 60
-) -> list[dict[str, object]]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        body = requests.get(
-            f"{server.base}/api/v1/ambient/session/{session_id}", headers=headers, timeout=10
-        ).json()
-        recordings: list[dict[str, object]] = body["recordings"]
-        if recordings and all(r["status"] in ("available", "failed") for r in recordings):
-            return recordings
-        time.sleep(0.2)
-    raise AssertionError(f"recordings of {session_id} not finalized in {timeout} s")
-
-
-def stored_pcm(server: Server, recording: dict[str, object], session_id: str) -> bytes:
-    path = next((server.data_dir / "audio").rglob(f"{recording['recording_id']}.wav"))
-    with path.open("rb") as f:
-        info = parse_wav(f, path.stat().st_size)
-        f.seek(info.data_offset)
-        return f.read(info.data_size)
 
 
 async def test_stream_is_stored_exactly_and_acknowledged(server: Server) -> None:
@@ -203,7 +144,7 @@ async def test_stream_ticket_is_single_use(server: Server) -> None:
 async def test_sigkill_keeps_every_acknowledged_byte(tmp_path: Path) -> None:
     """Kill -9 with 20 open streams; after restart every acked byte is in the recovered
     recordings, which then end and serve normally."""
-    server = Server(tmp_path / "data", free_port()).start()
+    server = Server(tmp_path / "data").start()
     headers = credentials(server)
     sessions = [new_session(server, headers) for _ in range(20)]
     payloads = {s: random.randbytes(640 * 100) for s in sessions}
@@ -218,7 +159,10 @@ async def test_sigkill_keeps_every_acknowledged_byte(tmp_path: Path) -> None:
             for session_id in sessions:
                 await senders[session_id].ws.send(payloads[session_id][i : i + 640])
             await asyncio.sleep(0.002)
-        await asyncio.sleep(0.5)  # let acks arrive for most of it
+        await until(
+            lambda: all(sender.acked for sender in senders.values()),
+            what="an acknowledgement on every stream",
+        )
         acked = {s: senders[s].acked for s in sessions}
         server.kill()
         for sender in senders.values():

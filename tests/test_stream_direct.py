@@ -21,24 +21,24 @@ from tapevault.core.clock import FixedClock
 from tapevault.core.model import SessionKind
 from tapevault.http.wsdirect import DirectStream
 from tapevault.runtime import Runtime
-from tests.server import Server, free_port
-from tests.test_stream import (
+from tests.server import Server, listen
+from tests.support import (
     Sender,
+    client_frame,
     credentials,
     new_session,
     stored_pcm,
+    until,
     wait_available,
     ws_url,
 )
-from tests.test_wsdirect import until
-from tests.test_wsframe import client_frame
 
 pytestmark = pytest.mark.server
 
 
 @pytest.fixture(params=["direct", "asgi"])
 def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
-    srv = Server(tmp_path / "data", free_port())
+    srv = Server(tmp_path / "data")
     srv.start(TAPEVAULT_DIRECT_STREAMS="on" if request.param == "direct" else "off")
     try:
         yield srv
@@ -157,7 +157,7 @@ async def test_other_websocket_paths_still_go_through_asgi(server: Server) -> No
 async def test_server_shutdown_acks_every_byte_then_closes_1012(tmp_path: Path) -> None:
     """On the fast path a stopping server (SIGTERM) syncs, sends the final ack and closes with
     1012. (Through ASGI uvicorn sends its 1012 first, and the tail may go unacknowledged.)"""
-    server = Server(tmp_path / "data", free_port()).start()
+    server = Server(tmp_path / "data").start()
     try:
         headers = credentials(server)
         session_id = new_session(server, headers)
@@ -166,7 +166,7 @@ async def test_server_shutdown_acks_every_byte_then_closes_1012(tmp_path: Path) 
             sender = Sender(ws)
             for i in range(0, len(payload), 640):
                 await ws.send(payload[i : i + 640])
-            await asyncio.sleep(0.05)
+            await until(lambda: sender.acked, what="the stream's first acknowledgement")
             assert server.process is not None
             server.process.terminate()
             await asyncio.wait_for(sender.reader, 30)
@@ -183,19 +183,18 @@ async def test_serve_hands_streams_over_to_the_fast_path(
     """With ``tapevault serve``'s protocol class an open stream's connection is a
     ``DirectStream``, not uvicorn's ASGI protocol. The class finds the endpoint in the lifespan
     state; without a lifespan it serves the stream through ASGI, just the same."""
-    port = free_port()
+    listener = listen()  # bound here, so no other process can take the port first
+    port = listener.getsockname()[1]
     server = uvicorn.Server(
         uvicorn.Config(
             runtime.asgi(),
-            host="127.0.0.1",
-            port=port,
             ws=runtime.websocket_protocol(),
             ws_per_message_deflate=False,
             lifespan=lifespan,
             log_level="warning",
         )
     )
-    serving = asyncio.ensure_future(server.serve())
+    serving = asyncio.ensure_future(server.serve(sockets=[listener]))
     try:
         await until(lambda: server.started)
         partner = runtime.vault.create_tenant("clinic", 7 * 86400)
@@ -213,3 +212,4 @@ async def test_serve_hands_streams_over_to_the_fast_path(
     finally:
         server.should_exit = True
         await asyncio.wait_for(serving, 30)
+        listener.close()

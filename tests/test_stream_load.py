@@ -12,8 +12,8 @@ import pytest
 import requests
 from websockets.asyncio.client import connect
 
-from tests.server import Server, free_port
-from tests.test_stream import Sender, stored_pcm, wait_available, ws_url
+from tests.server import Server
+from tests.support import Sender, stored_pcm, wait_available, ws_url
 
 pytestmark = pytest.mark.server
 STREAMS = int(os.environ.get("TAPEVAULT_LOAD_STREAMS", "200"))
@@ -30,7 +30,7 @@ def frame(stream: int, index: int) -> bytes:
 
 async def test_200_streams_for_30_seconds_lose_nothing(tmp_path: Path) -> None:
     """Every recording's PCM equals what was sent, byte for byte, and every byte was acked."""
-    server = Server(tmp_path / "data", free_port()).start()
+    server = Server(tmp_path / "data").start()
     try:
         tenant = server.tenant()
         headers = {"sdp_suki_token": server.token(tenant["partner_id"])}

@@ -31,6 +31,8 @@ from tapevault.errors import (
 from tapevault.http.asgi import ASGIApp, Message, Receive, Scope, Send
 from tapevault.http.tus import TusEndpoint, TusEvent, encode_metadata, parse_metadata
 from tapevault.ingest.tus_store import TusStore, UploadBusy
+from tests.server import listen
+from tests.support import wait_for
 
 START = 1_800_000_000.0
 PUBLIC = "https://vault.test"
@@ -762,12 +764,6 @@ async def test_events_name_owner_upload_and_status(
 # --- a real client over a real socket -----------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @dataclass
 class PatchLog:
     """Wraps the app to note each PATCH's Upload-Offset as the server received it."""
@@ -786,24 +782,23 @@ class PatchLog:
 def live_server(tmp_path: Path) -> Iterator[tuple[str, Harness, PatchLog]]:
     import uvicorn
 
-    port = free_port()
+    listener = listen()  # bound here, so no other process can take the port first
+    port = listener.getsockname()[1]
     base = f"http://127.0.0.1:{port}"
     clock = FixedClock(time.time())
     harness = build(tmp_path / "tus", clock, public_url=base, max_size=64 * 1024 * 1024)
     log = PatchLog(harness.app)
-    config = uvicorn.Config(log, host="127.0.0.1", port=port, lifespan="off", log_level="warning")
+    config = uvicorn.Config(log, lifespan="off", log_level="warning")
     server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
+    thread = threading.Thread(target=server.run, args=([listener],), daemon=True)
     thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
     try:
+        wait_for(lambda: server.started, what="uvicorn to start")
         yield base, harness, log
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+        listener.close()
 
 
 def server_offset(url: str) -> int:

@@ -10,15 +10,15 @@ import requests
 from tusclient import client as tus
 
 from tapevault.audio_gen import write_tone_wav
-from tests.server import Server, free_port
-from tests.test_stream import stored_pcm, wait_available
+from tests.server import Server
+from tests.support import stored_pcm, wait_available
 
 pytestmark = pytest.mark.server
 
 
 def test_tuspy_upload_interrupted_half_way_resumes(tmp_path: Path) -> None:
     """tuspy uploads half, a new uploader resumes from that offset, and the WAV is stored."""
-    server = Server(tmp_path / "data", free_port()).start()
+    server = Server(tmp_path / "data").start()
     try:
         tenant = server.tenant()
         headers = {"sdp_suki_token": server.token(tenant["partner_id"])}

@@ -15,8 +15,8 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from tapevault.ingest.pcm import expand
-from tests.server import Server, free_port, tapevault
-from tests.test_stream import stored_pcm, wait_available
+from tests.server import Server, tapevault
+from tests.support import stored_pcm, wait_available
 
 pytestmark = pytest.mark.server
 CALL_SID = "CA5f2d7c4b1e9a8d3c6b0f7e2a1d4c9b8e"
@@ -26,7 +26,7 @@ LOUD = bytes([0x10, 0x90]) * 80  # 20 ms of a loud μ-law square wave at 8 kHz
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
-    srv = Server(tmp_path / "data", free_port()).start()
+    srv = Server(tmp_path / "data").start()
     try:
         yield srv
     finally:

@@ -16,7 +16,7 @@ from tapevault.http.wsdirect import DirectStream
 from tapevault.http.wsframe import BINARY, CLOSE, PING, PONG, TEXT, parse_close
 from tapevault.ingest import durable
 from tapevault.ingest.durable import AckSink, DurableStream, GroupCommitter
-from tests.test_wsframe import client_frame
+from tests.support import client_frame, until
 
 END = client_frame(TEXT, b'{"type":"end"}')
 
@@ -115,13 +115,6 @@ def connect(
     return direct, transport, tasks
 
 
-async def until(condition: Any, within: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + within
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "timed out"
-        await asyncio.sleep(0.005)
-
-
 async def test_bytes_are_stored_exactly_and_acked_after_syncs(tmp_path: Path) -> None:
     """Frames split anyhow across reads are stored in order; acks only grow, each covers
     synced bytes; ``end`` gives the final ack and then close 1000."""
@@ -161,14 +154,20 @@ async def test_a_partial_frame_closes_4400_after_acking_what_was_stored(tmp_path
 
 
 async def test_a_client_that_does_not_read_gets_only_the_latest_ack(tmp_path: Path) -> None:
+    """Five frames synced one by one while the client reads nothing: no ack is queued, and
+    when it reads again it gets one ack, the latest."""
     endpoint = FakeEndpoint(tmp_path)
     direct, transport, tasks = connect(endpoint)
     await until(lambda: transport.reading)
     direct.pause_writing()
-    for _ in range(5):
+
+    def synced() -> int:
+        return direct.stream.synced if direct.stream is not None else 0
+
+    for i in range(1, 6):  # each frame synced on its own: five acks the client did not take
         direct.data_received(client_frame(BINARY, b"\x00" * 64))
-        await until(lambda: endpoint.committer.batches > 0 and direct.stream is not None)
-        await asyncio.sleep(0.02)
+        goal = 64 * i
+        await until(lambda: synced() == goal, what=f"frame {i} synced")  # noqa: B023
     assert transport.acks() == []
     assert direct.stream is not None and direct.stream.synced == 320
     direct.resume_writing()

@@ -23,26 +23,9 @@ from tapevault.http.wsframe import (
     parse_close,
     server_frame,
 )
+from tests.support import client_frame
 
 MAX = 64 * 1024
-
-
-def client_frame(
-    opcode: int, payload: bytes, *, fin: bool = True, masked: bool = True, rsv: int = 0
-) -> bytes:
-    """A client frame built independently of the code under test (RFC 6455 §5.2)."""
-    n = len(payload)
-    first = (0x80 if fin else 0) | rsv << 4 | opcode
-    if n < 126:
-        head = bytes((first, (0x80 if masked else 0) | n))
-    elif n < 1 << 16:
-        head = bytes((first, (0x80 if masked else 0) | 126)) + n.to_bytes(2, "big")
-    else:
-        head = bytes((first, (0x80 if masked else 0) | 127)) + n.to_bytes(8, "big")
-    if not masked:
-        return head + payload
-    mask = os.urandom(4)
-    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
 
 
 class Collector:

@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import os
+import socket
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
@@ -56,9 +57,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     settings = _settings(args)
+    # An inherited listening socket (socket activation, a supervisor, the test harness) is served
+    # as it is: whoever bound it chose the address, and no other process can take the port from
+    # under us between choosing and binding it. (uvicorn wraps the fd as an AF_UNIX socket object,
+    # but the event loop takes peer addresses from the kernel: clients' IPs stay right.)
+    where: dict[str, Any] = (
+        {"host": settings.host, "port": settings.port}
+        if args.fd is None
+        else {"fd": _listening_fd(args.fd)}
+    )
     server_options: dict[str, Any] = {
-        "host": settings.host,
-        "port": settings.port,
+        **where,
         "http": "httptools",
         "loop": "uvloop",
         "ws": websocket_protocol(settings),  # websockets-sansio, with the live-stream fast path
@@ -71,7 +80,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     log.info(
         "tapevault %s serving on %s with %d process(es) (public URL %s)",
         __version__,
-        settings.port,
+        settings.port if args.fd is None else f"inherited socket {args.fd}",
         settings.processes,
         settings.public_url,
     )
@@ -90,6 +99,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
         **server_options,
     )
     return 0
+
+
+def _listening_fd(fd: int) -> int:
+    """``fd`` if it is a listening TCP socket; a setting error naming ``--fd`` otherwise."""
+    try:
+        sock = socket.socket(fileno=os.dup(fd))
+    except OSError as exc:
+        raise ConfigError("--fd", f"{fd} is not an open socket ({exc.strerror})") from None
+    with sock:
+        if sock.family not in (socket.AF_INET, socket.AF_INET6) or not sock.getsockopt(
+            socket.SOL_SOCKET, socket.SO_ACCEPTCONN
+        ):
+            raise ConfigError("--fd", f"{fd} is not a listening TCP socket")
+    return fd
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -293,7 +316,15 @@ def build_parser() -> argparse.ArgumentParser:
         )
         return sub
 
-    command("serve", "run the HTTP server").set_defaults(func=cmd_serve)
+    serve = command("serve", "run the HTTP server")
+    serve.add_argument(
+        "--fd",
+        type=int,
+        metavar="N",
+        help="serve on the listening TCP socket inherited as file descriptor N instead of "
+        "binding --host and --port (socket activation, process supervisors)",
+    )
+    serve.set_defaults(func=cmd_serve)
     command("migrate", "apply database migrations").set_defaults(func=cmd_migrate)
     worker = command("worker", "run background finalization jobs")
     worker.add_argument("--once", action="store_true", help="run due jobs, then exit")

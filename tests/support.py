@@ -1,0 +1,202 @@
+"""Helpers that several test modules share, so that no test module imports another.
+
+Beside the other harness modules (``conftest.py`` for fixtures and ``need``, ``dialects.py`` for
+in-process clients, ``server.py`` for a real ``tapevault serve``, ``seeds.py`` for the seed
+documents), this one holds:
+
+- waiting for a condition instead of sleeping: ``wait_for`` (blocking) and ``until`` (asyncio);
+- a real server's sessions and recordings: ``credentials``, ``new_session``, ``make_session``,
+  ``wait_available``, ``stored_pcm``, ``plays``;
+- live-stream clients: ``ws_url``, ``Sender``, and ``client_frame`` (an RFC 6455 client frame
+  built independently of the code under test).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+import requests
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
+
+from tapevault.audio_gen import tone_wav_bytes
+from tapevault.core.wav import parse_wav
+from tests.conftest import need
+from tests.server import Server
+
+T = TypeVar("T")
+
+# Generous: a deadline only matters when the condition never holds, and the machine may be busy.
+WAIT_SECONDS = 30.0
+
+
+# --- waiting for a condition ---------------------------------------------------------------------
+
+
+def wait_for(
+    probe: Callable[[], T | None],
+    timeout: float = WAIT_SECONDS,
+    what: str = "",
+    every: float = 0.05,
+) -> T:
+    """Call ``probe`` until it returns something other than None or False, and return that;
+    fail at the deadline saying what was awaited and what the probe last returned. (Not
+    "truthy": an HTTP error response is falsy, and may be just what a test waits for.)"""
+    deadline = time.monotonic() + timeout
+    while True:
+        seen = probe()
+        if seen is not None and seen is not False:
+            return seen
+        if time.monotonic() >= deadline:
+            raise AssertionError(
+                f"waited {timeout:g} s for {what or probe!r}; the last answer was {seen!r}"
+            )
+        time.sleep(every)
+
+
+async def until(
+    condition: Callable[[], object], within: float = WAIT_SECONDS, what: str = ""
+) -> None:
+    """Yield to the event loop until ``condition()`` holds; fail at the deadline saying what
+    was awaited."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not condition():
+        if loop.time() >= deadline:
+            raise AssertionError(f"waited {within:g} s for {what or condition!r}")
+        await asyncio.sleep(0.005)
+
+
+# --- a real server's sessions and recordings -----------------------------------------------------
+
+
+def credentials(server: Server) -> dict[str, str]:
+    """A new tenant's Suki token, as the header that carries it."""
+    tenant = server.tenant()
+    return {"sdp_suki_token": server.token(tenant["partner_id"])}
+
+
+def new_session(server: Server, headers: dict[str, str]) -> str:
+    """A new ambient session's id."""
+    response = requests.post(
+        f"{server.base}/api/v1/ambient/session/create", headers=headers, timeout=10
+    )
+    assert response.status_code == 201, response.text
+    session_id: str = response.json()["ambient_session_id"]
+    return session_id
+
+
+def make_session(server: Server, token: str, seconds: float = 3.0) -> tuple[str, bytes]:
+    """An ended session holding one uploaded tone, processed: its id and the WAV uploaded."""
+    headers = {"sdp_suki_token": token}
+    session_id = new_session(server, headers)
+    wav = tone_wav_bytes(seconds)
+    up = requests.post(
+        f"{server.base}/api/v1/ambient/session/{session_id}/audio",
+        headers={**headers, "content-type": "audio/wav"},
+        data=wav,
+        timeout=30,
+    )
+    assert up.status_code == 202, up.text
+    ended = requests.post(
+        f"{server.base}/api/v1/ambient/session/{session_id}/end", headers=headers, timeout=10
+    )
+    assert ended.status_code == 200, ended.text
+    wait_available(server, headers, session_id)
+    return session_id, wav
+
+
+def wait_available(
+    server: Server, headers: dict[str, str], session_id: str, timeout: float = 60
+) -> list[dict[str, object]]:
+    """The session's recordings once every one is available or failed."""
+
+    def finished() -> list[dict[str, object]] | None:
+        body = requests.get(
+            f"{server.base}/api/v1/ambient/session/{session_id}", headers=headers, timeout=10
+        ).json()
+        recordings: list[dict[str, object]] = body["recordings"]
+        done = recordings and all(r["status"] in ("available", "failed") for r in recordings)
+        return recordings if done else None
+
+    return wait_for(finished, timeout, f"the recordings of {session_id} to be finalized", 0.2)
+
+
+def stored_pcm(server: Server, recording: dict[str, object], session_id: str) -> bytes:
+    """The PCM samples of a recording's stored WAV file, read from the server's data directory."""
+    path = next((server.data_dir / "audio").rglob(f"{recording['recording_id']}.wav"))
+    with path.open("rb") as f:
+        info = parse_wav(f, path.stat().st_size)
+        f.seek(info.data_offset)
+        return f.read(info.data_size)
+
+
+def plays(url: str) -> None:
+    """FFmpeg reads the URL (with its own ranged requests) and decodes every frame."""
+    need(shutil.which("ffmpeg") is not None, "ffmpeg is not installed")
+    done = subprocess.run(
+        ["ffmpeg", "-v", "error", "-nostdin", "-i", url, "-f", "null", "-"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0 and not done.stderr.strip(), done.stderr
+
+
+# --- live-stream clients -------------------------------------------------------------------------
+
+
+def ws_url(server: Server, session_id: str, query: str = "") -> str:
+    """The live-stream WebSocket URL of a session on the server."""
+    return f"ws://127.0.0.1:{server.port}/api/v1/ambient/session/{session_id}/stream{query}"
+
+
+class Sender:
+    """Streams frames and tracks the highest acknowledged byte count."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+        self.acked = 0
+        self.reader = asyncio.ensure_future(self._read())
+
+    async def _read(self) -> None:
+        try:
+            async for message in self.ws:
+                body = json.loads(message)
+                if body.get("type") == "ack":
+                    assert body["bytes"] >= self.acked, "acks never go backwards"
+                    self.acked = body["bytes"]
+        except ConnectionClosed:
+            pass
+
+    async def finish(self) -> None:
+        """End gracefully: ask the server to end, read acks until it closes (1000)."""
+        await self.ws.send('{"type":"end"}')
+        await asyncio.wait_for(self.reader, 30)
+        assert self.ws.close_code == 1000, self.ws.close_reason
+
+
+def client_frame(
+    opcode: int, payload: bytes, *, fin: bool = True, masked: bool = True, rsv: int = 0
+) -> bytes:
+    """A client frame built independently of the code under test (RFC 6455 §5.2)."""
+    n = len(payload)
+    first = (0x80 if fin else 0) | rsv << 4 | opcode
+    if n < 126:
+        head = bytes((first, (0x80 if masked else 0) | n))
+    elif n < 1 << 16:
+        head = bytes((first, (0x80 if masked else 0) | 126)) + n.to_bytes(2, "big")
+    else:
+        head = bytes((first, (0x80 if masked else 0) | 127)) + n.to_bytes(8, "big")
+    if not masked:
+        return head + payload
+    mask = os.urandom(4)
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
