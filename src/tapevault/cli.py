@@ -135,7 +135,7 @@ def _tenant_data(tenant: Tenant) -> dict[str, Any]:
     return {
         "name": tenant.name,
         "partner_id": tenant.partner_id,
-        # An RS256 tenant's tokens are signed by its own key; its secret signs Twilio URLs only.
+        # An RS256 tenant's tokens are signed by its own key: it has no secret to show.
         "jwt_secret": None if tenant.suki_public_keys else tenant.jwt_secret,
         "suki_algorithm": "RS256" if tenant.suki_public_keys else "HS256",
         "workspace_id": tenant.workspace_id,
@@ -260,17 +260,15 @@ def cmd_token_issue(args: argparse.Namespace) -> int:
 
 
 def cmd_twilio_url(args: argparse.Namespace) -> int:
-    """Print a signed Twilio Media Streams URL for a partner (for a static TwiML <Stream>)."""
-    from tapevault.http.twilio import sign_stream_url
-
+    """Print a signed Twilio Media Streams URL for a tenant (for a static TwiML <Stream>)."""
     ttl = policy.parse_duration(args.ttl)
-    with _tenant(args) as (runtime, partner):
-        now = runtime.vault.clock.now()
+    with _tenant(args) as (runtime, tenant):
+        expires = int(runtime.vault.clock.now()) + ttl
+        query = runtime.vault.twilio_stream_query(tenant.partner_id, expires)
     base = runtime.settings.public_url.replace("https://", "wss://", 1).replace(
         "http://", "ws://", 1
     )
-    expires = int(now) + ttl
-    print(f"{base}/twilio/media-stream?{sign_stream_url(partner, expires)}")
+    print(f"{base}/twilio/media-stream?{query}")
     return 0
 
 
