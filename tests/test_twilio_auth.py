@@ -4,18 +4,27 @@ deprecated jwt_secret-signed ones (accepted until LEGACY_URLS_UNTIL)."""
 from __future__ import annotations
 
 import logging
-from urllib.parse import parse_qsl
+from pathlib import Path
+from urllib.parse import parse_qsl, urlencode
+from xml.etree import ElementTree
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from tapevault import cli
+from tapevault.config import Settings
 from tapevault.core.clock import FixedClock
 from tapevault.core.model import Tenant
 from tapevault.core.signing import TWILIO_SUBJECT, UrlMode
 from tapevault.errors import AuthError, UrlRejected
-from tapevault.http.twilio import LEGACY_URLS_UNTIL, _legacy_url_mac, authenticate
-from tapevault.runtime import Runtime
+from tapevault.http.twilio import (
+    LEGACY_URLS_UNTIL,
+    SIGNED_URL_PARAMETER,
+    _legacy_url_mac,
+    authenticate,
+)
+from tapevault.runtime import Runtime, open_runtime
 
 HOUR = 3600
 
@@ -123,3 +132,41 @@ async def test_legacy_urls_accepted_until_the_deprecation_ends(
     clock.set(LEGACY_URLS_UNTIL)
     with pytest.raises(AuthError, match="no longer accepted"):
         await who(runtime, params)
+
+
+async def test_signed_url_as_a_custom_parameter(runtime: Runtime) -> None:
+    """Twilio may drop the <Stream url>'s query: the signed URL as the signed_url custom
+    parameter authenticates the same way, and altered it fails the same way."""
+    tenant = rs256_tenant(runtime)
+    query = urlencode(stream_url(runtime, tenant))
+    url = f"wss://vault.test/twilio/media-stream?{query}"
+    caller = await authenticate(runtime.context, {}, {SIGNED_URL_PARAMETER: url})
+    assert caller.partner_id == tenant.partner_id
+    with pytest.raises(AuthError, match="invalid"):
+        await authenticate(runtime.context, {}, {SIGNED_URL_PARAMETER: url.replace("e=", "e=9")})
+    with pytest.raises(AuthError, match="no sdp_suki_token"):
+        await authenticate(runtime.context, {}, {SIGNED_URL_PARAMETER: "x" * 5000 + url})
+
+
+async def test_twiml_carries_the_url_as_a_parameter(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`twilio url --twiml` prints well-formed TwiML: <Stream url> without a query, and a
+    signed_url <Parameter> whose value (XML-unescaped) opens the tenant's stream."""
+    data = ["--data-dir", str(tmp_path / "data")]
+    assert cli.main(["tenant", "create", "clinic", *data]) == 0
+    tenant_id = capsys.readouterr().out.split("partner_id: ")[1].split()[0]
+    assert cli.main(["twilio", "url", "--tenant", tenant_id, "--twiml", *data]) == 0
+    twiml = capsys.readouterr().out
+    stream = ElementTree.fromstring(twiml).find("Connect/Stream")  # noqa: S314 - our output
+    assert stream is not None and stream.get("url", "").endswith("/twilio/media-stream")
+    parameter = stream.find("Parameter")
+    assert parameter is not None and parameter.get("name") == SIGNED_URL_PARAMETER
+    url = parameter.get("value", "")
+    assert "&k=" in url
+    rt = open_runtime(Settings.load({"data_dir": str(tmp_path / "data")}, env={}))
+    try:
+        caller = await authenticate(rt.context, {}, {SIGNED_URL_PARAMETER: url})
+    finally:
+        rt.close()
+    assert caller.partner_id == tenant_id

@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+from xml.sax.saxutils import quoteattr
 
 from tapevault import __version__, cli_compliance, listening
 from tapevault.auth.kore import issue_kore_token
@@ -35,6 +36,7 @@ from tapevault.config import SETTINGS_DOC, Settings
 from tapevault.core import policy
 from tapevault.core.model import KeyRole, Tenant
 from tapevault.errors import ConfigError, TapevaultError
+from tapevault.http.twilio import SIGNED_URL_PARAMETER
 from tapevault.listening import PortUnavailable
 from tapevault.runtime import Runtime, open_runtime, websocket_protocol
 
@@ -268,7 +270,17 @@ def cmd_twilio_url(args: argparse.Namespace) -> int:
     base = runtime.settings.public_url.replace("https://", "wss://", 1).replace(
         "http://", "ws://", 1
     )
-    print(f"{base}/twilio/media-stream?{query}")
+    route = f"{base}/twilio/media-stream"
+    if not args.twiml:
+        print(f"{route}?{query}")
+        return 0
+    # Twilio's <Stream url> may drop a query string: the URL travels as a custom parameter.
+    url = quoteattr(f"{route}?{query}")
+    print(
+        f"<Response><Connect><Stream url={quoteattr(route)}>\n"
+        f'  <Parameter name="{SIGNED_URL_PARAMETER}" value={url}/>\n'
+        "</Stream></Connect></Response>"
+    )
     return 0
 
 
@@ -422,6 +434,11 @@ def build_parser() -> argparse.ArgumentParser:
     twilio_url = command(twilio, "url", "print a signed <Stream> URL", URLS)
     add_tenant(twilio_url)
     twilio_url.add_argument("--ttl", default="365d", help="validity (s/m/h/d), default 365d")
+    twilio_url.add_argument(
+        "--twiml",
+        action="store_true",
+        help="print TwiML whose <Stream> carries the URL as its signed_url <Parameter>",
+    )
     twilio_url.set_defaults(func=cmd_twilio_url)
 
     keys = group("keys", "media URL signing keys")

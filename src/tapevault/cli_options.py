@@ -87,5 +87,9 @@ def confirm(question: str, *, yes: bool, stdin: TextIO | None = None) -> bool:
             "refusing to erase without confirmation: pass --yes (no terminal to ask at)"
         )
     print(f"{question} [y/N] ", end="", file=sys.stderr, flush=True)
-    answer = stdin.readline()
+    try:
+        answer = stdin.readline()
+    except KeyboardInterrupt:  # Ctrl-C at the question is a no, not a traceback
+        print(file=sys.stderr)
+        return False
     return answer.strip().lower() in ("y", "yes")

@@ -13,7 +13,9 @@ Authentication, either of:
 - a signed stream URL ``/twilio/media-stream?m=t&e=<unix expiry>&p=<tenant>&k=<key>&s=<sig>``,
   printed by ``tapevault twilio url --tenant ID --ttl 30d``; suited to static TwiML. It is
   signed by the media URL key ring (``core/signing.py``), so it works for every tenant, RS256
-  ones too, and ``tapevault keys remove KID`` revokes the URLs that key signed.
+  ones too, and ``tapevault keys remove KID`` revokes the URLs that key signed. Twilio's
+  ``<Stream url>`` does not promise to keep a query string, so the same URL is also taken from
+  a ``signed_url`` custom parameter (``tapevault twilio url --twiml`` prints that TwiML).
 
 URLs of the first kind (``?p=&e=&s=``, signed with the tenant's Suki ``jwt_secret``, which no
 key removal reaches) are still accepted until ``LEGACY_URLS_UNTIL``, each use logged as
@@ -33,6 +35,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 
@@ -56,6 +59,7 @@ MAX_MESSAGE_BEFORE_START = 64 * 1024
 TIMESTAMP_LEAD_MS = 5_000  # network jitter and buffering Twilio may add
 MAX_CALL_BYTES = 12 * 3600 * RATE  # 12 hours a track
 _DIGITS = re.compile(r"[1-9][0-9]{0,11}")
+SIGNED_URL_PARAMETER = "signed_url"  # the custom parameter that may carry the signed URL
 # 2027-04-01T00:00:00Z: the last moment a jwt_secret-signed stream URL (no ``k=``) is accepted.
 LEGACY_URLS_UNTIL = 1_806_537_600
 
@@ -98,6 +102,9 @@ def _event(raw: str | bytes) -> dict[str, Any]:
 async def authenticate(ctx: AppContext, params: dict[str, str], custom: dict[str, Any]) -> Tenant:
     """The tenant a Twilio stream is for: from its signed URL's query ``params``, or else from
     the ``sdp_suki_token`` custom parameter of its ``start`` message. Raises ``AuthError``."""
+    signed_url = custom.get(SIGNED_URL_PARAMETER)
+    if "s" not in params and isinstance(signed_url, str) and len(signed_url) <= 2048:
+        params = dict(parse_qsl(urlsplit(signed_url).query))
     if "s" in params:
         if "k" not in params:
             return await _legacy_url(ctx, params)
