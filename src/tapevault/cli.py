@@ -23,6 +23,7 @@ from tapevault.auth.kore import issue_kore_token
 from tapevault.auth.suki import issue_token, parse_suki_public_keys
 from tapevault.cli_options import (
     DATA,
+    DATABASE,
     ERASING,
     URLS,
     WORKER,
@@ -247,17 +248,17 @@ def _tenant(args: argparse.Namespace) -> Iterator[tuple[Runtime, Tenant]]:
 
 def cmd_token_issue(args: argparse.Namespace) -> int:
     ttl = policy.parse_duration(args.ttl)
-    with _tenant(args) as (runtime, partner):
+    with _tenant(args) as (runtime, tenant):
         now = runtime.vault.clock.now()
     if args.kore:
-        print(issue_kore_token(partner, now=now, ttl_seconds=ttl))
+        print(issue_kore_token(tenant, now=now, ttl_seconds=ttl))
         return 0
-    if partner.suki_public_keys:
+    if tenant.suki_public_keys:
         raise TapevaultError(
             "this tenant verifies RS256 tokens signed with its own private key; "
             "tapevault cannot issue them (use --kore for a Kore token)"
         )
-    print(issue_token(partner, now=now, ttl_seconds=ttl, provider_id=args.provider_id))
+    print(issue_token(tenant, now=now, ttl_seconds=ttl, provider_id=args.provider_id))
     return 0
 
 
@@ -344,7 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = command(commands, "serve", "run the HTTP server", server_settings())
     _add_log_level(serve)
     serve.set_defaults(func=cmd_serve)
-    migrate = command(commands, "migrate", "apply database migrations", DATA)
+    migrate = command(commands, "migrate", "apply database migrations", DATABASE)
     _add_log_level(migrate)
     migrate.set_defaults(func=cmd_migrate)
     worker = command(commands, "worker", "run background finalization jobs", WORKER)

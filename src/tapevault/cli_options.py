@@ -17,7 +17,8 @@ AddSettings = Callable[[argparse.ArgumentParser], None]
 # not offered as flags (a TAPEVAULT_* variable still applies). Where the data is: the database,
 # and the key that signs the access log's checkpoints (a command that writes access records
 # signs one when it closes, and must use the servers' key).
-DATA = ("data_dir", "database_url", "audit_key_file")
+DATABASE = ("data_dir", "database_url")  # migrate: the schema only
+DATA = (*DATABASE, "audit_key_file")
 ERASING = (*DATA, "storage_url")  # commands that remove audio
 URLS = (*DATA, "public_url")  # commands that print URLs
 WORKER = (*ERASING, "audit", "audit_checkpoint_seconds", "audit_retention", "purge_interval")

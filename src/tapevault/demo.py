@@ -108,9 +108,9 @@ def run_demo(
 
 def _set_up(runtime: Runtime, settings: Settings) -> None:
     created_tenant = runtime.vault.tenants.create("demo", policy.DEFAULT_RETENTION_SECONDS)
-    partner, api_key = created_tenant.tenant, created_tenant.api_key
-    token = issue_token(partner, now=time.time(), ttl_seconds=24 * 3600, provider_id="demo-doctor")
-    kore_token = issue_kore_token(partner, now=time.time(), ttl_seconds=24 * 3600)
+    tenant, api_key = created_tenant.tenant, created_tenant.api_key
+    token = issue_token(tenant, now=time.time(), ttl_seconds=24 * 3600, provider_id="demo-doctor")
+    kore_token = issue_kore_token(tenant, now=time.time(), ttl_seconds=24 * 3600)
     host = settings.host if settings.host not in ("0.0.0.0", "::") else "127.0.0.1"  # noqa: S104
     base = f"http://{f'[{host}]' if ':' in host else host}:{settings.port}"
     _wait_healthy(base)
@@ -125,7 +125,7 @@ def _set_up(runtime: Runtime, settings: Settings) -> None:
         _call("POST", f"{base}/api/v1/ambient/session/{session_id}/end", token, b"")
         _call(
             "POST",
-            f"{base}/v1/{partner.workspace_id}/calls/{DEMO_CALL}/audio?channel=inbound",
+            f"{base}/v1/{tenant.workspace_id}/calls/{DEMO_CALL}/audio?channel=inbound",
             f"Bearer {api_key}",
             audio,
             header="Authorization",
@@ -140,7 +140,7 @@ def _set_up(runtime: Runtime, settings: Settings) -> None:
         f"""
 tapevault demo is running at {public}
   data directory : {settings.data_dir}
-  partner_id     : {partner.partner_id}
+  partner_id     : {tenant.partner_id}
   session        : {session_id} (one recording, {uploaded["duration_ms"] / 1000:.1f} s, voices: {voices})
 
 sdp_suki_token (valid 24 h):
@@ -159,11 +159,11 @@ Download the whole file:
     | xargs curl -OJ
 
 The same audio as the caller channel of call {DEMO_CALL}:
-  Amigo (workspace {partner.workspace_id}, admin API key shown once):
-    curl -s -H "Authorization: Bearer {api_key}" {public}/v1/{partner.workspace_id}/recordings/{DEMO_CALL}/urls
-    curl -s -H "Authorization: Bearer {api_key}" {public}/v1/{partner.workspace_id}/recordings/{DEMO_CALL}/metadata
-  Kore (bot {partner.bot_id}, JWT valid 24 h):
-    curl -s -H "auth: {kore_token}" '{public}/api/public/bot/{partner.bot_id}/v2/recordings?sessionId={DEMO_CALL}'
+  Amigo (workspace {tenant.workspace_id}, admin API key shown once):
+    curl -s -H "Authorization: Bearer {api_key}" {public}/v1/{tenant.workspace_id}/recordings/{DEMO_CALL}/urls
+    curl -s -H "Authorization: Bearer {api_key}" {public}/v1/{tenant.workspace_id}/recordings/{DEMO_CALL}/metadata
+  Kore (bot {tenant.bot_id}, JWT valid 24 h):
+    curl -s -H "auth: {kore_token}" '{public}/api/public/bot/{tenant.bot_id}/v2/recordings?sessionId={DEMO_CALL}'
 
 Who listened to what (the tamper-evident access log):
   curl -s -H "Authorization: Bearer {api_key}" '{public}/api/v1/audit?limit=20'
