@@ -145,8 +145,9 @@ async def _legacy_url(ctx: AppContext, params: dict[str, str]) -> Tenant:
         raise AuthError("the stream URL has expired")
     log.warning(
         "tenant %s opened a Twilio stream with a deprecated URL signed by its jwt_secret; "
-        "accepted until 2027-04-01, print a new one with `tapevault twilio url`",
+        "accepted until %s, print a new one with `tapevault twilio url`",
         partner.partner_id,
+        time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(LEGACY_URLS_UNTIL)),
     )
     return partner
 
