@@ -1,7 +1,7 @@
 """The ``tapevault`` command: serve, demo, migrate, tenants, tokens and signing keys.
 
-Each command offers as flags only the settings it uses (``serve`` all of them, ``token issue``
-where the data is); every setting can also come from its ``TAPEVAULT_*`` variable.
+Each command offers as flags only the settings it uses (``serve`` all of them, the database
+commands where the data is); every setting can also come from its ``TAPEVAULT_*`` variable.
 """
 
 from __future__ import annotations
