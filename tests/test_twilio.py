@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import requests
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
@@ -153,9 +157,9 @@ async def test_signed_stream_url_and_bad_credentials(server: Server) -> None:
     """A signed URL from `tapevault twilio url` works; a bad token closes with 4401."""
     tenant = server.tenant()
     url = tapevault(
-        "twilio", "url", "--partner", tenant["partner_id"], "--ttl", "1h", env=server.env
+        "twilio", "url", "--tenant", tenant["partner_id"], "--ttl", "1h", env=server.env
     ).strip()
-    assert url.startswith(f"ws://127.0.0.1:{server.port}/twilio/media-stream?p=")
+    assert url.startswith(f"ws://127.0.0.1:{server.port}/twilio/media-stream?m=t&")
     await run_call(url, {})
     assert call_session_id(server)
     async with connect(f"ws://127.0.0.1:{server.port}/twilio/media-stream") as ws:
@@ -169,3 +173,50 @@ async def test_signed_stream_url_and_bad_credentials(server: Server) -> None:
         with pytest.raises(ConnectionClosed) as info:
             await ws.recv()
     assert info.value.rcvd is not None and info.value.rcvd.code == 4401
+
+
+async def close_code(url: str) -> int | None:
+    """How the server answers a start message on ``url`` with no token: None if it takes the
+    call (it then waits for media), else the close code."""
+    async with connect(url) as ws:
+        await ws.send(start_message({}))
+        try:
+            await asyncio.wait_for(ws.recv(), 0.5)
+        except TimeoutError:
+            return None
+        except ConnectionClosed as closed:
+            return closed.rcvd.code if closed.rcvd is not None else None
+    return None
+
+
+async def test_rs256_tenant_twilio_url_revoked_by_keys_remove(
+    server: Server, tmp_path: Path
+) -> None:
+    """`twilio url` works for an RS256 tenant (no jwt_secret to sign with); once its signing
+    key is removed with `keys remove`, the URL is refused with 4401 by the running server."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
+    pem = tmp_path / "suki.pem"
+    pem.write_bytes(
+        key.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    created = tapevault(
+        "tenant", "create", "rs", "--json", "--suki-public-key", str(pem), env=server.env
+    )
+    tenant = json.loads(created)
+    assert tenant["jwt_secret"] is None and tenant["suki_algorithm"] == "RS256"
+    url = tapevault("twilio", "url", "--tenant", tenant["partner_id"], env=server.env).strip()
+    old_key = tapevault("keys", "list", env=server.env).split()[0]
+    assert f"&k={old_key}&" in url
+    await run_call(url, {})
+    assert call_session_id(server)
+    tapevault("keys", "rotate", env=server.env)
+    tapevault("keys", "remove", old_key, env=server.env)
+    deadline = time.monotonic() + 15  # every process re-reads the keys within a second
+    for _ in range(100):
+        code = await close_code(url)
+        if code == 4401 or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.2)
+    assert code == 4401

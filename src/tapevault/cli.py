@@ -1,7 +1,7 @@
 """The ``tapevault`` command: serve, demo, migrate, tenants, tokens and signing keys.
 
-Every subcommand takes the same settings flags (``--data-dir``, ``--database-url``...), each
-backed by its ``TAPEVAULT_*`` variable; see ``tapevault.config.SETTINGS_DOC``.
+Each command offers as flags only the settings it uses (``serve`` all of them, the database
+commands where the data is); every setting can also come from its ``TAPEVAULT_*`` variable.
 """
 
 from __future__ import annotations
@@ -17,25 +17,38 @@ from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+from xml.sax.saxutils import quoteattr
 
-from tapevault import __version__, cli_compliance
+from tapevault import __version__, cli_compliance, listening
 from tapevault.auth.kore import issue_kore_token
 from tapevault.auth.suki import issue_token, parse_suki_public_keys
+from tapevault.cli_options import (
+    DATA,
+    DATABASE,
+    ERASING,
+    URLS,
+    WORKER,
+    NotConfirmed,
+    add_tenant,
+    canonical_argv,
+    server_settings,
+    settings_adder,
+)
 from tapevault.config import SETTINGS_DOC, Settings
 from tapevault.core import policy
 from tapevault.core.model import KeyRole, Tenant
 from tapevault.errors import ConfigError, TapevaultError
+from tapevault.http.twilio import SIGNED_URL_PARAMETER
+from tapevault.listening import PortUnavailable
 from tapevault.runtime import Runtime, open_runtime, websocket_protocol
 
 log = logging.getLogger("tapevault")
 
-
-def _add_settings(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("settings (flags override TAPEVAULT_* variables)")
-    for name, (env, description) in SETTINGS_DOC.items():
-        group.add_argument(
-            "--" + name.replace("_", "-"), dest=name, default=None, help=f"{description} [{env}]"
-        )
+DESCRIPTION = (
+    "Keep conversation audio and hand out short-lived signed URLs to it. Settings come from "
+    "flags or TAPEVAULT_* environment variables (a flag wins); each command's --help lists the "
+    "settings it uses."
+)
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -61,6 +74,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # as it is: whoever bound it chose the address, and no other process can take the port from
     # under us between choosing and binding it. (uvicorn wraps the fd as an AF_UNIX socket object,
     # but the event loop takes peer addresses from the kernel: clients' IPs stay right.)
+    if args.fd is None:
+        # Say in one line that the port is taken, before migrating anything (uvicorn would log it
+        # only after the runtime is built, among its own lines).
+        listening.bind(settings.host, settings.port).close()
     where: dict[str, Any] = (
         {"host": settings.host, "port": settings.port}
         if args.fd is None
@@ -145,7 +162,7 @@ def _tenant_data(tenant: Tenant) -> dict[str, Any]:
     return {
         "name": tenant.name,
         "partner_id": tenant.partner_id,
-        # An RS256 tenant's tokens are signed by its own key; its secret signs Twilio URLs only.
+        # An RS256 tenant's tokens are signed by its own key: it has no secret to show.
         "jwt_secret": None if tenant.suki_public_keys else tenant.jwt_secret,
         "suki_algorithm": "RS256" if tenant.suki_public_keys else "HS256",
         "workspace_id": tenant.workspace_id,
@@ -182,6 +199,12 @@ def cmd_tenant_create(args: argparse.Namespace) -> int:
     data = _tenant_data(created.tenant)
     data["api_key"] = created.api_key
     _print_data(data, args.json)
+    # Beside the key, or on stderr with --json, so that the output stays one JSON document.
+    print(
+        "The api_key is shown only this once (only its hash is kept): store it now; "
+        "`tapevault tenant show` prints the other credentials again.",
+        file=sys.stderr if args.json else sys.stdout,
+    )
     runtime.close()
     return 0
 
@@ -236,12 +259,12 @@ def _apikey(args: argparse.Namespace, runtime: Runtime, tenant: Tenant) -> None:
 
 @contextlib.contextmanager
 def _tenant(args: argparse.Namespace) -> Iterator[tuple[Runtime, Tenant]]:
-    """An open runtime and the tenant named by ``--partner``; closed on leaving."""
+    """An open runtime and the tenant named by ``--tenant``; closed on leaving."""
     runtime = _runtime(args)
     try:
-        tenant = runtime.vault.repo.get_tenant(args.partner)
+        tenant = runtime.vault.repo.get_tenant(args.tenant)
         if tenant is None:
-            raise TapevaultError(f"no tenant with partner id {args.partner!r}")
+            raise TapevaultError(f"no tenant with id {args.tenant!r}")
         yield runtime, tenant
     finally:
         runtime.close()
@@ -249,32 +272,40 @@ def _tenant(args: argparse.Namespace) -> Iterator[tuple[Runtime, Tenant]]:
 
 def cmd_token_issue(args: argparse.Namespace) -> int:
     ttl = policy.parse_duration(args.ttl)
-    with _tenant(args) as (runtime, partner):
+    with _tenant(args) as (runtime, tenant):
         now = runtime.vault.clock.now()
     if args.kore:
-        print(issue_kore_token(partner, now=now, ttl_seconds=ttl))
+        print(issue_kore_token(tenant, now=now, ttl_seconds=ttl))
         return 0
-    if partner.suki_public_keys:
+    if tenant.suki_public_keys:
         raise TapevaultError(
             "this tenant verifies RS256 tokens signed with its own private key; "
             "tapevault cannot issue them (use --kore for a Kore token)"
         )
-    print(issue_token(partner, now=now, ttl_seconds=ttl, provider_id=args.provider_id))
+    print(issue_token(tenant, now=now, ttl_seconds=ttl, provider_id=args.provider_id))
     return 0
 
 
 def cmd_twilio_url(args: argparse.Namespace) -> int:
-    """Print a signed Twilio Media Streams URL for a partner (for a static TwiML <Stream>)."""
-    from tapevault.http.twilio import sign_stream_url
-
+    """Print a signed Twilio Media Streams URL for a tenant (for a static TwiML <Stream>)."""
     ttl = policy.parse_duration(args.ttl)
-    with _tenant(args) as (runtime, partner):
-        now = runtime.vault.clock.now()
+    with _tenant(args) as (runtime, tenant):
+        expires = int(runtime.vault.clock.now()) + ttl
+        query = runtime.vault.twilio_stream_query(tenant.partner_id, expires)
     base = runtime.settings.public_url.replace("https://", "wss://", 1).replace(
         "http://", "ws://", 1
     )
-    expires = int(now) + ttl
-    print(f"{base}/twilio/media-stream?{sign_stream_url(partner, expires)}")
+    route = f"{base}/twilio/media-stream"
+    if not args.twiml:
+        print(f"{route}?{query}")
+        return 0
+    # Twilio's <Stream url> may drop a query string: the URL travels as a custom parameter.
+    url = quoteattr(f"{route}?{query}")
+    print(
+        f"<Response><Connect><Stream url={quoteattr(route)}>\n"
+        f'  <Parameter name="{SIGNED_URL_PARAMETER}" value={url}/>\n'
+        "</Stream></Connect></Response>"
+    )
     return 0
 
 
@@ -297,26 +328,45 @@ def cmd_keys(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from tapevault.demo import run_demo
 
-    return run_demo(_settings(args), serve=not args.no_serve, log_level=args.log_level)
+    settings = _settings(args)
+    # Before anything else: a port that is taken must not leave a tenant behind, nor let the
+    # demo talk to whatever else answers there. The server is handed this very socket.
+    listener = listening.bind(settings.host, settings.port)
+    options: dict[str, Any] = {
+        "http": "httptools",
+        "loop": "uvloop",
+        "ws": websocket_protocol(settings),
+        "ws_per_message_deflate": False,
+        "lifespan": "on",
+        "access_log": False,
+        "server_header": False,
+        "log_level": args.log_level,
+    }
+    return run_demo(settings, listener, serve=not args.no_serve, server_options=options)
 
 
 # --- parser --------------------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tapevault", description=__doc__)
+    parser = argparse.ArgumentParser(prog="tapevault", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"tapevault {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name: str, help_text: str, **kwargs: Any) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help_text, description=help_text, **kwargs)
-        _add_settings(sub)
-        sub.add_argument(
-            "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    def command(
+        parent: Any, name: str, help_text: str, settings: Sequence[str], **kwargs: Any
+    ) -> argparse.ArgumentParser:
+        sub: argparse.ArgumentParser = parent.add_parser(
+            name, help=help_text, description=help_text, **kwargs
         )
+        settings_adder(settings)(sub)
         return sub
 
-    serve = command("serve", "run the HTTP server")
+    def group(name: str, help_text: str) -> Any:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        return sub.add_subparsers(dest=f"{name}_command", required=True, metavar="COMMAND")
+
+    serve = command(commands, "serve", "run the HTTP server", server_settings())
     serve.add_argument(
         "--fd",
         type=int,
@@ -324,20 +374,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve on the listening TCP socket inherited as file descriptor N instead of "
         "binding --host and --port (socket activation, process supervisors)",
     )
+    _add_log_level(serve)
     serve.set_defaults(func=cmd_serve)
-    command("migrate", "apply database migrations").set_defaults(func=cmd_migrate)
-    worker = command("worker", "run background finalization jobs")
+    migrate = command(commands, "migrate", "apply database migrations", DATABASE)
+    _add_log_level(migrate)
+    migrate.set_defaults(func=cmd_migrate)
+    worker = command(commands, "worker", "run background finalization jobs", WORKER)
     worker.add_argument("--once", action="store_true", help="run due jobs, then exit")
+    _add_log_level(worker)
     worker.set_defaults(func=cmd_worker)
-    demo = command("demo", "start with a demo partner and a generated conversation")
+    demo = command(
+        commands,
+        "demo",
+        "serve with a demo tenant and a generated conversation",
+        tuple(name for name in server_settings() if name != "processes"),
+    )
     demo.add_argument("--no-serve", action="store_true", help="set up and print, then exit")
+    _add_log_level(demo)
     demo.set_defaults(func=cmd_demo)
 
-    tenant = commands.add_parser("tenant", help="manage tenants (partners)")
-    tenant_commands = tenant.add_subparsers(dest="tenant_command", required=True)
-    create = tenant_commands.add_parser("create", help="create a partner and print its secret")
-    _add_settings(create)
-    create.add_argument("name")
+    tenants = group("tenant", "manage tenants (customer organisations)")
+    create = command(
+        tenants,
+        "create",
+        "create a tenant and print its credentials (the API key only this once)",
+        DATA,
+    )
+    create.add_argument("name", help="the organisation's name, for people")
     create.add_argument("--json", action="store_true", help="print JSON")
     create.add_argument("--retention", default="7d", help="keep recordings this long (30s, 7d)")
     create.add_argument(
@@ -349,83 +412,105 @@ def build_parser() -> argparse.ArgumentParser:
         "--recording", choices=["on", "off"], default="on", help="Amigo call recording (503 off)"
     )
     create.set_defaults(func=cmd_tenant_create)
-    show = tenant_commands.add_parser("show", help="print a tenant's ids and secrets")
-    _add_settings(show)
-    show.add_argument("--partner", required=True, help="partner_id")
+    show = command(tenants, "show", "print a tenant's ids and secrets", DATA)
+    add_tenant(show)
     show.add_argument("--json", action="store_true", help="print JSON")
     show.set_defaults(func=cmd_tenant_show)
-    change = tenant_commands.add_parser("set", help="change a tenant's settings")
-    _add_settings(change)
-    change.add_argument("--partner", required=True, help="partner_id")
+    change = command(tenants, "set", "change a tenant's settings", DATA)
+    add_tenant(change)
     change.add_argument("--json", action="store_true", help="print JSON")
-    change.add_argument("--recording", choices=["on", "off"], default=None)
+    change.add_argument(
+        "--recording", choices=["on", "off"], default=None, help="Amigo call recording (503 off)"
+    )
     change.add_argument("--retention", default=None, help="new default retention (30s, 7d)")
     change.set_defaults(func=cmd_tenant_set)
-    rotate_kore = tenant_commands.add_parser(
-        "rotate-kore-secret", help="new Kore client secret; tokens signed with the old one fail"
+    rotate_kore = command(
+        tenants,
+        "rotate-kore-secret",
+        "new Kore client secret; tokens signed with the old one fail",
+        DATA,
     )
-    _add_settings(rotate_kore)
-    rotate_kore.add_argument("--partner", required=True, help="partner_id")
+    add_tenant(rotate_kore)
     rotate_kore.set_defaults(func=cmd_tenant_rotate_kore_secret)
 
-    apikey = commands.add_parser("apikey", help="workspace API keys (Amigo and native API)")
-    apikey_commands = apikey.add_subparsers(dest="apikey_command", required=True)
-    key_create = apikey_commands.add_parser("create", help="issue a key and print it once")
-    key_create.add_argument("--name", default="api key")
-    key_create.add_argument("--role", choices=["admin", "member"], default="member")
-    key_create.add_argument("--expires-in-days", type=int, default=None)
-    key_list = apikey_commands.add_parser("list", help="list keys by id and prefix")
-    key_revoke = apikey_commands.add_parser("revoke", help="revoke a key at once")
-    key_revoke.add_argument("key_id")
+    apikeys = group("apikey", "workspace API keys (Amigo and native API)")
+    key_create = command(apikeys, "create", "issue a key and print it once", DATA)
+    key_create.add_argument("--name", default="api key", help="a label for people")
+    key_create.add_argument(
+        "--role",
+        choices=["admin", "member"],
+        default="member",
+        help="admin keys may also manage keys, holds, retention and read the access log",
+    )
+    key_create.add_argument(
+        "--expires-in-days", type=int, default=None, help="the key stops working after this"
+    )
+    key_list = command(apikeys, "list", "list keys by id and prefix", DATA)
+    key_revoke = command(apikeys, "revoke", "revoke a key at once", DATA)
+    key_revoke.add_argument("key_id", help="the key's id, as `apikey list` prints it")
     for sub in (key_create, key_list, key_revoke):
-        _add_settings(sub)
-        sub.add_argument("--partner", required=True, help="partner_id")
+        add_tenant(sub)
         sub.set_defaults(func=cmd_apikey)
 
-    token = commands.add_parser("token", help="issue sdp_suki_token (or Kore auth) JWTs")
-    token_commands = token.add_subparsers(dest="token_command", required=True)
-    issue = token_commands.add_parser("issue", help="print a token signed with the partner secret")
-    _add_settings(issue)
-    issue.add_argument("--partner", required=True, help="partner_id")
-    issue.add_argument("--provider-id", default=None)
+    tokens = group("token", "issue sdp_suki_token (or Kore auth) JWTs")
+    issue = command(tokens, "issue", "print a token signed with the tenant's jwt_secret", DATA)
+    add_tenant(issue)
+    issue.add_argument("--provider-id", default=None, help="the provider_id claim (a clinician)")
     issue.add_argument("--ttl", default="1h", help="lifetime (s/m/h/d), default 1h")
     issue.add_argument(
         "--kore", action="store_true", help="a Kore.ai 'auth' JWT (appId, client secret)"
     )
     issue.set_defaults(func=cmd_token_issue)
 
-    twilio = commands.add_parser("twilio", help="Twilio Media Streams helpers")
-    twilio_commands = twilio.add_subparsers(dest="twilio_command", required=True)
-    twilio_url = twilio_commands.add_parser("url", help="print a signed <Stream> URL")
-    _add_settings(twilio_url)
-    twilio_url.add_argument("--partner", required=True, help="partner_id")
+    twilio = group("twilio", "Twilio Media Streams helpers")
+    twilio_url = command(twilio, "url", "print a signed <Stream> URL", URLS)
+    add_tenant(twilio_url)
     twilio_url.add_argument("--ttl", default="365d", help="validity (s/m/h/d), default 365d")
+    twilio_url.add_argument(
+        "--twiml",
+        action="store_true",
+        help="print TwiML whose <Stream> carries the URL as its signed_url <Parameter>",
+    )
     twilio_url.set_defaults(func=cmd_twilio_url)
 
-    keys = commands.add_parser("keys", help="media URL signing keys")
-    keys_commands = keys.add_subparsers(dest="keys_command", required=True)
-    for name, help_text in (("list", "list keys"), ("rotate", "add a new signing key")):
-        sub = keys_commands.add_parser(name, help=help_text)
-        _add_settings(sub)
-        sub.set_defaults(func=cmd_keys)
-    remove = keys_commands.add_parser("remove", help="remove a key; its URLs stop verifying")
-    _add_settings(remove)
-    remove.add_argument("key_id")
+    keys = group("keys", "media URL signing keys")
+    command(keys, "list", "list keys, the signing one first", DATA).set_defaults(func=cmd_keys)
+    rotate = command(keys, "rotate", "add a new signing key (older ones still verify)", DATA)
+    rotate.set_defaults(func=cmd_keys)
+    remove = command(keys, "remove", "remove a key; URLs it signed stop verifying", DATA)
+    remove.add_argument("key_id", help="the key's id, as `keys list` prints it")
     remove.set_defaults(func=cmd_keys)
-    cli_compliance.register(commands, _add_settings, _tenant, _runtime)
+    cli_compliance.register(
+        commands, settings_adder(DATA), settings_adder(ERASING), _tenant, _runtime
+    )
     return parser
 
 
+def _add_log_level(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="the least severe log messages to print (default: info)",
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(canonical_argv(sys.argv[1:] if argv is None else argv))
+    level = str(getattr(args, "log_level", "info"))
     logging.basicConfig(
-        level=getattr(logging, str(getattr(args, "log_level", "info")).upper(), logging.INFO),
+        level=getattr(logging, level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # Alembic narrates every migration at INFO; a user running `tenant create` needs none of it.
+    logging.getLogger("alembic").setLevel(logging.DEBUG if level == "debug" else logging.WARNING)
     try:
         return int(args.func(args))
     except ConfigError as exc:
         print(f"tapevault: invalid setting {exc.message}", file=sys.stderr)
+        return 2
+    except (PortUnavailable, NotConfirmed) as exc:
+        print(f"tapevault: {exc.message}", file=sys.stderr)
         return 2
     except TapevaultError as exc:
         print(f"tapevault: {exc.message}", file=sys.stderr)

@@ -1,12 +1,12 @@
 """``tapevault`` commands for compliance: holds, retention, deletion, and the access log.
 
-tapevault hold set --partner P --session S --reason "litigation 2026-17" [--by "J. Doe"]
-tapevault hold clear --partner P --session S
-tapevault retention set --partner P (--session S | --recording R) 30d|default
-tapevault delete --partner P (--session S | --recording R)
+tapevault hold set --tenant T --session S --reason "litigation 2026-17" [--by "J. Doe"]
+tapevault hold clear --tenant T --session S
+tapevault retention set --tenant T (--session S | --recording R) 30d|default
+tapevault delete --tenant T (--session S | --recording R) [--yes]   (asks first at a terminal)
 tapevault purge                       remove audio past retention now (the worker does it too)
 tapevault audit verify [--public-key FILE]... [--checkpoints FILE]...
-tapevault audit export --format jsonl|csv [--partner P] [--since T] [--until T] [--output F]
+tapevault audit export --format jsonl|csv [--tenant T] [--since T] [--until T] [--output F]
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from tapevault.checkpointlog import read_text_lines
+from tapevault.cli_options import AUDIT_READ, AddSettings, add_tenant, confirm, settings_adder
 from tapevault.config import SETTINGS_DOC, Settings
 from tapevault.core import policy
 from tapevault.core.access import Actor
@@ -43,7 +44,6 @@ from tapevault.http.admin import parse_time, record_body
 from tapevault.runtime import Runtime
 
 OpenTenant = Callable[[argparse.Namespace], Any]  # cli._tenant: (runtime, tenant) context
-AddSettings = Callable[[argparse.ArgumentParser], None]
 Open = Callable[[argparse.Namespace], Runtime]
 
 EXPORT_PAGE = 5000
@@ -85,20 +85,29 @@ def _print(data: Any) -> None:
 
 
 def register(
-    commands: Any, add_settings: AddSettings, open_tenant: OpenTenant, open_runtime: Open
+    commands: Any,
+    add_settings: AddSettings,
+    add_erasing_settings: AddSettings,
+    open_tenant: OpenTenant,
+    open_runtime: Open,
 ) -> None:
-    """Add the compliance commands to the ``tapevault`` parser."""
+    """Add the compliance commands to the ``tapevault`` parser; ``add_erasing_settings`` adds
+    the settings of commands that remove audio (they need the storage's too)."""
 
     def sub(
-        parent: Any, name: str, help_text: str, func: Callable[[argparse.Namespace], int]
+        parent: Any,
+        name: str,
+        help_text: str,
+        func: Callable[[argparse.Namespace], int],
+        settings: AddSettings = add_settings,
     ) -> Any:
         parser = parent.add_parser(name, help=help_text, description=help_text)
-        add_settings(parser)
+        settings(parser)
         parser.set_defaults(func=func)
         return parser
 
     def target(parser: argparse.ArgumentParser, recording: bool = True) -> None:
-        parser.add_argument("--partner", required=True, help="partner_id of the tenant")
+        add_tenant(parser)
         group = parser.add_mutually_exclusive_group(required=True)
         group.add_argument("--session", help="session id (or a call's SID)")
         if recording:
@@ -183,7 +192,7 @@ def register(
     holds = hold.add_subparsers(dest="hold_command", required=True)
     setting = sub(holds, "set", "put a session on legal hold", hold_set)
     target(setting, recording=False)
-    setting.add_argument("--reason", required=True)
+    setting.add_argument("--reason", required=True, help="why, as the log should record it")
     setting.add_argument("--by", default=None, help="who orders the hold (default: you)")
     target(sub(holds, "clear", "lift a legal hold", hold_clear), recording=False)
 
@@ -193,12 +202,25 @@ def register(
     target(change)
     change.add_argument("duration", help="30d, 12h, 6y... or 'default' to remove the override")
 
-    target(sub(commands, "delete", "erase the audio of a session or recording now", delete))
-    sub(commands, "purge", "remove audio past retention now", purge)
+    erase = sub(
+        commands,
+        "delete",
+        "erase the audio of a session or recording now (asks first)",
+        _confirmed(delete),
+        add_erasing_settings,
+    )
+    target(erase)
+    erase.add_argument(
+        "--yes", action="store_true", help="do not ask (required without a terminal)"
+    )
+    sub(commands, "purge", "remove audio past retention now", purge, add_erasing_settings)
 
     audit = commands.add_parser("audit", help="the tamper-evident access log")
     audits = audit.add_subparsers(dest="audit_command", required=True)
-    check = sub(audits, "verify", "check the hash chain and signed checkpoints", audit_verify)
+    reading = settings_adder(AUDIT_READ)
+    check = sub(
+        audits, "verify", "check the hash chain and signed checkpoints", audit_verify, reading
+    )
     check.add_argument(
         "--public-key",
         action="append",
@@ -212,12 +234,32 @@ def register(
         help="a copy of checkpoint lines kept elsewhere (a witness's copy of the journal, or "
         "the process log); compared like the local journal; repeatable",
     )
-    export = sub(audits, "export", "write access records as JSON lines or CSV", audit_export)
-    export.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
-    export.add_argument("--partner", default=None, help="one tenant (default: all)")
+    export = sub(
+        audits, "export", "write access records as JSON lines or CSV", audit_export, reading
+    )
+    export.add_argument(
+        "--format", choices=["jsonl", "csv"], default="jsonl", help="default: jsonl"
+    )
+    add_tenant(export, required=False, help="only this tenant's records (default: all)")
     export.add_argument("--since", default=None, help="ISO-8601 or Unix seconds")
     export.add_argument("--until", default=None, help="ISO-8601 or Unix seconds")
     export.add_argument("--output", default=None, help="file (default: standard output)")
+
+
+def _confirmed(
+    delete: Callable[[argparse.Namespace], int],
+) -> Callable[[argparse.Namespace], int]:
+    """``delete``, run only once confirmed: erasing audio cannot be undone."""
+
+    def confirmed(args: argparse.Namespace) -> int:
+        what = f"session {args.session}" if args.session else f"recording {args.recording}"
+        question = f"Erase the audio of {what} of tenant {args.tenant} now? This cannot be undone."
+        if not confirm(question, yes=args.yes):
+            print("nothing erased", file=sys.stderr)
+            return 1
+        return delete(args)
+
+    return confirmed
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -348,7 +390,7 @@ def _records(store: SqlAuditStore, args: argparse.Namespace) -> Iterator[AuditRe
     while True:
         page = store.query(
             Query(
-                tenant_id=args.partner,
+                tenant_id=args.tenant,
                 since_ms=parse_time("--since", args.since),
                 until_ms=parse_time("--until", args.until),
                 after_seq=after,

@@ -1,15 +1,17 @@
 """``tapevault demo``: a working vault in one command, on the embedded default.
 
-Creates a demo tenant, starts the server, uploads a generated one-minute doctor/patient
-conversation through the public API twice — as a Suki ambient session (create, upload, end) and
-as the caller channel of a call (Amigo's upload) — and prints the credentials of all three
+Binds the port, starts the server, creates a demo tenant, uploads a generated one-minute
+doctor/patient conversation through the public API twice — as a Suki ambient session (create,
+upload, end) and as the caller channel of a call (Amigo's upload) — and prints the credentials of all three
 dialects with copy-paste commands that fetch URLs, stream, download and read the access log.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shlex
+import socket
 import sys
 import tempfile
 import threading
@@ -25,7 +27,7 @@ from tapevault.auth.kore import issue_kore_token
 from tapevault.auth.suki import issue_token
 from tapevault.config import Settings
 from tapevault.core import policy
-from tapevault.runtime import open_runtime
+from tapevault.runtime import Runtime, open_runtime
 
 DEMO_CALL = "CAdemo0000000000000000000000000001"
 
@@ -63,26 +65,54 @@ def _wait_healthy(base: str, timeout: float = 20.0) -> None:
     raise RuntimeError("the demo server did not start")
 
 
-def run_demo(settings: Settings, *, serve: bool, log_level: str) -> int:
+def run_demo(
+    settings: Settings, listener: socket.socket, *, serve: bool, server_options: dict[str, Any]
+) -> int:
+    """Serve on ``listener`` (already bound) in this thread, as ``serve`` does, and set the demo
+    up from another thread once the server answers.
+
+    uvicorn runs in the main thread so that Ctrl-C and SIGTERM reach its signal handlers: it
+    shuts down gracefully and the application's shutdown writes the access log's final
+    checkpoint. (A server in a helper thread never sees the signal, and interrupting
+    ``Thread.join`` marks the thread finished on Python < 3.13, so the process used to exit
+    without shutting the server down.)
+    """
     runtime = open_runtime(settings)
+    server = uvicorn.Server(uvicorn.Config(runtime.asgi(background=True), **server_options))
+    failure: list[BaseException] = []
+
+    def set_up() -> None:
+        try:
+            _set_up(runtime, settings)
+        except BaseException as exc:
+            # Reported by the main thread once the server stopped, unless it was stopping
+            # already (Ctrl-C during the set-up), which is what made the set-up fail.
+            if not server.should_exit:
+                failure.append(exc)
+            server.should_exit = True
+            return
+        if serve:
+            print("Press Ctrl-C to stop.", file=sys.stderr, flush=True)
+        else:
+            server.should_exit = True
+
+    helper = threading.Thread(target=set_up, name="tapevault-demo", daemon=True)
+    helper.start()
+    # uvicorn re-raises the signal it handled once it has shut down: that is the end we want.
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run(sockets=[listener])
+    if failure:
+        raise failure[0]
+    return 0
+
+
+def _set_up(runtime: Runtime, settings: Settings) -> None:
     created_tenant = runtime.vault.tenants.create("demo", policy.DEFAULT_RETENTION_SECONDS)
-    partner, api_key = created_tenant.tenant, created_tenant.api_key
-    token = issue_token(partner, now=time.time(), ttl_seconds=24 * 3600, provider_id="demo-doctor")
-    kore_token = issue_kore_token(partner, now=time.time(), ttl_seconds=24 * 3600)
-    config = uvicorn.Config(
-        runtime.asgi(background=True),
-        host=settings.host,
-        port=settings.port,
-        http="httptools",
-        loop="uvloop",
-        lifespan="on",
-        access_log=False,
-        log_level=log_level,
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    base = f"http://{settings.host}:{settings.port}"
+    tenant, api_key = created_tenant.tenant, created_tenant.api_key
+    token = issue_token(tenant, now=time.time(), ttl_seconds=24 * 3600, provider_id="demo-doctor")
+    kore_token = issue_kore_token(tenant, now=time.time(), ttl_seconds=24 * 3600)
+    host = settings.host if settings.host not in ("0.0.0.0", "::") else "127.0.0.1"  # noqa: S104
+    base = f"http://{f'[{host}]' if ':' in host else host}:{settings.port}"
     _wait_healthy(base)
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -95,7 +125,7 @@ def run_demo(settings: Settings, *, serve: bool, log_level: str) -> int:
         _call("POST", f"{base}/api/v1/ambient/session/{session_id}/end", token, b"")
         _call(
             "POST",
-            f"{base}/v1/{partner.workspace_id}/calls/{DEMO_CALL}/audio?channel=inbound",
+            f"{base}/v1/{tenant.workspace_id}/calls/{DEMO_CALL}/audio?channel=inbound",
             f"Bearer {api_key}",
             audio,
             header="Authorization",
@@ -110,7 +140,7 @@ def run_demo(settings: Settings, *, serve: bool, log_level: str) -> int:
         f"""
 tapevault demo is running at {public}
   data directory : {settings.data_dir}
-  partner_id     : {partner.partner_id}
+  partner_id     : {tenant.partner_id}
   session        : {session_id} (one recording, {uploaded["duration_ms"] / 1000:.1f} s, voices: {voices})
 
 sdp_suki_token (valid 24 h):
@@ -129,11 +159,11 @@ Download the whole file:
     | xargs curl -OJ
 
 The same audio as the caller channel of call {DEMO_CALL}:
-  Amigo (workspace {partner.workspace_id}, admin API key shown once):
-    curl -s -H "Authorization: Bearer {api_key}" {public}/v1/{partner.workspace_id}/recordings/{DEMO_CALL}/urls
-    curl -s -H "Authorization: Bearer {api_key}" {public}/v1/{partner.workspace_id}/recordings/{DEMO_CALL}/metadata
-  Kore (bot {partner.bot_id}, JWT valid 24 h):
-    curl -s -H "auth: {kore_token}" '{public}/api/public/bot/{partner.bot_id}/v2/recordings?sessionId={DEMO_CALL}'
+  Amigo (workspace {tenant.workspace_id}, admin API key shown once):
+    curl -s -H "Authorization: Bearer {api_key}" {public}/v1/{tenant.workspace_id}/recordings/{DEMO_CALL}/urls
+    curl -s -H "Authorization: Bearer {api_key}" {public}/v1/{tenant.workspace_id}/recordings/{DEMO_CALL}/metadata
+  Kore (bot {tenant.bot_id}, JWT valid 24 h):
+    curl -s -H "auth: {kore_token}" '{public}/api/public/bot/{tenant.bot_id}/v2/recordings?sessionId={DEMO_CALL}'
 
 Who listened to what (the tamper-evident access log):
   curl -s -H "Authorization: Bearer {api_key}" '{public}/api/v1/audit?limit=20'
@@ -141,15 +171,3 @@ Who listened to what (the tamper-evident access log):
 """,
         flush=True,
     )
-    if not serve:
-        server.should_exit = True
-        thread.join(timeout=10)
-        return 0
-    print("Press Ctrl-C to stop.", file=sys.stderr, flush=True)
-    try:
-        while thread.is_alive():
-            thread.join(timeout=0.5)
-    except KeyboardInterrupt:
-        server.should_exit = True
-        thread.join(timeout=10)
-    return 0

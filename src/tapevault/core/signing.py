@@ -1,9 +1,11 @@
-"""Signed media URLs: HMAC-SHA256 over everything that selects the bytes or the behaviour.
+"""Signed URLs: HMAC-SHA256 over everything that selects the bytes or the behaviour.
 
 A URL carries the recording (in its path), the mode, the expiry, the partner, the key id and the
-signature. Every field is checked against a strict character set *before* the signature is
-computed, so no two different field tuples share a canonical string. Keys rotate: the newest key
-signs, every listed key verifies, and a removed key's URLs stop working at once.
+signature. Twilio stream URLs are signed the same way, with their own mode and subject, so one
+key ring (rotation, removal) governs every URL tapevault hands out. Every field is checked
+against a strict character set *before* the signature is computed, so no two different field
+tuples share a canonical string. Keys rotate: the newest key signs, every listed key verifies,
+and a removed key's URLs stop working at once.
 """
 
 from __future__ import annotations
@@ -23,11 +25,18 @@ from tapevault.errors import UrlRejected
 class UrlMode(StrEnum):
     """What a URL is for. Both audio modes honour Range; download adds Content-Disposition:
     attachment. METADATA grants a call's metadata document (``/media/{session_id}.json``), never
-    audio: the mode is signed, so one kind of URL cannot be turned into the other."""
+    audio; TWILIO grants opening a Twilio media stream. The mode is signed, so one kind of URL
+    cannot be turned into another."""
 
     STREAM = "s"
     DOWNLOAD = "d"
     METADATA = "j"
+    TWILIO = "t"  # opens a Twilio media stream for the tenant (``TWILIO_SUBJECT``), never audio
+
+
+AUDIO_MODES = frozenset({UrlMode.STREAM, UrlMode.DOWNLOAD})
+# What a Twilio stream URL grants, in the place of a recording id: the route, not a recording.
+TWILIO_SUBJECT = "twilio-media-stream"
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,7 +34,14 @@ from tapevault.core.model import (
     Tenant,
 )
 from tapevault.core.ports import ObjectStore, Repository, SequenceTaken
-from tapevault.core.signing import UrlGrant, UrlMode, UrlSigner, new_signing_key
+from tapevault.core.signing import (
+    AUDIO_MODES,
+    TWILIO_SUBJECT,
+    UrlGrant,
+    UrlMode,
+    UrlSigner,
+    new_signing_key,
+)
 from tapevault.core.tenants import Tenants
 from tapevault.errors import (
     Conflict,
@@ -442,14 +449,26 @@ class Vault:
         )
         return f"{self.media_base_url}/media/{session.session_id}.json?{query}"
 
+    def twilio_stream_query(self, partner_id: str, expires: int) -> str:
+        """The query string of a Twilio stream URL for the tenant, valid until ``expires``:
+        signed by the key ring like every other URL, so ``keys remove`` revokes it."""
+        return self.signer().sign(TWILIO_SUBJECT, UrlMode.TWILIO, expires, partner_id)
+
+    def authorize_twilio(self, query: dict[str, str]) -> str:
+        """The tenant id a Twilio stream URL grants; raises ``UrlRejected``."""
+        grant = self.signer().verify(TWILIO_SUBJECT, query, self.clock.now())
+        if grant.mode is not UrlMode.TWILIO:
+            raise UrlRejected("invalid", "This URL does not grant a Twilio media stream.")
+        return grant.partner_id
+
     # media gateway ------------------------------------------------------------------------
 
     def authorize_media(self, recording_id: str, query: dict[str, str]) -> MediaAccess:
         """Verify a signed URL and find its recording; raises UrlRejected, NotFound or Gone."""
         now = self.clock.now()
         grant = self.signer().verify(recording_id, query, now)
-        if grant.mode is UrlMode.METADATA:
-            raise UrlRejected("invalid", "This URL grants a metadata document, not audio.")
+        if grant.mode not in AUDIO_MODES:
+            raise UrlRejected("invalid", "This URL does not grant audio.")
         recording = self._recording(recording_id)
         if recording is None or recording.partner_id != grant.partner_id:
             raise NotFound(RECORDING_NOT_FOUND)

@@ -10,8 +10,16 @@ source format (``stream/pcm_mulaw``) and the sample rate; finalization expands Î
 
 Authentication, either of:
 - a ``sdp_suki_token`` custom parameter (``<Parameter name="sdp_suki_token" value="..."/>``);
-- a signed stream URL ``/twilio/media-stream?p=<partner_id>&e=<unix expiry>&s=<signature>``,
-  printed by ``tapevault twilio url --partner ID --ttl 30d``; suited to static TwiML.
+- a signed stream URL ``/twilio/media-stream?m=t&e=<unix expiry>&p=<tenant>&k=<key>&s=<sig>``,
+  printed by ``tapevault twilio url --tenant ID --ttl 30d``; suited to static TwiML. It is
+  signed by the media URL key ring (``core/signing.py``), so it works for every tenant, RS256
+  ones too, and ``tapevault keys remove KID`` revokes the URLs that key signed. Twilio's
+  ``<Stream url>`` does not promise to keep a query string, so the same URL is also taken from
+  a ``signed_url`` custom parameter (``tapevault twilio url --twiml`` prints that TwiML).
+
+URLs of the first kind (``?p=&e=&s=``, signed with the tenant's Suki ``jwt_secret``, which no
+key removal reaches) are still accepted until ``LEGACY_URLS_UNTIL``, each use logged as
+deprecated, so that TwiML deployed with them keeps recording while it is re-issued.
 
 The stream is durable like any live stream (group commit, crash recovery); Twilio reads no acks.
 """
@@ -27,12 +35,13 @@ import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 
 from tapevault.core.clock import now_ms
 from tapevault.core.model import Recording, Session, Tenant
-from tapevault.errors import AuthError, InvalidRequest, TapevaultError
+from tapevault.errors import AuthError, InvalidRequest, TapevaultError, UrlRejected
 from tapevault.http.asgi import Receive, Scope, Send, query_params
 from tapevault.http.context import AppContext
 from tapevault.http.stream import StreamHub
@@ -49,15 +58,15 @@ START_DEADLINE_SECONDS = 10.0
 MAX_MESSAGE_BEFORE_START = 64 * 1024
 TIMESTAMP_LEAD_MS = 5_000  # network jitter and buffering Twilio may add
 MAX_CALL_BYTES = 12 * 3600 * RATE  # 12 hours a track
-_DIGITS = re.compile(r"[0-9]{1,12}")
+_DIGITS = re.compile(r"[1-9][0-9]{0,11}")
+SIGNED_URL_PARAMETER = "signed_url"  # the custom parameter that may carry the signed URL
+# 2027-04-01T00:00:00Z: the last moment a jwt_secret-signed stream URL (no ``k=``) is accepted.
+LEGACY_URLS_UNTIL = 1_806_537_600
 
 
-def sign_stream_url(partner: Tenant, expires: int) -> str:
-    """The query string of a signed Twilio stream URL for ``partner``."""
-    return f"p={partner.partner_id}&e={expires}&s={_url_mac(partner, expires)}"
-
-
-def _url_mac(partner: Tenant, expires: int) -> str:
+def _legacy_url_mac(partner: Tenant, expires: int) -> str:
+    """The signature of a stream URL of the first kind (``?p=&e=&s=``), for the deprecation
+    period only: it hangs on the tenant's Suki secret, beyond the key ring's reach."""
     message = f"tapevault-twilio-v1\n{partner.partner_id}\n{expires}".encode()
     digest = hmac.digest(partner.jwt_secret.encode(), message, "sha256")
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
@@ -88,6 +97,59 @@ def _event(raw: str | bytes) -> dict[str, Any]:
     if not isinstance(event, dict):
         raise InvalidRequest("messages must be JSON objects")
     return event
+
+
+async def authenticate(ctx: AppContext, params: dict[str, str], custom: dict[str, Any]) -> Tenant:
+    """The tenant a Twilio stream is for: from its signed URL's query ``params``, or else from
+    the ``sdp_suki_token`` custom parameter of its ``start`` message. Raises ``AuthError``."""
+    signed_url = custom.get(SIGNED_URL_PARAMETER)
+    if "s" not in params and isinstance(signed_url, str) and len(signed_url) <= 2048:
+        params = dict(parse_qsl(urlsplit(signed_url).query))
+    if "s" in params:
+        if "k" not in params:
+            return await _legacy_url(ctx, params)
+        try:
+            partner_id = await ctx.metadata(ctx.vault.authorize_twilio, params)
+        except UrlRejected as exc:
+            raise AuthError(
+                "the stream URL has expired"
+                if exc.reason == "expired"
+                else "invalid stream URL signature (altered, or its key was removed)"
+            ) from None
+        partner = await ctx.metadata(ctx.vault.repo.get_tenant, partner_id)
+        if partner is None:
+            raise AuthError("the stream URL's tenant no longer exists")
+        return partner
+    token = custom.get("sdp_suki_token")
+    if not isinstance(token, str):
+        raise AuthError("no sdp_suki_token custom parameter and no signed URL")
+    caller = await ctx.metadata(ctx.suki_tokens.verify, token, None)
+    return caller.partner
+
+
+async def _legacy_url(ctx: AppContext, params: dict[str, str]) -> Tenant:
+    """A stream URL of the first kind, accepted until ``LEGACY_URLS_UNTIL``."""
+    now = ctx.vault.clock.now()
+    if now >= LEGACY_URLS_UNTIL:
+        raise AuthError("stream URLs without k= are no longer accepted: print a new one")
+    partner_id, expires_text = params.get("p", ""), params.get("e", "")
+    partner = await ctx.metadata(ctx.vault.repo.get_tenant, partner_id[:64])
+    given = params["s"].encode("ascii", "replace")
+    if (
+        partner is None
+        or not _DIGITS.fullmatch(expires_text)
+        or not hmac.compare_digest(_legacy_url_mac(partner, int(expires_text)).encode(), given)
+    ):
+        raise AuthError("invalid stream URL signature")
+    if int(expires_text) < now:
+        raise AuthError("the stream URL has expired")
+    log.warning(
+        "tenant %s opened a Twilio stream with a deprecated URL signed by its jwt_secret; "
+        "accepted until %s, print a new one with `tapevault twilio url`",
+        partner.partner_id,
+        time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(LEGACY_URLS_UNTIL)),
+    )
+    return partner
 
 
 class TwilioMediaStream:
@@ -149,7 +211,8 @@ class TwilioMediaStream:
         if not isinstance(start, dict):
             raise InvalidRequest("start message without a start object")
         custom = start.get("customParameters")
-        partner = await self._authenticate(scope, custom if isinstance(custom, dict) else {})
+        params = query_params(scope)
+        partner = await authenticate(self.ctx, params, custom if isinstance(custom, dict) else {})
         call_sid = start.get("callSid")
         if not isinstance(call_sid, str):
             raise InvalidRequest("start message without callSid")
@@ -186,28 +249,6 @@ class TwilioMediaStream:
                 )
             )
             call.tracks[name] = Track(recording, self.hub.start(recording, NoAcks()))
-
-    async def _authenticate(self, scope: Scope, custom: dict[str, Any]) -> Tenant:
-        params = query_params(scope)
-        repo = self.ctx.vault.repo
-        if "s" in params:
-            partner_id, expires_text = params.get("p", ""), params.get("e", "")
-            partner = await self.ctx.metadata(repo.get_tenant, partner_id[:64])
-            given = params["s"].encode("ascii", "replace")
-            if (
-                partner is None
-                or not _DIGITS.fullmatch(expires_text)
-                or not hmac.compare_digest(_url_mac(partner, int(expires_text)).encode(), given)
-            ):
-                raise AuthError("invalid stream URL signature")
-            if int(expires_text) < self.ctx.vault.clock.now():
-                raise AuthError("the stream URL has expired")
-            return partner
-        token = custom.get("sdp_suki_token")
-        if not isinstance(token, str):
-            raise AuthError("no sdp_suki_token custom parameter and no signed URL")
-        caller = await self.ctx.metadata(self.ctx.suki_tokens.verify, token, None)
-        return caller.partner
 
     def _media(self, call: Call, event: dict[str, Any]) -> None:
         media = event.get("media")
