@@ -150,7 +150,8 @@ async def test_call_yields_aligned_inbound_and_outbound(server: Server) -> None:
 
 
 async def test_signed_stream_url_and_bad_credentials(server: Server) -> None:
-    """A signed URL from `tapevault twilio url` works; a bad token closes with 4401."""
+    """A signed URL from `tapevault twilio url` works; a bad token, a forged signature or a
+    respelt expiry (leading zero) closes with 4401."""
     tenant = server.tenant()
     url = tapevault(
         "twilio", "url", "--partner", tenant["partner_id"], "--ttl", "1h", env=server.env
@@ -165,6 +166,12 @@ async def test_signed_stream_url_and_bad_credentials(server: Server) -> None:
     assert info.value.rcvd is not None and info.value.rcvd.code == 4401
     forged = url.replace("&s=", "&s=A")
     async with connect(forged) as ws:
+        await ws.send(start_message({}))
+        with pytest.raises(ConnectionClosed) as info:
+            await ws.recv()
+    assert info.value.rcvd is not None and info.value.rcvd.code == 4401
+    respelt = url.replace("&e=", "&e=0")  # the same expiry with a leading zero
+    async with connect(respelt) as ws:
         await ws.send(start_message({}))
         with pytest.raises(ConnectionClosed) as info:
             await ws.recv()

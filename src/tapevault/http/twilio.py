@@ -23,7 +23,6 @@ import base64
 import binascii
 import hmac
 import logging
-import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +37,7 @@ from tapevault.http.context import AppContext
 from tapevault.http.stream import StreamHub
 from tapevault.ingest.durable import BACKLOG_BYTES, DurableStream, NoAcks
 from tapevault.ingest.pcm import SILENCE
+from tapevault.numbers import is_canonical
 
 log = logging.getLogger("tapevault.twilio")
 
@@ -49,7 +49,6 @@ START_DEADLINE_SECONDS = 10.0
 MAX_MESSAGE_BEFORE_START = 64 * 1024
 TIMESTAMP_LEAD_MS = 5_000  # network jitter and buffering Twilio may add
 MAX_CALL_BYTES = 12 * 3600 * RATE  # 12 hours a track
-_DIGITS = re.compile(r"[0-9]{1,12}")
 
 
 def sign_stream_url(partner: Tenant, expires: int) -> str:
@@ -196,7 +195,7 @@ class TwilioMediaStream:
             given = params["s"].encode("ascii", "replace")
             if (
                 partner is None
-                or not _DIGITS.fullmatch(expires_text)
+                or not is_canonical(expires_text, 12)
                 or not hmac.compare_digest(_url_mac(partner, int(expires_text)).encode(), given)
             ):
                 raise AuthError("invalid stream URL signature")
