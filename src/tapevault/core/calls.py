@@ -160,13 +160,19 @@ class Calls:
         """Signed streaming URLs of both channels and of the metadata, for one hour."""
         session, channels = self.channels(tenant, call_sid)
         expires = now_ms(self.vault.clock) // 1000 + policy.CALL_URL_SECONDS
-        found = {name: self.vault.link(r, UrlMode.STREAM, expires) for name, r in channels.items()}
+        found = {
+            name: self.vault.link(r, UrlMode.STREAM, expires, held=session.held)
+            for name, r in channels.items()
+        }
+        # The metadata document is served while any of its channels is: it lives as long as the
+        # longest-lived channel URL.
+        document_expires = max(link.expires_at for link in found.values())
         return CallLinks(
             call_sid=call_sid,
             inbound=found.get("inbound"),
             outbound=found.get("outbound"),
-            metadata_url=self.vault.metadata_url(session, expires),
-            expires_at=expires,
+            metadata_url=self.vault.metadata_url(session, document_expires),
+            expires_at=document_expires,
         )
 
     def metadata(self, tenant: Tenant, call_sid: str) -> CallMetadata:

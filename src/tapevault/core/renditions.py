@@ -100,7 +100,9 @@ class Renditions:
                 download=False, session_audio_ms=rendition.duration_ms
             )
             return MergedAnswer(
-                MergeState.READY, session, self.vault.link(rendition, UrlMode.STREAM, expires)
+                MergeState.READY,
+                session,
+                self.vault.link(rendition, UrlMode.STREAM, expires, held=session.held),
             )
         if rendition.status is RecordingStatus.FAILED:
             return MergedAnswer(MergeState.FAILED, session, reason=rendition.failure_reason)

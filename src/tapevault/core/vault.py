@@ -416,13 +416,17 @@ class Vault:
             lifetime = policy.url_lifetime_seconds(download=download, session_audio_ms=audio_ms)
             expires = second + lifetime
             mode = UrlMode.DOWNLOAD if download else UrlMode.STREAM
-            links = [self.link(r, mode, expires) for r in live]
+            links = [self.link(r, mode, expires, held=session.held) for r in live]
             if len(self._links_memo) < _RECORDING_CACHE_SIZE:
                 self._links_memo[memo_key] = links
         return links
 
-    def link(self, recording: Recording, mode: UrlMode, expires: int) -> RecordingLink:
-        """A signed media URL for one recording, valid until ``expires`` (Unix seconds)."""
+    def link(
+        self, recording: Recording, mode: UrlMode, expires: int, *, held: bool = False
+    ) -> RecordingLink:
+        """A signed media URL for one recording, valid until ``expires`` (Unix seconds) or the
+        recording's retention end, whichever comes first (``held``: its session is on hold)."""
+        expires = policy.capped_expiry(expires, recording.expires_ms, held=held)
         query = self.signer().sign(recording.recording_id, mode, expires, recording.partner_id)
         url = f"{self.media_base_url}/media/{recording.recording_id}.wav?{query}"
         return RecordingLink(recording=recording, url=url, expires_at=expires)
@@ -436,7 +440,8 @@ class Vault:
             log.warning("could not remove %s", recording.storage_key, exc_info=True)
 
     def metadata_url(self, session: Session, expires: int) -> str:
-        """A signed URL of a call's metadata document (``/media/{session_id}.json``)."""
+        """A signed URL of a call's metadata document (``/media/{session_id}.json``), valid
+        until ``expires`` (the caller caps it at the retention of the audio it describes)."""
         query = self.signer().sign(
             session.session_id, UrlMode.METADATA, expires, session.partner_id
         )
