@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
@@ -17,8 +19,14 @@ from tapevault.core.model import (
     SigningKey,
     Tenant,
 )
-from tapevault.core.ports import SequenceTaken
-from tapevault.db.engine import current_revision, head_revision, make_engine, migrate
+from tapevault.core.ports import ChannelTaken, SequenceTaken
+from tapevault.db.engine import (
+    alembic_config,
+    current_revision,
+    head_revision,
+    make_engine,
+    migrate,
+)
 from tapevault.db.repository import SqlRepository
 from tapevault.db.schema import metadata
 
@@ -123,3 +131,53 @@ def test_signing_keys_newest_first(repo: SqlRepository) -> None:
     assert repo.remove_signing_key("b") is True
     assert repo.remove_signing_key("b") is False
     assert [k.key_id for k in repo.list_signing_keys()] == ["a"]
+
+
+def test_a_call_channel_holds_one_recording_unless_it_failed(repo: SqlRepository) -> None:
+    """A second recording of a call channel raises ChannelTaken (not SequenceTaken, so nobody
+    retries it); once the holder failed, the channel takes a new one; other channels and the
+    merged rendition are not limited."""
+    repo.create_tenant(partner())
+    repo.create_session(session())
+    repo.add_recording(replace(recording("r1", 1), channel="inbound"))
+    with pytest.raises(ChannelTaken) as info:
+        repo.add_recording(replace(recording("r2", 2), channel="inbound"))
+    assert info.value.channel == "inbound"
+    repo.add_recording(replace(recording("r3", 3), channel="outbound"))
+    failed = replace(recording("r1", 1), channel="inbound", status=RecordingStatus.FAILED)
+    assert repo.update_recording(failed, expect=RecordingStatus.AVAILABLE)
+    repo.add_recording(replace(recording("r4", 4), channel="inbound"))
+    for rid, seq in (("m1", 0), ("m2", 5)):
+        merged = replace(recording(rid, seq), channel="merged", status=RecordingStatus.DELETED)
+        repo.add_recording(merged)  # tombstoned renditions stay as rows: never a conflict
+
+
+def test_migration_keeps_the_latest_of_duplicate_channels(database_url: str) -> None:
+    """A database that already holds duplicate channel recordings (the old race) migrates: the
+    latest of each channel stays, the others are marked failed with the reason."""
+    engine = make_engine(database_url)
+    try:
+        migrate(engine)
+        config = alembic_config()
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.downgrade(config, "0009-1")  # the schema before the unique channel index
+        repo = SqlRepository(engine)
+        repo.create_tenant(partner())
+        repo.create_session(session())
+        for seq in (1, 2, 3):
+            repo.add_recording(replace(recording(f"in{seq}", seq), channel="inbound"))
+        repo.add_recording(replace(recording("out", 4), channel="outbound"))
+        migrate(engine)
+        states = {r.recording_id: r.status for r in repo.list_recordings("p1", "s1")}
+        assert states == {
+            "in1": RecordingStatus.FAILED,
+            "in2": RecordingStatus.FAILED,
+            "in3": RecordingStatus.AVAILABLE,
+            "out": RecordingStatus.AVAILABLE,
+        }
+        assert "duplicate" in (repo.get_recording("in1").failure_reason or "")  # type: ignore[union-attr]
+        with pytest.raises(ChannelTaken):
+            repo.add_recording(replace(recording("in5", 5), channel="inbound"))
+    finally:
+        engine.dispose()

@@ -109,7 +109,8 @@ class Repository(Protocol):
 
     def add_recording(self, recording: Recording, job: Job | None = None) -> None:
         """Insert (with its job, atomically); raises ``SequenceTaken`` when the (session,
-        sequence) pair exists already."""
+        sequence) pair exists already, ``ChannelTaken`` when the recording's call channel holds
+        a recording that has not failed."""
         ...
 
     def update_recording(
@@ -231,3 +232,12 @@ class Repository(Protocol):
 
 class SequenceTaken(Exception):
     """Two uploads raced for the same sequence number; the loser retries with the next."""
+
+
+class ChannelTaken(Exception):
+    """The call channel already holds a recording that has not failed (the database enforces
+    one a channel, so of concurrent uploads exactly one gets it)."""
+
+    def __init__(self, session_id: str, channel: str) -> None:
+        super().__init__(f"{session_id}: {channel}")
+        self.channel = channel

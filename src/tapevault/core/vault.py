@@ -33,7 +33,7 @@ from tapevault.core.model import (
     SessionStatus,
     Tenant,
 )
-from tapevault.core.ports import ObjectStore, Repository, SequenceTaken
+from tapevault.core.ports import ChannelTaken, ObjectStore, Repository, SequenceTaken
 from tapevault.core.signing import UrlGrant, UrlMode, UrlSigner, new_signing_key
 from tapevault.core.tenants import Tenants
 from tapevault.errors import (
@@ -77,6 +77,11 @@ class MediaAccess:
 
     recording: Recording
     grant: UrlGrant
+
+
+def channel_taken(channel: str) -> Conflict:
+    """The 409 for a second recording of a call channel (one that failed may be replaced)."""
+    return Conflict(f"The {channel} channel of this call already has audio.")
 
 
 def gone_error(detail: GoneDetail) -> Gone:
@@ -313,6 +318,8 @@ class Vault:
                 self.repo.add_recording(recording, job)
             except SequenceTaken:
                 continue  # a concurrent upload took this number; take the next one
+            except ChannelTaken as exc:
+                raise channel_taken(exc.channel) from None
             return recording
         raise Conflict("Too many concurrent uploads to this session; retry.")
 

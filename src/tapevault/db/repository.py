@@ -30,7 +30,7 @@ from tapevault.core.model import (
     SigningKey,
     Tenant,
 )
-from tapevault.core.ports import SequenceTaken
+from tapevault.core.ports import ChannelTaken, SequenceTaken
 from tapevault.db.fastread import FastReader
 from tapevault.db.schema import (
     api_keys,
@@ -164,7 +164,25 @@ class SqlRepository:
                 if job is not None:
                     conn.execute(insert(jobs).values(**_job_values(job)))
         except IntegrityError as exc:
+            if recording.channel is not None and self._channel_taken(recording):
+                raise ChannelTaken(recording.session_id, recording.channel) from exc
             raise SequenceTaken(recording.session_id) from exc
+
+    def _channel_taken(self, recording: Recording) -> bool:
+        """Whether the insert lost to the one-recording-a-channel index (rather than to a
+        sequence number): asked of the data, not of the driver's error text."""
+        with self.engine.connect() as conn:
+            found = conn.execute(
+                select(recordings.c.recording_id)
+                .where(
+                    recordings.c.session_id == recording.session_id,
+                    recordings.c.channel == recording.channel,
+                    recordings.c.status != RecordingStatus.FAILED.value,
+                    recordings.c.recording_id != recording.recording_id,
+                )
+                .limit(1)
+            ).first()
+        return found is not None
 
     def update_recording(
         self, recording: Recording, *, expect: RecordingStatus, writer_id: str | None = None
