@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 
 import pytest
@@ -19,7 +20,7 @@ from tapevault.core.model import (
     SigningKey,
     Tenant,
 )
-from tapevault.core.ports import ChannelTaken, SequenceTaken
+from tapevault.core.ports import ChannelTaken, MergePlanner, SequenceTaken
 from tapevault.db.engine import (
     alembic_config,
     current_revision,
@@ -181,3 +182,48 @@ def test_migration_keeps_the_latest_of_duplicate_channels(database_url: str) -> 
             repo.add_recording(replace(recording("in5", 5), channel="inbound"))
     finally:
         engine.dispose()
+
+
+def test_the_last_recording_to_finish_sees_the_others_finished(repo: SqlRepository) -> None:
+    """Two recordings of one ended session finishing at once: the second transaction waits for
+    the first (the session is locked before anything is read), so it sees both finished and
+    can queue the merge; unlocked, each would see the other still processing and none would."""
+    repo.create_tenant(partner())
+    repo.create_session(replace(session(), status=SessionStatus.COMPLETED))
+    for rid, seq in (("r1", 1), ("r2", 2)):
+        repo.add_recording(replace(recording(rid, seq), status=RecordingStatus.PROCESSING))
+    first_planning = threading.Event()
+    release = threading.Event()
+    seen: dict[str, list[RecordingStatus]] = {}
+
+    def planner(name: str) -> MergePlanner:
+        def plan(_session: Session, found: Sequence[Recording]) -> None:
+            seen[name] = [r.status for r in found]
+            if name == "r1":
+                first_planning.set()
+                release.wait(10)
+
+        return plan
+
+    def finish(rid: str, seq: int) -> None:
+        repo.finish_recording(
+            recording(rid, seq), expect=RecordingStatus.PROCESSING, plan=planner(rid)
+        )
+
+    first = threading.Thread(target=finish, args=("r1", 1))
+    second = threading.Thread(target=finish, args=("r2", 2))
+    first.start()
+    try:
+        assert first_planning.wait(10)
+        second.start()
+        second.join(0.5)  # locked out: it cannot plan until the first commits
+        assert "r2" not in seen
+    finally:
+        release.set()
+        first.join(10)
+        if second.is_alive() or second.ident is not None:
+            second.join(10)
+    assert seen == {
+        "r1": [RecordingStatus.AVAILABLE, RecordingStatus.PROCESSING],
+        "r2": [RecordingStatus.AVAILABLE, RecordingStatus.AVAILABLE],
+    }

@@ -120,7 +120,8 @@ async def run_call(url: str, custom: dict[str, str]) -> None:
 
 
 async def test_call_yields_aligned_inbound_and_outbound(server: Server) -> None:
-    """Two recordings of the right length, gaps filled with silence, aligned on timestamps."""
+    """Two recordings of the right length, gaps filled with silence, aligned on timestamps; the
+    ended call's merged file is ready at Kore's first request."""
     tenant = server.tenant()
     token = server.token(tenant["partner_id"])
     await run_call(f"ws://127.0.0.1:{server.port}/twilio/media-stream", {"sdp_suki_token": token})
@@ -147,6 +148,16 @@ async def test_call_yields_aligned_inbound_and_outbound(server: Server) -> None:
     assert energy(pcm_in, 520, 1000) == pytest.approx(loud)
     assert energy(pcm_out, 0, 1500) == 0  # the agent had not spoken yet
     assert energy(pcm_out, 1500, 2500) == pytest.approx(loud)
+    # The call's end queued its merge (made once the last track was processed): Kore's first
+    # request for the ended call is success.
+    server.wait_jobs_done()
+    kore = requests.get(
+        f"{server.base}/api/public/bot/{tenant['bot_id']}/v2/recordings",
+        params={"sessionId": CALL_SID},
+        headers={"auth": server.token(tenant["partner_id"], "--kore")},
+        timeout=10,
+    )
+    assert kore.status_code == 200 and kore.json()["status"] == "success", kore.text
 
 
 async def test_signed_stream_url_and_bad_credentials(server: Server) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ulid import ULID
 
-from tapevault.core import policy
+from tapevault.core import mergeplan, policy
 from tapevault.core.clock import Clock, now_ms
 from tapevault.core.lifecycle import PENDING
 from tapevault.core.model import (
@@ -33,7 +33,14 @@ from tapevault.core.model import (
     SessionStatus,
     Tenant,
 )
-from tapevault.core.ports import ChannelTaken, ObjectStore, Repository, SequenceTaken
+from tapevault.core.ports import (
+    ChannelTaken,
+    MergePlanner,
+    MergeQueued,
+    ObjectStore,
+    Repository,
+    SequenceTaken,
+)
 from tapevault.core.signing import UrlGrant, UrlMode, UrlSigner, new_signing_key
 from tapevault.core.tenants import Tenants
 from tapevault.errors import (
@@ -193,15 +200,40 @@ class Vault:
         return session, self.repo.list_recordings(partner.partner_id, session_id)
 
     def end_session(self, partner: Tenant, session_id: str) -> Session:
-        """Idempotent: ending an ended session returns it unchanged."""
+        """Idempotent: ending an ended session returns it unchanged.
+
+        When its recordings are all processed already, the merged rendition is queued in the
+        same transaction (otherwise the last one to finish queues it), so a Kore client asking
+        once the worker has run gets ``success`` at the first request.
+        """
         session = self.get_session(partner, session_id)
         if session.status is SessionStatus.COMPLETED:
             return session
         ended = now_ms(self.clock)
-        self.repo.update_session_status(
-            partner.partner_id, session_id, SessionStatus.COMPLETED, ended
-        )
+        queued = self.repo.end_session(partner.partner_id, session_id, ended, self.merge_planner())
+        self.merge_queued(queued)
         return self.get_session(partner, session_id)
+
+    def merge_planner(self) -> MergePlanner:
+        """The rule a state change's transaction applies to queue a session's merged rendition
+        (see core/mergeplan.py), with a job due now."""
+        now = now_ms(self.clock)
+
+        def plan(session: Session, recordings: Sequence[Recording]) -> tuple[Recording, Job] | None:
+            rendition = mergeplan.due_merge(session, recordings, now)
+            if rendition is None:
+                return None
+            return rendition, self.new_job(JobKind.MERGE, rendition.recording_id)
+
+        return plan
+
+    def merge_queued(self, queued: MergeQueued | None) -> None:
+        """After a committed change queued a merge: wake the worker, remove the replaced file."""
+        if queued is None:
+            return
+        if queued.replaced is not None:
+            self.discard_object(queued.replaced)
+        self.jobs_waiting.set()
 
     def check_accepts_audio(self, partner: Tenant, session_id: str) -> Session:
         """Raise unless the session exists for this partner and has not ended."""
