@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import sqlite3
@@ -187,3 +188,53 @@ async def test_signed_stream_url_and_bad_credentials(server: Server) -> None:
         with pytest.raises(ConnectionClosed) as info:
             await ws.recv()
     assert info.value.rcvd is not None and info.value.rcvd.code == 4401
+
+
+async def test_a_second_stream_of_a_live_call_is_refused_and_ends_nothing(server: Server) -> None:
+    """A second Twilio stream for the tracks of a call that is streaming gets 4400 (a channel
+    takes one recording), and its refusal neither ends the call nor disturbs the first stream,
+    whose audio is kept whole."""
+    tenant = server.tenant()
+    custom = {"sdp_suki_token": server.token(tenant["partner_id"])}
+    url = f"ws://127.0.0.1:{server.port}/twilio/media-stream"
+    db = sqlite3.connect(server.data_dir / "tapevault.db")
+
+    def call_state() -> tuple[str | None, int]:
+        found = db.execute(
+            "SELECT s.status, count(r.recording_id) FROM sessions s "
+            "LEFT JOIN recordings r ON r.session_id = s.session_id AND r.channel <> 'merged' "
+            "WHERE s.external_id = ? GROUP BY s.status",
+            (CALL_SID,),
+        ).fetchone()
+        return (found[0], found[1]) if found else (None, 0)
+
+    try:
+        async with connect(url) as first:
+            await first.send(start_message(custom))
+            await first.send(media_message(2, "inbound", 1, 0, LOUD))
+            for _ in range(200):  # wait until both tracks are open
+                if call_state()[1] == 2:
+                    break
+                await asyncio.sleep(0.05)
+            assert call_state() == ("in_progress", 2)
+            async with connect(url) as second:
+                await second.send(start_message(custom))
+                with pytest.raises(ConnectionClosed) as info:
+                    await second.recv()
+            assert info.value.rcvd is not None and info.value.rcvd.code == 4400
+            assert "channel" in info.value.rcvd.reason
+            assert call_state() == ("in_progress", 2)  # the refused stream ended nothing
+            await first.send(media_message(3, "inbound", 2, 20, LOUD))
+            await first.send(json.dumps({"event": "stop", "streamSid": STREAM_SID}))
+            with pytest.raises(ConnectionClosed):
+                while True:
+                    await first.recv()
+        session_id = call_session_id(server)
+        headers = {"sdp_suki_token": custom["sdp_suki_token"]}
+        recordings = wait_available(server, headers, session_id)
+        by_channel = {r["channel"]: r for r in recordings}
+        assert set(by_channel) == {"inbound", "outbound"} and len(recordings) == 2
+        assert by_channel["inbound"]["duration_ms"] == 40
+        assert call_state() == ("completed", 2)
+    finally:
+        db.close()

@@ -246,12 +246,14 @@ class TwilioMediaStream:
                 await self.hub.committer().drain(track.stream)
 
     async def _finish(self, call: Call) -> None:
-        """Close whatever tracks were opened, and end the call's session."""
+        """Close whatever tracks were opened, and end the call's session: only when this stream
+        recorded something (a stream refused at its start, e.g. for tracks another stream of the
+        call is writing, must not end that call)."""
         for track in call.tracks.values():
             error = await self.hub.end(track.stream, track.recording)
             if error is not None:
                 log.error("sync failed finishing %s", track.recording.recording_id, exc_info=error)
-        if call.session is not None and call.partner is not None:
+        if call.session is not None and call.partner is not None and call.tracks:
             await self.ctx.blocking(
                 self.ctx.vault.end_session, call.partner, call.session.session_id
             )
