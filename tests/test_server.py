@@ -235,9 +235,9 @@ def test_several_processes_share_the_port(tmp_path: Path) -> None:
 
 
 def test_short_retention_on_the_wall_clock(tmp_path: Path) -> None:
-    """A tenant keeping audio 8 s, a server purging every second: the URL endpoint and the media
-    URL turn 410 on time, the worker purges the file by itself, and the tombstone and the access
-    history stay readable."""
+    """A tenant keeping audio 8 s, a server purging every second: the URL endpoint turns 410 on
+    time, the media URL (capped at the retention end) has expired with it, the worker purges the
+    file by itself, and the tombstone and the access history stay readable."""
     srv = Server(tmp_path / "data", free_port()).start(TAPEVAULT_PURGE_INTERVAL="1s")
     try:
         tenant = srv.tenant(retention="8s")  # room for upload and processing on a slow machine
@@ -259,7 +259,8 @@ def test_short_retention_on_the_wall_clock(tmp_path: Path) -> None:
             f"{srv.base}/api/v1/ambient/session/{session_id}/recording", headers=headers, timeout=10
         )
         assert gone.status_code == 410 and gone.json()["reason"] == "expired"
-        assert requests.get(media, timeout=10).status_code == 410
+        assert f"&e={expires}&" in media  # the URL never promised more than retention
+        assert requests.get(media, timeout=10).status_code == 403  # so it expired with it
         bearer = {"authorization": f"Bearer {tenant['api_key']}"}
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline and list((srv.data_dir / "audio").rglob("*.wav")):

@@ -19,18 +19,10 @@ from dataclasses import dataclass
 from tapevault.core import policy
 from tapevault.core.clock import now_ms
 from tapevault.core.lifecycle import PENDING
-from tapevault.core.mergeplan import (
-    MERGE_PREFIX,
-    inputs_digest,
-    is_current,
-    merge_inputs,
-    new_rendition,
-)
+from tapevault.core.mergeplan import is_current, merge_inputs, new_rendition
 from tapevault.core.model import JobKind, Recording, RecordingStatus, Session, Tenant
 from tapevault.core.signing import UrlMode
 from tapevault.core.vault import RecordingLink, Vault
-
-__all__ = ["MERGE_PREFIX", "MergeState", "MergedAnswer", "Renditions", "inputs_digest"]
 
 
 class MergeState(enum.StrEnum):
