@@ -23,6 +23,8 @@ import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import sqlalchemy
+
 # What a failure report shows at most of one server's output (its end).
 REPORT_CHARS = 20_000
 _LOGS: list[Path] = []  # every server log of this run, for the failure report
@@ -184,3 +186,21 @@ class Server:
 
     def token(self, partner_id: str, *extra: str) -> str:
         return tapevault("token", "issue", "--partner", partner_id, *extra, env=self.env).strip()
+
+    def wait_jobs_done(self, timeout: float = 30) -> None:
+        """Wait until the server's worker has run every job it was given (merges included)."""
+        url = self.env.get("TAPEVAULT_DATABASE_URL") or f"sqlite:///{self.data_dir}/tapevault.db"
+        engine = sqlalchemy.create_engine(url)
+        try:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                with engine.connect() as db:
+                    waiting = db.execute(
+                        sqlalchemy.text("SELECT count(*) FROM jobs WHERE done_ms IS NULL")
+                    ).scalar()
+                if waiting == 0:
+                    return
+                time.sleep(0.1)
+        finally:
+            engine.dispose()
+        raise AssertionError("the worker did not finish its jobs")

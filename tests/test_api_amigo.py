@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import wave
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -316,3 +317,64 @@ async def test_bad_credentials_are_401(
     response = await client.get(f"/v1/{acme.ws}/recordings/{CALL}/urls", headers=headers)
     assert response.status_code == 401 and "detail" in response.json()
     assert response.headers["www-authenticate"] == "Bearer"
+
+
+async def test_concurrent_uploads_of_one_channel_get_it_once(
+    client: httpx.AsyncClient, runtime: Runtime, acme: Customer
+) -> None:
+    """Ten uploads of one call's inbound channel at once, three times over: exactly one 202 and
+    nine 409s each time (the database decides, not a check-then-insert), the call holds one
+    inbound recording, and the losers leave no spooled or incoming file behind."""
+    wav = tone_wav_bytes(0.5)
+    incoming = runtime.vault.work_dir / "incoming"
+    spool = runtime.context.spool_dir
+    for trial in range(3):
+        call_sid = f"CA{trial:032x}"
+
+        async def send(call_sid: str = call_sid) -> httpx.Response:
+            return await client.post(
+                f"/v1/{acme.ws}/calls/{call_sid}/audio",
+                params={"channel": "inbound"},
+                headers={**acme.bearer, "content-type": "audio/wav"},
+                content=wav,
+            )
+
+        answers = await asyncio.gather(*(send() for _ in range(10)))
+        codes = sorted(a.status_code for a in answers)
+        assert codes == [202] + [409] * 9, (trial, codes)
+        for refused in (a for a in answers if a.status_code == 409):
+            assert refused.json() == {
+                "detail": "The inbound channel of this call already has audio."
+            }
+        (winner,) = (a.json()["recording_id"] for a in answers if a.status_code == 202)
+        assert sorted(p.name for p in incoming.iterdir()) == [f"{winner}.src"]
+        assert list(spool.iterdir()) == []
+        runtime.worker.run_until_idle()
+        session = runtime.vault.repo.get_session_by_external_id(acme.tenant.partner_id, call_sid)
+        assert session is not None
+        held = runtime.vault.repo.list_recordings(acme.tenant.partner_id, session.session_id)
+        assert [(r.recording_id, r.channel) for r in held] == [(winner, "inbound")]
+        assert list(incoming.iterdir()) == []
+
+
+async def test_a_failed_channel_may_be_uploaded_again(
+    client: httpx.AsyncClient, runtime: Runtime, acme: Customer
+) -> None:
+    """The unique channel rule spares failed recordings: a channel whose upload failed in the
+    worker takes a new one (202), which is then served."""
+    first = await upload_channel(client, runtime, acme, CALL, "inbound", b"RIFF" + b"\0" * 40)
+    if first.status_code == 202:  # refused at once or failed in the worker: both may be retried
+        runtime.worker.run_until_idle()
+    sent = await client.post(
+        f"/v1/{acme.ws}/calls/{CALL}/audio",
+        params={"channel": "inbound"},
+        headers={**acme.bearer, "content-type": "audio/wav"},
+        content=tone_wav_bytes(0.5),
+    )
+    assert sent.status_code == 202
+    runtime.vault.incoming_path(sent.json()["recording_id"]).write_bytes(b"damaged" * 10)
+    runtime.worker.run_until_idle()
+    again = await upload_channel(client, runtime, acme, CALL, "inbound", tone_wav_bytes(0.5))
+    assert again.status_code == 202, again.text
+    urls = await client.get(f"/v1/{acme.ws}/recordings/{CALL}/urls", headers=acme.bearer)
+    assert urls.status_code == 200 and again.json()["recording_id"] in urls.json()["inbound_url"]

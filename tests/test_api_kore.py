@@ -110,13 +110,14 @@ async def test_ambient_session_segments_are_joined_in_order(
 async def test_statuses_follow_the_recordings(
     client: httpx.AsyncClient, runtime: Runtime, acme: Customer
 ) -> None:
-    """media_unavailable, media_in_progress (with Retry-After), success, and a re-merge when a
-    channel arrives later; an unknown session is media_unavailable."""
+    """media_unavailable, media_in_progress (with Retry-After), success with the one channel
+    itself (never mixed), then a merge of both when a channel arrives later; an unknown session
+    is media_unavailable."""
     assert (await kore(client, acme, "no-such-session")).json() == {
         "status": "media_unavailable",
         "recording": [],
     }
-    await client.post(
+    inbound = await client.post(
         f"/v1/{acme.ws}/calls/{CALL}/audio",
         params={"channel": "inbound"},
         headers={**acme.bearer, "content-type": "audio/wav"},
@@ -128,12 +129,98 @@ async def test_statuses_follow_the_recordings(
     runtime.worker.run_until_idle()
     first = (await kore(client, acme, CALL)).json()
     assert first["status"] == "success"
+    single = first["recording"][0]["fileUrl"]
+    assert f"/media/{inbound.json()['recording_id']}.wav?" in single
+    session_id = runtime.vault.find_session(acme.tenant, CALL).session_id  # type: ignore[union-attr]
+    assert runtime.vault.repo.get_merged(acme.tenant.partner_id, session_id) is None
     await upload_channel(client, runtime, acme, CALL, "outbound", tone_wav_bytes(1.0))
     second = (await kore(client, acme, CALL)).json()
-    assert second["status"] == "success"
-    assert second["recording"][0]["fileUrl"] != first["recording"][0]["fileUrl"]
-    replaced = await client.get(local(first["recording"][0]["fileUrl"]))
-    assert replaced.status_code == 404  # the old rendition was replaced, never changed
+    assert second["status"] == "success"  # merged when the second channel was processed
+    merged = runtime.vault.repo.get_merged(acme.tenant.partner_id, session_id)
+    assert (
+        merged is not None
+        and f"/media/{merged.recording_id}.wav?" in (second["recording"][0]["fileUrl"])
+    )
+    samples, rate = pcm_of((await client.get(local(second["recording"][0]["fileUrl"]))).content)
+    assert len(samples) == int(1.5 * rate)  # channels without a start time: back to back
+    assert (await client.get(local(single))).status_code == 200  # the channel itself, unchanged
+
+
+async def test_an_ended_session_is_success_at_the_first_request(
+    client: httpx.AsyncClient, runtime: Runtime, acme: Customer
+) -> None:
+    """The seed's promise: a session that ended and whose recordings the worker processed is
+    `success` at the first Kore request, whether it ended before or after the processing."""
+    for end_first in (False, True):
+        created = await client.post("/api/v1/ambient/session/create", headers=acme.suki)
+        session_id = created.json()["ambient_session_id"]
+        for seconds in (0.5, 1.0):
+            sent = await client.post(
+                f"/api/v1/ambient/session/{session_id}/audio",
+                headers={**acme.suki, "content-type": "audio/wav"},
+                content=tone_wav_bytes(seconds, sample_rate=16000),
+            )
+            assert sent.status_code == 202
+        if not end_first:
+            runtime.worker.run_until_idle()
+        ended = await client.post(f"/api/v1/ambient/session/{session_id}/end", headers=acme.suki)
+        assert ended.status_code < 300
+        runtime.worker.run_until_idle()
+        answer = (await kore(client, acme, session_id)).json()
+        assert answer["status"] == "success", (end_first, answer)
+        samples, rate = pcm_of((await client.get(local(answer["recording"][0]["fileUrl"]))).content)
+        assert len(samples) == int(1.5 * rate), end_first
+
+
+async def test_a_single_recording_is_served_unmixed(
+    client: httpx.AsyncClient, runtime: Runtime, acme: Customer
+) -> None:
+    """A session of one recording needs no merge: the first request after processing answers
+    success with that recording's own URL, its bytes exactly as uploaded, and no merge job."""
+    created = await client.post("/api/v1/ambient/session/create", headers=acme.suki)
+    session_id = created.json()["ambient_session_id"]
+    body = tone_wav_bytes(0.5, sample_rate=8000)
+    sent = await client.post(
+        f"/api/v1/ambient/session/{session_id}/audio",
+        headers={**acme.suki, "content-type": "audio/wav"},
+        content=body,
+    )
+    await client.post(f"/api/v1/ambient/session/{session_id}/end", headers=acme.suki)
+    runtime.worker.run_until_idle()
+    answer = (await kore(client, acme, session_id)).json()
+    assert answer["status"] == "success"
+    url = answer["recording"][0]["fileUrl"]
+    assert f"/media/{sent.json()['recording_id']}.wav?" in url
+    assert (await client.get(local(url))).content == body
+    assert runtime.vault.repo.get_merged(acme.tenant.partner_id, session_id) is None
+    assert runtime.worker.run_until_idle() == 0  # the request queued nothing either
+
+
+async def test_a_replaced_rendition_is_never_changed(
+    client: httpx.AsyncClient, runtime: Runtime, acme: Customer
+) -> None:
+    """A session still open is merged on request; a later upload makes a new rendition under
+    a new id, and the old one's URL stops serving (404) rather than serving other audio."""
+    created = await client.post("/api/v1/ambient/session/create", headers=acme.suki)
+    session_id = created.json()["ambient_session_id"]
+    urls = []
+    for uploads in (2, 1):
+        for _ in range(uploads):
+            sent = await client.post(
+                f"/api/v1/ambient/session/{session_id}/audio",
+                headers={**acme.suki, "content-type": "audio/wav"},
+                content=tone_wav_bytes(0.5),
+            )
+            assert sent.status_code == 202
+        runtime.worker.run_until_idle()
+        assert (await kore(client, acme, session_id)).json()["status"] == "media_in_progress"
+        runtime.worker.run_until_idle()
+        answer = (await kore(client, acme, session_id)).json()
+        assert answer["status"] == "success"
+        urls.append(answer["recording"][0]["fileUrl"])
+    assert urls[0] != urls[1]
+    assert (await client.get(local(urls[0]))).status_code == 404
+    assert (await client.get(local(urls[1]))).status_code == 200
 
 
 async def test_failed_processing_is_reported(

@@ -61,7 +61,7 @@ async def test_deleting_a_channel_takes_the_merged_file_with_it(
     client: httpx.AsyncClient, audited: Runtime, who: Customer
 ) -> None:
     """The merged file holds the deleted caller's voice: it goes too (410, file removed), and
-    Kore makes a new one from what is left."""
+    Kore answers with what is left: the agent's channel itself, unmixed."""
     urls, merged = await merged_call(client, audited, who)
     inbound_id = local(urls["inbound_url"]).split("/media/")[1].split(".wav")[0]
     merged_id = local(merged).split("/media/")[1].split(".wav")[0]
@@ -70,9 +70,12 @@ async def test_deleting_a_channel_takes_the_merged_file_with_it(
     gone = await client.get(local(merged))
     assert gone.status_code == 410 and gone.json()["reason"] == "deleted"
     assert f"{merged_id}.wav" not in files(audited)
-    assert await kore_status(client, who) == "media_in_progress"  # a new one, from the agent
-    audited.worker.run_until_idle()
-    assert await kore_status(client, who) == "success"
+    answer = await client.get(
+        f"/api/public/bot/{who.bot}/v2/recordings", params={"sessionId": CALL}, headers=who.kore
+    )
+    assert answer.json()["status"] == "success"
+    outbound_id = local(urls["outbound_url"]).split("/media/")[1].split(".wav")[0]
+    assert f"/media/{outbound_id}.wav?" in answer.json()["recording"][0]["fileUrl"]
 
 
 async def test_a_purged_rendition_is_made_again_not_stuck(

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
@@ -17,8 +20,14 @@ from tapevault.core.model import (
     SigningKey,
     Tenant,
 )
-from tapevault.core.ports import SequenceTaken
-from tapevault.db.engine import current_revision, head_revision, make_engine, migrate
+from tapevault.core.ports import ChannelTaken, MergePlanner, SequenceTaken
+from tapevault.db.engine import (
+    alembic_config,
+    current_revision,
+    head_revision,
+    make_engine,
+    migrate,
+)
 from tapevault.db.repository import SqlRepository
 from tapevault.db.schema import metadata
 
@@ -123,3 +132,98 @@ def test_signing_keys_newest_first(repo: SqlRepository) -> None:
     assert repo.remove_signing_key("b") is True
     assert repo.remove_signing_key("b") is False
     assert [k.key_id for k in repo.list_signing_keys()] == ["a"]
+
+
+def test_a_call_channel_holds_one_recording_unless_it_failed(repo: SqlRepository) -> None:
+    """A second recording of a call channel raises ChannelTaken (not SequenceTaken, so nobody
+    retries it); once the holder failed, the channel takes a new one; other channels and the
+    merged rendition are not limited."""
+    repo.create_tenant(partner())
+    repo.create_session(session())
+    repo.add_recording(replace(recording("r1", 1), channel="inbound"))
+    with pytest.raises(ChannelTaken) as info:
+        repo.add_recording(replace(recording("r2", 2), channel="inbound"))
+    assert info.value.channel == "inbound"
+    repo.add_recording(replace(recording("r3", 3), channel="outbound"))
+    failed = replace(recording("r1", 1), channel="inbound", status=RecordingStatus.FAILED)
+    assert repo.update_recording(failed, expect=RecordingStatus.AVAILABLE)
+    repo.add_recording(replace(recording("r4", 4), channel="inbound"))
+    for rid, seq in (("m1", 0), ("m2", 5)):
+        merged = replace(recording(rid, seq), channel="merged", status=RecordingStatus.DELETED)
+        repo.add_recording(merged)  # tombstoned renditions stay as rows: never a conflict
+
+
+def test_migration_keeps_the_latest_of_duplicate_channels(database_url: str) -> None:
+    """A database that already holds duplicate channel recordings (the old race) migrates: the
+    latest of each channel stays, the others are marked failed with the reason."""
+    engine = make_engine(database_url)
+    try:
+        migrate(engine)
+        config = alembic_config()
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.downgrade(config, "0009-1")  # the schema before the unique channel index
+        repo = SqlRepository(engine)
+        repo.create_tenant(partner())
+        repo.create_session(session())
+        for seq in (1, 2, 3):
+            repo.add_recording(replace(recording(f"in{seq}", seq), channel="inbound"))
+        repo.add_recording(replace(recording("out", 4), channel="outbound"))
+        migrate(engine)
+        states = {r.recording_id: r.status for r in repo.list_recordings("p1", "s1")}
+        assert states == {
+            "in1": RecordingStatus.FAILED,
+            "in2": RecordingStatus.FAILED,
+            "in3": RecordingStatus.AVAILABLE,
+            "out": RecordingStatus.AVAILABLE,
+        }
+        assert "duplicate" in (repo.get_recording("in1").failure_reason or "")  # type: ignore[union-attr]
+        with pytest.raises(ChannelTaken):
+            repo.add_recording(replace(recording("in5", 5), channel="inbound"))
+    finally:
+        engine.dispose()
+
+
+def test_the_last_recording_to_finish_sees_the_others_finished(repo: SqlRepository) -> None:
+    """Two recordings of one ended session finishing at once: the second transaction waits for
+    the first (the session is locked before anything is read), so it sees both finished and
+    can queue the merge; unlocked, each would see the other still processing and none would."""
+    repo.create_tenant(partner())
+    repo.create_session(replace(session(), status=SessionStatus.COMPLETED))
+    for rid, seq in (("r1", 1), ("r2", 2)):
+        repo.add_recording(replace(recording(rid, seq), status=RecordingStatus.PROCESSING))
+    first_planning = threading.Event()
+    release = threading.Event()
+    seen: dict[str, list[RecordingStatus]] = {}
+
+    def planner(name: str) -> MergePlanner:
+        def plan(_session: Session, found: Sequence[Recording]) -> None:
+            seen[name] = [r.status for r in found]
+            if name == "r1":
+                first_planning.set()
+                release.wait(10)
+
+        return plan
+
+    def finish(rid: str, seq: int) -> None:
+        repo.finish_recording(
+            recording(rid, seq), expect=RecordingStatus.PROCESSING, plan=planner(rid)
+        )
+
+    first = threading.Thread(target=finish, args=("r1", 1))
+    second = threading.Thread(target=finish, args=("r2", 2))
+    first.start()
+    try:
+        assert first_planning.wait(10)
+        second.start()
+        second.join(0.5)  # locked out: it cannot plan until the first commits
+        assert "r2" not in seen
+    finally:
+        release.set()
+        first.join(10)
+        if second.is_alive() or second.ident is not None:
+            second.join(10)
+    assert seen == {
+        "r1": [RecordingStatus.AVAILABLE, RecordingStatus.PROCESSING],
+        "r2": [RecordingStatus.AVAILABLE, RecordingStatus.AVAILABLE],
+    }

@@ -92,11 +92,41 @@ def test_suki_typescript_example_runs(server: Server, tmp_path: Path) -> None:
     plays(found.group(1))
 
 
-def test_kore_curl_example_runs(server: Server, tenant: dict[str, str]) -> None:
-    """kore-fetch-call-recording-v2's curl, placeholders filled, returns success and a merged
-    file that plays."""
+def ended_ambient_session(server: Server, tenant: dict[str, str], uploads: int) -> str:
+    """An ambient session of ``uploads`` recordings, ended (as a scribe ends its visit)."""
+    headers = {"sdp_suki_token": server.token(tenant["partner_id"])}
+    created = requests.post(
+        f"{server.base}/api/v1/ambient/session/create", headers=headers, timeout=10
+    )
+    assert created.status_code == 201
+    session_id: str = created.json()["ambient_session_id"]
+    for _ in range(uploads):
+        sent = requests.post(
+            f"{server.base}/api/v1/ambient/session/{session_id}/audio",
+            headers={**headers, "content-type": "audio/wav"},
+            data=tone_wav_bytes(1.0),
+            timeout=30,
+        )
+        assert sent.status_code == 202, sent.text
+    ended = requests.post(
+        f"{server.base}/api/v1/ambient/session/{session_id}/end", headers=headers, timeout=10
+    )
+    assert ended.status_code == 200
+    return session_id
+
+
+@pytest.mark.parametrize("conversation", ["call", "ambient", "single recording"])
+def test_kore_curl_example_runs(server: Server, tenant: dict[str, str], conversation: str) -> None:
+    """kore-fetch-call-recording-v2's curl, placeholders filled, against a conversation whose
+    audio is processed (a two-channel call, an ended ambient session of two recordings or of
+    one): `success` at the very first request, and a merged file that plays."""
     need(shutil.which("curl") is not None, "curl is not installed")
-    upload_call(server, tenant, CALL)
+    if conversation == "call":
+        upload_call(server, tenant, CALL)
+        session_id = CALL
+    else:
+        session_id = ended_ambient_session(server, tenant, 2 if conversation == "ambient" else 1)
+    server.wait_jobs_done()
     text = seeds.seed_text(seeds.KORE)
     command = re.search(r"(curl --location .*?'Content-Type: application/json')", text, re.S)
     assert command is not None
@@ -107,23 +137,17 @@ def test_kore_curl_example_runs(server: Server, tenant: dict[str, str]) -> None:
         command.group(1)
         .replace("https://{{host}}", server.base)
         .replace("{{botId}}", tenant["bot_id"])
-        .replace("{{sessionId}}", CALL)
+        .replace("{{sessionId}}", session_id)
         .replace("{{JWT_TOKEN}}", jwt)
     )
-    body: dict[str, Any] = {}
-    for _ in range(50):  # the merge is queued when the last channel is ready; wait for it
-        done = subprocess.run(
-            ["bash", "-c", filled + " --silent"], capture_output=True, text=True, timeout=30
-        )
-        assert done.returncode == 0, done.stderr
-        body = json.loads(done.stdout)
-        if body["status"] == "success":
-            break
-        assert body["status"] == "media_in_progress", body
-        time.sleep(0.2)
-    assert body["status"] == "success", body
+    done = subprocess.run(
+        ["bash", "-c", filled + " --silent"], capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 0, done.stderr
+    body: dict[str, Any] = json.loads(done.stdout)
+    assert body["status"] == "success", body  # queued as the audio became final, made since
     (entry,) = body["recording"]
-    assert entry["fileName"] == f"{CALL}-merged.wav"
+    assert entry["fileName"] == f"{session_id}-merged.wav"
     plays(entry["fileUrl"])
 
 

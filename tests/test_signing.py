@@ -126,3 +126,35 @@ def test_field_charset_is_enforced(bad: str) -> None:
     query["p"] = bad
     with pytest.raises(UrlRejected):
         signer.verify(RID, query, EXPIRES - 1)
+
+
+@pytest.mark.parametrize(
+    "expires",
+    [
+        "0" + str(EXPIRES),  # a leading zero: the same number, another spelling
+        "000" + str(EXPIRES),
+        "+" + str(EXPIRES),
+        " " + str(EXPIRES),
+        str(EXPIRES) + " ",
+        "\u0661\u0668" + str(EXPIRES)[2:],  # Arabic-Indic digits int() would read as 18...
+        "\uff11" + str(EXPIRES)[1:],  # a fullwidth one
+    ],
+)
+def test_expiry_must_be_written_canonically(expires: str) -> None:
+    """Only the canonical decimal spelling of the signed expiry verifies; any other spelling of
+    the same number (leading zeros, sign, spaces, non-ASCII digits) is invalid, not accepted."""
+    signer = UrlSigner([key("k1")])
+    query = signed(signer)
+    query["e"] = expires
+    with pytest.raises(UrlRejected) as info:
+        signer.verify(RID, query, EXPIRES - 1)
+    assert info.value.reason == "invalid"
+
+
+def test_expiry_zero_is_canonical() -> None:
+    """Zero is the one number spelt with a leading 0 (an expired URL, not a malformed one)."""
+    signer = UrlSigner([key("k1")])
+    query = dict(parse_qsl(signer.sign(RID, UrlMode.STREAM, 0, PARTNER)))
+    with pytest.raises(UrlRejected) as info:
+        signer.verify(RID, query, 1)
+    assert info.value.reason == "expired"

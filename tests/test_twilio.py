@@ -124,7 +124,8 @@ async def run_call(url: str, custom: dict[str, str]) -> None:
 
 
 async def test_call_yields_aligned_inbound_and_outbound(server: Server) -> None:
-    """Two recordings of the right length, gaps filled with silence, aligned on timestamps."""
+    """Two recordings of the right length, gaps filled with silence, aligned on timestamps; the
+    ended call's merged file is ready at Kore's first request."""
     tenant = server.tenant()
     token = server.token(tenant["partner_id"])
     await run_call(f"ws://127.0.0.1:{server.port}/twilio/media-stream", {"sdp_suki_token": token})
@@ -151,10 +152,21 @@ async def test_call_yields_aligned_inbound_and_outbound(server: Server) -> None:
     assert energy(pcm_in, 520, 1000) == pytest.approx(loud)
     assert energy(pcm_out, 0, 1500) == 0  # the agent had not spoken yet
     assert energy(pcm_out, 1500, 2500) == pytest.approx(loud)
+    # The call's end queued its merge (made once the last track was processed): Kore's first
+    # request for the ended call is success.
+    server.wait_jobs_done()
+    kore = requests.get(
+        f"{server.base}/api/public/bot/{tenant['bot_id']}/v2/recordings",
+        params={"sessionId": CALL_SID},
+        headers={"auth": server.token(tenant["partner_id"], "--kore")},
+        timeout=10,
+    )
+    assert kore.status_code == 200 and kore.json()["status"] == "success", kore.text
 
 
 async def test_signed_stream_url_and_bad_credentials(server: Server) -> None:
-    """A signed URL from `tapevault twilio url` works; a bad token closes with 4401."""
+    """A signed URL from `tapevault twilio url` works; a bad token, a forged signature or a
+    respelt expiry (leading zero) closes with 4401."""
     tenant = server.tenant()
     url = tapevault(
         "twilio", "url", "--tenant", tenant["partner_id"], "--ttl", "1h", env=server.env
@@ -169,6 +181,12 @@ async def test_signed_stream_url_and_bad_credentials(server: Server) -> None:
     assert info.value.rcvd is not None and info.value.rcvd.code == 4401
     forged = url.replace("&s=", "&s=A")
     async with connect(forged) as ws:
+        await ws.send(start_message({}))
+        with pytest.raises(ConnectionClosed) as info:
+            await ws.recv()
+    assert info.value.rcvd is not None and info.value.rcvd.code == 4401
+    respelt = url.replace("&e=", "&e=0")  # the same expiry with a leading zero
+    async with connect(respelt) as ws:
         await ws.send(start_message({}))
         with pytest.raises(ConnectionClosed) as info:
             await ws.recv()
@@ -220,3 +238,53 @@ async def test_rs256_tenant_twilio_url_revoked_by_keys_remove(
             break
         await asyncio.sleep(0.2)
     assert code == 4401
+
+
+async def test_a_second_stream_of_a_live_call_is_refused_and_ends_nothing(server: Server) -> None:
+    """A second Twilio stream for the tracks of a call that is streaming gets 4400 (a channel
+    takes one recording), and its refusal neither ends the call nor disturbs the first stream,
+    whose audio is kept whole."""
+    tenant = server.tenant()
+    custom = {"sdp_suki_token": server.token(tenant["partner_id"])}
+    url = f"ws://127.0.0.1:{server.port}/twilio/media-stream"
+    db = sqlite3.connect(server.data_dir / "tapevault.db")
+
+    def call_state() -> tuple[str | None, int]:
+        found = db.execute(
+            "SELECT s.status, count(r.recording_id) FROM sessions s "
+            "LEFT JOIN recordings r ON r.session_id = s.session_id AND r.channel <> 'merged' "
+            "WHERE s.external_id = ? GROUP BY s.status",
+            (CALL_SID,),
+        ).fetchone()
+        return (found[0], found[1]) if found else (None, 0)
+
+    try:
+        async with connect(url) as first:
+            await first.send(start_message(custom))
+            await first.send(media_message(2, "inbound", 1, 0, LOUD))
+            for _ in range(200):  # wait until both tracks are open
+                if call_state()[1] == 2:
+                    break
+                await asyncio.sleep(0.05)
+            assert call_state() == ("in_progress", 2)
+            async with connect(url) as second:
+                await second.send(start_message(custom))
+                with pytest.raises(ConnectionClosed) as info:
+                    await second.recv()
+            assert info.value.rcvd is not None and info.value.rcvd.code == 4400
+            assert "channel" in info.value.rcvd.reason
+            assert call_state() == ("in_progress", 2)  # the refused stream ended nothing
+            await first.send(media_message(3, "inbound", 2, 20, LOUD))
+            await first.send(json.dumps({"event": "stop", "streamSid": STREAM_SID}))
+            with pytest.raises(ConnectionClosed):
+                while True:
+                    await first.recv()
+        session_id = call_session_id(server)
+        headers = {"sdp_suki_token": custom["sdp_suki_token"]}
+        recordings = wait_available(server, headers, session_id)
+        by_channel = {r["channel"]: r for r in recordings}
+        assert set(by_channel) == {"inbound", "outbound"} and len(recordings) == 2
+        assert by_channel["inbound"]["duration_ms"] == 40
+        assert call_state() == ("completed", 2)
+    finally:
+        db.close()

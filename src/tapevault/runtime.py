@@ -154,7 +154,7 @@ def open_runtime(
         process_id=process,
     )
     worker = Worker(
-        Finalizer(vault, formats.decode, renditions),
+        Finalizer(vault, formats.decode),
         process,
         housekeeping=Housekeeping(
             retention,

@@ -27,10 +27,10 @@ from tapevault.core.vault import (
     NOT_READY_RETRY_SECONDS,
     RecordingLink,
     Vault,
+    channel_taken,
     gone_error,
 )
 from tapevault.errors import (
-    Conflict,
     InvalidRequest,
     NotFound,
     NotReady,
@@ -160,13 +160,19 @@ class Calls:
         """Signed streaming URLs of both channels and of the metadata, for one hour."""
         session, channels = self.channels(tenant, call_sid)
         expires = now_ms(self.vault.clock) // 1000 + policy.CALL_URL_SECONDS
-        found = {name: self.vault.link(r, UrlMode.STREAM, expires) for name, r in channels.items()}
+        found = {
+            name: self.vault.link(r, UrlMode.STREAM, expires, held=session.held)
+            for name, r in channels.items()
+        }
+        # The metadata document is served while any of its channels is: it lives as long as the
+        # longest-lived channel URL.
+        document_expires = max(link.expires_at for link in found.values())
         return CallLinks(
             call_sid=call_sid,
             inbound=found.get("inbound"),
             outbound=found.get("outbound"),
-            metadata_url=self.vault.metadata_url(session, expires),
-            expires_at=expires,
+            metadata_url=self.vault.metadata_url(session, document_expires),
+            expires_at=document_expires,
         )
 
     def metadata(self, tenant: Tenant, call_sid: str) -> CallMetadata:
@@ -205,7 +211,9 @@ class Calls:
         """One channel's audio for a call; the first upload creates the call.
 
         A channel takes one recording: a second upload while the first is arriving, processing
-        or available is a conflict (one that failed may be replaced).
+        or available is a conflict (one that failed may be replaced). The database enforces it
+        (concurrent uploads all pass this early check); the check only spares a doomed upload
+        the fsync.
         """
         session = self.vault.call_session(tenant, call_sid)
         if attributes:
@@ -213,7 +221,7 @@ class Calls:
             self.vault.repo.update_session_attributes(tenant.partner_id, session.session_id, merged)
         for r in self.vault.repo.list_recordings(tenant.partner_id, session.session_id):
             if r.channel == channel and r.status is not RecordingStatus.FAILED:
-                raise Conflict(f"The {channel} channel of this call already has audio.")
+                raise channel_taken(channel)
         return self.vault.accept_upload(
             tenant,
             session.session_id,

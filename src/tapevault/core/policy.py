@@ -1,9 +1,11 @@
 """The lifecycle rules: how long a URL lives and how long a recording is kept.
 
 These are the seed's rules (suki-audio-streaming-and-download-guide.md), in one place:
-streaming URLs live 15 minutes, or the session's audio length plus 10 minutes when that is longer;
-download URLs live one hour; recordings are kept for the partner's retention (7 days by default)
-counted from the session's creation, then answer 410.
+streaming URLs live 15 minutes for sessions of up to 15 minutes of audio, and the session's audio
+length plus 10 minutes above that; download URLs live one hour; recordings are kept for the
+partner's retention (7 days by default) counted from the session's creation, then answer 410. No
+URL promises more than retention allows: its expiry is cut back to the retention end of what it
+grants (``capped_expiry``).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import re
 from tapevault.core.model import Recording, RecordingStatus, Session
 from tapevault.errors import GoneDetail, InvalidRequest
 
-STREAM_MIN_SECONDS = 15 * 60
+STREAM_MIN_SECONDS = 15 * 60  # also the longest session that still counts as short
 STREAM_GRACE_SECONDS = 10 * 60
 DOWNLOAD_SECONDS = 60 * 60
 # Amigo's recording URLs "expire after 1 hour", whatever the mode.
@@ -33,8 +35,21 @@ def url_lifetime_seconds(*, download: bool, session_audio_ms: int) -> int:
     if download:
         return DOWNLOAD_SECONDS
     audio_seconds = math.ceil(session_audio_ms / 1000)
-    lifetime = max(STREAM_MIN_SECONDS, audio_seconds + STREAM_GRACE_SECONDS)
-    return min(lifetime, MAX_URL_SECONDS)
+    # The guide: "15 minutes for short sessions. For sessions longer than 15 minutes, ... session
+    # length plus 10 minutes" -- a step at 15 minutes of audio, not max(15, length + 10).
+    if audio_seconds <= STREAM_MIN_SECONDS:
+        return STREAM_MIN_SECONDS
+    return min(audio_seconds + STREAM_GRACE_SECONDS, MAX_URL_SECONDS)
+
+
+def capped_expiry(expires: int, retention_end_ms: int, *, held: bool = False) -> int:
+    """A URL's expiry (Unix seconds) cut back so that it never outlives what it grants: at
+    most the retention end, rounded down to a whole second (a URL issued 11 s before the end
+    carries 11 s). A legal hold serves a recording past its retention: no cap then.
+    """
+    if held:
+        return expires
+    return min(expires, retention_end_ms // 1000)
 
 
 def retention_expiry_ms(session_created_ms: int, retention_seconds: int) -> int:

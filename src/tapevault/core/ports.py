@@ -7,7 +7,7 @@ it never imports SQL, HTTP or a cloud SDK. Implementations live in ``tapevault.d
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,6 +66,20 @@ class LocalCopy(Protocol):
         ...
 
 
+# Given a session and its recordings as they are inside a state change's transaction, the merged
+# rendition to queue with its job, or None (see core/mergeplan.py).
+MergePlanner = Callable[[Session, Sequence[Recording]], tuple[Recording, Job] | None]
+
+
+@dataclass(frozen=True, slots=True)
+class MergeQueued:
+    """A merged rendition queued by a state change, and the one it replaced (whose file the
+    caller removes once the change is committed)."""
+
+    rendition: Recording
+    replaced: Recording | None
+
+
 class ObjectStore(Put, GetRange, Stat, Delete, LocalCopy, Protocol):
     """Every capability the vault uses; callers that need less ask for less."""
 
@@ -105,11 +119,19 @@ class Repository(Protocol):
         self, partner_id: str, session_id: str, status: SessionStatus, ended_ms: int | None
     ) -> None: ...
 
+    def end_session(
+        self, partner_id: str, session_id: str, ended_ms: int, plan: MergePlanner
+    ) -> MergeQueued | None:
+        """Mark the session completed and, in the same transaction (the session locked), queue
+        the merged rendition ``plan`` finds due; what was queued, if anything."""
+        ...
+
     def next_sequence_number(self, session_id: str) -> int: ...
 
     def add_recording(self, recording: Recording, job: Job | None = None) -> None:
         """Insert (with its job, atomically); raises ``SequenceTaken`` when the (session,
-        sequence) pair exists already."""
+        sequence) pair exists already, ``ChannelTaken`` when the recording's call channel holds
+        a recording that has not failed."""
         ...
 
     def update_recording(
@@ -117,6 +139,13 @@ class Repository(Protocol):
     ) -> bool:
         """Compare-and-set: write the row only if it is still in status ``expect`` (and, when
         given, still written by ``writer_id``); False when another actor moved it first."""
+        ...
+
+    def finish_recording(
+        self, recording: Recording, *, expect: RecordingStatus, plan: MergePlanner
+    ) -> tuple[bool, MergeQueued | None]:
+        """``update_recording`` to a final state and, in the same transaction (its session
+        locked first), queue the merged rendition ``plan`` then finds due: (written, queued)."""
         ...
 
     def recordings_with_status(self, status: RecordingStatus) -> Sequence[Recording]: ...
@@ -231,3 +260,12 @@ class Repository(Protocol):
 
 class SequenceTaken(Exception):
     """Two uploads raced for the same sequence number; the loser retries with the next."""
+
+
+class ChannelTaken(Exception):
+    """The call channel already holds a recording that has not failed (the database enforces
+    one a channel, so of concurrent uploads exactly one gets it)."""
+
+    def __init__(self, session_id: str, channel: str) -> None:
+        super().__init__(f"{session_id}: {channel}")
+        self.channel = channel

@@ -4,8 +4,9 @@ A URL carries the recording (in its path), the mode, the expiry, the partner, th
 signature. Twilio stream URLs are signed the same way, with their own mode and subject, so one
 key ring (rotation, removal) governs every URL tapevault hands out. Every field is checked
 against a strict character set *before* the signature is computed, so no two different field
-tuples share a canonical string. Keys rotate: the newest key signs, every listed key verifies,
-and a removed key's URLs stop working at once.
+tuples share a canonical string, and numbers must be written canonically (no leading zeros), so
+no signed URL has a second spelling that also verifies. Keys rotate: the newest key signs, every
+listed key verifies, and a removed key's URLs stop working at once.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from enum import StrEnum
 
 from tapevault.core.model import SigningKey
 from tapevault.errors import UrlRejected
+from tapevault.numbers import is_canonical
 
 
 class UrlMode(StrEnum):
@@ -51,7 +53,6 @@ class UrlGrant:
 
 
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{1,64}")
-_DIGITS = re.compile(r"[0-9]{1,12}")
 _SIGNATURE = re.compile(r"[A-Za-z0-9_-]{43}")
 _MODES = frozenset(mode.value for mode in UrlMode)
 
@@ -139,7 +140,7 @@ class UrlSigner:
     ) -> UrlGrant:
         if not (
             mode_text in _MODES
-            and _DIGITS.fullmatch(expires_text)
+            and is_canonical(expires_text, 12)
             and _TOKEN.fullmatch(partner_id)
             and _TOKEN.fullmatch(key_id)
             and _SIGNATURE.fullmatch(signature)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ulid import ULID
 
-from tapevault.core import policy
+from tapevault.core import mergeplan, policy
 from tapevault.core.clock import Clock, now_ms
 from tapevault.core.lifecycle import PENDING
 from tapevault.core.model import (
@@ -33,7 +33,14 @@ from tapevault.core.model import (
     SessionStatus,
     Tenant,
 )
-from tapevault.core.ports import ObjectStore, Repository, SequenceTaken
+from tapevault.core.ports import (
+    ChannelTaken,
+    MergePlanner,
+    MergeQueued,
+    ObjectStore,
+    Repository,
+    SequenceTaken,
+)
 from tapevault.core.signing import (
     AUDIO_MODES,
     TWILIO_SUBJECT,
@@ -84,6 +91,11 @@ class MediaAccess:
 
     recording: Recording
     grant: UrlGrant
+
+
+def channel_taken(channel: str) -> Conflict:
+    """The 409 for a second recording of a call channel (one that failed may be replaced)."""
+    return Conflict(f"The {channel} channel of this call already has audio.")
 
 
 def gone_error(detail: GoneDetail) -> Gone:
@@ -195,15 +207,40 @@ class Vault:
         return session, self.repo.list_recordings(partner.partner_id, session_id)
 
     def end_session(self, partner: Tenant, session_id: str) -> Session:
-        """Idempotent: ending an ended session returns it unchanged."""
+        """Idempotent: ending an ended session returns it unchanged.
+
+        When its recordings are all processed already, the merged rendition is queued in the
+        same transaction (otherwise the last one to finish queues it), so a Kore client asking
+        once the worker has run gets ``success`` at the first request.
+        """
         session = self.get_session(partner, session_id)
         if session.status is SessionStatus.COMPLETED:
             return session
         ended = now_ms(self.clock)
-        self.repo.update_session_status(
-            partner.partner_id, session_id, SessionStatus.COMPLETED, ended
-        )
+        queued = self.repo.end_session(partner.partner_id, session_id, ended, self.merge_planner())
+        self.merge_queued(queued)
         return self.get_session(partner, session_id)
+
+    def merge_planner(self) -> MergePlanner:
+        """The rule a state change's transaction applies to queue a session's merged rendition
+        (see core/mergeplan.py), with a job due now."""
+        now = now_ms(self.clock)
+
+        def plan(session: Session, recordings: Sequence[Recording]) -> tuple[Recording, Job] | None:
+            rendition = mergeplan.due_merge(session, recordings, now)
+            if rendition is None:
+                return None
+            return rendition, self.new_job(JobKind.MERGE, rendition.recording_id)
+
+        return plan
+
+    def merge_queued(self, queued: MergeQueued | None) -> None:
+        """After a committed change queued a merge: wake the worker, remove the replaced file."""
+        if queued is None:
+            return
+        if queued.replaced is not None:
+            self.discard_object(queued.replaced)
+        self.jobs_waiting.set()
 
     def check_accepts_audio(self, partner: Tenant, session_id: str) -> Session:
         """Raise unless the session exists for this partner and has not ended."""
@@ -320,6 +357,8 @@ class Vault:
                 self.repo.add_recording(recording, job)
             except SequenceTaken:
                 continue  # a concurrent upload took this number; take the next one
+            except ChannelTaken as exc:
+                raise channel_taken(exc.channel) from None
             return recording
         raise Conflict("Too many concurrent uploads to this session; retry.")
 
@@ -423,13 +462,17 @@ class Vault:
             lifetime = policy.url_lifetime_seconds(download=download, session_audio_ms=audio_ms)
             expires = second + lifetime
             mode = UrlMode.DOWNLOAD if download else UrlMode.STREAM
-            links = [self.link(r, mode, expires) for r in live]
+            links = [self.link(r, mode, expires, held=session.held) for r in live]
             if len(self._links_memo) < _RECORDING_CACHE_SIZE:
                 self._links_memo[memo_key] = links
         return links
 
-    def link(self, recording: Recording, mode: UrlMode, expires: int) -> RecordingLink:
-        """A signed media URL for one recording, valid until ``expires`` (Unix seconds)."""
+    def link(
+        self, recording: Recording, mode: UrlMode, expires: int, *, held: bool = False
+    ) -> RecordingLink:
+        """A signed media URL for one recording, valid until ``expires`` (Unix seconds) or the
+        recording's retention end, whichever comes first (``held``: its session is on hold)."""
+        expires = policy.capped_expiry(expires, recording.expires_ms, held=held)
         query = self.signer().sign(recording.recording_id, mode, expires, recording.partner_id)
         url = f"{self.media_base_url}/media/{recording.recording_id}.wav?{query}"
         return RecordingLink(recording=recording, url=url, expires_at=expires)
@@ -443,7 +486,8 @@ class Vault:
             log.warning("could not remove %s", recording.storage_key, exc_info=True)
 
     def metadata_url(self, session: Session, expires: int) -> str:
-        """A signed URL of a call's metadata document (``/media/{session_id}.json``)."""
+        """A signed URL of a call's metadata document (``/media/{session_id}.json``), valid
+        until ``expires`` (the caller caps it at the retention of the audio it describes)."""
         query = self.signer().sign(
             session.session_id, UrlMode.METADATA, expires, session.partner_id
         )

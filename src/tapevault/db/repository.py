@@ -14,10 +14,11 @@ from dataclasses import fields
 from typing import Any
 
 import orjson
-from sqlalchemy import Engine, delete, exists, func, insert, or_, select, update
+from sqlalchemy import Connection, Engine, delete, exists, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from tapevault.core.model import (
+    MERGED_SEQUENCE,
     ApiKey,
     Job,
     JobKind,
@@ -30,7 +31,7 @@ from tapevault.core.model import (
     SigningKey,
     Tenant,
 )
-from tapevault.core.ports import SequenceTaken
+from tapevault.core.ports import ChannelTaken, MergePlanner, MergeQueued, SequenceTaken
 from tapevault.db.fastread import FastReader
 from tapevault.db.schema import (
     api_keys,
@@ -146,6 +147,25 @@ class SqlRepository:
                 .values(status=status.value, ended_ms=ended_ms)
             )
 
+    def end_session(
+        self, partner_id: str, session_id: str, ended_ms: int, plan: MergePlanner
+    ) -> MergeQueued | None:
+        with self.engine.begin() as conn:
+            # The update locks the session's row first (PostgreSQL), or the database (SQLite):
+            # a recording finishing at the same moment waits, then sees the session ended.
+            ended = conn.execute(
+                update(sessions)
+                .where(
+                    sessions.c.session_id == session_id,
+                    sessions.c.partner_id == partner_id,
+                    sessions.c.status != SessionStatus.COMPLETED.value,
+                )
+                .values(status=SessionStatus.COMPLETED.value, ended_ms=ended_ms)
+            ).rowcount
+            if ended != 1:
+                return None
+            return _queue_merge(conn, partner_id, session_id, plan)
+
     # recordings ---------------------------------------------------------------------------
 
     def next_sequence_number(self, session_id: str) -> int:
@@ -164,7 +184,25 @@ class SqlRepository:
                 if job is not None:
                     conn.execute(insert(jobs).values(**_job_values(job)))
         except IntegrityError as exc:
+            if recording.channel is not None and self._channel_taken(recording):
+                raise ChannelTaken(recording.session_id, recording.channel) from exc
             raise SequenceTaken(recording.session_id) from exc
+
+    def _channel_taken(self, recording: Recording) -> bool:
+        """Whether the insert lost to the one-recording-a-channel index (rather than to a
+        sequence number): asked of the data, not of the driver's error text."""
+        with self.engine.connect() as conn:
+            found = conn.execute(
+                select(recordings.c.recording_id)
+                .where(
+                    recordings.c.session_id == recording.session_id,
+                    recordings.c.channel == recording.channel,
+                    recordings.c.status != RecordingStatus.FAILED.value,
+                    recordings.c.recording_id != recording.recording_id,
+                )
+                .limit(1)
+            ).first()
+        return found is not None
 
     def update_recording(
         self, recording: Recording, *, expect: RecordingStatus, writer_id: str | None = None
@@ -180,6 +218,25 @@ class SqlRepository:
         with self.engine.begin() as conn:
             changed = conn.execute(update(recordings).where(*conditions).values(**values)).rowcount
         return changed == 1
+
+    def finish_recording(
+        self, recording: Recording, *, expect: RecordingStatus, plan: MergePlanner
+    ) -> tuple[bool, MergeQueued | None]:
+        values = _recording_values(recording)
+        del values["recording_id"]
+        with self.engine.begin() as conn:
+            _lock_session(conn, recording.partner_id, recording.session_id)
+            changed = conn.execute(
+                update(recordings)
+                .where(
+                    recordings.c.recording_id == recording.recording_id,
+                    recordings.c.status == expect.value,
+                )
+                .values(**values)
+            ).rowcount
+            if changed != 1:
+                return False, None
+            return True, _queue_merge(conn, recording.partner_id, recording.session_id, plan)
 
     def recordings_with_status(self, status: RecordingStatus) -> Sequence[Recording]:
         with self.engine.connect() as conn:
@@ -353,6 +410,7 @@ class SqlRepository:
         transaction; False when another process replaced it first (the caller re-reads)."""
         try:
             with self.engine.begin() as conn:
+                _lock_session(conn, new.partner_id, new.session_id)  # see _queue_merge
                 if old is not None:
                     conn.execute(delete(jobs).where(jobs.c.recording_id == old.recording_id))
                     gone = conn.execute(
@@ -529,6 +587,49 @@ class SqlRepository:
         with self.engine.begin() as conn:
             result = conn.execute(delete(signing_keys).where(signing_keys.c.key_id == key_id))
         return bool(result.rowcount)
+
+
+def _lock_session(conn: Connection, partner_id: str, session_id: str) -> None:
+    """Serialize the transactions that may queue a session's merge: a no-op update takes the
+    session's row lock on PostgreSQL and the write lock on SQLite, before anything is read."""
+    conn.execute(
+        update(sessions)
+        .where(sessions.c.session_id == session_id, sessions.c.partner_id == partner_id)
+        .values(status=sessions.c.status)
+    )
+
+
+def _queue_merge(
+    conn: Connection, partner_id: str, session_id: str, plan: MergePlanner
+) -> MergeQueued | None:
+    """Inside a transaction that holds the session's lock: read the session as it now is, ask
+    ``plan`` for the rendition due, and swap it in for the current one with its job."""
+    row = conn.execute(
+        select(sessions).where(
+            sessions.c.session_id == session_id, sessions.c.partner_id == partner_id
+        )
+    ).first()
+    if row is None:
+        return None
+    found = [
+        _recording(r)
+        for r in conn.execute(
+            select(recordings)
+            .where(recordings.c.session_id == session_id, recordings.c.partner_id == partner_id)
+            .order_by(recordings.c.sequence_number)
+        ).all()
+    ]
+    planned = plan(_session(row), found)
+    if planned is None:
+        return None
+    rendition, job = planned
+    old = next((r for r in found if r.sequence_number == MERGED_SEQUENCE), None)
+    if old is not None:
+        conn.execute(delete(jobs).where(jobs.c.recording_id == old.recording_id))
+        conn.execute(delete(recordings).where(recordings.c.recording_id == old.recording_id))
+    conn.execute(insert(recordings).values(**_recording_values(rendition)))
+    conn.execute(insert(jobs).values(**_job_values(job)))
+    return MergeQueued(rendition, old)
 
 
 def _job_values(job: Job) -> dict[str, Any]:

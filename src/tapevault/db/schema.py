@@ -18,10 +18,14 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
+    text,
     true,
 )
 
 metadata = MetaData()
+
+# The recordings that hold their call channel: any but a failed one (which may be replaced).
+CHANNEL_TAKEN_WHERE = "channel IN ('inbound', 'outbound') AND status <> 'failed'"
 
 partners = Table(
     "partners",
@@ -98,6 +102,16 @@ recordings = Table(
     Column("removed_ms", BigInteger, nullable=True),  # when the tombstoned audio left storage
     UniqueConstraint("session_id", "sequence_number", name="uq_recordings_session_sequence"),
     Index("ix_recordings_status", "status"),
+    # A call's channel takes one recording, unless that one failed (migration 0009): enforced
+    # here, since concurrent uploads each checking first would all find the channel free.
+    Index(
+        "uq_recordings_session_channel",
+        "session_id",
+        "channel",
+        unique=True,
+        sqlite_where=text(CHANNEL_TAKEN_WHERE),
+        postgresql_where=text(CHANNEL_TAKEN_WHERE),
+    ),
 )
 
 jobs = Table(

@@ -31,7 +31,6 @@ import base64
 import binascii
 import hmac
 import logging
-import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,6 +46,7 @@ from tapevault.http.context import AppContext
 from tapevault.http.stream import StreamHub
 from tapevault.ingest.durable import BACKLOG_BYTES, DurableStream, NoAcks
 from tapevault.ingest.pcm import SILENCE
+from tapevault.numbers import is_canonical
 
 log = logging.getLogger("tapevault.twilio")
 
@@ -58,7 +58,6 @@ START_DEADLINE_SECONDS = 10.0
 MAX_MESSAGE_BEFORE_START = 64 * 1024
 TIMESTAMP_LEAD_MS = 5_000  # network jitter and buffering Twilio may add
 MAX_CALL_BYTES = 12 * 3600 * RATE  # 12 hours a track
-_DIGITS = re.compile(r"[1-9][0-9]{0,11}")
 SIGNED_URL_PARAMETER = "signed_url"  # the custom parameter that may carry the signed URL
 # 2027-04-01T00:00:00Z: the last moment a jwt_secret-signed stream URL (no ``k=``) is accepted.
 LEGACY_URLS_UNTIL = 1_806_537_600
@@ -137,7 +136,7 @@ async def _legacy_url(ctx: AppContext, params: dict[str, str]) -> Tenant:
     given = params["s"].encode("ascii", "replace")
     if (
         partner is None
-        or not _DIGITS.fullmatch(expires_text)
+        or not is_canonical(expires_text, 12)
         or not hmac.compare_digest(_legacy_url_mac(partner, int(expires_text)).encode(), given)
     ):
         raise AuthError("invalid stream URL signature")
@@ -288,12 +287,14 @@ class TwilioMediaStream:
                 await self.hub.committer().drain(track.stream)
 
     async def _finish(self, call: Call) -> None:
-        """Close whatever tracks were opened, and end the call's session."""
+        """Close whatever tracks were opened, and end the call's session: only when this stream
+        recorded something (a stream refused at its start, e.g. for tracks another stream of the
+        call is writing, must not end that call)."""
         for track in call.tracks.values():
             error = await self.hub.end(track.stream, track.recording)
             if error is not None:
                 log.error("sync failed finishing %s", track.recording.recording_id, exc_info=error)
-        if call.session is not None and call.partner is not None:
+        if call.session is not None and call.partner is not None and call.tracks:
             await self.ctx.blocking(
                 self.ctx.vault.end_session, call.partner, call.session.session_id
             )

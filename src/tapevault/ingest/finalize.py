@@ -20,8 +20,8 @@ from pathlib import Path
 from tapevault.core import lifecycle
 from tapevault.core.clock import now_ms
 from tapevault.core.lifecycle import TOMBSTONES
-from tapevault.core.model import Job, JobKind, Recording, RecordingStatus, SessionKind
-from tapevault.core.renditions import MERGE_PREFIX, Renditions, inputs_digest, merge_inputs
+from tapevault.core.mergeplan import MERGE_PREFIX, inputs_digest, merge_inputs
+from tapevault.core.model import MERGED_CHANNEL, Job, JobKind, Recording, RecordingStatus
 from tapevault.core.vault import Vault
 from tapevault.errors import InvalidAudio
 from tapevault.ingest.merge import MergeInput, merge_to_wav, sequential_starts
@@ -54,11 +54,9 @@ def _chunks(path: Path, size: int = 1 << 20) -> Iterator[bytes]:
 
 
 class Finalizer:
-    def __init__(self, vault: Vault, decode: Decoder, renditions: Renditions | None = None) -> None:
+    def __init__(self, vault: Vault, decode: Decoder) -> None:
         self.vault = vault
         self.decode = decode
-        # When set, a call whose last channel became available gets its merged rendition queued.
-        self.renditions = renditions
 
     def run(self, job: Job) -> None:
         """Do one leased job, and record its outcome in the job table."""
@@ -90,19 +88,19 @@ class Finalizer:
                 repo.retry_job(job.job_id, now_ms(self.vault.clock) + delay * 1000, reason)
         else:
             repo.finish_job(job.job_id, now_ms(self.vault.clock))
-            if job.kind is JobKind.FINALIZE:
-                self._after_available(recording)
 
-    def _after_available(self, recording: Recording) -> None:
-        if self.renditions is None or recording.channel is None:
-            return
-        session = self.vault.repo.get_session(recording.partner_id, recording.session_id)
-        if session is not None and session.kind is SessionKind.CALL:
-            try:
-                self.renditions.refresh(session)
-            except Exception:
-                # The merge is also made on demand; never fail a finished recording for it.
-                log.warning("could not queue the merge of %s", session.session_id, exc_info=True)
+    def _settle(self, recording: Recording) -> bool:
+        """Write a recording's final state (available or failed); in the same transaction,
+        queue its session's merged rendition when this was the last of its audio to finish
+        (see core/mergeplan.py). False when the row had moved on (deleted meanwhile)."""
+        vault = self.vault
+        if recording.channel == MERGED_CHANNEL:
+            return vault.repo.update_recording(recording, expect=RecordingStatus.PROCESSING)
+        written, queued = vault.repo.finish_recording(
+            recording, expect=RecordingStatus.PROCESSING, plan=vault.merge_planner()
+        )
+        vault.merge_queued(queued)
+        return written
 
     def _merge(self, rendition: Recording) -> None:
         """Mix the session's recordings into the rendition's file (see core/renditions.py)."""
@@ -133,7 +131,7 @@ class Finalizer:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
-        finished_ok = vault.repo.update_recording(
+        finished_ok = self._settle(
             replace(
                 rendition,
                 status=RecordingStatus.AVAILABLE,
@@ -144,8 +142,7 @@ class Finalizer:
                 size_bytes=stored.size,
                 sha256=merged.sha256,
                 failure_reason=None,
-            ),
-            expect=RecordingStatus.PROCESSING,
+            )
         )
         if not finished_ok:
             self._drop_if_unwanted(rendition)
@@ -162,12 +159,8 @@ class Finalizer:
         """End the recording FAILED. The received audio is deleted only when it is bad audio;
         after an operational failure (disk, database) it stays in the incoming area, so an
         operator can queue it again: an acknowledged upload is never thrown away for that."""
-        repo = self.vault.repo
-        repo.update_recording(
-            replace(recording, status=RecordingStatus.FAILED, failure_reason=reason),
-            expect=RecordingStatus.PROCESSING,
-        )
-        repo.finish_job(job.job_id, now_ms(self.vault.clock), reason)
+        self._settle(replace(recording, status=RecordingStatus.FAILED, failure_reason=reason))
+        self.vault.repo.finish_job(job.job_id, now_ms(self.vault.clock), reason)
         if bad_audio:
             self._source(recording).unlink(missing_ok=True)
 
@@ -212,7 +205,7 @@ class Finalizer:
         duration_ms = (
             round(finished.frames * 1000 / finished.sample_rate) if finished.sample_rate else 0
         )
-        finished_ok = self.vault.repo.update_recording(
+        finished_ok = self._settle(
             replace(
                 recording,
                 status=RecordingStatus.AVAILABLE,
@@ -224,8 +217,7 @@ class Finalizer:
                 sha256=finished.sha256,
                 source_format=finished.source_format or recording.source_format,
                 failure_reason=None,
-            ),
-            expect=RecordingStatus.PROCESSING,
+            )
         )
         if finished_ok:
             source.unlink(missing_ok=True)
