@@ -19,7 +19,8 @@ escapes, and ``dst`` is removed. Decisions, and why:
   carry nothing beyond 16 bits, and 24 would cost half as much storage again for nothing.
 * **Truncated or corrupt: nothing half-written.** Refused when FFmpeg reports an error while
   demuxing or decoding (a cut FLAC, Vorbis or ADTS frame, a missing moov), when the demuxer flags
-  a packet corrupt (a WAV data chunk shorter than its header says), or when the audio falls more
+  a packet corrupt, when a WAV's data chunk claims more than the body holds (also checked by
+  :func:`probe`, before the 202), or when the audio falls more
   than 0.5 s + 1% short of a length the container states (MP4, FLAC STREAMINFO, Matroska Duration,
   MP3 Xing/Info/VBRI, Ogg end granule). For MP3 without Xing and raw ADTS FFmpeg's length is a
   bitrate estimate, wrong for VBR, so it is not compared. Streams that state no length (those, and
@@ -36,7 +37,6 @@ import contextlib
 import hashlib
 import io
 import os
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Final, cast
@@ -158,6 +158,7 @@ def decode_to_wav(
         kind = _demuxer_for(declared_type, head, tagged=offset > 0)
         info = None
         if kind == "wav":
+            _check_wav_claim(f, size)
             with contextlib.suppress(InvalidAudio):  # float, μ-law...: FFmpeg decodes those
                 info = wav.parse_wav(f, size)
         try:
@@ -166,7 +167,7 @@ def decode_to_wav(
                     result = _copy_pcm(f, info, out, caps)
                 else:
                     exact = kind not in ("mp3", "aac") or (kind == "mp3" and _has_toc(f, offset))
-                    exact = exact and not (kind == "wav" and _streamed_wav(f))
+                    exact = exact and (kind != "wav" or _wav_states_its_length(f, size))
                     result = _decode(src, kind, out, max_channels, caps, exact)
                 out.flush()
                 os.fsync(out.fileno())
@@ -191,6 +192,7 @@ def probe(src: Path, declared_type: str | None = None) -> str:
         offset, head = _read_head(f)
         kind = _demuxer_for(declared_type, head, tagged=offset > 0)
         if kind == "wav":
+            _check_wav_claim(f, size)
             with contextlib.suppress(InvalidAudio):
                 info = wav.parse_wav(f, size)
                 return f"wav/{_pcm_name(info.fmt.bits_per_sample)}"
@@ -264,25 +266,24 @@ def _has_toc(f: BinaryIO, offset: int) -> bool:
     return any(tag in first for tag in (b"Xing", b"Info", b"VBRI"))
 
 
-def _streamed_wav(f: BinaryIO) -> bool:
-    """Whether the data size is a placeholder (0, 0xFFFFFFFF) a streaming writer never patched.
+def _wav_states_its_length(f: BinaryIO, size: int) -> bool:
+    """Whether a WAV's data size is a real claim the demuxer can hold it to: not a placeholder
+    (0, 0xFFFFFFFF) a streaming writer never patched, and not within the tolerated shortfall of
+    :func:`tapevault.core.wav.check_declared_size` (the audio then runs to the end of the file,
+    as :mod:`tapevault.core.wav` also accepts)."""
+    sizes = wav.data_chunk_sizes(f, size)
+    if sizes is None:
+        return True  # RF64 states its real size in ds64; RIFX is big-endian
+    declared, present = sizes
+    return not wav.is_streaming_placeholder(declared) and declared <= present
 
-    The audio then runs to the end of the file, as :mod:`tapevault.core.wav` also accepts.
-    """
-    f.seek(0)
-    if f.read(4) != b"RIFF":
-        return False  # RF64 states its real size in ds64; RIFX is big-endian
-    pos = 12
-    for _ in range(wav.MAX_CHUNKS):
-        f.seek(pos)
-        raw = f.read(8)
-        if len(raw) < 8:
-            break
-        chunk_id, size = struct.unpack("<4sI", raw)
-        if chunk_id == b"data":
-            return size in (0, 0xFFFFFFFF)
-        pos += 8 + size + (size & 1)
-    return False
+
+def _check_wav_claim(f: BinaryIO, size: int) -> None:
+    """Refuse a WAV whose data chunk claims more bytes than the body holds, whatever its
+    encoding: before the 202, not in the worker after it."""
+    sizes = wav.data_chunk_sizes(f, size)
+    if sizes is not None:
+        wav.check_declared_size(*sizes)
 
 
 def _check_caps(data_size: int, fmt: wav.PcmFormat, limit: int, max_duration_s: float) -> None:
