@@ -3,15 +3,24 @@ refused before its 202 when it cannot be kept, with a reason, and leaves nothing
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import os
 import struct
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
 from tapevault.audio_gen import tone_wav_bytes
+from tapevault.config import Settings
+from tapevault.core.access import MemoryAccessLog
 from tapevault.core.clock import FixedClock
-from tapevault.runtime import Runtime
-from tests.dialects import Customer, customer
+from tapevault.runtime import Runtime, open_runtime
+from tests.conftest import need
+from tests.dialects import Customer, asgi_client, customer
 
 
 @pytest.fixture
@@ -100,3 +109,180 @@ async def test_streaming_placeholders_and_small_shortfalls_are_stored_as_present
     (recording,) = session.json()["recordings"]
     assert recording["status"] == "available"
     assert recording["bytes"] == 44 + present
+
+
+# --- a full disk ------------------------------------------------------------------------------
+
+TINY_DISK = "1m"
+
+
+@contextlib.contextmanager
+def tmpfs(where: Path, size: str) -> Iterator[None]:
+    """A tmpfs of ``size`` mounted at ``where`` for the block (root only), always unmounted."""
+    where.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(where)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    need(done.returncode == 0, f"cannot mount a tmpfs (root needed): {done.stderr.strip()}")
+    try:
+        yield
+    finally:
+        if subprocess.run(["umount", str(where)], check=False).returncode != 0:
+            subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+@pytest.fixture
+def full_disk(tmp_path: Path, clock: FixedClock) -> Iterator[Runtime]:
+    """A runtime whose data directory is a 1 MiB disk (the database lives elsewhere)."""
+    data = tmp_path / "data"
+    with tmpfs(data, TINY_DISK):
+        settings = Settings.load(
+            {
+                "data_dir": str(data),
+                "database_url": f"sqlite:///{tmp_path / 'meta.db'}",
+                "public_url": "https://vault.test",
+                "max_upload_bytes": "8M",
+            },
+            env={},
+        )
+        rt = open_runtime(settings, clock=clock, access_log=MemoryAccessLog())
+        try:
+            yield rt
+        finally:
+            rt.close()
+
+
+@pytest.fixture
+async def disk_client(full_disk: Runtime) -> AsyncIterator[httpx.AsyncClient]:
+    async with asgi_client(full_disk) as c:
+        yield c
+
+
+BIG = tone_wav_bytes(70.0, sample_rate=16000)  # 2.2 MB: more than the whole disk
+
+
+def leftovers(runtime: Runtime) -> list[str]:
+    """Files a refused request might leave on the disk: spooled, temporary or partial."""
+    root = runtime.settings.data_dir
+    return sorted(
+        str(p.relative_to(root))
+        for p in root.rglob("*")
+        if p.is_file() and (p.suffix in (".part", ".tmp") or p.name.startswith("."))
+    )
+
+
+async def test_suki_upload_on_a_full_disk_is_507_and_leaves_nothing(
+    disk_client: httpx.AsyncClient, full_disk: Runtime, clock: FixedClock
+) -> None:
+    """ENOSPC while a body is spooled is 507 in Suki's shape with a reason and Retry-After;
+    the partial spool file is gone, and the next upload that fits is taken."""
+    who = customer(full_disk, clock)
+    session_id = await new_session(disk_client, who)
+    refused = await post_audio(disk_client, who, session_id, BIG)
+    assert refused.status_code == 507, refused.text
+    assert refused.json() == {
+        "code": 507,
+        "message": "The server's disk is full: the upload was not kept. Retry later.",
+    }
+    assert refused.headers["retry-after"] == "60"
+    assert kept_files(full_disk) == [] and leftovers(full_disk) == []
+    taken = await post_audio(disk_client, who, session_id, tone_wav_bytes(0.5))
+    assert taken.status_code == 202, taken.text
+
+
+async def test_amigo_upload_on_a_full_disk_is_507_in_amigo_shape(
+    disk_client: httpx.AsyncClient, full_disk: Runtime, clock: FixedClock
+) -> None:
+    """Amigo's call upload gets the same 507, worded as FastAPI's ``{"detail": ...}``."""
+    who = customer(full_disk, clock)
+    refused = await disk_client.post(
+        f"/v1/{who.ws}/calls/CA1/audio",
+        params={"channel": "inbound"},
+        headers={**who.bearer, "content-type": "audio/wav"},
+        content=BIG,
+    )
+    assert refused.status_code == 507, refused.text
+    assert refused.json() == {
+        "detail": "The server's disk is full: the upload was not kept. Retry later."
+    }
+    assert kept_files(full_disk) == [] and leftovers(full_disk) == []
+
+
+def tus_headers(who: Customer, **extra: str) -> dict[str, str]:
+    return {**who.suki, "tus-resumable": "1.0.0", **extra}
+
+
+async def tus_create(client: httpx.AsyncClient, who: Customer, session_id: str, n: int) -> str:
+    meta = f"session_id {base64.b64encode(session_id.encode()).decode()}"
+    created = await client.post(
+        "/api/v1/uploads",
+        headers=tus_headers(who, **{"upload-length": str(n), "upload-metadata": meta}),
+    )
+    assert created.status_code == 201, created.text
+    return created.headers["location"].rsplit("/", 1)[1]
+
+
+async def tus_patch(
+    client: httpx.AsyncClient, who: Customer, upload_id: str, offset: int, body: bytes
+) -> httpx.Response:
+    return await client.patch(
+        f"/api/v1/uploads/{upload_id}",
+        headers=tus_headers(
+            who,
+            **{"upload-offset": str(offset), "content-type": "application/offset+octet-stream"},
+        ),
+        content=body,
+    )
+
+
+async def test_tus_patch_on_a_full_disk_is_507_and_keeps_only_what_it_acknowledges(
+    disk_client: httpx.AsyncClient, full_disk: Runtime, clock: FixedClock
+) -> None:
+    """A PATCH that fills the disk is 507 in tus's shape; the data file holds exactly the
+    offset HEAD reports (no half-written chunk), and once the upload is terminated the space is
+    back: a small upload completes."""
+    who = customer(full_disk, clock)
+    session_id = await new_session(disk_client, who)
+    upload_id = await tus_create(disk_client, who, session_id, len(BIG))
+    refused = await tus_patch(disk_client, who, upload_id, 0, BIG)
+    assert refused.status_code == 507, refused.text
+    assert refused.json()["code"] == 507 and "disk is full" in refused.json()["message"]
+    head = await disk_client.head(f"/api/v1/uploads/{upload_id}", headers=tus_headers(who))
+    offset = int(head.headers["upload-offset"])
+    data = full_disk.settings.data_dir / "tus" / f"{upload_id}.bin"
+    assert data.stat().st_size == offset < len(BIG)
+    assert [p.name for p in data.parent.glob(".*.tmp")] == []
+    gone = await disk_client.delete(f"/api/v1/uploads/{upload_id}", headers=tus_headers(who))
+    assert gone.status_code == 204
+    small = tone_wav_bytes(0.5)
+    again = await tus_create(disk_client, who, session_id, len(small))
+    done = await tus_patch(disk_client, who, again, 0, small)
+    assert done.status_code == 204 and done.headers["tapevault-recording-id"]
+
+
+async def test_finalize_on_a_full_disk_waits_for_space_and_then_finishes(
+    disk_client: httpx.AsyncClient, full_disk: Runtime, clock: FixedClock
+) -> None:
+    """An acknowledged upload whose finalization meets a full disk stays `processing` (never
+    `failed` for it), leaves no temporary file, and finishes once there is space."""
+    who = customer(full_disk, clock)
+    session_id = await new_session(disk_client, who)
+    body = tone_wav_bytes(14.0, sample_rate=16000)  # 448 kB: the stored copy does not fit
+    taken = await post_audio(disk_client, who, session_id, body)
+    assert taken.status_code == 202, taken.text
+    for _ in range(6):  # more tries than MAX_ATTEMPTS: a full disk never ends it `failed`
+        full_disk.worker.run_until_idle()
+        clock.advance(61)
+    session = await disk_client.get(f"/api/v1/ambient/session/{session_id}", headers=who.suki)
+    assert session.json()["recordings"][0]["status"] == "processing"
+    assert leftovers(full_disk) == []
+    data = str(full_disk.settings.data_dir)
+    subprocess.run(["mount", "-o", "remount,size=4m", data], check=True)
+    full_disk.worker.run_until_idle()
+    session = await disk_client.get(f"/api/v1/ambient/session/{session_id}", headers=who.suki)
+    (recording,) = session.json()["recordings"]
+    assert recording["status"] == "available" and recording["bytes"] == len(body)
+    assert leftovers(full_disk) == [] and os.listdir(Path(data) / "incoming") == []

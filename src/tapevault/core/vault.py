@@ -45,7 +45,7 @@ from tapevault.errors import (
     NotReady,
     UrlRejected,
 )
-from tapevault.fsutil import fsync_dir
+from tapevault.fsutil import fsync_dir, out_of_space_as_507
 
 log = logging.getLogger("tapevault.vault")
 
@@ -228,13 +228,18 @@ class Vault:
         session = self.check_accepts_audio(partner, session_id)
         recording_id = str(ULID())
         incoming = self.incoming_path(recording_id)
-        fd = os.open(spooled, os.O_RDONLY)
-        try:
-            os.fsync(fd)  # the bytes, not only the name, must survive a power cut
-        finally:
-            os.close(fd)
-        os.replace(spooled, incoming)
-        fsync_dir(incoming.parent)
+        with out_of_space_as_507("the upload"):
+            fd = os.open(spooled, os.O_RDONLY)
+            try:
+                os.fsync(fd)  # the bytes, not only the name, must survive a power cut
+            finally:
+                os.close(fd)
+            os.replace(spooled, incoming)
+            try:
+                fsync_dir(incoming.parent)
+            except BaseException:
+                incoming.unlink(missing_ok=True)
+                raise
         try:
             recording = self._insert_recording(
                 session=session,

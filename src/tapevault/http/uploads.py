@@ -16,6 +16,7 @@ from pathlib import Path
 
 from tapevault.core.model import Recording
 from tapevault.errors import InvalidRequest, PayloadTooLarge, TapevaultError
+from tapevault.fsutil import out_of_space_as_507
 from tapevault.http.asgi import Receive
 from tapevault.http.context import AppContext
 from tapevault.ingest import formats
@@ -86,9 +87,10 @@ async def spool(spool_dir: Path, receive: Receive, limit: int) -> Path:
             if size > limit:
                 raise PayloadTooLarge(limit)
             view = memoryview(chunk)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
+            with out_of_space_as_507("the upload"):
+                while view:
+                    written = os.write(fd, view)
+                    view = view[written:]
             if not message.get("more_body", False):
                 break
     except BaseException:

@@ -24,6 +24,7 @@ from tapevault.core.model import Job, JobKind, Recording, RecordingStatus, Sessi
 from tapevault.core.renditions import MERGE_PREFIX, Renditions, inputs_digest, merge_inputs
 from tapevault.core.vault import Vault
 from tapevault.errors import InvalidAudio
+from tapevault.fsutil import is_out_of_space
 from tapevault.ingest.merge import MergeInput, merge_to_wav, sequential_starts
 from tapevault.ingest.pcm import raw_to_wav
 
@@ -45,6 +46,7 @@ class Finished:
 
 Decoder = Callable[[Path, Path], Finished]
 STREAM_PREFIX = "stream/"
+OUT_OF_SPACE_RETRY_SECONDS = 60
 
 
 def _chunks(path: Path, size: int = 1 << 20) -> Iterator[bytes]:
@@ -76,7 +78,14 @@ class Finalizer:
             self._fail(job, recording, exc.message, bad_audio=True)
         except Exception as exc:
             reason = f"{type(exc).__name__}: {exc}"
-            if job.attempts >= lifecycle.MAX_ATTEMPTS:
+            if is_out_of_space(exc):
+                # A full disk is not the recording's fault and goes away when space is freed:
+                # retry every minute for as long as it lasts (its partial output is removed
+                # already), instead of failing an acknowledged upload after five quick tries.
+                log.warning("finalizing %s: the disk is full; retrying", recording.recording_id)
+                due = now_ms(self.vault.clock) + OUT_OF_SPACE_RETRY_SECONDS * 1000
+                repo.retry_job(job.job_id, due, f"disk full: {reason}")
+            elif job.attempts >= lifecycle.MAX_ATTEMPTS:
                 log.exception("finalizing %s failed for good", recording.recording_id)
                 self._fail(
                     job,
