@@ -3,14 +3,14 @@
 Shared by every dialect that takes audio (Suki uploads, Amigo call uploads, tus). A body is never
 held in memory: it streams to a file in the spool directory with the size limit enforced as it
 arrives; the file is probed (is it audio we read?) and handed to an ``accept`` callback, which
-moves it into the vault. Whatever happens, the spool file is gone afterwards.
+moves it into the vault. Whatever happens, the spool file is gone afterwards; one that a killed
+process left is removed by the scratch sweep (``tapevault.ingest.scratch``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -72,9 +72,9 @@ async def read_small(receive: Receive, limit: int) -> bytes:
             return b"".join(parts)
 
 
-async def spool(spool_dir: Path, receive: Receive, limit: int) -> Path:
-    """Stream the request body to a temporary file, enforcing ``limit`` as it arrives."""
-    path = spool_dir / f"{uuid.uuid4().hex}.part"
+async def spool(path: Path, receive: Receive, limit: int) -> None:
+    """Stream the request body to ``path`` (created), enforcing ``limit`` as it arrives; a
+    body that fails half-way leaves no file."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     size = 0
     try:
@@ -96,10 +96,9 @@ async def spool(spool_dir: Path, receive: Receive, limit: int) -> Path:
     except BaseException:
         os.close(fd)
         with contextlib.suppress(FileNotFoundError):
-            path.unlink()
+            os.unlink(path)
         raise
     os.close(fd)
-    return path
 
 
 async def accept_file(
@@ -115,9 +114,6 @@ async def receive_upload(
 ) -> Recording:
     """Spool, probe and accept one upload body; the spool file never outlives the call."""
     check_declared_length(headers, ctx.settings.max_upload_bytes)
-    spooled = await spool(ctx.spool_dir, receive, ctx.settings.max_upload_bytes)
-    try:
+    with ctx.spool.reserve() as spooled:
+        await spool(spooled, receive, ctx.settings.max_upload_bytes)
         return await accept_file(ctx, spooled, headers.get("content-type"), accept)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            spooled.unlink()

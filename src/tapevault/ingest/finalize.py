@@ -25,8 +25,10 @@ from tapevault.core.renditions import MERGE_PREFIX, Renditions, inputs_digest, m
 from tapevault.core.vault import Vault
 from tapevault.errors import InvalidAudio
 from tapevault.fsutil import is_out_of_space
+from tapevault.ingest.liveness import process_id
 from tapevault.ingest.merge import MergeInput, merge_to_wav, sequential_starts
 from tapevault.ingest.pcm import raw_to_wav
+from tapevault.ingest.scratch import scratch_prefix
 
 log = logging.getLogger("tapevault.finalize")
 
@@ -47,6 +49,7 @@ class Finished:
 Decoder = Callable[[Path, Path], Finished]
 STREAM_PREFIX = "stream/"
 OUT_OF_SPACE_RETRY_SECONDS = 60
+TEMPORARY_KINDS = ("final", "merge")  # scratch_prefix kinds, for the sweep
 
 
 def _chunks(path: Path, size: int = 1 << 20) -> Iterator[bytes]:
@@ -56,8 +59,16 @@ def _chunks(path: Path, size: int = 1 << 20) -> Iterator[bytes]:
 
 
 class Finalizer:
-    def __init__(self, vault: Vault, decode: Decoder, renditions: Renditions | None = None) -> None:
+    def __init__(
+        self,
+        vault: Vault,
+        decode: Decoder,
+        renditions: Renditions | None = None,
+        owner: str | None = None,
+    ) -> None:
         self.vault = vault
+        # Named into temporary files, so a sweep knows whether their writer still runs.
+        self.owner = owner or process_id()
         self.decode = decode
         # When set, a call whose last channel became available gets its merged rendition queued.
         self.renditions = renditions
@@ -128,7 +139,9 @@ class Finalizer:
             starts = [(r.media_start_epoch_ms or 0) - base for r in inputs]
         else:
             starts = sequential_starts([r.duration_ms for r in inputs])
-        fd, tmp_name = tempfile.mkstemp(prefix=".merge-", suffix=".wav", dir=vault.work_dir)
+        fd, tmp_name = tempfile.mkstemp(
+            prefix=scratch_prefix("merge", self.owner), suffix=".wav", dir=vault.work_dir
+        )
         os.close(fd)
         tmp = Path(tmp_name)
         try:
@@ -189,7 +202,9 @@ class Finalizer:
         source = self._source(recording)
         if not source.exists():
             raise InvalidAudio("the received audio is missing from the incoming area")
-        fd, tmp_name = tempfile.mkstemp(prefix=".final-", suffix=".wav", dir=source.parent)
+        fd, tmp_name = tempfile.mkstemp(
+            prefix=scratch_prefix("final", self.owner), suffix=".wav", dir=source.parent
+        )
         os.close(fd)
         tmp = Path(tmp_name)
         try:
