@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
+import shutil
 import struct
 import subprocess
 from collections.abc import AsyncIterator, Iterator
@@ -18,6 +19,9 @@ from tapevault.audio_gen import tone_wav_bytes
 from tapevault.config import Settings
 from tapevault.core.access import MemoryAccessLog
 from tapevault.core.clock import FixedClock
+from tapevault.core.model import SessionKind
+from tapevault.errors import QuotaExceeded
+from tapevault.http.stream import close_code
 from tapevault.runtime import Runtime, open_runtime
 from tests.conftest import need
 from tests.dialects import Customer, asgi_client, customer
@@ -286,3 +290,187 @@ async def test_finalize_on_a_full_disk_waits_for_space_and_then_finishes(
     (recording,) = session.json()["recordings"]
     assert recording["status"] == "available" and recording["bytes"] == len(body)
     assert leftovers(full_disk) == [] and os.listdir(Path(data) / "incoming") == []
+
+
+# --- bombs ------------------------------------------------------------------------------------
+
+
+def silence_flac(path: Path, seconds: int, *, piped: bool) -> Path:
+    """FLAC of stereo 48 kHz silence: tiny, and 1,140 times its size once decoded. ``piped``
+    leaves STREAMINFO's length unknown (as a live encoder's does)."""
+    need(shutil.which("ffmpeg") is not None, "ffmpeg is not installed")
+    args = ["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi"]
+    args += ["-i", "anullsrc=r=48000:cl=stereo", "-t", str(seconds), "-c:a", "flac"]
+    if piped:
+        with path.open("wb") as out:
+            subprocess.run([*args, "-f", "flac", "-"], stdout=out, check=True)
+    else:
+        subprocess.run([*args, str(path)], check=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def bombs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+    """10 minutes of silence as FLAC, with and without a stated length (~100 kB each)."""
+    root = tmp_path_factory.mktemp("bombs")
+    return {
+        "stated": silence_flac(root / "stated.flac", 600, piped=False).read_bytes(),
+        "unstated": silence_flac(root / "unstated.flac", 600, piped=True).read_bytes(),
+    }
+
+
+async def test_a_bomb_that_states_its_length_is_400_before_any_202(
+    client: httpx.AsyncClient, runtime: Runtime, who: Customer, bombs: dict[str, bytes]
+) -> None:
+    """10 minutes of FLAC silence (115 MB of PCM from 100 kB) is refused at once with a reason:
+    its STREAMINFO says how much it would become."""
+    session_id = await new_session(client, who)
+    bomb = bombs["stated"]
+    assert len(bomb) < 150_000
+    response = await post_audio(client, who, session_id, bomb)
+    assert response.status_code == 400, response.text
+    assert "decompression bomb" in response.json()["message"]
+    assert kept_files(runtime) == []
+
+
+@pytest.fixture
+def bomb_disk(tmp_path: Path, clock: FixedClock) -> Iterator[Runtime]:
+    """A runtime whose data directory is a 96 MiB disk: less than a bomb decodes to."""
+    data = tmp_path / "data"
+    with tmpfs(data, "96m"):
+        settings = Settings.load(
+            {
+                "data_dir": str(data),
+                "database_url": f"sqlite:///{tmp_path / 'meta.db'}",
+                "public_url": "https://vault.test",
+            },
+            env={},
+        )
+        rt = open_runtime(settings, clock=clock, access_log=MemoryAccessLog())
+        try:
+            yield rt
+        finally:
+            rt.close()
+
+
+async def test_a_bomb_without_a_stated_length_fails_while_it_decodes(
+    bomb_disk: Runtime, clock: FixedClock, bombs: dict[str, bytes]
+) -> None:
+    """A FLAC bomb whose length is unknown is taken (202), then fails `failed` with a reason
+    while it decodes: on a 96 MiB disk, so a check made only after the whole decode (115 MB)
+    would have met a full disk instead; nothing of it stays."""
+    async with asgi_client(bomb_disk) as client:
+        who = customer(bomb_disk, clock)
+        session_id = await new_session(client, who)
+        taken = await post_audio(client, who, session_id, bombs["unstated"])
+        assert taken.status_code == 202, taken.text
+        bomb_disk.worker.run_until_idle()
+        session = await client.get(f"/api/v1/ambient/session/{session_id}", headers=who.suki)
+        (recording,) = session.json()["recordings"]
+        assert recording["status"] == "failed"
+        assert "decompression bomb" in recording["failure_reason"]
+        assert kept_files(bomb_disk) == [] and leftovers(bomb_disk) == []
+
+
+# --- the storage quota ------------------------------------------------------------------------
+
+
+async def test_uploads_past_the_tenants_quota_are_507_in_each_dialect(
+    client: httpx.AsyncClient, runtime: Runtime, who: Customer
+) -> None:
+    """With `tenant set --quota`, an upload that would pass it is refused (Suki, Amigo, tus)
+    with 507 and the numbers, and nothing is kept; under it, uploads are taken."""
+    runtime.vault.tenants.set_quota(who.tenant, 100_000)
+    session_id = await new_session(client, who)
+    first = await post_audio(client, who, session_id, tone_wav_bytes(1.0))  # 32 kB
+    assert first.status_code == 202
+    runtime.worker.run_until_idle()
+    big = tone_wav_bytes(3.0)  # 96 kB: 32 + 96 > 100
+    suki = await post_audio(client, who, session_id, big)
+    assert suki.status_code == 507, suki.text
+    assert "retry-after" not in suki.headers
+    assert suki.json()["message"].startswith(
+        "The storage quota of 100000 bytes would be passed: 32044 bytes are stored"
+    )
+    amigo = await client.post(
+        f"/v1/{who.ws}/calls/CA7/audio",
+        params={"channel": "inbound"},
+        headers={**who.bearer, "content-type": "audio/wav"},
+        content=big,
+    )
+    assert amigo.status_code == 507 and "storage quota" in amigo.json()["detail"]
+    upload_id = await tus_create(client, who, session_id, len(big))
+    tus = await tus_patch(client, who, upload_id, 0, big)
+    assert tus.status_code == 507 and "storage quota" in tus.json()["message"]
+    assert [f for f in kept_files(runtime) if not f.startswith(("audio/", "tus/"))] == []
+    small = await post_audio(client, who, session_id, tone_wav_bytes(0.5))
+    assert small.status_code == 202
+
+
+async def test_the_server_default_quota_applies_and_a_tenant_can_be_unlimited(
+    tmp_path: Path, clock: FixedClock
+) -> None:
+    """TAPEVAULT_TENANT_QUOTA is every tenant's quota unless its own says otherwise; 0
+    (`--quota unlimited`) lifts it."""
+    settings = Settings.load(
+        {"data_dir": str(tmp_path / "d"), "public_url": "https://vault.test"},
+        env={"TAPEVAULT_TENANT_QUOTA": "50k"},
+    )
+    assert settings.tenant_quota_bytes == 50 * 1024
+    rt = open_runtime(settings, clock=clock, access_log=MemoryAccessLog())
+    try:
+        async with asgi_client(rt) as client:
+            who = customer(rt, clock)
+            session_id = await new_session(client, who)
+            refused = await post_audio(client, who, session_id, tone_wav_bytes(2.0))  # 64 kB
+            assert refused.status_code == 507
+            rt.vault.tenants.set_quota(who.tenant, 0)
+            taken = await post_audio(client, who, session_id, tone_wav_bytes(2.0))
+            assert taken.status_code == 202
+    finally:
+        rt.close()
+
+
+async def test_a_compressed_upload_that_decodes_past_the_quota_fails_and_keeps_its_source(
+    client: httpx.AsyncClient, runtime: Runtime, who: Customer, tmp_path: Path
+) -> None:
+    """A small FLAC passes the upload's check but decodes past the quota: the recording ends
+    `failed` with the quota's reason while decoding, and its received audio is kept (an
+    operator who raises the quota can queue it again)."""
+    flac = silence_flac(tmp_path / "s.flac", 5, piped=False).read_bytes()  # 960 kB decoded
+    runtime.vault.tenants.set_quota(who.tenant, 500_000)
+    session_id = await new_session(client, who)
+    taken = await post_audio(client, who, session_id, flac)
+    assert taken.status_code == 202, taken.text
+    runtime.worker.run_until_idle()
+    session = await client.get(f"/api/v1/ambient/session/{session_id}", headers=who.suki)
+    (recording,) = session.json()["recordings"]
+    assert recording["status"] == "failed"
+    assert "storage quota of 500000 bytes would be passed" in recording["failure_reason"]
+    assert runtime.vault.incoming_path(recording["recording_id"]).exists()
+    assert [f for f in kept_files(runtime) if f.startswith("audio/")] == []
+
+
+def test_a_live_stream_past_the_quota_is_refused_with_4507(
+    runtime: Runtime, who: Customer, tmp_path: Path
+) -> None:
+    """A stream cannot start once the quota is used up; its close code says why (4507)."""
+    session = runtime.vault.create_session(who.tenant, SessionKind.AMBIENT)
+    spooled = tmp_path / "one.wav"
+    spooled.write_bytes(tone_wav_bytes(1.0))
+    runtime.vault.accept_upload(who.tenant, session.session_id, spooled, "wav/pcm_s16le")
+    runtime.worker.run_until_idle()
+    runtime.vault.tenants.set_quota(who.tenant, 32_044)  # exactly what is stored
+    tenant = runtime.vault.repo.get_tenant(who.tenant.partner_id)
+    assert tenant is not None and tenant.storage_quota_bytes == 32_044
+    with pytest.raises(QuotaExceeded) as refused:
+        runtime.vault.open_stream(
+            tenant,
+            session.session_id,
+            "stream/pcm_s16le",
+            "writer",
+            sample_rate=16000,
+            channels=1,
+            bits_per_sample=16,
+        )
+    assert close_code(refused.value) == 4507

@@ -20,9 +20,10 @@ from typing import Any
 from tapevault import __version__, cli_compliance
 from tapevault.auth.kore import issue_kore_token
 from tapevault.auth.suki import issue_token, parse_suki_public_keys
-from tapevault.config import SETTINGS_DOC, Settings
+from tapevault.config import SETTINGS_DOC, Settings, parse_size
 from tapevault.core import policy
 from tapevault.core.model import KeyRole, Tenant
+from tapevault.core.quota import UNLIMITED
 from tapevault.errors import ConfigError, TapevaultError
 from tapevault.runtime import Runtime, open_runtime, websocket_protocol
 
@@ -131,6 +132,8 @@ def _tenant_data(tenant: Tenant) -> dict[str, Any]:
         "kore_client_secret": tenant.kore_client_secret,
         "retention_seconds": tenant.retention_seconds,
         "recording_enabled": tenant.recording_enabled,
+        # null: the server's TAPEVAULT_TENANT_QUOTA; 0: unlimited.
+        "storage_quota_bytes": tenant.storage_quota_bytes,
     }
 
 
@@ -169,6 +172,16 @@ def cmd_tenant_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _quota(text: str) -> int | None:
+    """``--quota``: a size, ``unlimited`` (0) or ``default`` (None: the server's setting)."""
+    value = text.strip().lower()
+    if value == "default":
+        return None
+    if value in ("unlimited", "none", "off", "0"):
+        return UNLIMITED
+    return parse_size("--quota", text)
+
+
 def cmd_tenant_set(args: argparse.Namespace) -> int:
     with _tenant(args) as (runtime, tenant):
         if args.recording is not None:
@@ -177,6 +190,8 @@ def cmd_tenant_set(args: argparse.Namespace) -> int:
             runtime.context.retention.set_tenant_retention(
                 tenant, policy.parse_duration(args.retention), cli_compliance.cli_actor()
             )
+        if args.quota is not None:
+            runtime.vault.tenants.set_quota(tenant, _quota(args.quota))
         found = runtime.repo.get_tenant(tenant.partner_id)
         assert found is not None
         _print_data(_tenant_data(found), args.json)
@@ -329,6 +344,12 @@ def build_parser() -> argparse.ArgumentParser:
     change.add_argument("--json", action="store_true", help="print JSON")
     change.add_argument("--recording", choices=["on", "off"], default=None)
     change.add_argument("--retention", default=None, help="new default retention (30s, 7d)")
+    change.add_argument(
+        "--quota",
+        default=None,
+        help="stored audio the tenant may keep (50GiB), unlimited, or default "
+        "(TAPEVAULT_TENANT_QUOTA); past it uploads get 507",
+    )
     change.set_defaults(func=cmd_tenant_set)
     rotate_kore = tenant_commands.add_parser(
         "rotate-kore-secret", help="new Kore client secret; tokens signed with the old one fail"

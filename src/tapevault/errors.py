@@ -142,14 +142,16 @@ class QuotaExceeded(InsufficientStorage):
     """The tenant's stored audio would pass its quota; retrying does not help until audio is
     deleted or the quota raised."""
 
-    def __init__(self, quota: int, stored: int) -> None:
+    def __init__(self, quota: int, stored: int, adding: int) -> None:
         super().__init__(
-            f"The storage quota of {quota} bytes is used up ({stored} bytes stored); "
-            "delete recordings or ask the operator to raise the quota.",
+            f"The storage quota of {quota} bytes would be passed: {stored} bytes are stored "
+            f"and this needs {adding} more; delete recordings or ask the operator to raise "
+            "the quota.",
             retry_after=None,
         )
         self.quota = quota
         self.stored = stored
+        self.adding = adding
 
 
 class StorageError(TapevaultError):

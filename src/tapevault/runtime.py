@@ -118,7 +118,14 @@ def open_runtime(
         migrate(engine)
     repo = SqlRepository(engine)
     store = open_store(settings.storage_url)
-    vault = Vault(repo, store, clock, settings.public_url, settings.data_dir)
+    vault = Vault(
+        repo,
+        store,
+        clock,
+        settings.public_url,
+        settings.data_dir,
+        default_quota_bytes=settings.tenant_quota_bytes,
+    )
     process = worker_id()
     spool = Spool(settings.data_dir / "spool", process)
     audit_store = SqlAuditStore(engine)
@@ -158,7 +165,7 @@ def open_runtime(
         process_id=process,
     )
     worker = Worker(
-        Finalizer(vault, formats.decode, renditions, process),
+        Finalizer(vault, formats.decoder(settings.max_recording_seconds), renditions, process),
         process,
         housekeeping=Housekeeping(
             retention,

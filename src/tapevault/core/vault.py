@@ -34,6 +34,7 @@ from tapevault.core.model import (
     Tenant,
 )
 from tapevault.core.ports import ObjectStore, Repository, SequenceTaken
+from tapevault.core.quota import Quotas
 from tapevault.core.signing import UrlGrant, UrlMode, UrlSigner, new_signing_key
 from tapevault.core.tenants import Tenants
 from tapevault.errors import (
@@ -100,8 +101,11 @@ class Vault:
         clock: Clock,
         media_base_url: str,
         work_dir: Path,
+        *,
+        default_quota_bytes: int | None = None,
     ) -> None:
         self.repo = repo
+        self.quotas = Quotas(repo, default_quota_bytes)
         self.work_dir = work_dir
         for sub in ("incoming", "streams"):
             (work_dir / sub).mkdir(parents=True, exist_ok=True)
@@ -226,6 +230,7 @@ class Vault:
         transaction. From here on the upload survives a crash; a worker finishes it.
         """
         session = self.check_accepts_audio(partner, session_id)
+        self.quotas.check(partner, spooled.stat().st_size)
         recording_id = str(ULID())
         incoming = self.incoming_path(recording_id)
         with out_of_space_as_507("the upload"):
@@ -342,6 +347,7 @@ class Vault:
         recovery needs it to cut the file to whole frames and finish it.
         """
         session = self.check_accepts_audio(partner, session_id)
+        self.quotas.check(partner, 1)  # a stream's size is unknown: it needs room to start
         recording = self._insert_recording(
             session=session,
             recording_id=str(ULID()),

@@ -105,7 +105,8 @@ async def accept_file(
     ctx: AppContext, path: Path, declared: str | None, accept: Accept
 ) -> Recording:
     """Probe a complete body on disk and take it into the vault (plain and tus uploads)."""
-    source_format = await ctx.blocking(formats.probe, path, declared)
+    max_seconds = ctx.settings.max_recording_seconds
+    source_format = await ctx.blocking(formats.probe, path, declared, max_seconds)
     return await ctx.blocking(accept, path, source_format)
 
 

@@ -23,7 +23,7 @@ from tapevault.core.lifecycle import TOMBSTONES
 from tapevault.core.model import Job, JobKind, Recording, RecordingStatus, SessionKind
 from tapevault.core.renditions import MERGE_PREFIX, Renditions, inputs_digest, merge_inputs
 from tapevault.core.vault import Vault
-from tapevault.errors import InvalidAudio
+from tapevault.errors import InvalidAudio, QuotaExceeded
 from tapevault.fsutil import is_out_of_space
 from tapevault.ingest.liveness import process_id
 from tapevault.ingest.merge import MergeInput, merge_to_wav, sequential_starts
@@ -46,7 +46,8 @@ class Finished:
     source_format: str
 
 
-Decoder = Callable[[Path, Path], Finished]
+# decode(src, dst, quota): ``quota`` is the tenant's (quota, bytes stored) when it has one.
+Decoder = Callable[[Path, Path, tuple[int, int] | None], Finished]
 STREAM_PREFIX = "stream/"
 OUT_OF_SPACE_RETRY_SECONDS = 60
 TEMPORARY_KINDS = ("final", "merge")  # scratch_prefix kinds, for the sweep
@@ -87,6 +88,10 @@ class Finalizer:
                 self._finalize(recording)
         except InvalidAudio as exc:
             self._fail(job, recording, exc.message, bad_audio=True)
+        except QuotaExceeded as exc:
+            # Final (decoding again cannot shrink it), but the received audio is kept: an
+            # operator who raises the quota can queue it again.
+            self._fail(job, recording, exc.message, bad_audio=False)
         except Exception as exc:
             reason = f"{type(exc).__name__}: {exc}"
             if is_out_of_space(exc):
@@ -226,7 +231,9 @@ class Finalizer:
                     recording.source_format,
                 )
             else:
-                finished = self.decode(source, tmp)
+                tenant = self.vault.repo.get_tenant(recording.partner_id)
+                room = None if tenant is None else self.vault.quotas.room(tenant)
+                finished = self.decode(source, tmp, room)
             if finished.frames == 0 and not recording.source_format.startswith(STREAM_PREFIX):
                 raise InvalidAudio("the upload holds no audio samples")
             stored = self.vault.store.put(recording.storage_key, _chunks(tmp))
