@@ -52,7 +52,7 @@ def test_transient_failures_retry_with_backoff_then_fail(
     recording_id = accept(runtime, partner, tmp_path)
     calls: list[float] = []
 
-    def broken(src: Path, dst: Path, quota: tuple[int, int] | None) -> Finished:
+    def broken(src: Path, dst: Path) -> Finished:
         calls.append(clock.now())
         raise RuntimeError("disk hiccup")
 

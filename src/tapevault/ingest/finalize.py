@@ -13,9 +13,10 @@ import contextlib
 import logging
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Protocol
 
 from tapevault.core import lifecycle
 from tapevault.core.clock import now_ms
@@ -46,8 +47,15 @@ class Finished:
     source_format: str
 
 
-# decode(src, dst, quota): ``quota`` is the tenant's (quota, bytes stored) when it has one.
-Decoder = Callable[[Path, Path, tuple[int, int] | None], Finished]
+class Decoder(Protocol):
+    """``decode(src, dst[, quota])``: ``quota`` (the tenant's quota and bytes stored) is passed
+    only when the tenant has one, so a plain ``decode(src, dst)`` serves tenants without."""
+
+    def __call__(
+        self, src: Path, dst: Path, quota: tuple[int, int] | None = None, /
+    ) -> Finished: ...
+
+
 STREAM_PREFIX = "stream/"
 OUT_OF_SPACE_RETRY_SECONDS = 60
 TEMPORARY_KINDS = ("final", "merge")  # scratch_prefix kinds, for the sweep
@@ -233,7 +241,9 @@ class Finalizer:
             else:
                 tenant = self.vault.repo.get_tenant(recording.partner_id)
                 room = None if tenant is None else self.vault.quotas.room(tenant)
-                finished = self.decode(source, tmp, room)
+                finished = (
+                    self.decode(source, tmp) if room is None else self.decode(source, tmp, room)
+                )
             if finished.frames == 0 and not recording.source_format.startswith(STREAM_PREFIX):
                 raise InvalidAudio("the upload holds no audio samples")
             stored = self.vault.store.put(recording.storage_key, _chunks(tmp))
