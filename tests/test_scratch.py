@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from tapevault.audio_gen import tone_wav_bytes
 from tapevault.config import Settings
 from tapevault.core.access import MemoryAccessLog
 from tapevault.core.clock import FixedClock
+from tapevault.core.model import SessionKind
 from tapevault.ingest.liveness import process_id
 from tapevault.ingest.scratch import Spool, scratch_prefix
 from tapevault.ingest.tus_store import TusStore
@@ -140,5 +142,30 @@ def test_housekeeping_sweeps_expired_tus_uploads_without_a_new_creation(data: Pa
         assert not (data / "tus" / f"{upload_id}.bin").exists()
         assert not (data / "tus" / f"{upload_id}.json").exists()
         assert not dead.exists()
+    finally:
+        runtime.close()
+
+
+def test_an_upload_received_but_never_recorded_goes_once_an_hour_old(data: Path) -> None:
+    """A body moved into incoming/ by a process that died before committing its recording is
+    removed at the next start once an hour old; one whose recording exists, or a young one
+    (its commit may be under way), stays."""
+    runtime = open_runtime(settings_for(data), access_log=MemoryAccessLog())
+    try:
+        tenant = runtime.vault.tenants.create("t", 86400).tenant
+        session = runtime.vault.create_session(tenant, SessionKind.AMBIENT)
+        spooled = data / "body.wav"
+        spooled.write_bytes(tone_wav_bytes(0.2))
+        recorded = runtime.vault.accept_upload(tenant, session.session_id, spooled, "wav/pcm_s16le")
+        kept = runtime.vault.incoming_path(recorded.recording_id)
+        orphan = runtime.vault.incoming_path("01ORPHAN0000000000000000000")
+        young = runtime.vault.incoming_path("01YOUNG00000000000000000000")
+        for path in (orphan, young):
+            path.write_bytes(b"PHI")
+        hours_ago = time.time() - 7200
+        for path in (kept, orphan):
+            os.utime(path, (hours_ago, hours_ago))
+        runtime.recover()
+        assert kept.exists() and young.exists() and not orphan.exists()
     finally:
         runtime.close()

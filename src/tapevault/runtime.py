@@ -32,7 +32,7 @@ from tapevault.ingest import formats
 from tapevault.ingest.finalize import TEMPORARY_KINDS, Finalizer
 from tapevault.ingest.housekeeping import Housekeeping
 from tapevault.ingest.liveness import is_gone
-from tapevault.ingest.scratch import Spool, sweep_temporaries
+from tapevault.ingest.scratch import Spool, sweep_temporaries, sweep_unrecorded
 from tapevault.ingest.tus_store import TusStore
 from tapevault.ingest.worker import Worker, worker_id
 from tapevault.storage.local import open_store
@@ -195,6 +195,7 @@ def sweep_scratch(settings: Settings, spool: Spool, owner: str, vault: Vault) ->
     removed += sweep_temporaries(
         [work, work / "incoming", work / "streams"], TEMPORARY_KINDS, owner
     )
+    removed += sweep_unrecorded(work / "incoming", vault.repo.get_recording)
     tus = TusStore(settings.data_dir / "tus", max_size=settings.max_upload_bytes, clock=vault.clock)
     expired = len(tus.expire(vault.clock.now()))
     if removed or expired:

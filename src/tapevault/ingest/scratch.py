@@ -13,6 +13,10 @@ which files a live process may still be writing, even when several processes
   to their ``finally`` blocks;
 - a file of a live process of this host: never (it sweeps its own);
 - a file of another host, or an untagged one (older versions): only past ``STALE_SECONDS``.
+
+An accepted upload is renamed into ``incoming/`` before its recording row is committed (so the
+bytes are durable first); a crash between the two leaves a file no row names, which
+``sweep_unrecorded`` removes once it is ``ORPHAN_SECONDS`` old.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ log = logging.getLogger("tapevault.ingest")
 SEP = "~"
 GRACE_SECONDS = 60.0
 STALE_SECONDS = 24 * 3600.0
+ORPHAN_SECONDS = 3600.0
 
 
 def owner_tag(owner: str) -> str:
@@ -137,4 +142,21 @@ def sweep(
                 log.warning("cannot remove the stale scratch file %s: %s", path, exc)
                 continue
             removed += 1
+    return removed
+
+
+def sweep_unrecorded(
+    incoming: Path, recording_of: Callable[[str], object | None], now: float | None = None
+) -> int:
+    """Remove received uploads (``<recording_id>.src``) whose recording was never committed."""
+    now = time.time() if now is None else now
+    removed = 0
+    for path in incoming.glob("*.src"):
+        try:
+            if now - path.stat().st_mtime <= ORPHAN_SECONDS or recording_of(path.stem) is not None:
+                continue
+            path.unlink()
+        except FileNotFoundError:
+            continue
+        removed += 1
     return removed
