@@ -474,3 +474,30 @@ def test_a_live_stream_past_the_quota_is_refused_with_4507(
             bits_per_sample=16,
         )
     assert close_code(refused.value) == 4507
+
+
+async def test_an_upload_past_the_quota_is_refused_before_its_body_is_read(
+    client: httpx.AsyncClient, runtime: Runtime, who: Customer
+) -> None:
+    """A tenant already past its quota gets the 507 before its (6 MiB, chunked) body is read."""
+    session_id = await new_session(client, who)
+    assert (await post_audio(client, who, session_id, tone_wav_bytes(1.0))).status_code == 202
+    runtime.worker.run_until_idle()
+    runtime.vault.tenants.set_quota(who.tenant, 1000)
+    sent: list[int] = []
+
+    async def body() -> AsyncIterator[bytes]:
+        for _ in range(6):
+            sent.append(1)
+            yield bytes(1 << 20)
+
+    for url, headers in (
+        (f"/api/v1/ambient/session/{session_id}/audio", who.suki),
+        (f"/v1/{who.ws}/calls/CA9/audio?channel=inbound", who.bearer),
+    ):
+        sent.clear()
+        refused = await client.post(
+            url, headers={**headers, "content-type": "audio/wav"}, content=body()
+        )
+        assert refused.status_code == 507, refused.text
+        assert len(sent) <= 1

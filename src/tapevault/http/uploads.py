@@ -41,6 +41,13 @@ def check_declared_length(headers: Mapping[str, str], limit: int) -> None:
         raise PayloadTooLarge(limit)
 
 
+def declared_length(headers: Mapping[str, str]) -> int:
+    """The body's declared length, or 0 when it is unknown (chunked) or malformed (refused by
+    ``check_declared_length``)."""
+    length = headers.get("content-length")
+    return int(length) if length is not None and is_digits(length) else 0
+
+
 async def drain(receive: Receive, limit: int) -> None:
     """Read and discard a small body (create/end take none); refuse a large one."""
     seen = 0
