@@ -35,23 +35,32 @@ with spool.reserve() as body:
     body.write_bytes(b"PHI" * 1000)
     fd, temp = tempfile.mkstemp(prefix=scratch_prefix("final", owner), suffix=".wav",
                                 dir=sys.argv[2])
-    print(body.name, Path(temp).name, flush=True)
+    fd, put = tempfile.mkstemp(prefix=scratch_prefix("put", owner), dir=sys.argv[3])
+    print(body.name, Path(temp).name, Path(put).name, flush=True)
     time.sleep(60)
 """
 
 
 class Writer:
-    """A child process holding one spooled body and one finalization temporary."""
+    """A child process holding a spooled body, a decode temporary and a half-written put."""
 
     def __init__(self, data: Path) -> None:
+        staging = data / "audio" / ".staging"
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", CHILD, str(data / "spool"), str(data / "incoming")],
+            [
+                sys.executable,
+                "-c",
+                CHILD,
+                str(data / "spool"),
+                str(data / "incoming"),
+                str(staging),
+            ],
             stdout=subprocess.PIPE,
             text=True,
         )
         assert self.proc.stdout is not None
-        body, temp = self.proc.stdout.readline().split()
-        self.files = [data / "spool" / body, data / "incoming" / temp]
+        body, temp, put = self.proc.stdout.readline().split()
+        self.files = [data / "spool" / body, data / "incoming" / temp, staging / put]
 
     def kill(self) -> None:
         self.proc.send_signal(signal.SIGKILL)
@@ -61,7 +70,7 @@ class Writer:
 @pytest.fixture
 def data(tmp_path: Path) -> Path:
     root = tmp_path / "data"
-    for sub in ("spool", "incoming"):
+    for sub in ("spool", "incoming", "audio/.staging"):
         (root / sub).mkdir(parents=True)
     return root
 
@@ -73,8 +82,9 @@ def settings_for(data: Path) -> Settings:
 
 
 def test_a_killed_writers_files_go_at_the_next_start_and_a_live_ones_stay(data: Path) -> None:
-    """The spooled body and decode temporary of a SIGKILLed process are removed when a server
-    starts; those of a process that still runs (sharing DATA_DIR) are kept."""
+    """The spooled body, decode temporary and half-written stored object of a SIGKILLed process
+    are removed when a server starts; those of a process that still runs (sharing DATA_DIR)
+    are kept."""
     killed, live = Writer(data), Writer(data)
     try:
         killed.kill()

@@ -35,7 +35,7 @@ from tapevault.ingest.liveness import is_gone
 from tapevault.ingest.scratch import Spool, sweep_temporaries, sweep_unrecorded
 from tapevault.ingest.tus_store import TusStore
 from tapevault.ingest.worker import Worker, worker_id
-from tapevault.storage.local import open_store
+from tapevault.storage.local import LocalStore, open_store
 
 log = logging.getLogger("tapevault")
 
@@ -196,6 +196,8 @@ def sweep_scratch(settings: Settings, spool: Spool, owner: str, vault: Vault) ->
         [work, work / "incoming", work / "streams"], TEMPORARY_KINDS, owner
     )
     removed += sweep_unrecorded(work / "incoming", vault.repo.get_recording)
+    if isinstance(vault.store, LocalStore):
+        removed += sweep_temporaries([vault.store.staging], ("put",), owner)
     tus = TusStore(settings.data_dir / "tus", max_size=settings.max_upload_bytes, clock=vault.clock)
     expired = len(tus.expire(vault.clock.now()))
     if removed or expired:
