@@ -327,7 +327,7 @@ async def test_concurrent_uploads_of_one_channel_get_it_once(
     inbound recording, and the losers leave no spooled or incoming file behind."""
     wav = tone_wav_bytes(0.5)
     incoming = runtime.vault.work_dir / "incoming"
-    spool = runtime.context.spool_dir
+    spool = runtime.context.spool.directory
     for trial in range(3):
         call_sid = f"CA{trial:032x}"
 

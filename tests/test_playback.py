@@ -4,14 +4,17 @@ no response is admitted before its playback's pending record is durable."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
 
 from tapevault.core.access import AccessEvent, Action, Actor
-from tapevault.core.auditlog import AuditLog, Pending
+from tapevault.core.auditlog import AuditLog, Pending, Query
 from tapevault.core.clock import FixedClock
 from tapevault.core.playback import Playbacks
+from tapevault.db.auditstore import SqlAuditStore
+from tapevault.db.engine import make_engine, migrate
 from tapevault.errors import Unavailable
 from tests.support import until
 
@@ -98,3 +101,56 @@ async def test_a_waiting_request_that_is_cancelled_does_not_keep_the_playback_op
     playbacks.served(playback_id, 206, [(0, 9)], 10)
     _, sealed = playbacks.due(1_000_000 + 5_000, final=False)  # 5 s later: idle
     assert [s[0] for s in sealed] == [playback_id]
+
+
+async def test_a_playback_sealed_after_a_crash_counts_what_was_sent_up_to_its_last_tick(
+    tmp_path: Path,
+) -> None:
+    """A process that dies while a long response streams leaves a pending record that already
+    counts the finished response and the streaming one's bytes up to the last writer tick; the
+    next start seals it marked `recovered` and `interrupted` (a lower bound)."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'audit.db'}")
+    migrate(engine)
+    store = SqlAuditStore(engine)
+    clock = FixedClock(1_000.0)
+    audit = AuditLog(store, clock, None)
+    playbacks = Playbacks(audit, clock, "gone-host:1:1")
+    first = await playbacks.admit("player", first_request)
+    done = playbacks.sending(first)
+    assert done is not None
+    done.sent(100, 0, 100)
+    playbacks.served(first, 206, [(0, 99)], 100, done)
+    second = await playbacks.admit("player", first_request)  # joins the same playback
+    streaming = playbacks.sending(second)
+    assert streaming is not None
+    for i in range(3):  # three 1 MiB chunks of a long response leave, then the process dies
+        streaming.sent(1 << 20, 1000 + i * (1 << 20), 1 << 20)
+    clock.advance(2)
+    audit.flush()  # one writer tick refreshes the pending record
+    audit.folder = None  # the crash: nothing of this process is written any more
+    audit.close()
+    after = AuditLog(store, clock, None)
+    assert after.recover_pending(lambda owner: True, stale_ms=10**9) == 1
+    (record,) = store.query(Query(tenant_id="p", action=Action.MEDIA_PLAYBACK.value))
+    entry = record.entry
+    assert entry.bytes_sent == 100 + 3 * (1 << 20)
+    assert entry.ranges == ((0, 99), (1000, 1000 + 3 * (1 << 20) - 1))
+    assert entry.detail is not None
+    assert entry.detail["recovered"] is True and entry.detail["interrupted"] is True
+    assert entry.detail["in_flight"] == 1 and entry.detail["requests"] == 1
+    engine.dispose()
+
+
+async def test_a_response_that_fails_mid_way_still_counts_what_it_sent() -> None:
+    """A response abandoned after some chunks (an error mid-body) adds the bytes it sent."""
+    audit = SlowAudit()
+    audit.release.set()
+    playbacks = fold(audit)
+    playback_id = await playbacks.admit("player", first_request)
+    sending = playbacks.sending(playback_id)
+    assert sending is not None
+    sending.sent(4096, 0, 4096)
+    playbacks.abandon(playback_id, sending)
+    _, sealed = playbacks.due(2_000_000, final=True)
+    (_, entry) = sealed[0]
+    assert entry.bytes_sent == 4096 and entry.ranges == ((0, 4095),)

@@ -7,6 +7,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import replace
 
 import pytest
+import sqlalchemy as sa
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -159,16 +160,28 @@ def test_migration_keeps_the_latest_of_duplicate_channels(database_url: str) -> 
     engine = make_engine(database_url)
     try:
         migrate(engine)
+        repo = SqlRepository(engine)
+        repo.create_tenant(partner())
+        repo.create_session(session())
+        repo.add_recording(replace(recording("in1", 1), channel="inbound"))
+        repo.add_recording(replace(recording("out", 4), channel="outbound"))
         config = alembic_config()
         with engine.begin() as connection:
             config.attributes["connection"] = connection
             command.downgrade(config, "0009-1")  # the schema before the unique channel index
-        repo = SqlRepository(engine)
-        repo.create_tenant(partner())
-        repo.create_session(session())
-        for seq in (1, 2, 3):
-            repo.add_recording(replace(recording(f"in{seq}", seq), channel="inbound"))
-        repo.add_recording(replace(recording("out", 4), channel="outbound"))
+        with engine.begin() as connection:
+            # Duplicates of in1 written at that schema, whatever columns it has (later migrations
+            # may add some): the rows the old race left behind.
+            columns = [c["name"] for c in sa.inspect(connection).get_columns("recordings")]
+            for rid, seq in (("in2", 2), ("in3", 3)):
+                values = {"recording_id": f"'{rid}'", "sequence_number": str(seq)}
+                picked = ", ".join(values.get(c, c) for c in columns)
+                connection.execute(
+                    sa.text(
+                        f"INSERT INTO recordings ({', '.join(columns)}) "  # noqa: S608
+                        f"SELECT {picked} FROM recordings WHERE recording_id = 'in1'"
+                    )
+                )
         migrate(engine)
         states = {r.recording_id: r.status for r in repo.list_recordings("p1", "s1")}
         assert states == {

@@ -332,6 +332,16 @@ def test_rejects_truncated_data() -> None:
     assert rejection(raw) == "WAV data chunk truncated: header declares 1000 bytes, 500 present"
 
 
+@pytest.mark.parametrize("over", [1, 36, 64])
+def test_a_claim_a_few_bytes_over_the_body_is_taken_as_present(over: int) -> None:
+    """A missing pad byte or a header counted into the data size is not truncation: the audio
+    present is used; one byte past the tolerance is refused."""
+    raw = riff(chunk(b"fmt ", fmt_body()), chunk(b"data", bytes(500), size=500 + over))
+    assert parse(raw).data_size == 500
+    beyond = riff(chunk(b"fmt ", fmt_body()), chunk(b"data", bytes(500), size=500 + 65))
+    assert rejection(beyond) == "WAV data chunk truncated: header declares 565 bytes, 500 present"
+
+
 def test_rejects_empty_body() -> None:
     """An empty upload says so."""
     assert rejection(b"") == "empty body: upload a WAV file"

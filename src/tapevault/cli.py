@@ -34,9 +34,10 @@ from tapevault.cli_options import (
     server_settings,
     settings_adder,
 )
-from tapevault.config import SETTINGS_DOC, Settings
+from tapevault.config import SETTINGS_DOC, Settings, parse_size
 from tapevault.core import policy
 from tapevault.core.model import KeyRole, Tenant
+from tapevault.core.quota import UNLIMITED
 from tapevault.errors import ConfigError, TapevaultError
 from tapevault.http.twilio import SIGNED_URL_PARAMETER
 from tapevault.listening import PortUnavailable
@@ -171,6 +172,8 @@ def _tenant_data(tenant: Tenant) -> dict[str, Any]:
         "kore_client_secret": tenant.kore_client_secret,
         "retention_seconds": tenant.retention_seconds,
         "recording_enabled": tenant.recording_enabled,
+        # null: the server's TAPEVAULT_TENANT_QUOTA; 0: unlimited.
+        "storage_quota_bytes": tenant.storage_quota_bytes,
     }
 
 
@@ -215,6 +218,16 @@ def cmd_tenant_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _quota(text: str) -> int | None:
+    """``--quota``: a size, ``unlimited`` (0) or ``default`` (None: the server's setting)."""
+    value = text.strip().lower()
+    if value == "default":
+        return None
+    if value in ("unlimited", "none", "off", "0"):
+        return UNLIMITED
+    return parse_size("--quota", text)
+
+
 def cmd_tenant_set(args: argparse.Namespace) -> int:
     with _tenant(args) as (runtime, tenant):
         if args.recording is not None:
@@ -223,6 +236,8 @@ def cmd_tenant_set(args: argparse.Namespace) -> int:
             runtime.context.retention.set_tenant_retention(
                 tenant, policy.parse_duration(args.retention), cli_compliance.cli_actor()
             )
+        if args.quota is not None:
+            runtime.vault.tenants.set_quota(tenant, _quota(args.quota))
         found = runtime.repo.get_tenant(tenant.partner_id)
         assert found is not None
         _print_data(_tenant_data(found), args.json)
@@ -423,6 +438,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--recording", choices=["on", "off"], default=None, help="Amigo call recording (503 off)"
     )
     change.add_argument("--retention", default=None, help="new default retention (30s, 7d)")
+    change.add_argument(
+        "--quota",
+        default=None,
+        help="stored audio the tenant may keep (50GiB), unlimited, or default "
+        "(TAPEVAULT_TENANT_QUOTA); past it uploads get 507",
+    )
     change.set_defaults(func=cmd_tenant_set)
     rotate_kore = command(
         tenants,

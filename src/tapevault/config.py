@@ -39,6 +39,15 @@ SETTINGS_DOC: dict[str, tuple[str, str]] = {
     "host": ("TAPEVAULT_HOST", "address to listen on"),
     "port": ("TAPEVAULT_PORT", "port to listen on"),
     "max_upload_bytes": ("TAPEVAULT_MAX_UPLOAD_BYTES", "largest accepted upload, e.g. 2GiB"),
+    "max_recording_seconds": (
+        "TAPEVAULT_MAX_RECORDING_SECONDS",
+        "longest audio one upload may decode to, e.g. 12h; longer uploads are refused",
+    ),
+    "tenant_quota": (
+        "TAPEVAULT_TENANT_QUOTA",
+        "stored audio a tenant may keep, e.g. 50GiB, or unlimited; `tenant set --quota` "
+        "overrides it per tenant",
+    ),
     "processes": (
         "TAPEVAULT_PROCESSES",
         "server processes sharing the port (each with its event loop and worker threads)",
@@ -114,6 +123,13 @@ def parse_size(setting: str, text: str) -> int:
     return value
 
 
+def parse_quota(setting: str, text: str) -> int | None:
+    """A storage quota: a size (``50GiB``), or ``unlimited``/``none``/``off`` -> None."""
+    if text.strip().lower() in ("unlimited", "none", "off"):
+        return None
+    return parse_size(setting, text)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything a tapevault process needs to know, validated."""
@@ -125,6 +141,8 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
     max_upload_bytes: int = 2 * 1024**3
+    max_recording_seconds: int = 12 * 3600
+    tenant_quota_bytes: int | None = None  # None: unlimited
     cors_origins: tuple[str, ...] = ("*",)
     workers: int = 1
     processes: int = 1
@@ -143,7 +161,9 @@ class Settings:
             f"Settings(data_dir={str(self.data_dir)!r}, "
             f"database_url={mask_url(self.database_url)!r}, public_url={self.public_url!r}, "
             f"storage_url={self.storage_url!r}, host={self.host!r}, port={self.port}, "
-            f"max_upload_bytes={self.max_upload_bytes}, cors_origins={self.cors_origins!r}, "
+            f"max_upload_bytes={self.max_upload_bytes}, "
+            f"max_recording_seconds={self.max_recording_seconds}, "
+            f"tenant_quota_bytes={self.tenant_quota_bytes}, cors_origins={self.cors_origins!r}, "
             f"workers={self.workers}, processes={self.processes}, audit={self.audit}, "
             f"audit_durable_all={self.audit_durable_all}, "
             f"audit_checkpoint_seconds={self.audit_checkpoint_seconds}, "
@@ -180,6 +200,10 @@ class Settings:
         storage_url = pick("storage_url") or (data_dir / "audio").as_uri()
         _check_storage_url(storage_url)
         max_upload = parse_size("TAPEVAULT_MAX_UPLOAD_BYTES", pick("max_upload_bytes") or "2GiB")
+        max_seconds = _duration(
+            "TAPEVAULT_MAX_RECORDING_SECONDS", pick("max_recording_seconds") or "12h"
+        )
+        quota = parse_quota("TAPEVAULT_TENANT_QUOTA", pick("tenant_quota") or "unlimited")
         origins = tuple(
             o.strip() for o in (pick("cors_origins") or "*").split(",") if o.strip()
         ) or ("*",)
@@ -223,6 +247,8 @@ class Settings:
             host=host,
             port=port,
             max_upload_bytes=max_upload,
+            max_recording_seconds=max_seconds,
+            tenant_quota_bytes=quota,
             cors_origins=origins,
         )
 
@@ -236,6 +262,10 @@ class Settings:
             "host": self.host,
             "port": str(self.port),
             "max_upload_bytes": str(self.max_upload_bytes),
+            "max_recording_seconds": str(self.max_recording_seconds),
+            "tenant_quota": "unlimited"
+            if self.tenant_quota_bytes is None
+            else str(self.tenant_quota_bytes),
             "cors_origins": ",".join(self.cors_origins),
             "workers": str(self.workers),
             "processes": str(self.processes),

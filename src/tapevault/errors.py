@@ -20,6 +20,8 @@ words it on its own wire in exactly one place (``suki_error``, ``amigo_error``, 
     ├── Gone                        past retention, or deleted (carries reason and when)
     ├── UrlRejected                 a signed media URL is expired or was altered
     ├── Unavailable                 a feature is turned off, or the audit log cannot be written
+    ├── InsufficientStorage         the disk is full: nothing of the request was kept (507)
+    │   └── QuotaExceeded           the tenant's storage quota would be passed (507)
     └── StorageError                the object store failed (never shown to clients verbatim)
 """
 
@@ -125,6 +127,31 @@ class UrlRejected(TapevaultError):
 class Unavailable(TapevaultError):
     """The service cannot do this now: turned off for the tenant, or a dependency (the audit
     log) failed. Nothing was served."""
+
+
+class InsufficientStorage(TapevaultError):
+    """No space left for the bytes (ENOSPC, EDQUOT): the request is refused whole, nothing of it
+    is kept, and the same request may succeed once space is freed (``retry_after`` seconds)."""
+
+    def __init__(self, message: str, retry_after: int | None = 60) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class QuotaExceeded(InsufficientStorage):
+    """The tenant's stored audio would pass its quota; retrying does not help until audio is
+    deleted or the quota raised."""
+
+    def __init__(self, quota: int, stored: int, adding: int) -> None:
+        super().__init__(
+            f"The storage quota of {quota} bytes would be passed: {stored} bytes are stored "
+            f"and this needs {adding} more; delete recordings or ask the operator to raise "
+            "the quota.",
+            retry_after=None,
+        )
+        self.quota = quota
+        self.stored = stored
+        self.adding = adding
 
 
 class StorageError(TapevaultError):

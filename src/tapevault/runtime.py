@@ -30,11 +30,13 @@ from tapevault.http.asgi import ASGIApp
 from tapevault.http.context import AppContext
 from tapevault.http.stream import StreamEndpoint, StreamHub
 from tapevault.ingest import formats
-from tapevault.ingest.finalize import Finalizer
+from tapevault.ingest.finalize import TEMPORARY_KINDS, Finalizer
 from tapevault.ingest.housekeeping import Housekeeping
 from tapevault.ingest.liveness import is_gone
+from tapevault.ingest.scratch import Spool, sweep_temporaries, sweep_unrecorded
+from tapevault.ingest.tus_store import TusStore
 from tapevault.ingest.worker import Worker, worker_id
-from tapevault.storage.local import open_store
+from tapevault.storage.local import LocalStore, open_store
 
 log = logging.getLogger("tapevault")
 
@@ -74,14 +76,20 @@ class Runtime:
             self.worker.start(self.settings.workers)
 
     def recover(self) -> None:
-        """Take back what a dead process left: job leases, half-written recordings, and
-        playbacks it was folding (sealed as they were last written)."""
+        """Take back what a dead process left: job leases, half-written recordings, playbacks
+        it was folding (sealed as they were last written) and its scratch files (PHI)."""
         self.worker.recover()
+        self.sweep_scratch()
         if self.audit is not None:
             self.audit.check_witness()  # a contradicted head is told now, not at the next sign
             sealed = self.audit.recover_pending(is_gone, stale_ms=PENDING_STALE_MS)
             if sealed:
                 log.warning("sealed %d playback record(s) left open by a dead process", sealed)
+
+    def sweep_scratch(self) -> int:
+        """Remove spooled bodies and temporaries no live process writes, and expired tus
+        uploads; at start-up and every few minutes (housekeeping)."""
+        return sweep_scratch(self.settings, self.context.spool, self.worker.owner, self.vault)
 
     def stop(self) -> None:
         self.worker.stop()
@@ -112,10 +120,16 @@ def open_runtime(
         migrate(engine)
     repo = SqlRepository(engine)
     store = open_store(settings.storage_url)
-    vault = Vault(repo, store, clock, settings.public_url, settings.data_dir)
+    vault = Vault(
+        repo,
+        store,
+        clock,
+        settings.public_url,
+        settings.data_dir,
+        default_quota_bytes=settings.tenant_quota_bytes,
+    )
     process = worker_id()
-    spool = settings.data_dir / "spool"
-    spool.mkdir(parents=True, exist_ok=True)
+    spool = Spool(settings.data_dir / "spool", process)
     audit_store = SqlAuditStore(engine)
     audit: AuditLog | None = None
     playbacks: PlaybackLog
@@ -149,12 +163,12 @@ def open_runtime(
         api_keys=ApiKeyVerifier(repo.get_api_key_by_hash, repo.get_tenant, clock),
         access_log=access_log,
         playbacks=playbacks,
-        spool_dir=spool,
+        spool=spool,
         inline_metadata=settings.is_sqlite,
         process_id=process,
     )
     worker = Worker(
-        Finalizer(vault, formats.decode),
+        Finalizer(vault, formats.decoder(settings.max_recording_seconds), process),
         process,
         housekeeping=Housekeeping(
             retention,
@@ -162,6 +176,7 @@ def open_runtime(
             clock,
             purge_seconds=settings.purge_interval_seconds,
             audit_retention_seconds=settings.audit_retention_seconds,
+            sweep_scratch=lambda: sweep_scratch(settings, spool, process, vault),
         ),
     )
     return Runtime(
@@ -174,6 +189,27 @@ def open_runtime(
         audit_store=audit_store,
         streams=StreamEndpoint(context, StreamHub(context)),
     )
+
+
+def sweep_scratch(settings: Settings, spool: Spool, owner: str, vault: Vault) -> int:
+    """One sweep of every scratch area (see ``tapevault.ingest.scratch``); logs what went."""
+    work = vault.work_dir
+    removed = spool.sweep()
+    removed += sweep_temporaries(
+        [work, work / "incoming", work / "streams"], TEMPORARY_KINDS, owner
+    )
+    removed += sweep_unrecorded(work / "incoming", vault.repo.get_recording)
+    if isinstance(vault.store, LocalStore):
+        removed += sweep_temporaries([vault.store.staging], ("put",), owner)
+    tus = TusStore(settings.data_dir / "tus", max_size=settings.max_upload_bytes, clock=vault.clock)
+    expired = len(tus.expire(vault.clock.now()))
+    if removed or expired:
+        log.warning(
+            "removed %d scratch file(s) left by stopped processes and %d expired upload(s)",
+            removed,
+            expired,
+        )
+    return removed + expired
 
 
 def app_from_environment() -> ASGIApp:

@@ -497,8 +497,13 @@ class AuditLog:
             p for p in self.store.pending() if is_dead(p.owner) or now - p.updated_ms > stale_ms
         ]
         if orphans:
+            # What the record says was served is a lower bound (it lags by up to one writer
+            # tick, and responses still streaming were cut): say so.
             sealed = [
-                replace(p.entry, detail={**(p.entry.detail or {}), "recovered": True})
+                replace(
+                    p.entry,
+                    detail={**(p.entry.detail or {}), "recovered": True, "interrupted": True},
+                )
                 for p in orphans
             ]
             self.store.write(sealed, closed=[p.playback_id for p in orphans])

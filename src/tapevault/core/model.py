@@ -91,6 +91,9 @@ class Tenant:
     suki_public_keys: str | None = field(default=None, repr=False)
     # Amigo's "Call recording not configured" (503) when off.
     recording_enabled: bool = True
+    # Stored audio the tenant may keep: None follows the server's default
+    # (TAPEVAULT_TENANT_QUOTA), 0 is unlimited (as in filesystem quotas).
+    storage_quota_bytes: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

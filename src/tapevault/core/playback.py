@@ -11,6 +11,13 @@ ranges and bytes in memory (refreshed into the pending record every writer tick)
 is unhealthy, in which case they fail with ``Unavailable`` too. When the playback goes idle its
 one ``media.playback`` record is chained: every range served (merged), the byte total, the
 number of requests and their statuses.
+
+A response counts as it streams, not only when it ends (``sending``): each chunk handed to the
+server adds its bytes and range to the playback, so the pending record refreshed every tick
+keeps up with a long download too, and a response cut off by an error still counts what it sent.
+A process that dies leaves its pending records at their last refresh: the next start seals them
+``recovered`` and ``interrupted``, a lower bound of what was served that lags the truth by at
+most one writer tick (``in_flight`` says how many responses were still streaming then).
 """
 
 from __future__ import annotations
@@ -51,6 +58,33 @@ def merge_ranges(
     return merged
 
 
+class Sending:
+    """One response of a playback while it streams: what it has handed to the server so far."""
+
+    __slots__ = ("_lock", "_playback", "bytes_sent", "ranges")
+
+    def __init__(self, playback: _Playback, lock: threading.Lock) -> None:
+        self._playback = playback
+        self._lock = lock
+        self.bytes_sent = 0
+        self.ranges: list[tuple[int, int]] = []
+
+    def sent(self, body: int, start: int, length: int) -> None:
+        """``body`` bytes went out, ``length`` of them audio from offset ``start`` (0 for
+        framing); called for each chunk, on the event loop."""
+        with self._lock:
+            self.bytes_sent += body
+            if length:
+                end = start + length - 1
+                if self.ranges and self.ranges[-1][1] + 1 == start:
+                    self.ranges[-1] = (self.ranges[-1][0], end)
+                else:
+                    self.ranges.append((start, end))
+                    if len(self.ranges) > MAX_INTERVALS:
+                        self.ranges = merge_ranges(self.ranges)
+            self._playback.dirty = True
+
+
 @dataclass
 class _Playback:
     playback_id: str
@@ -68,22 +102,28 @@ class _Playback:
     bytes_sent: int = 0
     dirty: bool = False
     active: int = 0  # responses admitted and not yet reported: a long one is not "idle"
+    sending: list[Sending] = field(default_factory=list)  # responses streaming now
 
     def event_now(self) -> AccessEvent:
-        """The playback's one record as it stands."""
+        """The playback's one record as it stands, responses still streaming included."""
         detail: dict[str, object] = {
             "playback_id": self.playback_id,
             "requests": self.requests,
             "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
             "last_at_ms": self.last_ms,
         }
+        ranges, bytes_sent = self.ranges, self.bytes_sent
+        if self.sending:
+            detail["in_flight"] = len(self.sending)
+            ranges = merge_ranges([*ranges, *(r for s in self.sending for r in s.ranges)])
+            bytes_sent += sum(s.bytes_sent for s in self.sending)
         return replace(
             self.event,
             action=Action.MEDIA_PLAYBACK,
             at_ms=self.opened_ms,
             status=self.status or self.event.status,
-            ranges=list(self.ranges),
-            bytes_sent=self.bytes_sent,
+            ranges=list(ranges),
+            bytes_sent=bytes_sent,
             detail={**(self.event.detail or {}), **detail},
         )
 
@@ -95,11 +135,21 @@ class PlaybackLog(Protocol):
         """``event`` builds the first request's record; called only when a playback opens."""
         ...
 
+    def sending(self, playback_id: str) -> Sending | None:
+        """A response of the playback starts streaming: what it sends counts as it goes
+        (None when nothing is durable before the end anyway)."""
+        ...
+
     def served(
-        self, playback_id: str, status: int, ranges: Sequence[tuple[int, int]], bytes_sent: int
+        self,
+        playback_id: str,
+        status: int,
+        ranges: Sequence[tuple[int, int]],
+        bytes_sent: int,
+        sending: Sending | None = None,
     ) -> None: ...
 
-    def abandon(self, playback_id: str) -> None: ...
+    def abandon(self, playback_id: str, sending: Sending | None = None) -> None: ...
 
 
 class PerRequest:
@@ -115,8 +165,16 @@ class PerRequest:
         self._events[playback_id] = event()
         return playback_id
 
+    def sending(self, playback_id: str) -> Sending | None:
+        return None
+
     def served(
-        self, playback_id: str, status: int, ranges: Sequence[tuple[int, int]], bytes_sent: int
+        self,
+        playback_id: str,
+        status: int,
+        ranges: Sequence[tuple[int, int]],
+        bytes_sent: int,
+        sending: Sending | None = None,
     ) -> None:
         event = self._events.pop(playback_id, None)
         if event is not None:
@@ -124,7 +182,7 @@ class PerRequest:
                 replace(event, status=status, ranges=list(ranges), bytes_sent=bytes_sent)
             )
 
-    def abandon(self, playback_id: str) -> None:
+    def abandon(self, playback_id: str, sending: Sending | None = None) -> None:
         self._events.pop(playback_id, None)
 
 
@@ -200,14 +258,30 @@ class Playbacks:
         playback.opened.set_result(True)
         return playback.playback_id
 
+    def sending(self, playback_id: str) -> Sending | None:
+        with self._lock:
+            playback = self._by_id.get(playback_id)
+            if playback is None:
+                return None
+            response = Sending(playback, self._lock)
+            playback.sending.append(response)
+            return response
+
     def served(
-        self, playback_id: str, status: int, ranges: Sequence[tuple[int, int]], bytes_sent: int
+        self,
+        playback_id: str,
+        status: int,
+        ranges: Sequence[tuple[int, int]],
+        bytes_sent: int,
+        sending: Sending | None = None,
     ) -> None:
-        """What one response of the playback sent."""
+        """What one response of the playback sent (superseding what ``sending`` counted)."""
         with self._lock:
             playback = self._by_id.get(playback_id)
             if playback is None:
                 return  # sealed meanwhile (idle cut-off raced the response): nothing to add
+            if sending is not None and sending in playback.sending:
+                playback.sending.remove(sending)
             playback.requests += 1
             playback.active = max(0, playback.active - 1)
             playback.status = playback.status or status
@@ -217,12 +291,19 @@ class Playbacks:
             playback.last_ms = max(playback.last_ms, now_ms(self.clock))
             playback.dirty = True
 
-    def abandon(self, playback_id: str) -> None:
-        """An admitted response that ended without a report (refused, or failed mid-way)."""
+    def abandon(self, playback_id: str, sending: Sending | None = None) -> None:
+        """An admitted response that ended without a report (refused, or failed mid-way):
+        whatever it had sent still counts."""
         with self._lock:
             playback = self._by_id.get(playback_id)
             if playback is not None:
                 playback.active = max(0, playback.active - 1)
+                if sending is not None and sending in playback.sending:
+                    playback.sending.remove(sending)
+                    if sending.bytes_sent:
+                        playback.bytes_sent += sending.bytes_sent
+                        playback.ranges = merge_ranges([*playback.ranges, *sending.ranges])
+                        playback.dirty = True
 
     def due(self, now_ms: int, *, final: bool) -> tuple[list[Pending], list[Sealed]]:
         """Called by the log's writer each tick: refresh changed pending records, seal idle

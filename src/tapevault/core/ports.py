@@ -128,6 +128,10 @@ class Repository(Protocol):
 
     def next_sequence_number(self, session_id: str) -> int: ...
 
+    def stored_bytes(self, partner_id: str) -> int:
+        """Bytes of the tenant's available recordings (what its storage quota counts)."""
+        ...
+
     def add_recording(self, recording: Recording, job: Job | None = None) -> None:
         """Insert (with its job, atomically); raises ``SequenceTaken`` when the (session,
         sequence) pair exists already, ``ChannelTaken`` when the recording's call channel holds

@@ -101,5 +101,11 @@ class Tenants:
         self.repo.set_tenant_fields(tenant.partner_id, kore_client_secret=secret)
         return secret
 
+    def set_quota(self, tenant: Tenant, quota_bytes: int | None) -> None:
+        """The tenant's storage quota: bytes, ``UNLIMITED`` (0), or None for the server's."""
+        if quota_bytes is not None and quota_bytes < 0:
+            raise InvalidRequest("a storage quota cannot be negative")
+        self.repo.set_tenant_fields(tenant.partner_id, storage_quota_bytes=quota_bytes)
+
     def set_recording_enabled(self, tenant: Tenant, enabled: bool) -> None:
         self.repo.set_tenant_fields(tenant.partner_id, recording_enabled=enabled)

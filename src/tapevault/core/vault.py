@@ -41,6 +41,7 @@ from tapevault.core.ports import (
     Repository,
     SequenceTaken,
 )
+from tapevault.core.quota import Quotas
 from tapevault.core.signing import (
     AUDIO_MODES,
     TWILIO_SUBJECT,
@@ -59,7 +60,7 @@ from tapevault.errors import (
     NotReady,
     UrlRejected,
 )
-from tapevault.fsutil import fsync_dir
+from tapevault.fsutil import fsync_dir, out_of_space_as_507
 
 log = logging.getLogger("tapevault.vault")
 
@@ -119,8 +120,11 @@ class Vault:
         clock: Clock,
         media_base_url: str,
         work_dir: Path,
+        *,
+        default_quota_bytes: int | None = None,
     ) -> None:
         self.repo = repo
+        self.quotas = Quotas(repo, default_quota_bytes)
         self.work_dir = work_dir
         for sub in ("incoming", "streams"):
             (work_dir / sub).mkdir(parents=True, exist_ok=True)
@@ -270,15 +274,21 @@ class Vault:
         transaction. From here on the upload survives a crash; a worker finishes it.
         """
         session = self.check_accepts_audio(partner, session_id)
+        self.quotas.check(partner, spooled.stat().st_size)
         recording_id = str(ULID())
         incoming = self.incoming_path(recording_id)
-        fd = os.open(spooled, os.O_RDONLY)
-        try:
-            os.fsync(fd)  # the bytes, not only the name, must survive a power cut
-        finally:
-            os.close(fd)
-        os.replace(spooled, incoming)
-        fsync_dir(incoming.parent)
+        with out_of_space_as_507("the upload"):
+            fd = os.open(spooled, os.O_RDONLY)
+            try:
+                os.fsync(fd)  # the bytes, not only the name, must survive a power cut
+            finally:
+                os.close(fd)
+            os.replace(spooled, incoming)
+            try:
+                fsync_dir(incoming.parent)
+            except BaseException:
+                incoming.unlink(missing_ok=True)
+                raise
         try:
             recording = self._insert_recording(
                 session=session,
@@ -383,6 +393,7 @@ class Vault:
         recovery needs it to cut the file to whole frames and finish it.
         """
         session = self.check_accepts_audio(partner, session_id)
+        self.quotas.check(partner, 1)  # a stream's size is unknown: it needs room to start
         recording = self._insert_recording(
             session=session,
             recording_id=str(ULID()),

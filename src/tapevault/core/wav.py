@@ -9,7 +9,10 @@ What is accepted: integer PCM (format tag 1, or WAVE_FORMAT_EXTENSIBLE with the 
 8/16/24-bit, mono or stereo, 8000-48000 Hz. What is tolerated, because real writers produce it: a
 wrong RIFF size, odd chunks with or without their pad byte, LIST/fact/other chunks anywhere, and a
 data size of 0 or 0xFFFFFFFF left by streaming writers that never patched their header (the audio
-is then whatever follows, up to the end of the file). A trailing partial frame is dropped.
+is then whatever follows, up to the end of the file). A trailing partial frame is dropped. A data
+size at most ``TRUNCATION_TOLERANCE`` (64) bytes over the file is taken as what is present; a
+larger claim (a header saying 4 GB over 1 KB of audio) is refused, for any encoding, before the
+upload is acknowledged.
 """
 
 from __future__ import annotations
@@ -32,6 +35,12 @@ SUPPORTED_CHANNELS: Final = (1, 2)
 CANONICAL_HEADER_SIZE: Final = 44
 #: The largest data chunk a canonical header can describe (RIFF sizes are 32-bit).
 MAX_DATA_SIZE: Final = 0xFFFFFFFF - (CANONICAL_HEADER_SIZE - 8) - 1
+
+#: A data chunk may claim up to this many bytes more than the file holds and still be taken as
+#: what is there: a missing pad byte, a last partial frame, a writer that counted its own header.
+#: Beyond it the file was cut short (a transfer that stopped, a header that lies) and is refused
+#: before it is acknowledged; streaming writers' placeholders (0, 0xFFFFFFFF) are not claims.
+TRUNCATION_TOLERANCE: Final = 64
 
 MAX_FMT_SIZE: Final = 1024
 MAX_CHUNKS: Final = 1024
@@ -136,9 +145,8 @@ def parse_wav(f: BinaryIO, file_size: int) -> WavInfo:
                     data = (body, present)
                     break  # the audio runs to the end of the file; nothing after it to find
             elif size > present:
-                raise InvalidAudio(
-                    f"WAV data chunk truncated: header declares {size} bytes, {present} present"
-                )
+                check_declared_size(size, present)
+                data = (body, present)
             else:
                 data = (body, size)
         pos = _next_chunk(f, body, size, file_size)
@@ -157,6 +165,37 @@ def parse_wav(f: BinaryIO, file_size: int) -> WavInfo:
     if usable > MAX_DATA_SIZE:
         raise InvalidAudio(f"WAV audio data exceeds {MAX_DATA_SIZE} bytes; split the recording")
     return WavInfo(fmt=fmt, data_offset=offset, data_size=usable)
+
+
+def check_declared_size(declared: int, present: int) -> None:
+    """Refuse a data chunk that claims more than :data:`TRUNCATION_TOLERANCE` bytes beyond the
+    file (a streaming placeholder claims nothing)."""
+    if declared not in _STREAMING_PLACEHOLDERS and declared - present > TRUNCATION_TOLERANCE:
+        raise InvalidAudio(
+            f"WAV data chunk truncated: header declares {declared} bytes, {present} present"
+        )
+
+
+def data_chunk_sizes(f: BinaryIO, file_size: int) -> tuple[int, int] | None:
+    """(declared, present) bytes of the first data chunk of a little-endian RIFF WAV, whatever
+    its encoding, or None when there is none to find. Only the chunk headers are read."""
+    f.seek(0)
+    if f.read(4) != b"RIFF":
+        return None  # RF64 states its real size in ds64; RIFX is big-endian
+    pos = 12
+    for _ in range(MAX_CHUNKS):
+        if pos + 8 > file_size:
+            return None
+        chunk_id, size = _chunk_header(f, pos)
+        if chunk_id == b"data":
+            return size, file_size - pos - 8
+        pos += 8 + size + (size & 1)
+    return None
+
+
+def is_streaming_placeholder(declared: int) -> bool:
+    """Whether a data size is one a streaming writer leaves when it never patches its header."""
+    return declared in _STREAMING_PLACEHOLDERS
 
 
 def canonical_header(fmt: PcmFormat, data_size: int) -> bytes:

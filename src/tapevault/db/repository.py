@@ -73,7 +73,9 @@ class SqlRepository:
     def get_tenant_by_kore_client(self, client_id: str) -> Tenant | None:
         return _tenant(self.fast.one("tenant_by_kore_client", (client_id,)))
 
-    _TENANT_SETTINGS = frozenset({"kore_client_secret", "recording_enabled", "retention_seconds"})
+    _TENANT_SETTINGS = frozenset(
+        {"kore_client_secret", "recording_enabled", "retention_seconds", "storage_quota_bytes"}
+    )
 
     def set_tenant_fields(self, partner_id: str, **values: object) -> None:
         """Change a tenant's settings (only those an operator may change after creation)."""
@@ -176,6 +178,16 @@ class SqlRepository:
                 )
             ).scalar()
         return int(current or 0) + 1
+
+    def stored_bytes(self, partner_id: str) -> int:
+        with self.engine.connect() as conn:
+            total = conn.execute(
+                select(func.coalesce(func.sum(recordings.c.size_bytes), 0)).where(
+                    recordings.c.partner_id == partner_id,
+                    recordings.c.status == RecordingStatus.AVAILABLE.value,
+                )
+            ).scalar()
+        return int(total or 0)
 
     def add_recording(self, recording: Recording, job: Job | None = None) -> None:
         try:
@@ -674,12 +686,15 @@ def _attributes_json(attributes: Mapping[str, str]) -> str | None:
     return orjson.dumps(dict(attributes), option=orjson.OPT_SORT_KEYS).decode()
 
 
+_TENANT_FIELDS = tuple(column.name for column in partners.columns)
+
+
 def _tenant(row: Any) -> Tenant | None:
     if row is None:
         return None
-    values = list(row)
-    values[-1] = bool(values[-1])  # recording_enabled: SQLite answers 0/1
-    return Tenant(*values)
+    values = dict(zip(_TENANT_FIELDS, row, strict=True))
+    values["recording_enabled"] = bool(values["recording_enabled"])  # SQLite answers 0/1
+    return Tenant(**values)
 
 
 def _api_key(row: Any) -> ApiKey:

@@ -42,6 +42,8 @@ partners = Table(
     Column("kore_client_secret", Text, nullable=False),
     Column("suki_public_keys", Text, nullable=True),
     Column("recording_enabled", Boolean, nullable=False, server_default=true()),
+    # Migration 0010: NULL follows TAPEVAULT_TENANT_QUOTA, 0 is unlimited, else bytes.
+    Column("storage_quota_bytes", BigInteger, nullable=True),
     UniqueConstraint("workspace_id", name="uq_partners_workspace_id"),
     UniqueConstraint("bot_id", name="uq_partners_bot_id"),
     UniqueConstraint("kore_client_id", name="uq_partners_kore_client_id"),

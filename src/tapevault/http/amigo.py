@@ -34,7 +34,7 @@ from tapevault.http.endpoint import Endpoint, Handler, Headers, Reply, Request, 
 from tapevault.http.errors import status_of
 from tapevault.http.media import serve_document, serve_playback
 from tapevault.http.suki import recording_body
-from tapevault.http.uploads import read_small, receive_upload
+from tapevault.http.uploads import declared_length, read_small, receive_upload
 from tapevault.numbers import is_digits
 
 # The proxied download's own HTTP errors, in FastAPI's words (Starlette's HTTPException texts).
@@ -257,6 +257,9 @@ def _upload(ctx: AppContext) -> Handler[KeyCaller]:
             start = int(start_text)
         attributes = {k: request.query[k] for k in _ATTRIBUTE_PARAMS if k in request.query}
         _check_attributes(attributes)
+        # Past the storage quota: refused before the body is read.
+        room = max(1, declared_length(request.headers))
+        await ctx.metadata(ctx.vault.quotas.check, tenant, room)
         recording = await receive_upload(
             ctx,
             request.receive,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio.to_thread
@@ -20,6 +19,7 @@ from tapevault.core.playback import PlaybackLog
 from tapevault.core.renditions import Renditions
 from tapevault.core.retention import Retention
 from tapevault.core.vault import Vault
+from tapevault.ingest.scratch import Spool
 
 T = TypeVar("T")
 
@@ -37,7 +37,7 @@ class AppContext:
     api_keys: ApiKeyVerifier
     access_log: AccessLog
     playbacks: PlaybackLog
-    spool_dir: Path
+    spool: Spool  # where upload bodies wait for their check (ingest/scratch.py)
     # SQLite answers point lookups in microseconds, less than a thread hop costs (see
     # shared/notes/performance.md), so small metadata calls run on the loop there; PostgreSQL
     # calls cross the network and go to a worker thread.

@@ -15,6 +15,7 @@ from tapevault.errors import (
     Conflict,
     Forbidden,
     Gone,
+    InsufficientStorage,
     InvalidRequest,
     MethodNotAllowed,
     NotFound,
@@ -54,6 +55,10 @@ def status_of(exc: BaseException) -> tuple[int, Headers]:
             return 409, []
         case Unavailable():
             return 503, []
+        case InsufficientStorage(retry_after=int() as retry):
+            return 507, [(b"retry-after", str(retry).encode())]
+        case InsufficientStorage():
+            return 507, []
         case Gone():
             return 410, []
         case _:

@@ -35,7 +35,13 @@ from tapevault.http.asgi import send_json as _send_json
 from tapevault.http.context import AppContext
 from tapevault.http.cors import Cors
 from tapevault.http.disconnect import Disconnect
-from tapevault.http.ranged import ERROR_BODIES, Representation, Served, send_representation
+from tapevault.http.ranged import (
+    ERROR_BODIES,
+    Progress,
+    Representation,
+    Served,
+    send_representation,
+)
 
 log = logging.getLogger("tapevault.media")
 
@@ -83,6 +89,7 @@ async def serve_recording(
     recording: Recording,
     extra: Headers,
     error_bodies: Mapping[int, bytes] = ERROR_BODIES,
+    progress: Progress | None = None,
 ) -> Served:
     """Answer a GET or HEAD for a stored recording: Range, preconditions, multipart; stop
     reading when the client goes away."""
@@ -104,6 +111,7 @@ async def serve_recording(
             extra_headers=extra,
             gone=gone,
             error_bodies=error_bodies,
+            progress=progress,
         )
     finally:
         gone.close()
@@ -141,17 +149,27 @@ async def serve_playback(
         )
 
     playback = await ctx.playbacks.admit(key, event)
+    # Counted as it streams, so the durable pending record keeps up with a long response.
+    sending = ctx.playbacks.sending(playback)
     try:
         served = await serve_recording(
-            ctx.vault, receive, send, method, headers, recording, extra, error_bodies
+            ctx.vault,
+            receive,
+            send,
+            method,
+            headers,
+            recording,
+            extra,
+            error_bodies,
+            None if sending is None else sending.sent,
         )
     except BaseException:
-        ctx.playbacks.abandon(playback)
+        ctx.playbacks.abandon(playback, sending)
         raise
     # A HEAD (or a 304, a 416) sends no audio: its record gets no ranges, whatever a GET would
     # have sent.
     ranges = served.ranges if served.bytes_sent else []
-    ctx.playbacks.served(playback, served.status, ranges, served.bytes_sent)
+    ctx.playbacks.served(playback, served.status, ranges, served.bytes_sent, sending)
     return served
 
 

@@ -66,6 +66,9 @@ class Served:
     bytes_sent: int = 0
 
 
+Progress = Callable[[int, int, int], None]
+"""``progress(body_bytes, data_offset, data_length)``: a body chunk was handed to the server."""
+
 _START = "http.response.start"
 _BODY = "http.response.body"
 _ACCEPT_RANGES = (b"accept-ranges", b"bytes")
@@ -122,6 +125,7 @@ async def _stream(
     *,
     last: bool,
     gone: Callable[[], bool] | None = None,
+    progress: Progress | None = None,
 ) -> int:
     """Send ``length`` bytes from ``offset``; the final chunk ends the body if ``last``.
 
@@ -145,6 +149,8 @@ async def _stream(
                 if gone is not None and gone():
                     return sent
                 await send({"type": _BODY, "body": pending, "more_body": True})
+                if progress is not None:
+                    progress(len(pending), offset + sent, len(pending))
                 sent += len(pending)
             pending = chunk
     finally:
@@ -158,6 +164,8 @@ async def _stream(
         # No disconnect check before the last chunk: a one-chunk body (a 64 KiB seek) should
         # not pay for a watcher, and a last chunk costs no more disk reads anyway.
         await send({"type": _BODY, "body": pending, "more_body": not last})
+        if progress is not None and pending:
+            progress(len(pending), offset + sent, len(pending))
         sent += len(pending)
     return sent
 
@@ -173,6 +181,7 @@ async def send_representation(
     max_ranges: int = 16,
     gone: Callable[[], bool] | None = None,
     error_bodies: Mapping[int, bytes] = ERROR_BODIES,
+    progress: Progress | None = None,
 ) -> Served:
     """Answer a GET or HEAD for ``rep`` on ``send``: 200, 206, 304, 412 or 416.
 
@@ -180,6 +189,8 @@ async def send_representation(
     Content-Disposition...) are added to every response. Any other method gets 405.
     Raises :class:`StorageError` if ``read`` yields more or fewer bytes than asked for; the
     response head is already sent by then, so the server must drop the connection.
+    ``progress(body_bytes, data_offset, data_length)`` (optional) hears of each body chunk of
+    the representation's bytes as it is handed to the server (multipart framing with length 0).
     """
     is_head = method == "HEAD"
     if not is_head and method != "GET":
@@ -220,7 +231,7 @@ async def send_representation(
         if is_head or not size:
             await send(_end())
         else:
-            sent = await _stream(send, read, 0, size, last=True, gone=gone)
+            sent = await _stream(send, read, 0, size, last=True, gone=gone, progress=progress)
             served.bytes_sent = sent
             served.ranges = [(0, sent - 1)] if sent else []
         return served
@@ -240,12 +251,16 @@ async def send_representation(
         if is_head:
             await send(_end())
         else:
-            sent = await _stream(send, read, start, end - start + 1, last=True, gone=gone)
+            sent = await _stream(
+                send, read, start, end - start + 1, last=True, gone=gone, progress=progress
+            )
             served.bytes_sent = sent
             served.ranges = [(start, start + sent - 1)] if sent else []
         return served
 
-    return await _send_multipart(send, ranges, base, content_type, size, read, is_head, gone)
+    return await _send_multipart(
+        send, ranges, base, content_type, size, read, is_head, gone, progress
+    )
 
 
 async def _send_multipart(
@@ -257,6 +272,7 @@ async def _send_multipart(
     read: RangeReader,
     is_head: bool,
     gone: Callable[[], bool] | None = None,
+    progress: Progress | None = None,
 ) -> Served:
     """A ``multipart/byteranges`` 206 (§14.6) with its exact Content-Length known up front.
 
@@ -287,7 +303,11 @@ async def _send_multipart(
     for i, r in enumerate(ranges):
         await send({"type": _BODY, "body": separators[i], "more_body": True})
         served.bytes_sent += len(separators[i])
-        sent = await _stream(send, read, r.start, r.length, last=False, gone=gone)
+        if progress is not None:
+            progress(len(separators[i]), 0, 0)
+        sent = await _stream(
+            send, read, r.start, r.length, last=False, gone=gone, progress=progress
+        )
         served.bytes_sent += sent
         if sent:
             delivered.append((r.start, r.start + sent - 1))

@@ -14,6 +14,7 @@ Close codes (the reason text says what was wrong):
     4401  missing, invalid or expired token or ticket
     4404  no such session (for this partner)
     4409  the session has ended
+    4507  the partner's storage quota is used up
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import orjson
 from tapevault.auth.suki import SukiCaller
 from tapevault.core.clock import now_ms
 from tapevault.core.model import Recording, Tenant
-from tapevault.errors import AuthError, Conflict, InvalidRequest, NotFound
+from tapevault.errors import AuthError, Conflict, InvalidRequest, NotFound, QuotaExceeded
 from tapevault.http.asgi import Receive, Scope, Send, query_params, request_headers, send_json
 from tapevault.http.context import AppContext
 from tapevault.ingest.durable import (
@@ -206,7 +207,7 @@ class StreamEndpoint:
             recording, frame_bytes = await self.open(
                 scope["path_params"]["session_id"], query_params(scope), request_headers(scope)
             )
-        except (InvalidRequest, AuthError, NotFound, Conflict) as exc:
+        except (InvalidRequest, AuthError, NotFound, Conflict, QuotaExceeded) as exc:
             await self._close(send, close_code(exc), exc.message)
             return
         except Exception:
@@ -304,6 +305,8 @@ def close_code(exc: Exception) -> int:
             return 4401
         case Conflict():
             return 4409
+        case QuotaExceeded():
+            return 4507
         case NotFound():
             return 4404
         case _:

@@ -22,7 +22,7 @@ from tapevault.http.endpoint import Endpoint, Handler, Headers, Reply, Request, 
 from tapevault.http.errors import code_message_error
 from tapevault.http.stream import issue_ticket
 from tapevault.http.tus import TusEndpoint, TusEvent
-from tapevault.http.uploads import accept_file, drain, receive_upload
+from tapevault.http.uploads import accept_file, declared_length, drain, receive_upload
 from tapevault.ingest.tus_store import TusStore
 
 _BOOL = {"true": True, "1": True, "false": False, "0": False}
@@ -125,8 +125,11 @@ def _upload_audio(ctx: AppContext) -> Handler[SukiCaller]:
         so, and the session's status shows when it is available.
         """
         session_id = request.param("session_id")
-        # Check before reading the body, so a client streaming to an ended session learns at once.
+        # Check before reading the body, so a client streaming to an ended session (or past its
+        # storage quota) learns at once.
         await ctx.metadata(ctx.vault.check_accepts_audio, caller.partner, session_id)
+        room = max(1, declared_length(request.headers))
+        await ctx.metadata(ctx.vault.quotas.check, caller.partner, room)
         recording = await receive_upload(
             ctx,
             request.receive,

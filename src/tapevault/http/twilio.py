@@ -40,7 +40,7 @@ import orjson
 
 from tapevault.core.clock import now_ms
 from tapevault.core.model import Recording, Session, Tenant
-from tapevault.errors import AuthError, InvalidRequest, TapevaultError, UrlRejected
+from tapevault.errors import AuthError, InvalidRequest, QuotaExceeded, TapevaultError, UrlRejected
 from tapevault.http.asgi import Receive, Scope, Send, query_params
 from tapevault.http.context import AppContext
 from tapevault.http.stream import StreamHub
@@ -193,7 +193,8 @@ class TwilioMediaStream:
             code = 4401 if isinstance(exc, AuthError) else 4400
             reason = exc.message
         except TapevaultError as exc:
-            code, reason = 4400, exc.message
+            code = 4507 if isinstance(exc, QuotaExceeded) else 4400
+            reason = exc.message
         except Exception:
             log.exception("Twilio media stream failed")
             code, reason = 1011, "internal error"

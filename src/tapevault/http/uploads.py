@@ -3,19 +3,20 @@
 Shared by every dialect that takes audio (Suki uploads, Amigo call uploads, tus). A body is never
 held in memory: it streams to a file in the spool directory with the size limit enforced as it
 arrives; the file is probed (is it audio we read?) and handed to an ``accept`` callback, which
-moves it into the vault. Whatever happens, the spool file is gone afterwards.
+moves it into the vault. Whatever happens, the spool file is gone afterwards; one that a killed
+process left is removed by the scratch sweep (``tapevault.ingest.scratch``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from tapevault.core.model import Recording
 from tapevault.errors import InvalidRequest, PayloadTooLarge, TapevaultError
+from tapevault.fsutil import out_of_space_as_507
 from tapevault.http.asgi import Receive
 from tapevault.http.context import AppContext
 from tapevault.ingest import formats
@@ -38,6 +39,13 @@ def check_declared_length(headers: Mapping[str, str], limit: int) -> None:
         raise InvalidRequest("Content-Length is not a number.")
     if int(length) > limit:
         raise PayloadTooLarge(limit)
+
+
+def declared_length(headers: Mapping[str, str]) -> int:
+    """The body's declared length, or 0 when it is unknown (chunked) or malformed (refused by
+    ``check_declared_length``)."""
+    length = headers.get("content-length")
+    return int(length) if length is not None and is_digits(length) else 0
 
 
 async def drain(receive: Receive, limit: int) -> None:
@@ -71,9 +79,9 @@ async def read_small(receive: Receive, limit: int) -> bytes:
             return b"".join(parts)
 
 
-async def spool(spool_dir: Path, receive: Receive, limit: int) -> Path:
-    """Stream the request body to a temporary file, enforcing ``limit`` as it arrives."""
-    path = spool_dir / f"{uuid.uuid4().hex}.part"
+async def spool(path: Path, receive: Receive, limit: int) -> None:
+    """Stream the request body to ``path`` (created), enforcing ``limit`` as it arrives; a
+    body that fails half-way leaves no file."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     size = 0
     try:
@@ -86,25 +94,26 @@ async def spool(spool_dir: Path, receive: Receive, limit: int) -> Path:
             if size > limit:
                 raise PayloadTooLarge(limit)
             view = memoryview(chunk)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
+            with out_of_space_as_507("the upload"):
+                while view:
+                    written = os.write(fd, view)
+                    view = view[written:]
             if not message.get("more_body", False):
                 break
     except BaseException:
         os.close(fd)
         with contextlib.suppress(FileNotFoundError):
-            path.unlink()
+            os.unlink(path)
         raise
     os.close(fd)
-    return path
 
 
 async def accept_file(
     ctx: AppContext, path: Path, declared: str | None, accept: Accept
 ) -> Recording:
     """Probe a complete body on disk and take it into the vault (plain and tus uploads)."""
-    source_format = await ctx.blocking(formats.probe, path, declared)
+    max_seconds = ctx.settings.max_recording_seconds
+    source_format = await ctx.blocking(formats.probe, path, declared, max_seconds)
     return await ctx.blocking(accept, path, source_format)
 
 
@@ -113,9 +122,6 @@ async def receive_upload(
 ) -> Recording:
     """Spool, probe and accept one upload body; the spool file never outlives the call."""
     check_declared_length(headers, ctx.settings.max_upload_bytes)
-    spooled = await spool(ctx.spool_dir, receive, ctx.settings.max_upload_bytes)
-    try:
+    with ctx.spool.reserve() as spooled:
+        await spool(spooled, receive, ctx.settings.max_upload_bytes)
         return await accept_file(ctx, spooled, headers.get("content-type"), accept)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            spooled.unlink()

@@ -29,7 +29,7 @@ import os
 from collections.abc import Callable
 from typing import cast
 
-from tapevault.errors import AuthError, Conflict, InvalidRequest, NotFound
+from tapevault.errors import AuthError, Conflict, InvalidRequest, NotFound, QuotaExceeded
 from tapevault.http.stream import (
     StreamEndpoint,
     close_code,
@@ -240,7 +240,7 @@ class DirectStream(asyncio.Protocol, AckSink):
             recording, self.frame_bytes = await endpoint.open(
                 self.session_id, self.params, self.headers
             )
-        except (InvalidRequest, AuthError, NotFound, Conflict) as exc:
+        except (InvalidRequest, AuthError, NotFound, Conflict, QuotaExceeded) as exc:
             self._close(close_code(exc), exc.message)
             return
         except Exception:

@@ -19,13 +19,19 @@ escapes, and ``dst`` is removed. Decisions, and why:
   carry nothing beyond 16 bits, and 24 would cost half as much storage again for nothing.
 * **Truncated or corrupt: nothing half-written.** Refused when FFmpeg reports an error while
   demuxing or decoding (a cut FLAC, Vorbis or ADTS frame, a missing moov), when the demuxer flags
-  a packet corrupt (a WAV data chunk shorter than its header says), or when the audio falls more
+  a packet corrupt, when a WAV's data chunk claims more than the body holds (also checked by
+  :func:`probe`, before the 202), or when the audio falls more
   than 0.5 s + 1% short of a length the container states (MP4, FLAC STREAMINFO, Matroska Duration,
   MP3 Xing/Info/VBRI, Ogg end granule). For MP3 without Xing and raw ADTS FFmpeg's length is a
   bitrate estimate, wrong for VBR, so it is not compared. Streams that state no length (those, and
   MediaRecorder's WebM) cut between packets cannot be told from whole files: stored as they are.
-* **Bombs.** Output is capped at ``max_output_bytes`` (and the 4 GiB a WAV header can describe)
-  and ``max_duration_s`` (12 h); past either the upload is refused.
+* **Bombs.** Output is capped at ``max_output_bytes`` (and the 4 GiB a WAV header can describe),
+  at ``max_ratio`` (256) times the upload's size once past 64 MiB, and at ``max_duration_s``
+  (12 h, ``TAPEVAULT_MAX_RECORDING_SECONDS``), checked as each frame is written: an hour of FLAC
+  silence (1,140 times its size) fails at the ratio before it fills a disk. 256 leaves room for
+  real speech codecs (Opus at 6 kbit/s decodes to 128 times its size at 48 kHz). A container
+  that states its length (FLAC, MP4, Ogg, Matroska, MP3 with a Xing header) is also held to the
+  same caps by :func:`probe`, before the upload is acknowledged.
 * **Content-Type.** :func:`check_content_type`: non-audio types are refused; among audio formats
   the bytes decide.
 """
@@ -36,7 +42,6 @@ import contextlib
 import hashlib
 import io
 import os
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Final, cast
@@ -45,7 +50,7 @@ import av
 import av.error
 
 from tapevault.core import wav
-from tapevault.errors import InvalidAudio, UnsupportedMediaType
+from tapevault.errors import InvalidAudio, QuotaExceeded, UnsupportedMediaType
 
 ACCEPTED_CONTENT_TYPES: Final = frozenset(
     {
@@ -67,9 +72,53 @@ _RAW_STREAMS: Final = frozenset({"mp3", "aac", "flac"})  # source_format is the 
 _FORMATS_HINT: Final = "upload WAV, MP3, FLAC, Ogg (Opus/Vorbis), WebM (Opus) or M4A (AAC)"
 DEFAULT_MAX_OUTPUT_BYTES: Final = 4 << 30
 DEFAULT_MAX_DURATION_S: Final = 12 * 3600
+DEFAULT_MAX_RATIO: Final = 256
+RATIO_FLOOR_BYTES: Final = 64 << 20  # below this the ratio is not checked: small files are safe
 _SLACK_S: Final = 0.5  # decoded may fall this much (+1%) short of a stated length: codec padding
 _HEAD_SIZE: Final = 4096
 _MAX_ID3_TAGS: Final = 4  # chained tags happen; more is not a real file
+
+
+@dataclass(frozen=True, slots=True)
+class Caps:
+    """How much decoded audio one upload may become."""
+
+    max_bytes: int
+    max_seconds: float
+    ratio: int | None = None  # set when ``max_bytes`` comes from the ratio to the upload's size
+    quota: tuple[int, int] | None = None  # the tenant's (quota, bytes stored), if it has one
+
+    @classmethod
+    def for_upload(
+        cls,
+        size: int,
+        max_output_bytes: int,
+        max_seconds: float,
+        ratio: int,
+        quota: tuple[int, int] | None = None,
+    ) -> Caps:
+        by_ratio = max(size * ratio, RATIO_FLOOR_BYTES)
+        absolute = min(max_output_bytes, wav.MAX_DATA_SIZE)
+        if by_ratio < absolute:
+            return cls(by_ratio, max_seconds, ratio, quota)
+        return cls(absolute, max_seconds, None, quota)
+
+    def check(self, data_size: int, byte_rate: int) -> None:
+        """Refuse ``data_size`` bytes of decoded audio at ``byte_rate`` past any cap."""
+        if self.quota is not None and self.quota[1] + data_size > self.quota[0]:
+            raise QuotaExceeded(self.quota[0], self.quota[1], data_size)
+        if data_size > self.max_bytes:
+            if self.ratio is not None:
+                raise InvalidAudio(
+                    f"the upload decodes to more than {self.ratio} times its size "
+                    f"({self.max_bytes} bytes): refused as a decompression bomb; "
+                    "upload it uncompressed or split it"
+                )
+            raise InvalidAudio(f"decoded audio exceeds {self.max_bytes} bytes; split the recording")
+        if data_size / byte_rate > self.max_seconds:
+            raise InvalidAudio(
+                f"audio longer than {self.max_seconds / 3600:g} h; split the recording"
+            )
 
 
 @dataclass(frozen=True)
@@ -141,23 +190,27 @@ def decode_to_wav(
     max_channels: int = 2,
     max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
     max_duration_s: float = DEFAULT_MAX_DURATION_S,
+    max_ratio: int = DEFAULT_MAX_RATIO,
+    quota: tuple[int, int] | None = None,
 ) -> DecodedAudio:
     """Decode ``src`` into a canonical PCM WAV at ``dst`` (created, fsynced; the caller renames).
 
     Raises :class:`InvalidAudio` (or :class:`UnsupportedMediaType`) for anything the client must
-    fix. ``dst`` is removed when that happens.
+    fix, and :class:`QuotaExceeded` when the audio would pass ``quota`` (the tenant's quota and
+    what it stores already). ``dst`` is removed when that happens.
     """
     if max_channels not in (1, 2):
         raise ValueError(f"max_channels must be 1 or 2, not {max_channels}")
-    caps = (min(max_output_bytes, wav.MAX_DATA_SIZE), max_duration_s)
     with src.open("rb") as f:
         size = os.fstat(f.fileno()).st_size
+        caps = Caps.for_upload(size, max_output_bytes, max_duration_s, max_ratio, quota)
         if size == 0:
             raise InvalidAudio(f"empty body: {_FORMATS_HINT}")
         offset, head = _read_head(f)
         kind = _demuxer_for(declared_type, head, tagged=offset > 0)
         info = None
         if kind == "wav":
+            _check_wav_claim(f, size)
             with contextlib.suppress(InvalidAudio):  # float, μ-law...: FFmpeg decodes those
                 info = wav.parse_wav(f, size)
         try:
@@ -166,7 +219,7 @@ def decode_to_wav(
                     result = _copy_pcm(f, info, out, caps)
                 else:
                     exact = kind not in ("mp3", "aac") or (kind == "mp3" and _has_toc(f, offset))
-                    exact = exact and not (kind == "wav" and _streamed_wav(f))
+                    exact = exact and (kind != "wav" or _wav_states_its_length(f, size))
                     result = _decode(src, kind, out, max_channels, caps, exact)
                 out.flush()
                 os.fsync(out.fileno())
@@ -176,24 +229,40 @@ def decode_to_wav(
     return result
 
 
-def probe(src: Path, declared_type: str | None = None) -> str:
+def probe(
+    src: Path,
+    declared_type: str | None = None,
+    *,
+    max_channels: int = 2,
+    max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
+    max_duration_s: float = DEFAULT_MAX_DURATION_S,
+    max_ratio: int = DEFAULT_MAX_RATIO,
+) -> str:
     """Check, cheaply, that an upload is audio we can decode; returns its source format.
 
     Runs in the request before an upload is acknowledged: the same content-type rules and the same
     sniffed demuxer as :func:`decode_to_wav` (FFmpeg never guesses), then a plain PCM WAV is
-    parsed whole and anything else must yield its first decoded audio frame. Damage further in is
-    found by the full decode in the worker.
+    parsed whole and anything else must yield its first decoded audio frame. A length the file
+    states is held to the decode's caps (a bomb that says what it is fails here). Damage further
+    in, and bombs that state no length, are found by the full decode in the worker.
     """
     with src.open("rb") as f:
         size = os.fstat(f.fileno()).st_size
         if size == 0:
             raise InvalidAudio(f"empty body: {_FORMATS_HINT}")
+        caps = Caps.for_upload(size, max_output_bytes, max_duration_s, max_ratio)
         offset, head = _read_head(f)
         kind = _demuxer_for(declared_type, head, tagged=offset > 0)
+        exact = kind not in ("mp3", "aac") or (kind == "mp3" and _has_toc(f, offset))
         if kind == "wav":
+            _check_wav_claim(f, size)
+            info = None
             with contextlib.suppress(InvalidAudio):
                 info = wav.parse_wav(f, size)
+            if info is not None:
+                caps.check(info.data_size, info.fmt.byte_rate)
                 return f"wav/{_pcm_name(info.fmt.bits_per_sample)}"
+            exact = _wav_states_its_length(f, size)
     try:
         with av.open(f"file:{src}", format=_DEMUXERS[kind], metadata_errors="replace") as box:
             if not box.streams.audio:
@@ -204,6 +273,11 @@ def probe(src: Path, declared_type: str | None = None) -> str:
             if ctx is None:
                 raise InvalidAudio(f"the audio codec in this {kind} file is not supported")
             source = ctx.codec.canonical_name
+            stated_s = _stated_seconds(box, stream, exact)
+            if stated_s is not None and ctx.sample_rate > 0:
+                width = 3 if ctx.codec.lossless and ctx.format.bytes > 2 else 2
+                byte_rate = ctx.sample_rate * max(1, min(ctx.channels, max_channels)) * width
+                caps.check(int(stated_s * byte_rate), byte_rate)
             for packet in box.demux(stream):
                 for frame in packet.decode():
                     if frame.samples:
@@ -212,6 +286,17 @@ def probe(src: Path, declared_type: str | None = None) -> str:
         reason = getattr(exc, "strerror", None) or str(exc)
         raise InvalidAudio(f"cannot decode the {kind} upload: {reason}") from exc
     raise InvalidAudio(f"no audio could be decoded from the {kind} upload")
+
+
+def _stated_seconds(
+    box: av.container.InputContainer, stream: av.AudioStream, exact: bool
+) -> float | None:
+    """The length the container states, when it states one it is held to (``exact``)."""
+    if exact and stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if exact and box.duration is not None:
+        return float(box.duration / av.time_base)
+    return None
 
 
 def _pcm_name(bits: int) -> str:
@@ -264,38 +349,28 @@ def _has_toc(f: BinaryIO, offset: int) -> bool:
     return any(tag in first for tag in (b"Xing", b"Info", b"VBRI"))
 
 
-def _streamed_wav(f: BinaryIO) -> bool:
-    """Whether the data size is a placeholder (0, 0xFFFFFFFF) a streaming writer never patched.
-
-    The audio then runs to the end of the file, as :mod:`tapevault.core.wav` also accepts.
-    """
-    f.seek(0)
-    if f.read(4) != b"RIFF":
-        return False  # RF64 states its real size in ds64; RIFX is big-endian
-    pos = 12
-    for _ in range(wav.MAX_CHUNKS):
-        f.seek(pos)
-        raw = f.read(8)
-        if len(raw) < 8:
-            break
-        chunk_id, size = struct.unpack("<4sI", raw)
-        if chunk_id == b"data":
-            return size in (0, 0xFFFFFFFF)
-        pos += 8 + size + (size & 1)
-    return False
+def _wav_states_its_length(f: BinaryIO, size: int) -> bool:
+    """Whether a WAV's data size is a real claim the demuxer can hold it to: not a placeholder
+    (0, 0xFFFFFFFF) a streaming writer never patched, and not within the tolerated shortfall of
+    :func:`tapevault.core.wav.check_declared_size` (the audio then runs to the end of the file,
+    as :mod:`tapevault.core.wav` also accepts)."""
+    sizes = wav.data_chunk_sizes(f, size)
+    if sizes is None:
+        return True  # RF64 states its real size in ds64; RIFX is big-endian
+    declared, present = sizes
+    return not wav.is_streaming_placeholder(declared) and declared <= present
 
 
-def _check_caps(data_size: int, fmt: wav.PcmFormat, limit: int, max_duration_s: float) -> None:
-    if data_size > limit:
-        raise InvalidAudio(f"decoded audio exceeds {limit} bytes; split the recording")
-    if data_size / fmt.byte_rate > max_duration_s:
-        raise InvalidAudio(f"audio longer than {max_duration_s / 3600:g} h; split the recording")
+def _check_wav_claim(f: BinaryIO, size: int) -> None:
+    """Refuse a WAV whose data chunk claims more bytes than the body holds, whatever its
+    encoding: before the 202, not in the worker after it."""
+    sizes = wav.data_chunk_sizes(f, size)
+    if sizes is not None:
+        wav.check_declared_size(*sizes)
 
 
-def _copy_pcm(
-    f: BinaryIO, info: wav.WavInfo, out: BinaryIO, caps: tuple[int, float]
-) -> DecodedAudio:
-    _check_caps(info.data_size, info.fmt, *caps)
+def _copy_pcm(f: BinaryIO, info: wav.WavInfo, out: BinaryIO, caps: Caps) -> DecodedAudio:
+    caps.check(info.data_size, info.fmt.byte_rate)
     digest = hashlib.sha256()
     for chunk in wav.write_canonical(f, info):
         digest.update(chunk)
@@ -315,7 +390,7 @@ def _facts(fmt: wav.PcmFormat, data_size: int, sha256: str, source: str) -> Deco
 class _PcmWriter:
     """Appends decoded frames to ``out`` as packed PCM, in the format the first frame fixes."""
 
-    def __init__(self, out: BinaryIO, bits: int, max_channels: int, caps: tuple[int, float]):
+    def __init__(self, out: BinaryIO, bits: int, max_channels: int, caps: Caps):
         self.out, self.bits, self.max_channels, self.caps = out, bits, max_channels, caps
         self.fmt: wav.PcmFormat | None = None
         self.data_size = 0
@@ -342,7 +417,7 @@ class _PcmWriter:
             if self.bits == 24:
                 data = bytearray(data)
                 del data[::4]  # drop the low byte of each little-endian s32: its top 24 bits stay
-            _check_caps(self.data_size + len(data), self.fmt, *self.caps)
+            self.caps.check(self.data_size + len(data), self.fmt.byte_rate)
             self.out.write(data)
             self.data_size += len(data)
 
@@ -361,7 +436,7 @@ class _PcmWriter:
 
 
 def _decode(
-    src: Path, kind: str, out: io.BufferedRandom, max_ch: int, caps: tuple[int, float], exact: bool
+    src: Path, kind: str, out: io.BufferedRandom, max_ch: int, caps: Caps, exact: bool
 ) -> DecodedAudio:
     """Decode ``src`` with FFmpeg into ``out``; ``exact``: the container states its true length."""
     out.write(bytes(wav.CANONICAL_HEADER_SIZE))  # a placeholder until the sizes are known
@@ -378,11 +453,7 @@ def _decode(
             source = ctx.codec.canonical_name
             source = source if kind in _RAW_STREAMS else f"{kind}/{source}"
             bits = 24 if ctx.codec.lossless and ctx.format.bytes > 2 else 16
-            stated_s: float | None = None
-            if exact and stream.duration is not None and stream.time_base is not None:
-                stated_s = float(stream.duration * stream.time_base)
-            elif exact and box.duration is not None:
-                stated_s = box.duration / av.time_base
+            stated_s = _stated_seconds(box, stream, exact)
             writer = _PcmWriter(out, bits, max_ch, caps)
             for packet in box.demux(stream):
                 if packet.is_corrupt and exact:  # a short read: the file ends before it says

@@ -13,9 +13,10 @@ import contextlib
 import logging
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Protocol
 
 from tapevault.core import lifecycle
 from tapevault.core.clock import now_ms
@@ -23,9 +24,12 @@ from tapevault.core.lifecycle import TOMBSTONES
 from tapevault.core.mergeplan import MERGE_PREFIX, inputs_digest, merge_inputs
 from tapevault.core.model import MERGED_CHANNEL, Job, JobKind, Recording, RecordingStatus
 from tapevault.core.vault import Vault
-from tapevault.errors import InvalidAudio
+from tapevault.errors import InvalidAudio, QuotaExceeded
+from tapevault.fsutil import is_out_of_space
+from tapevault.ingest.liveness import process_id
 from tapevault.ingest.merge import MergeInput, merge_to_wav, sequential_starts
 from tapevault.ingest.pcm import raw_to_wav
+from tapevault.ingest.scratch import scratch_prefix
 
 log = logging.getLogger("tapevault.finalize")
 
@@ -43,8 +47,18 @@ class Finished:
     source_format: str
 
 
-Decoder = Callable[[Path, Path], Finished]
+class Decoder(Protocol):
+    """``decode(src, dst[, quota])``: ``quota`` (the tenant's quota and bytes stored) is passed
+    only when the tenant has one, so a plain ``decode(src, dst)`` serves tenants without."""
+
+    def __call__(
+        self, src: Path, dst: Path, quota: tuple[int, int] | None = None, /
+    ) -> Finished: ...
+
+
 STREAM_PREFIX = "stream/"
+OUT_OF_SPACE_RETRY_SECONDS = 60
+TEMPORARY_KINDS = ("final", "merge")  # scratch_prefix kinds, for the sweep
 
 
 def _chunks(path: Path, size: int = 1 << 20) -> Iterator[bytes]:
@@ -54,8 +68,10 @@ def _chunks(path: Path, size: int = 1 << 20) -> Iterator[bytes]:
 
 
 class Finalizer:
-    def __init__(self, vault: Vault, decode: Decoder) -> None:
+    def __init__(self, vault: Vault, decode: Decoder, owner: str | None = None) -> None:
         self.vault = vault
+        # Named into temporary files, so a sweep knows whether their writer still runs.
+        self.owner = owner or process_id()
         self.decode = decode
 
     def run(self, job: Job) -> None:
@@ -72,9 +88,20 @@ class Finalizer:
                 self._finalize(recording)
         except InvalidAudio as exc:
             self._fail(job, recording, exc.message, bad_audio=True)
+        except QuotaExceeded as exc:
+            # Final (decoding again cannot shrink it), but the received audio is kept: an
+            # operator who raises the quota can queue it again.
+            self._fail(job, recording, exc.message, bad_audio=False)
         except Exception as exc:
             reason = f"{type(exc).__name__}: {exc}"
-            if job.attempts >= lifecycle.MAX_ATTEMPTS:
+            if is_out_of_space(exc):
+                # A full disk is not the recording's fault and goes away when space is freed:
+                # retry every minute for as long as it lasts (its partial output is removed
+                # already), instead of failing an acknowledged upload after five quick tries.
+                log.warning("finalizing %s: the disk is full; retrying", recording.recording_id)
+                due = now_ms(self.vault.clock) + OUT_OF_SPACE_RETRY_SECONDS * 1000
+                repo.retry_job(job.job_id, due, f"disk full: {reason}")
+            elif job.attempts >= lifecycle.MAX_ATTEMPTS:
                 log.exception("finalizing %s failed for good", recording.recording_id)
                 self._fail(
                     job,
@@ -117,7 +144,9 @@ class Finalizer:
             starts = [(r.media_start_epoch_ms or 0) - base for r in inputs]
         else:
             starts = sequential_starts([r.duration_ms for r in inputs])
-        fd, tmp_name = tempfile.mkstemp(prefix=".merge-", suffix=".wav", dir=vault.work_dir)
+        fd, tmp_name = tempfile.mkstemp(
+            prefix=scratch_prefix("merge", self.owner), suffix=".wav", dir=vault.work_dir
+        )
         os.close(fd)
         tmp = Path(tmp_name)
         try:
@@ -173,7 +202,9 @@ class Finalizer:
         source = self._source(recording)
         if not source.exists():
             raise InvalidAudio("the received audio is missing from the incoming area")
-        fd, tmp_name = tempfile.mkstemp(prefix=".final-", suffix=".wav", dir=source.parent)
+        fd, tmp_name = tempfile.mkstemp(
+            prefix=scratch_prefix("final", self.owner), suffix=".wav", dir=source.parent
+        )
         os.close(fd)
         tmp = Path(tmp_name)
         try:
@@ -195,7 +226,11 @@ class Finalizer:
                     recording.source_format,
                 )
             else:
-                finished = self.decode(source, tmp)
+                tenant = self.vault.repo.get_tenant(recording.partner_id)
+                room = None if tenant is None else self.vault.quotas.room(tenant)
+                finished = (
+                    self.decode(source, tmp) if room is None else self.decode(source, tmp, room)
+                )
             if finished.frames == 0 and not recording.source_format.startswith(STREAM_PREFIX):
                 raise InvalidAudio("the upload holds no audio samples")
             stored = self.vault.store.put(recording.storage_key, _chunks(tmp))

@@ -1,11 +1,13 @@
-"""Housekeeping the worker does between jobs: purge audio past retention, and drop access
-records past the log's own retention (6 years by default)."""
+"""Housekeeping the worker does between jobs: purge audio past retention, drop access records
+past the log's own retention (6 years by default), and sweep scratch files that crashed processes
+left (spooled bodies, temporaries, expired tus uploads: ``tapevault.ingest.scratch``)."""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 from tapevault.core.auditlog import AuditStore
 from tapevault.core.clock import Clock, now_ms
@@ -14,6 +16,7 @@ from tapevault.core.retention import Retention
 log = logging.getLogger("tapevault.housekeeping")
 
 AUDIT_PRUNE_SECONDS = 24 * 3600.0
+SCRATCH_SWEEP_SECONDS = 300.0
 
 
 class Housekeeping:
@@ -25,6 +28,7 @@ class Housekeeping:
         *,
         purge_seconds: float,
         audit_retention_seconds: int,
+        sweep_scratch: Callable[[], int] | None = None,
     ) -> None:
         self.retention = retention
         self.audit = audit
@@ -33,6 +37,8 @@ class Housekeeping:
         self.audit_retention_ms = audit_retention_seconds * 1000
         self._next_purge = 0.0
         self._next_prune = 0.0
+        self.sweep_scratch = sweep_scratch
+        self._next_sweep = time.monotonic() + SCRATCH_SWEEP_SECONDS  # start-up swept already
         self._lock = threading.Lock()
 
     def run_due(self) -> None:
@@ -63,3 +69,9 @@ class Housekeeping:
                     log.info("dropped %d access record(s) past the audit retention", dropped)
             except Exception:
                 log.exception("pruning the access log failed")
+        if self.sweep_scratch is not None and now >= self._next_sweep:
+            self._next_sweep = now + SCRATCH_SWEEP_SECONDS
+            try:
+                self.sweep_scratch()
+            except Exception:
+                log.exception("sweeping stale scratch files failed")

@@ -34,7 +34,16 @@ import anyio
 import anyio.to_thread
 
 from tapevault.core.clock import Clock, SystemClock
-from tapevault.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge, StorageError
+from tapevault.errors import (
+    Conflict,
+    InsufficientStorage,
+    InvalidRequest,
+    NotFound,
+    PayloadTooLarge,
+    StorageError,
+    TapevaultError,
+)
+from tapevault.fsutil import NO_SPACE
 
 log = logging.getLogger("tapevault.ingest")
 
@@ -132,7 +141,8 @@ class TusStore:
             os.close(os.open(self._bin(upload_id), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
             self._write_state(upload)
         except OSError as exc:
-            raise StorageError(f"cannot create upload {upload_id}: {exc}") from exc
+            self._bin(upload_id).unlink(missing_ok=True)
+            raise storage_failure(exc, f"cannot create upload {upload_id}") from exc
         return upload_id
 
     def get(self, owner: str, upload_id: str) -> Upload:
@@ -349,7 +359,7 @@ class UploadWriter:
                 _write_all(fd, chunk)
                 size += len(chunk)
         except OSError as exc:
-            raise StorageError(f"cannot write upload {upload.upload_id}: {exc}") from exc
+            raise storage_failure(exc, f"cannot write upload {upload.upload_id}") from exc
         finally:
             # Shielded: a cancelled request still commits what it wrote.
             with anyio.CancelScope(shield=True):
@@ -357,8 +367,14 @@ class UploadWriter:
         return self.upload
 
     def _commit(self, size: int, expires_at: int | None) -> Upload:
+        """Make the first ``size`` bytes durable and record them as the offset. Whatever is past
+        it (a chunk a full disk cut in half) is cut off, and when the commit itself fails the
+        file goes back to the last committed offset: no byte the client was not told of stays
+        on a disk that may be full."""
         assert self._fd is not None
         try:
+            if os.fstat(self._fd).st_size > size:
+                os.ftruncate(self._fd, size)
             os.fsync(self._fd)
             durable = os.fstat(self._fd).st_size
             updated = replace(
@@ -369,7 +385,9 @@ class UploadWriter:
             if updated != self.upload:
                 self._store._write_state(updated)
         except OSError as exc:
-            raise StorageError(f"cannot commit upload {self.upload.upload_id}: {exc}") from exc
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, self.upload.offset)
+            raise storage_failure(exc, f"cannot commit upload {self.upload.upload_id}") from exc
         return updated
 
     def complete(self, result: Mapping[str, Any], expires_at: int) -> Upload:
@@ -385,7 +403,7 @@ class UploadWriter:
             self._store._write_state(done)
             self.data_path.unlink(missing_ok=True)
         except OSError as exc:
-            raise StorageError(f"cannot complete upload {done.upload_id}: {exc}") from exc
+            raise storage_failure(exc, f"cannot complete upload {done.upload_id}") from exc
         self.upload = done
         return done
 
@@ -394,6 +412,17 @@ class UploadWriter:
             self._store._remove(self.upload.upload_id)
         except OSError as exc:
             raise StorageError(f"cannot remove upload {self.upload.upload_id}: {exc}") from exc
+
+
+def storage_failure(exc: OSError, what: str) -> TapevaultError:
+    """A full disk is the client's 507 (the upload can resume once there is space); anything
+    else is an internal storage error."""
+    if exc.errno in NO_SPACE:
+        return InsufficientStorage(
+            "The server's disk is full: the bytes of this request were not kept. "
+            "HEAD the upload and resume later."
+        )
+    return StorageError(f"{what}: {exc}")
 
 
 def _write_all(fd: int, data: bytes) -> None:

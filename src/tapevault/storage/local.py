@@ -1,8 +1,10 @@
 """Audio on the local filesystem, under one root directory.
 
-Writes are atomic (temporary file in the same directory, fsync, rename, fsync of the directory),
-so a crash leaves either the whole object or nothing. Keys are confined to the root: anything that
-could climb out of it is refused before a path is built.
+Writes are atomic (temporary file, fsync, rename, fsync of the directory), so a crash leaves
+either the whole object or nothing under its key. Temporary files live in ``ROOT/.staging`` (no key
+can name it) and carry their writer (``tapevault.ingest.scratch``), so the start-up sweep removes
+those of a process killed mid-write in one directory instead of walking the whole tree. Keys are
+confined to the root: anything that could climb out of it is refused before a path is built.
 
 Reads use ``os.pread`` on the event loop. For page-cache hits that costs about 10 µs per 64 KiB
 (see shared/notes/performance.md), far less than a thread hop; the kernel's readahead is asked to
@@ -21,19 +23,25 @@ from pathlib import Path
 from tapevault.core.ports import ObjectInfo
 from tapevault.errors import StorageError
 from tapevault.fsutil import fsync_dir
+from tapevault.ingest.liveness import process_id
+from tapevault.ingest.scratch import scratch_prefix
 
 _KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}(/[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}){0,7}")
 
 DEFAULT_CHUNK = 1024 * 1024
+STAGING = ".staging"  # temporaries of puts; a key segment cannot start with "."
 
 
 class LocalStore:
     """An ``ObjectStore`` backed by a directory."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, owner: str | None = None) -> None:
         self.root = root.resolve()
         self.root.mkdir(parents=True, exist_ok=True)
         self._root_prefix = f"{self.root}{os.sep}"
+        self.staging = self.root / STAGING
+        self.staging.mkdir(exist_ok=True, mode=0o700)
+        self._temporary_prefix = scratch_prefix("put", owner or process_id())
 
     def path_for(self, key: str) -> str:
         """The file behind a key; raises ``StorageError`` for a key that could leave the root.
@@ -50,7 +58,7 @@ class LocalStore:
     def put(self, key: str, chunks: Iterable[bytes]) -> ObjectInfo:
         path = Path(self.path_for(key))
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=".put-", dir=path.parent)
+        fd, tmp_name = tempfile.mkstemp(prefix=self._temporary_prefix, dir=self.staging)
         try:
             with os.fdopen(fd, "wb") as out:
                 for chunk in chunks:

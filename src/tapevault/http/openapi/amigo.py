@@ -397,6 +397,11 @@ def _upload() -> Json:
                 ),
                 "415": _detail("Not a media type or format tapevault takes.", "unsupported media"),
                 "503": E503,
+                "507": _detail(
+                    "Nothing was kept: the server's disk is full (with Retry-After), or the "
+                    "workspace's storage quota is used up.",
+                    "The storage quota of 53687091200 bytes is used up",
+                ),
             },
             [
                 WORKSPACE_ID,

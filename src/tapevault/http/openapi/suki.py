@@ -252,6 +252,12 @@ E404_SESSION = _error(
     404, "No such session for this partner.", "Session not found.", "controllers.NotFoundError"
 )
 E413 = _error(413, "The body is over the size limit.", "request body exceeds the limit")
+E507 = _error(
+    507,
+    "Nothing was kept: the server's disk is full (with Retry-After), or the partner's storage "
+    "quota is used up.",
+    "The storage quota of 53687091200 bytes is used up",
+)
 E500 = _error(
     500,
     "Service failure. User message returned in the response body.",
@@ -414,6 +420,7 @@ def paths() -> Json:
                     "415": _error(
                         415, "Not a media type or format tapevault takes.", "unsupported media"
                     ),
+                    "507": E507,
                 },
                 description=(
                     "Each upload becomes the session's next recording (sequence 1..n). WAV, "

@@ -58,6 +58,10 @@ _ERRORS = {
     "415": _error("Not application/offset+octet-stream, or the upload is not audio."),
     "423": _error("Another PATCH is writing this upload; retry."),
     "500": _error("Service failure; the bytes are kept and HEAD retries the completion."),
+    "507": _error(
+        "The server's disk is full (HEAD, then resume later; bytes past Upload-Offset are not "
+        "kept) or the partner's storage quota is used up."
+    ),
 }
 _TUS_RESUMABLE = header_param(
     "Tus-Resumable", "The protocol version.", {"type": "string", "const": "1.0.0"}, required=True
@@ -115,7 +119,7 @@ def paths() -> Json:
                         },
                     )
                 },
-                "400 401 404 405 409 412 413 500",
+                "400 401 404 405 409 412 413 500 507",
                 [
                     header_param(
                         "Upload-Length", "The whole size in bytes.", _DIGITS, required=True
@@ -147,7 +151,7 @@ def paths() -> Json:
                         },
                     )
                 },
-                "400 401 404 405 409 410 412 415 500",
+                "400 401 404 405 409 410 412 415 500 507",
                 [_UPLOAD_ID],
             ),
             "patch": _op(
@@ -164,7 +168,7 @@ def paths() -> Json:
                         },
                     )
                 },
-                "400 401 404 405 408 409 410 412 413 415 423 500",
+                "400 401 404 405 408 409 410 412 413 415 423 500 507",
                 [
                     _UPLOAD_ID,
                     header_param(
