@@ -18,6 +18,7 @@ from tapevault.http.amigo import routes as amigo_routes
 from tapevault.http.asgi import NO_STORE, ASGIApp, Message, Receive, Scope, Send, send_json
 from tapevault.http.context import AppContext
 from tapevault.http.cors import Cors
+from tapevault.http.health import Health
 from tapevault.http.kore import routes as kore_routes
 from tapevault.http.media import PREFIX as MEDIA_PREFIX
 from tapevault.http.media import MediaGateway
@@ -97,7 +98,7 @@ def build_app(
             *(Route(path, endpoint) for path, endpoint in tus.routes()),
             WebSocketRoute("/api/v1/ambient/session/{session_id}/stream", streams),
             WebSocketRoute("/twilio/media-stream", TwilioMediaStream(ctx, streams.hub)),
-            Route("/healthz", _StaticJson(b'{"status":"ok"}')),
+            Route("/healthz", Health(ctx.access_log)),
             Route(
                 "/openapi.json",
                 _StaticJson(orjson.dumps(openapi_document(ctx.settings.public_url))),
