@@ -38,6 +38,7 @@ from tapevault.core.access import AccessEvent, Action
 from tapevault.core.audit import AuditEntry, AuditRecord
 from tapevault.core.checkpoints import Checkpoint, CheckpointSigner
 from tapevault.core.clock import Clock, now_ms
+from tapevault.core.refusals import Refusals
 from tapevault.errors import Unavailable
 
 log = logging.getLogger("tapevault.audit")
@@ -219,6 +220,7 @@ class AuditLog:
         # While the log is failing they are refused all the same.
         self.after_answer = after_answer
         self.folder: Folder | None = None
+        self.refusals = Refusals()
         self._queue: queue.SimpleQueue[_Item | list[_Item] | None] = queue.SimpleQueue()
         # Requests of the event loop queue here first and reach the writer as one hand-over
         # per loop iteration (one queue put, one wake-up of the writer).
@@ -250,9 +252,11 @@ class AuditLog:
         return self._healthy and (busy is None or time.monotonic() - busy < self.wait_seconds)
 
     def record(self, event: AccessEvent) -> None:
-        """Queue; never blocks, never raises."""
-        self._queue.put(_Item(entry=to_entry(event)))
-        self._ensure_running()
+        """Queue; never blocks, never raises. Anonymous refusals past the first of their source
+        are counted instead (``core/refusals.py``) and written as one record a window."""
+        if self.refusals.admit(event):
+            self._queue.put(_Item(entry=to_entry(event)))
+            self._ensure_running()
 
     def commit(self, event: AccessEvent) -> None:
         """Write durably before returning; raises ``Unavailable`` when it cannot, or when the
@@ -454,19 +458,21 @@ class AuditLog:
         return batch
 
     def _fold(self, batch: _Batch, final: bool) -> None:
-        if self.folder is None:
-            return
+        """Add what folding produced: playbacks refreshed and sealed, refusals counted."""
         now = now_ms(self.clock)
         # Fold once a tick by the log's clock (and at shutdown), not every cycle: under load
         # the writer cycles once per commit, and each fold rescans every open playback and
         # rewrites each pending record a response changed, so that cost would be per request.
-        if final or not 0 <= now - self._folded_ms < self.tick_seconds * 1000:
-            self._folded_ms = now
+        if not final and 0 <= now - self._folded_ms < self.tick_seconds * 1000:
+            return
+        self._folded_ms = now
+        if self.folder is not None:
             updated, sealed = self.folder.due(now, final=final)
             batch.updated.extend(updated)
             for playback_id, entry in sealed:
                 batch.closed.append(playback_id)
                 batch.unwaited.append(entry)
+        batch.unwaited.extend(to_entry(e) for e in self.refusals.due(now, final=final))
 
     def _write(self, batch: _Batch) -> bool:
         """Commit the batch (raises if it cannot); whether anything was written. A failing log
