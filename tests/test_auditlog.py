@@ -213,3 +213,36 @@ def test_a_stalled_writer_answers_503_after_a_bounded_wait(
     release.set()
     audit.commit(event)
     assert audit.healthy
+
+
+def test_records_kept_through_an_outage_are_written_in_order(
+    audited: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Records nobody waits for, queued across failed cycles and back-offs, are all written
+    once the store works again, in the order they were recorded."""
+    from tapevault.core.access import AccessEvent, Action, Actor
+
+    audit = audited.audit
+    assert audit is not None
+    store = audited.audit_store
+    real = store.write
+    failures: list[int] = []
+
+    def write(*args: object, **kwargs: object) -> object:
+        if len(failures) < 4:  # the first four tries fail, whatever they carry
+            failures.append(1)
+            raise OSError(errno.EIO, "I/O error")
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store, "write", write)
+    for i in range(40):
+        event = AccessEvent(Action.SESSION_READ, Actor(partner_id="p"), 200, i, detail={"i": i})
+        audit.record(event)
+        if i % 8 == 7:
+            time.sleep(0.03)  # spread them over cycles and back-offs
+    deadline = time.monotonic() + ANSWER_WITHIN
+    while (len(failures) < 4 or not audit.healthy) and time.monotonic() < deadline:
+        time.sleep(0.01)  # until the writer's own retry has succeeded
+    audit.flush()
+    written = [r.entry.detail for r in store.records() if r.entry.action == "session.read"]
+    assert written == [{"i": i} for i in range(40)]

@@ -232,8 +232,11 @@ class AuditLog:
         )
         self._expiry: asyncio.TimerHandle | None = None
         self._expiry_loop: asyncio.AbstractEventLoop | None = None
-        self._retry: list[AuditEntry] = []
+        # Unwaited records kept while the store fails, oldest first; past the bound the oldest
+        # go (counted in ``_dropped`` and reported once the log is writable again).
+        self._retry: collections.deque[AuditEntry] = collections.deque(maxlen=MAX_RETAINED)
         self._retry_closed: list[str] = []
+        self._dropped = 0
         self._healthy = True
         self._busy_since: float | None = None  # monotonic start of the cycle under way
         self._thread: threading.Thread | None = None
@@ -340,7 +343,7 @@ class AuditLog:
             ]
             if late:
                 log.error(
-                    "the access log writer answered %d request(s) in no %.1f s: 503",
+                    "%d request(s) had no answer from the access log writer in %.1f s: 503",
                     len(late),
                     self.wait_seconds,
                 )
@@ -393,7 +396,8 @@ class AuditLog:
         failures = 0
         while True:
             try:
-                first = self._queue.get(timeout=self.tick_seconds)
+                # After a failure (and its back-off) try again at once, not a tick later.
+                first = self._queue.get(timeout=0 if failures else self.tick_seconds)
             except queue.Empty:
                 first = None
                 stop = False
@@ -441,11 +445,20 @@ class AuditLog:
         if not self._healthy:
             log.warning("the access log is writable again")
             self._healthy = True
+        if self._dropped:
+            log.error(
+                "%d access record(s) nobody waited for were lost while the log was failing "
+                "(over the %d kept for retry)",
+                self._dropped,
+                MAX_RETAINED,
+            )
+            self._dropped = 0
         return True
 
     def _batch(self, items: list[_Item]) -> _Batch:
-        batch = _Batch(unwaited=self._retry, closed=self._retry_closed)
-        self._retry, self._retry_closed = [], []
+        batch = _Batch(unwaited=list(self._retry), closed=self._retry_closed)
+        self._retry.clear()
+        self._retry_closed = []
         for item in items:
             if item.opened is not None:
                 batch.opened.append(item.opened)
@@ -497,7 +510,9 @@ class AuditLog:
         self._retry_closed = batch.closed + self._retry_closed
 
     def _keep(self, entries: list[AuditEntry]) -> None:
-        self._retry = (entries + self._retry)[-MAX_RETAINED:]
+        """Keep unwaited records for the next try (after those kept already)."""
+        self._dropped += max(0, len(self._retry) + len(entries) - MAX_RETAINED)
+        self._retry.extend(entries)
 
     def _back_off(self, seconds: float) -> None:
         """Wait before trying again, refusing at once whoever asks meanwhile: while the log is
