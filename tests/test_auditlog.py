@@ -14,7 +14,9 @@ import httpx
 import pytest
 
 from tapevault.audio_gen import tone_wav_bytes
+from tapevault.core.access import AccessEvent, Action, Actor
 from tapevault.core.clock import FixedClock
+from tapevault.errors import Unavailable
 from tapevault.runtime import Runtime
 from tests.dialects import Customer, asgi_client, customer, local, upload_channel
 
@@ -190,9 +192,6 @@ def test_a_stalled_writer_answers_503_after_a_bounded_wait(
 ) -> None:
     """A writer stuck in the store (a lock never granted) makes waiters fail with Unavailable
     after the log's bounded wait, and the log reports itself unhealthy until it moves again."""
-    from tapevault.core.access import AccessEvent, Action, Actor
-    from tapevault.errors import Unavailable
-
     audit = audited.audit
     assert audit is not None
     audit.wait_seconds = 0.2
@@ -220,8 +219,6 @@ def test_records_kept_through_an_outage_are_written_in_order(
 ) -> None:
     """Records nobody waits for, queued across failed cycles and back-offs, are all written
     once the store works again, in the order they were recorded."""
-    from tapevault.core.access import AccessEvent, Action, Actor
-
     audit = audited.audit
     assert audit is not None
     store = audited.audit_store
