@@ -4,6 +4,7 @@ so, and the writer recovers by itself when the cause goes; on SQLite and Postgre
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import errno
 import threading
@@ -243,3 +244,36 @@ def test_records_kept_through_an_outage_are_written_in_order(
     audit.flush()
     written = [r.entry.detail for r in store.records() if r.entry.action == "session.read"]
     assert written == [{"i": i} for i in range(40)]
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_writer_thread_that_died_is_started_again(
+    audited: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Even what no cycle catches (SystemExit ends the thread) leaves no request hanging: the
+    waiter gets Unavailable within the bounded wait, and the next request starts a new
+    writer that writes it."""
+    audit = audited.audit
+    assert audit is not None
+    audit.wait_seconds = 0.3
+    event = AccessEvent(Action.AUDIT_READ, Actor(partner_id="p"), 200, at_ms=1)
+    audit.commit(event)  # the writer runs
+    real = audited.audit_store.exclusive
+    deaths: list[int] = []
+
+    def exclusive() -> contextlib.AbstractContextManager[None]:
+        if not deaths:
+            deaths.append(1)
+            raise SystemExit  # not an Exception: the thread ends
+        return real()
+
+    monkeypatch.setattr(audited.audit_store, "exclusive", exclusive)
+    pool = concurrent.futures.ThreadPoolExecutor(2)  # a hung commit must not hang the test
+    try:
+        with pytest.raises(Unavailable):
+            pool.submit(audit.commit, event).result(ANSWER_WITHIN)
+        assert deaths
+        pool.submit(audit.commit, event).result(ANSWER_WITHIN)
+    finally:
+        pool.shutdown(wait=False)
+    assert [r.entry.action for r in audited.audit_store.records()].count("audit.read") == 2
