@@ -5,6 +5,7 @@ fixed clock, so "on time" is tested at the exact millisecond."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -70,6 +71,15 @@ async def answers(
             headers=who.kore,
         ),
     }
+
+
+async def until_healthy(client: httpx.AsyncClient) -> None:
+    """Wait (bounded) for /healthz to say the access log is writable again."""
+    for _ in range(300):
+        if (await client.get("/healthz")).status_code == 200:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the access log did not recover")
 
 
 def stored_files(audited: Runtime) -> list[Path]:
@@ -261,6 +271,8 @@ async def test_audit_failure_is_503_and_serves_no_audio(
     amigo = await client.get(f"/v1/{who.ws}/recordings/CAnone/urls", headers=who.bearer)
     assert amigo.status_code == 404  # refused before anything is served: nothing to log first
     monkeypatch.undo()
+    # The writer tries again on its own (after a back-off of at most 2 s); /healthz tells.
+    await until_healthy(client)
     served = await client.get(media, headers={"range": "bytes=0-3"})
     assert served.status_code == 206 and served.content == b"RIFF"
 

@@ -41,6 +41,9 @@ class FakeTransport:
     def is_closing(self) -> bool:
         return self.closed
 
+    def get_extra_info(self, name: str) -> Any:
+        return ("192.0.2.7", 50000) if name == "peername" else None
+
     def close(self) -> None:
         if not self.closed:
             self.closed = True
@@ -75,7 +78,13 @@ class FakeEndpoint:
         self.refuse = refuse
         self.closed: list[str] = []
 
-    async def open(self, session_id: str, params: dict[str, str], headers: dict[str, str]):  # type: ignore[no-untyped-def]
+    async def open(
+        self,
+        session_id: str,
+        params: dict[str, str],
+        headers: dict[str, str],
+        client: str | None = None,
+    ):  # type: ignore[no-untyped-def]
         await asyncio.sleep(0.01)  # admission takes a moment; frames may arrive meanwhile
         if self.refuse is not None:
             raise self.refuse

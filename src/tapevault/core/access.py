@@ -96,6 +96,11 @@ class AccessEvent:
 
 
 class AccessLog(Protocol):
+    @property
+    def healthy(self) -> bool:
+        """Whether records can be written now (as last seen: cheap enough for /healthz)."""
+        ...
+
     def record(self, event: AccessEvent) -> None:
         """Queue the event; never blocks, never raises."""
         ...
@@ -115,6 +120,10 @@ class LoggingAccessLog:
     def __init__(self) -> None:
         self._logger = logging.getLogger("tapevault.access")
 
+    @property
+    def healthy(self) -> bool:
+        return True
+
     def record(self, event: AccessEvent) -> None:
         if self._logger.isEnabledFor(logging.INFO):
             self._logger.info(orjson.dumps(asdict(event)).decode())
@@ -132,6 +141,10 @@ class MemoryAccessLog:
     def __init__(self) -> None:
         self.events: list[AccessEvent] = []
         self.failing = False
+
+    @property
+    def healthy(self) -> bool:
+        return not self.failing
 
     def record(self, event: AccessEvent) -> None:
         self.events.append(event)

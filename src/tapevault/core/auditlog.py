@@ -7,9 +7,14 @@ while the previous batch was committing goes into the next one, so under load on
 and one sync carry many records (group commit), and the hot paths pay a queue hand-off and a
 wake-up, not a commit each.
 
-If a batch cannot be written, everyone waiting on it gets ``Unavailable`` (the request answers
-503 and serves nothing) and the log reports itself unhealthy until a write succeeds again. Events
-nobody waits for are kept and retried (up to a bound), so a short database outage loses none.
+If a cycle fails for any reason (the store raising, the lock file refused with EMFILE, a bug),
+everyone waiting on it gets ``Unavailable`` (the request answers 503 and serves nothing), the log
+reports itself unhealthy, and the writer carries on: it tries again after a back-off (50 ms
+doubling to 2 s), refusing at once whoever waits meanwhile, and is healthy again after its next
+successful cycle (one that had nothing to write probes the store instead). Events nobody waits
+for are kept and retried (up to a bound), so a short outage loses none. No waiter waits more than
+``wait_seconds``: a writer stuck in the store (a lock never granted) turns into 503s and an
+unhealthy log, not hung requests.
 
 The writer also signs a checkpoint (Ed25519 over the log size and head hash) whenever the head
 moved and ``checkpoint_seconds`` passed, and folds playbacks (see ``core/playback.py``). Each
@@ -21,6 +26,7 @@ never signed: that would vouch for the forgery.
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import logging
 import queue
@@ -36,12 +42,15 @@ from tapevault.core.audit import AuditEntry, AuditRecord
 from tapevault.core.checkpoints import Checkpoint, CheckpointSigner
 from tapevault.core.clock import Clock, now_ms
 from tapevault.core.journal import GENESIS_LINK, CheckpointWitness, contradiction, format_line
+from tapevault.core.refusals import Refusals
 from tapevault.errors import Unavailable
 
 log = logging.getLogger("tapevault.audit")
 
 UNAVAILABLE = "The access log cannot be written; nothing was served. Retry shortly."
 MAX_RETAINED = 100_000  # unwaited events kept for retry while the store is down
+WAIT_SECONDS = 10.0  # the longest a request waits for its record before it answers 503
+BACKOFF_FIRST, BACKOFF_MAX = 0.05, 2.0  # seconds between the writer's tries while failing
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +120,10 @@ class AuditStore(Protocol):
     def pending(self) -> list[Pending]: ...
 
     def prune(self, before_ms: int) -> int: ...
+
+    def probe(self) -> None:
+        """Raise if an append could not be written now (a write that changes nothing)."""
+        ...
 
 
 def clean(text: str | None, limit: int) -> str | None:
@@ -213,18 +226,31 @@ class AuditLog:
         self._witness_failing = False
         self.checkpoint_seconds = checkpoint_seconds
         self.tick_seconds = tick_seconds
+        self.wait_seconds = WAIT_SECONDS
         # Actions whose record may be committed just after the answer (group-committed within a
         # writer cycle, not waited for): TAPEVAULT_AUDIT_DURABLE=media puts URL issuance here.
         # While the log is failing they are refused all the same.
         self.after_answer = after_answer
         self.folder: Folder | None = None
+        self.refusals = Refusals()
         self._queue: queue.SimpleQueue[_Item | list[_Item] | None] = queue.SimpleQueue()
         # Requests of the event loop queue here first and reach the writer as one hand-over
         # per loop iteration (one queue put, one wake-up of the writer).
         self._loop_items: list[_Item] = []
-        self._retry: list[AuditEntry] = []
+        # The loop's waiting requests by hand-over, oldest first, each group with its deadline:
+        # what ``_expire`` fails with 503 if the writer has not answered them in time.
+        self._expiring: collections.deque[tuple[float, list[asyncio.Future[None]]]] = (
+            collections.deque()
+        )
+        self._expiry: asyncio.TimerHandle | None = None
+        self._expiry_loop: asyncio.AbstractEventLoop | None = None
+        # Unwaited records kept while the store fails, oldest first; past the bound the oldest
+        # go (counted in ``_dropped`` and reported once the log is writable again).
+        self._retry: collections.deque[AuditEntry] = collections.deque(maxlen=MAX_RETAINED)
         self._retry_closed: list[str] = []
+        self._dropped = 0
         self._healthy = True
+        self._busy_since: float | None = None  # monotonic start of the cycle under way
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._last_checkpoint = time.monotonic()
@@ -235,21 +261,31 @@ class AuditLog:
 
     @property
     def healthy(self) -> bool:
-        """False from a failed write until the next successful one."""
-        return self._healthy
+        """False from a failed cycle until the next successful one, and while a cycle has been
+        stuck in the store for longer than a request may wait."""
+        busy = self._busy_since
+        return self._healthy and (busy is None or time.monotonic() - busy < self.wait_seconds)
 
     def record(self, event: AccessEvent) -> None:
-        """Queue; never blocks, never raises."""
-        self._queue.put(_Item(entry=to_entry(event)))
-        self._ensure_running()
+        """Queue; never blocks, never raises. Anonymous refusals past the first of their source
+        are counted instead (``core/refusals.py``) and written as one record a window."""
+        if self.refusals.admit(event):
+            self._queue.put(_Item(entry=to_entry(event)))
+            self._ensure_running()
 
     def commit(self, event: AccessEvent) -> None:
-        """Write durably before returning; raises ``Unavailable`` when it cannot."""
-        self._submit(_Item(entry=to_entry(event), waiter=concurrent.futures.Future())).result()
+        """Write durably before returning; raises ``Unavailable`` when it cannot, or when the
+        writer has not confirmed it within ``wait_seconds``."""
+        waiter: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._submit(_Item(entry=to_entry(event), waiter=waiter))
+        try:
+            waiter.result(self.wait_seconds)
+        except TimeoutError:
+            raise Unavailable(UNAVAILABLE) from None
 
     async def commit_async(self, event: AccessEvent) -> None:
         if event.action in self.after_answer:
-            if not self._healthy:
+            if not self.healthy:
                 raise Unavailable(UNAVAILABLE)
             self._on_loop(_Item(entry=to_entry(event)))  # not waited for, but still batched
             return
@@ -277,6 +313,7 @@ class AuditLog:
         if items:  # empty when ``flush`` handed them over first
             self._queue.put(items)
             self._ensure_running()
+            self._watch([i.waiter for i in items if isinstance(i.waiter, asyncio.Future)])
 
     def _submit(self, item: _Item) -> concurrent.futures.Future[None]:
         """From a thread: queue the item; its concurrent future tells when it is written."""
@@ -285,12 +322,57 @@ class AuditLog:
         self._ensure_running()
         return item.waiter
 
+    # --- the bounded wait (on the event loop) ---------------------------------------------------
+
+    def _watch(self, waiters: list[asyncio.Future[None]]) -> None:
+        """Give this hand-over's waiting requests a deadline (one timer for all of them)."""
+        expiring = self._expiring
+        # Answered groups leave from the front as new ones come: memory follows what waits.
+        while expiring and all(f.done() for f in expiring[0][1]):
+            expiring.popleft()
+        if not waiters:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # handed over from outside the loop (``close`` after it ended)
+            return
+        if self._expiry_loop is not loop:  # a loop that has gone (one log, several test loops)
+            self._expiry, self._expiry_loop = None, loop
+            expiring.clear()
+        expiring.append((loop.time() + self.wait_seconds, waiters))
+        if self._expiry is None or self._expiry.cancelled():
+            self._expiry = loop.call_later(self.wait_seconds, self._expire)
+
+    def _expire(self) -> None:
+        self._expiry = None
+        expiring = self._expiring
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        while expiring and expiring[0][0] <= now:
+            _, waiters = expiring.popleft()
+            late: list[tuple[asyncio.Future[None], BaseException | None]] = [
+                (f, Unavailable(UNAVAILABLE)) for f in waiters if not f.done()
+            ]
+            if late:
+                log.error(
+                    "%d request(s) had no answer from the access log writer in %.1f s: 503",
+                    len(late),
+                    self.wait_seconds,
+                )
+                _settle(late)
+        if expiring:
+            self._expiry = loop.call_later(max(0.0, expiring[0][0] - now), self._expire)
+
     # --- the writer ---------------------------------------------------------------------------
 
     def _ensure_running(self) -> None:
-        if self._thread is None:
+        thread = self._thread
+        if thread is None or not thread.is_alive():
             with self._lock:
-                if self._thread is None:
+                thread = self._thread
+                if thread is None or not thread.is_alive():
+                    if thread is not None:
+                        log.error("the access log writer had stopped; starting it again")
                     self._thread = threading.Thread(
                         target=self._run, name="tapevault-audit", daemon=True
                     )
@@ -305,7 +387,7 @@ class AuditLog:
             self._thread.join(30)
             self._thread = None
         else:
-            self._cycle(self._drain(), final=True)
+            self._attempt(None, final=True)
 
     def _drain(self, first: _Item | list[_Item] | None = None) -> list[_Item]:
         items: list[_Item] = []
@@ -323,26 +405,72 @@ class AuditLog:
         return items
 
     def _run(self) -> None:
+        failures = 0
         while True:
             try:
-                first = self._queue.get(timeout=self.tick_seconds)
+                # After a failure (and its back-off) try again at once, not a tick later.
+                first = self._queue.get(timeout=0 if failures else self.tick_seconds)
             except queue.Empty:
                 first = None
                 stop = False
             else:
                 stop = first is None
+            if self._attempt(first, final=stop):
+                failures = 0
+            else:
+                failures += 1
+                if not stop:
+                    self._back_off(min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** min(failures - 1, 10)))
+            if stop:
+                return
+
+    def _attempt(self, first: _Item | list[_Item] | None, *, final: bool) -> bool:
+        """One writer cycle; whatever goes wrong in it (the store, the lock file, a bug) fails
+        its waiters with ``Unavailable`` and keeps its unwaited records, never the thread."""
+        items: list[_Item] | None = None
+        batch: _Batch | None = None
+        written = False
+        self._busy_since = time.monotonic()
+        try:
             # Take the store's writer lock (other processes may be appending) *before* draining
             # the queue: whatever arrives while we wait for it joins this batch, so contention
             # makes batches bigger instead of commits more frequent.
             with self.store.exclusive():
-                items = self._drain(first) if not stop else self._drain()
-                self._cycle(items, final=stop)
-            if stop:
-                return
+                items = self._drain(first)
+                batch = self._batch(items)
+                self._fold(batch, final)
+                written = self._write(batch)
+                self._resolve(batch.waiters, None)
+                self._maybe_checkpoint(final)
+        except Exception as exc:
+            if written:  # the records are in: only their waiters may not have heard
+                log.exception("the access log writer failed after a commit")
+                if batch is not None:
+                    self._resolve(batch.waiters, None)
+                return True
+            if batch is None:
+                batch = self._batch(items if items is not None else self._drain(first))
+            self._failed(batch, exc)
+            return False
+        finally:
+            self._busy_since = None
+        if not self._healthy:
+            log.warning("the access log is writable again")
+            self._healthy = True
+        if self._dropped:
+            log.error(
+                "%d access record(s) nobody waited for were lost while the log was failing "
+                "(over the %d kept for retry)",
+                self._dropped,
+                MAX_RETAINED,
+            )
+            self._dropped = 0
+        return True
 
-    def _cycle(self, items: list[_Item], *, final: bool) -> None:
-        batch = _Batch(unwaited=self._retry, closed=self._retry_closed)
-        self._retry, self._retry_closed = [], []
+    def _batch(self, items: list[_Item]) -> _Batch:
+        batch = _Batch(unwaited=list(self._retry), closed=self._retry_closed)
+        self._retry.clear()
+        self._retry_closed = []
         for item in items:
             if item.opened is not None:
                 batch.opened.append(item.opened)
@@ -352,44 +480,69 @@ class AuditLog:
                 batch.unwaited.append(item.entry)
             if item.waiter is not None:
                 batch.waiters.append(item.waiter)
-        if self.folder is not None:
-            now = now_ms(self.clock)
-            # Fold once a tick by the log's clock (and at shutdown), not every cycle: under load
-            # the writer cycles once per commit, and each fold rescans every open playback and
-            # rewrites each pending record a response changed, so that cost would be per request.
-            if final or not 0 <= now - self._folded_ms < self.tick_seconds * 1000:
-                self._folded_ms = now
-                updated, sealed = self.folder.due(now, final=final)
-                batch.updated.extend(updated)
-                for playback_id, entry in sealed:
-                    batch.closed.append(playback_id)
-                    batch.unwaited.append(entry)
-        self._write(batch)
-        self._maybe_checkpoint(final)
+        return batch
 
-    def _write(self, batch: _Batch) -> None:
+    def _fold(self, batch: _Batch, final: bool) -> None:
+        """Add what folding produced: playbacks refreshed and sealed, refusals counted."""
+        now = now_ms(self.clock)
+        # Fold once a tick by the log's clock (and at shutdown), not every cycle: under load
+        # the writer cycles once per commit, and each fold rescans every open playback and
+        # rewrites each pending record a response changed, so that cost would be per request.
+        if not final and 0 <= now - self._folded_ms < self.tick_seconds * 1000:
+            return
+        self._folded_ms = now
+        if self.folder is not None:
+            updated, sealed = self.folder.due(now, final=final)
+            batch.updated.extend(updated)
+            for playback_id, entry in sealed:
+                batch.closed.append(playback_id)
+                batch.unwaited.append(entry)
+        batch.unwaited.extend(to_entry(e) for e in self.refusals.due(now, final=final))
+
+    def _write(self, batch: _Batch) -> bool:
+        """Commit the batch (raises if it cannot); whether anything was written. A failing log
+        with nothing to write probes the store, so that it turns healthy only when it is."""
         entries = batch.entries + batch.unwaited
         if not (entries or batch.opened or batch.updated or batch.closed):
-            self._resolve(batch.waiters, None)
-            return
-        try:
-            self.store.write(
-                entries, opened=batch.opened, updated=batch.updated, closed=batch.closed
+            if not self._healthy:
+                self.store.probe()
+            return False
+        self.store.write(entries, opened=batch.opened, updated=batch.updated, closed=batch.closed)
+        return True
+
+    def _failed(self, batch: _Batch, exc: Exception) -> None:
+        if self._healthy:
+            log.error("the access log cannot be written; answering 503", exc_info=exc)
+        else:
+            log.debug("the access log still cannot be written: %r", exc)
+        self._healthy = False
+        self._resolve(batch.waiters, Unavailable(UNAVAILABLE))
+        # Keep what nobody waited for (sealed playbacks among it) for the next try.
+        self._keep(batch.unwaited)
+        self._retry_closed = batch.closed + self._retry_closed
+
+    def _keep(self, entries: list[AuditEntry]) -> None:
+        """Keep unwaited records for the next try (after those kept already)."""
+        self._dropped += max(0, len(self._retry) + len(entries) - MAX_RETAINED)
+        self._retry.extend(entries)
+
+    def _back_off(self, seconds: float) -> None:
+        """Wait before trying again, refusing at once whoever asks meanwhile: while the log is
+        failing a request gets its 503 now, not after the next try."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                item = self._queue.get(timeout=left)
+            except queue.Empty:
+                return
+            if item is None:
+                self._queue.put(None)  # stopping: the loop makes its final try
+                return
+            items = item if isinstance(item, list) else [item]
+            self._keep([i.entry for i in items if i.entry is not None and i.waiter is None])
+            self._resolve(
+                [i.waiter for i in items if i.waiter is not None], Unavailable(UNAVAILABLE)
             )
-        except Exception as exc:
-            if self._healthy:
-                log.exception("the access log cannot be written")
-            self._healthy = False
-            self._resolve(batch.waiters, Unavailable(UNAVAILABLE))
-            # Keep what nobody waited for (sealed playbacks among it) for the next try.
-            self._retry = batch.unwaited[-MAX_RETAINED:]
-            self._retry_closed = batch.closed
-            log.debug("audit write failed: %s", exc)
-            return
-        if not self._healthy:
-            log.warning("the access log is writable again")
-        self._healthy = True
-        self._resolve(batch.waiters, None)
 
     def _resolve(
         self,
@@ -400,6 +553,8 @@ class AuditLog:
         for waiter in waiters:
             if isinstance(waiter, asyncio.Future):
                 on_loop.append((waiter, error))
+            elif waiter.done():
+                continue  # answered already (a cycle that failed after resolving)
             elif error is None:
                 waiter.set_result(None)
             else:
@@ -515,4 +670,7 @@ class AuditLog:
             self._hand_over()
         waiter: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._submit(_Item(waiter=waiter))
-        waiter.result()
+        try:
+            waiter.result(self.wait_seconds)
+        except TimeoutError:
+            raise Unavailable(UNAVAILABLE) from None

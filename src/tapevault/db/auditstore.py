@@ -121,7 +121,9 @@ class SqlAuditStore:
             finally:
                 self._held.depth -= 1
             return
-        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        # Opening can fail (EMFILE when connections exhaust the process's files, EPERM on an
+        # immutable file): the OSError reaches the writer, which answers 503 and tries again.
+        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             self._held.depth = 1
@@ -131,6 +133,13 @@ class SqlAuditStore:
             os.close(fd)  # closing releases the lock
 
     _serialised = exclusive
+
+    def probe(self) -> None:
+        """Take the append lock and rewrite the head unchanged, in a transaction: what a
+        failing log tries to know whether appends work again (the database writable, the lock
+        file openable), without adding a record."""
+        with self._serialised(), self.engine.begin() as conn:
+            conn.exec_driver_sql(self._sql["lock"]).one()
 
     def add_checkpoint(self, checkpoint: Checkpoint) -> None:
         with self.engine.begin() as conn:

@@ -157,30 +157,55 @@ def parse_time(name: str, value: str | None) -> int | None:
         return int(value) * 1000
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        return int(parsed.timestamp() * 1000)
+    except (ValueError, OverflowError):
         raise InvalidRequest(f"{name} must be ISO-8601 or Unix seconds.") from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return int(parsed.timestamp() * 1000)
 
 
-def parse_query(tenant_id: str, params: dict[str, str]) -> Query:
-    if any("\x00" in value or len(value) > 200 for value in params.values()):
-        raise InvalidRequest("Filter values are text of at most 200 characters, without NUL.")
+ACTIONS = frozenset(a.value for a in Action)
+ID_FILTERS = ("session_id", "recording_id")
+FILTERS = ("actor", "action", "since", "until", "limit", "cursor")
+
+
+def parse_query(tenant_id: str, params: dict[str, str], *, ids: bool = True) -> Query:
+    """The filters of a log read, each checked: a filter that cannot match (an action outside
+    the vocabulary, an empty id) or is not one is a 400 naming it, never an empty page.
+    ``ids``: whether ``session_id`` and ``recording_id`` may be given (not when the path
+    names the recording)."""
+    allowed = (*ID_FILTERS, *FILTERS) if ids else FILTERS
+    unknown = sorted(name for name in params if name not in allowed)
+    if unknown:
+        raise InvalidRequest(
+            f"Unknown parameter {unknown[0][:40]!r}; the filters are {', '.join(allowed)}."
+        )
+    for name, value in params.items():
+        if not value:
+            raise InvalidRequest(f"{name} must not be empty.")
+        if "\x00" in value or len(value) > 200:
+            raise InvalidRequest(f"{name} must be text of at most 200 characters, without NUL.")
+    action = params.get("action")
+    if action is not None and action not in ACTIONS:
+        raise InvalidRequest(f"action must be one of: {', '.join(sorted(ACTIONS))}.")
     limit_text = params.get("limit", "100")
     cursor_text = params.get("cursor", "0")
     if not is_digits(limit_text) or not 1 <= int(limit_text) <= MAX_PAGE:
         raise InvalidRequest(f"limit must be from 1 to {MAX_PAGE}.")
     if not is_digits(cursor_text):
         raise InvalidRequest("cursor must be the next_cursor of a previous page.")
+    since_ms = parse_time("since", params.get("since"))
+    until_ms = parse_time("until", params.get("until"))
+    if since_ms is not None and until_ms is not None and until_ms < since_ms:
+        raise InvalidRequest("until must not be before since.")
     return Query(
         tenant_id=tenant_id,
         session_id=params.get("session_id"),
         recording_id=params.get("recording_id"),
         actor_id=params.get("actor"),
-        action=params.get("action"),
-        since_ms=parse_time("since", params.get("since")),
-        until_ms=parse_time("until", params.get("until")),
+        action=action,
+        since_ms=since_ms,
+        until_ms=until_ms,
         after_seq=int(cursor_text),
         limit=int(limit_text),
     )
@@ -277,11 +302,12 @@ def handlers(ctx: AppContext) -> dict[str, Handler[KeyCaller]]:
         return Reply(200, _page(records, query.limit), detail={"filters": _filters(request)})
 
     async def access(request: Request, caller: KeyCaller) -> Reply:
+        filters = parse_query(caller.tenant.partner_id, request.query, ids=False)
         recording = await ctx.metadata(
             retention.recording, caller.tenant, request.param("recording_id")
         )
         query = replace(
-            parse_query(caller.tenant.partner_id, request.query),
+            filters,
             session_id=recording.session_id,
             recording_id=recording.recording_id,
             history=True,

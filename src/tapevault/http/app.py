@@ -13,12 +13,12 @@ from collections.abc import Callable
 import orjson
 from starlette.routing import Route, Router, WebSocketRoute
 
-from tapevault.core.auditlog import AuditLog
 from tapevault.http.admin import routes as admin_routes
 from tapevault.http.amigo import routes as amigo_routes
 from tapevault.http.asgi import NO_STORE, ASGIApp, Message, Receive, Scope, Send, send_json
 from tapevault.http.context import AppContext
 from tapevault.http.cors import Cors
+from tapevault.http.health import Health
 from tapevault.http.kore import routes as kore_routes
 from tapevault.http.media import PREFIX as MEDIA_PREFIX
 from tapevault.http.media import MediaGateway
@@ -75,27 +75,6 @@ class _StaticJson:
         await send({"type": "http.response.body", "body": b"" if method == "HEAD" else self.body})
 
 
-class _Health:
-    """Liveness, and what an operator must look at: checkpoints of the access log stopped because
-    the database contradicts the checkpoint journal (503 with the reason)."""
-
-    def __init__(self, ctx: AppContext) -> None:
-        self.audit = ctx.access_log if isinstance(ctx.access_log, AuditLog) else None
-        self.ok = _StaticJson(b'{"status":"ok"}')
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        problem = self.audit.checkpoint_problem if self.audit is not None else None
-        if problem is None or scope["method"] not in ("GET", "HEAD"):
-            await self.ok(scope, receive, send)
-            return
-        await send_json(
-            send,
-            503,
-            {"status": "degraded", "audit": problem},
-            head_only=scope["method"] == "HEAD",
-        )
-
-
 def build_app(
     ctx: AppContext,
     streams: StreamEndpoint | None = None,
@@ -119,7 +98,7 @@ def build_app(
             *(Route(path, endpoint) for path, endpoint in tus.routes()),
             WebSocketRoute("/api/v1/ambient/session/{session_id}/stream", streams),
             WebSocketRoute("/twilio/media-stream", TwilioMediaStream(ctx, streams.hub)),
-            Route("/healthz", _Health(ctx)),
+            Route("/healthz", Health(ctx.access_log)),
             Route(
                 "/openapi.json",
                 _StaticJson(orjson.dumps(openapi_document(ctx.settings.public_url))),

@@ -29,10 +29,20 @@ from typing import Any
 import orjson
 
 from tapevault.auth.suki import SukiCaller
+from tapevault.core.access import AccessEvent, Action, Actor
 from tapevault.core.clock import now_ms
 from tapevault.core.model import Recording, Tenant
 from tapevault.errors import AuthError, Conflict, InvalidRequest, NotFound, QuotaExceeded
-from tapevault.http.asgi import Receive, Scope, Send, query_params, request_headers, send_json
+from tapevault.http.asgi import (
+    Receive,
+    Scope,
+    Send,
+    client_ip,
+    query_params,
+    request_headers,
+    request_id,
+    send_json,
+)
 from tapevault.http.context import AppContext
 from tapevault.ingest.durable import (
     BACKLOG_BYTES,
@@ -164,11 +174,22 @@ class StreamEndpoint:
         self.writer_id = hub.writer_id
 
     async def open(
-        self, session_id: str, params: dict[str, str], headers: dict[str, str]
+        self,
+        session_id: str,
+        params: dict[str, str],
+        headers: dict[str, str],
+        client: str | None = None,
     ) -> tuple[Recording, int]:
         """Admit a stream and start its recording: (the recording, bytes per sample frame).
-        Raises ``InvalidRequest``, ``AuthError``, ``NotFound`` or ``Conflict`` to refuse."""
-        partner, fmt = await self._admit(session_id, params, headers)
+        Raises ``InvalidRequest``, ``AuthError``, ``NotFound`` or ``Conflict`` to refuse; an
+        ``AuthError`` (close 4401) is in the access log like any authentication failure, from
+        ``client`` (the peer's address)."""
+        try:
+            partner, fmt = await self._admit(session_id, params, headers)
+        except AuthError as exc:
+            kind = "stream_ticket" if params.get("ticket") else "suki_token"
+            auth_failed(self.ctx, exc, kind, client, headers, "live_stream", session_id)
+            raise
         recording = await self.ctx.metadata(
             lambda: self.ctx.vault.open_stream(
                 partner,
@@ -205,7 +226,10 @@ class StreamEndpoint:
         await send({"type": "websocket.accept"})
         try:
             recording, frame_bytes = await self.open(
-                scope["path_params"]["session_id"], query_params(scope), request_headers(scope)
+                scope["path_params"]["session_id"],
+                query_params(scope),
+                request_headers(scope),
+                client_ip(scope),
             )
         except (InvalidRequest, AuthError, NotFound, Conflict, QuotaExceeded) as exc:
             await self._close(send, close_code(exc), exc.message)
@@ -282,6 +306,42 @@ class StreamEndpoint:
             await send({"type": "websocket.close", "code": code, "reason": reason[:120]})
         except Exception:  # the peer may already be gone
             log.debug("close after disconnect", exc_info=True)
+
+
+def auth_failed(
+    ctx: AppContext,
+    exc: AuthError,
+    kind: str,
+    client: str | None,
+    headers: dict[str, str],
+    mode: str,
+    session_id: str | None = None,
+) -> None:
+    """Record a WebSocket refused with 4401 as the ``auth.failure`` it is (status 401), so a
+    stream's bad credentials are in the log like an HTTP request's (and aggregated the same
+    way, per source)."""
+    ctx.access_log.record(
+        AccessEvent(
+            action=Action.AUTH_FAILURE,
+            actor=Actor(
+                kind=kind,
+                client_ip=client,
+                user_agent=headers.get("user-agent"),
+                request_id=request_id(headers),
+            ),
+            status=401,
+            at_ms=now_ms(ctx.vault.clock),
+            session_id=session_id,
+            mode=mode,
+            error=exc.message,
+        )
+    )
+
+
+def peer_address(transport: asyncio.BaseTransport | None) -> str | None:
+    """The host of a connection's peer (None for a Unix socket or no connection)."""
+    peer = transport.get_extra_info("peername") if transport is not None else None
+    return str(peer[0]) if isinstance(peer, tuple) and peer else None
 
 
 def partial_frame_reason(size: int, frame_bytes: int) -> str:

@@ -41,9 +41,9 @@ import orjson
 from tapevault.core.clock import now_ms
 from tapevault.core.model import Recording, Session, Tenant
 from tapevault.errors import AuthError, InvalidRequest, QuotaExceeded, TapevaultError, UrlRejected
-from tapevault.http.asgi import Receive, Scope, Send, query_params
+from tapevault.http.asgi import Receive, Scope, Send, client_ip, query_params, request_headers
 from tapevault.http.context import AppContext
-from tapevault.http.stream import StreamHub
+from tapevault.http.stream import StreamHub, auth_failed
 from tapevault.ingest.durable import BACKLOG_BYTES, DurableStream, NoAcks
 from tapevault.ingest.pcm import SILENCE
 from tapevault.numbers import is_canonical
@@ -192,6 +192,10 @@ class TwilioMediaStream:
         except (InvalidRequest, AuthError) as exc:
             code = 4401 if isinstance(exc, AuthError) else 4400
             reason = exc.message
+            if isinstance(exc, AuthError):
+                kind = "signed_url" if "s" in query_params(scope) else "suki_token"
+                headers = request_headers(scope)
+                auth_failed(self.ctx, exc, kind, client_ip(scope), headers, "twilio_stream")
         except TapevaultError as exc:
             code = 4507 if isinstance(exc, QuotaExceeded) else 4400
             reason = exc.message

@@ -35,6 +35,7 @@ from tapevault.http.stream import (
     close_code,
     is_end,
     partial_frame_reason,
+    peer_address,
     sync_failure_reason,
 )
 from tapevault.http.wsframe import (
@@ -238,7 +239,7 @@ class DirectStream(asyncio.Protocol, AckSink):
         endpoint = self.endpoint
         try:
             recording, self.frame_bytes = await endpoint.open(
-                self.session_id, self.params, self.headers
+                self.session_id, self.params, self.headers, peer_address(self.transport)
             )
         except (InvalidRequest, AuthError, NotFound, Conflict, QuotaExceeded) as exc:
             self._close(close_code(exc), exc.message)

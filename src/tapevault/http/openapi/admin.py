@@ -8,6 +8,7 @@ nothing changed.
 
 from __future__ import annotations
 
+from tapevault.core.access import Action
 from tapevault.http.openapi.common import (
     BEARER_SCHEME,
     JSON,
@@ -164,11 +165,16 @@ _E = {
 }
 _SESSION_ID = path_param("session_id", "A session id, or a call's SID.")
 _RECORDING_ID = path_param("recording_id", "The recording (a ULID).")
+_FILTER = {"type": "string", "minLength": 1, "maxLength": 200}
 _FILTERS = [
-    query_param("actor", "Only records of this credential (token or key id).", _STR),
-    query_param("action", "Only records of this action.", _STR),
-    query_param("since", "From this time: ISO-8601 or Unix seconds.", _STR),
-    query_param("until", "Up to this time: ISO-8601 or Unix seconds.", _STR),
+    query_param("actor", "Only records of this credential (token or key id).", _FILTER),
+    query_param(
+        "action",
+        "Only records of this action (any other value is a 400).",
+        {"type": "string", "enum": sorted(a.value for a in Action)},
+    ),
+    query_param("since", "From this time: ISO-8601 or Unix seconds.", _FILTER),
+    query_param("until", "Up to this time (not before since): ISO-8601 or Unix seconds.", _FILTER),
     query_param(
         "cursor",
         "The next_cursor of the previous page.",
@@ -287,8 +293,8 @@ def paths() -> Json:
             response("A page of records, oldest first.", ref("AuditPage")),
             "400 503",
             [
-                query_param("session_id", "Only records of this session.", _STR),
-                query_param("recording_id", "Only records of this recording.", _STR),
+                query_param("session_id", "Only records of this session.", _FILTER),
+                query_param("recording_id", "Only records of this recording.", _FILTER),
                 *_FILTERS,
             ],
         ),

@@ -13,7 +13,7 @@ def paths() -> Json:
             "get": operation(
                 tag=TAG,
                 operation_id="healthz",
-                summary="Liveness",
+                summary="Liveness and the access log's health",
                 responses={
                     "200": response(
                         "The process serves requests.",
@@ -22,7 +22,19 @@ def paths() -> Json:
                             "required": ["status"],
                             "properties": {"status": {"const": "ok"}},
                         },
-                    )
+                    ),
+                    "503": response(
+                        "The access log cannot be written (audited requests answer 503); "
+                        "the writer retries on its own.",
+                        {
+                            "type": "object",
+                            "required": ["status", "reason"],
+                            "properties": {
+                                "status": {"const": "unavailable"},
+                                "reason": {"type": "string"},
+                            },
+                        },
+                    ),
                 },
             )
         },

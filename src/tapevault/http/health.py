@@ -1,0 +1,56 @@
+"""``GET /healthz``: 200 while the process can do its job, 503 with a reason while it cannot.
+
+Load balancers poll it, so it reads state and writes nothing: the access log's health is what its
+writer last saw (a failed or stuck cycle; the writer retries on its own and probes the store
+while failing), so a process whose audited requests all answer 503 is taken out of rotation and
+put back once they would succeed again. It also tells an operator when the access log stopped
+signing checkpoints because the database contradicts the checkpoint journal (a database rolled
+back or rewritten): requests are still served, but someone must look.
+"""
+
+from __future__ import annotations
+
+import orjson
+
+from tapevault.core.access import AccessLog
+from tapevault.core.auditlog import AuditLog
+from tapevault.http.asgi import NO_STORE, Receive, Scope, Send, send_json
+
+ACCESS_LOG_DOWN = (
+    "The access log cannot be written: audited requests answer 503 until it can "
+    "(the server log says why)."
+)
+_OK = orjson.dumps({"status": "ok"})
+
+
+class Health:
+    def __init__(self, access_log: AccessLog) -> None:
+        self.access_log = access_log
+        self.audit = access_log if isinstance(access_log, AuditLog) else None
+        self.headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(_OK)).encode()),
+            NO_STORE,
+        ]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        method = scope["method"]
+        if method not in ("GET", "HEAD"):
+            await send_json(
+                send,
+                405,
+                {"code": 405, "message": f"Method {method} not allowed."},
+                [(b"allow", b"GET, HEAD")],
+            )
+            return
+        if not self.access_log.healthy:
+            body = {"status": "unavailable", "reason": ACCESS_LOG_DOWN}
+            await send_json(send, 503, body, [(b"retry-after", b"1")], head_only=method == "HEAD")
+            return
+        problem = self.audit.checkpoint_problem if self.audit is not None else None
+        if problem is not None:
+            body = {"status": "degraded", "reason": problem, "audit": problem}
+            await send_json(send, 503, body, head_only=method == "HEAD")
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": self.headers})
+        await send({"type": "http.response.body", "body": b"" if method == "HEAD" else _OK})
