@@ -18,6 +18,7 @@ from tapevault.core.model import Recording
 from tapevault.errors import InvalidRequest, PayloadTooLarge, TapevaultError
 from tapevault.http.asgi import Receive
 from tapevault.http.context import AppContext
+from tapevault.http.multipart import body_of
 from tapevault.ingest import formats
 from tapevault.numbers import is_digits
 
@@ -111,11 +112,13 @@ async def accept_file(
 async def receive_upload(
     ctx: AppContext, receive: Receive, headers: Mapping[str, str], accept: Accept
 ) -> Recording:
-    """Spool, probe and accept one upload body; the spool file never outlives the call."""
+    """Spool, probe and accept one upload body (the audio itself, or a form's one file part);
+    the spool file never outlives the call."""
     check_declared_length(headers, ctx.settings.max_upload_bytes)
-    spooled = await spool(ctx.spool_dir, receive, ctx.settings.max_upload_bytes)
+    body = body_of(headers, receive)
+    spooled = await spool(ctx.spool_dir, body.receive, ctx.settings.max_upload_bytes)
     try:
-        return await accept_file(ctx, spooled, headers.get("content-type"), accept)
+        return await accept_file(ctx, spooled, body.content_type, accept)
     finally:
         with contextlib.suppress(FileNotFoundError):
             spooled.unlink()
