@@ -1,7 +1,8 @@
 """Pages for people: the server's root (``/``) and the API reference (``/docs``).
 
-Both are rendered once at start-up from the OpenAPI document (``tapevault.http.reference``) and
-served as fixed bytes to GET and HEAD. They hold no script, so the Content-Security-Policy allows
+Both are rendered from the OpenAPI document (``tapevault.http.reference``) on their first request
+(about 10 ms, which every application built in the tests would otherwise pay) and then served as
+fixed bytes to GET and HEAD. They hold no script, so the Content-Security-Policy allows
 none, and nothing but this server for anything else (the one inline stylesheet by its hash):
 a page that loads nothing from elsewhere cannot leak who reads it, and a document string that
 slipped through escaping could still not run.
@@ -9,7 +10,8 @@ slipped through escaping could still not run.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from functools import cached_property
 from typing import Any
 
 from tapevault.http.asgi import NO_STORE, NOSNIFF, Receive, Scope, Send, send_json
@@ -23,19 +25,26 @@ CSP = (
 
 
 class HtmlPage:
-    """A fixed HTML page (a class: Starlette wraps plain functions as request handlers)."""
+    """A fixed HTML page, rendered when first asked for (a class: Starlette wraps plain
+    functions as request handlers)."""
 
-    def __init__(self, html: str) -> None:
-        body = html.encode()
-        self.headers = [
+    def __init__(self, render: Callable[[], str]) -> None:
+        self.render = render
+
+    @cached_property
+    def body(self) -> bytes:
+        return self.render().encode()
+
+    @cached_property
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        return [
             (b"content-type", b"text/html; charset=utf-8"),
-            (b"content-length", str(len(body)).encode()),
+            (b"content-length", str(len(self.body)).encode()),
             (b"content-security-policy", CSP.encode()),
             (b"referrer-policy", b"no-referrer"),
             NOSNIFF,
             NO_STORE,
         ]
-        self.body = body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         method = scope["method"]
@@ -54,6 +63,6 @@ class HtmlPage:
 def pages(document: Mapping[str, Any]) -> list[tuple[str, HtmlPage]]:
     """(path, endpoint) of each page, rendered from ``document``."""
     return [
-        ("/", HtmlPage(render_home(document))),
-        ("/docs", HtmlPage(render_reference(document))),
+        ("/", HtmlPage(lambda: render_home(document))),
+        ("/docs", HtmlPage(lambda: render_reference(document))),
     ]
