@@ -136,7 +136,8 @@ def check_content_type(declared: str | None, head: bytes) -> None:
     * Unrecognised bytes are :class:`InvalidAudio` under a declared audio type that has a magic
       number (the body is broken), passed on to FFmpeg under ``audio/mpeg``/``audio/aac`` (raw
       streams may start mid-frame), and :class:`UnsupportedMediaType` when no type, or only
-      ``application/octet-stream``, was declared.
+      one that says nothing about the bytes (``application/octet-stream``, or curl's default
+      ``application/x-www-form-urlencoded``), was declared.
     """
     _demuxer_for(declared, head, tagged=False)
 
