@@ -23,6 +23,7 @@ from tapevault.http.kore import routes as kore_routes
 from tapevault.http.media import PREFIX as MEDIA_PREFIX
 from tapevault.http.media import MediaGateway
 from tapevault.http.openapi import openapi_document
+from tapevault.http.pages import pages
 from tapevault.http.stream import StreamEndpoint, StreamHub
 from tapevault.http.suki import routes as suki_routes
 from tapevault.http.suki import tus_endpoint
@@ -89,6 +90,7 @@ def build_app(
     # The recording-URL endpoint is what every player calls: found by two string tests instead
     # of the router's regular expressions (it is also in the router, for completeness).
     recording_urls = dict(suki)[RECORDING_URLS]
+    document = openapi_document(ctx.settings.public_url)
     router = Router(
         routes=[
             *(Route(path, endpoint) for path, endpoint in suki),
@@ -99,10 +101,8 @@ def build_app(
             WebSocketRoute("/api/v1/ambient/session/{session_id}/stream", streams),
             WebSocketRoute("/twilio/media-stream", TwilioMediaStream(ctx, streams.hub)),
             Route("/healthz", Health(ctx.access_log)),
-            Route(
-                "/openapi.json",
-                _StaticJson(orjson.dumps(openapi_document(ctx.settings.public_url))),
-            ),
+            Route("/openapi.json", _StaticJson(orjson.dumps(document))),
+            *(Route(path, page) for path, page in pages(document)),
         ],
         default=_not_found,
     )

@@ -19,6 +19,7 @@ from tapevault.errors import InvalidRequest, PayloadTooLarge, TapevaultError
 from tapevault.fsutil import out_of_space_as_507
 from tapevault.http.asgi import Receive
 from tapevault.http.context import AppContext
+from tapevault.http.multipart import body_of
 from tapevault.ingest import formats
 from tapevault.numbers import is_digits
 
@@ -120,8 +121,10 @@ async def accept_file(
 async def receive_upload(
     ctx: AppContext, receive: Receive, headers: Mapping[str, str], accept: Accept
 ) -> Recording:
-    """Spool, probe and accept one upload body; the spool file never outlives the call."""
+    """Spool, probe and accept one upload body (the audio itself, or a form's one file part);
+    the spool file never outlives the call."""
     check_declared_length(headers, ctx.settings.max_upload_bytes)
+    body = body_of(headers, receive)
     with ctx.spool.reserve() as spooled:
-        await spool(spooled, receive, ctx.settings.max_upload_bytes)
-        return await accept_file(ctx, spooled, headers.get("content-type"), accept)
+        await spool(spooled, body.receive, ctx.settings.max_upload_bytes)
+        return await accept_file(ctx, spooled, body.content_type, accept)

@@ -63,6 +63,14 @@ ACCEPTED_CONTENT_TYPES: Final = frozenset(
 #: Declared types whose streams have no magic bytes (they may start mid-frame): when the sniffer
 #: finds nothing, FFmpeg tries the declared format's demuxer.
 _HEADERLESS: Final = {"audio/mpeg": "mp3", "audio/mp3": "mp3", "audio/aac": "aac"}
+#: Types that say nothing about the bytes, so the bytes decide: octet-stream, and the type curl
+#: gives ``--data-binary`` when none is set (a user who forgot -H, not a form: a form body is
+#: never audio, so it still ends in a 415 that names the header to send).
+_UNLABELLED: Final = frozenset({"application/octet-stream", "application/x-www-form-urlencoded"})
+_SEND: Final = (
+    "send the file's own type (e.g. Content-Type: audio/wav or audio/mpeg), "
+    "application/octet-stream, or multipart/form-data with the file as its one part"
+)
 _DEMUXERS: Final = {
     "wav": "wav", "mp3": "mp3", "aac": "aac", "flac": "flac", "ogg": "ogg",
     "webm": "matroska", "matroska": "matroska", "mp4": "mp4",
@@ -177,7 +185,8 @@ def check_content_type(declared: str | None, head: bytes) -> None:
     * Unrecognised bytes are :class:`InvalidAudio` under a declared audio type that has a magic
       number (the body is broken), passed on to FFmpeg under ``audio/mpeg``/``audio/aac`` (raw
       streams may start mid-frame), and :class:`UnsupportedMediaType` when no type, or only
-      ``application/octet-stream``, was declared.
+      one that says nothing about the bytes (``application/octet-stream``, or curl's default
+      ``application/x-www-form-urlencoded``), was declared.
     """
     _demuxer_for(declared, head, tagged=False)
 
@@ -306,9 +315,9 @@ def _pcm_name(bits: int) -> str:
 def _demuxer_for(declared: str | None, head: bytes, *, tagged: bool) -> str:
     """The demuxer for a body starting with ``head`` (after ``tagged``: ID3v2 tags)."""
     media_type = (declared or "").split(";", 1)[0].strip().lower()
-    if media_type and media_type not in ACCEPTED_CONTENT_TYPES:
+    if media_type and media_type not in ACCEPTED_CONTENT_TYPES | _UNLABELLED:
         raise UnsupportedMediaType(
-            f"Content-Type {media_type} is not audio tapevault accepts; {_FORMATS_HINT}"
+            f"Content-Type {media_type} is not audio tapevault accepts; {_FORMATS_HINT}: {_SEND}"
         )
     if not head and not tagged:
         raise InvalidAudio(f"empty body: {_FORMATS_HINT}")
@@ -317,9 +326,11 @@ def _demuxer_for(declared: str | None, head: bytes, *, tagged: bool) -> str:
         return kind.split("/", 1)[0]
     if media_type in _HEADERLESS:
         return _HEADERLESS[media_type]
-    if media_type and media_type != "application/octet-stream":
+    if media_type and media_type not in _UNLABELLED:
         raise InvalidAudio(f"body is not {media_type}: its first bytes match no audio format")
-    raise UnsupportedMediaType(f"unrecognised media: the body is not audio; {_FORMATS_HINT}")
+    raise UnsupportedMediaType(
+        f"unrecognised media: the body is not audio; {_FORMATS_HINT}: {_SEND}"
+    )
 
 
 def _id3_end(head: bytes) -> int:

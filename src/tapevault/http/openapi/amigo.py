@@ -20,7 +20,6 @@ from tapevault.http.openapi.common import (
     UUID,
     Json,
     Section,
-    binary_body,
     head_of,
     header,
     nullable,
@@ -29,6 +28,7 @@ from tapevault.http.openapi.common import (
     query_param,
     ref,
     response,
+    upload_body,
     with_headers,
 )
 from tapevault.ingest.decode import ACCEPTED_CONTENT_TYPES
@@ -434,7 +434,7 @@ def _upload() -> Json:
                     {"type": "string", "pattern": "^[A-Za-z0-9_.:/ -]{1,64}$"},
                 ),
             ],
-            request_body=binary_body(ACCEPTED_CONTENT_TYPES, "The channel's audio file."),
+            request_body=upload_body(ACCEPTED_CONTENT_TYPES, "The channel's audio file."),
         )
     }
 

@@ -152,3 +152,20 @@ def binary_body(media_types: Iterable[str], description: str, *, required: bool 
         "description": description,
         "content": {media_type: {"schema": BINARY} for media_type in sorted(media_types)},
     }
+
+
+FORM_FILE: Json = {
+    "type": "object",
+    "description": "A form (curl -F file=@visit.wav) whose one part is the audio file.",
+    "properties": {"file": BINARY},
+    "required": ["file"],
+    "additionalProperties": False,
+}
+
+
+def upload_body(media_types: Iterable[str], description: str) -> Json:
+    """An audio upload: the file as the whole body in one of ``media_types``, or as the one
+    file part of a ``multipart/form-data`` form (``tapevault.http.multipart``)."""
+    body = binary_body(media_types, description)
+    body["content"]["multipart/form-data"] = {"schema": FORM_FILE}
+    return body

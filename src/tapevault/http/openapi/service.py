@@ -1,10 +1,11 @@
-"""The service's own endpoints: liveness and this document."""
+"""The service's own endpoints: liveness, this document, and the pages for people."""
 
 from __future__ import annotations
 
 from tapevault.http.openapi.common import Json, Section, operation, response
 
 TAG = "Service"
+_HTML: Json = {"text/html": {"schema": {"type": "string"}}}
 
 
 def paths() -> Json:
@@ -38,6 +39,27 @@ def paths() -> Json:
                 },
             )
         },
+        "/": {
+            "get": operation(
+                tag=TAG,
+                operation_id="home",
+                summary="What this server is, for people",
+                description="An HTML page linking the API reference, this document and liveness.",
+                responses={"200": response("HTML.", content=_HTML)},
+            )
+        },
+        "/docs": {
+            "get": operation(
+                tag=TAG,
+                operation_id="docs",
+                summary="The API reference, for people",
+                description=(
+                    "This document rendered as one HTML page, every operation grouped by "
+                    "dialect; no script, nothing loaded from elsewhere."
+                ),
+                responses={"200": response("HTML.", content=_HTML)},
+            )
+        },
         "/openapi.json": {
             "get": operation(
                 tag=TAG,
@@ -50,5 +72,6 @@ def paths() -> Json:
 
 
 SECTION = Section(
-    tag={"name": TAG, "description": "Liveness and the API description."}, paths=paths()
+    tag={"name": TAG, "description": "Liveness, the API description and its reference page."},
+    paths=paths(),
 )

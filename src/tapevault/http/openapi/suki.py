@@ -17,12 +17,12 @@ from tapevault.http.openapi.common import (
     SUKI_SCHEME,
     Json,
     Section,
-    binary_body,
     nullable,
     operation,
     parameter_ref,
     ref,
     response,
+    upload_body,
     with_headers,
 )
 from tapevault.ingest.decode import ACCEPTED_CONTENT_TYPES
@@ -426,7 +426,7 @@ def paths() -> Json:
                     "Each upload becomes the session's next recording (sequence 1..n). WAV, "
                     "MP3, FLAC, Ogg (Opus/Vorbis), WebM (Opus) or M4A (AAC); stored as PCM WAV."
                 ),
-                request_body=binary_body(ACCEPTED_CONTENT_TYPES, "The audio file."),
+                request_body=upload_body(ACCEPTED_CONTENT_TYPES, "The audio file."),
             )
         },
         f"{session}/end": {
