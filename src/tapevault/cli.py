@@ -24,7 +24,7 @@ from tapevault.config import SETTINGS_DOC, Settings
 from tapevault.core import policy
 from tapevault.core.model import KeyRole, Tenant
 from tapevault.errors import ConfigError, TapevaultError
-from tapevault.runtime import Runtime, open_runtime, websocket_protocol
+from tapevault.runtime import Runtime, open_runtime, server_options
 
 log = logging.getLogger("tapevault")
 
@@ -56,18 +56,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     settings = _settings(args)
-    server_options: dict[str, Any] = {
-        "host": settings.host,
-        "port": settings.port,
-        "http": "httptools",
-        "loop": "uvloop",
-        "ws": websocket_protocol(settings),  # websockets-sansio, with the live-stream fast path
-        "ws_per_message_deflate": False,
-        "lifespan": "on",
-        "access_log": False,
-        "server_header": False,
-        "log_level": args.log_level,
-    }
+    options = server_options(settings, args.log_level)
     log.info(
         "tapevault %s serving on %s with %d process(es) (public URL %s)",
         __version__,
@@ -77,7 +66,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     if settings.processes == 1:
         runtime = open_runtime(settings)
-        uvicorn.run(runtime.asgi(background=True), **server_options)
+        uvicorn.run(runtime.asgi(background=True), **options)
         return 0
     # Several processes share the listening socket; each builds its own runtime from the
     # environment (flags are passed on as TAPEVAULT_* variables), migrations run once here.
@@ -87,7 +76,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "tapevault.runtime:app_from_environment",
         factory=True,
         workers=settings.processes,
-        **server_options,
+        **options,
     )
     return 0
 

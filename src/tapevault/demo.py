@@ -25,7 +25,7 @@ from tapevault.auth.kore import issue_kore_token
 from tapevault.auth.suki import issue_token
 from tapevault.config import Settings
 from tapevault.core import policy
-from tapevault.runtime import open_runtime
+from tapevault.runtime import open_runtime, server_options
 
 DEMO_CALL = "CAdemo0000000000000000000000000001"
 
@@ -69,16 +69,8 @@ def run_demo(settings: Settings, *, serve: bool, log_level: str) -> int:
     partner, api_key = created_tenant.tenant, created_tenant.api_key
     token = issue_token(partner, now=time.time(), ttl_seconds=24 * 3600, provider_id="demo-doctor")
     kore_token = issue_kore_token(partner, now=time.time(), ttl_seconds=24 * 3600)
-    config = uvicorn.Config(
-        runtime.asgi(background=True),
-        host=settings.host,
-        port=settings.port,
-        http="httptools",
-        loop="uvloop",
-        lifespan="on",
-        access_log=False,
-        log_level=log_level,
-    )
+    # The same protocols and limits as ``serve``.
+    config = uvicorn.Config(runtime.asgi(background=True), **server_options(settings, log_level))
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
