@@ -358,3 +358,49 @@ def test_x_forwarded_for_is_believed_from_a_trusted_proxy(tmp_path: Path) -> Non
         assert set(refused_client_ips(srv)) == {"203.0.113.9"}
     finally:
         srv.stop()
+
+
+# -- closed connections free their buffers -------------------------------------------------------
+
+
+def settled_rss(pid: int) -> int:
+    """The RSS once it stops moving (the server has taken in, or let go of, what was sent)."""
+    last = rss_bytes(pid)
+    for _ in range(50):
+        time.sleep(0.2)
+        now = rss_bytes(pid)
+        if abs(now - last) < MB:
+            return now
+        last = now
+    return last
+
+
+def abandon_large_frames(server: Server, headers: dict[str, str], session_id: str) -> None:
+    """Ten streams each send most of an 8 MiB frame, then vanish."""
+    frame_head = bytes((0x82, 0x80 | 127)) + (8 * MB).to_bytes(8, "big") + b"\0\0\0\0"
+    socks = [
+        open_websocket(server, f"/api/v1/ambient/session/{session_id}/stream", headers)
+        for _ in range(10)
+    ]
+    for sock in socks:
+        send_quietly(sock, frame_head + b"\0" * (7 * MB))
+    for sock in socks:
+        sock.close()
+
+
+def test_streams_closed_mid_frame_leave_no_memory_behind(stream_server: Server) -> None:
+    """Rounds of streams that vanish mid-frame do not add up: what one round buffered is freed
+    (without waiting for a full garbage collection) and reused by the next."""
+    server = stream_server
+    headers = suki_headers(server)
+    created = requests.post(
+        f"{server.base}/api/v1/ambient/session/create", headers=headers, timeout=10
+    )
+    session_id = created.json()["ambient_session_id"]
+    pid = server_pid(server)
+    abandon_large_frames(server, headers, session_id)
+    after_first = settled_rss(pid)
+    for _ in range(2):
+        abandon_large_frames(server, headers, session_id)
+    grown = settled_rss(pid) - after_first
+    assert grown < 50 * MB, f"RSS grew by {grown // MB} MB over two more rounds"
