@@ -62,6 +62,18 @@ def read_response(sock: socket.socket) -> bytes:
     return data
 
 
+def server_side_open(sock: socket.socket) -> bool:
+    """Whether the server still holds its end of this client's connection open (the kernel's
+    view: ESTABLISHED), seen without reading anything from the client's end."""
+    server = f":{sock.getpeername()[1]:04X}"
+    client = f":{sock.getsockname()[1]:04X}"
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1].endswith(server) and fields[2].endswith(client):
+            return fields[3] == "01"
+    return False
+
+
 def send_quietly(sock: socket.socket, data: bytes) -> None:
     """Send what the server may refuse halfway (it then resets or stops reading)."""
     with contextlib.suppress(OSError):
@@ -404,3 +416,23 @@ def test_streams_closed_mid_frame_leave_no_memory_behind(stream_server: Server) 
         abandon_large_frames(server, headers, session_id)
     grown = settled_rss(pid) - after_first
     assert grown < 50 * MB, f"RSS grew by {grown // MB} MB over two more rounds"
+
+
+def test_a_client_that_stops_reading_its_answers_is_dropped(server: Server) -> None:
+    """Answers piling up for a client that reads nothing are not kept for good: once writing
+    has stalled for the body timeout, the connection is dropped (the rest is never sent)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(15)
+    with sock:
+        sock.connect(("127.0.0.1", server.port))
+        request = b"GET /openapi.json HTTP/1.1\r\nHost: x\r\n\r\n"
+        sock.sendall(request * 100)  # ~12 MB of answers, far more than socket buffers hold
+        one = len(requests.get(f"{server.base}/openapi.json", timeout=10).content)
+        # Read nothing until the server has let go of the connection (its body timeout is 2 s).
+        assert wait_for(lambda: not server_side_open(sock)), "the stalled connection was kept"
+        received = 0
+        with contextlib.suppress(ConnectionResetError, TimeoutError):
+            while chunk := sock.recv(1 << 20):
+                received += len(chunk)
+    assert received < 50 * one, f"{received} bytes: the stalled connection was kept"

@@ -96,7 +96,8 @@ SETTINGS_DOC: dict[str, tuple[str, str]] = {
     ),
     "body_timeout": (
         "TAPEVAULT_BODY_TIMEOUT",
-        "a request body silent this long is cut off with 408 (partial uploads not kept)",
+        "a request body silent this long is cut off with 408 (partial uploads not kept); a "
+        "client that stops reading its answer this long is dropped",
     ),
     "keepalive_timeout": (
         "TAPEVAULT_KEEPALIVE_TIMEOUT",

@@ -16,7 +16,10 @@ connection is closed, ``timeout_keep_alive`` seconds after its last answer. This
   the server is ready to read is answered 408 and closed; the application receives
   ``http.disconnect``, so an upload's partial spool file is removed as for any client that left.
   Time the server itself is not reading (the application has not taken the last chunk yet) does
-  not count.
+  not count;
+- write stall: a client that stops reading its answer (the transport asked us to stop writing)
+  and reads nothing more for ``body_timeout`` seconds is dropped; uvicorn would hold the
+  connection, and the task writing to it, for as long as the peer keeps its socket open.
 
 A refusal is written only when no answer is under way on the connection (else it just closes),
 and a connection we close is dropped ``CLOSE_TIMEOUT`` later even if the peer never reads.
@@ -58,6 +61,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self.last_read = 0.0
         self.head_timer: asyncio.TimerHandle | None = None
         self.body_timer: asyncio.TimerHandle | None = None
+        self.write_timer: asyncio.TimerHandle | None = None
         self.abort_timer: asyncio.TimerHandle | None = None
         self.refused = False
 
@@ -66,10 +70,10 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self.head_timer = self.loop.call_later(self.limits.header_timeout, self._head_expired)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        for timer in (self.head_timer, self.body_timer, self.abort_timer):
+        for timer in (self.head_timer, self.body_timer, self.write_timer, self.abort_timer):
             if timer is not None:
                 timer.cancel()
-        self.head_timer = self.body_timer = self.abort_timer = None
+        self.head_timer = self.body_timer = self.write_timer = self.abort_timer = None
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -129,6 +133,23 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         super().on_message_complete()
 
     # -- timeouts ------------------------------------------------------------------------------
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self.write_timer is None:
+            self.write_timer = self.loop.call_later(self.limits.body_timeout, self._write_stalled)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self.write_timer is not None:
+            self.write_timer.cancel()
+            self.write_timer = None
+
+    def _write_stalled(self) -> None:
+        self.write_timer = None
+        if self.flow.write_paused and not self.transport.is_closing():
+            self.logger.debug("client stopped reading its answer; dropping the connection")
+            self.transport.abort()
 
     def _head_expired(self) -> None:
         self.head_timer = None
