@@ -213,6 +213,19 @@ def test_a_stalled_upload_is_answered_408_and_its_spool_file_removed(server: Ser
     assert wait_for(lambda: not any(spool.glob("*.part"))), "the partial upload was kept"
 
 
+def test_a_body_stalled_after_its_answer_gets_no_second_answer(server: Server) -> None:
+    """A request refused before its body was read (401) and whose body then stalls is closed
+    at the body timeout without a 408 tacked on after the 401."""
+    with connect(server) as sock:
+        sock.sendall(
+            b"POST /api/v1/ambient/session/s/audio HTTP/1.1\r\nHost: x\r\n"
+            b"sdp_suki_token: nonsense\r\nContent-Length: 1000000\r\n\r\n" + b"\0" * 1000
+        )
+        response = read_response(sock)
+    assert response.startswith(b"HTTP/1.1 401 "), response[:200]
+    assert b"HTTP/1.1 408" not in response
+
+
 # -- WebSocket ping floods ---------------------------------------------------------------------
 
 

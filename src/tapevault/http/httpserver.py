@@ -182,12 +182,15 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     # -- refusing ------------------------------------------------------------------------------
 
     def _refuse(self, status: int, message: str) -> None:
-        """Answer ``status`` (unless an answer is under way), tell the application the client
-        is gone, and close the connection."""
+        """Answer ``status`` (unless an answer was or is being sent: then only the close),
+        tell the application the client is gone, and close the connection."""
         self.refused = True
         self.logger.debug("%d: %s", status, message)
         cycle = self.cycle
-        answering = cycle is not None and cycle.response_started and not cycle.response_complete
+        if self.phase == _HEAD:  # no answer yet to this request; the last one may be under way
+            answering = cycle is not None and not cycle.response_complete
+        else:  # the body's request: answered already (say, 401 before its body), or under way
+            answering = cycle is not None and cycle.response_started
         if not answering:
             body = message.encode("ascii") + b"\n"
             content = [STATUS_LINE[status]]
