@@ -93,10 +93,24 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 # -- request heads -----------------------------------------------------------------------------
 
 
-def test_a_header_over_the_limit_is_answered_431(server: Server) -> None:
-    """A 1 MiB header is refused with 431 and a reason, not read to its end and answered 200."""
+UPGRADE = (
+    b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+)
+
+
+@pytest.mark.parametrize("upgrade", [b"", UPGRADE], ids=["http", "websocket-handshake"])
+def test_a_header_over_the_limit_is_answered_431(server: Server, upgrade: bytes) -> None:
+    """A 1 MiB header is refused with 431 and a reason, not read to its end and answered 200;
+    a WebSocket handshake too."""
     with connect(server) as sock:
-        head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * MB + b"\r\n\r\n"
+        head = (
+            b"GET /twilio/media-stream HTTP/1.1\r\nHost: x\r\n"
+            + upgrade
+            + b"X-Big: "
+            + b"a" * MB
+            + b"\r\n\r\n"
+        )
         sender = threading.Thread(target=send_quietly, args=(sock, head))
         sender.start()
         response = read_response(sock)
