@@ -246,6 +246,26 @@ def test_a_body_stalled_after_its_answer_gets_no_second_answer(server: Server) -
     assert b"HTTP/1.1 408" not in response
 
 
+def test_a_client_that_stops_reading_its_answers_is_dropped(server: Server) -> None:
+    """Answers piling up for a client that reads nothing are not kept for good: once writing
+    has stalled for the body timeout, the connection is dropped (the rest is never sent)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(15)
+    with sock:
+        sock.connect(("127.0.0.1", server.port))
+        request = b"GET /openapi.json HTTP/1.1\r\nHost: x\r\n\r\n"
+        sock.sendall(request * 100)  # ~12 MB of answers, far more than socket buffers hold
+        one = len(requests.get(f"{server.base}/openapi.json", timeout=10).content)
+        # Read nothing until the server has let go of the connection (its body timeout is 2 s).
+        assert wait_for(lambda: not server_side_open(sock)), "the stalled connection was kept"
+        received = 0
+        with contextlib.suppress(ConnectionResetError, TimeoutError):
+            while chunk := sock.recv(1 << 20):
+                received += len(chunk)
+    assert received < 50 * one, f"{received} bytes: the stalled connection was kept"
+
+
 # -- WebSocket ping floods ---------------------------------------------------------------------
 
 
@@ -332,6 +352,53 @@ def stream_server(
         srv.stop()
 
 
+# -- closed streams free their buffers ----------------------------------------------------------
+# (First on each server: the heap a flood freed would hide a leak.)
+
+
+def settled_rss(pid: int) -> int:
+    """The RSS once it stops moving (the server has taken in, or let go of, what was sent)."""
+    last = rss_bytes(pid)
+    for _ in range(50):
+        time.sleep(0.2)
+        now = rss_bytes(pid)
+        if abs(now - last) < MB:
+            return now
+        last = now
+    return last
+
+
+def abandon_large_frames(server: Server, headers: dict[str, str], session_id: str) -> None:
+    """Ten streams each send most of an 8 MiB frame, then vanish."""
+    frame_head = bytes((0x82, 0x80 | 127)) + (8 * MB).to_bytes(8, "big") + b"\0\0\0\0"
+    socks = [
+        open_websocket(server, f"/api/v1/ambient/session/{session_id}/stream", headers)
+        for _ in range(10)
+    ]
+    for sock in socks:
+        send_quietly(sock, frame_head + b"\0" * (7 * MB))
+    for sock in socks:
+        sock.close()
+
+
+def test_streams_closed_mid_frame_leave_no_memory_behind(stream_server: Server) -> None:
+    """Rounds of streams that vanish mid-frame do not add up: what one round buffered is freed
+    (without waiting for a full garbage collection) and reused by the next."""
+    server = stream_server
+    headers = suki_headers(server)
+    created = requests.post(
+        f"{server.base}/api/v1/ambient/session/create", headers=headers, timeout=10
+    )
+    session_id = created.json()["ambient_session_id"]
+    pid = server_pid(server)
+    abandon_large_frames(server, headers, session_id)
+    after_first = settled_rss(pid)
+    for _ in range(2):
+        abandon_large_frames(server, headers, session_id)
+    grown = settled_rss(pid) - after_first
+    assert grown < 50 * MB, f"RSS grew by {grown // MB} MB over two more rounds"
+
+
 def test_a_ping_flood_on_a_live_stream_is_closed_1008(stream_server: Server) -> None:
     """An authenticated stream that floods pings and never reads is closed with 1008 before
     its pongs pile up in memory (direct path and TAPEVAULT_DIRECT_STREAMS=off)."""
@@ -403,69 +470,3 @@ def test_x_forwarded_for_is_believed_from_a_trusted_proxy(tmp_path: Path) -> Non
         assert set(refused_client_ips(srv)) == {"203.0.113.9"}
     finally:
         srv.stop()
-
-
-# -- closed connections free their buffers -------------------------------------------------------
-
-
-def settled_rss(pid: int) -> int:
-    """The RSS once it stops moving (the server has taken in, or let go of, what was sent)."""
-    last = rss_bytes(pid)
-    for _ in range(50):
-        time.sleep(0.2)
-        now = rss_bytes(pid)
-        if abs(now - last) < MB:
-            return now
-        last = now
-    return last
-
-
-def abandon_large_frames(server: Server, headers: dict[str, str], session_id: str) -> None:
-    """Ten streams each send most of an 8 MiB frame, then vanish."""
-    frame_head = bytes((0x82, 0x80 | 127)) + (8 * MB).to_bytes(8, "big") + b"\0\0\0\0"
-    socks = [
-        open_websocket(server, f"/api/v1/ambient/session/{session_id}/stream", headers)
-        for _ in range(10)
-    ]
-    for sock in socks:
-        send_quietly(sock, frame_head + b"\0" * (7 * MB))
-    for sock in socks:
-        sock.close()
-
-
-def test_streams_closed_mid_frame_leave_no_memory_behind(stream_server: Server) -> None:
-    """Rounds of streams that vanish mid-frame do not add up: what one round buffered is freed
-    (without waiting for a full garbage collection) and reused by the next."""
-    server = stream_server
-    headers = suki_headers(server)
-    created = requests.post(
-        f"{server.base}/api/v1/ambient/session/create", headers=headers, timeout=10
-    )
-    session_id = created.json()["ambient_session_id"]
-    pid = server_pid(server)
-    abandon_large_frames(server, headers, session_id)
-    after_first = settled_rss(pid)
-    for _ in range(2):
-        abandon_large_frames(server, headers, session_id)
-    grown = settled_rss(pid) - after_first
-    assert grown < 50 * MB, f"RSS grew by {grown // MB} MB over two more rounds"
-
-
-def test_a_client_that_stops_reading_its_answers_is_dropped(server: Server) -> None:
-    """Answers piling up for a client that reads nothing are not kept for good: once writing
-    has stalled for the body timeout, the connection is dropped (the rest is never sent)."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.settimeout(15)
-    with sock:
-        sock.connect(("127.0.0.1", server.port))
-        request = b"GET /openapi.json HTTP/1.1\r\nHost: x\r\n\r\n"
-        sock.sendall(request * 100)  # ~12 MB of answers, far more than socket buffers hold
-        one = len(requests.get(f"{server.base}/openapi.json", timeout=10).content)
-        # Read nothing until the server has let go of the connection (its body timeout is 2 s).
-        assert wait_for(lambda: not server_side_open(sock)), "the stalled connection was kept"
-        received = 0
-        with contextlib.suppress(ConnectionResetError, TimeoutError):
-            while chunk := sock.recv(1 << 20):
-                received += len(chunk)
-    assert received < 50 * one, f"{received} bytes: the stalled connection was kept"
