@@ -7,13 +7,16 @@ import json
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, cast
 
+import anyio
 import numpy as np
 import pytest
 import requests
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from tapevault.http import twilio
 from tapevault.ingest.pcm import expand
 from tests.server import Server, free_port, tapevault
 from tests.test_stream import stored_pcm, wait_available
@@ -169,3 +172,34 @@ async def test_signed_stream_url_and_bad_credentials(server: Server) -> None:
         with pytest.raises(ConnectionClosed) as info:
             await ws.recv()
     assert info.value.rcvd is not None and info.value.rcvd.code == 4401
+
+
+async def test_the_start_deadline_holds_however_often_the_peer_chatters(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The start deadline counts from the handshake, not from the last message: a peer sending
+    a harmless message every 0.2 s is still closed with 4400 when the deadline passes."""
+    monkeypatch.setattr(twilio, "START_DEADLINE_SECONDS", 0.6)
+    monkeypatch.setattr(twilio, "MAX_MESSAGES_BEFORE_START", 1000, raising=False)
+    sent: list[dict[str, Any]] = []
+    messages = 0
+
+    async def receive() -> dict[str, Any]:
+        nonlocal messages
+        messages += 1
+        if messages == 1:
+            return {"type": "websocket.connect"}
+        await anyio.sleep(0.2)
+        return {"type": "websocket.receive", "text": '{"event":"connected"}'}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    endpoint = twilio.TwilioMediaStream(cast(Any, None), cast(Any, None))
+    with anyio.fail_after(5):
+        await endpoint({"type": "websocket"}, receive, send)
+    assert sent[-1] == {
+        "type": "websocket.close",
+        "code": 4400,
+        "reason": "no start message in time",
+    }
