@@ -88,3 +88,33 @@ def test_environment_round_trips(tmp_path: Path) -> None:
         env={},
     )
     assert Settings.load(env=settings.environment()) == settings
+
+
+def test_connection_limits_and_trusted_proxies(tmp_path: Path) -> None:
+    """Header size, read timeouts and trusted proxies load, normalise and round-trip; the
+    defaults trust no proxy at all."""
+    default = Settings.load({"data_dir": str(tmp_path)}, env={})
+    assert default.trusted_proxies == ()
+    assert (default.max_header_bytes, default.header_timeout_seconds) == (64 * 1024, 30)
+    assert (default.body_timeout_seconds, default.keepalive_timeout_seconds) == (60, 5)
+    env = {
+        "TAPEVAULT_DATA_DIR": str(tmp_path),
+        "TAPEVAULT_MAX_HEADER_BYTES": "16KiB",
+        "TAPEVAULT_HEADER_TIMEOUT": "10s",
+        "TAPEVAULT_BODY_TIMEOUT": "2m",
+        "TAPEVAULT_KEEPALIVE_TIMEOUT": "15",
+        "TAPEVAULT_TRUSTED_PROXIES": " 10.0.0.7, 192.168.0.0/16 ,::1 ",
+    }
+    s = Settings.load(env=env)
+    assert s.max_header_bytes == 16 * 1024
+    assert (s.header_timeout_seconds, s.body_timeout_seconds) == (10, 120)
+    assert s.keepalive_timeout_seconds == 15
+    assert s.trusted_proxies == ("10.0.0.7/32", "192.168.0.0/16", "::1/128")
+    assert Settings.load(env=s.environment()) == s
+
+
+@pytest.mark.parametrize("value", ["localhost", "10.0.0.300", "10.0.0.0/33", "*"])
+def test_a_trusted_proxy_must_be_an_address_or_network(tmp_path: Path, value: str) -> None:
+    """Anything but IPs and CIDRs (a name, a wildcard) fails at start-up naming the setting."""
+    with pytest.raises(ConfigError, match="TAPEVAULT_TRUSTED_PROXIES"):
+        Settings.load({"data_dir": str(tmp_path)}, env={"TAPEVAULT_TRUSTED_PROXIES": value})

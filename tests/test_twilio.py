@@ -9,7 +9,9 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, cast
 
+import anyio
 import numpy as np
 import pytest
 import requests
@@ -18,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from tapevault.http import twilio
 from tapevault.ingest.pcm import expand
 from tests.server import Server, tapevault
 from tests.support import stored_pcm, wait_available
@@ -288,3 +291,34 @@ async def test_a_second_stream_of_a_live_call_is_refused_and_ends_nothing(server
         assert call_state() == ("completed", 2)
     finally:
         db.close()
+
+
+async def test_the_start_deadline_holds_however_often_the_peer_chatters(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The start deadline counts from the handshake, not from the last message: a peer sending
+    a harmless message every 0.2 s is still closed with 4400 when the deadline passes."""
+    monkeypatch.setattr(twilio, "START_DEADLINE_SECONDS", 0.6)
+    monkeypatch.setattr(twilio, "MAX_MESSAGES_BEFORE_START", 1000, raising=False)
+    sent: list[dict[str, Any]] = []
+    messages = 0
+
+    async def receive() -> dict[str, Any]:
+        nonlocal messages
+        messages += 1
+        if messages == 1:
+            return {"type": "websocket.connect"}
+        await anyio.sleep(0.2)
+        return {"type": "websocket.receive", "text": '{"event":"connected"}'}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    endpoint = twilio.TwilioMediaStream(cast(Any, None), cast(Any, None))
+    with anyio.fail_after(5):
+        await endpoint({"type": "websocket"}, receive, send)
+    assert sent[-1] == {
+        "type": "websocket.close",
+        "code": 4400,
+        "reason": "no start message in time",
+    }

@@ -4,8 +4,10 @@ exact bytes, acks after syncs (held for a client that does not read), the end, e
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import random
+import weakref
 from pathlib import Path
 from typing import Any, cast
 
@@ -26,6 +28,8 @@ class FakeTransport:
         self.out = bytearray()
         self.closed = False
         self.reading = True
+        self.unread = 0  # what get_write_buffer_size reports: bytes the peer has not read
+        self.eof_written = False
         self.protocol: DirectStream | None = None
 
     def write(self, data: bytes) -> None:
@@ -43,6 +47,20 @@ class FakeTransport:
 
     def get_extra_info(self, name: str) -> Any:
         return ("192.0.2.7", 50000) if name == "peername" else None
+
+    def get_write_buffer_size(self) -> int:
+        return self.unread
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        """Our side is done; the peer reads the rest and hangs up at once."""
+        self.eof_written = True
+        self.close()
+
+    def abort(self) -> None:
+        self.close()
 
     def close(self) -> None:
         if not self.closed:
@@ -291,3 +309,56 @@ async def test_a_client_far_ahead_of_real_time_is_held_back_by_tcp(tmp_path: Pat
     direct.data_received(END)
     await asyncio.gather(*tasks)
     assert transport.acks()[-1] == durable.BACKLOG_BYTES
+
+
+async def test_a_ping_flood_is_closed_1008(tmp_path: Path) -> None:
+    """Pings far faster than any keepalive are answered up to a burst, then closed with 1008."""
+    endpoint = FakeEndpoint(tmp_path)
+    direct, transport, tasks = connect(endpoint)
+    await until(lambda: transport.reading)
+    direct.data_received(client_frame(PING, b"p") * 1000)
+    await asyncio.wait_for(asyncio.gather(*tasks), 5)
+    pongs = [op for op, _ in transport.frames() if op == PONG]
+    assert 0 < len(pongs) < 100
+    assert transport.close_frame() == (1008, "too many pings")
+    assert transport.closed and endpoint.closed == ["recording"]
+
+
+async def test_a_ping_from_a_client_that_does_not_read_gets_no_pong(tmp_path: Path) -> None:
+    """With our output piling up unread, a ping is not answered (the pong would pile up too):
+    the connection is closed with 1008."""
+    endpoint = FakeEndpoint(tmp_path)
+    direct, transport, tasks = connect(endpoint)
+    await until(lambda: transport.reading)
+    transport.unread = 1 << 20
+    direct.data_received(client_frame(PING, b"p"))
+    await asyncio.wait_for(asyncio.gather(*tasks), 5)
+    assert (PONG, b"p") not in transport.frames()
+    code, reason = transport.close_frame() or (0, "")
+    assert code == 1008 and "does not read" in reason
+
+
+async def test_a_lost_connection_frees_its_buffers_without_a_garbage_collection(
+    tmp_path: Path,
+) -> None:
+    """A connection lost with an incomplete large frame leaves no reference cycle: with the
+    collector off (as after gc.freeze()), the stream and its buffer are freed at once."""
+    endpoint = FakeEndpoint(tmp_path)
+
+    async def lost_mid_frame() -> weakref.ref[DirectStream]:
+        direct, transport, tasks = connect(endpoint)
+        await until(lambda: transport.reading)
+        frame = client_frame(BINARY, b"\x00" * 1_000_000)
+        direct.data_received(frame[: len(frame) // 2])  # half a frame, buffered
+        transport.close()  # the peer vanished
+        await asyncio.wait_for(asyncio.gather(*tasks), 5)
+        return weakref.ref(direct)
+
+    gc.collect()
+    gc.disable()
+    try:
+        gone = await lost_mid_frame()
+        await asyncio.sleep(0)
+        assert gone() is None, [type(r).__name__ for r in gc.get_referrers(gone())]
+    finally:
+        gc.enable()

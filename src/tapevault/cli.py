@@ -41,7 +41,7 @@ from tapevault.core.quota import UNLIMITED
 from tapevault.errors import ConfigError, TapevaultError
 from tapevault.http.twilio import SIGNED_URL_PARAMETER
 from tapevault.listening import PortUnavailable
-from tapevault.runtime import Runtime, open_runtime, websocket_protocol
+from tapevault.runtime import Runtime, open_runtime, server_options
 
 log = logging.getLogger("tapevault")
 
@@ -75,26 +75,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # as it is: whoever bound it chose the address, and no other process can take the port from
     # under us between choosing and binding it. (uvicorn wraps the fd as an AF_UNIX socket object,
     # but the event loop takes peer addresses from the kernel: clients' IPs stay right.)
+    options = server_options(settings, args.log_level)
     if args.fd is None:
         # Say in one line that the port is taken, before migrating anything (uvicorn would log it
         # only after the runtime is built, among its own lines).
         listening.bind(settings.host, settings.port).close()
-    where: dict[str, Any] = (
-        {"host": settings.host, "port": settings.port}
-        if args.fd is None
-        else {"fd": _listening_fd(args.fd)}
-    )
-    server_options: dict[str, Any] = {
-        **where,
-        "http": "httptools",
-        "loop": "uvloop",
-        "ws": websocket_protocol(settings),  # websockets-sansio, with the live-stream fast path
-        "ws_per_message_deflate": False,
-        "lifespan": "on",
-        "access_log": False,
-        "server_header": False,
-        "log_level": args.log_level,
-    }
+    else:
+        del options["host"], options["port"]
+        options["fd"] = _listening_fd(args.fd)
     log.info(
         "tapevault %s serving on %s with %d process(es) (public URL %s)",
         __version__,
@@ -104,7 +92,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     if settings.processes == 1:
         runtime = open_runtime(settings)
-        uvicorn.run(runtime.asgi(background=True), **server_options)
+        uvicorn.run(runtime.asgi(background=True), **options)
         return 0
     # Several processes share the listening socket; each builds its own runtime from the
     # environment (flags are passed on as TAPEVAULT_* variables), migrations run once here.
@@ -114,7 +102,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "tapevault.runtime:app_from_environment",
         factory=True,
         workers=settings.processes,
-        **server_options,
+        **options,
     )
     return 0
 
@@ -347,16 +335,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     # Before anything else: a port that is taken must not leave a tenant behind, nor let the
     # demo talk to whatever else answers there. The server is handed this very socket.
     listener = listening.bind(settings.host, settings.port)
-    options: dict[str, Any] = {
-        "http": "httptools",
-        "loop": "uvloop",
-        "ws": websocket_protocol(settings),
-        "ws_per_message_deflate": False,
-        "lifespan": "on",
-        "access_log": False,
-        "server_header": False,
-        "log_level": args.log_level,
-    }
+    # The same protocols and limits as ``serve``; the server is handed the bound socket.
+    options = server_options(settings, args.log_level)
+    del options["host"], options["port"]
     return run_demo(settings, listener, serve=not args.no_serve, server_options=options)
 
 

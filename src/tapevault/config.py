@@ -7,6 +7,7 @@ typo never turns into a half-working server. Secrets in URLs are masked in ``rep
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -99,6 +100,28 @@ SETTINGS_DOC: dict[str, tuple[str, str]] = {
         "TAPEVAULT_PURGE_INTERVAL",
         "how often the worker purges audio past retention, e.g. 60s",
     ),
+    "max_header_bytes": (
+        "TAPEVAULT_MAX_HEADER_BYTES",
+        "largest request line and headers of one request; larger ones are answered 431",
+    ),
+    "header_timeout": (
+        "TAPEVAULT_HEADER_TIMEOUT",
+        "a request's line and headers must arrive within this (else 408 and closed), e.g. 30s",
+    ),
+    "body_timeout": (
+        "TAPEVAULT_BODY_TIMEOUT",
+        "a request body silent this long is cut off with 408 (partial uploads not kept); a "
+        "client that stops reading its answer this long is dropped",
+    ),
+    "keepalive_timeout": (
+        "TAPEVAULT_KEEPALIVE_TIMEOUT",
+        "an idle keep-alive connection is closed after this, e.g. 5s",
+    ),
+    "trusted_proxies": (
+        "TAPEVAULT_TRUSTED_PROXIES",
+        "comma-separated IPs or CIDRs of reverse proxies whose X-Forwarded-For names the "
+        "client (default: none, the socket's peer is the client)",
+    ),
 }
 
 
@@ -155,6 +178,11 @@ class Settings:
     purge_interval_seconds: int = 60
     playback_idle_seconds: int = 30
     direct_streams: bool = True
+    max_header_bytes: int = 64 * 1024
+    header_timeout_seconds: int = 30
+    body_timeout_seconds: int = 60
+    keepalive_timeout_seconds: int = 5
+    trusted_proxies: tuple[str, ...] = ()
 
     def __repr__(self) -> str:
         return (
@@ -170,7 +198,12 @@ class Settings:
             f"audit_retention_seconds={self.audit_retention_seconds}, "
             f"purge_interval_seconds={self.purge_interval_seconds}, "
             f"playback_idle_seconds={self.playback_idle_seconds}, "
-            f"direct_streams={self.direct_streams})"
+            f"direct_streams={self.direct_streams}, "
+            f"max_header_bytes={self.max_header_bytes}, "
+            f"header_timeout_seconds={self.header_timeout_seconds}, "
+            f"body_timeout_seconds={self.body_timeout_seconds}, "
+            f"keepalive_timeout_seconds={self.keepalive_timeout_seconds}, "
+            f"trusted_proxies={self.trusted_proxies!r})"
         )
 
     @property
@@ -219,6 +252,17 @@ class Settings:
         key_file = pick("audit_key_file")
         checkpoint_log = pick("audit_checkpoint_log")
         return cls(
+            max_header_bytes=parse_size(
+                "TAPEVAULT_MAX_HEADER_BYTES", pick("max_header_bytes") or "64KiB"
+            ),
+            header_timeout_seconds=_duration(
+                "TAPEVAULT_HEADER_TIMEOUT", pick("header_timeout") or "30"
+            ),
+            body_timeout_seconds=_duration("TAPEVAULT_BODY_TIMEOUT", pick("body_timeout") or "60"),
+            keepalive_timeout_seconds=_duration(
+                "TAPEVAULT_KEEPALIVE_TIMEOUT", pick("keepalive_timeout") or "5"
+            ),
+            trusted_proxies=_networks("TAPEVAULT_TRUSTED_PROXIES", pick("trusted_proxies") or ""),
             direct_streams=direct_streams,
             audit=audit,
             audit_durable_all=durable_all,
@@ -276,6 +320,11 @@ class Settings:
             "purge_interval": str(self.purge_interval_seconds),
             "playback_idle": str(self.playback_idle_seconds),
             "direct_streams": "on" if self.direct_streams else "off",
+            "max_header_bytes": str(self.max_header_bytes),
+            "header_timeout": str(self.header_timeout_seconds),
+            "body_timeout": str(self.body_timeout_seconds),
+            "keepalive_timeout": str(self.keepalive_timeout_seconds),
+            "trusted_proxies": ",".join(self.trusted_proxies),
         }
         if self.audit_key_file is not None:
             values["audit_key_file"] = str(self.audit_key_file)
@@ -320,6 +369,19 @@ def _duration(setting: str, text: str) -> int:
         return parse_duration(text)
     except InvalidRequest as exc:
         raise ConfigError(setting, exc.message) from exc
+
+
+def _networks(setting: str, text: str) -> tuple[str, ...]:
+    """Comma-separated IP addresses or CIDR networks, each checked, in a normal form."""
+    networks = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        try:
+            networks.append(str(ipaddress.ip_network(item, strict=False)))
+        except ValueError:
+            raise ConfigError(setting, f"{item!r} is not an IP address or CIDR network") from None
+    return tuple(networks)
 
 
 def _url_host(host: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Engine
 
@@ -218,10 +219,32 @@ def app_from_environment() -> ASGIApp:
     return open_runtime(Settings.load(), run_migrations=False).asgi(background=True)
 
 
+def server_options(settings: Settings, log_level: str) -> dict[str, Any]:
+    """uvicorn's options for ``serve`` and ``demo``: tapevault's own protocols (limits on
+    header size, read timeouts, pings), the keep-alive timeout, and ``X-Forwarded-For``
+    believed only from ``TAPEVAULT_TRUSTED_PROXIES`` (uvicorn's default trusts loopback)."""
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        "http": "tapevault.http.httpserver:GuardedHttpProtocol",
+        "loop": "uvloop",
+        "ws": websocket_protocol(settings),
+        "ws_per_message_deflate": False,
+        "lifespan": "on",
+        "access_log": False,
+        "server_header": False,
+        "log_level": log_level,
+        "timeout_keep_alive": settings.keepalive_timeout_seconds,
+        "h11_max_incomplete_event_size": settings.max_header_bytes,
+        "proxy_headers": bool(settings.trusted_proxies),
+        "forwarded_allow_ips": list(settings.trusted_proxies),
+    }
+
+
 def websocket_protocol(settings: Settings) -> str:
     """uvicorn's ``ws=`` for this application: live streams skip ASGI after the handshake
     (``tapevault.http.wsserver``), unless ``TAPEVAULT_DIRECT_STREAMS=off``. An import string,
     so that worker processes import the class themselves."""
     if not settings.direct_streams:
-        return "websockets-sansio"
+        return "tapevault.http.wsserver:GuardedWebSocketsProtocol"
     return "tapevault.http.wsserver:DirectStreamsProtocol"

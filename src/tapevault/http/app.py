@@ -20,6 +20,7 @@ from tapevault.http.context import AppContext
 from tapevault.http.cors import Cors
 from tapevault.http.health import Health
 from tapevault.http.kore import routes as kore_routes
+from tapevault.http.limits import LIMITS_STATE, ConnectionLimits
 from tapevault.http.media import PREFIX as MEDIA_PREFIX
 from tapevault.http.media import MediaGateway
 from tapevault.http.openapi import openapi_document
@@ -107,6 +108,13 @@ def build_app(
         default=_not_found,
     )
 
+    settings = ctx.settings
+    limits = ConnectionLimits(
+        max_header_bytes=settings.max_header_bytes,
+        header_timeout=float(settings.header_timeout_seconds),
+        body_timeout=float(settings.body_timeout_seconds),
+    )
+
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
@@ -134,8 +142,11 @@ def build_app(
             await router(scope, receive, send)
         elif kind == "lifespan":
             # The server shares this state with its protocols: how tapevault serve's WebSocket
-            # protocol finds the stream endpoint (tapevault.http.wsserver).
-            scope.get("state", {})[STREAMS_STATE] = streams
+            # protocol finds the stream endpoint (tapevault.http.wsserver), and its HTTP
+            # protocol the connection limits (tapevault.http.httpserver).
+            state = scope.get("state", {})
+            state[STREAMS_STATE] = streams
+            state[LIMITS_STATE] = limits
             await _lifespan(receive, send, on_startup, on_shutdown)
 
     return app

@@ -54,8 +54,9 @@ TRACKS = ("inbound", "outbound")
 ENCODING = "pcm_mulaw"
 RATE = 8000
 BYTES_PER_MS = RATE // 1000  # μ-law: one byte a sample
-START_DEADLINE_SECONDS = 10.0
+START_DEADLINE_SECONDS = 10.0  # from the handshake to the start message, however busy the peer
 MAX_MESSAGE_BEFORE_START = 64 * 1024
+MAX_MESSAGES_BEFORE_START = 4  # Twilio sends ``connected``, then ``start``
 TIMESTAMP_LEAD_MS = 5_000  # network jitter and buffering Twilio may add
 MAX_CALL_BYTES = 12 * 3600 * RATE  # 12 hours a track
 SIGNED_URL_PARAMETER = "signed_url"  # the custom parameter that may carry the signed URL
@@ -163,12 +164,19 @@ class TwilioMediaStream:
         await send({"type": "websocket.accept"})
         call = Call()
         code, reason = 1000, "call ended"
+        # Before authentication a peer gets little: one deadline for all it sends before
+        # ``start``, a few small messages, and no more.
+        deadline = asyncio.get_running_loop().time() + START_DEADLINE_SECONDS
+        before_start = 0
         try:
             while True:
                 if call.session is None:
-                    # Before authentication a peer gets little: a deadline and small messages.
+                    before_start += 1
+                    if before_start > MAX_MESSAGES_BEFORE_START:
+                        raise InvalidRequest("too many messages before start")
                     try:
-                        message = await asyncio.wait_for(receive(), START_DEADLINE_SECONDS)
+                        async with asyncio.timeout_at(deadline):
+                            message = await receive()
                     except TimeoutError:
                         raise InvalidRequest("no start message in time") from None
                 else:

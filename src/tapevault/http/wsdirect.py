@@ -19,6 +19,13 @@ every other server and as the fallback: the same admission and close codes (4400
 frame or bad parameters, 4401, 4404, 4409, 1011 storage failure, 1000 after ``end``), the same
 order at the end (sync, final ack, recording closed, then the close frame). RFC 6455 violations
 close the connection with 1002/1007/1009 and end the stream like a disconnect, as uvicorn does.
+
+A peer that floods pings, or sends them without reading the pongs, is closed with 1008
+(``tapevault.http.limits.PingGuard``): pongs never pile up in the write buffer. A connection we
+close is dropped ``CLOSE_TIMEOUT`` later even if the peer never reads our close frame. When the
+connection is lost, the frame reader's buffers and every callback are dropped at once: they
+form reference cycles with this object, which after ``gc.freeze()`` would hold an incomplete
+16 MiB frame until a rare full collection.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from collections.abc import Callable
 from typing import cast
 
 from tapevault.errors import AuthError, Conflict, InvalidRequest, NotFound, QuotaExceeded
+from tapevault.http.limits import CLOSE_TIMEOUT, PingGuard
 from tapevault.http.stream import (
     StreamEndpoint,
     close_code,
@@ -55,7 +63,6 @@ from tapevault.ingest.durable import BACKLOG_BYTES, AckSink, DurableStream
 log = logging.getLogger("tapevault.stream")
 
 _ADMITTING, _OPEN, _ENDING = 0, 1, 2
-CLOSE_TIMEOUT = 10.0  # after our close frame, how long the peer has to answer (as uvicorn)
 
 
 def ack_frame(upto: int) -> bytes:
@@ -102,6 +109,7 @@ class DirectStream(asyncio.Protocol, AckSink):
         self.ping_timer: asyncio.TimerHandle | None = None  # the next ping or the pong deadline
         self.pong_due: bytes | None = None
         self.close_timer: asyncio.TimerHandle | None = None
+        self.ping_guard = PingGuard(self.loop.time())
         self.on_task = on_task
         self.on_lost = on_lost
 
@@ -135,8 +143,15 @@ class DirectStream(asyncio.Protocol, AckSink):
         self._stop_pings()
         if self.close_timer is not None:
             self.close_timer.cancel()
+            self.close_timer = None
         self._end(0, "")
         self.on_lost(self)
+        # Break the cycles through the reader's callbacks and ours (see the module docstring);
+        # ``_run`` still finishes the stream, which needs none of them.
+        self.reader.close()
+        self.broken = True
+        self.transport = None
+        self.on_lost = self.on_task = _ignore
 
     def pause_writing(self) -> None:
         self.writable = False
@@ -207,8 +222,16 @@ class DirectStream(asyncio.Protocol, AckSink):
 
     def _control(self, opcode: int, payload: bytes) -> None:
         if opcode == PING:
-            if not self.close_sent:
+            if self.close_sent:
+                return
+            assert self.transport is not None
+            refusal = self.ping_guard.refusal(
+                self.loop.time(), self.transport.get_write_buffer_size()
+            )
+            if refusal is None:
                 self._write(server_frame(PONG, payload))
+            else:
+                self._fail_connection(1008, refusal)
         elif opcode == PONG:
             if self.pong_due is not None and payload == self.pong_due:
                 self._stop_pings()
@@ -260,6 +283,7 @@ class DirectStream(asyncio.Protocol, AckSink):
             code, reason = self.outcome or (0, "")
             self.state = _ENDING
             error = await endpoint.end(stream, recording)
+            self.stream = None  # it refers to us (its ack sink): no cycle to outlive the stream
             if error is not None:
                 code = 1011 if code else 0
                 reason = sync_failure_reason(error, stream.synced)
@@ -283,7 +307,7 @@ class DirectStream(asyncio.Protocol, AckSink):
         self.close_sent = True
         self.transport.resume_reading()  # to see the peer's close
         self._stop_pings()
-        self.close_timer = self.loop.call_later(CLOSE_TIMEOUT, self.transport.close)
+        self.close_timer = self.loop.call_later(CLOSE_TIMEOUT, self._hang_up)
 
     def _fail_connection(self, code: int, reason: str) -> None:
         """The peer broke the protocol: close at once (RFC 6455 §7.1.7), end as a disconnect."""
@@ -293,8 +317,27 @@ class DirectStream(asyncio.Protocol, AckSink):
             self._write(close_frame(code, reason))
             self.close_sent = True
         self._stop_pings()
-        assert self.transport is not None
-        self.transport.close()
+        if self.close_timer is not None:
+            self.close_timer.cancel()
+        # End our side but read on, discarding (``broken``): closing with the peer's bytes
+        # unread would reset the connection and could destroy our close frame unread.
+        transport = self.transport
+        assert transport is not None
+        if not transport.can_write_eof():
+            self._hang_up()
+            return
+        transport.write_eof()
+        transport.resume_reading()
+        self.close_timer = self.loop.call_later(CLOSE_TIMEOUT, transport.abort)
+
+    def _hang_up(self) -> None:
+        """Close, and drop the connection ``CLOSE_TIMEOUT`` later if the peer never reads
+        what is left to send (closing waits for the write buffer to drain)."""
+        transport = self.transport
+        if transport is None:
+            return
+        transport.close()
+        self.close_timer = self.loop.call_later(CLOSE_TIMEOUT, transport.abort)
 
     def _write(self, data: bytes) -> None:
         if not self.disconnected and self.transport is not None:
@@ -329,4 +372,8 @@ class DirectStream(asyncio.Protocol, AckSink):
 
 
 def _nothing() -> None:
+    pass
+
+
+def _ignore(_: object) -> None:
     pass

@@ -80,6 +80,14 @@ class FrameReader:
         self._fragments: list[bytes] = []
         self._size = 0  # bytes in _fragments
 
+    def close(self) -> None:
+        """Drop the buffers and the callbacks (the connection is gone); feed no more."""
+        self._buffer = bytearray()
+        self._fragments = []
+        self._size = self._kind = 0
+        self.on_binary = self.on_text = _dropped
+        self.on_control = _dropped_control
+
     def feed(self, data: bytes | bytearray) -> None:
         if self._buffer:
             self._buffer += data
@@ -195,3 +203,11 @@ def close_frame(code: int, reason: str) -> bytes:
     """A close frame; the reason is cut to fit the 125-byte limit on a character boundary."""
     encoded = reason.encode()[:123].decode(errors="ignore").encode()
     return server_frame(CLOSE, code.to_bytes(2, "big") + encoded)
+
+
+def _dropped(_: object) -> None:
+    pass
+
+
+def _dropped_control(_: int, __: bytes) -> None:
+    pass

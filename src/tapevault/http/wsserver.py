@@ -1,6 +1,16 @@
-"""uvicorn's WebSocket protocol, except that live streams leave it after the handshake.
+"""uvicorn's WebSocket protocol, bounded against abusive peers; live streams leave it after the
+handshake.
 
-``tapevault serve`` passes ``ws=DirectStreamsProtocol`` to uvicorn. Every WebSocket
+``GuardedWebSocketsProtocol`` is uvicorn's websockets-sansio protocol with three bounds it lacks:
+a ping is answered only while the peer reads (and at a sane rate), else the connection is closed
+with 1008 (``tapevault.http.limits.PingGuard``); a close the application sends to a peer that
+does not read is given ``CLOSE_TIMEOUT`` and then the connection is dropped (uvicorn would wait
+for the write buffer to drain, forever); and a closed connection lets go of its parser's buffers
+at once (they sit in a reference cycle that only a full garbage collection would free, and
+``gc.freeze()`` makes those rare). ``tapevault serve`` uses it when
+``TAPEVAULT_DIRECT_STREAMS=off``.
+
+``tapevault serve`` otherwise passes ``ws=DirectStreamsProtocol`` to uvicorn. Every WebSocket
 connection starts in uvicorn's own websockets-sansio protocol; when the upgrade request is for
 ``/api/v1/ambient/session/{id}/stream`` this class answers the handshake itself and hands the
 transport to a ``DirectStream`` (``tapevault.http.wsdirect``), which from then on parses frames
@@ -18,14 +28,20 @@ This leans on uvicorn internals (``handle_connect``, ``conn``, ``connections``, 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from typing import Any, cast
 from urllib.parse import parse_qsl, unquote
 
+from uvicorn._types import ASGISendEvent
+from uvicorn.config import Config
+from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from uvicorn.server import ServerState
 from websockets.http11 import Request
 
 from tapevault.http.app import STREAMS_STATE
+from tapevault.http.limits import CLOSE_TIMEOUT, PingGuard
 from tapevault.http.stream import StreamEndpoint
 from tapevault.http.wsdirect import DirectStream
 
@@ -33,7 +49,81 @@ from tapevault.http.wsdirect import DirectStream
 STREAM_PATH = re.compile(r"/api/v1/ambient/session/([^/]+)/stream")
 
 
-class DirectStreamsProtocol(WebSocketsSansIOProtocol):
+class GuardedWebSocketsProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's websockets-sansio protocol with bounds on pings, closes and buffers."""
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self.ping_guard = PingGuard(self.loop.time())
+
+    def handle_ping(self) -> None:
+        if self.close_sent or self.transport.is_closing():
+            self.conn.data_to_send()  # the pong websockets queued: nobody is listening for it
+            return
+        refusal = self.ping_guard.refusal(self.loop.time(), self.transport.get_write_buffer_size())
+        if refusal is None:
+            super().handle_ping()
+            return
+        self.conn.data_to_send()
+        self._abandon(1008, refusal)
+
+    def _abandon(self, code: int, reason: str) -> None:
+        """Close on the peer: tell the application, send our close frame and end our side.
+        What the peer still sends is discarded (websockets' parser is failed) rather than left
+        unread, which would reset the connection and could destroy the close frame before the
+        peer reads it; the peer has ``CLOSE_TIMEOUT`` to hang up, then we do."""
+        self.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
+        self.conn.fail(code, reason)
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        self.close_sent = True
+        self.stop_keepalive()
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        else:
+            self.transport.close()
+        if self.read_paused:
+            self.read_paused = False
+            self.transport.resume_reading()
+        # uvicorn's close timer: while it is set, the application's end does not close the
+        # transport (which, with the peer's bytes unread, would reset the connection).
+        if self.close_timer is not None:
+            self.close_timer.cancel()
+        self.close_timer = self.loop.call_later(CLOSE_TIMEOUT, self.transport.abort)
+
+    async def send(self, message: ASGISendEvent) -> None:
+        if message["type"] == "websocket.close" and not self.writable.is_set():
+            # uvicorn waits for the peer to read before it closes; a peer that never reads
+            # would keep the connection (an unauthenticated one, too) open for good.
+            try:
+                await asyncio.wait_for(self.writable.wait(), CLOSE_TIMEOUT)
+            except TimeoutError:
+                self.transport.abort()
+                raise ClientDisconnected from None
+        await super().send(message)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        release_parser(self)
+
+
+def release_parser(protocol: WebSocketsSansIOProtocol) -> None:
+    """Drop what websockets buffered for a connection that is gone: its parser is a generator
+    that refers to its own protocol object, so without this an incomplete 16 MiB frame would
+    stay in memory until a full garbage collection."""
+    protocol.frames = []
+    conn = protocol.conn
+    with contextlib.suppress(AttributeError):  # websockets internals; absent is harmless
+        conn.reader.buffer.clear()
+        conn.parser.close()
+
+
+class DirectStreamsProtocol(GuardedWebSocketsProtocol):
     """uvicorn's websockets-sansio protocol, handing the stream path's connections to a
     ``DirectStream`` once the handshake is answered."""
 
