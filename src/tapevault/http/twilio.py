@@ -35,8 +35,8 @@ from tapevault.core.model import Recording, Session, Tenant
 from tapevault.errors import AuthError, InvalidRequest, TapevaultError
 from tapevault.http.asgi import Receive, Scope, Send, query_params
 from tapevault.http.context import AppContext
-from tapevault.http.stream import StreamHub
-from tapevault.ingest.durable import BACKLOG_BYTES, DurableStream, NoAcks
+from tapevault.http.stream import TAKEN_OVER, StreamHub
+from tapevault.ingest.durable import BACKLOG_BYTES, DurableStream, NoAcks, StreamTakenOver
 from tapevault.ingest.pcm import SILENCE
 
 log = logging.getLogger("tapevault.twilio")
@@ -133,6 +133,10 @@ class TwilioMediaStream:
             reason = exc.message
         except TapevaultError as exc:
             code, reason = 4400, exc.message
+        except StreamTakenOver:  # recovery on another server took a track over
+            code, reason = TAKEN_OVER, "stream taken over by recovery"
+        except OSError as exc:  # a track's write or sync failed
+            code, reason = 1011, f"storage failure: {exc.strerror}"
         except Exception:
             log.exception("Twilio media stream failed")
             code, reason = 1011, "internal error"
@@ -251,7 +255,7 @@ class TwilioMediaStream:
         for track in call.tracks.values():
             error = await self.hub.end(track.stream, track.recording)
             if error is not None:
-                log.error("sync failed finishing %s", track.recording.recording_id, exc_info=error)
+                log.error("track %s ended early", track.recording.recording_id, exc_info=error)
         if call.session is not None and call.partner is not None:
             await self.ctx.blocking(
                 self.ctx.vault.end_session, call.partner, call.session.session_id
