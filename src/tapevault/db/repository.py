@@ -229,14 +229,8 @@ class SqlRepository:
             )
 
     def streams_held_by(self, writer_id: str) -> set[str]:
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(recordings.c.recording_id).where(
-                    recordings.c.status == RecordingStatus.RECEIVING.value,
-                    recordings.c.writer_id == writer_id,
-                )
-            ).all()
-        return {row[0] for row in rows}
+        # Plain DBAPI: asked ten times a second per process (a third of the cost through Core).
+        return set(self.fast.column("streams_held", (RecordingStatus.RECEIVING.value, writer_id)))
 
     def take_over_stream(
         self, recording_id: str, writer_id: str | None, stale_ms: int | None, job: Job
