@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import event, update
 
 from tapevault.core.clock import FixedClock
 from tapevault.core.model import Recording, RecordingStatus, SessionKind
@@ -103,12 +103,13 @@ async def until(condition: Callable[[], bool], within: float = 10.0) -> None:
         await asyncio.sleep(0.01)
 
 
+@pytest.mark.parametrize("failing", ["UPDATE recordings", "INSERT INTO jobs"])
 async def test_a_failed_close_is_retried_until_the_audio_is_served(
-    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+    runtime: Runtime, failing: str
 ) -> None:
-    """The disk is full when a stream ends (its recording cannot be queued): the process keeps
-    the recording, retries, and once space is back the acknowledged audio is finalized, with
-    no restart; recovery elsewhere never takes it meanwhile."""
+    """The disk is full when a stream ends (the status change, or the finalization job, cannot
+    be written): the process keeps the recording, retries, and once space is back the
+    acknowledged audio is finalized, with no restart; recovery elsewhere never takes it."""
     hub = StreamHub(runtime.context)
     hub.close_retry_seconds = 0.01
     recording = live_recording(runtime, hub.writer_id)
@@ -118,21 +119,22 @@ async def test_a_failed_close_is_retried_until_the_audio_is_served(
     hub.committer().dirty()
 
     full = True
-    real_update = runtime.repo.update_recording
 
-    def update_unless_full(*args: Any, **kwargs: Any) -> bool:
-        if full:
+    def disk_full(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if full and statement.startswith(failing):
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real_update(*args, **kwargs)
 
-    monkeypatch.setattr(runtime.repo, "update_recording", update_unless_full)
-    assert await hub.end(stream, recording) is None
-    assert acks.acked == 64_000
-    assert hub.unclosed == 1
-    assert status(runtime, recording) is RecordingStatus.RECEIVING
-    assert recover_streams(runtime.vault, "server-b") == 0  # still ours: the lease holds
-    full = False  # space is back
-    await until(lambda: hub.unclosed == 0)
+    event.listen(runtime.engine, "before_cursor_execute", disk_full)
+    try:
+        assert await hub.end(stream, recording) is None
+        assert acks.acked == 64_000
+        assert hub.unclosed == 1
+        assert status(runtime, recording) is RecordingStatus.RECEIVING
+        assert recover_streams(runtime.vault, "server-b") == 0  # still ours: the lease holds
+        full = False  # space is back
+        await until(lambda: hub.unclosed == 0)
+    finally:
+        event.remove(runtime.engine, "before_cursor_execute", disk_full)
     assert status(runtime, recording) is RecordingStatus.PROCESSING
     runtime.worker.run_until_idle()
     done = runtime.repo.get_recording(recording.recording_id)

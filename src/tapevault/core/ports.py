@@ -113,10 +113,16 @@ class Repository(Protocol):
         ...
 
     def update_recording(
-        self, recording: Recording, *, expect: RecordingStatus, writer_id: str | None = None
+        self,
+        recording: Recording,
+        *,
+        expect: RecordingStatus,
+        writer_id: str | None = None,
+        job: Job | None = None,
     ) -> bool:
         """Compare-and-set: write the row only if it is still in status ``expect`` (and, when
-        given, still written by ``writer_id``); False when another actor moved it first."""
+        given, still written by ``writer_id``), queueing ``job`` in the same transaction; False
+        when another actor moved it first."""
         ...
 
     def recordings_with_status(self, status: RecordingStatus) -> Sequence[Recording]: ...

@@ -352,18 +352,19 @@ class Vault:
         return recording
 
     def close_stream(self, recording: Recording) -> Recording:
-        """The stream ended: queue the recording for finalization. A no-op when recovery took
+        """The stream ended: queue the recording for finalization, in one transaction (a close
+        that fails halfway must not leave it PROCESSING with no job). A no-op when recovery took
         the recording over meanwhile (it queued the job then)."""
         closed = replace(
             recording, status=RecordingStatus.PROCESSING, writer_id=None, heartbeat_ms=None
         )
-        if not self.repo.update_recording(
-            closed, expect=RecordingStatus.RECEIVING, writer_id=recording.writer_id
+        if self.repo.update_recording(
+            closed,
+            expect=RecordingStatus.RECEIVING,
+            writer_id=recording.writer_id,
+            job=self.new_job(JobKind.FINALIZE, recording.recording_id),
         ):
-            # Recovery (or another close) got there first: it queued the job already.
-            return closed
-        self.repo.add_job(self.new_job(JobKind.FINALIZE, recording.recording_id))
-        self.jobs_waiting.set()
+            self.jobs_waiting.set()
         return closed
 
     def take_over_stream(self, recording: Recording, *, stale_seconds: int | None) -> bool:

@@ -183,7 +183,12 @@ class SqlRepository:
             raise SequenceTaken(recording.session_id) from exc
 
     def update_recording(
-        self, recording: Recording, *, expect: RecordingStatus, writer_id: str | None = None
+        self,
+        recording: Recording,
+        *,
+        expect: RecordingStatus,
+        writer_id: str | None = None,
+        job: Job | None = None,
     ) -> bool:
         values = _recording_values(recording)
         del values["recording_id"]
@@ -195,6 +200,8 @@ class SqlRepository:
             conditions.append(recordings.c.writer_id == writer_id)
         with self.engine.begin() as conn:
             changed = conn.execute(update(recordings).where(*conditions).values(**values)).rowcount
+            if changed == 1 and job is not None:
+                conn.execute(insert(jobs).values(**_job_values(job)))
         return changed == 1
 
     def recordings_with_status(self, status: RecordingStatus) -> Sequence[Recording]:
