@@ -5,9 +5,11 @@ acknowledging and says so. Real server processes, on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import random
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -195,3 +197,71 @@ def take_over_everything(server: Server, database_url: str) -> int:
         return recover_streams(runtime.vault, "another-server", stale_seconds=0)
     finally:
         runtime.close()
+
+
+async def test_a_twilio_call_whose_track_is_taken_over_is_closed_4410(tmp_path: Path) -> None:
+    """Twilio reads no acks, but a call whose track recovery took over is closed 4410 with a
+    reason instead of writing on into a recording that is no longer its own."""
+    server = Server(tmp_path / "data", free_port()).start()
+    database_url = f"sqlite:///{server.data_dir / 'tapevault.db'}"
+    try:
+        token = server.token(server.tenant()["partner_id"])
+        url = f"ws://127.0.0.1:{server.port}/twilio/media-stream"
+        async with connect(url) as ws:
+            await ws.send(twilio_start(token))
+            timestamp = 0
+            for _ in range(10):
+                await ws.send(twilio_media(timestamp))
+                timestamp += 20
+            await receiving(server)  # the call's track is open
+            assert take_over_everything(server, database_url) == 1
+            deadline = time.monotonic() + 10
+            with pytest.raises(ConnectionClosed) as closed:
+                while time.monotonic() < deadline:
+                    await ws.send(twilio_media(timestamp))
+                    timestamp += 20
+                    await asyncio.sleep(0.01)
+        assert closed.value.rcvd is not None
+        assert closed.value.rcvd.code == 4410
+        assert closed.value.rcvd.reason == "stream taken over by recovery"
+    finally:
+        server.stop()
+
+
+def twilio_start(token: str) -> str:
+    return json.dumps(
+        {
+            "event": "start",
+            "start": {
+                "callSid": "CA00000000000000000000000000000001",
+                "tracks": ["inbound"],
+                "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+                "customParameters": {"sdp_suki_token": token},
+            },
+        }
+    )
+
+
+def twilio_media(timestamp: int) -> str:
+    payload = base64.b64encode(bytes(range(160))).decode()
+    return json.dumps(
+        {
+            "event": "media",
+            "media": {"track": "inbound", "timestamp": str(timestamp), "payload": payload},
+        }
+    )
+
+
+async def receiving(server: Server) -> None:
+    """Wait until the server has opened a live recording."""
+    deadline = time.monotonic() + 10
+    while True:
+        db = sqlite3.connect(server.data_dir / "tapevault.db")
+        try:
+            found = db.execute("SELECT 1 FROM recordings WHERE status = 'receiving'").fetchone()
+        finally:
+            db.close()
+        if found:
+            return
+        assert time.monotonic() < deadline, "no live recording was opened"
+        await asyncio.sleep(0.02)
