@@ -17,9 +17,9 @@ holds up no one. The final ack always goes out before the close frame.
 The contract is the ASGI endpoint's (``tapevault.http.stream``), which stays in place for
 every other server and as the fallback: the same admission and close codes (4400 partial
 frame or bad parameters, 4401, 4404, 4409, 4410 taken over, 1011 storage failure, 1000 after
-``end``), the same
-order at the end (sync, final ack, recording closed, then the close frame). RFC 6455 violations
-close the connection with 1002/1007/1009 and end the stream like a disconnect, as uvicorn does.
+``end``), the same order at the end (sync, final ack, recording closed, then the close frame).
+RFC 6455 violations close the connection with 1002/1007/1009 and end the stream like a
+disconnect, as uvicorn does.
 """
 
 from __future__ import annotations

@@ -15,8 +15,9 @@ its time, and writing the batch on the loop stalled it for ~10 ms at 800 streams
 in every stream's ack latency.
 
 An acknowledgement is never sent before its sync. A failed sync is never retried and then
-acknowledged (after an fsync error the kernel may have dropped the dirty pages): every stream in
-that batch is failed, and its socket closed with the error. A failed write fails its own stream.
+acknowledged (after an fsync error the kernel may have dropped the dirty pages): every stream
+written in that batch is failed, and its socket closed with the error. A failed write fails its
+own stream.
 
 Nor is an acknowledgement sent before this process has confirmed, after the sync, that it still
 holds the stream (``held``: one database query per batch for every stream, see
@@ -291,7 +292,7 @@ class GroupCommitter:
                     failures, held = await loop.run_in_executor(
                         self._syncer, self._write_sync, work, keys
                     )
-                except Exception as exc:  # the sync failed: nothing in the batch is durable
+                except Exception as exc:  # the sync failed: nothing written in it is durable
                     log.error("sync failed for %d stream(s): %s", len(batch), exc)
                     error = _as_os_error(exc)
                     failures, held = {fd: error for fd, _ in work}, None
