@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -175,3 +176,111 @@ async def test_a_stream_closed_during_its_batch_keeps_its_fd_until_the_batch_end
 
 async def _ignore(upto: int) -> None:
     pass
+
+
+async def test_a_stream_taken_over_is_acknowledged_no_more(tmp_path: Path) -> None:
+    """Once the ownership check no longer lists a stream, nothing more of it is acked, even
+    bytes already on disk; it fails with StreamTakenOver. Streams still held go on."""
+
+    held = {"kept", "lost"}
+    checked: list[list[str]] = []
+
+    def check(keys: Sequence[str]) -> set[str]:
+        checked.append(sorted(keys))
+        return set(held)
+
+    committer = GroupCommitter(tmp_path, interval=0.01, held=check)
+    acked: dict[str, list[int]] = {"kept": [], "lost": []}
+    failed: list[OSError] = []
+
+    class Sink(durable.AckSink):
+        def __init__(self, key: str) -> None:
+            self.key = key
+
+        def ack(self, upto: int) -> None:
+            acked[self.key].append(upto)
+
+        def fail(self, error: OSError) -> None:
+            failed.append(error)
+
+    kept = committer.open(tmp_path / "kept.raw", Sink("kept"), key="kept")
+    lost = committer.open(tmp_path / "lost.raw", Sink("lost"), key="lost")
+    for stream in (kept, lost):
+        stream.append(b"\x01" * 640)
+    committer.dirty()
+    await _until(lambda: bool(acked["lost"]))
+    assert checked[0] == ["kept", "lost"]  # one check per batch, for every stream in it
+    held.discard("lost")  # another server took it over
+    kept.append(b"\x02" * 640)
+    lost.append(b"\x02" * 640)
+    committer.dirty()
+    with pytest.raises(durable.StreamTakenOver):
+        await committer.finish(lost)
+    await committer.finish(kept)
+    assert acked["lost"] == [640] and acked["kept"][-1] == 1280
+    assert len(failed) == 1 and isinstance(failed[0], durable.StreamTakenOver)
+    assert (tmp_path / "lost.raw").stat().st_size == 1280  # written, never acknowledged
+    with pytest.raises(durable.StreamTakenOver):
+        lost.append(b"\x03" * 640)
+
+
+async def test_acks_wait_while_ownership_cannot_be_checked(tmp_path: Path) -> None:
+    """While the check fails (database down) the audio is synced but not acked; when it works
+    again every durable byte is acked, without new audio to prompt it."""
+
+    down = True
+
+    def check(keys: Sequence[str]) -> set[str]:
+        if down:
+            raise ConnectionError("database unreachable")
+        return set(keys)
+
+    committer = GroupCommitter(tmp_path, interval=0.01, held=check)
+    acked: list[int] = []
+
+    async def ack(upto: int) -> None:
+        acked.append(upto)
+
+    stream = committer.open(tmp_path / "s.raw", ack, key="rec")
+    stream.append(b"\x01" * 640)
+    committer.dirty()
+    await _until(lambda: stream.durable == 640)
+    batches = committer.batches
+    await _until(lambda: committer.batches >= batches + 3)  # it keeps asking
+    assert acked == [] and stream.synced == 0
+    assert (tmp_path / "s.raw").stat().st_size == 640
+    down = False
+    await committer.finish(stream)
+    assert acked == [640]
+
+
+async def test_finish_gives_up_when_ownership_stays_unknown(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stream ending while the check keeps failing ends with StreamUnconfirmed, unacked."""
+    monkeypatch.setattr(durable, "CONFIRM_SECONDS", 0.05)
+
+    def check(keys: Sequence[str]) -> set[str]:
+        raise ConnectionError("database unreachable")
+
+    acked: list[int] = []
+
+    async def ack(upto: int) -> None:
+        acked.append(upto)
+
+    committer = GroupCommitter(tmp_path, interval=0.01, held=check)
+    stream = committer.open(tmp_path / "s.raw", ack, key="rec")
+    stream.append(b"\x01" * 640)
+    committer.dirty()
+    with pytest.raises(durable.StreamUnconfirmed):
+        await committer.finish(stream)
+    assert acked == [] and stream.durable == 640
+
+
+async def _until(condition: Callable[[], bool], within: float = 5.0) -> None:
+    import asyncio
+
+    deadline = asyncio.get_running_loop().time() + within
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.005)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gc
 import logging
+import math
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +20,7 @@ from tapevault.core.access import AccessLog, Action, LoggingAccessLog
 from tapevault.core.auditlog import AuditLog
 from tapevault.core.calls import Calls
 from tapevault.core.checkpoints import load_or_create_signer
-from tapevault.core.clock import Clock, SystemClock
+from tapevault.core.clock import Clock, OffsetClock, SystemClock
 from tapevault.core.playback import PerRequest, PlaybackLog, Playbacks
 from tapevault.core.renditions import Renditions
 from tapevault.core.retention import Retention
@@ -26,6 +28,7 @@ from tapevault.core.vault import Vault
 from tapevault.db.auditstore import SqlAuditStore
 from tapevault.db.engine import make_engine, migrate
 from tapevault.db.repository import SqlRepository
+from tapevault.errors import ConfigError
 from tapevault.http.app import build_app
 from tapevault.http.asgi import ASGIApp
 from tapevault.http.context import AppContext
@@ -40,6 +43,10 @@ from tapevault.ingest.worker import Worker, worker_id
 from tapevault.storage.local import LocalStore, open_store
 
 log = logging.getLogger("tapevault")
+
+# Testing knob, not a setting: shift this process's clock by so many seconds (two servers on one
+# database whose clocks disagree). Never set it in production.
+CLOCK_OFFSET_VARIABLE = "TAPEVAULT_CLOCK_OFFSET_SECONDS"
 
 # A playback not refreshed for this long belongs to a process on another host that is gone.
 PENDING_STALE_MS = 10 * 60 * 1000
@@ -115,7 +122,7 @@ def open_runtime(
 ) -> Runtime:
     """Connect, migrate (unless told not to) and wire the services for ``settings``."""
     settings.ensure_data_dir()
-    clock = clock or SystemClock()
+    clock = clock or system_clock()
     engine = make_engine(settings.database_url)
     if run_migrations:
         migrate(engine)
@@ -211,6 +218,23 @@ def sweep_scratch(settings: Settings, spool: Spool, owner: str, vault: Vault) ->
             expired,
         )
     return removed + expired
+
+
+def system_clock() -> Clock:
+    """The wall clock, unless the testing knob ``TAPEVAULT_CLOCK_OFFSET_SECONDS`` shifts it."""
+    text = os.environ.get(CLOCK_OFFSET_VARIABLE, "").strip()
+    if not text:
+        return SystemClock()
+    try:
+        offset = float(text)
+    except ValueError:
+        raise ConfigError(CLOCK_OFFSET_VARIABLE, f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(offset):
+        raise ConfigError(CLOCK_OFFSET_VARIABLE, f"{text!r} is not a number of seconds")
+    log.warning(
+        "%s=%s: this process's clock is shifted (a testing knob)", CLOCK_OFFSET_VARIABLE, text
+    )
+    return OffsetClock(offset)
 
 
 def app_from_environment() -> ASGIApp:

@@ -19,6 +19,17 @@ class SystemClock:
         return time.time()
 
 
+class OffsetClock:
+    """The wall clock shifted by ``offset`` seconds: a testing knob, to run one server of several
+    with its clock ahead or behind (``TAPEVAULT_CLOCK_OFFSET_SECONDS``), as machines drift."""
+
+    def __init__(self, offset: float) -> None:
+        self.offset = offset
+
+    def now(self) -> float:
+        return time.time() + self.offset
+
+
 class FixedClock:
     """A clock that moves only when told to; for tests."""
 

@@ -153,7 +153,8 @@ class Recording:
     channel: str | None = None
     # Wall-clock time of the first sample, for aligning a call's channels.
     media_start_epoch_ms: int | None = None
-    # Who is writing a RECEIVING recording, and when it last said so (for crash recovery).
+    # Who is writing a RECEIVING recording (the fencing token), and when it last renewed its
+    # lease, by the database's clock: the repository stamps it (see ingest/recovery.py).
     writer_id: str | None = None
     heartbeat_ms: int | None = None
     # Overrides the session's (or tenant's) retention for this recording alone.

@@ -139,10 +139,16 @@ class Repository(Protocol):
         ...
 
     def update_recording(
-        self, recording: Recording, *, expect: RecordingStatus, writer_id: str | None = None
+        self,
+        recording: Recording,
+        *,
+        expect: RecordingStatus,
+        writer_id: str | None = None,
+        job: Job | None = None,
     ) -> bool:
         """Compare-and-set: write the row only if it is still in status ``expect`` (and, when
-        given, still written by ``writer_id``); False when another actor moved it first."""
+        given, still written by ``writer_id``), queueing ``job`` in the same transaction; False
+        when another actor moved it first."""
         ...
 
     def finish_recording(
@@ -154,8 +160,26 @@ class Repository(Protocol):
 
     def recordings_with_status(self, status: RecordingStatus) -> Sequence[Recording]: ...
 
-    def heartbeat(self, writer_id: str, now_ms: int) -> None:
-        """Mark every RECEIVING recording of this writer as alive at ``now_ms``."""
+    def database_now_ms(self) -> int:
+        """The database's clock, the one every server reads for live streams' leases."""
+        ...
+
+    def heartbeat(self, writer_id: str) -> None:
+        """Renew the lease on every RECEIVING recording of this writer, as of the database's
+        clock (servers' clocks may disagree; the database's is the one every server reads)."""
+        ...
+
+    def streams_held_by(self, writer_id: str) -> set[str]:
+        """The ids of the RECEIVING recordings this writer still holds (its fencing check)."""
+        ...
+
+    def take_over_stream(
+        self, recording_id: str, writer_id: str | None, stale_ms: int | None, job: Job
+    ) -> bool:
+        """Compare-and-set: move a RECEIVING recording still held by ``writer_id`` to
+        PROCESSING (recovered, no writer) and queue ``job``, atomically; with ``stale_ms``, only
+        if its lease was last renewed more than that long ago by the database's clock. False
+        when the writer closed it, another recovery took it, or the lease is still valid."""
         ...
 
     def get_session_by_external_id(self, partner_id: str, external_id: str) -> Session | None: ...

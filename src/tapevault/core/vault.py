@@ -408,23 +408,35 @@ class Vault:
         self._mark_in_progress(session)
         return recording
 
-    def close_stream(self, recording: Recording, *, recovered: bool = False) -> Recording:
-        """The stream ended (or its writer died): queue the recording for finalization."""
+    def close_stream(self, recording: Recording) -> Recording:
+        """The stream ended: queue the recording for finalization, in one transaction (a close
+        that fails halfway must not leave it PROCESSING with no job). A no-op when recovery took
+        the recording over meanwhile (it queued the job then)."""
         closed = replace(
-            recording,
-            status=RecordingStatus.PROCESSING,
-            recovered=recovered or recording.recovered,
-            writer_id=None,
-            heartbeat_ms=None,
+            recording, status=RecordingStatus.PROCESSING, writer_id=None, heartbeat_ms=None
         )
-        if not self.repo.update_recording(
-            closed, expect=RecordingStatus.RECEIVING, writer_id=recording.writer_id
+        if self.repo.update_recording(
+            closed,
+            expect=RecordingStatus.RECEIVING,
+            writer_id=recording.writer_id,
+            job=self.new_job(JobKind.FINALIZE, recording.recording_id),
         ):
-            # Recovery (or another close) got there first: it queued the job already.
-            return closed
-        self.repo.add_job(self.new_job(JobKind.FINALIZE, recording.recording_id))
-        self.jobs_waiting.set()
+            self.jobs_waiting.set()
         return closed
+
+    def take_over_stream(self, recording: Recording, *, stale_seconds: int | None) -> bool:
+        """Recovery: mark a RECEIVING recording ``recovered`` and queue it for finalization,
+        if it is still held by the writer it was read with and, unless ``stale_seconds`` is
+        None (its writer is known dead), that writer's lease lapsed that long ago."""
+        taken = self.repo.take_over_stream(
+            recording.recording_id,
+            recording.writer_id,
+            None if stale_seconds is None else stale_seconds * 1000,
+            self.new_job(JobKind.FINALIZE, recording.recording_id),
+        )
+        if taken:
+            self.jobs_waiting.set()
+        return taken
 
     # recording links ----------------------------------------------------------------------
 

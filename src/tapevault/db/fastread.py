@@ -79,6 +79,10 @@ class FastReader:
                 "recording": (
                     f"SELECT {_columns(recordings)} FROM recordings WHERE recording_id = ?"
                 ),
+                # Live streams' fencing check, once per group commit (ingest/durable.py).
+                "streams_held": (
+                    "SELECT recording_id FROM recordings WHERE status = ? AND writer_id = ?"
+                ),
             }.items()
         }
 
@@ -121,6 +125,18 @@ class FastReader:
                 cursor.execute(self.sql[name], params)
                 row: tuple[Any, ...] | None = cursor.fetchone()
                 return row
+            finally:
+                cursor.close()
+
+    def column(self, name: str, params: Sequence[Any]) -> list[Any]:
+        """The first column of every row."""
+        if not storable(params):
+            return []
+        with self._connection() as connection:
+            cursor = connection.cursor()
+            try:
+                cursor.execute(self.sql[name], params)
+                return [row[0] for row in cursor.fetchall()]
             finally:
                 cursor.close()
 

@@ -14,6 +14,8 @@ Close codes (the reason text says what was wrong):
     4401  missing, invalid or expired token or ticket
     4404  no such session (for this partner)
     4409  the session has ended
+    4410  the stream was taken over by recovery on another server (this one's lease on it had
+          lapsed); nothing after the last ack was acknowledged. Reconnect to go on recording.
     4507  the partner's storage quota is used up
 """
 
@@ -24,6 +26,7 @@ import hashlib
 import logging
 import re
 import secrets
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any
 
 import orjson
@@ -50,6 +53,9 @@ from tapevault.ingest.durable import (
     AckSink,
     DurableStream,
     GroupCommitter,
+    StreamTakenOver,
+    StreamUnconfirmed,
+    TaskAcks,
 )
 from tapevault.ingest.pcm import ENCODINGS
 
@@ -57,7 +63,11 @@ log = logging.getLogger("tapevault.stream")
 
 _DIGITS = re.compile(r"[0-9]{1,9}")
 TICKET_SECONDS = 60
-HEARTBEAT_SECONDS = 10.0
+HEARTBEAT_SECONDS = 10.0  # renews the lease recovery honours (recovery.STALE_SECONDS)
+TAKEN_OVER = 4410
+# A close (the recording queued for finalization) that failed is retried after 1 s, then ever
+# less often, up to this: a disk that was full, or a database that was down, comes back.
+CLOSE_RETRY_MAX_SECONDS = 30.0
 
 
 def stream_format(params: dict[str, str]) -> tuple[str, int, int]:
@@ -106,7 +116,8 @@ def issue_ticket(ctx: AppContext, caller: SukiCaller, session_id: str) -> dict[s
 
 class StreamHub:
     """What every live-stream endpoint of a process shares: one group committer (so all streams
-    sync in the same batches) and one heartbeat for all the recordings this process writes."""
+    sync in the same batches), one heartbeat (the lease) for all the recordings this process
+    writes, and the retries of closes that failed."""
 
     def __init__(self, ctx: AppContext) -> None:
         self.ctx = ctx
@@ -114,47 +125,88 @@ class StreamHub:
         self._committer: GroupCommitter | None = None
         self._open = 0
         self._heartbeat: asyncio.Task[None] | None = None
+        # Streams that ended but whose recording could not be closed (queued for finalization):
+        # still RECEIVING and ours, so no recovery takes them while this process lives.
+        self._unclosed: dict[str, Recording] = {}
+        self._retrying: asyncio.Task[None] | None = None
+        self.close_retry_seconds = 1.0
 
     def committer(self) -> GroupCommitter:
         if self._committer is None:
-            self._committer = GroupCommitter(self.ctx.vault.work_dir / "streams")
+            self._committer = GroupCommitter(self.ctx.vault.work_dir / "streams", held=self._held)
         return self._committer
+
+    def _held(self, keys: Sequence[str]) -> Collection[str]:
+        """The fencing check, once per group commit for all streams (committer's thread)."""
+        return self.ctx.vault.repo.streams_held_by(self.writer_id)
 
     def opened(self) -> None:
         self._open += 1
-        if self._heartbeat is None or self._heartbeat.done():
-            self._heartbeat = asyncio.get_running_loop().create_task(self._beat())
+        self._keep_beating()
 
     def closed(self) -> None:
         self._open -= 1
 
     def start(self, recording: Recording, acks: AckSink | Ack) -> DurableStream:
         """The open file for an admitted stream's audio, in this process's group commit."""
-        stream = self.committer().open(self.ctx.vault.stream_path(recording.recording_id), acks)
+        path = self.ctx.vault.stream_path(recording.recording_id)
+        stream = self.committer().open(path, acks, key=recording.recording_id)
         self.opened()
         return stream
 
     async def end(self, stream: DurableStream, recording: Recording) -> OSError | None:
         """Sync what is left (the final ack goes out), then queue the recording for
-        finalization; returns the sync's error if that failed (nothing more was acked)."""
+        finalization; returns the error that ended the stream early, if any (nothing more was
+        acked). A close that fails is retried until it succeeds (``unclosed``)."""
         error: OSError | None = None
         try:
             await self.committer().finish(stream)
         except OSError as exc:
             error = exc
         self.closed()
-        await self.ctx.blocking(self.ctx.vault.close_stream, recording)
+        if not isinstance(error, StreamTakenOver):  # else the recording is no longer ours
+            try:
+                await self.ctx.blocking(self.ctx.vault.close_stream, recording)
+            except Exception:
+                log.exception("closing stream %s failed; retrying", recording.recording_id)
+                self._unclosed[recording.recording_id] = recording
+                self._keep_beating()
+                if self._retrying is None or self._retrying.done():
+                    self._retrying = asyncio.get_running_loop().create_task(self._retry())
         return error
 
+    @property
+    def unclosed(self) -> int:
+        """How many ended streams' recordings wait for a close to be retried."""
+        return len(self._unclosed)
+
+    async def _retry(self) -> None:
+        """Close the recordings whose close failed, backing off, until none is left: their
+        acknowledged audio is then finalized and served without a restart."""
+        delay = self.close_retry_seconds
+        while self._unclosed:
+            await asyncio.sleep(delay)
+            for recording_id, recording in list(self._unclosed.items()):
+                try:
+                    await self.ctx.blocking(self.ctx.vault.close_stream, recording)
+                except Exception as exc:
+                    log.warning("closing stream %s failed again: %s", recording_id, exc)
+                else:
+                    del self._unclosed[recording_id]
+                    log.warning("closed stream %s after retrying", recording_id)
+            delay = min(delay * 2, CLOSE_RETRY_MAX_SECONDS)
+
+    def _keep_beating(self) -> None:
+        if self._heartbeat is None or self._heartbeat.done():
+            self._heartbeat = asyncio.get_running_loop().create_task(self._beat())
+
     async def _beat(self) -> None:
-        """While streams are open, tell the database this process is alive and writing them,
-        so that recovery can tell a live writer from a dead one. A failed beat is logged and
-        the next one tried: one database hiccup must not let live streams look dead."""
-        while self._open:
+        """While this process writes streams (or holds ones it could not close yet), renew its
+        lease on them, so that no recovery takes them over. A failed beat is logged and the
+        next one tried: one database hiccup must not let live streams look dead."""
+        while self._open or self._unclosed:
             try:
-                await self.ctx.blocking(
-                    self.ctx.vault.repo.heartbeat, self.writer_id, now_ms(self.ctx.vault.clock)
-                )
+                await self.ctx.blocking(self.ctx.vault.repo.heartbeat, self.writer_id)
             except Exception:
                 log.exception("heartbeat failed; retrying")
             await asyncio.sleep(HEARTBEAT_SECONDS)
@@ -243,7 +295,8 @@ class StreamEndpoint:
             await send({"type": "websocket.send", "text": f'{{"type":"ack","bytes":{upto}}}'})
 
         committer = self.committer
-        stream = self.start(recording, ack)
+        acks = ClosingAcks(ack, self._close, send)
+        stream = self.start(recording, acks)
         code, reason = 1000, "stream complete"
         try:
             while True:
@@ -271,9 +324,8 @@ class StreamEndpoint:
         finally:
             error = await self.end(stream, recording)
             if error is not None:
-                code = 1011 if code else 0
-                reason = sync_failure_reason(error, stream.synced)
-        if code:
+                code, reason = failure_close(error, stream.synced) if code else (0, "")
+        if code and not acks.closed:
             await self._close(send, code, reason)
 
     async def _admit(
@@ -342,6 +394,44 @@ def peer_address(transport: asyncio.BaseTransport | None) -> str | None:
     """The host of a connection's peer (None for a Unix socket or no connection)."""
     peer = transport.get_extra_info("peername") if transport is not None else None
     return str(peer[0]) if isinstance(peer, tuple) and peer else None
+
+
+class ClosingAcks(TaskAcks):
+    """Acks for the ASGI route that also close the connection as soon as the stream fails
+    (taken over, or a failed sync): the endpoint itself waits in ``receive`` and would only
+    notice with the client's next message, which a client waiting for its ack never sends."""
+
+    def __init__(
+        self,
+        send: Ack,
+        close: Callable[[Send, int, str], Awaitable[None]],
+        asgi_send: Send,
+    ) -> None:
+        super().__init__(send)
+        self._close = close
+        self._asgi_send = asgi_send
+        self.closed = False
+        self._closing: asyncio.Task[None] | None = None
+
+    def fail(self, error: OSError) -> None:
+        if self._closing is None:
+            self._closing = asyncio.get_running_loop().create_task(self._close_after(error))
+
+    async def _close_after(self, error: OSError) -> None:
+        await self.settle()  # an ack already on its way goes out before the close
+        self.closed = True
+        await self._close(self._asgi_send, *failure_close(error, self._acked))
+
+
+def failure_close(error: OSError, acked: int) -> tuple[int, str]:
+    """The close code and reason for a stream that ``error`` ended after ``acked`` bytes."""
+    if isinstance(error, StreamTakenOver):
+        return TAKEN_OVER, (
+            f"stream taken over by recovery; audio after byte {acked} was not acknowledged"
+        )
+    if isinstance(error, StreamUnconfirmed):
+        return 1011, f"database unavailable; audio after byte {acked} was not acknowledged"
+    return 1011, sync_failure_reason(error, acked)
 
 
 def partial_frame_reason(size: int, frame_bytes: int) -> str:

@@ -43,8 +43,8 @@ from tapevault.core.model import Recording, Session, Tenant
 from tapevault.errors import AuthError, InvalidRequest, QuotaExceeded, TapevaultError, UrlRejected
 from tapevault.http.asgi import Receive, Scope, Send, client_ip, query_params, request_headers
 from tapevault.http.context import AppContext
-from tapevault.http.stream import StreamHub, auth_failed
-from tapevault.ingest.durable import BACKLOG_BYTES, DurableStream, NoAcks
+from tapevault.http.stream import TAKEN_OVER, StreamHub, auth_failed
+from tapevault.ingest.durable import BACKLOG_BYTES, DurableStream, NoAcks, StreamTakenOver
 from tapevault.ingest.pcm import SILENCE
 from tapevault.numbers import is_canonical
 
@@ -207,6 +207,10 @@ class TwilioMediaStream:
         except TapevaultError as exc:
             code = 4507 if isinstance(exc, QuotaExceeded) else 4400
             reason = exc.message
+        except StreamTakenOver:  # recovery on another server took a track over
+            code, reason = TAKEN_OVER, "stream taken over by recovery"
+        except OSError as exc:  # a track's write or sync failed
+            code, reason = 1011, f"storage failure: {exc.strerror}"
         except Exception:
             log.exception("Twilio media stream failed")
             code, reason = 1011, "internal error"
@@ -306,7 +310,7 @@ class TwilioMediaStream:
         for track in call.tracks.values():
             error = await self.hub.end(track.stream, track.recording)
             if error is not None:
-                log.error("sync failed finishing %s", track.recording.recording_id, exc_info=error)
+                log.error("track %s ended early", track.recording.recording_id, exc_info=error)
         if call.session is not None and call.partner is not None and call.tracks:
             await self.ctx.blocking(
                 self.ctx.vault.end_session, call.partner, call.session.session_id

@@ -16,9 +16,10 @@ holds up no one. The final ack always goes out before the close frame.
 
 The contract is the ASGI endpoint's (``tapevault.http.stream``), which stays in place for
 every other server and as the fallback: the same admission and close codes (4400 partial
-frame or bad parameters, 4401, 4404, 4409, 1011 storage failure, 1000 after ``end``), the same
-order at the end (sync, final ack, recording closed, then the close frame). RFC 6455 violations
-close the connection with 1002/1007/1009 and end the stream like a disconnect, as uvicorn does.
+frame or bad parameters, 4401, 4404, 4409, 4410 taken over, 1011 storage failure, 1000 after
+``end``), the same order at the end (sync, final ack, recording closed, then the close frame).
+RFC 6455 violations close the connection with 1002/1007/1009 and end the stream like a
+disconnect, as uvicorn does.
 
 A peer that floods pings, or sends them without reading the pongs, is closed with 1008
 (``tapevault.http.limits.PingGuard``): pongs never pile up in the write buffer. A connection we
@@ -41,10 +42,10 @@ from tapevault.http.limits import CLOSE_TIMEOUT, PingGuard
 from tapevault.http.stream import (
     StreamEndpoint,
     close_code,
+    failure_close,
     is_end,
     partial_frame_reason,
     peer_address,
-    sync_failure_reason,
 )
 from tapevault.http.wsframe import (
     CLOSE,
@@ -181,7 +182,9 @@ class DirectStream(asyncio.Protocol, AckSink):
             self._send_ack(upto)
 
     def fail(self, error: OSError) -> None:
-        self._end(1011, "storage failure")  # the reason is written once the sync error is known
+        # Stop reading at once; ``_serve`` words the close once ``end`` returns the error
+        # (1011 for a failed write or sync, 4410 for a stream taken over).
+        self._end(1011, "storage failure")
 
     async def settle(self) -> None:
         stream = self.stream
@@ -285,8 +288,7 @@ class DirectStream(asyncio.Protocol, AckSink):
             error = await endpoint.end(stream, recording)
             self.stream = None  # it refers to us (its ack sink): no cycle to outlive the stream
             if error is not None:
-                code = 1011 if code else 0
-                reason = sync_failure_reason(error, stream.synced)
+                code, reason = failure_close(error, stream.synced) if code else (0, "")
         if code:
             self._close(code, reason)
 

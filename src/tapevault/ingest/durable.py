@@ -15,8 +15,16 @@ its time, and writing the batch on the loop stalled it for ~10 ms at 800 streams
 in every stream's ack latency.
 
 An acknowledgement is never sent before its sync. A failed sync is never retried and then
-acknowledged (after an fsync error the kernel may have dropped the dirty pages): every stream in
-that batch is failed, and its socket closed with the error. A failed write fails its own stream.
+acknowledged (after an fsync error the kernel may have dropped the dirty pages): every stream
+written in that batch is failed, and its socket closed with the error. A failed write fails its
+own stream.
+
+Nor is an acknowledgement sent before this process has confirmed, after the sync, that it still
+holds the stream (``held``: one database query per batch for every stream, see
+``ingest/recovery.py``): another server may have taken the recording over and finalized the file
+as it was then. A stream found taken over fails with ``StreamTakenOver`` and is acked no more;
+when the check cannot be made (the database is unreachable) the bytes stay durable but unacked,
+and the next batch asks again.
 """
 
 from __future__ import annotations
@@ -28,18 +36,40 @@ import errno
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 log = logging.getLogger("tapevault.durable")
 
 Ack = Callable[[int], Awaitable[None]]  # an async send of {"type":"ack","bytes":N}
+# Given the keys of the streams about to be acked, the keys this process still holds; raises
+# when it cannot tell. Runs in the committer's thread.
+Held = Callable[[Sequence[str]], Collection[str]]
 
 FINAL_ACK_SECONDS = 10.0
+# How long ``finish`` waits for the ownership check when every byte is on disk but could not be
+# confirmed (the database is unreachable) before it gives up acknowledging the rest.
+CONFIRM_SECONDS = 10.0
 # A stream with this much audio not yet handed to the file should stop reading until the next
 # batch takes it (real time is ~3 KiB per batch; only a client far ahead of it gets here).
 BACKLOG_BYTES = 64 * 1024
+
+
+class StreamTakenOver(OSError):
+    """Another process took the stream's recording over (recovery, after this one's lease
+    lapsed): its audio is no longer this process's to acknowledge."""
+
+    def __init__(self) -> None:
+        super().__init__(errno.ESTALE, "stream taken over by recovery")
+
+
+class StreamUnconfirmed(OSError):
+    """The stream is on disk, but whether this process still holds it could not be checked
+    (the database did not answer) in time: the unconfirmed bytes are not acknowledged."""
+
+    def __init__(self) -> None:
+        super().__init__(errno.EAGAIN, "could not confirm the stream with the database")
 
 
 def _kernel_reports_syncfs_errors() -> bool:
@@ -133,11 +163,13 @@ class DurableStream:
     ``BACKLOG_BYTES`` (``GroupCommitter.drain``), which bounds memory per stream.
     """
 
-    def __init__(self, path: Path, acks: AckSink) -> None:
+    def __init__(self, path: Path, acks: AckSink, key: str | None = None) -> None:
         self.path = path
+        self.key = key  # what the ownership check asks about (the recording id); None: no check
         self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
         self.received = 0  # accepted by append
-        self.synced = 0  # durable, and so acknowledged
+        self.durable = 0  # written and synced
+        self.synced = 0  # durable and confirmed still ours, and so acknowledged
         self.failed: OSError | None = None
         self.acks = acks
         self._buffer = bytearray()
@@ -172,8 +204,10 @@ class DurableStream:
 class GroupCommitter:
     """Batches writes and syncs for every open stream of one event loop."""
 
-    def __init__(self, directory: Path, interval: float = 0.1) -> None:
+    def __init__(self, directory: Path, interval: float = 0.1, held: Held | None = None) -> None:
         self.directory = directory
+        self.held = held  # the ownership check before acks; None: every stream is ours
+        self._held_failing = False
         # syncfs reports a write-back error to an fd opened before the error; one fd held open
         # from the start sees every error after it (Linux >= 5.8), whichever stream it hit.
         self._dir_fd = os.open(directory, os.O_RDONLY | os.O_CLOEXEC)
@@ -188,9 +222,11 @@ class GroupCommitter:
         self._task: asyncio.Task[None] | None = None
         self.batches = 0
 
-    def open(self, path: Path, acks: AckSink | Ack) -> DurableStream:
-        """A new stream at ``path``; ``acks`` is a sink, or an async ``send(upto)``."""
-        stream = DurableStream(path, acks if isinstance(acks, AckSink) else TaskAcks(acks))
+    def open(self, path: Path, acks: AckSink | Ack, key: str | None = None) -> DurableStream:
+        """A new stream at ``path``; ``acks`` is a sink, or an async ``send(upto)``; ``key``
+        is what ``held`` is asked about before each ack."""
+        sink = acks if isinstance(acks, AckSink) else TaskAcks(acks)
+        stream = DurableStream(path, sink, key)
         self._streams.add(stream)
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run())
@@ -203,9 +239,18 @@ class GroupCommitter:
 
     async def finish(self, stream: DurableStream) -> None:
         """Wait until everything received on ``stream`` is synced (and acknowledged), then drop
-        it. Raises the error if a write or sync of it failed."""
+        it. Raises the error if a write or sync of it failed, ``StreamTakenOver`` if it was
+        taken over, and ``StreamUnconfirmed`` if it is on disk but its ownership could not be
+        checked within ``CONFIRM_SECONDS``."""
+        loop = asyncio.get_running_loop()
+        unconfirmed_since: float | None = None
         try:
             while stream.synced < stream.received and stream.failed is None:
+                if stream.durable >= stream.received:
+                    if unconfirmed_since is None:
+                        unconfirmed_since = loop.time()
+                    elif loop.time() - unconfirmed_since > CONFIRM_SECONDS:
+                        raise StreamUnconfirmed()
                 await self._next_batch(stream)
             if stream.failed is not None:
                 raise stream.failed
@@ -232,22 +277,30 @@ class GroupCommitter:
             if delay > 0:
                 await asyncio.sleep(delay)
             last = time.monotonic()
+            # New audio to write, or durable audio still to be confirmed (the last check failed).
             batch = [s for s in self._streams if s.received > s.synced and s.failed is None]
             if batch:
                 work: list[tuple[int, bytearray]] = []
                 for stream in batch:
-                    buffer, stream._buffer = stream._buffer, bytearray()
-                    work.append((stream.fd, buffer))
-                    stream._in_flight = True
+                    if stream._buffer:
+                        buffer, stream._buffer = stream._buffer, bytearray()
+                        work.append((stream.fd, buffer))
+                        stream._in_flight = True
                 upto = [stream.received for stream in batch]
+                keys = [s.key for s in batch if s.key is not None] if self.held else []
                 try:
-                    failures = await loop.run_in_executor(self._syncer, self._write_sync, work)
-                except Exception as exc:  # the sync failed: nothing in the batch is durable
+                    failures, held = await loop.run_in_executor(
+                        self._syncer, self._write_sync, work, keys
+                    )
+                except Exception as exc:  # the sync failed: nothing written in it is durable
                     log.error("sync failed for %d stream(s): %s", len(batch), exc)
-                    failures = [_as_os_error(exc)] * len(batch)
+                    error = _as_os_error(exc)
+                    failures, held = {fd: error for fd, _ in work}, None
                 self.batches += 1
-                for stream, n, failure in zip(batch, upto, failures, strict=True):
-                    self._settle(stream, n, failure)
+                for stream, n in zip(batch, upto, strict=True):
+                    self._settle(stream, n, failures.get(stream.fd), held)
+                if any(s.durable > s.synced and s.failed is None for s in batch):
+                    self._wake.set()  # the check failed: ask again after the interval
             # Wake whoever waits for a batch; a stream of this batch may have finished meanwhile
             # and so no longer be listed.
             for stream in (*batch, *self._streams):
@@ -255,21 +308,33 @@ class GroupCommitter:
                     stream._batch_done.set()
                     stream._batch_done = None
 
-    def _settle(self, stream: DurableStream, upto: int, failure: OSError | None) -> None:
+    def _settle(
+        self, stream: DurableStream, upto: int, failure: OSError | None, held: set[str] | None
+    ) -> None:
+        """After a batch: ``held`` is the keys confirmed still ours, None if the check failed."""
         stream._in_flight = False
         if stream._close_after_batch:
             stream.close()
         if failure is not None:
             stream.failed = failure
             stream.acks.fail(failure)
-        else:
+            return
+        stream.durable = upto
+        if stream.key is None or self.held is None or (held is not None and stream.key in held):
             stream.synced = upto
             stream.acks.ack(upto)
+        elif held is not None:  # the check answered, without this stream: it was taken over
+            log.warning("stream %s was taken over; acknowledging no more of it", stream.key)
+            stream.failed = StreamTakenOver()
+            stream.acks.fail(stream.failed)
 
-    def _write_sync(self, work: list[tuple[int, bytearray]]) -> list[OSError | None]:
-        """In the committer's thread: write each buffer, then sync. Each stream's write error
-        (or None); raises if the sync fails. Only this thread ever writes streams' files."""
-        failures: list[OSError | None] = []
+    def _write_sync(
+        self, work: list[tuple[int, bytearray]], keys: list[str]
+    ) -> tuple[dict[int, OSError], set[str] | None]:
+        """In the committer's thread: write each buffer, sync, then ask ``held`` about
+        ``keys``. Returns the write errors by fd, and the keys still held (None if the check
+        failed); raises if the sync fails. Only this thread ever writes streams' files."""
+        failures: dict[int, OSError] = {}
         for fd, buffer in work:
             try:
                 done = os.write(fd, buffer)
@@ -277,11 +342,26 @@ class GroupCommitter:
                     done += os.write(fd, memoryview(buffer)[done:])
             except OSError as exc:
                 log.error("write failed: %s", exc)
-                failures.append(exc)
-            else:
-                failures.append(None)
-        self._sync([fd for fd, _ in work])
-        return failures
+                failures[fd] = exc
+        if work:
+            self._sync([fd for fd, _ in work])
+        return failures, self._check_held(keys)
+
+    def _check_held(self, keys: list[str]) -> set[str] | None:
+        """After the sync, so that whatever it confirms was on disk before any takeover."""
+        if self.held is None or not keys:
+            return set()
+        try:
+            held = set(self.held(keys))
+        except Exception:
+            if not self._held_failing:  # once per outage, not ten times a second
+                log.exception("cannot confirm live streams; holding their acks")
+            self._held_failing = True
+            return None
+        if self._held_failing:
+            log.warning("live streams confirmed again; acks resume")
+        self._held_failing = False
+        return held
 
     def _sync(self, fds: list[int]) -> None:
         if _syncfs is not None:

@@ -201,7 +201,9 @@ class Finalizer:
     def _finalize(self, recording: Recording) -> None:
         source = self._source(recording)
         if not source.exists():
-            raise InvalidAudio("the received audio is missing from the incoming area")
+            if not (recording.recovered and recording.source_format.startswith(STREAM_PREFIX)):
+                raise InvalidAudio("the received audio is missing from the incoming area")
+            source.touch()  # a recovered stream none of whose audio reached the disk: empty
         fd, tmp_name = tempfile.mkstemp(
             prefix=scratch_prefix("final", self.owner), suffix=".wav", dir=source.parent
         )

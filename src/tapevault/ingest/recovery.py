@@ -1,53 +1,46 @@
-"""Crash recovery for live streams.
+"""Crash recovery for live streams, fenced so that a live writer never loses acknowledged audio.
 
-A recording is RECEIVING while some process writes it. When that process dies (SIGKILL, power
-loss), the recording's file holds everything that was acknowledged (synced before its ack) and
-maybe more. Recovery cuts the file to whole frames, marks the recording ``recovered`` and queues
-it for finalization like a stream that ended normally; the session can then be ended and served.
+A recording is RECEIVING while one process writes it. Its ``writer_id`` names that process and
+is the fencing token: the writer acknowledges audio only after confirming, once per group commit
+for all its streams, that it still holds the recording (``GroupCommitter``'s ``held``), and a
+takeover changes the row first, by compare-and-set, then lets finalization read the file. So
+every acknowledged byte was on disk before the takeover; a writer that finds its stream taken
+acknowledges nothing more and closes the connection (4410).
 
-A writer is dead when it is a process of this host that no longer runs, or when its heartbeat
-is older than ``STALE_SECONDS`` (a process on another host that stopped beating).
+The writer renews a lease on its recordings every ``HEARTBEAT_SECONDS`` (``repo.heartbeat``),
+stamped by the database's clock. Recovery takes a recording over when its writer is a process
+of this host that no longer runs (``is_gone``), or when that lease was last renewed more than
+``STALE_SECONDS`` ago by the same database clock, in the same statement that takes it. Servers'
+own clocks are never compared: one running minutes ahead cannot take a live stream. A process
+never recovers its own recordings; it closes them itself and retries a close that failed
+(``StreamHub``).
+
+Recovery does not cut the file to whole frames: finalization reads only whole frames anyway,
+and the writer, if it still runs, may be appending to it until it notices the takeover.
 """
 
 from __future__ import annotations
 
-import os
-
-from tapevault.core.clock import now_ms
-from tapevault.core.model import Recording, RecordingStatus
+from tapevault.core.model import RecordingStatus
 from tapevault.core.vault import Vault
 from tapevault.ingest.liveness import is_gone
-from tapevault.ingest.pcm import ENCODINGS, whole_frames
 
 STALE_SECONDS = 60
 
 
-def writer_is_dead(recording: Recording, now: int, me: str) -> bool:
-    owner = recording.writer_id or ""
-    if owner == me:
-        return False
-    if is_gone(owner):
-        return True
-    beat = recording.heartbeat_ms or recording.created_ms
-    return now - beat > STALE_SECONDS * 1000
-
-
-def recover_streams(vault: Vault, me: str) -> int:
-    """Finish every RECEIVING recording whose writer is dead; returns how many."""
-    now = now_ms(vault.clock)
+def recover_streams(vault: Vault, me: str, *, stale_seconds: int = STALE_SECONDS) -> int:
+    """Take over every RECEIVING recording of another writer that died or whose lease lapsed,
+    and queue it for finalization; returns how many."""
     recovered = 0
+    now = vault.repo.database_now_ms()
     for recording in vault.repo.recordings_with_status(RecordingStatus.RECEIVING):
-        if not writer_is_dead(recording, now, me):
+        owner = recording.writer_id
+        if owner == me:
             continue
-        path = vault.stream_path(recording.recording_id)
-        encoding = recording.source_format.removeprefix("stream/")
-        if path.exists() and encoding in ENCODINGS:
-            size = path.stat().st_size
-            keep = whole_frames(size, encoding, max(1, recording.channels))
-            if keep != size:
-                os.truncate(path, keep)
-        else:
-            path.touch()  # nothing reached the disk: finalize as an empty recording
-        vault.close_stream(recording, recovered=True)
-        recovered += 1
+        dead = owner is not None and is_gone(owner)
+        beat = recording.heartbeat_ms
+        if not dead and beat is not None and now - beat <= stale_seconds * 1000:
+            continue  # a valid lease: not even tried (the take-over checks it again anyway)
+        if vault.take_over_stream(recording, stale_seconds=None if dead else stale_seconds):
+            recovered += 1
     return recovered
