@@ -284,3 +284,23 @@ async def _until(condition: Callable[[], bool], within: float = 5.0) -> None:
     while not condition():
         assert asyncio.get_running_loop().time() < deadline, "timed out"
         await asyncio.sleep(0.005)
+
+
+async def test_finish_after_the_committer_is_cancelled_ends_instead_of_hanging(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stream's clean-up that waits for a batch while the committer task is cancelled (as at a
+    loop's shutdown) gets CommitterStopped at once: nothing sets the batch event any more, and a
+    wait for it hung the loop's close."""
+    import asyncio
+
+    monkeypatch.setattr(durable, "sync_filesystem", lambda fd: None)
+    committer = GroupCommitter(tmp_path, interval=60.0)  # no batch will come in time
+    stream = committer.open(tmp_path / "s.raw", durable.NoAcks())
+    stream.append(b"\x00" * 640)
+    finishing = asyncio.ensure_future(committer.finish(stream))
+    await asyncio.sleep(0)  # finish is now waiting for a batch
+    assert committer._task is not None
+    committer._task.cancel()
+    with pytest.raises(durable.CommitterStopped):
+        await asyncio.wait_for(finishing, 5)

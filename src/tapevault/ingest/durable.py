@@ -64,6 +64,14 @@ class StreamTakenOver(OSError):
         super().__init__(errno.ESTALE, "stream taken over by recovery")
 
 
+class CommitterStopped(OSError):
+    """The group committer's task ended (cancelled at shutdown, or crashed) while a stream was
+    waiting for a batch: nothing more of it will be written or acknowledged."""
+
+    def __init__(self) -> None:
+        super().__init__(errno.ESHUTDOWN, "the stream writer stopped")
+
+
 class StreamUnconfirmed(OSError):
     """The stream is on disk, but whether this process still holds it could not be checked
     (the database did not answer) in time: the unconfirmed bytes are not acknowledged."""
@@ -264,7 +272,18 @@ class GroupCommitter:
             stream._batch_done = asyncio.Event()
         event = stream._batch_done
         self._wake.set()
-        await event.wait()
+        # Wait for the batch, or for the committer to end: a committer cancelled at shutdown
+        # sets no event, and a stream's cleanup waiting here would hang the loop's close.
+        committer = self._task
+        if committer is None or committer.done():
+            raise CommitterStopped()
+        waiter = asyncio.ensure_future(event.wait())
+        try:
+            await asyncio.wait((waiter, committer), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+        if not event.is_set():
+            raise CommitterStopped()
 
     async def _run(self) -> None:
         last = 0.0
