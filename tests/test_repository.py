@@ -29,7 +29,7 @@ from tapevault.db.engine import (
     migrate,
 )
 from tapevault.db.repository import SqlRepository
-from tapevault.db.schema import metadata
+from tapevault.db.schema import metadata, sessions
 
 
 @pytest.fixture
@@ -165,7 +165,16 @@ def test_migration_keeps_the_latest_of_duplicate_channels(database_url: str) -> 
             command.downgrade(config, "0009-1")  # the schema before the unique channel index
         repo = SqlRepository(engine)
         repo.create_tenant(partner())
-        repo.create_session(session())
+        with engine.begin() as connection:  # the columns sessions had then (no provider_id)
+            connection.execute(
+                sessions.insert().values(
+                    session_id="s1",
+                    partner_id="p1",
+                    kind="ambient",
+                    status="created",
+                    created_ms=1000,
+                )
+            )
         for seq in (1, 2, 3):
             repo.add_recording(replace(recording(f"in{seq}", seq), channel="inbound"))
         repo.add_recording(replace(recording("out", 4), channel="outbound"))

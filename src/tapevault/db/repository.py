@@ -14,9 +14,23 @@ from dataclasses import fields
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Engine, delete, exists, func, insert, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    and_,
+    delete,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 
+from tapevault.core.catalog import SessionQuery
+from tapevault.core.lifecycle import PENDING, TOMBSTONES
 from tapevault.core.model import (
     MERGED_SEQUENCE,
     ApiKey,
@@ -276,6 +290,38 @@ class SqlRepository:
                 .order_by(sessions.c.created_ms)
             ).all()
         return [_session(row) for row in rows]
+
+    def find_sessions(self, query: SessionQuery) -> Sequence[tuple[Session, Sequence[Recording]]]:
+        """Up to ``limit + 1`` of the tenant's sessions matching ``query``, newest first by
+        (created_ms, session_id), each with its own recordings (the merged rendition is not
+        one), read in one transaction."""
+        s = sessions.c
+        conditions = [s.partner_id == query.partner_id, *_session_filters(query)]
+        if query.after is not None:
+            at, last = query.after.created_ms, query.after.session_id
+            conditions.append(or_(s.created_ms < at, and_(s.created_ms == at, s.session_id < last)))
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(sessions)
+                .where(*conditions)
+                .order_by(s.created_ms.desc(), s.session_id.desc())
+                .limit(query.limit + 1)
+            ).all()
+            found = [_session(row) for row in rows]
+            by_session: dict[str, list[Recording]] = {x.session_id: [] for x in found}
+            if found:
+                r = recordings.c
+                for row in conn.execute(
+                    select(recordings)
+                    .where(
+                        r.partner_id == query.partner_id,
+                        r.session_id.in_(list(by_session)),
+                        r.sequence_number > MERGED_SEQUENCE,
+                    )
+                    .order_by(r.session_id, r.sequence_number)
+                ).all():
+                    by_session[row.session_id].append(_recording(row))
+        return [(x, by_session[x.session_id]) for x in found]
 
     _SESSION_SETTINGS = frozenset(
         {"retention_seconds", "hold_reason", "hold_by", "hold_set_ms", "deleted_ms"}
@@ -587,6 +633,65 @@ class SqlRepository:
         with self.engine.begin() as conn:
             result = conn.execute(delete(signing_keys).where(signing_keys.c.key_id == key_id))
         return bool(result.rowcount)
+
+
+def _session_filters(query: SessionQuery) -> list[ColumnElement[bool]]:
+    """The query's filters as SQL conditions on ``sessions``."""
+    s, r = sessions.c, recordings.c
+    found: list[ColumnElement[bool]] = []
+    if query.created_after_ms is not None:
+        found.append(s.created_ms >= query.created_after_ms)
+    if query.created_before_ms is not None:
+        found.append(s.created_ms < query.created_before_ms)
+    if query.kinds:
+        found.append(s.kind.in_(sorted(k.value for k in query.kinds)))
+    if query.external_id is not None:
+        found.append(s.external_id == query.external_id)
+    if query.provider_id is not None:
+        found.append(s.provider_id == query.provider_id)
+    if query.on_hold is not None:
+        found.append(s.hold_set_ms.is_not(None) if query.on_hold else s.hold_set_ms.is_(None))
+    if query.expiring_before_ms is not None:
+        found.append(
+            s.session_id.in_(
+                select(r.session_id).where(
+                    r.partner_id == query.partner_id,
+                    r.expires_ms < query.expiring_before_ms,
+                    r.sequence_number > MERGED_SEQUENCE,
+                    r.status.not_in(sorted(t.value for t in TOMBSTONES)),
+                )
+            )
+        )
+    if query.statuses:
+        found.append(or_(*(_status_is(status) for status in sorted(query.statuses))))
+    return found
+
+
+def _status_is(status: SessionStatus) -> ColumnElement[bool]:
+    """SQL for "the status clients see is ``status``": the rules of
+    ``tapevault.core.lifecycle.session_status``, over the session's own recordings (a test
+    checks the two agree on every combination)."""
+    s, r = sessions.c, recordings.c
+    own = and_(
+        r.session_id == s.session_id,
+        r.partner_id == s.partner_id,
+        r.sequence_number > MERGED_SEQUENCE,
+    )
+    ended = s.status == SessionStatus.COMPLETED.value
+    some = exists().where(own)
+    pending = exists().where(own, r.status.in_(sorted(p.value for p in PENDING)))
+    available = exists().where(own, r.status == RecordingStatus.AVAILABLE.value)
+    match status:
+        case SessionStatus.CREATED:
+            return and_(~ended, ~some, s.status != SessionStatus.IN_PROGRESS.value)
+        case SessionStatus.IN_PROGRESS:
+            return and_(~ended, or_(some, s.status == SessionStatus.IN_PROGRESS.value))
+        case SessionStatus.PROCESSING:
+            return and_(ended, pending)
+        case SessionStatus.FAILED:
+            return and_(ended, ~pending, some, ~available)
+        case _:  # COMPLETED
+            return and_(ended, ~pending, or_(~some, available))
 
 
 def _lock_session(conn: Connection, partner_id: str, session_id: str) -> None:
