@@ -38,11 +38,11 @@ def upgrade() -> None:
         sqlite_where=sa.text(HELD),
         postgresql_where=sa.text(HELD),
     )
-    op.create_index("ix_recordings_partner_expires", "recordings", ["partner_id", "expires_ms"])
+    op.create_index("ix_recordings_expires_partner", "recordings", ["expires_ms", "partner_id"])
 
 
 def downgrade() -> None:
-    op.drop_index("ix_recordings_partner_expires", table_name="recordings")
+    op.drop_index("ix_recordings_expires_partner", table_name="recordings")
     op.drop_index("ix_sessions_partner_held", table_name="sessions")
     for name in SESSION_INDEXES:
         op.drop_index(name, table_name="sessions")
