@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from dataclasses import replace
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tapevault.core.catalog import (
     MAX_LIMIT,
@@ -258,3 +260,30 @@ def test_unknown_and_repeated_parameters_are_refused() -> None:
     assert query.statuses == {SessionStatus.PROCESSING, SessionStatus.FAILED}
     assert query.kinds == {SessionKind.CALL} and query.on_hold is False and query.limit == 500
     assert set(PARAMETERS) >= {"cursor", "limit", "expiring_before"}
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from([*PARAMETERS, "x", ""]),
+            st.one_of(
+                st.text(max_size=40),
+                st.from_regex(r"[0-9TZ:.+,-]{0,30}", fullmatch=True),
+                st.sampled_from(
+                    ["true", "created,failed", "call", encode_cursor(Position(1, "s"))]
+                ),
+            ),
+        ),
+        max_size=6,
+    )
+)
+def test_any_query_parses_or_is_refused_never_crashes(pairs: list[tuple[str, str]]) -> None:
+    """Whatever a client sends, the parser returns a query within bounds or raises
+    InvalidRequest; no other exception can become a 500."""
+    try:
+        query = parse_session_query("p1", pairs)
+    except InvalidRequest:
+        return
+    assert 1 <= query.limit <= MAX_LIMIT
+    for ms in (query.created_after_ms, query.created_before_ms, query.expiring_before_ms):
+        assert ms is None or ms >= 0

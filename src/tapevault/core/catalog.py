@@ -131,7 +131,7 @@ def parse_session_query(partner_id: str, pairs: Sequence[tuple[str, str]]) -> Se
         if name not in PARAMETERS:
             shown = name[:40].encode("unicode_escape").decode()
             raise InvalidRequest(
-                f"unknown parameter {shown!r}: the parameters are {', '.join(PARAMETERS)}."
+                f"unknown parameter '{shown}': the parameters are {', '.join(PARAMETERS)}."
             )
         if name in params:
             raise InvalidRequest(f"{name} is given more than once.")
