@@ -110,6 +110,12 @@ def test_status_filter_agrees_with_the_lifecycle_rule(repo: SqlRepository) -> No
         assert sorted(ids(repo, query)) == sorted(s for s, st in made.items() if st is status)
     both = SessionQuery("p1", statuses=frozenset(SessionStatus), limit=MAX_LIMIT)
     assert sorted(ids(repo, both)) == sorted(made)
+    # The status each listed session shows, from the facts aggregated in SQL, is the rule's too.
+    shown = page(both, repo.find_sessions(both)).items
+    assert {i.session.session_id: i.status for i in shown} == made
+    assert {i.session.session_id: i.recording_count for i in shown} == {
+        sid: len(repo.list_recordings("p1", sid)) for sid in made
+    }
 
 
 def test_filters_each_select_their_sessions(repo: SqlRepository) -> None:

@@ -201,7 +201,9 @@ async def test_listing_never_shows_another_tenants_sessions(
     B's session id in the recordings route is A's 404."""
     a, b = customer(runtime, clock, "A"), customer(runtime, clock, "B")
     own = await ambient(client, runtime, a.suki)
+    clock.advance(1)  # B's sessions are newer: B's cursor positions A's own before it
     foreign = await ambient(client, runtime, b.suki)
+    clock.advance(1)
     await upload_channel(client, runtime, b, CALL, "inbound", tone_wav_bytes(0.3))
     assert await listed(client, a) == [own]
     assert await listed(client, a, external_id=CALL) == []

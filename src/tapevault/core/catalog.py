@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TypeVar
 
-from tapevault.core.lifecycle import TOMBSTONES, session_status
-from tapevault.core.model import Recording, Session, SessionKind, SessionStatus
+from tapevault.core.lifecycle import PENDING, TOMBSTONES, status_of
+from tapevault.core.model import Recording, RecordingStatus, Session, SessionKind, SessionStatus
 from tapevault.errors import InvalidRequest
 from tapevault.numbers import is_digits
 
@@ -78,6 +78,29 @@ class SessionQuery:
 
 
 @dataclass(frozen=True, slots=True)
+class RecordingFacts:
+    """What a listing needs of a session's recordings, aggregated by the repository so that a
+    session with thousands of recordings costs a page one row, not thousands."""
+
+    count: int = 0
+    duration_ms: int = 0
+    expires_ms: int | None = None  # the earliest expiry among those whose audio is kept
+    pending: bool = False  # one is still receiving or processing
+    available: bool = False  # one is served
+
+
+def facts(recordings: Sequence[Recording]) -> RecordingFacts:
+    kept = [r.expires_ms for r in recordings if r.status not in TOMBSTONES]
+    return RecordingFacts(
+        count=len(recordings),
+        duration_ms=sum(r.duration_ms for r in recordings),
+        expires_ms=min(kept) if kept else None,
+        pending=any(r.status in PENDING for r in recordings),
+        available=any(r.status is RecordingStatus.AVAILABLE for r in recordings),
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class SessionSummary:
     """A session as a listing shows it: its status as clients see it, and its recordings in
     short (how many, how long, when the first of them that still has audio expires)."""
@@ -95,25 +118,27 @@ class SessionPage:
     next_cursor: str | None
 
 
-def summarize(session: Session, recordings: Sequence[Recording]) -> SessionSummary:
-    kept = [r.expires_ms for r in recordings if r.status not in TOMBSTONES]
+def summarize(session: Session, known: RecordingFacts) -> SessionSummary:
+    status = status_of(
+        session, recorded=known.count > 0, pending=known.pending, available=known.available
+    )
     return SessionSummary(
         session=session,
-        status=session_status(session, recordings),
-        recording_count=len(recordings),
-        duration_ms=sum(r.duration_ms for r in recordings),
-        expires_ms=min(kept) if kept else None,
+        status=status,
+        recording_count=known.count,
+        duration_ms=known.duration_ms,
+        expires_ms=known.expires_ms,
     )
 
 
-def page(query: SessionQuery, found: Sequence[tuple[Session, Sequence[Recording]]]) -> SessionPage:
+def page(query: SessionQuery, found: Sequence[tuple[Session, RecordingFacts]]) -> SessionPage:
     """The page from what the repository found for ``query`` (asked for ``limit + 1`` rows:
     the extra one only says that there is a next page)."""
     shown = found[: query.limit]
     last = shown[-1][0] if shown else None
     more = len(found) > query.limit and last is not None
     return SessionPage(
-        items=[summarize(session, recordings) for session, recordings in shown],
+        items=[summarize(session, known) for session, known in shown],
         next_cursor=encode_cursor(Position(last.created_ms, last.session_id))
         if more and last is not None
         else None,

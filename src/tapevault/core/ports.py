@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from tapevault.core.catalog import SessionQuery
+from tapevault.core.catalog import RecordingFacts, SessionQuery
 from tapevault.core.model import (
     ApiKey,
     Job,
@@ -163,10 +163,10 @@ class Repository(Protocol):
 
     def list_sessions(self, partner_id: str) -> Sequence[Session]: ...
 
-    def find_sessions(self, query: SessionQuery) -> Sequence[tuple[Session, Sequence[Recording]]]:
+    def find_sessions(self, query: SessionQuery) -> Sequence[tuple[Session, RecordingFacts]]:
         """Up to ``query.limit + 1`` sessions of ``query.partner_id`` matching its filters,
-        newest first by (created_ms, session_id) and after ``query.after``, each with its own
-        recordings by sequence number (never the merged rendition)."""
+        newest first by (created_ms, session_id) and after ``query.after``, each with the facts
+        of its own recordings (never the merged rendition)."""
         ...
 
     def set_session_fields(self, partner_id: str, session_id: str, **values: object) -> bool:

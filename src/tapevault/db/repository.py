@@ -19,6 +19,7 @@ from sqlalchemy import (
     Connection,
     Engine,
     and_,
+    case,
     delete,
     exists,
     func,
@@ -29,7 +30,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
-from tapevault.core.catalog import SessionQuery
+from tapevault.core.catalog import RecordingFacts, SessionQuery
 from tapevault.core.lifecycle import PENDING, TOMBSTONES
 from tapevault.core.model import (
     MERGED_SEQUENCE,
@@ -291,10 +292,10 @@ class SqlRepository:
             ).all()
         return [_session(row) for row in rows]
 
-    def find_sessions(self, query: SessionQuery) -> Sequence[tuple[Session, Sequence[Recording]]]:
+    def find_sessions(self, query: SessionQuery) -> Sequence[tuple[Session, RecordingFacts]]:
         """Up to ``limit + 1`` of the tenant's sessions matching ``query``, newest first by
         (created_ms, session_id), each with its own recordings (the merged rendition is not
-        one), read in one transaction."""
+        one) aggregated in SQL, so a page costs one row per session whatever it holds."""
         s = sessions.c
         conditions = [s.partner_id == query.partner_id, *_session_filters(query)]
         if query.after is not None:
@@ -308,20 +309,8 @@ class SqlRepository:
                 .limit(query.limit + 1)
             ).all()
             found = [_session(row) for row in rows]
-            by_session: dict[str, list[Recording]] = {x.session_id: [] for x in found}
-            if found:
-                r = recordings.c
-                for row in conn.execute(
-                    select(recordings)
-                    .where(
-                        r.partner_id == query.partner_id,
-                        r.session_id.in_(list(by_session)),
-                        r.sequence_number > MERGED_SEQUENCE,
-                    )
-                    .order_by(r.session_id, r.sequence_number)
-                ).all():
-                    by_session[row.session_id].append(_recording(row))
-        return [(x, by_session[x.session_id]) for x in found]
+            known = _recording_facts(conn, query.partner_id, [x.session_id for x in found])
+        return [(x, known.get(x.session_id, RecordingFacts())) for x in found]
 
     _SESSION_SETTINGS = frozenset(
         {"retention_seconds", "hold_reason", "hold_by", "hold_set_ms", "deleted_ms"}
@@ -633,6 +622,42 @@ class SqlRepository:
         with self.engine.begin() as conn:
             result = conn.execute(delete(signing_keys).where(signing_keys.c.key_id == key_id))
         return bool(result.rowcount)
+
+
+def _recording_facts(
+    conn: Connection, partner_id: str, session_ids: list[str]
+) -> dict[str, RecordingFacts]:
+    if not session_ids:
+        return {}
+    r = recordings.c
+    kept = r.status.not_in(sorted(t.value for t in TOMBSTONES))
+    pending = r.status.in_(sorted(p.value for p in PENDING))
+    rows = conn.execute(
+        select(
+            r.session_id,
+            func.count(),
+            func.coalesce(func.sum(r.duration_ms), 0),
+            func.min(case((kept, r.expires_ms))),
+            func.max(case((pending, 1), else_=0)),
+            func.max(case((r.status == RecordingStatus.AVAILABLE.value, 1), else_=0)),
+        )
+        .where(
+            r.partner_id == partner_id,
+            r.session_id.in_(session_ids),
+            r.sequence_number > MERGED_SEQUENCE,
+        )
+        .group_by(r.session_id)
+    ).all()
+    return {
+        sid: RecordingFacts(
+            count=int(count),
+            duration_ms=int(duration),
+            expires_ms=None if expires is None else int(expires),
+            pending=bool(is_pending),
+            available=bool(is_available),
+        )
+        for sid, count, duration, expires, is_pending, is_available in rows
+    }
 
 
 def _session_filters(query: SessionQuery) -> list[ColumnElement[bool]]:

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tapevault.core.audit import AuditRecord
-from tapevault.core.catalog import SessionPage, SessionSummary, summarize
+from tapevault.core.catalog import SessionPage, SessionSummary, facts, summarize
 from tapevault.core.model import Recording, Session
 
 
@@ -82,7 +82,7 @@ def summary_body(summary: SessionSummary) -> dict[str, Any]:
 def session_body(session: Session, recordings: Sequence[Recording]) -> dict[str, Any]:
     """A session as ``GET /api/v1/sessions/{id}`` shows it: the summary and every recording."""
     return {
-        **summary_body(summarize(session, recordings)),
+        **summary_body(summarize(session, facts(recordings))),
         "recordings": [recording_body(r) for r in recordings],
     }
 
