@@ -34,7 +34,7 @@ from tapevault.core.model import (
 )
 from tapevault.db.engine import make_engine, migrate
 from tapevault.db.repository import SqlRepository
-from tapevault.errors import InvalidRequest
+from tapevault.errors import InvalidRequest, Unavailable
 
 
 @pytest.fixture
@@ -293,3 +293,14 @@ def test_any_query_parses_or_is_refused_never_crashes(pairs: list[tuple[str, str
     assert 1 <= query.limit <= MAX_LIMIT
     for ms in (query.created_after_ms, query.created_before_ms, query.expiring_before_ms):
         assert ms is None or ms >= 0
+
+
+def test_an_unreachable_database_is_unavailable_not_a_crash() -> None:
+    """With the database down, finding sessions raises Unavailable (a 503 that the next
+    request, once the database is back, does not remember), not the driver's error (a 500)."""
+    engine = make_engine("postgresql://nobody@127.0.0.1:9/nothing")  # nothing listens on port 9
+    try:
+        with pytest.raises(Unavailable):
+            SqlRepository(engine).find_sessions(SessionQuery("p1"))
+    finally:
+        engine.dispose()

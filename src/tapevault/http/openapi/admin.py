@@ -294,7 +294,7 @@ def paths() -> Json:
             "listSessions",
             "Find the tenant's sessions: filtered, newest first, in keyset pages",
             response("A page of sessions.", ref("SessionPage")),
-            "400",
+            "400 503",
             _LISTING,
         ),
         f"{session}/recordings": _op(
