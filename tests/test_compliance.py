@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -16,6 +17,7 @@ from tapevault.audio_gen import tone_wav_bytes
 from tapevault.config import Settings
 from tapevault.core.access import AccessEvent, Action, Actor
 from tapevault.core.clock import FixedClock
+from tapevault.http.native import instant
 from tapevault.runtime import Runtime, open_runtime
 from tests.dialects import Customer, asgi_client, customer, local, upload_channel
 
@@ -142,14 +144,14 @@ async def test_overrides_per_session_and_recording(
     assert set_session.status_code == 200
     (rec,) = set_session.json()["recordings"]
     assert rec["retention_policy"] == "session"
-    assert rec["expires_at"] == int(clock.now()) + 10
+    assert rec["expires_at"] == instant(int(clock.now() * 1000) + 10_000)
     longer = await client.put(
         f"/api/v1/recordings/{rec['recording_id']}/retention",
         headers=who.bearer,
         json={"retention_seconds": 20},
     )
     assert longer.json()["retention_policy"] == "recording"
-    assert longer.json()["expires_at"] == rec["expires_at"] + 10  # 20 s from the same start
+    assert longer.json()["expires_at"] == instant(int(clock.now() * 1000) + 20_000)  # same start
     clock.advance(15)
     urls = await client.get(f"/api/v1/ambient/session/{session_id}/recording", headers=who.suki)
     assert urls.status_code == 200  # the recording's own 20 s win over the session's 10 s
@@ -166,7 +168,8 @@ async def test_overrides_per_session_and_recording(
     )
     (back,) = cleared.json()["recordings"]
     assert back["retention_policy"] == "tenant"
-    assert back["expires_at"] == back["created_at"] + 7 * 86400  # the tenant's 7 days
+    created = datetime.fromisoformat(back["created_at"])
+    assert datetime.fromisoformat(back["expires_at"]) == created + timedelta(days=7)  # tenant's
     served = await client.get(f"/api/v1/ambient/session/{session_id}/recording", headers=who.suki)
     assert served.status_code == 200  # 15 s old, well within the tenant's 7 days
     bad = await client.put(

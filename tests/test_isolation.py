@@ -118,6 +118,7 @@ def credentials(endpoint: Endpoint[Any], who: Customer) -> dict[str, str]:
         "AmigoDialect": who.bearer,
         "KoreDialect": who.kore,
         "AdminDialect": who.bearer,
+        "NativeDialect": who.bearer,
     }
     return sample[type(endpoint.dialect).__name__]
 
@@ -214,6 +215,10 @@ OWNER: dict[tuple[str, str], Success] = {
     ("PUT", "/api/v1/sessions/{session_id}/hold"): Success(200, fresh="session", body=PUT_BODY),
     ("DELETE", "/api/v1/sessions/{session_id}/hold"): Success(200, fresh="held_session"),
     ("PUT", "/api/v1/sessions/{session_id}/retention"): Success(200, body=PUT_BODY),
+    ("GET", "/api/v1/sessions"): Success(200),
+    ("HEAD", "/api/v1/sessions"): Success(200),
+    ("GET", "/api/v1/sessions/{session_id}/recordings"): Success(200),
+    ("HEAD", "/api/v1/sessions/{session_id}/recordings"): Success(200),
     ("GET", "/api/v1/sessions/{session_id}"): Success(200),
     ("HEAD", "/api/v1/sessions/{session_id}"): Success(200),
     ("DELETE", "/api/v1/sessions/{session_id}"): Success(200, fresh="session"),

@@ -1,4 +1,4 @@
-"""The ``tapevault`` command: serve, demo, migrate, tenants, tokens and signing keys.
+"""The ``tapevault`` command: serve, demo, migrate, tenants, tokens, signing keys, sessions.
 
 Each command offers as flags only the settings it uses (``serve`` all of them, the database
 commands where the data is); every setting can also come from its ``TAPEVAULT_*`` variable.
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import quoteattr
 
-from tapevault import __version__, cli_compliance, listening
+from tapevault import __version__, cli_compliance, cli_sessions, listening
 from tapevault.auth.kore import issue_kore_token
 from tapevault.auth.suki import issue_token, parse_suki_public_keys
 from tapevault.cli_options import (
@@ -485,6 +485,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_compliance.register(
         commands, settings_adder(DATA), settings_adder(ERASING), _tenant, _runtime
     )
+    cli_sessions.register(commands, settings_adder(DATA), _tenant)
     return parser
 
 

@@ -40,7 +40,8 @@ from tapevault.core.journal import CheckpointMerge, JournalReader
 from tapevault.db.auditstore import SqlAuditStore
 from tapevault.db.engine import head_revision, make_read_only_engine
 from tapevault.errors import TapevaultError
-from tapevault.http.admin import parse_time, record_body
+from tapevault.http.admin import parse_time
+from tapevault.http.native import record_body
 from tapevault.runtime import Runtime
 
 OpenTenant = Callable[[argparse.Namespace], Any]  # cli._tenant: (runtime, tenant) context

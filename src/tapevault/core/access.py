@@ -27,6 +27,7 @@ class Action(enum.StrEnum):
     KEY_LIST = "api_key.list"
     KEY_REVOKE = "api_key.revoke"
     SESSION_READ = "session.read"
+    SESSION_LIST = "session.list"  # a page of the native listing; its filters in the detail
     SESSION_END = "session.end"
     RECORDING_UPLOAD = "recording.upload"
     STREAM_TICKET = "stream.ticket"

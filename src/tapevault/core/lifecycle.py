@@ -25,13 +25,25 @@ TOMBSTONES = frozenset({RecordingStatus.EXPIRED, RecordingStatus.DELETED})
 
 
 def session_status(session: Session, recordings: Sequence[Recording]) -> SessionStatus:
+    return status_of(
+        session,
+        recorded=bool(recordings),
+        pending=any(r.status in PENDING for r in recordings),
+        available=any(r.status is RecordingStatus.AVAILABLE for r in recordings),
+    )
+
+
+def status_of(session: Session, *, recorded: bool, pending: bool, available: bool) -> SessionStatus:
+    """The same rule from three facts about the recordings (whether there are any, whether
+    one is pending, whether one is available), for callers that aggregate rather than load
+    them."""
     if session.status is not SessionStatus.COMPLETED:
-        if recordings or session.status is SessionStatus.IN_PROGRESS:
+        if recorded or session.status is SessionStatus.IN_PROGRESS:
             return SessionStatus.IN_PROGRESS
         return SessionStatus.CREATED
-    if any(r.status in PENDING for r in recordings):
+    if pending:
         return SessionStatus.PROCESSING
-    if recordings and not any(r.status is RecordingStatus.AVAILABLE for r in recordings):
+    if recorded and not available:
         return SessionStatus.FAILED
     return SessionStatus.COMPLETED
 

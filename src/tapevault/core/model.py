@@ -117,6 +117,8 @@ class Session:
     hold_by: str | None = None
     hold_set_ms: int | None = None
     deleted_ms: int | None = None  # when its audio was deleted on request
+    # The clinician (Suki's provider_id claim or sdp_provider_id header) who created it.
+    provider_id: str | None = None
 
     @property
     def held(self) -> bool:

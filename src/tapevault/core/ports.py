@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from tapevault.core.catalog import RecordingFacts, SessionQuery
 from tapevault.core.model import (
     ApiKey,
     Job,
@@ -189,6 +190,12 @@ class Repository(Protocol):
     ) -> None: ...
 
     def list_sessions(self, partner_id: str) -> Sequence[Session]: ...
+
+    def find_sessions(self, query: SessionQuery) -> Sequence[tuple[Session, RecordingFacts]]:
+        """Up to ``query.limit + 1`` sessions of ``query.partner_id`` matching its filters,
+        newest first by (created_ms, session_id) and after ``query.after``, each with the facts
+        of its own recordings (never the merged rendition)."""
+        ...
 
     def set_session_fields(self, partner_id: str, session_id: str, **values: object) -> bool:
         """Retention override, legal hold fields or the deletion mark of one session."""

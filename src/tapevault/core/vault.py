@@ -70,6 +70,7 @@ RECORDING_DELETED = "Recording has been deleted."
 SESSION_NOT_FOUND = "Session not found."
 FORM_FILLING_PREFIX = "ffs-"
 MAX_ID = 64
+MAX_PROVIDER = 200  # the column's width
 _KEY_RELOAD_SECONDS = 1.0
 NOT_READY_RETRY_SECONDS = 2
 _CALL_SID = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -152,13 +153,18 @@ class Vault:
 
     # sessions -----------------------------------------------------------------------------
 
-    def create_session(self, partner: Tenant, kind: SessionKind) -> Session:
+    def create_session(
+        self, partner: Tenant, kind: SessionKind, provider_id: str | None = None
+    ) -> Session:
+        if provider_id is not None and (len(provider_id) > MAX_PROVIDER or "\x00" in provider_id):
+            raise InvalidRequest(f"sdp_provider_id must be at most {MAX_PROVIDER} characters.")
         session = Session(
             session_id=new_session_id(kind),
             partner_id=partner.partner_id,
             kind=kind,
             status=SessionStatus.CREATED,
             created_ms=now_ms(self.clock),
+            provider_id=provider_id or None,
         )
         self.repo.create_session(session)
         return session

@@ -9,6 +9,7 @@ see another partner's rows by forgetting a check in Python.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import fields
 from typing import Any
@@ -19,6 +20,8 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     Engine,
+    and_,
+    case,
     cast,
     delete,
     exists,
@@ -29,8 +32,10 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 
+from tapevault.core.catalog import RecordingFacts, SessionQuery
+from tapevault.core.lifecycle import PENDING, TOMBSTONES
 from tapevault.core.model import (
     MERGED_SEQUENCE,
     ApiKey,
@@ -57,6 +62,9 @@ from tapevault.db.schema import (
     signing_keys,
     stream_tickets,
 )
+from tapevault.errors import Unavailable
+
+log = logging.getLogger("tapevault.db")
 
 
 class SqlRepository:
@@ -366,6 +374,32 @@ class SqlRepository:
                 .order_by(sessions.c.created_ms)
             ).all()
         return [_session(row) for row in rows]
+
+    def find_sessions(self, query: SessionQuery) -> Sequence[tuple[Session, RecordingFacts]]:
+        """Up to ``limit + 1`` of the tenant's sessions matching ``query``, newest first by
+        (created_ms, session_id), each with its own recordings (the merged rendition is not
+        one) aggregated in SQL, so a page costs one row per session whatever it holds."""
+        s = sessions.c
+        conditions = [s.partner_id == query.partner_id, *_session_filters(query)]
+        if query.after is not None:
+            at, last = query.after.created_ms, query.after.session_id
+            conditions.append(or_(s.created_ms < at, and_(s.created_ms == at, s.session_id < last)))
+        try:
+            with self.engine.connect() as conn:
+                rows = conn.execute(
+                    select(sessions)
+                    .where(*conditions)
+                    .order_by(s.created_ms.desc(), s.session_id.desc())
+                    .limit(query.limit + 1)
+                ).all()
+                found = [_session(row) for row in rows]
+                known = _recording_facts(conn, query.partner_id, [x.session_id for x in found])
+        except (OperationalError, InterfaceError) as exc:
+            # The database is down or locked: a 503 the client may retry, not a 500. Nothing is
+            # kept from the failure, so the first request after it recovers is answered.
+            log.warning("listing sessions failed: %s", type(exc).__name__)
+            raise Unavailable("The database cannot be reached; try again shortly.") from exc
+        return [(x, known.get(x.session_id, RecordingFacts())) for x in found]
 
     _SESSION_SETTINGS = frozenset(
         {"retention_seconds", "hold_reason", "hold_by", "hold_set_ms", "deleted_ms"}
@@ -677,6 +711,101 @@ class SqlRepository:
         with self.engine.begin() as conn:
             result = conn.execute(delete(signing_keys).where(signing_keys.c.key_id == key_id))
         return bool(result.rowcount)
+
+
+def _recording_facts(
+    conn: Connection, partner_id: str, session_ids: list[str]
+) -> dict[str, RecordingFacts]:
+    if not session_ids:
+        return {}
+    r = recordings.c
+    kept = r.status.not_in(sorted(t.value for t in TOMBSTONES))
+    pending = r.status.in_(sorted(p.value for p in PENDING))
+    rows = conn.execute(
+        select(
+            r.session_id,
+            func.count(),
+            func.coalesce(func.sum(r.duration_ms), 0),
+            func.min(case((kept, r.expires_ms))),
+            func.max(case((pending, 1), else_=0)),
+            func.max(case((r.status == RecordingStatus.AVAILABLE.value, 1), else_=0)),
+        )
+        .where(
+            r.partner_id == partner_id,
+            r.session_id.in_(session_ids),
+            r.sequence_number > MERGED_SEQUENCE,
+        )
+        .group_by(r.session_id)
+    ).all()
+    return {
+        sid: RecordingFacts(
+            count=int(count),
+            duration_ms=int(duration),
+            expires_ms=None if expires is None else int(expires),
+            pending=bool(is_pending),
+            available=bool(is_available),
+        )
+        for sid, count, duration, expires, is_pending, is_available in rows
+    }
+
+
+def _session_filters(query: SessionQuery) -> list[ColumnElement[bool]]:
+    """The query's filters as SQL conditions on ``sessions``."""
+    s, r = sessions.c, recordings.c
+    found: list[ColumnElement[bool]] = []
+    if query.created_after_ms is not None:
+        found.append(s.created_ms >= query.created_after_ms)
+    if query.created_before_ms is not None:
+        found.append(s.created_ms < query.created_before_ms)
+    if query.kinds:
+        found.append(s.kind.in_(sorted(k.value for k in query.kinds)))
+    if query.external_id is not None:
+        found.append(s.external_id == query.external_id)
+    if query.provider_id is not None:
+        found.append(s.provider_id == query.provider_id)
+    if query.on_hold is not None:
+        found.append(s.hold_set_ms.is_not(None) if query.on_hold else s.hold_set_ms.is_(None))
+    if query.expiring_before_ms is not None:
+        found.append(
+            s.session_id.in_(
+                select(r.session_id).where(
+                    r.partner_id == query.partner_id,
+                    r.expires_ms < query.expiring_before_ms,
+                    r.sequence_number > MERGED_SEQUENCE,
+                    r.status.not_in(sorted(t.value for t in TOMBSTONES)),
+                )
+            )
+        )
+    if query.statuses:
+        found.append(or_(*(_status_is(status) for status in sorted(query.statuses))))
+    return found
+
+
+def _status_is(status: SessionStatus) -> ColumnElement[bool]:
+    """SQL for "the status clients see is ``status``": the rules of
+    ``tapevault.core.lifecycle.session_status``, over the session's own recordings (a test
+    checks the two agree on every combination)."""
+    s, r = sessions.c, recordings.c
+    own = and_(
+        r.session_id == s.session_id,
+        r.partner_id == s.partner_id,
+        r.sequence_number > MERGED_SEQUENCE,
+    )
+    ended = s.status == SessionStatus.COMPLETED.value
+    some = exists().where(own)
+    pending = exists().where(own, r.status.in_(sorted(p.value for p in PENDING)))
+    available = exists().where(own, r.status == RecordingStatus.AVAILABLE.value)
+    match status:
+        case SessionStatus.CREATED:
+            return and_(~ended, ~some, s.status != SessionStatus.IN_PROGRESS.value)
+        case SessionStatus.IN_PROGRESS:
+            return and_(~ended, or_(some, s.status == SessionStatus.IN_PROGRESS.value))
+        case SessionStatus.PROCESSING:
+            return and_(ended, pending)
+        case SessionStatus.FAILED:
+            return and_(ended, ~pending, some, ~available)
+        case _:  # COMPLETED
+            return and_(ended, ~pending, or_(~some, available))
 
 
 def _lock_session(conn: Connection, partner_id: str, session_id: str) -> None:

@@ -27,6 +27,9 @@ metadata = MetaData()
 # The recordings that hold their call channel: any but a failed one (which may be replaced).
 CHANNEL_TAKEN_WHERE = "channel IN ('inbound', 'outbound') AND status <> 'failed'"
 
+# The sessions on legal hold (the listing's on_hold=true).
+HELD_WHERE = "hold_set_ms IS NOT NULL"
+
 partners = Table(
     "partners",
     metadata,
@@ -67,8 +70,23 @@ sessions = Table(
     Column("hold_by", String(200), nullable=True),
     Column("hold_set_ms", BigInteger, nullable=True),
     Column("deleted_ms", BigInteger, nullable=True),
+    # Who created it (migration 0013): Suki's provider id, for finding a clinician's sessions.
+    Column("provider_id", String(200), nullable=True),
     Index("ix_sessions_partner", "partner_id", "session_id"),
     UniqueConstraint("partner_id", "external_id", name="uq_sessions_partner_external"),
+    # The listing (migration 0013): newest first by (created_ms, session_id) within a tenant,
+    # alone or after an equality filter; held sessions are few, so they get a partial index.
+    Index("ix_sessions_partner_created", "partner_id", "created_ms", "session_id"),
+    Index("ix_sessions_partner_kind", "partner_id", "kind", "created_ms", "session_id"),
+    Index("ix_sessions_partner_provider", "partner_id", "provider_id", "created_ms", "session_id"),
+    Index(
+        "ix_sessions_partner_held",
+        "partner_id",
+        "created_ms",
+        "session_id",
+        sqlite_where=text(HELD_WHERE),
+        postgresql_where=text(HELD_WHERE),
+    ),
 )
 
 recordings = Table(
@@ -104,6 +122,10 @@ recordings = Table(
     Column("removed_ms", BigInteger, nullable=True),  # when the tombstoned audio left storage
     UniqueConstraint("session_id", "sequence_number", name="uq_recordings_session_sequence"),
     Index("ix_recordings_status", "status"),
+    # The listing's expiring_before (migration 0013): recordings by expiry, the tenant checked
+    # in the index. Expiry first: led by partner_id, SQLite (without ANALYZE) preferred it to the
+    # session index for a page's recordings and read the tenant's every recording.
+    Index("ix_recordings_expires_partner", "expires_ms", "partner_id"),
     # A call's channel takes one recording, unless that one failed (migration 0009): enforced
     # here, since concurrent uploads each checking first would all find the channel free.
     Index(

@@ -1,11 +1,15 @@
-"""The native administration API: legal holds, retention, deletion and the access log.
+"""The native API: finding sessions, legal holds, retention, deletion and the access log.
 
-Authenticated with a workspace API key of the ``admin`` role (``Authorization: Bearer``), in
-tapevault's ``{"code", "message"}`` error shape. Every change is logged by the service before it
-is made (see core/retention.py); a refused change (a deletion under hold, 409) is logged too.
+Authenticated with a workspace API key (``Authorization: Bearer``), in tapevault's
+``{"code", "message"}`` error shape: any key may find and read sessions, the rest needs the
+``admin`` role. Answers are shaped in http/native.py (ISO 8601 times). Every change is logged
+by the service before it is made (see core/retention.py); a refused change (a deletion under
+hold, 409) is logged too.
 Ids are looked up inside the key's tenant only: another tenant's id is "not found".
 
+    GET    /api/v1/sessions                       find sessions: filters, keyset pages (any key)
     GET    /api/v1/sessions/{id}                  the session, its hold, recordings, tombstones
+    GET    /api/v1/sessions/{id}/recordings       its recordings (any key)
     PUT    /api/v1/sessions/{id}/hold             {"reason": "...", "by": "..."}
     DELETE /api/v1/sessions/{id}/hold             lift the hold; retention resumes
     PUT    /api/v1/sessions/{id}/retention        {"retention": "30d"} (or null: the tenant's)
@@ -31,14 +35,15 @@ from tapevault.core import policy
 from tapevault.core.access import Action, Actor
 from tapevault.core.audit import AuditRecord
 from tapevault.core.auditlog import Query
-from tapevault.core.calls import iso_ms
-from tapevault.core.model import KeyRole, Recording, Session
+from tapevault.core.catalog import PARAMETERS, page, parse_session_query
+from tapevault.core.model import KeyRole
 from tapevault.errors import InvalidRequest
 from tapevault.http.amigo import AmigoDialect
+from tapevault.http.asgi import query_pairs
 from tapevault.http.context import AppContext
 from tapevault.http.endpoint import Endpoint, Handler, Headers, Reply, Request
 from tapevault.http.errors import code_message_error
-from tapevault.http.suki import recording_body
+from tapevault.http.native import hold_body, page_body, record_body, recording_body, session_body
 from tapevault.http.uploads import read_small
 from tapevault.numbers import is_digits
 
@@ -46,75 +51,21 @@ MAX_PAGE = 1000
 _MAX_JSON = 16 * 1024
 
 
-class AdminDialect(AmigoDialect):
-    """The workspace API keys of the Amigo dialect, admin role only, in tapevault's errors."""
-
-    def authenticate(self, request: Request) -> KeyCaller:
-        caller = super().authenticate(request)
-        caller.require(KeyRole.ADMIN)
-        return caller
+class NativeDialect(AmigoDialect):
+    """The workspace API keys of the Amigo dialect, any role, in tapevault's errors: for
+    reading sessions and recordings, which member keys may do."""
 
     def error(self, exc: BaseException) -> tuple[int, Any, Headers]:
         return code_message_error(exc)
 
 
-def iso(ms: int | None) -> str | None:
-    return None if ms is None else iso_ms(ms)
+class AdminDialect(NativeDialect):
+    """The same keys, admin role only: holds, retention, deletion, the access log."""
 
-
-def tombstone_body(r: Recording) -> dict[str, Any]:
-    return {
-        **recording_body(r),
-        "retention_policy": r.retention_policy,
-        "retention_seconds": r.retention_seconds,
-        "purged_at": iso(r.purged_ms),
-        "purge_reason": r.purge_reason,
-        "deleted_by": r.deleted_by,
-    }
-
-
-def session_admin_body(session: Session, recordings: list[Recording]) -> dict[str, Any]:
-    return {
-        "session_id": session.session_id,
-        "kind": session.kind.value,
-        "external_id": session.external_id,
-        "created_at": iso(session.created_ms),
-        "retention_seconds": session.retention_seconds,
-        "deleted_at": iso(session.deleted_ms),
-        "hold": None
-        if not session.held
-        else {
-            "reason": session.hold_reason,
-            "by": session.hold_by,
-            "since": iso(session.hold_set_ms),
-        },
-        "recordings": [tombstone_body(r) for r in recordings],
-    }
-
-
-def record_body(record: AuditRecord) -> dict[str, Any]:
-    e = record.entry
-    return {
-        "seq": record.seq,
-        "at": iso(e.at_ms),
-        "at_ms": e.at_ms,
-        "action": e.action,
-        "status": e.status,
-        "actor": {"kind": e.actor_kind, "id": e.actor_id, "provider_id": e.provider_id},
-        "tenant_id": e.tenant_id,
-        "session_id": e.session_id,
-        "recording_id": e.recording_id,
-        "mode": e.mode,
-        "ranges": [list(r) for r in e.ranges],
-        "bytes_sent": e.bytes_sent,
-        "error": e.error,
-        "client_ip": e.client_ip,
-        "user_agent": e.user_agent,
-        "request_id": e.request_id,
-        "detail": e.detail,
-        "prev_hash": record.prev_hash,
-        "hash": record.hash,
-    }
+    def authenticate(self, request: Request) -> KeyCaller:
+        caller = super().authenticate(request)
+        caller.require(KeyRole.ADMIN)
+        return caller
 
 
 async def _json(request: Request) -> dict[str, Any]:
@@ -230,7 +181,7 @@ def handlers(ctx: AppContext) -> dict[str, Handler[KeyCaller]]:
         recordings = await ctx.metadata(
             ctx.vault.repo.list_recordings, caller.tenant.partner_id, session.session_id
         )
-        return Reply(200, session_admin_body(session, list(recordings)))
+        return Reply(200, session_body(session, list(recordings)))
 
     async def hold(request: Request, caller: KeyCaller) -> Reply:
         session_id = request.param("session_id")
@@ -238,7 +189,7 @@ def handlers(ctx: AppContext) -> dict[str, Handler[KeyCaller]]:
             session = await ctx.blocking(
                 retention.release, caller.tenant, session_id, actor(request, caller)
             )
-            return Reply(200, _hold(session), recorded=True)
+            return Reply(200, hold_body(session), recorded=True)
         body = await _json(request)
         reason, by = body.get("reason"), body.get("by")
         if not isinstance(reason, str) or (by is not None and not isinstance(by, str)):
@@ -248,7 +199,7 @@ def handlers(ctx: AppContext) -> dict[str, Handler[KeyCaller]]:
                 caller.tenant, session_id, reason=reason, by=by, actor=actor(request, caller)
             )
         )
-        return Reply(200, _hold(session), recorded=True)
+        return Reply(200, hold_body(session), recorded=True)
 
     async def session_retention(request: Request, caller: KeyCaller) -> Reply:
         seconds = _retention(await _json(request))
@@ -262,7 +213,7 @@ def handlers(ctx: AppContext) -> dict[str, Handler[KeyCaller]]:
         recordings = await ctx.metadata(
             ctx.vault.repo.list_recordings, caller.tenant.partner_id, session.session_id
         )
-        return Reply(200, session_admin_body(session, list(recordings)), recorded=True)
+        return Reply(200, session_body(session, list(recordings)), recorded=True)
 
     async def recording_retention(request: Request, caller: KeyCaller) -> Reply:
         seconds = _retention(await _json(request))
@@ -273,18 +224,19 @@ def handlers(ctx: AppContext) -> dict[str, Handler[KeyCaller]]:
             seconds,
             actor(request, caller),
         )
-        return Reply(200, tombstone_body(recording), recorded=True)
+        return Reply(200, recording_body(recording), recorded=True)
 
     async def delete_session(request: Request, caller: KeyCaller) -> Reply:
         if request.scope["method"] in ("GET", "HEAD"):
             return await session_view(request, caller)
+        caller.require(KeyRole.ADMIN)  # reading is any key's; erasing, an admin's
         erased = await ctx.blocking(
             retention.delete_session,
             caller.tenant,
             request.param("session_id"),
             actor(request, caller),
         )
-        body = {"deleted": [tombstone_body(r) for r in erased]}
+        body = {"deleted": [recording_body(r) for r in erased]}
         return Reply(200, body, recorded=True)
 
     async def delete_recording(request: Request, caller: KeyCaller) -> Reply:
@@ -294,7 +246,24 @@ def handlers(ctx: AppContext) -> dict[str, Handler[KeyCaller]]:
             request.param("recording_id"),
             actor(request, caller),
         )
-        return Reply(200, tombstone_body(erased), recorded=True)
+        return Reply(200, recording_body(erased), recorded=True)
+
+    async def listing(request: Request, caller: KeyCaller) -> Reply:
+        query = parse_session_query(caller.tenant.partner_id, query_pairs(request.scope))
+        found = await ctx.metadata(ctx.vault.repo.find_sessions, query)
+        detail = {"filters": {k: v[:100] for k, v in request.query.items() if k in PARAMETERS}}
+        return Reply(200, page_body(page(query, found)), detail=detail)
+
+    async def session_recordings(request: Request, caller: KeyCaller) -> Reply:
+        session = await ctx.metadata(retention.session, caller.tenant, request.param("session_id"))
+        recordings = await ctx.metadata(
+            ctx.vault.repo.list_recordings, caller.tenant.partner_id, session.session_id
+        )
+        body = {
+            "session_id": session.session_id,
+            "recordings": [recording_body(r) for r in recordings],
+        }
+        return Reply(200, body, session_id=session.session_id)
 
     async def audit(request: Request, caller: KeyCaller) -> Reply:
         query = parse_query(caller.tenant.partner_id, request.query)
@@ -315,11 +284,13 @@ def handlers(ctx: AppContext) -> dict[str, Handler[KeyCaller]]:
         records = await ctx.blocking(ctx.audit_store.query, query)
         return Reply(
             200,
-            {"recording": tombstone_body(recording), **_page(records, query.limit)},
+            {"recording": recording_body(recording), **_page(records, query.limit)},
             recording_id=recording.recording_id,
         )
 
     return {
+        "sessions": listing,
+        "session_recordings": session_recordings,
         "session": delete_session,
         "hold": hold,
         "session_retention": session_retention,
@@ -330,31 +301,29 @@ def handlers(ctx: AppContext) -> dict[str, Handler[KeyCaller]]:
     }
 
 
-def _hold(session: Session) -> dict[str, Any]:
-    return {
-        "session_id": session.session_id,
-        "held": session.held,
-        "reason": session.hold_reason,
-        "by": session.hold_by,
-        "since": iso(session.hold_set_ms),
-    }
-
-
 def _filters(request: Request) -> dict[str, str]:
     names = ("session_id", "recording_id", "actor", "action", "since", "until", "cursor")
     return {k: request.query[k][:100] for k in names if k in request.query}
 
 
 def routes(ctx: AppContext) -> list[tuple[str, Endpoint[KeyCaller]]]:
-    admin = AdminDialect(ctx)
+    admin, native = AdminDialect(ctx), NativeDialect(ctx)
     h = handlers(ctx)
 
     def endpoint(
-        methods: list[str], name: str, action: Action | dict[str, Action]
+        methods: list[str],
+        name: str,
+        action: Action | dict[str, Action],
+        dialect: NativeDialect = admin,
     ) -> Endpoint[KeyCaller]:
-        return Endpoint(ctx, admin, methods, h[name], action)
+        return Endpoint(ctx, dialect, methods, h[name], action)
 
     return [
+        ("/api/v1/sessions", endpoint(["GET"], "sessions", Action.SESSION_LIST, native)),
+        (
+            "/api/v1/sessions/{session_id}/recordings",
+            endpoint(["GET"], "session_recordings", Action.SESSION_READ, native),
+        ),
         ("/api/v1/audit", endpoint(["GET"], "audit", Action.AUDIT_READ)),
         (
             "/api/v1/recordings/{recording_id}/access",
@@ -384,6 +353,7 @@ def routes(ctx: AppContext) -> list[tuple[str, Endpoint[KeyCaller]]]:
                 ["GET", "DELETE"],
                 "session",
                 {"GET": Action.SESSION_READ, "DELETE": Action.SESSION_DELETE},
+                native,
             ),
         ),
     ]

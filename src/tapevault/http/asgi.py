@@ -51,6 +51,13 @@ def query_params(scope: Scope) -> dict[str, str]:
     return params
 
 
+def query_pairs(scope: Scope) -> list[tuple[str, str]]:
+    """Every (name, value) of the query string in order, repeated names included, for the
+    endpoints that refuse a repeated or unknown parameter rather than pick one."""
+    raw = scope.get("query_string", b"").decode("latin-1")
+    return parse_qsl(raw, keep_blank_values=True)
+
+
 def client_ip(scope: Scope) -> str | None:
     client = scope.get("client")
     return str(client[0]) if client else None

@@ -64,7 +64,9 @@ class SukiDialect:
 def _create(ctx: AppContext, kind: SessionKind) -> Handler[SukiCaller]:
     async def create(request: Request, caller: SukiCaller) -> Reply:
         await drain(request.receive, _SMALL_BODY)
-        session = await ctx.metadata(ctx.vault.create_session, caller.partner, kind)
+        session = await ctx.metadata(
+            ctx.vault.create_session, caller.partner, kind, caller.provider_id
+        )
         body = {"ambient_session_id": session.session_id}
         return Reply(201, body, session_id=session.session_id)
 

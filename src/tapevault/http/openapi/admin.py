@@ -1,9 +1,10 @@
-"""The native administration API: legal holds, retention, deletion and the access log.
+"""The native API: finding sessions, legal holds, retention, deletion and the access log.
 
-tapevault's own (``http/admin.py``), so nothing here comes from a seed: an admin workspace key as
-Bearer, ``{"code", "message"}`` errors. Every change is written to the access log before it is
-made, and so is every read of the log: when the log cannot be written the answer is 503 and
-nothing changed.
+tapevault's own (``http/admin.py``), so nothing here comes from a seed: a workspace key as
+Bearer (any key finds and reads sessions; the rest needs an admin key), ``{"code", "message"}``
+errors, and every time as ISO 8601 UTC with milliseconds (``2026-12-02T16:45:03.123Z``).
+Every change is written to the access log before it is made, and so is every read of the log:
+when the log cannot be written the answer is 503 and nothing changed.
 """
 
 from __future__ import annotations
@@ -26,7 +27,36 @@ TAG = "Administration"
 
 _STR = {"type": "string"}
 _INT = {"type": "integer"}
-_ISO = {"type": "string", "description": "ISO-8601, milliseconds, UTC."}
+_ISO = {
+    "type": "string",
+    "format": "date-time",
+    "description": "ISO 8601, UTC, milliseconds: 2026-12-02T16:45:03.123Z.",
+    "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}[.][0-9]{3}Z$",
+}
+_STATUSES = ["created", "in_progress", "processing", "completed", "failed"]
+_KINDS = ["ambient", "form_filling", "call"]
+_RECORDING = {
+    "recording_id": {**_STR, "description": "A ULID."},
+    "session_id": _STR,
+    "sequence_number": {**_INT, "description": "1..n in the session."},
+    "status": {
+        "type": "string",
+        "enum": ["receiving", "processing", "available", "failed", "expired", "deleted"],
+    },
+    "duration_ms": _INT,
+    "sample_rate": _INT,
+    "channels": _INT,
+    "bits_per_sample": _INT,
+    "bytes": _INT,
+    "sha256": nullable(_STR),
+    "source_format": {**_STR, "description": "What was uploaded: wav/pcm_s16le, mp3..."},
+    "recovered": {"type": "boolean"},
+    "failure_reason": nullable(_STR),
+    "channel": nullable({**_STR, "description": "inbound or outbound for a call's channels."}),
+    "media_start_at": nullable({**_ISO, "description": "Wall-clock time of the first sample."}),
+    "created_at": _ISO,
+    "expires_at": {**_ISO, "description": "When retention ends for this recording."},
+}
 _TOMBSTONE = {
     "retention_policy": nullable(
         {
@@ -46,26 +76,33 @@ _HOLD = {
     "by": nullable(_STR),
     "since": nullable(_ISO),
 }
-_SESSION = {
+_SUMMARY = {
     "session_id": _STR,
-    "kind": {"type": "string", "enum": ["ambient", "form_filling", "call"]},
+    "kind": {"type": "string", "enum": _KINDS},
+    "status": {"type": "string", "enum": _STATUSES},
     "external_id": nullable({**_STR, "description": "A call's SID."}),
+    "provider_id": nullable({**_STR, "description": "Suki's provider id of its creator."}),
     "created_at": _ISO,
-    "retention_seconds": nullable({**_INT, "description": "The session's override."}),
+    "ended_at": nullable(_ISO),
     "deleted_at": nullable(_ISO),
+    "retention_seconds": nullable({**_INT, "description": "The session's override."}),
     "hold": nullable(
         {
             "type": "object",
             "required": ["reason", "by", "since"],
-            "properties": {"reason": _STR, "by": _STR, "since": _ISO},
+            "properties": {"reason": nullable(_STR), "by": nullable(_STR), "since": _ISO},
         }
     ),
-    "recordings": {"type": "array", "items": ref("RecordingTombstone")},
+    "recording_count": _INT,
+    "duration_ms": {**_INT, "description": "Of all its recordings together."},
+    "expires_at": nullable(
+        {**_ISO, "description": "When the first of its recordings that has audio expires."}
+    ),
 }
+_SESSION = {**_SUMMARY, "recordings": {"type": "array", "items": ref("RecordingTombstone")}}
 _RECORD = {
     "seq": _INT,
     "at": _ISO,
-    "at_ms": _INT,
     "action": {"type": "string", "description": "e.g. recording.urls_issue, media.playback."},
     "status": _INT,
     "actor": {
@@ -110,9 +147,21 @@ def _object(properties: Json, description: str | None = None) -> Json:
 SCHEMAS: Json = {
     "RecordingTombstone": {
         "description": "A recording with its retention and, once its audio is gone, why and when.",
-        "allOf": [ref("Recording"), _object(_TOMBSTONE)],
+        **_object({**_RECORDING, **_TOMBSTONE}),
     },
-    "SessionAdmin": _object(_SESSION, "A session as an administrator sees it."),
+    "SessionAdmin": _object(_SESSION, "A session with its hold and every recording."),
+    "SessionSummary": _object(_SUMMARY, "A session as the listing shows it."),
+    "SessionPage": _object(
+        {
+            "sessions": {"type": "array", "items": ref("SessionSummary")},
+            "next_cursor": nullable(
+                {**_STR, "description": "Pass as cursor for the next page; null on the last."}
+            ),
+        }
+    ),
+    "SessionRecordings": _object(
+        {"session_id": _STR, "recordings": {"type": "array", "items": ref("RecordingTombstone")}}
+    ),
     "Hold": _object(_HOLD),
     "HoldRequest": {
         "type": "object",
@@ -146,7 +195,7 @@ _E = {
     "401": _error(401, "Missing, unknown, revoked or expired API key.", "Invalid API key."),
     "403": _error(
         403,
-        "The key is not an admin key.",
+        "The key is not an admin key (only finding and reading sessions take any key).",
         "This API key may not do that; use a key with the admin role.",
     ),
     "404": _error(404, "No such session or recording in this tenant.", "Session not found."),
@@ -184,6 +233,37 @@ _FILTERS = [
 ]
 
 
+_WHEN = "ISO 8601 (UTC when no zone is given) or Unix seconds."
+_LISTING = [
+    query_param("created_after", f"Created at or after this time. {_WHEN}", _STR),
+    query_param("created_before", f"Created before this time. {_WHEN}", _STR),
+    query_param(
+        "status",
+        "One or more of " + ", ".join(_STATUSES) + ", separated by commas.",
+        {"type": "string", "example": "processing,failed"},
+    ),
+    query_param(
+        "kind",
+        "One or more of " + ", ".join(_KINDS) + ", separated by commas.",
+        {"type": "string", "example": "call"},
+    ),
+    query_param("external_id", "A call's SID.", {"type": "string", "maxLength": 200}),
+    query_param("provider_id", "Suki's provider id.", {"type": "string", "maxLength": 200}),
+    query_param("on_hold", "Under legal hold, or not.", {"type": "boolean"}),
+    query_param(
+        "expiring_before",
+        f"With a recording whose audio is kept and whose retention ends before. {_WHEN}",
+        _STR,
+    ),
+    query_param("cursor", "The next_cursor of the previous page.", _STR),
+    query_param(
+        "limit",
+        "Sessions per page (default 50).",
+        {"type": "integer", "minimum": 1, "maximum": 500},
+    ),
+]
+
+
 def _op(
     method: str,
     operation_id: str,
@@ -215,6 +295,22 @@ def paths() -> Json:
     recording = "/api/v1/recordings/{recording_id}"
     retention_ok = "The new retention; expires_at of every recording is recomputed."
     return {
+        "/api/v1/sessions": _op(
+            "get",
+            "listSessions",
+            "Find the tenant's sessions: filtered, newest first, in keyset pages",
+            response("A page of sessions.", ref("SessionPage")),
+            "400 503",
+            _LISTING,
+        ),
+        f"{session}/recordings": _op(
+            "get",
+            "listSessionRecordings",
+            "The session's recordings, by sequence number, tombstones included",
+            response("Its recordings.", ref("SessionRecordings")),
+            "404",
+            [_SESSION_ID],
+        ),
         session: {
             **_op(
                 "get",
@@ -305,9 +401,11 @@ SECTION = Section(
     tag={
         "name": TAG,
         "description": (
-            "Legal holds, retention, deletion and the tamper-evident access log. Credential: a "
-            "workspace API key with the admin role, as Bearer. Errors in the {code, message} "
-            "shape; any other method on these paths answers 405 with Allow."
+            "Finding sessions, legal holds, retention, deletion and the tamper-evident access "
+            "log. Credential: a workspace API key as Bearer; any key finds and reads sessions "
+            "and their recordings, everything else needs the admin role. Times are ISO 8601 "
+            "UTC with milliseconds. Errors in the {code, message} shape; any other method on "
+            "these paths answers 405 with Allow."
         ),
     },
     paths=paths(),
