@@ -1,0 +1,174 @@
+"""What a resumable download keeps between runs, and how each ranged answer is read; shared by
+the sync and async clients, no network I/O here.
+
+Beside the target ``NAME`` a download writes ``NAME.part`` (the bytes so far) and
+``NAME.part.json`` (whose bytes they are: the source and the strong ETag they came with). A later
+run, even in another process after a crash, sends ``Range: bytes=<size of .part>-`` with
+``If-Range: <that ETag>``: the server answers 206 with the rest if the file is unchanged, or 200
+with the whole file if not (then the ``.part`` starts over). The sha256 is checked over the whole
+file at the end, so bytes left damaged by a crash are caught, never renamed into place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import httpx
+
+from tapevault.client.errors import IntegrityError, ProtocolError
+
+# One request asks for at most this much: an expired URL is noticed (and replaced) at the next
+# chunk rather than only after the connection breaks, and each answer is bounded.
+CHUNK_BYTES = 8 * 1024 * 1024
+_CONTENT_RANGE = re.compile(r"^bytes (\d{1,18})-(\d{1,18})/(\d{1,18})$")
+
+Progress = Callable[[int, int | None], None]
+"""Called with (bytes on disk, total bytes or None while unknown) as a download advances."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """What to download: ``fresh_url()`` gives a URL to it (called again when one expires),
+    with ``headers`` (credentials for an API route; none for a signed URL). ``sha256`` and
+    ``size``, when known, are checked at the end; ``key`` names the recording in the ``.part``
+    file's companion, so a ``.part`` of something else is never continued."""
+
+    key: str
+    sha256: str | None = None
+    size: int | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+class PartFile:
+    """``NAME.part`` and ``NAME.part.json`` for a target ``NAME``."""
+
+    def __init__(self, target: Path, source: Source) -> None:
+        self.target = target
+        self.source = source
+        self.part = target.with_name(target.name + ".part")
+        self.meta = target.with_name(target.name + ".part.json")
+        self.etag: str | None = None
+
+    def resume(self) -> int:
+        """Bytes already downloaded that can be continued (0 if none, or not this source's)."""
+        try:
+            meta = json.loads(self.meta.read_text())
+            size = self.part.stat().st_size
+        except (OSError, ValueError):
+            self.reset()
+            return 0
+        etag = meta.get("etag") if isinstance(meta, dict) else None
+        if meta.get("key") != self.source.key or not _strong(etag):
+            self.reset()
+            return 0
+        self.etag = etag
+        return size
+
+    def reset(self) -> None:
+        """Start over: an empty ``.part``, no ETag."""
+        self.target.parent.mkdir(parents=True, exist_ok=True)
+        self.etag = None
+        with contextlib.suppress(FileNotFoundError):
+            self.meta.unlink()
+        self.part.write_bytes(b"")
+
+    def remember(self, etag: str | None) -> None:
+        """Note whose bytes the ``.part`` holds, before writing any of them."""
+        if etag == self.etag:
+            return
+        self.etag = etag
+        tmp = self.meta.with_name(self.meta.name + ".tmp")
+        tmp.write_text(json.dumps({"key": self.source.key, "etag": etag}))
+        os.replace(tmp, self.meta)
+
+    def open_at(self, offset: int) -> BinaryIO:
+        f = self.part.open("r+b")
+        f.truncate(offset)
+        f.seek(offset)
+        return f
+
+    def finish(self, total: int) -> Path:
+        """Check size and sha256, then move the ``.part`` into place; on a mismatch remove it
+        (the next run starts afresh) and raise ``IntegrityError``."""
+        size = self.part.stat().st_size
+        expected_size = self.source.size if self.source.size is not None else total
+        digest = hashlib.sha256()
+        with self.part.open("rb") as f:
+            while block := f.read(1 << 20):
+                digest.update(block)
+            os.fsync(f.fileno())
+        problem = None
+        if size != expected_size:
+            problem = f"{size} bytes received, {expected_size} expected"
+        elif self.source.sha256 and digest.hexdigest() != self.source.sha256.lower():
+            problem = f"sha256 {digest.hexdigest()}, the recording's is {self.source.sha256}"
+        if problem:
+            self.discard()
+            raise IntegrityError(f"{self.target.name}: {problem}; the partial file was removed")
+        os.replace(self.part, self.target)
+        with contextlib.suppress(FileNotFoundError):
+            self.meta.unlink()
+        return self.target
+
+    def discard(self) -> None:
+        for path in (self.part, self.meta):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+
+def _strong(etag: object) -> bool:
+    """If-Range needs a strong validator (RFC 9110 §13.1.5): a quoted tag without ``W/``."""
+    return isinstance(etag, str) and etag.startswith('"') and etag.endswith('"') and len(etag) > 2
+
+
+def range_headers(offset: int, etag: str | None, chunk: int) -> dict[str, str]:
+    """The next chunk's request headers. With bytes already on disk, ``If-Range`` makes the
+    server send the whole file instead if it is no longer the same."""
+    headers = {"range": f"bytes={offset}-{offset + chunk - 1}", "accept-encoding": "identity"}
+    if offset and etag:
+        headers["if-range"] = etag
+    return headers
+
+
+@dataclass(frozen=True)
+class Answer:
+    """How to take a successful answer: write its body from ``start``; the file is ``total``
+    bytes long (None if the server did not say); ``etag`` validates them."""
+
+    start: int
+    total: int | None
+    etag: str | None
+
+
+def read_answer(response: httpx.Response, offset: int) -> Answer:
+    """A 206 continues at ``offset`` (its Content-Range must say so); a 200 is the whole file
+    (the file changed, or the server ignored Range): start over."""
+    etag = response.headers.get("etag")
+    etag = etag if _strong(etag) else None
+    if response.status_code == 200:
+        length = response.headers.get("content-length")
+        return Answer(0, int(length) if length and length.isdigit() else None, etag)
+    match = _CONTENT_RANGE.match(response.headers.get("content-range", ""))
+    if response.status_code != 206 or not match:
+        raise ProtocolError(
+            f"unexpected answer to a range request: {response.status_code} "
+            f"Content-Range {response.headers.get('content-range')!r}"
+        )
+    first, last, total = (int(g) for g in match.groups())
+    if first != offset or last < first or last >= total:
+        raise ProtocolError(f"asked from byte {offset}, got bytes {first}-{last}/{total}")
+    return Answer(first, total, etag)
+
+
+def check_not_past(written: int, total: int | None) -> None:
+    """A server that sends more than the file holds is not believed (and cannot fill a disk)."""
+    if total is not None and written > total:
+        raise ProtocolError(f"the server sent more than the {total} bytes it announced")
