@@ -16,6 +16,7 @@ import pytest
 from tapevault.client import (
     AsyncClient,
     Client,
+    ClientError,
     Gone,
     IntegrityError,
     NotReady,
@@ -469,3 +470,48 @@ def test_the_client_imports_nothing_of_the_server() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == "[]"
+
+
+# --- hostile answers and concurrent runs ---------------------------------------------------------
+
+
+def test_a_hostile_session_id_cannot_name_a_file_outside_the_directory() -> None:
+    """A server answering with ``../`` in an id cannot make ``filename`` leave the directory."""
+    for session_id in ("../../etc/evil", "/abs", "..", "a\\b", ".hidden", "x\x00y"):
+        name = Recording("r", session_id, 1, "available").filename
+        assert "/" not in name and "\\" not in name and "\x00" not in name, name
+        assert not name.startswith("."), name
+    assert Recording("r", "ffs-1a2B_c.d", 2, "available").filename == "ffs-1a2B_c.d-2.wav"
+
+
+def test_a_status_with_malformed_numbers_is_a_protocol_error() -> None:
+    """A size that is not a whole number, or a sha256 that is not one, is refused on arrival."""
+    for field, value in (("bytes", "lots"), ("bytes", -1), ("bytes", True), ("sha256", 7)):
+        recording = {"recording_id": "r", "status": "available", field: value}
+        body = {"ambient_session_id": "s", "status": "completed", "recordings": [recording]}
+        fake = client(lambda request, b=body: httpx.Response(200, json=b))
+        with fake as c, pytest.raises(ProtocolError):
+            c.status("s")
+
+
+def test_two_downloads_into_one_file_are_refused(tmp_path: Path) -> None:
+    """While one download writes ``a.wav.part``, a second into ``a.wav`` is refused at once
+    (an flock, released when its process dies), and the first completes intact."""
+    media = Media()
+    refused: list[Exception] = []
+
+    def second(done: int, total: int | None) -> None:
+        if refused:
+            return
+        try:
+            with client(Media().handler) as other:
+                other.download_url(source(), media.fresh_url, tmp_path / "a.wav")
+        except ClientError as exc:
+            refused.append(exc)
+        else:
+            refused.append(AssertionError("the second download was not refused"))
+
+    with client(media.handler, chunk_bytes=40 * 1024) as c:
+        path = c.download_url(source(), media.fresh_url, tmp_path / "a.wav", progress=second)
+    assert isinstance(refused[0], ClientError), refused
+    assert path.read_bytes() == AUDIO

@@ -240,6 +240,59 @@ def test_wait_until_ready_stops_at_once_on_410(server: Server) -> None:
     assert waits == []
 
 
+def test_fetch_a_call_with_an_api_key_and_kore_merged(server: Server, tmp_path: Path) -> None:
+    """``tapevault fetch CALL --api-key`` downloads a call's channel through Amigo's route,
+    checked against the native sha256; Kore's merged file of a one-recording session is that
+    recording."""
+    tenant, token = _tenant(server)
+    wav = tone_wav_bytes(2.0)
+    call_sid = "CA" + "7" * 32
+    up = requests.post(
+        f"{server.base}/v1/{tenant['workspace_id']}/calls/{call_sid}/audio",
+        params={"channel": "inbound"},
+        headers={"authorization": f"Bearer {tenant['api_key']}", "content-type": "audio/wav"},
+        data=wav,
+        timeout=30,
+    )
+    assert up.status_code == 202, up.text
+    admin = _admin(server, tenant)
+    wait_for(
+        lambda: all(r.status == "available" for r in admin.session(call_sid).recordings),
+        what="the call's channel to be processed",
+    )
+    env = {**server.env, "TAPEVAULT_URL": server.base, "TAPEVAULT_API_KEY": tenant["api_key"]}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tapevault.cli",
+            "fetch",
+            call_sid,
+            "--out",
+            str(tmp_path),
+            "--workspace",
+            tenant["workspace_id"],
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert Path(done.stdout.strip()).read_bytes() == wav
+    assert Path(done.stdout.strip()).name == f"{call_sid}-inbound.wav"
+
+    session_id, session_wav = make_session(server, token, seconds=2)
+    kore = Client(
+        server.base,
+        kore_token=server.token(tenant["partner_id"], "--kore"),
+        bot_id=tenant["bot_id"],
+    )
+    merged = kore.download_merged(session_id, tmp_path / "merged.wav")
+    assert merged.read_bytes() == session_wav
+
+
 def _readme_example() -> str:
     """The ``python`` block of the README's "Python client" section."""
     text = README.read_text()

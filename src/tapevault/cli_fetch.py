@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from tapevault.client import Client, ClientError, Progress, Recording, Session
+from tapevault.client.models import safe_name
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 
@@ -116,6 +117,9 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     except ClientError as exc:
         print(f"\ntapevault fetch: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # the output directory: not writable, disk full
+        print(f"\ntapevault fetch: {exc}", file=sys.stderr)
+        return 1
     for path in paths:
         print(path)
     return 0
@@ -139,8 +143,9 @@ def _fetch_session(client: Client, status: Session, out: Path, reporter: Reporte
 
 
 def _fetch_call(client: Client, call_sid: str, out: Path, reporter: Reporter) -> list[Path]:
-    """A call's channels through Amigo's download route, checked against the native API's
-    sha256 (so the key must be an admin key, and ``--workspace`` is needed)."""
+    """A call's channels (``<call_sid>-inbound.wav``, ``-outbound.wav``) through Amigo's
+    download route, checked against the native API's sha256 (so the key must be an admin key,
+    and ``--workspace`` is needed)."""
     session = client.session(call_sid)
     if session.kind != "call":
         raise ClientError("only calls can be fetched with an API key; use a Suki token")
@@ -151,7 +156,7 @@ def _fetch_call(client: Client, call_sid: str, out: Path, reporter: Reporter) ->
         path = client.download_call(
             call_sid,
             recording.channel,
-            out / recording.filename,
+            out / safe_name(f"{call_sid}-{recording.channel}.wav"),
             sha256=recording.sha256,
             progress=reporter.of(recording),
         )

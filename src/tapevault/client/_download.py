@@ -23,7 +23,12 @@ from typing import BinaryIO
 
 import httpx
 
-from tapevault.client.errors import IntegrityError, ProtocolError
+from tapevault.client.errors import ClientError, IntegrityError, ProtocolError
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no lock, the sha256 still catches a mix-up
+    fcntl = None  # type: ignore[assignment]
 
 # One request asks for at most this much: an expired URL is noticed (and replaced) at the next
 # chunk rather than only after the connection breaks, and each answer is bounded.
@@ -48,7 +53,10 @@ class Source:
 
 
 class PartFile:
-    """``NAME.part`` and ``NAME.part.json`` for a target ``NAME``."""
+    """``NAME.part`` and ``NAME.part.json`` for a target ``NAME``; held under an exclusive
+    ``flock`` while a download runs, so a second run into the same file is refused rather than
+    interleaved (the kernel drops the lock when its process dies: a killed run never blocks
+    the next). Use as a context manager."""
 
     def __init__(self, target: Path, source: Source) -> None:
         self.target = target
@@ -56,6 +64,24 @@ class PartFile:
         self.part = target.with_name(target.name + ".part")
         self.meta = target.with_name(target.name + ".part.json")
         self.etag: str | None = None
+        self._lock: BinaryIO | None = None
+
+    def __enter__(self) -> PartFile:
+        self.target.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = self.part.open("ab")
+        if fcntl is not None:
+            try:
+                fcntl.flock(self._lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self._lock.close()
+                self._lock = None
+                raise ClientError(f"{self.target} is being downloaded by another run") from None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
 
     def resume(self) -> int:
         """Bytes already downloaded that can be continued (0 if none, or not this source's)."""
@@ -78,7 +104,8 @@ class PartFile:
         self.etag = None
         with contextlib.suppress(FileNotFoundError):
             self.meta.unlink()
-        self.part.write_bytes(b"")
+        with self.part.open("r+b") as f:  # the same file (and lock), emptied
+            f.truncate(0)
 
     def remember(self, etag: str | None) -> None:
         """Note whose bytes the ``.part`` holds, before writing any of them."""
@@ -172,3 +199,43 @@ def check_not_past(written: int, total: int | None) -> None:
     """A server that sends more than the file holds is not believed (and cannot fill a disk)."""
     if total is not None and written > total:
         raise ProtocolError(f"the server sent more than the {total} bytes it announced")
+
+
+@dataclass
+class Progressing:
+    """Where a download stands: ``offset`` bytes in the ``.part`` of ``total`` (None: not
+    known yet). The rules for moving it are here, the I/O in the clients."""
+
+    offset: int
+    total: int | None
+    done: bool = False
+
+    def take(self, answer: Answer, part: PartFile) -> None:
+        """A 2xx is about to be written: a 200 starts the ``.part`` over."""
+        if answer.start < self.offset:
+            part.reset()
+        self.offset, self.total = answer.start, answer.total
+        part.remember(answer.etag)
+
+    def wrote(self, n: int) -> None:
+        self.offset += n
+        check_not_past(self.offset, self.total)
+
+    def body_ended(self, wrote_any: bool) -> None:
+        if self.total is None:
+            self.total = self.offset  # a whole file without a length: it ended
+        elif not wrote_any and self.offset < self.total:
+            raise ProtocolError("an empty answer to a range request")
+        self.done = self.offset >= self.total
+
+    def unsatisfiable(self, size: int | None, part: PartFile) -> bool:
+        """A 416 (asked from past the end): done if the ``.part`` is exactly the file, else
+        start over. False when the 416 does not say the size (an error then)."""
+        if size is None:
+            return False
+        if size == self.offset:
+            self.total, self.done = size, True
+        else:
+            part.reset()
+            self.offset, self.total = 0, None
+        return True

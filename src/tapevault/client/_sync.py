@@ -15,8 +15,8 @@ from tapevault.client._download import (
     CHUNK_BYTES,
     PartFile,
     Progress,
+    Progressing,
     Source,
-    check_not_past,
     range_headers,
     read_answer,
 )
@@ -31,7 +31,7 @@ from tapevault.client._plan import (
     recording_source,
     total_from_416,
 )
-from tapevault.client.errors import ClientError, NotReady, ProtocolError, TransportError
+from tapevault.client.errors import ClientError, NotReady, TransportError
 from tapevault.client.models import (
     AuditPage,
     CallMetadata,
@@ -255,57 +255,61 @@ class Client:
         ``.part`` left by an earlier run (``Range`` + ``If-Range``), asking ``fresh_url()``
         again when the URL expires, retrying connection errors and 5xx with backoff; then
         check the size and sha256 and move the file into place."""
-        part = PartFile(Path(path), source)
-        offset = part.resume()
-        total = source.size
-        url = fresh_url()
-        failures = 0
-        refreshed = False
-        while total is None or offset < total:
-            headers = {**dict(source.headers), **range_headers(offset, part.etag, self.chunk_bytes)}
-            before, written = offset, False
-            error: Exception
-            try:
-                with self._http.stream("GET", url, headers=headers) as response:
-                    if response.status_code in (200, 206):
-                        answer = read_answer(response, offset)
-                        if answer.start < offset:
-                            part.reset()
-                        offset, total = answer.start, answer.total
-                        part.remember(answer.etag)
-                        with part.open_at(offset) as f:
-                            for block in response.iter_bytes():
-                                f.write(block)
-                                offset += len(block)
-                                written = True
-                                check_not_past(offset, total)
-                                if progress:
-                                    progress(offset, total)
-                        if total is None:
-                            total = offset  # a whole file without a length: it ended
-                        elif not written and offset < total:
-                            raise ProtocolError("an empty answer to a range request")
-                        failures, refreshed = 0, False
-                        continue
-                    response.read()
-                    if response.status_code == 416 and (end := total_from_416(response)):
-                        if end == offset:
-                            break
-                        part.reset()
-                        offset, total = 0, None
-                        continue
-                    error = error_for(response)
-            except httpx.TransportError as exc:
-                error = exc
-            if offset > before:
-                failures = 0
-            step = after_failure(error, refreshed, failures + 1, self.retry)
-            if isinstance(step, str):  # "refresh"
-                url, refreshed = fresh_url(), True
-                continue
-            failures += 1
-            self._sleep(step)
-        return part.finish(offset if total is None else total)
+        with PartFile(Path(path), source) as part:
+            state = Progressing(part.resume(), source.size)
+            state.done = state.total is not None and state.offset >= state.total
+            url = fresh_url()
+            failures, refreshed = 0, False
+            while not state.done:
+                before = state.offset
+                try:
+                    error = self._chunk(url, source, part, state, progress)
+                except httpx.TransportError as exc:
+                    error = exc
+                if error is None:
+                    failures, refreshed = 0, False
+                    continue
+                if state.offset > before:
+                    failures = 0  # a connection lost after some bytes: progress all the same
+                step = after_failure(error, refreshed, failures + 1, self.retry)
+                if isinstance(step, str):  # "refresh"
+                    url, refreshed = fresh_url(), True
+                    continue
+                failures += 1
+                self._sleep(step)
+            return part.finish(state.offset)
+
+    def _chunk(
+        self,
+        url: str,
+        source: Source,
+        part: PartFile,
+        state: Progressing,
+        progress: Progress | None,
+    ) -> Exception | None:
+        """Ask for the next range and write what comes into the ``.part``; the error answer,
+        or None when it went well."""
+        headers = {
+            **dict(source.headers),
+            **range_headers(state.offset, part.etag, self.chunk_bytes),
+        }
+        with self._http.stream("GET", url, headers=headers) as response:
+            if response.status_code in (200, 206):
+                state.take(read_answer(response, state.offset), part)
+                wrote_any = False
+                with part.open_at(state.offset) as f:
+                    for block in response.iter_bytes():
+                        f.write(block)
+                        state.wrote(len(block))
+                        wrote_any = True
+                        if progress:
+                            progress(state.offset, state.total)
+                state.body_ended(wrote_any)
+                return None
+            response.read()
+            if response.status_code == 416 and state.unsatisfiable(total_from_416(response), part):
+                return None
+            return error_for(response)
 
     def fetch(
         self,

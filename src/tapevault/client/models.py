@@ -6,6 +6,7 @@ Times arrive as Unix seconds in some answers and ISO-8601 in others; both become
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -14,6 +15,33 @@ from typing import Any
 from tapevault.client.errors import ProtocolError
 
 PENDING = frozenset({"receiving", "processing"})
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+
+
+def safe_name(text: str) -> str:
+    """``text`` as a file name that stays in its directory whatever a server answered: only
+    letters, digits, ``.``, ``_`` and ``-``, and never starting with a dot."""
+    name = _UNSAFE.sub("_", text)
+    return "_" + name if not name or name.startswith(".") else name
+
+
+def count(value: Any, what: str) -> int | None:
+    """A whole, non-negative number from JSON (None stays None)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ProtocolError(f"{what} is not a whole number: {value!r}")
+    return value
+
+
+def digest(value: Any) -> str | None:
+    """A sha256 as hex (None or empty: not known)."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not _SHA256.match(value):
+        raise ProtocolError(f"not a sha256: {value!r}")
+    return value.lower()
 
 
 def instant(value: Any) -> datetime | None:
@@ -56,9 +84,9 @@ class Recording:
 
     @property
     def filename(self) -> str:
-        """The name the server gives it on download."""
+        """The name the server gives it on download (made safe: it comes from the server)."""
         suffix = self.channel if self.sequence_number == 0 else self.sequence_number
-        return f"{self.session_id}-{suffix}.wav"
+        return safe_name(f"{self.session_id}-{suffix}.wav")
 
     @classmethod
     def from_wire(cls, session_id: str, body: Any) -> Recording:
@@ -67,13 +95,13 @@ class Recording:
             return cls(
                 recording_id=str(r["recording_id"]),
                 session_id=session_id,
-                sequence_number=int(r.get("sequence_number") or 0),
+                sequence_number=count(r.get("sequence_number"), "sequence_number") or 0,
                 status=str(r["status"]),
-                duration_ms=r.get("duration_ms"),
-                sample_rate=r.get("sample_rate"),
-                channels=r.get("channels"),
-                size_bytes=r.get("bytes"),
-                sha256=r.get("sha256") or None,
+                duration_ms=count(r.get("duration_ms"), "duration_ms"),
+                sample_rate=count(r.get("sample_rate"), "sample_rate"),
+                channels=count(r.get("channels"), "channels"),
+                size_bytes=count(r.get("bytes"), "bytes"),
+                sha256=digest(r.get("sha256")),
                 channel=r.get("channel"),
                 failure_reason=r.get("failure_reason"),
                 expires_at=instant(r.get("expires_at")),
