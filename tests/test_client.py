@@ -515,3 +515,54 @@ def test_two_downloads_into_one_file_are_refused(tmp_path: Path) -> None:
         path = c.download_url(source(), media.fresh_url, tmp_path / "a.wav", progress=second)
     assert isinstance(refused[0], ClientError), refused
     assert path.read_bytes() == AUDIO
+
+
+def test_retry_after_zero_does_not_hammer_the_server() -> None:
+    """A 404 with ``Retry-After: 0`` still waits a little between polls (never a busy loop)."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(404, headers={"retry-after": "0"}, json={"code": 404})
+
+    sleeps: list[float] = []
+    clock = [0.0]
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        clock[0] += seconds
+
+    c = client(handler, sleeps)
+    c._sleep = sleep  # type: ignore[method-assign]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("tapevault.client._sync.time.monotonic", lambda: clock[0])
+        with pytest.raises(NotReady):
+            c.wait_until_ready("s", timeout=5)
+    assert sleeps and min(sleeps) >= 0.5 and len(sleeps) <= 10
+
+
+def test_a_url_invalidated_by_key_removal_is_replaced(tmp_path: Path) -> None:
+    """403 url_invalid (its signing key was removed) is worth one fresh URL, like url_expired."""
+    media = Media()
+    media.fail_next = []
+    first = [True]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if first[0]:
+            first[0] = False
+            return httpx.Response(403, json={"error": "url_invalid", "message": "new URL"})
+        return media.handler(request)
+
+    with client(handler) as c:
+        c.download_url(source(), media.fresh_url, tmp_path / "a.wav")
+    assert (tmp_path / "a.wav").read_bytes() == AUDIO and media.issued == 2
+
+
+def test_a_recording_gone_mid_download_leaves_no_part_behind(tmp_path: Path) -> None:
+    """410 in the middle: Gone, and the partial audio is removed (it will never complete)."""
+    media = Media()
+
+    def gone_after_first(done: int, total: int | None) -> None:
+        media.fail_next = [410]
+
+    with client(media.handler, chunk_bytes=40 * 1024) as c, pytest.raises(Gone):
+        c.download_url(source(), media.fresh_url, tmp_path / "a.wav", progress=gone_after_first)
+    assert list(tmp_path.iterdir()) == []

@@ -13,10 +13,12 @@ as the download starts, and lets the URL run out between two chunks: the next ra
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import os
+import pty
 import re
 import signal
 import subprocess
@@ -291,6 +293,35 @@ def test_fetch_a_call_with_an_api_key_and_kore_merged(server: Server, tmp_path: 
     )
     merged = kore.download_merged(session_id, tmp_path / "merged.wav")
     assert merged.read_bytes() == session_wav
+
+
+def test_fetch_draws_a_progress_bar_on_a_terminal(server: Server, tmp_path: Path) -> None:
+    """With stderr on a terminal, ``tapevault fetch`` redraws one bar in place up to 100 %."""
+    _, token = _tenant(server)
+    session_id, wav = make_session(server, token, seconds=2)
+    controller, terminal = pty.openpty()
+    env = {**server.env, "TAPEVAULT_URL": server.base, "TAPEVAULT_SUKI_TOKEN": token}
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "tapevault.cli", "fetch", session_id, "--out", str(tmp_path)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=terminal,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        os.close(terminal)
+        shown = b""
+        with contextlib.suppress(OSError):  # EIO once everything written was read
+            while chunk := os.read(controller, 65536):
+                shown += chunk
+    finally:
+        os.close(controller)
+    assert done.returncode == 0
+    text = shown.decode()
+    assert "\r" in text and f"[{'#' * 30}] 100%" in text, text
+    assert Path(done.stdout.strip()).read_bytes() == wav
 
 
 def _readme_example() -> str:

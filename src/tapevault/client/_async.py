@@ -32,7 +32,7 @@ from tapevault.client._plan import (
     recording_source,
     total_from_416,
 )
-from tapevault.client.errors import ClientError, NotReady, TransportError
+from tapevault.client.errors import ClientError, Gone, NotReady, TransportError
 from tapevault.client.models import (
     AuditPage,
     CallMetadata,
@@ -265,29 +265,33 @@ class AsyncClient:
         again when the URL expires, retrying connection errors and 5xx with backoff; then
         check the size and sha256 and move the file into place."""
         with PartFile(Path(path), source) as part:
-            state = Progressing(part.resume(), source.size)
-            state.done = state.total is not None and state.offset >= state.total
-            url = await fresh_url()
-            failures, refreshed = 0, False
-            while not state.done:
-                before = state.offset
-                try:
-                    error = await self._chunk(url, source, part, state, progress)
-                except httpx.TransportError as exc:
-                    error = exc
-                if error is None:
-                    failures, refreshed = 0, False
-                    continue
-                if state.offset > before:
-                    failures = 0  # a connection lost after some bytes: progress all the same
-                step = after_failure(error, refreshed, failures + 1, self.retry)
-                if isinstance(step, str):  # "refresh"
-                    url, refreshed = await fresh_url(), True
-                    continue
-                failures += 1
-                await self._sleep(step)
-            # Hashing a long file takes a while: not on the event loop.
-            return await asyncio.to_thread(part.finish, state.offset)
+            try:
+                state = Progressing(part.resume(), source.size)
+                state.done = state.total is not None and state.offset >= state.total
+                url = await fresh_url()
+                failures, refreshed = 0, False
+                while not state.done:
+                    before = state.offset
+                    try:
+                        error = await self._chunk(url, source, part, state, progress)
+                    except httpx.TransportError as exc:
+                        error = exc
+                    if error is None:
+                        failures, refreshed = 0, False
+                        continue
+                    if state.offset > before:
+                        failures = 0  # a connection lost after some bytes: progress all the same
+                    step = after_failure(error, refreshed, failures + 1, self.retry)
+                    if isinstance(step, str):  # "refresh"
+                        url, refreshed = await fresh_url(), True
+                        continue
+                    failures += 1
+                    await self._sleep(step)
+                # Hashing a long file takes a while: not on the event loop.
+                return await asyncio.to_thread(part.finish, state.offset)
+            except Gone:
+                part.discard()  # never to be completed: no partial audio left behind
+                raise
 
     async def _chunk(
         self,

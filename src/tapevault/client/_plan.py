@@ -14,6 +14,7 @@ from tapevault.client._http import Retry
 from tapevault.client.errors import (
     ClientError,
     Expired,
+    Forbidden,
     HTTPStatusError,
     NotFound,
     NotReady,
@@ -29,13 +30,16 @@ except PackageNotFoundError:  # pragma: no cover - a copy shipped without its me
 
 # When the server says "not yet" without saying how long to wait.
 DEFAULT_WAIT = 2.0
+# However soon the server says to ask again, polls stay this far apart (never a busy loop).
+MIN_WAIT = 0.5
 _UNSATISFIED = re.compile(r"^bytes \*/(\d{1,18})$")
 
 
 def ready_wait(status: Session | None, not_ready: NotReady | None) -> float | None:
     """Seconds to wait before asking again, or None when the session is ready."""
     if not_ready is not None:
-        return not_ready.retry_after if not_ready.retry_after is not None else DEFAULT_WAIT
+        wait = not_ready.retry_after if not_ready.retry_after is not None else DEFAULT_WAIT
+        return max(wait, MIN_WAIT)
     assert status is not None
     return None if status.settled else DEFAULT_WAIT
 
@@ -44,7 +48,7 @@ def after_failure(error: Exception, refreshed: bool, attempt: int, retry: Retry)
     """After a failed download request: ``"refresh"`` (ask for a fresh URL: it expired), or
     the seconds to wait before trying again; raises when it is no use. ``attempt`` counts the
     failures in a row without a byte of progress, this one included."""
-    if isinstance(error, Expired) and not refreshed:
+    if _url_refused(error) and not refreshed:
         return "refresh"
     if attempt < retry.attempts:
         if isinstance(error, httpx.TransportError):
@@ -56,6 +60,15 @@ def after_failure(error: Exception, refreshed: bool, attempt: int, retry: Retry)
     if isinstance(error, httpx.TransportError):
         raise TransportError(f"download failed: {error!r}") from error
     raise error
+
+
+def _url_refused(error: Exception) -> bool:
+    """A signed URL that expired, or whose signing key was removed (``url_invalid``): a fresh
+    URL may work, once."""
+    if isinstance(error, Expired):
+        return True
+    body = error.body if isinstance(error, Forbidden) else None
+    return isinstance(body, dict) and body.get("error") == "url_invalid"
 
 
 def total_from_416(response: httpx.Response) -> int | None:
