@@ -566,3 +566,28 @@ def test_a_recording_gone_mid_download_leaves_no_part_behind(tmp_path: Path) -> 
     with client(media.handler, chunk_bytes=40 * 1024) as c, pytest.raises(Gone):
         c.download_url(source(), media.fresh_url, tmp_path / "a.wav", progress=gone_after_first)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_file_already_downloaded_and_verified_is_not_fetched_again(tmp_path: Path) -> None:
+    """Re-running a finished download checks the file's sha256 and sends no request."""
+    media = Media()
+    with client(media.handler) as c:
+        c.download_url(source(), media.fresh_url, tmp_path / "a.wav")
+        asked = len(media.requests)
+        c.download_url(source(), media.fresh_url, tmp_path / "a.wav")
+    assert len(media.requests) == asked and media.issued == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.wav"]
+
+
+def test_a_tampered_etag_in_the_part_file_is_not_sent(tmp_path: Path) -> None:
+    """A .part.json whose ETag carries a line break is distrusted: the download starts over
+    instead of failing on a header it cannot send."""
+    (tmp_path / "a.wav.part").write_bytes(AUDIO[:100])
+    (tmp_path / "a.wav.part.json").write_text(
+        json.dumps({"key": "recording:r", "etag": '"x"\r\nx-evil: 1 "'})
+    )
+    media = Media()
+    with client(media.handler) as c:
+        c.download_url(source(), media.fresh_url, tmp_path / "a.wav")
+    assert (tmp_path / "a.wav").read_bytes() == AUDIO
+    assert media.ranges()[0] == "bytes=0-8388607"

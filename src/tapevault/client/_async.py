@@ -265,6 +265,9 @@ class AsyncClient:
         again when the URL expires, retrying connection errors and 5xx with backoff; then
         check the size and sha256 and move the file into place."""
         with PartFile(Path(path), source) as part:
+            if await asyncio.to_thread(part.verified):
+                part.discard()  # the lock's empty .part
+                return part.target
             try:
                 state = Progressing(part.resume(), source.size)
                 state.done = state.total is not None and state.offset >= state.total

@@ -34,6 +34,8 @@ except ImportError:  # pragma: no cover - Windows: no lock, the sha256 still cat
 # chunk rather than only after the connection breaks, and each answer is bounded.
 CHUNK_BYTES = 8 * 1024 * 1024
 _CONTENT_RANGE = re.compile(r"^bytes (\d{1,18})-(\d{1,18})/(\d{1,18})$")
+# A strong entity tag (RFC 9110 §8.8.3): quoted etagc characters, no W/ (If-Range needs one).
+_STRONG_ETAG = re.compile(r'^"[\x21\x23-\x7e]{1,200}"$')
 
 Progress = Callable[[int, int | None], None]
 """Called with (bytes on disk, total bytes or None while unknown) as a download advances."""
@@ -83,6 +85,15 @@ class PartFile:
             self._lock.close()
             self._lock = None
 
+    def verified(self) -> bool:
+        """The target is already there and is the recording (its sha256 known and matching):
+        nothing to fetch."""
+        if not self.source.sha256 or not self.target.is_file():
+            return False
+        if self.source.size is not None and self.target.stat().st_size != self.source.size:
+            return False
+        return sha256_of(self.target) == self.source.sha256.lower()
+
     def resume(self) -> int:
         """Bytes already downloaded that can be continued (0 if none, or not this source's)."""
         try:
@@ -127,16 +138,14 @@ class PartFile:
         (the next run starts afresh) and raise ``IntegrityError``."""
         size = self.part.stat().st_size
         expected_size = self.source.size if self.source.size is not None else total
-        digest = hashlib.sha256()
         with self.part.open("rb") as f:
-            while block := f.read(1 << 20):
-                digest.update(block)
-            os.fsync(f.fileno())
+            os.fsync(f.fileno())  # on disk before it is renamed into place
+        digest = sha256_of(self.part)
         problem = None
         if size != expected_size:
             problem = f"{size} bytes received, {expected_size} expected"
-        elif self.source.sha256 and digest.hexdigest() != self.source.sha256.lower():
-            problem = f"sha256 {digest.hexdigest()}, the recording's is {self.source.sha256}"
+        elif self.source.sha256 and digest != self.source.sha256.lower():
+            problem = f"sha256 {digest}, the recording's is {self.source.sha256}"
         if problem:
             self.discard()
             raise IntegrityError(f"{self.target.name}: {problem}; the partial file was removed")
@@ -151,9 +160,18 @@ class PartFile:
                 path.unlink()
 
 
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def _strong(etag: object) -> bool:
-    """If-Range needs a strong validator (RFC 9110 §13.1.5): a quoted tag without ``W/``."""
-    return isinstance(etag, str) and etag.startswith('"') and etag.endswith('"') and len(etag) > 2
+    """If-Range needs a strong validator (RFC 9110 §13.1.5); anything else (a weak tag, or a
+    ``.part.json`` edited into a header injection) is not used."""
+    return isinstance(etag, str) and _STRONG_ETAG.match(etag) is not None
 
 
 def range_headers(offset: int, etag: str | None, chunk: int) -> dict[str, str]:
