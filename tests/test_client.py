@@ -591,3 +591,26 @@ def test_a_tampered_etag_in_the_part_file_is_not_sent(tmp_path: Path) -> None:
         c.download_url(source(), media.fresh_url, tmp_path / "a.wav")
     assert (tmp_path / "a.wav").read_bytes() == AUDIO
     assert media.ranges()[0] == "bytes=0-8388607"
+
+
+def test_a_part_killed_before_its_rename_is_finished_without_refetching(tmp_path: Path) -> None:
+    """A whole .part (killed between its last byte and the rename), size unknown: the server's
+    416 ``bytes */N`` says it is complete; it is verified and moved into place."""
+    (tmp_path / "a.wav.part").write_bytes(AUDIO)
+    (tmp_path / "a.wav.part.json").write_text(json.dumps({"key": "k", "etag": ETAG}))
+    media = Media()
+    with client(media.handler) as c:
+        c.download_url(Source(key="k", sha256=SHA), media.fresh_url, tmp_path / "a.wav")
+    assert (tmp_path / "a.wav").read_bytes() == AUDIO
+    assert media.ranges() == [f"bytes={len(AUDIO)}-{len(AUDIO) + 8 * 1024 * 1024 - 1}"]
+
+
+def test_a_part_longer_than_the_file_starts_over(tmp_path: Path) -> None:
+    """A .part longer than the file (416 with another size) is discarded and fetched again."""
+    (tmp_path / "a.wav.part").write_bytes(AUDIO + b"junk")
+    (tmp_path / "a.wav.part.json").write_text(json.dumps({"key": "k", "etag": ETAG}))
+    media = Media()
+    with client(media.handler) as c:
+        c.download_url(Source(key="k", sha256=SHA), media.fresh_url, tmp_path / "a.wav")
+    assert (tmp_path / "a.wav").read_bytes() == AUDIO
+    assert media.ranges()[1] == "bytes=0-8388607"
