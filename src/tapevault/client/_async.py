@@ -317,6 +317,7 @@ class AsyncClient:
                 with part.open_at(state.offset) as f:
                     async for block in response.aiter_bytes():
                         f.write(block)
+                        f.flush()  # what progress reports is in the file, should we be killed
                         state.wrote(len(block))
                         wrote_any = True
                         if progress:

@@ -307,6 +307,7 @@ class Client:
                 with part.open_at(state.offset) as f:
                     for block in response.iter_bytes():
                         f.write(block)
+                        f.flush()  # what progress reports is in the file, should we be killed
                         state.wrote(len(block))
                         wrote_any = True
                         if progress:
