@@ -83,6 +83,9 @@ def test_server_settings_only_on_commands_that_serve(capsys: pytest.CaptureFixtu
             assert {"--processes", "--port", "--data-dir", "--purge-interval"} <= flags
         elif path == ("demo",):
             assert "--port" in flags and "--processes" not in flags
+        elif path == ("fetch",):  # a client of a server over HTTP: no local settings at all
+            assert not {"--port", "--data-dir", "--database-url"} & flags, path
+            assert {"--url", "--out"} <= flags
         else:
             assert not {"--processes", "--port", "--host", "--cors-origins"} & flags, path
             assert "--data-dir" in flags and "--database-url" in flags, path

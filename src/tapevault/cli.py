@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import quoteattr
 
-from tapevault import __version__, cli_compliance, cli_sessions, listening
+from tapevault import __version__, cli_compliance, cli_fetch, cli_sessions, listening
 from tapevault.auth.kore import issue_kore_token
 from tapevault.auth.suki import issue_token, parse_suki_public_keys
 from tapevault.cli_options import (
@@ -486,6 +486,7 @@ def build_parser() -> argparse.ArgumentParser:
         commands, settings_adder(DATA), settings_adder(ERASING), _tenant, _runtime
     )
     cli_sessions.register(commands, settings_adder(DATA), _tenant)
+    cli_fetch.register(commands)
     return parser
 
 
