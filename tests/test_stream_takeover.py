@@ -25,6 +25,7 @@ from tapevault.core.access import MemoryAccessLog
 from tapevault.core.wav import parse_wav
 from tapevault.ingest.recovery import recover_streams
 from tapevault.runtime import open_runtime
+from tests import support
 from tests.server import Server, free_port
 
 pytestmark = pytest.mark.server
@@ -32,24 +33,13 @@ pytestmark = pytest.mark.server
 FRAME = 640  # 20 ms of 16 kHz mono PCM16
 
 
-class Sender:
-    """Streams frames to one server and keeps the highest acknowledged byte count."""
+class Sender(support.Sender):
+    """Streams frames to one server and keeps the highest acknowledged byte count (and what
+    it sent, to compare)."""
 
     def __init__(self, ws: ClientConnection) -> None:
-        self.ws = ws
-        self.acked = 0
+        super().__init__(ws)
         self.sent = 0
-        self.reader = asyncio.ensure_future(self._read())
-
-    async def _read(self) -> None:
-        try:
-            async for message in self.ws:
-                body = json.loads(message)
-                if body.get("type") == "ack":
-                    assert body["bytes"] >= self.acked, "acks never go backwards"
-                    self.acked = body["bytes"]
-        except ConnectionClosed:
-            pass
 
     async def send(self, payload: bytes) -> None:
         """Send ``payload`` in frames, a little ahead of real time; stop if the server closed."""

@@ -15,7 +15,17 @@ from starlette.routing import Route, Router, WebSocketRoute
 
 from tapevault.http.admin import routes as admin_routes
 from tapevault.http.amigo import routes as amigo_routes
-from tapevault.http.asgi import NO_STORE, ASGIApp, Message, Receive, Scope, Send, send_json
+from tapevault.http.asgi import (
+    NO_STORE,
+    ASGIApp,
+    Message,
+    Receive,
+    Scope,
+    Send,
+    refuse_unless_read,
+    send_fixed,
+    send_json,
+)
 from tapevault.http.context import AppContext
 from tapevault.http.cors import Cors
 from tapevault.http.health import Health
@@ -64,17 +74,8 @@ class _StaticJson:
         self.body = body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        method = scope["method"]
-        if method not in ("GET", "HEAD"):
-            await send_json(
-                send,
-                405,
-                {"code": 405, "message": f"Method {method} not allowed."},
-                [(b"allow", b"GET, HEAD")],
-            )
-            return
-        await send({"type": "http.response.start", "status": 200, "headers": self.headers})
-        await send({"type": "http.response.body", "body": b"" if method == "HEAD" else self.body})
+        if not await refuse_unless_read(scope, send):
+            await send_fixed(scope, send, self.headers, self.body)
 
 
 def build_app(

@@ -105,3 +105,26 @@ def request_id(headers: Mapping[str, str]) -> str:
     if given and len(given) <= 128:
         return given
     return f"{_PROCESS_TAG}-{next(_REQUEST_COUNTER):x}"
+
+
+async def refuse_unless_read(scope: Scope, send: Send) -> bool:
+    """For a resource that is only read: answer any method but GET and HEAD with 405 and
+    ``Allow``, and say whether it did."""
+    method = scope["method"]
+    if method in ("GET", "HEAD"):
+        return False
+    await send_json(
+        send,
+        405,
+        {"code": 405, "message": f"Method {method} not allowed."},
+        [(b"allow", b"GET, HEAD")],
+    )
+    return True
+
+
+async def send_fixed(
+    scope: Scope, send: Send, headers: list[tuple[bytes, bytes]], body: bytes
+) -> None:
+    """A 200 with a body built once (its headers carry its length); no body for HEAD."""
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})

@@ -14,7 +14,15 @@ import orjson
 
 from tapevault.core.access import AccessLog
 from tapevault.core.auditlog import AuditLog
-from tapevault.http.asgi import NO_STORE, Receive, Scope, Send, send_json
+from tapevault.http.asgi import (
+    NO_STORE,
+    Receive,
+    Scope,
+    Send,
+    refuse_unless_read,
+    send_fixed,
+    send_json,
+)
 
 ACCESS_LOG_DOWN = (
     "The access log cannot be written: audited requests answer 503 until it can "
@@ -34,15 +42,9 @@ class Health:
         ]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        method = scope["method"]
-        if method not in ("GET", "HEAD"):
-            await send_json(
-                send,
-                405,
-                {"code": 405, "message": f"Method {method} not allowed."},
-                [(b"allow", b"GET, HEAD")],
-            )
+        if await refuse_unless_read(scope, send):
             return
+        method = scope["method"]
         if not self.access_log.healthy:
             body = {"status": "unavailable", "reason": ACCESS_LOG_DOWN}
             await send_json(send, 503, body, [(b"retry-after", b"1")], head_only=method == "HEAD")
@@ -52,5 +54,4 @@ class Health:
             body = {"status": "degraded", "reason": problem, "audit": problem}
             await send_json(send, 503, body, head_only=method == "HEAD")
             return
-        await send({"type": "http.response.start", "status": 200, "headers": self.headers})
-        await send({"type": "http.response.body", "body": b"" if method == "HEAD" else _OK})
+        await send_fixed(scope, send, self.headers, _OK)

@@ -14,7 +14,15 @@ from collections.abc import Callable, Mapping
 from functools import cached_property
 from typing import Any
 
-from tapevault.http.asgi import NO_STORE, NOSNIFF, Receive, Scope, Send, send_json
+from tapevault.http.asgi import (
+    NO_STORE,
+    NOSNIFF,
+    Receive,
+    Scope,
+    Send,
+    refuse_unless_read,
+    send_fixed,
+)
 from tapevault.http.reference import STYLE_HASH, render_home, render_reference
 
 CSP = (
@@ -47,17 +55,8 @@ class HtmlPage:
         ]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        method = scope["method"]
-        if method not in ("GET", "HEAD"):
-            await send_json(
-                send,
-                405,
-                {"code": 405, "message": f"Method {method} not allowed."},
-                [(b"allow", b"GET, HEAD")],
-            )
-            return
-        await send({"type": "http.response.start", "status": 200, "headers": self.headers})
-        await send({"type": "http.response.body", "body": b"" if method == "HEAD" else self.body})
+        if not await refuse_unless_read(scope, send):
+            await send_fixed(scope, send, self.headers, self.body)
 
 
 def pages(document: Mapping[str, Any]) -> list[tuple[str, HtmlPage]]:
