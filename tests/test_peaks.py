@@ -58,7 +58,9 @@ def peaks_of(wav: bytes) -> dict[int, tuple[npt.NDArray[np.int8], npt.NDArray[np
     return {p.samples_per_pixel: (p.mins, p.maxs) for p in compute_peaks(f, info)}
 
 
-def loud_pixels(maxs: npt.NDArray[np.int8], spp: int) -> list[tuple[float, float]]:
+def loud_pixels(
+    maxs: npt.NDArray[np.int8], spp: int, rate: int = RATE
+) -> list[tuple[float, float]]:
     """The stretches (start, end seconds) of the pixels whose peak is above a quarter scale."""
     stretches: list[tuple[float, float]] = []
     loud = np.flatnonzero(maxs > 32)
@@ -70,7 +72,7 @@ def loud_pixels(maxs: npt.NDArray[np.int8], spp: int) -> list[tuple[float, float
         np.concatenate((loud[breaks], [loud[-1]])),
         strict=True,
     ):
-        stretches.append((first * spp / RATE, (last + 1) * spp / RATE))
+        stretches.append((first * spp / rate, (last + 1) * spp / rate))
     return stretches
 
 

@@ -24,7 +24,7 @@ from tapevault.core.signing import UrlMode
 from tapevault.ingest import peaks as ingest_peaks
 from tapevault.runtime import Runtime, open_runtime
 from tapevault.storage.local import open_store
-from tests.dialects import Customer, asgi_client, customer, local
+from tests.dialects import Customer, asgi_client, customer, local, upload_channel
 from tests.test_peaks import LOUD, RATE, loud_pixels, speech_like, wav_bytes
 
 ORIGIN = "https://app.example"
@@ -249,3 +249,29 @@ def test_backfill_command_computes_missing_peaks(
     assert cli.main(["peaks", "backfill", *data]) == 0
     assert "of 0 recording(s); 0 failed" in capsys.readouterr().out
     assert has_peaks(open_store(settings.storage_url), recording.storage_key)
+
+
+async def test_merged_rendition_has_peaks_that_go_with_it(
+    client: httpx.AsyncClient, runtime: Runtime, clock: FixedClock
+) -> None:
+    """A call's merged rendition gets peaks too (both channels' audio at their times), and
+    they are removed when a channel's deletion retires the rendition."""
+    who = customer(runtime, clock)
+    call = "CA" + "e" * 32
+    quiet = wav_bytes(np.zeros(RATE, dtype=np.int16))  # 1 s of silence, then 10 s of tones
+    await upload_channel(client, runtime, who, call, "inbound", quiet)
+    await upload_channel(client, runtime, who, call, "outbound", wav_bytes(speech_like()))
+    session = runtime.vault.find_session(who.tenant, call)
+    assert session is not None
+    merged = runtime.repo.get_merged(who.tenant.partner_id, session.session_id)
+    assert merged is not None and merged.is_servable
+    url = peaks_url(runtime, who, merged, clock)
+    doc = (await client.get(with_query(url, spp="256"))).json()
+    assert doc["length"] == -(-11 * doc["sample_rate"] // 256)  # played back to back
+    found = loud_pixels(np.array(doc["data"][1::2], dtype=np.int8), 256, doc["sample_rate"])
+    assert [(round(a, 1), round(b, 1)) for a, b in found] == [(a + 1, b + 1) for a, b in LOUD]
+    [inbound, _] = runtime.repo.list_recordings(who.tenant.partner_id, session.session_id)[-2:]
+    deleted = await client.delete(f"/api/v1/recordings/{inbound.recording_id}", headers=who.bearer)
+    assert deleted.status_code == 200, deleted.text
+    assert [runtime.vault.store.stat(k) for k in peaks_keys(merged.storage_key)] == [None] * 3
+    assert (await client.get(url)).status_code == 410
