@@ -275,3 +275,26 @@ async def test_merged_rendition_has_peaks_that_go_with_it(
     assert deleted.status_code == 200, deleted.text
     assert [runtime.vault.store.stat(k) for k in peaks_keys(merged.storage_key)] == [None] * 3
     assert (await client.get(url)).status_code == 410
+
+
+async def test_peaks_honour_head_range_and_a_failing_access_log(
+    client: httpx.AsyncClient, runtime: Runtime, clock: FixedClock, access_log: MemoryAccessLog
+) -> None:
+    """HEAD and Range work as for audio; other methods are 405; while the access log cannot be
+    written the peaks are refused with 503 (nothing sent unrecorded), and served once it can."""
+    who = customer(runtime, clock)
+    recording = await recorded(client, runtime, who)
+    url = peaks_url(runtime, who, recording, clock)
+    whole = (await client.get(url)).content
+    head = await client.head(url)
+    assert head.status_code == 200 and head.content == b""
+    assert int(head.headers["content-length"]) == len(whole)
+    part = await client.get(url, headers={"range": "bytes=0-9"})
+    assert part.status_code == 206 and part.content == whole[:10]
+    assert (await client.get(url, headers={"range": f"bytes={len(whole)}-"})).status_code == 416
+    assert (await client.post(url)).status_code == 405
+    access_log.failing = True
+    refused = await client.get(url)
+    assert refused.status_code == 503 and refused.content != whole
+    access_log.failing = False
+    assert (await client.get(url)).content == whole
