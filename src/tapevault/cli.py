@@ -36,7 +36,7 @@ from tapevault.cli_options import (
 )
 from tapevault.config import SETTINGS_DOC, Settings, parse_size
 from tapevault.core import policy
-from tapevault.core.model import KeyRole, Tenant
+from tapevault.core.model import KeyRole, RecordingStatus, Tenant
 from tapevault.core.quota import UNLIMITED
 from tapevault.errors import ConfigError, TapevaultError
 from tapevault.http.twilio import SIGNED_URL_PARAMETER
@@ -133,6 +133,23 @@ def cmd_worker(args: argparse.Namespace) -> int:
             runtime.worker.run_forever()
     runtime.close()
     return 0
+
+
+def cmd_peaks_backfill(args: argparse.Namespace) -> int:
+    """Compute the waveform peaks of available recordings that have none: those finalized
+    before peaks existed, or whose peaks failed. Safe to run again; each run does what is left."""
+    from tapevault.ingest.peaks import backfill
+
+    runtime = _runtime(args)
+    try:
+        recordings = runtime.repo.recordings_with_status(RecordingStatus.AVAILABLE)
+        if args.tenant:
+            recordings = [r for r in recordings if r.partner_id == args.tenant]
+        computed, failed = backfill(runtime.vault.store, recordings)
+    finally:
+        runtime.close()
+    print(f"computed the waveform peaks of {computed} recording(s); {failed} failed")
+    return 1 if failed else 0
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -482,6 +499,13 @@ def build_parser() -> argparse.ArgumentParser:
     remove = command(keys, "remove", "remove a key; URLs it signed stop verifying", DATA)
     remove.add_argument("key_id", help="the key's id, as `keys list` prints it")
     remove.set_defaults(func=cmd_keys)
+    peaks = group("peaks", "waveform peaks of recordings")
+    backfill = command(
+        peaks, "backfill", "compute the peaks of available recordings that have none", DATA
+    )
+    add_tenant(backfill, required=False, help="only this tenant's recordings (default: all)")
+    _add_log_level(backfill)
+    backfill.set_defaults(func=cmd_peaks_backfill)
     cli_compliance.register(
         commands, settings_adder(DATA), settings_adder(ERASING), _tenant, _runtime
     )

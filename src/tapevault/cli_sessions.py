@@ -71,7 +71,7 @@ def register(commands: Any, add_settings: AddSettings, open_tenant: OpenTenant) 
         with open_tenant(args) as (runtime, tenant):
             session = runtime.context.retention.session(tenant, args.session)
             recordings = runtime.repo.list_recordings(tenant.partner_id, session.session_id)
-            body = session_body(session, recordings)
+            body = session_body(session, recordings, runtime.vault.with_peaks(recordings))
         if args.json:
             print(json.dumps(body, indent=2))
             return 0

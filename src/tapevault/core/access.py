@@ -34,6 +34,7 @@ class Action(enum.StrEnum):
     URLS_ISSUE = "recording.urls_issue"
     MEDIA_READ = "media.read"  # one request of the gateway that served nothing (403, 404, 410)
     MEDIA_PLAYBACK = "media.playback"  # the folded requests of one playback
+    MEDIA_PEAKS = "media.peaks"  # a recording's waveform peaks, read through a signed URL
     AUTH_FAILURE = "auth.failure"
     HOLD_SET = "session.hold_set"
     HOLD_CLEAR = "session.hold_clear"

@@ -26,6 +26,7 @@ from tapevault.core.access import AccessEvent, AccessLog, Action, Actor
 from tapevault.core.clock import now_ms
 from tapevault.core.lifecycle import TOMBSTONES
 from tapevault.core.model import MERGED_CHANNEL, Recording, RecordingStatus, Session, Tenant
+from tapevault.core.peaks import peaks_keys
 from tapevault.core.vault import MAX_ID, SESSION_NOT_FOUND, Vault
 from tapevault.errors import Conflict, InvalidRequest, NotFound
 
@@ -296,6 +297,8 @@ class Retention:
     def _remove_audio(self, r: Recording) -> None:
         vault = self.vault
         vault.store.delete(r.storage_key)
+        for key in peaks_keys(r.storage_key):  # derived from the audio: they go with it
+            vault.store.delete(key)
         vault.incoming_path(r.recording_id).unlink(missing_ok=True)
         vault.stream_path(r.recording_id).unlink(missing_ok=True)
         vault.repo.mark_removed(r.recording_id, now_ms(vault.clock))

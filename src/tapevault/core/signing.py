@@ -34,6 +34,7 @@ class UrlMode(StrEnum):
     DOWNLOAD = "d"
     METADATA = "j"
     TWILIO = "t"  # opens a Twilio media stream for the tenant (``TWILIO_SUBJECT``), never audio
+    PEAKS = "p"  # a recording's waveform peaks (``/media/{recording_id}.peaks.json``), never audio
 
 
 AUDIO_MODES = frozenset({UrlMode.STREAM, UrlMode.DOWNLOAD})

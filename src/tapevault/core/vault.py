@@ -33,6 +33,7 @@ from tapevault.core.model import (
     SessionStatus,
     Tenant,
 )
+from tapevault.core.peaks import has_peaks, peaks_keys
 from tapevault.core.ports import (
     ChannelTaken,
     MergePlanner,
@@ -506,13 +507,38 @@ class Vault:
         url = f"{self.media_base_url}/media/{recording.recording_id}.wav?{query}"
         return RecordingLink(recording=recording, url=url, expires_at=expires)
 
+    def peaks_link(
+        self, partner: Tenant, recording: Recording, expires_at: int, *, held: bool = False
+    ) -> str | None:
+        """The signed URL of a recording's waveform peaks (``/media/{id}.peaks.json``, any
+        resolution through ``?spp=``), valid like ``link`` until ``expires_at`` or the end of
+        its retention; None when it has no peaks (yet). Another tenant's recording: NotFound."""
+        if recording.partner_id != partner.partner_id:
+            raise NotFound(RECORDING_NOT_FOUND)
+        if not recording.is_servable or not has_peaks(self.store, recording.storage_key):
+            return None
+        expires = policy.capped_expiry(expires_at, recording.expires_ms, held=held)
+        query = self.signer().sign(
+            recording.recording_id, UrlMode.PEAKS, expires, recording.partner_id
+        )
+        return f"{self.media_base_url}/media/{recording.recording_id}.peaks.json?{query}"
+
+    def with_peaks(self, recordings: Sequence[Recording]) -> set[str]:
+        """The ids of those of ``recordings`` whose waveform peaks are stored."""
+        return {
+            r.recording_id
+            for r in recordings
+            if r.is_servable and has_peaks(self.store, r.storage_key)
+        }
+
     def discard_object(self, recording: Recording) -> None:
         """Remove a superseded derived file (a replaced rendition); a failure only leaves an
         orphan file behind, which is logged, never an error for the caller."""
-        try:
-            self.store.delete(recording.storage_key)
-        except Exception:
-            log.warning("could not remove %s", recording.storage_key, exc_info=True)
+        for key in (recording.storage_key, *peaks_keys(recording.storage_key)):
+            try:
+                self.store.delete(key)
+            except Exception:
+                log.warning("could not remove %s", key, exc_info=True)
 
     def metadata_url(self, session: Session, expires: int) -> str:
         """A signed URL of a call's metadata document (``/media/{session_id}.json``), valid
@@ -538,9 +564,18 @@ class Vault:
 
     def authorize_media(self, recording_id: str, query: dict[str, str]) -> MediaAccess:
         """Verify a signed URL and find its recording; raises UrlRejected, NotFound or Gone."""
+        return self._authorize(recording_id, query, peaks=False)
+
+    def authorize_peaks(self, recording_id: str, query: dict[str, str]) -> MediaAccess:
+        """The same checks as ``authorize_media``, for a URL of the recording's peaks."""
+        return self._authorize(recording_id, query, peaks=True)
+
+    def _authorize(self, recording_id: str, query: dict[str, str], *, peaks: bool) -> MediaAccess:
         now = self.clock.now()
         grant = self.signer().verify(recording_id, query, now)
-        if grant.mode not in AUDIO_MODES:
+        if peaks and grant.mode is not UrlMode.PEAKS:
+            raise UrlRejected("invalid", "This URL does not grant waveform peaks.")
+        if not peaks and grant.mode not in AUDIO_MODES:
             raise UrlRejected("invalid", "This URL does not grant audio.")
         recording = self._recording(recording_id)
         if recording is None or recording.partner_id != grant.partner_id:

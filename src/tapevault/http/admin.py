@@ -181,7 +181,8 @@ def handlers(ctx: AppContext) -> dict[str, Handler[KeyCaller]]:
         recordings = await ctx.metadata(
             ctx.vault.repo.list_recordings, caller.tenant.partner_id, session.session_id
         )
-        return Reply(200, session_body(session, list(recordings)))
+        peaks = await ctx.metadata(ctx.vault.with_peaks, recordings)
+        return Reply(200, session_body(session, list(recordings), peaks))
 
     async def hold(request: Request, caller: KeyCaller) -> Reply:
         session_id = request.param("session_id")
@@ -259,9 +260,10 @@ def handlers(ctx: AppContext) -> dict[str, Handler[KeyCaller]]:
         recordings = await ctx.metadata(
             ctx.vault.repo.list_recordings, caller.tenant.partner_id, session.session_id
         )
+        peaks = await ctx.metadata(ctx.vault.with_peaks, recordings)
         body = {
             "session_id": session.session_id,
-            "recordings": [recording_body(r) for r in recordings],
+            "recordings": [recording_body(r, peaks) for r in recordings],
         }
         return Reply(200, body, session_id=session.session_id)
 

@@ -1,5 +1,7 @@
-"""The media gateway behind every signed URL: ``GET|HEAD /media/{recording_id}.wav`` (audio)
-and ``/media/{session_id}.json`` (a call's metadata document, Amigo's ``metadata_url``).
+"""The media gateway behind every signed URL: ``GET|HEAD /media/{recording_id}.wav`` (audio),
+``/media/{recording_id}.peaks.json`` (its waveform peaks, ``?spp=`` one of
+``core.peaks.RESOLUTIONS``) and ``/media/{session_id}.json`` (a call's metadata document,
+Amigo's ``metadata_url``).
 
 Raw ASGI on purpose (the hot path of every playback): verify the URL's signature and expiry, find
 the recording inside the signing tenant, then hand the bytes to ``send_representation``, which
@@ -18,9 +20,17 @@ from tapevault.core.access import AccessEvent, Action, Actor
 from tapevault.core.calls import NOT_CONFIGURED
 from tapevault.core.clock import now_ms
 from tapevault.core.model import Recording
+from tapevault.core.peaks import RESOLUTIONS, default_resolution, peaks_key
 from tapevault.core.signing import UrlGrant, UrlMode
 from tapevault.core.vault import Vault
-from tapevault.errors import Gone, NotFound, TapevaultError, Unavailable, UrlRejected
+from tapevault.errors import (
+    Gone,
+    InvalidRequest,
+    NotFound,
+    TapevaultError,
+    Unavailable,
+    UrlRejected,
+)
 from tapevault.http.amigo_shapes import metadata_document
 from tapevault.http.asgi import (
     Receive,
@@ -48,6 +58,7 @@ log = logging.getLogger("tapevault.media")
 PREFIX = "/media/"
 AUDIO = ".wav"
 DOCUMENT = ".json"
+PEAKS = ".peaks.json"
 ALLOW = (b"allow", b"GET, HEAD, OPTIONS")
 Headers = list[tuple[bytes, bytes]]
 
@@ -66,6 +77,8 @@ def media_error(exc: BaseException) -> tuple[int, dict[str, Any]]:
                 "at": detail.at,
                 "policy": detail.policy,
             }
+        case InvalidRequest():
+            return 400, {"code": 400, "error": "invalid_request", "message": exc.message}
         case NotFound():
             return 404, {"code": 404, "error": "not_found", "message": exc.message}
         case Unavailable():
@@ -203,6 +216,20 @@ async def serve_document(
     )
 
 
+def _resolution(text: str | None, recording: Recording) -> int:
+    """The resolution ``?spp=`` asks for, or the default for the recording's length."""
+    if text is None:
+        frames = recording.duration_ms * recording.sample_rate // 1000
+        return default_resolution(frames)
+    if text not in _RESOLUTION_TEXTS:
+        choices = ", ".join(_RESOLUTION_TEXTS)
+        raise InvalidRequest(f"spp must be one of {choices} (samples per pixel).")
+    return int(text)
+
+
+_RESOLUTION_TEXTS = tuple(str(spp) for spp in RESOLUTIONS)
+
+
 class MediaGateway:
     def __init__(self, ctx: AppContext, cors: Cors) -> None:
         self.ctx = ctx
@@ -221,6 +248,9 @@ class MediaGateway:
             )
             return
         path: str = scope["path"]
+        if path.endswith(PEAKS):
+            await self._peaks(scope, receive, send, headers, cors_headers)
+            return
         if path.endswith(DOCUMENT):
             await self._document(scope, send, headers, cors_headers)
             return
@@ -291,6 +321,65 @@ class MediaGateway:
             metadata.media_start_epoch_ms // 1000,
             cors_headers,
         )
+
+    async def _peaks(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        headers: dict[str, str],
+        cors_headers: Headers,
+    ) -> None:
+        """A recording's waveform peaks: the audio's checks (signature, expiry, tenant,
+        retention), then the stored JSON at the resolution asked for. ``spp`` is not signed:
+        every resolution is a view of the one resource the URL grants."""
+        path: str = scope["path"]
+        recording_id = path[len(PREFIX) : -len(PEAKS)]
+        query = query_params(scope)
+        vault = self.ctx.vault
+        try:
+            if not recording_id or "/" in recording_id:
+                raise NotFound("No such media.")
+            access = await self.ctx.metadata(vault.authorize_peaks, recording_id, query)
+            recording = access.recording
+            spp = _resolution(query.get("spp"), recording)
+            key = peaks_key(recording.storage_key, spp)
+            info = await self.ctx.metadata(vault.store.stat, key)
+            if info is None:
+                raise NotFound("This recording has no waveform peaks (yet).")
+            await self.ctx.access_log.commit_async(
+                AccessEvent(
+                    action=Action.MEDIA_PEAKS,
+                    actor=self._actor(scope, headers, access.grant),
+                    status=200,
+                    at_ms=now_ms(vault.clock),
+                    session_id=recording.session_id,
+                    recording_id=recording.recording_id,
+                    mode=f"peaks_{spp}",
+                )
+            )
+        except Exception as exc:
+            await self._refuse(scope, send, headers, cors_headers, recording_id, exc)
+            return
+        gone = Disconnect(receive)
+        try:
+            await send_representation(
+                send,
+                method=scope["method"],
+                headers=headers,
+                rep=Representation(
+                    size=info.size,
+                    # Peaks are a function of the audio and the resolution, both immutable.
+                    etag=f'"{recording.sha256[:32]}-peaks-{spp}"',
+                    last_modified=recording.created_ms // 1000,
+                    content_type="application/json",
+                ),
+                read=lambda offset, length: vault.store.read_range(key, offset, length),
+                extra_headers=cors_headers,
+                gone=gone,
+            )
+        finally:
+            gone.close()
 
     async def _refuse(
         self,

@@ -8,7 +8,7 @@ their own modules; nothing here is shared with them, so changing one never chang
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,9 +25,10 @@ def instant(ms: int | None) -> str | None:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
 
 
-def recording_body(r: Recording) -> dict[str, Any]:
-    """A recording, with its retention and, once its audio is gone, why and when."""
-    return {
+def recording_body(r: Recording, peaks: Collection[str] | None = None) -> dict[str, Any]:
+    """A recording, with its retention and, once its audio is gone, why and when. Given
+    ``peaks`` (the ids of recordings whose waveform peaks are stored), ``peaks_available`` too."""
+    body = {
         "recording_id": r.recording_id,
         "session_id": r.session_id,
         "sequence_number": r.sequence_number,
@@ -51,6 +52,9 @@ def recording_body(r: Recording) -> dict[str, Any]:
         "purge_reason": r.purge_reason,
         "deleted_by": r.deleted_by,
     }
+    if peaks is not None:
+        body["peaks_available"] = r.recording_id in peaks
+    return body
 
 
 def summary_body(summary: SessionSummary) -> dict[str, Any]:
@@ -79,11 +83,13 @@ def summary_body(summary: SessionSummary) -> dict[str, Any]:
     }
 
 
-def session_body(session: Session, recordings: Sequence[Recording]) -> dict[str, Any]:
+def session_body(
+    session: Session, recordings: Sequence[Recording], peaks: Collection[str] | None = None
+) -> dict[str, Any]:
     """A session as ``GET /api/v1/sessions/{id}`` shows it: the summary and every recording."""
     return {
         **summary_body(summarize(session, facts(recordings))),
-        "recordings": [recording_body(r) for r in recordings],
+        "recordings": [recording_body(r, peaks) for r in recordings],
     }
 
 

@@ -1,10 +1,11 @@
 """Finalization: turn an accepted upload or a closed stream into a stored, immutable WAV.
 
 Runs in a worker (``ingest/worker.py``) from the job table. Decode or convert into a temporary
-file, put it in the object store, then flip the recording to AVAILABLE with every audio fact
-computed from the stored file. An ``InvalidAudio`` is final (retrying cannot help): the recording
-ends FAILED with the reason. Anything else is retried with backoff, and after ``MAX_ATTEMPTS`` the
-recording ends FAILED too. The source file is removed only after the recording is AVAILABLE.
+file, put it (and its waveform peaks, see core/peaks.py) in the object store, then flip the
+recording to AVAILABLE with every audio fact computed from the stored file. An ``InvalidAudio``
+is final (retrying cannot help): the recording ends FAILED with the reason. Anything else is
+retried with backoff, and after ``MAX_ATTEMPTS`` the recording ends FAILED too. The source
+file is removed only after the recording is AVAILABLE.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from tapevault.fsutil import is_out_of_space
 from tapevault.ingest.liveness import process_id
 from tapevault.ingest.merge import MergeInput, merge_to_wav, sequential_starts
 from tapevault.ingest.pcm import raw_to_wav
+from tapevault.ingest.peaks import store_peaks
 from tapevault.ingest.scratch import scratch_prefix
 
 log = logging.getLogger("tapevault.finalize")
@@ -157,6 +159,7 @@ class Finalizer:
                     tmp,
                 )
             stored = vault.store.put(rendition.storage_key, _chunks(tmp))
+            store_peaks(vault.store, rendition.storage_key, tmp)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
@@ -236,6 +239,10 @@ class Finalizer:
             if finished.frames == 0 and not recording.source_format.startswith(STREAM_PREFIX):
                 raise InvalidAudio("the upload holds no audio samples")
             stored = self.vault.store.put(recording.storage_key, _chunks(tmp))
+            if finished.frames:
+                # From the file just written, while it is still here: no second read of the
+                # stored copy. Never raises; a recording without peaks is still a recording.
+                store_peaks(self.vault.store, recording.storage_key, tmp)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()

@@ -69,6 +69,13 @@ _TOMBSTONE = {
     "purge_reason": nullable({"type": "string", "enum": ["expired", "deleted"]}),
     "deleted_by": nullable({**_STR, "description": "The credential that deleted it."}),
 }
+_PEAKS_AVAILABLE = {
+    "type": "boolean",
+    "description": (
+        "In session views only: whether its waveform peaks are stored (their signed URL comes "
+        "with the player's media links)."
+    ),
+}
 _HOLD = {
     "session_id": _STR,
     "held": {"type": "boolean"},
@@ -144,10 +151,15 @@ def _object(properties: Json, description: str | None = None) -> Json:
     return schema
 
 
+def _optional(schema: Json, **properties: Json) -> Json:
+    """``schema`` with more properties that answers may leave out."""
+    return {**schema, "properties": {**schema["properties"], **properties}}
+
+
 SCHEMAS: Json = {
     "RecordingTombstone": {
         "description": "A recording with its retention and, once its audio is gone, why and when.",
-        **_object({**_RECORDING, **_TOMBSTONE}),
+        **_optional(_object({**_RECORDING, **_TOMBSTONE}), peaks_available=_PEAKS_AVAILABLE),
     },
     "SessionAdmin": _object(_SESSION, "A session with its hold and every recording."),
     "SessionSummary": _object(_SUMMARY, "A session as the listing shows it."),

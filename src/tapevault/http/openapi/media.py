@@ -64,7 +64,7 @@ def _signed_query(modes: list[str]) -> list[Json]:
     return [
         query_param(
             "m",
-            "Mode: s stream, d download, j metadata.",
+            "Mode: s stream, d download, j metadata, p waveform peaks.",
             {"type": "string", "enum": modes},
             required=True,
         ),
@@ -156,6 +156,69 @@ def _document() -> Json:
     return {"get": get, "head": head_of(get, "headCallMetadataDocument", "Document headers")}
 
 
+def _peaks() -> Json:
+    get = operation(
+        tag=TAG,
+        operation_id="getWaveformPeaks",
+        summary="A recording's waveform peaks through its signed URL",
+        description=(
+            "Min/max per block of samples in BBC audiowaveform's JSON layout (version 2, one "
+            "channel, 8 bits), which peaks.js (waveform-data.js) and wavesurfer.js take as they "
+            "are. The same checks as the audio; spp is not signed (every resolution is a view "
+            "of the resource the URL grants)."
+        ),
+        parameters=[
+            path_param("recording_id", "The recording (a ULID)."),
+            *_signed_query(["p"]),
+            query_param(
+                "spp",
+                "Samples per pixel; default: the coarsest giving at least 1000 pixels.",
+                {"type": "string", "enum": ["256", "2048", "16384"]},
+            ),
+            *byteranges.REQUEST_HEADERS,
+        ],
+        responses={
+            "200": response(
+                "The peaks.",
+                {
+                    "type": "object",
+                    "required": [
+                        "version",
+                        "channels",
+                        "sample_rate",
+                        "samples_per_pixel",
+                        "bits",
+                        "length",
+                        "data",
+                    ],
+                    "properties": {
+                        "version": {"type": "integer", "enum": [2]},
+                        "channels": {"type": "integer", "enum": [1]},
+                        "sample_rate": {"type": "integer"},
+                        "samples_per_pixel": {"type": "integer"},
+                        "bits": {"type": "integer", "enum": [8]},
+                        "length": {"type": "integer", "description": "Pixels."},
+                        "data": {
+                            "type": "array",
+                            "items": {"type": "integer", "minimum": -128, "maximum": 127},
+                            "description": "min0, max0, min1, max1, ... (2 x length values).",
+                        },
+                    },
+                },
+                headers=byteranges.REPRESENTATION,
+            ),
+            **byteranges.ranged_responses(JSON),
+            "400": _error("spp is not one of the resolutions."),
+            "403": _E403,
+            "404": _error("No such recording, or its peaks are not computed (yet)."),
+            "410": _E410,
+            "500": _E500,
+            "503": _E503,
+        },
+    )
+    return {"get": get, "head": head_of(get, "headWaveformPeaks", "Peaks headers")}
+
+
 SECTION = Section(
     tag={
         "name": TAG,
@@ -164,6 +227,10 @@ SECTION = Section(
             "and OPTIONS answers 405 with Allow."
         ),
     },
-    paths={"/media/{recording_id}.wav": _audio(), "/media/{session_id}.json": _document()},
+    paths={
+        "/media/{recording_id}.wav": _audio(),
+        "/media/{recording_id}.peaks.json": _peaks(),
+        "/media/{session_id}.json": _document(),
+    },
     schemas=SCHEMAS,
 )
