@@ -497,12 +497,19 @@ class Vault:
         return links
 
     def link(
-        self, recording: Recording, mode: UrlMode, expires: int, *, held: bool = False
+        self,
+        recording: Recording,
+        mode: UrlMode,
+        expires: int,
+        *,
+        held: bool = False,
+        via: str | None = None,
     ) -> RecordingLink:
         """A signed media URL for one recording, valid until ``expires`` (Unix seconds) or the
-        recording's retention end, whichever comes first (``held``: its session is on hold)."""
+        recording's retention end, whichever comes first (``held``: its session is on hold;
+        ``via``: the player link it is issued through, which its reads are logged under)."""
         expires = policy.capped_expiry(expires, recording.expires_ms, held=held)
-        query = self.signer().sign(recording.recording_id, mode, expires, recording.partner_id)
+        query = self.signer().sign(recording.recording_id, mode, expires, recording.partner_id, via)
         url = f"{self.media_base_url}/media/{recording.recording_id}.wav?{query}"
         return RecordingLink(recording=recording, url=url, expires_at=expires)
 
