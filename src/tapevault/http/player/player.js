@@ -160,7 +160,10 @@
       const i = trackAt(at);
       const wasPlaying = playing;
       load(i, at - offset(i), wasPlaying);
-      record.resumes.push({ reason, from, to: at });
+      const resume = { reason, from, landed: null };
+      record.resumes.push(resume);
+      // Where the new source actually is once it has seeked: what the listener hears next.
+      audio.addEventListener("seeked", () => { resume.landed = position(); }, { once: true });
       if (reason === "renewal") record.renewals += 1;
       schedule();
       loadPeaks();
