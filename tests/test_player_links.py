@@ -230,3 +230,31 @@ async def test_the_page_and_its_files_forbid_everything_but_this_server(
     assert (await client.get("/player/static/player.css")).status_code == 200
     assert (await client.get("/player/not-a-link")).status_code == 404
     assert (await client.post("/player/0123456789abcdef")).status_code == 405
+
+
+async def test_revoking_a_link_stops_the_media_urls_it_issued_at_once(
+    client: httpx.AsyncClient, runtime: Runtime, who: Customer
+) -> None:
+    """A URL issued through a link plays until the link is revoked, then answers 403
+    url_revoked (not minutes later when it would expire); the page then learns "revoked"."""
+    session_id = await ambient(client, runtime, who, (0.5,))
+    link = await new_link(client, who, session_id)
+    url = local((await playlist(client, link)).json()["tracks"][0]["url"])
+    assert (await client.get(url, headers={"range": "bytes=0-9"})).status_code == 206
+    await client.delete(f"/api/v1/player-links/{link['link_id']}", headers=who.bearer)
+    refused = await client.get(url, headers={"range": "bytes=0-9"})
+    assert refused.status_code == 403 and refused.json()["error"] == "url_revoked"
+
+
+async def test_malformed_link_ids_and_secrets_are_a_404_never_a_500(
+    client: httpx.AsyncClient, runtime: Runtime, who: Customer
+) -> None:
+    """NUL, overlong, non-hex ids (the database never sees them) and a secret with NUL answer
+    the same 404 as an unknown link."""
+    session_id = await ambient(client, runtime, who, (0.5,))
+    link = await new_link(client, who, session_id)
+    for bad in ("a%00b", "A" * 16, "0" * 200, "..", "%2e%2e"):
+        got = await playlist(client, {"link_id": bad}, secret_of(link))
+        assert got.status_code == 404, (bad, got.text)
+    got = await playlist(client, link, "tvp_\x00")
+    assert got.status_code == 404

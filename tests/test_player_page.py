@@ -153,6 +153,16 @@ def test_the_page_plays_two_segments_seeks_on_click_and_obeys_the_keyboard(
     page.locator("#play").focus()
     page.keyboard.press("Enter")  # the button, by keyboard: pause
     until(page, f"{STATE}.paused && !{STATE}.playing", 5)
+    # Paused past the URLs' expiry: nothing is fetched until it plays again, then it renews.
+    renewals = page.evaluate("window.tapevaultPlayer.renewals")
+    until(page, f"{STATE}.stale", 20)
+    assert page.evaluate("window.tapevaultPlayer.renewals") == renewals
+    paused_at = page.evaluate(f"{STATE}.position")
+    page.keyboard.press("Enter")
+    until(page, f"window.tapevaultPlayer.renewals === {renewals + 1}", 20)
+    until(page, f"!{STATE}.paused && {STATE}.position > {paused_at + 0.3}", 20)
+    page.keyboard.press("Enter")
+    until(page, f"{STATE}.paused", 5)
     shot = tmp_path / "player.png"
     page.screenshot(path=str(shot))
     assert shot.stat().st_size > 1000

@@ -549,6 +549,12 @@ class Vault:
         grant = self.signer().verify(recording_id, query, now)
         if grant.mode not in AUDIO_MODES:
             raise UrlRejected("invalid", "This URL does not grant audio.")
+        if grant.via is not None:
+            # Issued through a player link: revoking the link stops its URLs now, not when
+            # they would expire (one indexed read, only for such URLs).
+            link = self.repo.get_player_link(grant.via)
+            if link is None or link.revoked_ms is not None:
+                raise UrlRejected("revoked", "The player link of this URL was revoked.")
         recording = self._recording(recording_id)
         if recording is None or recording.partner_id != grant.partner_id:
             raise NotFound(RECORDING_NOT_FOUND)

@@ -27,6 +27,7 @@
   let lastPosition = 0; // seconds on the timeline, as last seen playing
   let renewTimer = 0;
   let recovering = false;
+  let stale = false; // the URLs expired while paused
   let failures = 0;
   const peaks = new Map(); // recording id -> Float32Array of |amplitude| in [0, 1], or null
   // For tests and curious people: every resume after a new URL, with where it was and went.
@@ -48,7 +49,7 @@
     return offset(index) + (audio.currentTime || 0);
   };
   record.position = position;
-  record.state = () => ({ position: position(), playing, index, paused: audio.paused });
+  record.state = () => ({ position: position(), playing, index, paused: audio.paused, stale });
 
   function show(text, fatal) {
     message.textContent = text;
@@ -154,6 +155,7 @@
     try {
       const fresh = await fetchPlaylist();
       failures = 0;
+      stale = false;
       list = fresh;
       message.hidden = true;
       const at = Math.min(from, total());
@@ -181,7 +183,12 @@
     const expires = Math.min(...list.tracks.map((t) => t.expires_at));
     const life = expires - list.server_time;
     const margin = Math.min(30, Math.max(1, life / 3));
-    renewTimer = setTimeout(() => renew("renewal"), Math.max(0.5, life - margin) * 1000);
+    renewTimer = setTimeout(() => {
+      // A paused page renews when it plays again: no fetches (and no access records) while
+      // a tab sits idle for hours.
+      if (playing) renew("renewal");
+      else stale = true;
+    }, Math.max(0.5, life - margin) * 1000);
   }
 
   audio.addEventListener("error", () => {
@@ -210,8 +217,14 @@
     if (!list) return;
     playing = !playing;
     if (playing) {
-      if (!pending) audio.play().catch(() => {});
-      else pending.play = true;
+      if (position() >= total() - 0.05) seek(0); // at the end: from the start again
+      if (stale) {
+        renew("renewal");
+      } else if (!pending) {
+        audio.play().catch(() => {});
+      } else {
+        pending.play = true;
+      }
     } else {
       audio.pause();
       if (pending) pending.play = false;
