@@ -232,8 +232,8 @@ OWNER: dict[tuple[str, str], Success] = {
     ("HEAD", "/api/v1/sessions/{session_id}/player-links"): Success(200),
     ("POST", "/api/v1/sessions/{session_id}/player-links"): Success(201, body="{}"),
     ("DELETE", "/api/v1/player-links/{link_id}"): Success(200),
-    ("GET", f"{SESSION}/player"): Success(201),
-    ("HEAD", f"{SESSION}/player"): Success(201),
+    ("GET", f"{SESSION}/player"): Success(200),
+    ("HEAD", f"{SESSION}/player"): Success(200),
 }
 
 

@@ -184,11 +184,11 @@ async def test_ttl_is_bounded_and_capped_at_retention_unless_held(
 async def test_suki_credentials_get_a_link_and_a_call_plays_its_merged_file(
     client: httpx.AsyncClient, runtime: Runtime, who: Customer
 ) -> None:
-    """GET .../player with a Suki token answers the link JSON; a two-channel call's playlist
+    """GET .../player with a Suki token answers 200 and the link JSON; a two-channel call's playlist
     is its merged rendition, one track at offset 0."""
     session_id = await ambient(client, runtime, who, (0.5,))
     got = await client.get(f"/api/v1/ambient/session/{session_id}/player", headers=who.suki)
-    assert got.status_code == 201, got.text
+    assert got.status_code == 200, got.text
     assert set(got.json()) >= {"link_id", "url", "expires_at"}
     assert (await playlist(client, got.json())).status_code == 200
     for channel in ("inbound", "outbound"):

@@ -194,7 +194,10 @@ def routes(ctx: AppContext) -> list[tuple[str, Endpoint[Any]]]:
         )
 
     async def suki_player(request: Request, caller: SukiCaller) -> Reply:
-        return await made(caller.partner, request.param("session_id"), None)
+        # A GET in Suki's style (its clients GET their URLs): 200, though a link is made.
+        reply = await made(caller.partner, request.param("session_id"), None)
+        reply.status = 200
+        return reply
 
     async def playlist(request: Request, caller: LinkCaller) -> Reply:
         found = await ctx.metadata(links.playlist, caller.tenant, caller.link)

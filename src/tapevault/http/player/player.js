@@ -17,8 +17,7 @@
   const segmentLabel = $("segment");
 
   const linkId = location.pathname.split("/").filter(Boolean)[1] || "";
-  const secret = new URLSearchParams(location.hash.slice(1)).get("k")
-    || new URLSearchParams(location.search).get("t") || "";
+  const secret = new URLSearchParams(location.hash.slice(1)).get("k") || "";
 
   let list = null; // the playlist: tracks with offsets (ms) and short-lived URLs
   let index = 0; // the track in the <audio> element
