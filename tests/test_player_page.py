@@ -237,3 +237,52 @@ def test_a_revoked_or_expired_link_shows_its_message(server: Server, browser: An
     page.wait_for_selector("#message:not([hidden])", timeout=20_000)
     assert page.inner_text("#message") == "This player link has expired — ask for a new one."
     assert page.is_hidden("#controls")
+
+
+def test_the_waveform_is_drawn_from_peaks_and_is_a_flat_line_without(
+    server: Server, browser: Any
+) -> None:
+    """A track whose playlist entry has a peaks_url (BBC audiowaveform JSON, loud first half,
+    silent second half) is drawn tall where it is loud and flat where it is silent; without
+    peaks the whole waveform is the flat line. (Peaks are served by another module: the
+    playlist and the peaks file are stood in for by the browser's request routing.)"""
+    bearer, session_id = two_segments(server, 2.0)
+    link = player_link(server, bearer, session_id)
+    columns = "() => { const c = document.getElementById('wave'); const g = c.getContext('2d');"
+    heights = (
+        columns + " return [0.2, 0.4, 0.6, 0.8].map(f => { const x = Math.floor(f * c.width);"
+        " const d = g.getImageData(x, 0, 1, c.height).data; let n = 0;"
+        " for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n += 1; return n; }); }"
+    )
+    page = opened(browser, link["url"])
+    page.wait_for_selector("#controls:not([hidden])", timeout=20_000)
+    assert all(h <= 3 for h in page.evaluate(heights)), page.evaluate(heights)
+    page.close()
+
+    def with_peaks(route: Any) -> None:
+        answer = route.fetch()
+        body = answer.json()
+        for track in body["tracks"]:
+            track["peaks_url"] = f"/media/{track['recording_id']}.peaks.json"
+        route.fulfill(response=answer, json=body)
+
+    loud_then_silent = {
+        "version": 2,
+        "channels": 1,
+        "sample_rate": 16000,
+        "samples_per_pixel": 320,
+        "bits": 8,
+        "length": 100,
+        "data": [-120, 120] * 50 + [0, 0] * 50,
+    }
+    page = browser.new_page(viewport={"width": 960, "height": 420})
+    page.route("**/playlist", with_peaks)
+    page.route("**/*.peaks.json", lambda route: route.fulfill(json=loud_then_silent))
+    page.goto(link["url"])
+    page.wait_for_selector("#controls:not([hidden])", timeout=20_000)
+    until(page, "window.tapevaultPlayer && document.getElementById('wave')", 5)
+    wait_for(lambda: page.evaluate(heights)[0] > 60 or None, 10, "the peaks to be drawn")
+    # Each of the two segments is loud in its first half and silent in its second.
+    first_loud, first_silent, second_loud, second_silent = page.evaluate(heights)
+    assert first_loud > 60 and second_loud > 60
+    assert first_silent <= 3 and second_silent <= 3
