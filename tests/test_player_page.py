@@ -110,7 +110,8 @@ def opened(browser: Any, url: str) -> Any:
             else None
         ),
     )
-    page.on("requestfailed", lambda r: errors.append(r.url) if "favicon" not in r.url else None)
+    # A failed request of the page's own (not media: a new source aborts the old one's reads).
+    page.on("requestfailed", lambda r: errors.append(r.url) if "/player/" in r.url else None)
     page.errors = errors
     page.goto(url)
     return page
