@@ -158,3 +158,22 @@ def test_expiry_zero_is_canonical() -> None:
     with pytest.raises(UrlRejected) as info:
         signer.verify(RID, query, 1)
     assert info.value.reason == "expired"
+
+
+def test_the_player_link_a_url_was_issued_through_is_signed() -> None:
+    """``via`` comes back from verify; removing it, changing it or adding one to a plain URL
+    breaks the signature, so a player link's reads cannot be passed off as another's."""
+    signer = UrlSigner([key("k1")])
+    query = dict(parse_qsl(signer.sign("rec1", UrlMode.STREAM, EXPIRES, "p1", "0123abcd0123abcd")))
+    assert signer.verify("rec1", query, EXPIRES - 100).via == "0123abcd0123abcd"
+    plain = dict(parse_qsl(signer.sign("rec1", UrlMode.STREAM, EXPIRES, "p1")))
+    assert signer.verify("rec1", plain, EXPIRES - 100).via is None
+    for altered in (
+        {k: v for k, v in query.items() if k != "l"},
+        {**query, "l": "ffffffffffffffff"},
+        {**plain, "l": "0123abcd0123abcd"},
+        {**query, "l": "bad link"},
+    ):
+        with pytest.raises(UrlRejected) as caught:
+            signer.verify("rec1", altered, EXPIRES - 100)
+        assert caught.value.reason == "invalid"

@@ -91,6 +91,10 @@ SETTINGS_DOC: dict[str, tuple[str, str]] = {
         "TAPEVAULT_PLAYBACK_IDLE",
         "a playback's Range requests fold into one access record until it is idle this long",
     ),
+    "player_media": (
+        "TAPEVAULT_PLAYER_MEDIA_SECONDS",
+        "lifetime of the media URLs the player page gets (it renews them as it plays), e.g. 5m",
+    ),
     "direct_streams": (
         "TAPEVAULT_DIRECT_STREAMS",
         "on: live streams skip ASGI after the WebSocket handshake (faster); off: served "
@@ -177,6 +181,7 @@ class Settings:
     audit_retention_seconds: int = 6 * 365 * 86400
     purge_interval_seconds: int = 60
     playback_idle_seconds: int = 30
+    player_media_seconds: int = 300
     direct_streams: bool = True
     max_header_bytes: int = 64 * 1024
     header_timeout_seconds: int = 30
@@ -198,6 +203,7 @@ class Settings:
             f"audit_retention_seconds={self.audit_retention_seconds}, "
             f"purge_interval_seconds={self.purge_interval_seconds}, "
             f"playback_idle_seconds={self.playback_idle_seconds}, "
+            f"player_media_seconds={self.player_media_seconds}, "
             f"direct_streams={self.direct_streams}, "
             f"max_header_bytes={self.max_header_bytes}, "
             f"header_timeout_seconds={self.header_timeout_seconds}, "
@@ -282,6 +288,9 @@ class Settings:
             playback_idle_seconds=_duration(
                 "TAPEVAULT_PLAYBACK_IDLE", pick("playback_idle") or "30"
             ),
+            player_media_seconds=_duration(
+                "TAPEVAULT_PLAYER_MEDIA_SECONDS", pick("player_media") or "300"
+            ),
             workers=workers,
             processes=processes,
             data_dir=data_dir,
@@ -319,6 +328,7 @@ class Settings:
             "audit_retention": str(self.audit_retention_seconds),
             "purge_interval": str(self.purge_interval_seconds),
             "playback_idle": str(self.playback_idle_seconds),
+            "player_media": str(self.player_media_seconds),
             "direct_streams": "on" if self.direct_streams else "off",
             "max_header_bytes": str(self.max_header_bytes),
             "header_timeout": str(self.header_timeout_seconds),

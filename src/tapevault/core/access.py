@@ -32,6 +32,10 @@ class Action(enum.StrEnum):
     RECORDING_UPLOAD = "recording.upload"
     STREAM_TICKET = "stream.ticket"
     URLS_ISSUE = "recording.urls_issue"
+    PLAYER_LINK_CREATE = "player_link.create"
+    PLAYER_LINK_LIST = "player_link.list"
+    PLAYER_LINK_REVOKE = "player_link.revoke"
+    PLAYER_PLAYLIST = "player.playlist"  # media URLs issued to a player page, through its link
     MEDIA_READ = "media.read"  # one request of the gateway that served nothing (403, 404, 410)
     MEDIA_PLAYBACK = "media.playback"  # the folded requests of one playback
     MEDIA_PEAKS = "media.peaks"  # a recording's waveform peaks, read through a signed URL
@@ -54,6 +58,9 @@ class Action(enum.StrEnum):
 _DURABLE = frozenset(
     {
         Action.URLS_ISSUE,
+        Action.PLAYER_PLAYLIST,
+        Action.PLAYER_LINK_CREATE,
+        Action.PLAYER_LINK_REVOKE,
         Action.CALL_URLS,
         Action.CALL_METADATA,
         Action.MERGED_URLS,
@@ -73,7 +80,8 @@ class Actor:
     """Who asked, from where. Holds ids only: never a token, secret or key."""
 
     partner_id: str | None = None
-    # The credential: "suki_token", "kore_jwt", "api_key", "signed_url", "stream_ticket", "cli".
+    # The credential: "suki_token", "kore_jwt", "api_key", "signed_url", "stream_ticket", "cli",
+    # "player_link" (token_id: the link's id).
     kind: str | None = None
     provider_id: str | None = None
     token_id: str | None = None

@@ -227,6 +227,20 @@ class ApiKey:
 
 
 @dataclass(frozen=True, slots=True)
+class PlayerLink:
+    """A link to the player page of one session. Its secret is shown once; only its SHA-256
+    is kept, so a copy of the database opens no player."""
+
+    link_id: str
+    partner_id: str
+    session_id: str
+    secret_hash: str = field(repr=False)
+    created_ms: int
+    expires_ms: int
+    revoked_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Job:
     """A unit of background work, leased by one worker at a time."""
 

@@ -51,6 +51,9 @@ class UrlGrant:
     expires: int
     partner_id: str
     key_id: str
+    # The player link a URL was issued through (``l=``), so that its reads are logged as that
+    # link's; signed like every other field, so it can be neither removed nor swapped.
+    via: str | None = None
 
 
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -68,10 +71,14 @@ def new_signing_key(key_id: str | None, created_ms: int) -> SigningKey:
 
 
 def _canonical(grant: UrlGrant) -> bytes:
-    return (
-        f"tapevault-media-v1\n{grant.recording_id}\n{grant.mode.value}\n"
+    fields = (
+        f"{grant.recording_id}\n{grant.mode.value}\n"
         f"{grant.expires}\n{grant.partner_id}\n{grant.key_id}"
-    ).encode()
+    )
+    if grant.via is None:
+        return f"tapevault-media-v1\n{fields}".encode()
+    # Its own version line: a URL with ``via`` and one without never share a canonical string.
+    return f"tapevault-media-v2\n{fields}\n{grant.via}".encode()
 
 
 def _mac(secret: bytes, grant: UrlGrant) -> str:
@@ -97,11 +104,20 @@ class UrlSigner:
     def key_ids(self) -> tuple[str, ...]:
         return tuple(self._by_id)
 
-    def sign(self, recording_id: str, mode: UrlMode, expires: int, partner_id: str) -> str:
-        """The query string (without '?') that grants ``mode`` access until ``expires``."""
-        grant = UrlGrant(recording_id, mode, expires, partner_id, self._signing.key_id)
+    def sign(
+        self,
+        recording_id: str,
+        mode: UrlMode,
+        expires: int,
+        partner_id: str,
+        via: str | None = None,
+    ) -> str:
+        """The query string (without '?') that grants ``mode`` access until ``expires``;
+        ``via``: the player link it is issued through."""
+        grant = UrlGrant(recording_id, mode, expires, partner_id, self._signing.key_id, via)
         signature = _mac(self._signing.secret, grant)
-        return f"m={mode.value}&e={expires}&p={partner_id}&k={grant.key_id}&s={signature}"
+        link = "" if via is None else f"&l={via}"
+        return f"m={mode.value}&e={expires}&p={partner_id}&k={grant.key_id}{link}&s={signature}"
 
     def verify(self, recording_id: str, query: Mapping[str, str], now: float) -> UrlGrant:
         """Check a URL's signature, then its expiry. Raises ``UrlRejected``.
@@ -114,11 +130,12 @@ class UrlSigner:
         partner_id = query.get("p", "")
         key_id = query.get("k", "")
         signature = query.get("s", "")
-        seen = (recording_id, mode_text, expires_text, partner_id, key_id, signature)
+        via = query.get("l")
+        seen = (recording_id, mode_text, expires_text, partner_id, key_id, signature, via or "")
         grant = self._verified.get(seen)
         if grant is None:
             grant = self._check(
-                recording_id, mode_text, expires_text, partner_id, key_id, signature
+                recording_id, mode_text, expires_text, partner_id, key_id, signature, via
             )
             if len(self._verified) >= 100_000:
                 self._verified.clear()
@@ -138,6 +155,7 @@ class UrlSigner:
         partner_id: str,
         key_id: str,
         signature: str,
+        via: str | None = None,
     ) -> UrlGrant:
         if not (
             mode_text in _MODES
@@ -146,10 +164,13 @@ class UrlSigner:
             and _TOKEN.fullmatch(key_id)
             and _SIGNATURE.fullmatch(signature)
             and _TOKEN.fullmatch(recording_id)
+            and (via is None or _TOKEN.fullmatch(via))
         ):
             raise UrlRejected("invalid", f"The URL is malformed or incomplete; {NEW_URL_HINT}.")
         key = self._by_id.get(key_id)
-        grant = UrlGrant(recording_id, UrlMode(mode_text), int(expires_text), partner_id, key_id)
+        grant = UrlGrant(
+            recording_id, UrlMode(mode_text), int(expires_text), partner_id, key_id, via
+        )
         if key is None or not hmac.compare_digest(_mac(key.secret, grant), signature):
             raise UrlRejected(
                 "invalid", f"The URL signature does not match; it was altered. {NEW_URL_HINT}."

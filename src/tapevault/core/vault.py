@@ -498,12 +498,19 @@ class Vault:
         return links
 
     def link(
-        self, recording: Recording, mode: UrlMode, expires: int, *, held: bool = False
+        self,
+        recording: Recording,
+        mode: UrlMode,
+        expires: int,
+        *,
+        held: bool = False,
+        via: str | None = None,
     ) -> RecordingLink:
         """A signed media URL for one recording, valid until ``expires`` (Unix seconds) or the
-        recording's retention end, whichever comes first (``held``: its session is on hold)."""
+        recording's retention end, whichever comes first (``held``: its session is on hold;
+        ``via``: the player link it is issued through, which its reads are logged under)."""
         expires = policy.capped_expiry(expires, recording.expires_ms, held=held)
-        query = self.signer().sign(recording.recording_id, mode, expires, recording.partner_id)
+        query = self.signer().sign(recording.recording_id, mode, expires, recording.partner_id, via)
         url = f"{self.media_base_url}/media/{recording.recording_id}.wav?{query}"
         return RecordingLink(recording=recording, url=url, expires_at=expires)
 
@@ -577,6 +584,12 @@ class Vault:
             raise UrlRejected("invalid", "This URL does not grant waveform peaks.")
         if not peaks and grant.mode not in AUDIO_MODES:
             raise UrlRejected("invalid", "This URL does not grant audio.")
+        if grant.via is not None:
+            # Issued through a player link: revoking the link stops its URLs now, not when
+            # they would expire (one indexed read, only for such URLs).
+            link = self.repo.get_player_link(grant.via)
+            if link is None or link.revoked_ms is not None:
+                raise UrlRejected("revoked", "The player link of this URL was revoked.")
         recording = self._recording(recording_id)
         if recording is None or recording.partner_id != grant.partner_id:
             raise NotFound(RECORDING_NOT_FOUND)

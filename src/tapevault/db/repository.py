@@ -42,6 +42,7 @@ from tapevault.core.model import (
     Job,
     JobKind,
     KeyRole,
+    PlayerLink,
     Recording,
     RecordingStatus,
     Session,
@@ -57,6 +58,7 @@ from tapevault.db.schema import (
     cache_epoch,
     jobs,
     partners,
+    player_links,
     recordings,
     sessions,
     signing_keys,
@@ -144,6 +146,45 @@ class SqlRepository:
         return changed == 1
 
     # sessions -----------------------------------------------------------------------------
+
+    # player links ---------------------------------------------------------------------------
+
+    def add_player_link(self, link: PlayerLink) -> None:
+        values = {f.name: getattr(link, f.name) for f in fields(link)}
+        with self.engine.begin() as conn:
+            conn.execute(insert(player_links).values(values))
+
+    def get_player_link(self, link_id: str) -> PlayerLink | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(player_links).where(player_links.c.link_id == link_id)
+            ).first()
+        return None if row is None else PlayerLink(*row)
+
+    def list_player_links(self, partner_id: str, session_id: str) -> Sequence[PlayerLink]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(player_links)
+                .where(
+                    player_links.c.partner_id == partner_id,
+                    player_links.c.session_id == session_id,
+                )
+                .order_by(player_links.c.created_ms, player_links.c.link_id)
+            ).all()
+        return [PlayerLink(*row) for row in rows]
+
+    def revoke_player_link(self, partner_id: str, link_id: str, now_ms: int) -> bool:
+        with self.engine.begin() as conn:
+            changed = conn.execute(
+                update(player_links)
+                .where(
+                    player_links.c.partner_id == partner_id,
+                    player_links.c.link_id == link_id,
+                    player_links.c.revoked_ms.is_(None),
+                )
+                .values(revoked_ms=now_ms)
+            ).rowcount
+        return changed == 1
 
     def create_session(self, session: Session) -> None:
         with self.engine.begin() as conn:

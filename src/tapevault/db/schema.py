@@ -188,6 +188,20 @@ api_keys = Table(
     UniqueConstraint("key_hash", name="uq_api_keys_key_hash"),
 )
 
+# Links to the player page (migration 0016): the secret is kept as its SHA-256 only.
+player_links = Table(
+    "player_links",
+    metadata,
+    Column("link_id", String(32), primary_key=True),
+    Column("partner_id", String(64), ForeignKey("partners.partner_id"), nullable=False),
+    Column("session_id", String(64), nullable=False),
+    Column("secret_hash", String(64), nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("expires_ms", BigInteger, nullable=False),
+    Column("revoked_ms", BigInteger, nullable=True),
+    Index("ix_player_links_partner_session", "partner_id", "session_id", "created_ms"),
+)
+
 # The tamper-evident access log (migration 0004): each record carries the SHA-256 of the one before
 # (see core/audit.py); ``audit_state`` holds the head and is the lock that serialises appends.
 audit_log = Table(

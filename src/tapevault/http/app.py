@@ -35,6 +35,8 @@ from tapevault.http.media import PREFIX as MEDIA_PREFIX
 from tapevault.http.media import MediaGateway
 from tapevault.http.openapi import openapi_document
 from tapevault.http.pages import pages
+from tapevault.http.playerlinks import routes as player_routes
+from tapevault.http.playerpage import player_files
 from tapevault.http.stream import StreamEndpoint, StreamHub
 from tapevault.http.suki import routes as suki_routes
 from tapevault.http.suki import tus_endpoint
@@ -99,6 +101,8 @@ def build_app(
             *(Route(path, endpoint) for path, endpoint in amigo_routes(ctx)),
             *(Route(path, endpoint) for path, endpoint in kore_routes(ctx)),
             *(Route(path, endpoint) for path, endpoint in admin_routes(ctx)),
+            *(Route(path, endpoint) for path, endpoint in player_routes(ctx)),
+            *(Route(path, endpoint) for path, endpoint in player_files()),
             *(Route(path, endpoint) for path, endpoint in tus.routes()),
             WebSocketRoute("/api/v1/ambient/session/{session_id}/stream", streams),
             WebSocketRoute("/twilio/media-stream", TwilioMediaStream(ctx, streams.hub)),

@@ -407,10 +407,12 @@ class MediaGateway:
         await _send_json(send, status, body, cors_headers, head_only=scope["method"] == "HEAD")
 
     def _actor(self, scope: Scope, headers: dict[str, str], grant: UrlGrant | None) -> Actor:
+        via = grant.via if grant else None
         return Actor(
             partner_id=grant.partner_id if grant else None,
-            kind="signed_url",
-            token_id=grant.key_id if grant else None,
+            # A URL issued through a player link reads as that link's (its id, never a secret).
+            kind="signed_url" if via is None else "player_link",
+            token_id=via if via is not None else grant.key_id if grant else None,
             client_ip=client_ip(scope),
             user_agent=headers.get("user-agent"),
             request_id=request_id(headers),
