@@ -13,7 +13,16 @@ import re
 from functools import cached_property
 from importlib.resources import files
 
-from tapevault.http.asgi import NO_STORE, NOSNIFF, Receive, Scope, Send, send_json
+from tapevault.http.asgi import (
+    NO_STORE,
+    NOSNIFF,
+    Receive,
+    Scope,
+    Send,
+    refuse_unless_read,
+    send_fixed,
+    send_json,
+)
 
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
@@ -50,21 +59,13 @@ class PlayerFile:
         ]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        method = scope["method"]
-        if method not in ("GET", "HEAD"):
-            await send_json(
-                send,
-                405,
-                {"code": 405, "message": f"Method {method} not allowed."},
-                [(b"allow", b"GET, HEAD")],
-            )
+        if await refuse_unless_read(scope, send):
             return
         link_id = scope.get("path_params", {}).get("link_id")
         if link_id is not None and not _LINK_ID.fullmatch(link_id):
             await send_json(send, 404, {"code": 404, "message": "No such player link."})
             return
-        await send({"type": "http.response.start", "status": 200, "headers": self.headers})
-        await send({"type": "http.response.body", "body": b"" if method == "HEAD" else self.body})
+        await send_fixed(scope, send, self.headers, self.body)
 
 
 def player_files() -> list[tuple[str, PlayerFile]]:
