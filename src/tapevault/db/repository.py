@@ -158,14 +158,22 @@ class SqlRepository:
         return _session(session), [_recording(r) for r in rows]
 
     def update_session_status(
-        self, partner_id: str, session_id: str, status: SessionStatus, ended_ms: int | None
-    ) -> None:
+        self,
+        partner_id: str,
+        session_id: str,
+        status: SessionStatus,
+        ended_ms: int | None,
+        *,
+        if_status: SessionStatus | None = None,
+    ) -> bool:
+        conditions = [sessions.c.session_id == session_id, sessions.c.partner_id == partner_id]
+        if if_status is not None:
+            conditions.append(sessions.c.status == if_status.value)
         with self.engine.begin() as conn:
-            conn.execute(
-                update(sessions)
-                .where(sessions.c.session_id == session_id, sessions.c.partner_id == partner_id)
-                .values(status=status.value, ended_ms=ended_ms)
-            )
+            changed = conn.execute(
+                update(sessions).where(*conditions).values(status=status.value, ended_ms=ended_ms)
+            ).rowcount
+        return changed == 1
 
     def end_session(
         self, partner_id: str, session_id: str, ended_ms: int, plan: MergePlanner
