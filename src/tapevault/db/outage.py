@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy import Engine, event
 from sqlalchemy.engine import ExceptionContext
 
-from tapevault.errors import Unavailable
+from tapevault.errors import DatabaseUnavailable
 
 log = logging.getLogger("tapevault.db")
 
@@ -49,11 +49,11 @@ def is_outage(error: BaseException, is_disconnect: bool = False) -> bool:
     return bool(names & {"OperationalError", "InterfaceError"})
 
 
-def unavailable(error: BaseException) -> Unavailable:
-    """The ``Unavailable`` to raise for an outage; the driver's text goes to the server log
-    only (it can name hosts and paths)."""
+def unavailable(error: BaseException) -> DatabaseUnavailable:
+    """The ``DatabaseUnavailable`` (an ``Unavailable``) to raise for an outage; the driver's
+    text goes to the server log only (it can name hosts and paths)."""
     log.warning("database unavailable: %s: %s", type(error).__name__, str(error).strip()[:300])
-    return Unavailable(MESSAGE)
+    return DatabaseUnavailable(MESSAGE)
 
 
 def install(engine: Engine) -> Engine:

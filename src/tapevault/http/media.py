@@ -20,7 +20,14 @@ from tapevault.core.clock import now_ms
 from tapevault.core.model import Recording
 from tapevault.core.signing import UrlGrant, UrlMode
 from tapevault.core.vault import Vault
-from tapevault.errors import Gone, NotFound, TapevaultError, Unavailable, UrlRejected
+from tapevault.errors import (
+    DatabaseUnavailable,
+    Gone,
+    NotFound,
+    TapevaultError,
+    Unavailable,
+    UrlRejected,
+)
 from tapevault.http.amigo_shapes import metadata_document
 from tapevault.http.asgi import (
     Receive,
@@ -68,6 +75,8 @@ def media_error(exc: BaseException) -> tuple[int, dict[str, Any]]:
             }
         case NotFound():
             return 404, {"code": 404, "error": "not_found", "message": exc.message}
+        case DatabaseUnavailable():
+            return 503, {"code": 503, "error": "database_unavailable", "message": exc.message}
         case Unavailable():
             error = "not_configured" if exc.message == NOT_CONFIGURED else "audit_unavailable"
             return 503, {"code": 503, "error": error, "message": exc.message}
