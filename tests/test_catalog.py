@@ -304,3 +304,10 @@ def test_an_unreachable_database_is_unavailable_not_a_crash() -> None:
             SqlRepository(engine).find_sessions(SessionQuery("p1"))
     finally:
         engine.dispose()
+
+
+def test_a_nul_in_a_filter_is_named_as_the_reason() -> None:
+    """A short value holding NUL is refused saying so, not as if it were too long (the old
+    message, "at most 200 characters" for a 3-character value, sent users the wrong way)."""
+    with pytest.raises(InvalidRequest, match="without NUL"):
+        parse_session_query("p1", [("external_id", "a\x00b")])

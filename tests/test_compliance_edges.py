@@ -303,3 +303,27 @@ async def test_absurd_retention_is_refused_before_anything_changes(
         r.entry.status for r in audited.audit_store.records() if r.entry.action == "retention.set"
     ]
     assert statuses == [400, 400, 400]
+
+
+async def test_a_hold_on_a_deleted_session_is_refused_not_acknowledged(
+    client: httpx.AsyncClient, audited: Runtime, who: Customer
+) -> None:
+    """A hold placed after the session was deleted answers 409 saying so: a 200 "held": true
+    told a compliance officer that audio already erased was preserved."""
+    created = await client.post("/api/v1/ambient/session/create", headers=who.suki)
+    session_id = created.json()["ambient_session_id"]
+    await client.post(
+        f"/api/v1/ambient/session/{session_id}/audio",
+        headers={**who.suki, "content-type": "audio/wav"},
+        content=tone_wav_bytes(0.5),
+    )
+    audited.worker.run_until_idle()
+    deleted = await client.delete(f"/api/v1/sessions/{session_id}", headers=who.bearer)
+    assert deleted.status_code == 200
+    held = await client.put(
+        f"/api/v1/sessions/{session_id}/hold", headers=who.bearer, json={"reason": "court order"}
+    )
+    assert held.status_code == 409, held.text
+    assert "deleted" in held.json()["message"]
+    shown = await client.get(f"/api/v1/sessions/{session_id}", headers=who.bearer)
+    assert shown.json()["hold"] is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import socket
 from pathlib import Path
 
@@ -12,9 +13,11 @@ from tapevault.audio_gen import tone_wav_bytes
 from tapevault.core import lifecycle
 from tapevault.core.clock import FixedClock
 from tapevault.core.model import RecordingStatus, SessionKind, Tenant
+from tapevault.errors import Unavailable
 from tapevault.ingest.finalize import Finalizer, Finished
 from tapevault.ingest.worker import Worker
 from tapevault.runtime import Runtime
+from tests.support import wait_for
 
 
 @pytest.fixture
@@ -130,3 +133,24 @@ def test_key_removed_by_another_process_revokes_its_urls(
         runtime.vault.authorize_media(recording_id, query)
     fresh = runtime.vault.recording_links(partner, session_id, False)[0]
     assert dict(parse_qsl(urlsplit(fresh.url).query))["k"] != query["k"]
+
+
+def test_a_database_outage_is_one_line_a_round_not_a_traceback(
+    runtime: Runtime, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the database is unreachable the worker says so in one line per round (it retries
+    every poll, so a traceback each time filled the log: ~40 lines a second per thread)."""
+    worker = Worker(runtime.worker.finalizer, "test-worker", poll_seconds=0.01)
+
+    def down() -> bool:
+        raise Unavailable("The database cannot be reached; try again shortly.")
+
+    monkeypatch.setattr(worker, "run_once", down)
+    caplog.set_level(logging.WARNING, logger="tapevault.worker")
+    worker.start()
+    try:
+        wait_for(lambda: len(caplog.records) >= 2, what="two failed rounds logged")
+    finally:
+        worker.stop()
+    assert all(r.exc_info is None for r in caplog.records)
+    assert "database cannot be reached" in caplog.records[0].getMessage()

@@ -75,6 +75,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # as it is: whoever bound it chose the address, and no other process can take the port from
     # under us between choosing and binding it. (uvicorn wraps the fd as an AF_UNIX socket object,
     # but the event loop takes peer addresses from the kernel: clients' IPs stay right.)
+    settings.ensure_data_dir()  # before "serving on": an unusable directory is said first
     options = server_options(settings, args.log_level)
     if args.fd is None:
         # Say in one line that the port is taken, before migrating anything (uvicorn would log it

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -351,12 +352,22 @@ class Settings:
         return self.audit_checkpoint_log or self.data_dir / "audit-checkpoints.log"
 
     def ensure_data_dir(self) -> None:
-        """Create the data directory, failing with the setting's name if that is impossible."""
+        """Create the data directory and check that a file can be written in it, failing with
+        the setting's name if not (a read-only mount otherwise surfaced later as "the database
+        cannot be reached", or a traceback from whichever file was written first)."""
         try:
             self.data_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ConfigError(
                 "TAPEVAULT_DATA_DIR", f"cannot create {self.data_dir}: {exc}"
+            ) from exc
+        try:
+            with tempfile.TemporaryFile(dir=self.data_dir):
+                pass
+        except OSError as exc:
+            raise ConfigError(
+                "TAPEVAULT_DATA_DIR",
+                f"cannot write in {self.data_dir}: {exc.strerror or exc}",
             ) from exc
 
 

@@ -20,6 +20,7 @@ words it on its own wire in exactly one place (``suki_error``, ``amigo_error``, 
     ├── Gone                        past retention, or deleted (carries reason and when)
     ├── UrlRejected                 a signed media URL is expired or was altered
     ├── Unavailable                 a feature is turned off, or the audit log cannot be written
+    │   └── DatabaseUnavailable     the database cannot be reached (db/outage.py)
     ├── InsufficientStorage         the disk is full: nothing of the request was kept (507)
     │   └── QuotaExceeded           the tenant's storage quota would be passed (507)
     └── StorageError                the object store failed (never shown to clients verbatim)
@@ -127,6 +128,11 @@ class UrlRejected(TapevaultError):
 class Unavailable(TapevaultError):
     """The service cannot do this now: turned off for the tenant, or a dependency (the audit
     log) failed. Nothing was served."""
+
+
+class DatabaseUnavailable(Unavailable):
+    """The database cannot be reached (down, our connection terminated, SQLite locked or
+    unopenable); the same request may succeed once it is back."""
 
 
 class InsufficientStorage(TapevaultError):

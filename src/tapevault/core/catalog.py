@@ -161,7 +161,9 @@ def parse_session_query(partner_id: str, pairs: Sequence[tuple[str, str]]) -> Se
         if name in params:
             raise InvalidRequest(f"{name} is given more than once.")
         if "\x00" in value or len(value) > MAX_CURSOR:
-            raise InvalidRequest(f"{name} must be text of at most {MAX_CURSOR} characters.")
+            raise InvalidRequest(
+                f"{name} must be text of at most {MAX_CURSOR} characters, without NUL."
+            )
         params[name] = value
     get = params.get
     return SessionQuery(

@@ -126,8 +126,17 @@ class Repository(Protocol):
         ...
 
     def update_session_status(
-        self, partner_id: str, session_id: str, status: SessionStatus, ended_ms: int | None
-    ) -> None: ...
+        self,
+        partner_id: str,
+        session_id: str,
+        status: SessionStatus,
+        ended_ms: int | None,
+        *,
+        if_status: SessionStatus | None = None,
+    ) -> bool:
+        """Set the stored status; with ``if_status``, only if it is still that (compare and
+        set, in the database). Whether a row changed."""
+        ...
 
     def end_session(
         self, partner_id: str, session_id: str, ended_ms: int, plan: MergePlanner

@@ -140,6 +140,9 @@ class Retention:
         if by is not None and (len(by) > MAX_BY or "\x00" in by):
             raise InvalidRequest(f"'by' is text of at most {MAX_BY} characters.")
         session = self.session(tenant, session_id)
+        if session.deleted_ms is not None:
+            # Its audio is erased already: a hold would promise to preserve nothing.
+            raise Conflict("The session was deleted; nothing of it is left to hold.")
         holder = by or _describe(actor)
         self._log(Action.HOLD_SET, actor, session, None, reason=reason, by=holder)
         held_at = session.hold_set_ms or now_ms(self.vault.clock)

@@ -326,9 +326,15 @@ class Vault:
         return self.work_dir / "streams" / f"{recording_id}.raw"
 
     def _mark_in_progress(self, session: Session) -> None:
+        # ``session`` was read before the insert: an end may have landed since, so the mark
+        # applies only to a session still CREATED, or it would reopen an acknowledged end.
         if session.status is SessionStatus.CREATED:
             self.repo.update_session_status(
-                session.partner_id, session.session_id, SessionStatus.IN_PROGRESS, None
+                session.partner_id,
+                session.session_id,
+                SessionStatus.IN_PROGRESS,
+                None,
+                if_status=SessionStatus.CREATED,
             )
 
     def _insert_recording(

@@ -17,6 +17,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from tapevault.db import outage
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
@@ -37,8 +39,8 @@ def make_engine(database_url: str) -> Engine:
             url, connect_args={"check_same_thread": False, "timeout": 5.0}, pool_size=8
         )
         event.listen(engine, "connect", _sqlite_pragmas)
-        return engine
-    return create_engine(url, pool_size=8, max_overflow=8, pool_pre_ping=True)
+        return outage.install(engine)
+    return outage.install(create_engine(url, pool_size=8, max_overflow=8, pool_pre_ping=True))
 
 
 def make_read_only_engine(database_url: str) -> Engine:
@@ -60,12 +62,14 @@ def make_read_only_engine(database_url: str) -> Engine:
         def connect() -> sqlite3.Connection:
             return sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=5.0)
 
-        return create_engine("sqlite://", creator=connect, pool_size=2)
-    return create_engine(
-        url,
-        connect_args={"options": "-c default_transaction_read_only=on"},
-        pool_size=2,
-        pool_pre_ping=True,
+        return outage.install(create_engine("sqlite://", creator=connect, pool_size=2))
+    return outage.install(
+        create_engine(
+            url,
+            connect_args={"options": "-c default_transaction_read_only=on"},
+            pool_size=2,
+            pool_pre_ping=True,
+        )
     )
 
 

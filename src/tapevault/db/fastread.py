@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import Engine, Table
 
+from tapevault.db import outage
 from tapevault.db.schema import api_keys, partners, recordings, sessions
 
 
@@ -99,6 +100,11 @@ class FastReader:
 
     @contextlib.contextmanager
     def _connection(self) -> Iterator[Any]:
+        with outage.translated(self._engine.dialect.loaded_dbapi), self._pooled() as connection:
+            yield connection
+
+    @contextlib.contextmanager
+    def _pooled(self) -> Iterator[Any]:
         self._slots.acquire()
         try:
             try:

@@ -9,7 +9,6 @@ see another partner's rows by forgetting a check in Python.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import fields
 from typing import Any
@@ -32,7 +31,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import IntegrityError
 
 from tapevault.core.catalog import RecordingFacts, SessionQuery
 from tapevault.core.lifecycle import PENDING, TOMBSTONES
@@ -64,9 +63,6 @@ from tapevault.db.schema import (
     signing_keys,
     stream_tickets,
 )
-from tapevault.errors import Unavailable
-
-log = logging.getLogger("tapevault.db")
 
 
 class SqlRepository:
@@ -203,14 +199,22 @@ class SqlRepository:
         return _session(session), [_recording(r) for r in rows]
 
     def update_session_status(
-        self, partner_id: str, session_id: str, status: SessionStatus, ended_ms: int | None
-    ) -> None:
+        self,
+        partner_id: str,
+        session_id: str,
+        status: SessionStatus,
+        ended_ms: int | None,
+        *,
+        if_status: SessionStatus | None = None,
+    ) -> bool:
+        conditions = [sessions.c.session_id == session_id, sessions.c.partner_id == partner_id]
+        if if_status is not None:
+            conditions.append(sessions.c.status == if_status.value)
         with self.engine.begin() as conn:
-            conn.execute(
-                update(sessions)
-                .where(sessions.c.session_id == session_id, sessions.c.partner_id == partner_id)
-                .values(status=status.value, ended_ms=ended_ms)
-            )
+            changed = conn.execute(
+                update(sessions).where(*conditions).values(status=status.value, ended_ms=ended_ms)
+            ).rowcount
+        return changed == 1
 
     def end_session(
         self, partner_id: str, session_id: str, ended_ms: int, plan: MergePlanner
@@ -425,21 +429,16 @@ class SqlRepository:
         if query.after is not None:
             at, last = query.after.created_ms, query.after.session_id
             conditions.append(or_(s.created_ms < at, and_(s.created_ms == at, s.session_id < last)))
-        try:
-            with self.engine.connect() as conn:
-                rows = conn.execute(
-                    select(sessions)
-                    .where(*conditions)
-                    .order_by(s.created_ms.desc(), s.session_id.desc())
-                    .limit(query.limit + 1)
-                ).all()
-                found = [_session(row) for row in rows]
-                known = _recording_facts(conn, query.partner_id, [x.session_id for x in found])
-        except (OperationalError, InterfaceError) as exc:
-            # The database is down or locked: a 503 the client may retry, not a 500. Nothing is
-            # kept from the failure, so the first request after it recovers is answered.
-            log.warning("listing sessions failed: %s", type(exc).__name__)
-            raise Unavailable("The database cannot be reached; try again shortly.") from exc
+        # A database outage is Unavailable (503) here as everywhere (db/outage.py).
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(sessions)
+                .where(*conditions)
+                .order_by(s.created_ms.desc(), s.session_id.desc())
+                .limit(query.limit + 1)
+            ).all()
+            found = [_session(row) for row in rows]
+            known = _recording_facts(conn, query.partner_id, [x.session_id for x in found])
         return [(x, known.get(x.session_id, RecordingFacts())) for x in found]
 
     _SESSION_SETTINGS = frozenset(

@@ -24,6 +24,7 @@ from tapevault.core.peaks import RESOLUTIONS, default_resolution, peaks_key
 from tapevault.core.signing import UrlGrant, UrlMode
 from tapevault.core.vault import Vault
 from tapevault.errors import (
+    DatabaseUnavailable,
     Gone,
     InvalidRequest,
     NotFound,
@@ -81,6 +82,8 @@ def media_error(exc: BaseException) -> tuple[int, dict[str, Any]]:
             return 400, {"code": 400, "error": "invalid_request", "message": exc.message}
         case NotFound():
             return 404, {"code": 404, "error": "not_found", "message": exc.message}
+        case DatabaseUnavailable():
+            return 503, {"code": 503, "error": "database_unavailable", "message": exc.message}
         case Unavailable():
             error = "not_configured" if exc.message == NOT_CONFIGURED else "audit_unavailable"
             return 503, {"code": 503, "error": error, "message": exc.message}

@@ -15,6 +15,7 @@ import time
 
 from tapevault.core import lifecycle
 from tapevault.core.clock import now_ms
+from tapevault.errors import Unavailable
 from tapevault.ingest.finalize import Finalizer
 from tapevault.ingest.housekeeping import Housekeeping
 from tapevault.ingest.liveness import is_gone, process_id
@@ -97,6 +98,9 @@ class Worker:
                     self.housekeeping.run_due()
                 if self.run_once():
                     continue
+            except Unavailable as exc:
+                # An outage (the database): retried every poll, so one line, not a traceback.
+                log.warning("worker waits: %s", exc)
             except Exception:
                 log.exception("worker iteration failed; continuing")
             waiting.wait(self.poll_seconds)

@@ -213,14 +213,16 @@ _E = {
     "404": _error(404, "No such session or recording in this tenant.", "Session not found."),
     "409": _error(
         409,
-        "The session is under legal hold, or a live stream is still writing to it.",
+        "Deleting: the session is under legal hold, or a live stream is still writing to it. "
+        "Holding: the session was deleted, so nothing of it is left to hold.",
         "The session is under legal hold; lift the hold before deleting anything of it.",
     ),
     "413": _error(413, "The body is over 16 KiB.", "request body exceeds the limit"),
     "500": _error(500, "Service failure.", "An internal error occurred."),
     "503": _error(
         503,
-        "The access log cannot be written; nothing was read or changed.",
+        "The access log cannot be written, or the database cannot be reached; nothing was read "
+        "or changed.",
         "The access log cannot be written; nothing was served.",
     ),
 }
@@ -347,7 +349,7 @@ def paths() -> Json:
                 "setHold",
                 "Put the session on legal hold (or change its reason)",
                 response("The hold.", ref("Hold")),
-                "400 404 413 503",
+                "400 404 409 413 503",
                 [_SESSION_ID],
                 "HoldRequest",
             ),

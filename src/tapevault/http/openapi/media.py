@@ -91,7 +91,10 @@ def _error(description: str, schema: str = "MediaError") -> Json:
 
 _E403 = _error("The URL expired or was altered (error says which): ask for a new one.")
 _E500 = _error("Service failure.")
-_E503 = _error("The access log cannot be written (error audit_unavailable); nothing was served.")
+_E503 = _error(
+    "The access log cannot be written (error audit_unavailable), or the database cannot be "
+    "reached (database_unavailable); nothing was served."
+)
 _E410 = _error("Past retention, or deleted; never retry.", "MediaGoneError")
 _DISPOSITION = {"Content-Disposition": header("attachment; filename=...: download URLs only.")}
 

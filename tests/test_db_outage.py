@@ -1,0 +1,105 @@
+"""A database that goes away mid-service: every route answers 503 with a reason, then recovers."""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+from sqlalchemy import create_engine, text
+
+from tapevault.audio_gen import tone_wav_bytes
+from tapevault.core.clock import FixedClock
+from tapevault.db.outage import MESSAGE, is_outage
+from tapevault.runtime import Runtime
+from tests.dialects import customer
+
+
+@contextlib.contextmanager
+def database_gone(runtime: Runtime, url: str) -> Iterator[None]:
+    """Make the database unusable for the runtime until the block ends: PostgreSQL refuses new
+    connections and our backends are terminated; SQLite's directory is moved away, so a
+    connection cannot be opened (the pooled ones are closed first, as after a restart)."""
+    if url.startswith("sqlite"):
+        here = Path(url.removeprefix("sqlite:///")).parent
+        runtime.repo.engine.dispose()
+        runtime.repo.fast.close()
+        here.rename(here.with_name("moved-away"))
+        try:
+            yield
+        finally:
+            here.with_name("moved-away").rename(here)
+        return
+    name = url.rsplit("/", 1)[1]
+    admin = create_engine(url.rsplit("/", 1)[0] + "/postgres", isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false'))
+            conn.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = :n AND pid <> pg_backend_pid()"
+                ),
+                {"n": name},
+            )
+        try:
+            yield
+        finally:
+            with admin.connect() as conn:
+                conn.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'))
+    finally:
+        admin.dispose()
+
+
+async def test_a_database_outage_is_503_with_a_reason_and_recovers(
+    runtime: Runtime, client: httpx.AsyncClient, clock: FixedClock, database_url: str
+) -> None:
+    """With the database gone, authenticated routes of every dialect answer 503 naming the
+    database (not an opaque 500), and the same requests succeed once it is back."""
+    who = customer(runtime, clock)
+    made = await client.post("/api/v1/ambient/session/create", headers=who.suki)
+    session = made.json()["ambient_session_id"]
+    await client.post(
+        f"/api/v1/ambient/session/{session}/audio",
+        headers={**who.suki, "content-type": "audio/wav"},
+        content=tone_wav_bytes(0.2),
+    )
+    runtime.worker.run_until_idle()
+    links = await client.get(f"/api/v1/ambient/session/{session}/recording", headers=who.suki)
+    media = urlsplit(links.json()["recordings"][0]["presigned_url"])
+    media_path = f"{media.path}?{media.query}"
+    requests = [
+        ("GET", "/api/v1/sessions", who.bearer),
+        ("GET", f"/api/v1/sessions/{session}/recordings", who.bearer),
+        ("POST", "/api/v1/ambient/session/create", who.suki),
+        ("GET", media_path, {}),
+    ]
+    with database_gone(runtime, database_url):
+        for method, path, headers in requests:
+            answer = await client.request(method, path, headers=headers)
+            assert (answer.status_code, answer.json()["message"]) == (503, MESSAGE), path
+            if path == media_path:  # the gateway's error names the dependency that failed
+                assert answer.json()["error"] == "database_unavailable"
+    for method, path, headers in requests:
+        answer = await client.request(method, path, headers=headers)
+        assert answer.status_code in (200, 201), (path, answer.text[:200])
+
+
+@pytest.mark.parametrize(
+    ("error", "outage"),
+    [
+        (sqlite3.OperationalError("database is locked"), None),
+        (sqlite3.OperationalError("no such table: x"), False),
+    ],
+)
+def test_only_sqlite_errors_that_mean_unusable_are_outages(
+    error: sqlite3.OperationalError, outage: bool | None
+) -> None:
+    """SQLite's BUSY/CANTOPEN/IOERR are an outage; its generic SQLITE_ERROR (a missing table,
+    a syntax error) stays a bug, a 500, so that it is noticed."""
+    error.sqlite_errorcode = 1 if outage is False else 5  # type: ignore[attr-defined]
+    assert is_outage(error) is (outage is not False)
