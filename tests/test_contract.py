@@ -305,6 +305,7 @@ def credentials(operation: APIOperation, live: Live) -> dict[str, str]:
         "sdp_suki_token": {"sdp_suki_token": live.token, "sdp_provider_id": PROVIDER_ID},
         "BearerAuth": live.bearer,
         "KoreAuth": {"auth": live.kore_token},
+        "PlayerKey": {},  # a link's secret is shown once, to its maker: unknown here (404)
     }
     headers: dict[str, str] = {}
     for requirement in operation.definition.raw.get("security", []):

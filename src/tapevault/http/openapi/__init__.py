@@ -17,7 +17,17 @@ import copy
 from typing import Any
 
 from tapevault import __version__
-from tapevault.http.openapi import admin, amigo, byteranges, kore, media, service, suki, tus
+from tapevault.http.openapi import (
+    admin,
+    amigo,
+    byteranges,
+    kore,
+    media,
+    player,
+    service,
+    suki,
+    tus,
+)
 from tapevault.http.openapi.common import BEARER_SCHEME, KORE_SCHEME, SUKI_SCHEME, Json, Section
 
 __all__ = ["openapi_document"]
@@ -28,6 +38,7 @@ SECTIONS: tuple[Section, ...] = (
     kore.SECTION,
     media.SECTION,
     admin.SECTION,
+    player.SECTION,
     tus.SECTION,
     service.SECTION,
 )
@@ -46,6 +57,12 @@ SECURITY_SCHEMES: Json = {
             "API key issued via `POST /v1/{workspace_id}/api-keys`. Pass the returned "
             "`api_key` value as a Bearer token."
         ),
+    },
+    player.PLAYER_KEY_SCHEME: {
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-Player-Key",
+        "description": "A player link's secret, which the page reads from its #k= fragment.",
     },
     KORE_SCHEME: {
         "type": "apiKey",

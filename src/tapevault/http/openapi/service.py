@@ -25,14 +25,17 @@ def paths() -> Json:
                         },
                     ),
                     "503": response(
-                        "The access log cannot be written (audited requests answer 503); "
-                        "the writer retries on its own.",
+                        "The access log cannot be written (unavailable: audited requests "
+                        "answer 503; the writer retries on its own), or its checkpoints stopped "
+                        "because the database contradicts the checkpoint journal (degraded: "
+                        "requests are served, an operator must look).",
                         {
                             "type": "object",
                             "required": ["status", "reason"],
                             "properties": {
-                                "status": {"const": "unavailable"},
+                                "status": {"enum": ["unavailable", "degraded"]},
                                 "reason": {"type": "string"},
+                                "audit": {"type": "string"},
                             },
                         },
                     ),
