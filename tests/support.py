@@ -22,12 +22,14 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+import numpy as np
+import numpy.typing as npt
 import requests
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from tapevault.audio_gen import tone_wav_bytes
-from tapevault.core.wav import parse_wav
+from tapevault.core.wav import PcmFormat, canonical_header, parse_wav
 from tests.conftest import need
 from tests.server import Server
 
@@ -200,3 +202,52 @@ def client_frame(
         return head + payload
     mask = os.urandom(4)
     return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+# --- waveform peaks: audio with known loud and silent stretches ----------------------------------
+
+PEAKS_RATE = 16000
+# (start, end) seconds of the loud stretches of ``speech_like``; silence everywhere else.
+LOUD = ((2.0, 4.0), (7.0, 7.5))
+SECONDS = 10.0
+
+
+def speech_like(seconds: float = SECONDS, rate: int = PEAKS_RATE) -> npt.NDArray[np.int16]:
+    """A 440 Hz tone at 80 % of full scale in the ``LOUD`` stretches, digital silence between."""
+    t = np.arange(int(seconds * rate)) / rate
+    signal = np.zeros(len(t))
+    for start, end in LOUD:
+        inside = (t >= start) & (t < end)
+        signal[inside] = 0.8 * np.sin(2 * np.pi * 440 * t[inside])
+    return np.round(signal * 32767).astype(np.int16)
+
+
+def wav_bytes(samples: npt.NDArray[np.int16], channels: int = 1, bits: int = 16) -> bytes:
+    """A canonical WAV of ``samples`` (frames x channels, or mono), at ``bits`` per sample."""
+    data = np.asarray(samples).reshape(-1, channels).astype(np.int32)
+    if bits == 8:
+        pcm = ((data >> 8) + 128).astype(np.uint8).tobytes()
+    elif bits == 16:
+        pcm = data.astype("<i2").tobytes()
+    else:
+        wide = (data << 8).astype("<i4").view(np.uint8).reshape(-1, 4)
+        pcm = wide[:, :3].tobytes()  # the three low bytes of each 32-bit little-endian value
+    return canonical_header(PcmFormat(PEAKS_RATE, channels, bits), len(pcm)) + pcm
+
+
+def loud_pixels(
+    maxs: npt.NDArray[np.int8], spp: int, rate: int = PEAKS_RATE
+) -> list[tuple[float, float]]:
+    """The stretches (start, end seconds) of the pixels whose peak is above a quarter scale."""
+    stretches: list[tuple[float, float]] = []
+    loud = np.flatnonzero(maxs > 32)
+    if not len(loud):
+        return stretches
+    breaks = np.flatnonzero(np.diff(loud) > 1)
+    for first, last in zip(
+        np.concatenate(([loud[0]], loud[breaks + 1])),
+        np.concatenate((loud[breaks], [loud[-1]])),
+        strict=True,
+    ):
+        stretches.append((first * spp / rate, (last + 1) * spp / rate))
+    return stretches

@@ -22,58 +22,14 @@ from tapevault.core.peaks import (
     peaks_keys,
 )
 from tapevault.core.wav import PcmFormat, canonical_header, parse_wav
-
-RATE = 16000
-# (start, end) seconds of the loud stretches of ``speech_like``; silence everywhere else.
-LOUD = ((2.0, 4.0), (7.0, 7.5))
-SECONDS = 10.0
-
-
-def speech_like(seconds: float = SECONDS, rate: int = RATE) -> npt.NDArray[np.int16]:
-    """A 440 Hz tone at 80 % of full scale in the ``LOUD`` stretches, digital silence between."""
-    t = np.arange(int(seconds * rate)) / rate
-    signal = np.zeros(len(t))
-    for start, end in LOUD:
-        inside = (t >= start) & (t < end)
-        signal[inside] = 0.8 * np.sin(2 * np.pi * 440 * t[inside])
-    return np.round(signal * 32767).astype(np.int16)
-
-
-def wav_bytes(samples: npt.NDArray[np.int16], channels: int = 1, bits: int = 16) -> bytes:
-    """A canonical WAV of ``samples`` (frames x channels, or mono), at ``bits`` per sample."""
-    data = np.asarray(samples).reshape(-1, channels).astype(np.int32)
-    if bits == 8:
-        pcm = ((data >> 8) + 128).astype(np.uint8).tobytes()
-    elif bits == 16:
-        pcm = data.astype("<i2").tobytes()
-    else:
-        wide = (data << 8).astype("<i4").view(np.uint8).reshape(-1, 4)
-        pcm = wide[:, :3].tobytes()  # the three low bytes of each 32-bit little-endian value
-    return canonical_header(PcmFormat(RATE, channels, bits), len(pcm)) + pcm
+from tests.support import LOUD, SECONDS, loud_pixels, speech_like, wav_bytes
+from tests.support import PEAKS_RATE as RATE
 
 
 def peaks_of(wav: bytes) -> dict[int, tuple[npt.NDArray[np.int8], npt.NDArray[np.int8]]]:
     f = io.BytesIO(wav)
     info = parse_wav(f, len(wav))
     return {p.samples_per_pixel: (p.mins, p.maxs) for p in compute_peaks(f, info)}
-
-
-def loud_pixels(
-    maxs: npt.NDArray[np.int8], spp: int, rate: int = RATE
-) -> list[tuple[float, float]]:
-    """The stretches (start, end seconds) of the pixels whose peak is above a quarter scale."""
-    stretches: list[tuple[float, float]] = []
-    loud = np.flatnonzero(maxs > 32)
-    if not len(loud):
-        return stretches
-    breaks = np.flatnonzero(np.diff(loud) > 1)
-    for first, last in zip(
-        np.concatenate(([loud[0]], loud[breaks + 1])),
-        np.concatenate((loud[breaks], [loud[-1]])),
-        strict=True,
-    ):
-        stretches.append((first * spp / rate, (last + 1) * spp / rate))
-    return stretches
 
 
 @pytest.mark.parametrize("spp", RESOLUTIONS[:2])

@@ -25,7 +25,8 @@ from tapevault.ingest import peaks as ingest_peaks
 from tapevault.runtime import Runtime, open_runtime
 from tapevault.storage.local import open_store
 from tests.dialects import Customer, asgi_client, customer, local, upload_channel
-from tests.test_peaks import LOUD, RATE, loud_pixels, speech_like, wav_bytes
+from tests.support import LOUD, loud_pixels, speech_like, wav_bytes
+from tests.support import PEAKS_RATE as RATE
 
 ORIGIN = "https://app.example"
 
