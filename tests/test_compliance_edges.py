@@ -327,3 +327,38 @@ async def test_a_hold_on_a_deleted_session_is_refused_not_acknowledged(
     assert "deleted" in held.json()["message"]
     shown = await client.get(f"/api/v1/sessions/{session_id}", headers=who.bearer)
     assert shown.json()["hold"] is None
+
+
+async def test_retention_of_erased_audio_cannot_change(
+    client: httpx.AsyncClient, audited: Runtime, who: Customer
+) -> None:
+    """A retention change on a deleted recording or session answers 409 saying so (it used to
+    answer 200, as if the erased audio would now be kept), and writes nothing."""
+    created = await client.post("/api/v1/ambient/session/create", headers=who.suki)
+    session_id = created.json()["ambient_session_id"]
+    uploaded = await client.post(
+        f"/api/v1/ambient/session/{session_id}/audio",
+        headers={**who.suki, "content-type": "audio/wav"},
+        content=tone_wav_bytes(0.5),
+    )
+    recording_id = uploaded.json()["recording_id"]
+    audited.worker.run_until_idle()
+    deleted = await client.delete(f"/api/v1/recordings/{recording_id}", headers=who.bearer)
+    assert deleted.status_code == 200, deleted.text
+    changed = await client.put(
+        f"/api/v1/recordings/{recording_id}/retention",
+        headers=who.bearer,
+        json={"retention": "30d"},
+    )
+    assert changed.status_code == 409, changed.text
+    assert "deleted" in changed.json()["message"]
+    deleted = await client.delete(f"/api/v1/sessions/{session_id}", headers=who.bearer)
+    assert deleted.status_code == 200, deleted.text
+    changed = await client.put(
+        f"/api/v1/sessions/{session_id}/retention", headers=who.bearer, json={"retention": "30d"}
+    )
+    assert changed.status_code == 409, changed.text
+    shown = await client.get(f"/api/v1/sessions/{session_id}", headers=who.bearer)
+    assert shown.json()["retention_seconds"] is None  # nothing was written
+    (tombstone,) = shown.json()["recordings"]
+    assert tombstone["retention_seconds"] is None

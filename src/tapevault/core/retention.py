@@ -65,6 +65,8 @@ class Retention:
         """Override (or, with None, stop overriding) the tenant's retention for a session."""
         policy.check_retention(seconds)
         session = self.session(tenant, session_id)
+        if session.deleted_ms is not None:
+            raise Conflict("The session was deleted; its retention cannot change.")
         self._log(Action.RETENTION_SET, actor, session, None, level="session", seconds=seconds)
         self.vault.repo.set_session_fields(
             tenant.partner_id, session.session_id, retention_seconds=seconds
@@ -82,6 +84,12 @@ class Retention:
     ) -> Recording:
         policy.check_retention(seconds)
         recording = self.recording(tenant, recording_id)
+        if recording.status in TOMBSTONES:
+            # Its audio is erased (or being erased): no retention brings it back, and a 200
+            # would tell an operator it is now kept.
+            raise Conflict(
+                f"The recording's audio was {recording.status.value}; its retention cannot change."
+            )
         session = self.session(tenant, recording.session_id)
         self._log(
             Action.RETENTION_SET, actor, session, recording, level="recording", seconds=seconds
