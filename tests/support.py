@@ -251,3 +251,15 @@ def loud_pixels(
     ):
         stretches.append((first * spp / rate, (last + 1) * spp / rate))
     return stretches
+
+
+# --- Debian's Chromium, driven by Playwright (a browser is never downloaded) ---------------------
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--autoplay-policy=no-user-gesture-required",
+]

@@ -5,7 +5,6 @@ with the ranges Chromium asked for and the bytes it got."""
 from __future__ import annotations
 
 import itertools
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,17 +14,9 @@ import requests
 
 from tests.conftest import need
 from tests.server import Server
-from tests.support import make_session
+from tests.support import CHROMIUM, CHROMIUM_FLAGS, make_session
 
 pytestmark = pytest.mark.server
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--autoplay-policy=no-user-gesture-required",
-]
 
 
 @pytest.fixture
@@ -58,7 +49,7 @@ def test_chromium_playback_is_one_record(server: Server) -> None:
     url = urls["recordings"][0]["presigned_url"]
     recording_id = urls["recordings"][0]["recording_id"]
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
         page = browser.new_page()
         page.set_content(f'<audio id="a" src="{url}" preload="auto"></audio>')
         page.evaluate("() => document.getElementById('a').play()")

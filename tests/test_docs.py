@@ -9,7 +9,6 @@ but the server, and breaks no rule of its own Content-Security-Policy; a screens
 from __future__ import annotations
 
 import copy
-import shutil
 from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
@@ -24,9 +23,8 @@ from tapevault.http.openapi import openapi_document
 from tapevault.http.reference import METHODS, render_reference
 from tests.conftest import need
 from tests.server import Server
+from tests.support import CHROMIUM, CHROMIUM_FLAGS
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 HOSTILE = "<script>alert('x')</script>\"'&"
 
 
@@ -221,7 +219,7 @@ def test_chromium_renders_every_operation_and_fetches_nothing_else(
     requested: list[str] = []
     console: list[str] = []
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 1600})
             page.on("request", lambda request: requested.append(request.url))

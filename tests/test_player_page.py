@@ -5,7 +5,6 @@ or expired link. A screenshot of it is kept in the test's directory."""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,17 +15,9 @@ import requests
 from tapevault.audio_gen import tone_wav_bytes
 from tests.conftest import need
 from tests.server import Server
-from tests.support import new_session, wait_available, wait_for
+from tests.support import CHROMIUM, CHROMIUM_FLAGS, new_session, wait_available, wait_for
 
 pytestmark = pytest.mark.server
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--autoplay-policy=no-user-gesture-required",
-]
 STATE = "window.tapevaultPlayer.state()"
 
 
@@ -49,7 +40,7 @@ def browser() -> Iterator[Any]:
         need(False, "playwright is not installed")
         raise
     with sync_playwright() as pw:
-        launched = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        launched = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
         try:
             yield launched
         finally:

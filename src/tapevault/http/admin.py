@@ -68,8 +68,9 @@ class AdminDialect(NativeDialect):
         return caller
 
 
-async def _json(request: Request) -> dict[str, Any]:
-    raw = await read_small(request.receive, _MAX_JSON)
+async def json_object(request: Request, limit: int = _MAX_JSON) -> dict[str, Any]:
+    """A small JSON object body (an empty body is ``{}``), or 400 saying what is wrong."""
+    raw = await read_small(request.receive, limit)
     if not raw.strip():
         return {}
     try:
@@ -191,7 +192,7 @@ def handlers(ctx: AppContext) -> dict[str, Handler[KeyCaller]]:
                 retention.release, caller.tenant, session_id, actor(request, caller)
             )
             return Reply(200, hold_body(session), recorded=True)
-        body = await _json(request)
+        body = await json_object(request)
         reason, by = body.get("reason"), body.get("by")
         if not isinstance(reason, str) or (by is not None and not isinstance(by, str)):
             raise InvalidRequest('Send {"reason": "...", "by": "..."} (by is optional).')
@@ -203,7 +204,7 @@ def handlers(ctx: AppContext) -> dict[str, Handler[KeyCaller]]:
         return Reply(200, hold_body(session), recorded=True)
 
     async def session_retention(request: Request, caller: KeyCaller) -> Reply:
-        seconds = _retention(await _json(request))
+        seconds = _retention(await json_object(request))
         session = await ctx.blocking(
             retention.set_session_retention,
             caller.tenant,
@@ -217,7 +218,7 @@ def handlers(ctx: AppContext) -> dict[str, Handler[KeyCaller]]:
         return Reply(200, session_body(session, list(recordings)), recorded=True)
 
     async def recording_retention(request: Request, caller: KeyCaller) -> Reply:
-        seconds = _retention(await _json(request))
+        seconds = _retention(await json_object(request))
         recording = await ctx.blocking(
             retention.set_recording_retention,
             caller.tenant,

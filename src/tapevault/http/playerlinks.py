@@ -18,8 +18,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
 from tapevault.auth.suki import SukiCaller
 from tapevault.auth.workspace import KeyCaller
 from tapevault.core import policy
@@ -28,13 +26,12 @@ from tapevault.core.model import PlayerLink, Recording, Tenant
 from tapevault.core.playerlinks import PlayerLinks, Playlist
 from tapevault.core.signing import UrlMode
 from tapevault.errors import InvalidRequest, NotFound
-from tapevault.http.admin import NativeDialect
+from tapevault.http.admin import NativeDialect, json_object
 from tapevault.http.context import AppContext
 from tapevault.http.endpoint import Endpoint, Headers, Reply, Request, with_caller
 from tapevault.http.errors import code_message_error
 from tapevault.http.native import instant
 from tapevault.http.suki import SukiDialect
-from tapevault.http.uploads import read_small
 
 KEY_HEADER = "x-player-key"
 _MAX_JSON = 4096
@@ -110,15 +107,7 @@ def _ttl(body: dict[str, Any]) -> int | None:
 
 
 async def _body(request: Request) -> dict[str, Any]:
-    raw = await read_small(request.receive, _MAX_JSON)
-    if not raw.strip():
-        return {}
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise InvalidRequest("The body is not JSON.") from None
-    if not isinstance(body, dict):
-        raise InvalidRequest('The body must be a JSON object, e.g. {"ttl": "12h"}.')
+    body = await json_object(request, _MAX_JSON)
     unknown = sorted(set(body) - {"ttl"})
     if unknown:
         raise InvalidRequest(f"Unknown field {unknown[0][:40]!r}; the only field is ttl.")
