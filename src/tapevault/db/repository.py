@@ -155,7 +155,7 @@ class SqlRepository:
             row = conn.execute(
                 select(player_links).where(player_links.c.link_id == link_id)
             ).first()
-        return None if row is None else PlayerLink(*row)
+        return None if row is None else PlayerLink(**row._mapping)
 
     def list_player_links(self, partner_id: str, session_id: str) -> Sequence[PlayerLink]:
         with self.engine.connect() as conn:
@@ -167,7 +167,7 @@ class SqlRepository:
                 )
                 .order_by(player_links.c.created_ms, player_links.c.link_id)
             ).all()
-        return [PlayerLink(*row) for row in rows]
+        return [PlayerLink(**row._mapping) for row in rows]
 
     def revoke_player_link(self, partner_id: str, link_id: str, now_ms: int) -> bool:
         with self.engine.begin() as conn:
