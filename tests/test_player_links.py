@@ -238,17 +238,24 @@ async def test_the_page_and_its_files_forbid_everything_but_this_server(
 
 
 async def test_revoking_a_link_stops_the_media_urls_it_issued_at_once(
-    client: httpx.AsyncClient, runtime: Runtime, who: Customer
+    client: httpx.AsyncClient, runtime: Runtime, who: Customer, access_log: MemoryAccessLog
 ) -> None:
-    """A URL issued through a link plays until the link is revoked, then answers 403
-    url_revoked (not minutes later when it would expire); the page then learns "revoked"."""
+    """A URL issued through a link, audio or waveform peaks, plays until the link is revoked
+    (its reads logged as the link's), then answers 403 url_revoked (not minutes later when it
+    would expire); the page then learns "revoked"."""
     session_id = await ambient(client, runtime, who, (0.5,))
     link = await new_link(client, who, session_id)
-    url = local((await playlist(client, link)).json()["tracks"][0]["url"])
+    track = (await playlist(client, link)).json()["tracks"][0]
+    url, peaks = local(track["url"]), local(track["peaks_url"])
     assert (await client.get(url, headers={"range": "bytes=0-9"})).status_code == 206
+    assert (await client.get(peaks)).status_code == 200
+    read = [e for e in access_log.events if e.action is Action.MEDIA_PEAKS]
+    assert read and read[-1].actor.kind == "player_link"
+    assert read[-1].actor.token_id == link["link_id"]
     await client.delete(f"/api/v1/player-links/{link['link_id']}", headers=who.bearer)
-    refused = await client.get(url, headers={"range": "bytes=0-9"})
-    assert refused.status_code == 403 and refused.json()["error"] == "url_revoked"
+    for revoked in (url, peaks):
+        refused = await client.get(revoked, headers={"range": "bytes=0-9"})
+        assert refused.status_code == 403 and refused.json()["error"] == "url_revoked", revoked
 
 
 async def test_malformed_link_ids_and_secrets_are_a_404_never_a_500(

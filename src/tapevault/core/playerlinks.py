@@ -75,8 +75,8 @@ class Playlist:
 
 # (recording, mode, expires, held, via) -> (url, expires): Vault.link, narrowed.
 Signer = Callable[[Recording, UrlMode, int, bool, str], tuple[str, int]]
-# (tenant, recording, expires, held) -> peaks URL or None (no peaks): Vault.peaks_link.
-Peaks = Callable[[Tenant, Recording, int, bool], str | None]
+# (tenant, recording, expires, held, via) -> peaks URL or None (no peaks): Vault.peaks_link.
+Peaks = Callable[[Tenant, Recording, int, bool, str], str | None]
 # (tenant, session id) -> a call's merged rendition when it is ready, else None after queueing
 # it if it is due (Renditions.merged: a call may never be ended, so a request asks for it).
 Merge = Callable[[Tenant, str], Recording | None]
@@ -227,7 +227,9 @@ class PlayerLinks:
         for recording, offset in placed:
             url, until = self.sign(recording, UrlMode.STREAM, expires, session.held, link.link_id)
             peaks = (
-                None if self.peaks is None else self.peaks(tenant, recording, until, session.held)
+                None
+                if self.peaks is None
+                else self.peaks(tenant, recording, until, session.held, link.link_id)
             )
             tracks.append(Track(recording, offset, url, until, peaks))
         return Playlist(link, session, tracks)

@@ -521,18 +521,26 @@ class Vault:
         return RecordingLink(recording=recording, url=url, expires_at=expires)
 
     def peaks_link(
-        self, partner: Tenant, recording: Recording, expires_at: int, *, held: bool = False
+        self,
+        partner: Tenant,
+        recording: Recording,
+        expires_at: int,
+        *,
+        held: bool = False,
+        via: str | None = None,
     ) -> str | None:
         """The signed URL of a recording's waveform peaks (``/media/{id}.peaks.json``, any
         resolution through ``?spp=``), valid like ``link`` until ``expires_at`` or the end of
-        its retention; None when it has no peaks (yet). Another tenant's recording: NotFound."""
+        its retention (``via`` as for ``link``: revoking that player link stops it, and its
+        reads are logged as the link's); None when it has no peaks (yet). Another tenant's
+        recording: NotFound."""
         if recording.partner_id != partner.partner_id:
             raise NotFound(RECORDING_NOT_FOUND)
         if not recording.is_servable or not has_peaks(self.store, recording.storage_key):
             return None
         expires = policy.capped_expiry(expires_at, recording.expires_ms, held=held)
         query = self.signer().sign(
-            recording.recording_id, UrlMode.PEAKS, expires, recording.partner_id
+            recording.recording_id, UrlMode.PEAKS, expires, recording.partner_id, via
         )
         return f"{self.media_base_url}/media/{recording.recording_id}.peaks.json?{query}"
 

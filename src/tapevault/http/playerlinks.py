@@ -50,8 +50,10 @@ def service(ctx: AppContext) -> PlayerLinks:
         answer = ctx.renditions.merged(tenant, session_id)
         return None if answer.link is None else answer.link.recording
 
-    def peaks(tenant: Tenant, recording: Recording, expires_at: int, held: bool) -> str | None:
-        return vault.peaks_link(tenant, recording, expires_at, held=held)
+    def peaks(
+        tenant: Tenant, recording: Recording, expires_at: int, held: bool, via: str
+    ) -> str | None:
+        return vault.peaks_link(tenant, recording, expires_at, held=held, via=via)
 
     return PlayerLinks(
         vault.repo,
