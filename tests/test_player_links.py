@@ -270,3 +270,17 @@ async def test_malformed_link_ids_and_secrets_are_a_404_never_a_500(
         assert got.status_code == 404, (bad, got.text)
     got = await playlist(client, link, "tvp_\x00")
     assert got.status_code == 404
+
+
+async def test_a_deleted_session_gets_no_link(
+    client: httpx.AsyncClient, runtime: Runtime, who: Customer
+) -> None:
+    """A link to a session whose audio was deleted is refused with 409 (it could only ever
+    show "deleted"), through the native API and Suki's route alike."""
+    session_id = await ambient(client, runtime, who, (0.5,))
+    deleted = await client.delete(f"/api/v1/sessions/{session_id}", headers=who.bearer)
+    assert deleted.status_code == 200, deleted.text
+    native = await client.post(f"/api/v1/sessions/{session_id}/player-links", headers=who.bearer)
+    assert native.status_code == 409 and "deleted" in native.json()["message"], native.text
+    suki = await client.get(f"/api/v1/ambient/session/{session_id}/player", headers=who.suki)
+    assert suki.status_code == 409, suki.text

@@ -77,7 +77,9 @@ def test_parse_duration(text: str, seconds: int) -> None:
     assert policy.parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["", "0s", "-1d", "7w", "1.5h", "d", "99999999999d"])
+@pytest.mark.parametrize(
+    "text", ["", "0s", "-1d", "7w", "1.5h", "d", "99999999999d", "\uff11h", "\u0663h", "\u00b2d"]
+)
 def test_parse_duration_rejects(text: str) -> None:
     """Anything else is a clear error."""
     with pytest.raises(InvalidRequest):

@@ -33,7 +33,7 @@ from tapevault.core.model import (
 )
 from tapevault.core.ports import Repository
 from tapevault.core.signing import UrlMode
-from tapevault.errors import Gone, GoneDetail, InvalidRequest, NotFound, NotReady
+from tapevault.errors import Conflict, Gone, GoneDetail, InvalidRequest, NotFound, NotReady
 
 SECRET_PREFIX = "tvp_"  # noqa: S105 - a marker, not a secret
 DEFAULT_TTL_SECONDS = 12 * 3600
@@ -130,6 +130,9 @@ class PlayerLinks:
         self, tenant: Tenant, session: Session, ttl_seconds: int | None
     ) -> tuple[PlayerLink, str]:
         """A new link to ``session`` and its secret (shown once)."""
+        if session.deleted_ms is not None:
+            # Nothing of it is left to play: a link would only ever show "deleted".
+            raise Conflict("The session was deleted; there is nothing left to play.")
         ttl = DEFAULT_TTL_SECONDS if ttl_seconds is None else ttl_seconds
         if not 1 <= ttl <= MAX_TTL_SECONDS:
             raise InvalidRequest(f"ttl must be from 1 second to {MAX_TTL_SECONDS // 86400}d.")

@@ -27,7 +27,8 @@ DEFAULT_RETENTION_SECONDS = 7 * 24 * 3600
 MAX_RETENTION_SECONDS = 100 * 365 * 86400  # a century: beyond, a "retention" is a typo or an attack
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "y": 365 * 86400}
-_DURATION = re.compile(r"^\s*(\d{1,9})\s*([smhdy]?)\s*$")
+# ASCII digits only: int() would also read "１h" or "٣h", which no person means to type.
+_DURATION = re.compile(r"^\s*([0-9]{1,9})\s*([smhdy]?)\s*$")
 
 
 def url_lifetime_seconds(*, download: bool, session_audio_ms: int) -> int:
