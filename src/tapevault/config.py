@@ -130,7 +130,7 @@ SETTINGS_DOC: dict[str, tuple[str, str]] = {
     "shutdown_grace": (
         "TAPEVAULT_SHUTDOWN_GRACE",
         "on SIGTERM, how long requests in flight (downloads) may take to finish before they "
-        "are cut, e.g. 30s; new connections are refused at once",
+        "are cut, e.g. 30s; no new connection is accepted meanwhile",
     ),
 }
 
