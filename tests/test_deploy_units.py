@@ -16,6 +16,7 @@ import pytest
 import requests
 from websockets.sync.client import connect
 
+from tapevault.audio_gen import tone_wav_bytes
 from tapevault.config import SETTINGS_DOC, Settings
 from tests.conftest import need
 from tests.server import Server, inherited_environment
@@ -146,7 +147,8 @@ def mdwe_supported() -> bool:
 def test_server_runs_with_memory_deny_write_execute(tmp_path: Path) -> None:
     """The server under PR_SET_MDWE (the kernel's form of MemoryDenyWriteExecute=yes: no
     mapping may become writable and executable) decodes MP3 and WebM Opus uploads, takes a
-    live stream and serves ranges: nothing it loads generates code."""
+    live stream, resamples and mixes a call into Kore's merged file and serves ranges: nothing
+    it loads generates code."""
     need(mdwe_supported(), "the kernel has no PR_SET_MDWE (Linux 6.3+)")
     need(shutil.which("ffmpeg") is not None, "ffmpeg is not installed")
     site = tmp_path / "mdwe"
@@ -189,6 +191,29 @@ def test_server_runs_with_memory_deny_write_execute(tmp_path: Path) -> None:
             ws.send('{"type":"end"}')
             acks = [json.loads(m) for m in ws]  # until the server closes
         assert ws.close_code == 1000 and acks[-1] == {"type": "ack", "bytes": 640 * 25}
+        # A two-channel call at two rates: resampled (libswresample) and mixed (numpy).
+        call = "CA" + "d" * 32
+        for channel, rate in (("inbound", 8000), ("outbound", 16000)):
+            sent = requests.post(
+                f"{server.base}/v1/{tenant['workspace_id']}/calls/{call}/audio",
+                params={"channel": channel},
+                headers={
+                    "authorization": f"Bearer {tenant['api_key']}",
+                    "content-type": "audio/wav",
+                },
+                data=tone_wav_bytes(2.0, sample_rate=rate),
+                timeout=30,
+            )
+            assert sent.status_code == 202, sent.text
+        server.wait_jobs_done()
+        merged = requests.get(
+            f"{server.base}/api/public/bot/{tenant['bot_id']}/v2/recordings",
+            params={"sessionId": call},
+            headers={"auth": server.token(tenant["partner_id"], "--kore")},
+            timeout=10,
+        ).json()
+        assert merged["status"] == "success", merged
+        plays(merged["recording"][0]["fileUrl"])
         urls = requests.get(
             f"{server.base}/api/v1/ambient/session/{session_id}/recording",
             headers=headers,
@@ -196,5 +221,6 @@ def test_server_runs_with_memory_deny_write_execute(tmp_path: Path) -> None:
         ).json()
         plays(urls["recordings"][0]["presigned_url"])
         assert server.process is not None and server.process.poll() is None
+        assert "Traceback" not in server.output()
     finally:
         server.stop()
