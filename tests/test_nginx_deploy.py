@@ -5,6 +5,8 @@ download, Suki's underscore header, the request id, and the client address nginx
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import hashlib
 import json
 import random
@@ -22,7 +24,7 @@ import pytest
 import requests
 from tusclient import client as tus
 from websockets.asyncio.client import connect
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tapevault.audio_gen import write_tone_wav
 from tests import seeds
@@ -401,3 +403,60 @@ async def test_stream_refusal_records_the_address_nginx_saw(deployment: Deployme
 
     record = wait_for(refusal, what="the stream refusal's record")
     assert record["client_ip"] == "127.0.0.4", record
+
+
+async def test_twilio_media_stream_over_wss_through_nginx(deployment: Deployment) -> None:
+    """Twilio Media Streams through nginx's WebSocket upgrade: a call's inbound track is stored
+    as its recording, found by its call SID."""
+    call_sid = "CA" + "e" * 32
+    stream_sid = "MZ" + "0" * 32
+    start = {
+        "event": "start",
+        "sequenceNumber": "1",
+        "start": {
+            "accountSid": "AC" + "0" * 32,
+            "streamSid": stream_sid,
+            "callSid": call_sid,
+            "tracks": ["inbound"],
+            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+            "customParameters": {"sdp_suki_token": deployment.token},
+        },
+        "streamSid": stream_sid,
+    }
+    chunk = base64.b64encode(bytes([0x55]) * 160).decode()  # 20 ms of μ-law
+    url = f"wss://127.0.0.1:{deployment.nginx.port}/twilio/media-stream"
+    async with connect(url, ssl=tls_context(deployment.cert)) as ws:
+        await ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
+        await ws.send(json.dumps(start))
+        for n in range(50):
+            media = {"track": "inbound", "chunk": str(n + 1), "timestamp": str(n * 20)}
+            message = {"event": "media", "sequenceNumber": str(n + 2), "streamSid": stream_sid}
+            await ws.send(json.dumps({**message, "media": {**media, "payload": chunk}}))
+        stop = {"accountSid": "AC0", "callSid": call_sid}
+        await ws.send(json.dumps({"event": "stop", "sequenceNumber": "52", "stop": stop}))
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                await ws.recv()
+
+    def recorded() -> list[dict[str, Any]] | None:
+        with deployment.client() as client:
+            found = client.get(
+                "/api/v1/sessions", params={"external_id": call_sid}, headers=deployment.admin
+            ).json()
+        sessions = found.get("sessions") or []
+        if not sessions:
+            return None
+        session = client_get_session(deployment, sessions[0]["session_id"])
+        recordings: list[dict[str, Any]] = session["recordings"]
+        return recordings if recordings and recordings[0]["status"] == "available" else None
+
+    (recording,) = wait_for(recorded, what="the call's recording")
+    assert recording["duration_ms"] == 1000
+
+
+def client_get_session(deployment: Deployment, session_id: str) -> dict[str, Any]:
+    with deployment.client() as client:
+        answer = client.get(f"/api/v1/sessions/{session_id}", headers=deployment.admin)
+    assert answer.status_code == 200, answer.text
+    body: dict[str, Any] = answer.json()
+    return body

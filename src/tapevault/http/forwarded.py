@@ -70,10 +70,15 @@ class TrustedProxies:
 
 
 def _ip(text: str) -> IPAddress | None:
+    """The address, with an IPv4-mapped IPv6 one (``::ffff:127.0.0.1``, how a dual-stack
+    socket sees an IPv4 peer) read as the IPv4 address it is, so ``127.0.0.1`` trusts it."""
     try:
-        return ipaddress.ip_address(text)
+        ip = ipaddress.ip_address(text)
     except ValueError:
         return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
 
 
 def _strip_port(entry: str) -> str:
