@@ -304,11 +304,18 @@ def url_issuance_records(deployment: Deployment, session_id: str) -> list[dict[s
 
 
 def issue_urls(client: httpx.Client, deployment: Deployment, session_id: str, agent: str) -> None:
-    """Ask for a session's recording URLs claiming to be ``SPOOFED`` (a recorded action)."""
-    answer = client.get(
-        f"/api/v1/ambient/session/{session_id}/recording",
-        headers={**deployment.suki, "x-forwarded-for": SPOOFED, "user-agent": agent},
-    )
+    """Ask for a session's recording URLs claiming to be ``SPOOFED`` every way a header can be
+    written — twice, in another case, with underscores (which this site lets through) — as a
+    recorded action."""
+    headers = [
+        *deployment.suki.items(),
+        ("user-agent", agent),
+        ("X-Forwarded-For", SPOOFED),
+        ("x-forwarded-for", f"{SPOOFED}, 198.51.100.1"),
+        ("X_Forwarded_For", SPOOFED),
+        ("forwarded", f"for={SPOOFED}"),
+    ]
+    answer = client.get(f"/api/v1/ambient/session/{session_id}/recording", headers=headers)
     assert answer.status_code == 200, answer.text
 
 
