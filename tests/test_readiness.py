@@ -18,6 +18,7 @@ from tapevault.readiness import (
     STORE_DOWN,
     Readiness,
     probe_dependencies,
+    stat_probe,
 )
 from tapevault.runtime import Runtime
 
@@ -79,13 +80,32 @@ async def test_store_failure_is_not_ready(
     assert (await client.get("/readyz")).status_code == 200  # recovers by itself
 
 
+async def test_a_local_store_whose_directory_is_gone_is_not_ready(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    """An unmounted disk: a stat of a missing key would say "no such object", so the local
+    store's directory itself is checked; back in place, ready again."""
+    root = runtime.vault.store.root
+    moved = root.with_name("audio-unmounted")
+    root.rename(moved)
+    runtime.context.readiness.ttl = 0
+    try:
+        answer = await client.get("/readyz")
+        assert answer.status_code == 503
+        assert answer.json()["checks"]["store"] == STORE_DOWN
+        assert str(root) not in answer.text
+    finally:
+        moved.rename(root)
+    assert (await client.get("/readyz")).status_code == 200
+
+
 def test_database_failure_reveals_nothing() -> None:
     """A database that raises: both of its checks fail with a fixed reason, not its message."""
 
     def revision() -> str:
         raise RuntimeError(f"connection to {SECRET} refused")
 
-    checks = probe_dependencies(revision, "0016", Store())()
+    checks = probe_dependencies(revision, "0016", stat_probe(Store()))()
     assert checks == {"database": DATABASE_DOWN, "migrations": DATABASE_DOWN, "store": OK}
     assert "hunter2" not in str(checks)
 
@@ -95,7 +115,7 @@ async def test_answer_is_cached_for_the_ttl() -> None:
     now = [100.0]
     store = Store()
     readiness = Readiness(
-        probe_dependencies(lambda: "0016", "0016", store), CHECKS, clock=lambda: now[0]
+        probe_dependencies(lambda: "0016", "0016", stat_probe(store)), CHECKS, clock=lambda: now[0]
     )
     for _ in range(50):
         assert (await readiness.answer()).ready

@@ -92,11 +92,21 @@ class Readiness:
 CHECKS = ("database", "migrations", "store")
 
 
+def stat_probe(store: Stat) -> Callable[[], None]:
+    """The store answers: a ``stat`` of a key that need not exist (None is an answer)."""
+
+    def probe() -> None:
+        store.stat(PROBE_KEY)
+
+    return probe
+
+
 def probe_dependencies(
-    revision: Callable[[], str | None], head: str, store: Stat
+    revision: Callable[[], str | None], head: str, store_answers: Callable[[], None]
 ) -> Callable[[], dict[str, str]]:
     """The blocking probe: ``revision()`` reads the database's schema revision (so it also
-    proves the database answers), which must be ``head``; then a ``stat`` on the store."""
+    proves the database answers), which must be ``head``; ``store_answers()`` raises unless
+    the store answers."""
 
     def probe() -> dict[str, str]:
         checks = dict.fromkeys(CHECKS, OK)
@@ -111,7 +121,7 @@ def probe_dependencies(
                 log.warning("readiness: schema at %s, this code needs %s", current, head)
                 checks["migrations"] = SCHEMA_BEHIND
         try:
-            store.stat(PROBE_KEY)
+            store_answers()
         except Exception as exc:
             log.warning("readiness: store: %s: %s", type(exc).__name__, str(exc)[:300])
             checks["store"] = STORE_DOWN

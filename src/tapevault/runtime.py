@@ -6,6 +6,7 @@ import gc
 import logging
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +29,7 @@ from tapevault.core.vault import Vault
 from tapevault.db.auditstore import SqlAuditStore
 from tapevault.db.engine import current_revision, head_revision, make_engine, migrate
 from tapevault.db.repository import SqlRepository
-from tapevault.errors import ConfigError
+from tapevault.errors import ConfigError, StorageError
 from tapevault.http.app import build_app
 from tapevault.http.asgi import ASGIApp
 from tapevault.http.context import AppContext
@@ -41,7 +42,7 @@ from tapevault.ingest.liveness import is_gone
 from tapevault.ingest.scratch import Spool, sweep_temporaries, sweep_unrecorded
 from tapevault.ingest.tus_store import TusStore
 from tapevault.ingest.worker import Worker, worker_id
-from tapevault.readiness import CHECKS, Readiness, probe_dependencies
+from tapevault.readiness import CHECKS, Readiness, probe_dependencies, stat_probe
 from tapevault.storage.local import LocalStore, open_store
 
 log = logging.getLogger("tapevault")
@@ -183,7 +184,10 @@ def open_runtime(
         inline_metadata=settings.is_sqlite,
         process_id=process,
         readiness=Readiness(
-            probe_dependencies(lambda: current_revision(engine), head_revision(), store), CHECKS
+            probe_dependencies(
+                lambda: current_revision(engine), head_revision(), store_probe(store)
+            ),
+            CHECKS,
         ),
     )
     worker = Worker(
@@ -208,6 +212,20 @@ def open_runtime(
         audit_store=audit_store,
         streams=StreamEndpoint(context, StreamHub(context)),
     )
+
+
+def store_probe(store: LocalStore) -> Callable[[], None]:
+    """How /readyz asks the store whether it answers. A stat of a missing key answers "no such
+    object" even when a local store's directory is gone (an unmounted disk), so for the local
+    store its root must be there too."""
+    stat = stat_probe(store)
+
+    def probe() -> None:
+        stat()
+        if isinstance(store, LocalStore) and not store.root.is_dir():
+            raise StorageError(f"the store's directory {store.root} is missing")
+
+    return probe
 
 
 def sweep_scratch(settings: Settings, spool: Spool, owner: str, vault: Vault) -> int:
