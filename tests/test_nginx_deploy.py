@@ -26,7 +26,7 @@ from tusclient import client as tus
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from tapevault.audio_gen import write_tone_wav
+from tapevault.audio_gen import tone_wav_bytes, write_tone_wav
 from tests import seeds
 from tests.conftest import need
 from tests.nginx import NGINX, SITE, Nginx, make_certificate, render, tls_context
@@ -36,6 +36,7 @@ from tests.support import Sender, make_session, plays, stored_pcm, wait_availabl
 pytestmark = pytest.mark.server
 SUKI_PYTHON_SEEDS = ["suki-ambient-session-recording.md", "suki-form-filling-session-recording.md"]
 SPOOFED = "203.0.113.77"  # what a lying client claims to be (TEST-NET-3)
+UPLOAD_LIMIT = "8M"  # tapevault's own limit here; the site's is 2100m
 
 
 @dataclass
@@ -83,6 +84,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
     server.start(
         TAPEVAULT_TRUSTED_PROXIES="127.0.0.1",
         TAPEVAULT_PUBLIC_URL=proxy.base,
+        TAPEVAULT_MAX_UPLOAD_BYTES=UPLOAD_LIMIT,
     )
     try:
         proxy.start()
@@ -255,6 +257,23 @@ def test_tus_upload_through_nginx(
     assert uploader.offset == size
     (recording,) = wait_available(deployment.server, deployment.suki, session_id)
     assert recording["sha256"] == hashlib.sha256(audio.read_bytes()).hexdigest()
+
+
+def test_uploads_pass_nginx_and_meet_tapevaults_own_limit(deployment: Deployment) -> None:
+    """A 3 MB upload (over nginx's 1 MiB default body limit) goes through; one over
+    TAPEVAULT_MAX_UPLOAD_BYTES is refused by tapevault with its JSON 413, not by nginx."""
+    with deployment.client() as client:
+        session_id = client.post("/api/v1/ambient/session/create", headers=deployment.suki).json()[
+            "ambient_session_id"
+        ]
+        audio = f"/api/v1/ambient/session/{session_id}/audio"
+        wav = {**deployment.suki, "content-type": "audio/wav"}
+        accepted = client.post(audio, headers=wav, content=tone_wav_bytes(100.0))
+        assert accepted.status_code == 202, accepted.text
+        too_big = client.post(audio, headers=wav, content=bytes(9 * 1024 * 1024))
+        assert too_big.status_code == 413
+        assert too_big.headers["content-type"] == "application/json", too_big.text
+        assert "nginx" not in too_big.text
 
 
 @pytest.fixture(scope="session")
