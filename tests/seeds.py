@@ -74,3 +74,24 @@ def amigo_openapi() -> dict[str, Any]:
                 known = merged["components"][part].setdefault(name, definition)
                 assert known == definition, f"{AMIGO} defines {name} in two ways"
     return merged
+
+
+def python_example(seed: str) -> str:
+    """The first ```python block of a seed, or the unfenced example of the ambient page."""
+    text = seed_text(seed)
+    fenced = re.search(r"```python[^\n]*\n(.*?)```", text, re.S)
+    if fenced:
+        return "\n".join(
+            line[4:] if line.startswith("    ") else line for line in fenced.group(1).splitlines()
+        )
+    start = text.index("import requests")
+    end = text.index("print(response.json())", start) + len("print(response.json())")
+    return text[start:end]
+
+
+def adapt(code: str, base: str, session_id: str, token: str) -> str:
+    """Change only the base URL, the credentials and the session id placeholder."""
+    code = re.sub(r"https://sdp\.suki(?:-stage)?\.(?:ai|com)", base, code)
+    code = code.replace("<sdp_suki_token>", token).replace("<sdp_provider_id>", "provider-123")
+    # The ambient page's placeholder line ends in a `//` comment, which is not Python.
+    return re.sub(r'"123dfg-456dfg-789dfg-012dfg"( //[^\n]*)?', json.dumps(session_id), code)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import shutil
 import subprocess
@@ -17,7 +16,7 @@ import requests
 
 from tapevault.db.engine import head_revision
 from tests.conftest import need
-from tests.seeds import SEEDS_DIR
+from tests.seeds import SEEDS_DIR, adapt, python_example
 from tests.server import Server, free_port, tapevault
 from tests.support import make_session, plays, wait_for
 
@@ -32,28 +31,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         yield srv
     finally:
         srv.stop()
-
-
-def python_example(seed: str) -> str:
-    """The first ```python block of a seed, or the unfenced example of the ambient page."""
-    need((SEEDS / seed).is_file(), f"seed documents not found in {SEEDS}")
-    text = (SEEDS / seed).read_text()
-    fenced = re.search(r"```python[^\n]*\n(.*?)```", text, re.S)
-    if fenced:
-        return "\n".join(
-            line[4:] if line.startswith("    ") else line for line in fenced.group(1).splitlines()
-        )
-    start = text.index("import requests")
-    end = text.index("print(response.json())", start) + len("print(response.json())")
-    return text[start:end]
-
-
-def adapt(code: str, base: str, session_id: str, token: str) -> str:
-    """Change only the base URL, the credentials and the session id placeholder."""
-    code = re.sub(r"https://sdp\.suki(?:-stage)?\.(?:ai|com)", base, code)
-    code = code.replace("<sdp_suki_token>", token).replace("<sdp_provider_id>", "provider-123")
-    # The ambient page's placeholder line ends in a `//` comment, which is not Python.
-    return re.sub(r'"123dfg-456dfg-789dfg-012dfg"( //[^\n]*)?', json.dumps(session_id), code)
 
 
 @pytest.mark.parametrize(

@@ -96,6 +96,9 @@ class FakeEndpoint:
         self.refuse = refuse
         self.closed: list[str] = []
 
+    def client_address(self, peer: str | None, headers: dict[str, str]) -> str | None:
+        return peer
+
     async def open(
         self,
         session_id: str,

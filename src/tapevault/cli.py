@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import socket
 import sys
 from collections.abc import Iterator, Sequence
@@ -130,6 +131,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
         print(f"ran {runtime.worker.run_until_idle()} job(s)")
     else:
         log.info("tapevault worker %s waiting for jobs", runtime.worker.owner)
+        # SIGTERM (systemd, any supervisor) ends the loop after the job at hand; a job cut
+        # short by SIGKILL instead runs again once its lease expires.
+        signal.signal(signal.SIGTERM, lambda *_: runtime.worker.stop(timeout=0))
         with contextlib.suppress(KeyboardInterrupt):
             runtime.worker.run_forever()
     runtime.close()

@@ -127,6 +127,11 @@ SETTINGS_DOC: dict[str, tuple[str, str]] = {
         "comma-separated IPs or CIDRs of reverse proxies whose X-Forwarded-For names the "
         "client (default: none, the socket's peer is the client)",
     ),
+    "shutdown_grace": (
+        "TAPEVAULT_SHUTDOWN_GRACE",
+        "on SIGTERM, how long requests in flight (downloads) may take to finish before they "
+        "are cut, e.g. 30s; no new connection is accepted meanwhile",
+    ),
 }
 
 
@@ -189,6 +194,7 @@ class Settings:
     body_timeout_seconds: int = 60
     keepalive_timeout_seconds: int = 5
     trusted_proxies: tuple[str, ...] = ()
+    shutdown_grace_seconds: int = 30
 
     def __repr__(self) -> str:
         return (
@@ -210,7 +216,8 @@ class Settings:
             f"header_timeout_seconds={self.header_timeout_seconds}, "
             f"body_timeout_seconds={self.body_timeout_seconds}, "
             f"keepalive_timeout_seconds={self.keepalive_timeout_seconds}, "
-            f"trusted_proxies={self.trusted_proxies!r})"
+            f"trusted_proxies={self.trusted_proxies!r}, "
+            f"shutdown_grace_seconds={self.shutdown_grace_seconds})"
         )
 
     @property
@@ -270,6 +277,9 @@ class Settings:
                 "TAPEVAULT_KEEPALIVE_TIMEOUT", pick("keepalive_timeout") or "5"
             ),
             trusted_proxies=_networks("TAPEVAULT_TRUSTED_PROXIES", pick("trusted_proxies") or ""),
+            shutdown_grace_seconds=_duration(
+                "TAPEVAULT_SHUTDOWN_GRACE", pick("shutdown_grace") or "30"
+            ),
             direct_streams=direct_streams,
             audit=audit,
             audit_durable_all=durable_all,
@@ -336,6 +346,7 @@ class Settings:
             "body_timeout": str(self.body_timeout_seconds),
             "keepalive_timeout": str(self.keepalive_timeout_seconds),
             "trusted_proxies": ",".join(self.trusted_proxies),
+            "shutdown_grace": str(self.shutdown_grace_seconds),
         }
         if self.audit_key_file is not None:
             values["audit_key_file"] = str(self.audit_key_file)

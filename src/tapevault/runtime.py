@@ -6,6 +6,7 @@ import gc
 import logging
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,12 +27,13 @@ from tapevault.core.renditions import Renditions
 from tapevault.core.retention import Retention
 from tapevault.core.vault import Vault
 from tapevault.db.auditstore import SqlAuditStore
-from tapevault.db.engine import make_engine, migrate
+from tapevault.db.engine import current_revision, head_revision, make_engine, migrate
 from tapevault.db.repository import SqlRepository
-from tapevault.errors import ConfigError
+from tapevault.errors import ConfigError, StorageError
 from tapevault.http.app import build_app
 from tapevault.http.asgi import ASGIApp
 from tapevault.http.context import AppContext
+from tapevault.http.forwarded import ProxyHeaders, TrustedProxies
 from tapevault.http.stream import StreamEndpoint, StreamHub
 from tapevault.ingest import formats
 from tapevault.ingest.finalize import TEMPORARY_KINDS, Finalizer
@@ -40,6 +42,7 @@ from tapevault.ingest.liveness import is_gone
 from tapevault.ingest.scratch import Spool, sweep_temporaries, sweep_unrecorded
 from tapevault.ingest.tus_store import TusStore
 from tapevault.ingest.worker import Worker, worker_id
+from tapevault.readiness import CHECKS, Readiness, probe_dependencies, stat_probe
 from tapevault.storage.local import LocalStore, open_store
 
 log = logging.getLogger("tapevault")
@@ -67,10 +70,16 @@ class Runtime:
         """The application; with ``background`` its lifespan starts and stops the worker
         threads (``TAPEVAULT_WORKERS``) and runs crash recovery first."""
         if not background:
-            return build_app(self.context, self.streams, on_shutdown=self.close)
-        return build_app(
-            self.context, self.streams, on_startup=self.start_background, on_shutdown=self.stop
-        )
+            app = build_app(self.context, self.streams, on_shutdown=self.close)
+        else:
+            app = build_app(
+                self.context,
+                self.streams,
+                on_startup=self.start_background,
+                on_shutdown=self.stop,
+            )
+        proxies = TrustedProxies(self.settings.trusted_proxies)
+        return ProxyHeaders(app, proxies) if proxies else app
 
     def websocket_protocol(self) -> str:
         return websocket_protocol(self.settings)
@@ -174,6 +183,12 @@ def open_runtime(
         spool=spool,
         inline_metadata=settings.is_sqlite,
         process_id=process,
+        readiness=Readiness(
+            probe_dependencies(
+                lambda: current_revision(engine), head_revision(), store_probe(store)
+            ),
+            CHECKS,
+        ),
     )
     worker = Worker(
         Finalizer(vault, formats.decoder(settings.max_recording_seconds), process),
@@ -197,6 +212,20 @@ def open_runtime(
         audit_store=audit_store,
         streams=StreamEndpoint(context, StreamHub(context)),
     )
+
+
+def store_probe(store: LocalStore) -> Callable[[], None]:
+    """How /readyz asks the store whether it answers. A stat of a missing key answers "no such
+    object" even when a local store's directory is gone (an unmounted disk), so for the local
+    store its root must be there too."""
+    stat = stat_probe(store)
+
+    def probe() -> None:
+        stat()
+        if isinstance(store, LocalStore) and not store.root.is_dir():
+            raise StorageError(f"the store's directory {store.root} is missing")
+
+    return probe
 
 
 def sweep_scratch(settings: Settings, spool: Spool, owner: str, vault: Vault) -> int:
@@ -245,8 +274,10 @@ def app_from_environment() -> ASGIApp:
 
 def server_options(settings: Settings, log_level: str) -> dict[str, Any]:
     """uvicorn's options for ``serve`` and ``demo``: tapevault's own protocols (limits on
-    header size, read timeouts, pings), the keep-alive timeout, and ``X-Forwarded-For``
-    believed only from ``TAPEVAULT_TRUSTED_PROXIES`` (uvicorn's default trusts loopback)."""
+    header size, read timeouts, pings), the keep-alive timeout, and the shutdown grace.
+    uvicorn's own proxy headers are off (its default trusts loopback): ``Runtime.asgi`` applies
+    ``TAPEVAULT_TRUSTED_PROXIES`` itself (``tapevault.http.forwarded``), as the live streams'
+    direct path does."""
     return {
         "host": settings.host,
         "port": settings.port,
@@ -260,8 +291,11 @@ def server_options(settings: Settings, log_level: str) -> dict[str, Any]:
         "log_level": log_level,
         "timeout_keep_alive": settings.keepalive_timeout_seconds,
         "h11_max_incomplete_event_size": settings.max_header_bytes,
-        "proxy_headers": bool(settings.trusted_proxies),
-        "forwarded_allow_ips": list(settings.trusted_proxies),
+        "proxy_headers": False,
+        # SIGTERM: uvicorn stops accepting at once, lets responses in flight finish (a
+        # kept-alive connection is closed after its current response) and cancels what is
+        # left after the grace; live streams get their final ack and 1012 at once.
+        "timeout_graceful_shutdown": settings.shutdown_grace_seconds,
     }
 
 

@@ -28,7 +28,7 @@ from tapevault.http.asgi import (
 )
 from tapevault.http.context import AppContext
 from tapevault.http.cors import Cors
-from tapevault.http.health import Health
+from tapevault.http.health import Health, Ready
 from tapevault.http.kore import routes as kore_routes
 from tapevault.http.limits import LIMITS_STATE, ConnectionLimits
 from tapevault.http.media import PREFIX as MEDIA_PREFIX
@@ -107,6 +107,7 @@ def build_app(
             WebSocketRoute("/api/v1/ambient/session/{session_id}/stream", streams),
             WebSocketRoute("/twilio/media-stream", TwilioMediaStream(ctx, streams.hub)),
             Route("/healthz", Health(ctx.access_log)),
+            Route("/readyz", Ready(ctx.readiness)),
             Route("/openapi.json", _StaticJson(orjson.dumps(document))),
             *(Route(path, page) for path, page in pages(document)),
         ],

@@ -20,6 +20,7 @@ from tapevault.core.renditions import Renditions
 from tapevault.core.retention import Retention
 from tapevault.core.vault import Vault
 from tapevault.ingest.scratch import Spool
+from tapevault.readiness import Readiness
 
 T = TypeVar("T")
 
@@ -44,6 +45,7 @@ class AppContext:
     inline_metadata: bool
     # Identifies this process as the writer of its live streams (see ingest/worker.worker_id).
     process_id: str
+    readiness: Readiness  # GET /readyz: database, schema and store (tapevault/readiness.py)
 
     async def metadata(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a short metadata call: inline on SQLite, in a thread on PostgreSQL."""

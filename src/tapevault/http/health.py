@@ -1,4 +1,6 @@
-"""``GET /healthz``: 200 while the process can do its job, 503 with a reason while it cannot.
+"""``GET /healthz``: 200 while the process can do its job, 503 with a reason while it cannot;
+``GET /readyz``: 200 while what it depends on answers (``tapevault.readiness``), else 503 with a
+reason per failing check.
 
 Load balancers poll it, so it reads state and writes nothing: the access log's health is what its
 writer last saw (a failed or stuck cycle; the writer retries on its own and probes the store
@@ -23,6 +25,7 @@ from tapevault.http.asgi import (
     send_fixed,
     send_json,
 )
+from tapevault.readiness import Readiness
 
 ACCESS_LOG_DOWN = (
     "The access log cannot be written: audited requests answer 503 until it can "
@@ -55,3 +58,24 @@ class Health:
             await send_json(send, 503, body, head_only=method == "HEAD")
             return
         await send_fixed(scope, send, self.headers, _OK)
+
+
+class Ready:
+    """Readiness for a load balancer or an orchestrator: ``{"status": "ready", "checks":
+    {...}}``, or 503 ``"unavailable"`` with each failing check's reason in ``checks``."""
+
+    def __init__(self, readiness: Readiness) -> None:
+        self.readiness = readiness
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if await refuse_unless_read(scope, send):
+            return
+        answer = await self.readiness.answer()
+        head_only = scope["method"] == "HEAD"
+        if answer.ready:
+            await send_json(
+                send, 200, {"status": "ready", "checks": answer.checks}, head_only=head_only
+            )
+            return
+        body = {"status": "unavailable", "checks": answer.checks}
+        await send_json(send, 503, body, [(b"retry-after", b"1")], head_only=head_only)

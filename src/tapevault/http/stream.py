@@ -47,6 +47,7 @@ from tapevault.http.asgi import (
     send_json,
 )
 from tapevault.http.context import AppContext
+from tapevault.http.forwarded import TrustedProxies
 from tapevault.ingest.durable import (
     BACKLOG_BYTES,
     Ack,
@@ -224,6 +225,12 @@ class StreamEndpoint:
         self.ctx = ctx
         self.hub = hub
         self.writer_id = hub.writer_id
+        self.proxies = TrustedProxies(ctx.settings.trusted_proxies)
+
+    def client_address(self, peer: str | None, headers: dict[str, str]) -> str | None:
+        """The client of a connection that left ASGI before uvicorn's scope was built (the
+        direct path): the peer, or whom a trusted proxy names (``tapevault.http.forwarded``)."""
+        return self.proxies.client(peer, headers.get("x-forwarded-for"))
 
     async def open(
         self,

@@ -265,7 +265,10 @@ class DirectStream(asyncio.Protocol, AckSink):
         endpoint = self.endpoint
         try:
             recording, self.frame_bytes = await endpoint.open(
-                self.session_id, self.params, self.headers, peer_address(self.transport)
+                self.session_id,
+                self.params,
+                self.headers,
+                endpoint.client_address(peer_address(self.transport), self.headers),
             )
         except (InvalidRequest, AuthError, NotFound, Conflict, QuotaExceeded) as exc:
             self._close(close_code(exc), exc.message)

@@ -6,6 +6,21 @@ from tapevault.http.openapi.common import Json, Section, operation, response
 
 TAG = "Service"
 _HTML: Json = {"text/html": {"schema": {"type": "string"}}}
+_READINESS: Json = {
+    "type": "object",
+    "required": ["status", "checks"],
+    "properties": {
+        "status": {"enum": ["ready", "unavailable"]},
+        "checks": {
+            "type": "object",
+            "description": '"ok", or the reason the check fails.',
+            "required": ["database", "migrations", "store"],
+            "properties": {
+                name: {"type": "string"} for name in ("database", "migrations", "store")
+            },
+        },
+    },
+}
 
 
 def paths() -> Json:
@@ -38,6 +53,27 @@ def paths() -> Json:
                                 "audit": {"type": "string"},
                             },
                         },
+                    ),
+                },
+            )
+        },
+        "/readyz": {
+            "get": operation(
+                tag=TAG,
+                operation_id="readyz",
+                summary="Readiness: the database, its schema and the object store",
+                description=(
+                    "For a load balancer: 200 while the database answers, its schema is at "
+                    "this version's migrations and the object store answers; 503 otherwise, "
+                    "with a reason for each failing check. Checked at most once a second per "
+                    "process; no credentials, and no host, path or driver message in the "
+                    "answer. `/healthz` is liveness (the process works)."
+                ),
+                responses={
+                    "200": response("Ready to take traffic.", _READINESS),
+                    "503": response(
+                        "A dependency fails: each failing check's value is its reason.",
+                        _READINESS,
                     ),
                 },
             )
@@ -75,6 +111,9 @@ def paths() -> Json:
 
 
 SECTION = Section(
-    tag={"name": TAG, "description": "Liveness, the API description and its reference page."},
+    tag={
+        "name": TAG,
+        "description": "Liveness, readiness, the API description and its reference page.",
+    },
     paths=paths(),
 )
