@@ -39,13 +39,13 @@ from typing import cast
 
 from tapevault.errors import AuthError, Conflict, InvalidRequest, NotFound, QuotaExceeded
 from tapevault.http.limits import CLOSE_TIMEOUT, PingGuard
+from tapevault.http.requestlog import LoggedRequest
 from tapevault.http.stream import (
     StreamEndpoint,
     close_code,
     failure_close,
     is_end,
     partial_frame_reason,
-    peer_address,
 )
 from tapevault.http.wsframe import (
     CLOSE,
@@ -85,8 +85,12 @@ class DirectStream(asyncio.Protocol, AckSink):
         ping_timeout: float | None,
         on_task: Callable[[asyncio.Task[None]], None],
         on_lost: Callable[[DirectStream], None],
+        request: LoggedRequest | None = None,
     ) -> None:
         self.endpoint = endpoint
+        # Who asked (the id answered in the handshake, the resolved client), for the access
+        # records and the one request-log line written when the stream ends.
+        self.request = request or LoggedRequest(scope={"method": "GET", "headers": []})
         self.session_id = session_id
         self.params = params
         self.headers = headers
@@ -102,6 +106,7 @@ class DirectStream(asyncio.Protocol, AckSink):
         self.disconnected = False
         self.broken = False  # the peer broke the protocol: read nothing more
         self.close_sent = False
+        self.sent_close = 0  # the code of the close frame we sent after the stream ended
         self.writable = True
         self.throttled = False  # reading paused until the next batch takes the backlog
         self.acked = 0
@@ -194,7 +199,9 @@ class DirectStream(asyncio.Protocol, AckSink):
     def _send_ack(self, upto: int) -> None:
         if self.close_sent or self.disconnected or self.transport is None:
             return
-        self.transport.write(ack_frame(upto))
+        frame = ack_frame(upto)
+        self.transport.write(frame)
+        self.request.sent += len(frame)
         self.acked = upto
 
     # -- frames (FrameReader callbacks) ----------------------------------------------------------
@@ -260,12 +267,19 @@ class DirectStream(asyncio.Protocol, AckSink):
         except Exception:  # as uvicorn does for an ASGI app that raises
             log.exception("live stream failed")
             self._close(1011, "internal error")
+        finally:
+            code = self.outcome[0] if self.outcome else None
+            self.request.done(101, close=self.sent_close or code or None)
 
     async def _serve(self) -> None:
         endpoint = self.endpoint
         try:
             recording, self.frame_bytes = await endpoint.open(
-                self.session_id, self.params, self.headers, peer_address(self.transport)
+                self.session_id,
+                self.params,
+                self.headers,
+                self.request.client,
+                request=self.request.request_id,
             )
         except (InvalidRequest, AuthError, NotFound, Conflict, QuotaExceeded) as exc:
             self._close(close_code(exc), exc.message)
@@ -274,6 +288,7 @@ class DirectStream(asyncio.Protocol, AckSink):
             log.exception("could not open a stream")
             self._close(1011, "internal error")
             return
+        self.request.tenant(recording.partner_id)
         self.stream = stream = endpoint.start(recording, self)
         self.dirty = endpoint.committer.dirty
         try:
@@ -286,6 +301,7 @@ class DirectStream(asyncio.Protocol, AckSink):
             code, reason = self.outcome or (0, "")
             self.state = _ENDING
             error = await endpoint.end(stream, recording)
+            self.request.received = stream.received
             self.stream = None  # it refers to us (its ack sink): no cycle to outlive the stream
             if error is not None:
                 code, reason = failure_close(error, stream.synced) if code else (0, "")
@@ -307,6 +323,7 @@ class DirectStream(asyncio.Protocol, AckSink):
             return
         self._write(close_frame(code, reason))
         self.close_sent = True
+        self.sent_close = code
         self.transport.resume_reading()  # to see the peer's close
         self._stop_pings()
         self.close_timer = self.loop.call_later(CLOSE_TIMEOUT, self._hang_up)

@@ -35,18 +35,23 @@ from urllib.parse import parse_qsl, unquote
 
 from uvicorn._types import ASGISendEvent
 from uvicorn.config import Config
+from uvicorn.middleware.proxy_headers import _TrustedHosts
 from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from uvicorn.server import ServerState
 from websockets.http11 import Request
 
 from tapevault.http.app import STREAMS_STATE
+from tapevault.http.asgi import REQUEST_ID, request_id
 from tapevault.http.limits import CLOSE_TIMEOUT, PingGuard
+from tapevault.http.requestlog import ROUTE, LoggedRequest
+from tapevault.http.requestlog import STATE as REQUEST_LOG_STATE
 from tapevault.http.stream import StreamEndpoint
 from tapevault.http.wsdirect import DirectStream
 
 # Starlette's ``{session_id}`` matches one non-empty path segment of the decoded path.
 STREAM_PATH = re.compile(r"/api/v1/ambient/session/([^/]+)/stream")
+STREAM_ROUTE = "/api/v1/ambient/session/{session_id}/stream"
 
 
 class GuardedWebSocketsProtocol(WebSocketsSansIOProtocol):
@@ -146,6 +151,19 @@ class DirectStreamsProtocol(GuardedWebSocketsProtocol):
             (name.decode("latin-1").lower(), value.decode("latin-1"))
             for name, value in self.default_headers
         )
+        headers = _headers(event)
+        request = LoggedRequest(
+            {
+                "type": "websocket",
+                "method": "GET",
+                "headers": [],
+                "client": self._client(headers),
+                ROUTE: STREAM_ROUTE,
+                REQUEST_ID: request_id(headers),
+            },
+            self.app_state.get(REQUEST_LOG_STATE),
+        )
+        response.headers["X-Request-Id"] = request.request_id
         self.conn.send_response(response)
         self.transport.write(b"".join(self.conn.data_to_send()))
         self.handshake_initiated = self.handshake_complete = True
@@ -153,12 +171,13 @@ class DirectStreamsProtocol(GuardedWebSocketsProtocol):
             endpoint,
             match.group(1),
             _params(query),
-            _headers(event),
+            headers,
             max_size=self.config.ws_max_size,
             ping_interval=self.config.ws_ping_interval,
             ping_timeout=self.config.ws_ping_timeout,
             on_task=self._track,
             on_lost=self._forget,
+            request=request,
         )
         # From here on the connection is the stream's: uvicorn's shutdown reaches it
         # through ``connections`` (DirectStream.shutdown) and waits for its task.
@@ -170,6 +189,19 @@ class DirectStreamsProtocol(GuardedWebSocketsProtocol):
         # when we return; the stream takes over on the next turn of the loop, and until
         # then (it reads nothing before it is admitted) the methods below pass events on.
         self.loop.call_soon(self.transport.set_protocol, direct)
+
+    def _client(self, headers: dict[str, str]) -> tuple[str, int] | None:
+        """The peer, or the client a trusted proxy names: what uvicorn's proxy-headers
+        middleware makes of ``scope["client"]`` on the ASGI path (this one bypasses it)."""
+        peer = self.client
+        forwarded = headers.get("x-forwarded-for")
+        if peer is None or not self.config.proxy_headers or forwarded is None:
+            return peer
+        trusted = _TrustedHosts(self.config.forwarded_allow_ips)
+        if peer[0] not in trusted:
+            return peer
+        host, port = trusted.get_trusted_client_address(forwarded)
+        return (host, port) if host else peer
 
     def data_received(self, data: bytes) -> None:
         if self.direct is None:
