@@ -150,6 +150,18 @@ def recording_urls(ctx: Context) -> Result:
         off = _load(ctx, quiet.base_url + ctx.data.urls_path, c, headers=headers)
     finally:
         quiet.stop()
+    # And with the request log off (TAPEVAULT_REQUEST_LOG=off; the access log on, as shipped):
+    # what one JSON line per request costs. The server above writes its lines to its log file.
+    port = free_port()
+    unlogged = start_tapevault(
+        {**(ctx.env or {}), "TAPEVAULT_REQUEST_LOG": "off", "TAPEVAULT_WORKERS": "0"},
+        port,
+        ctx.scratch / "tapevault-request-log-off.log",
+    )
+    try:
+        no_lines = _load(ctx, unlogged.base_url + ctx.data.urls_path, c, headers=headers)
+    finally:
+        unlogged.stop()
     return scenario(
         "Recording URLs (3 recordings)",
         "hello-world raw ASGI app, same uvicorn settings",
@@ -159,6 +171,7 @@ def recording_urls(ctx: Context) -> Result:
             "tapevault": _wrk_figures(sub),
             "reference": _wrk_figures(ref),
             "tapevault_access_log_off": _wrk_figures(off),
+            "tapevault_request_log_off": _wrk_figures(no_lines),
         },
         [
             row(
@@ -178,6 +191,13 @@ def recording_urls(ctx: Context) -> Result:
                 off.req_per_s,
             ),
             row("p99 with the access log on (reference: off)", "ms", sub.p99_ms, off.p99_ms),
+            row(
+                "req/s with the request log on (reference: off)",
+                "req/s",
+                sub.req_per_s,
+                no_lines.req_per_s,
+            ),
+            row("p99 with the request log on (reference: off)", "ms", sub.p99_ms, no_lines.p99_ms),
         ],
     )
 

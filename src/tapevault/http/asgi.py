@@ -111,7 +111,7 @@ def request_id(headers: Mapping[str, str]) -> str:
     """The client's (or proxy's) X-Request-Id when it is 1-128 token characters, else a new id
     unique to this process (cheaper than a UUID). A hostile value is replaced, never cut."""
     given = headers.get("x-request-id")
-    if given is not None and _TOKEN_ID.fullmatch(given):
+    if given is not None and len(given) <= 128 and _TOKEN_ID.fullmatch(given):
         return given
     return new_request_id()
 
@@ -133,8 +133,12 @@ def scope_request_id(scope: Scope) -> str:
                 given = b""
                 break
             given = value
-    text = given.decode("latin-1") if given else ""
-    rid = scope[REQUEST_ID] = text if _TOKEN_ID.fullmatch(text) else new_request_id()
+    if given and len(given) <= 128:
+        text = given.decode("latin-1")
+        if _TOKEN_ID.fullmatch(text):
+            scope[REQUEST_ID] = text
+            return text
+    rid = scope[REQUEST_ID] = new_request_id()
     return rid
 
 

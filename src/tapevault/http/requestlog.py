@@ -18,8 +18,10 @@ the tenant whose credential the request carried (``asgi.note_tenant``), absent i
 the close code (``close``), the message bytes received (``received``) and sent (``bytes``).
 
 Lines are cheap on the event loop and never wait for the output: a line is built with orjson and
-appended to a bounded deque; one writer thread hands the lines to the logger (whose handlers do
-the I/O). If the output is slower than the requests for long, lines past ``CAPACITY`` are
+appended to a bounded deque; one writer thread per process hands the lines to the logger (whose
+handlers do the I/O), whatever queued meanwhile as one record (its message: one line per
+request, separated by newlines), so that logging's per-record cost is paid per batch, not per
+request. If the output is slower than the requests for long, lines past ``CAPACITY`` are
 dropped and counted, and the next line written says how many (``{"dropped": N}``), so memory
 stays bounded and the event loop is never stalled by a slow stderr.
 """
@@ -111,14 +113,16 @@ class RequestLog:
                 return
 
     def flush(self) -> None:
-        """Hand every queued line to the logger (the writer thread; ``close``)."""
+        """Hand every queued line to the logger (the writer thread; ``close``), as many as
+        queued meanwhile in one record: a record costs the thread microseconds of the GIL the
+        event loop needs, a line in a batch almost nothing."""
         pending = self._pending
         while pending:
+            batch = [pending.popleft() for _ in range(min(len(pending), _BATCH))]
             if self.dropped:
                 dropped, self.dropped = self.dropped, 0
-                self._emit(orjson.dumps({"dropped": dropped}).decode())
-            for _ in range(min(len(pending), _BATCH)):
-                self._emit(pending.popleft())
+                batch.append(orjson.dumps({"dropped": dropped}).decode())
+            self._emit("\n".join(batch))
 
     def _emit(self, line: str) -> None:
         # A failing handler must not end the writer thread; logging reports its own errors.
@@ -230,9 +234,23 @@ class LoggedRequest:
         )
 
 
+_SHARED: RequestLog | None = None
+_SHARED_LOCK = threading.Lock()
+
+
+def shared() -> RequestLog:
+    """The process's request log: one writer thread however many applications it builds."""
+    global _SHARED
+    with _SHARED_LOCK:
+        if _SHARED is None:
+            _SHARED = RequestLog()
+        return _SHARED
+
+
 def logged(app: ASGIApp, *, enabled: bool = True, sink: RequestLog | None = None) -> ASGIApp:
-    """``app`` with request ids on every answer and, when ``enabled``, a line per request."""
-    requests = sink or RequestLog()
+    """``app`` with request ids on every answer and, when ``enabled``, a line per request
+    (to ``sink``, by default the process's ``shared()`` log)."""
+    requests = sink or shared()
 
     async def http(scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
@@ -308,7 +326,7 @@ def logged(app: ASGIApp, *, enabled: bool = True, sink: RequestLog | None = None
 
         async def closing(message: Message) -> None:
             if message["type"] == "lifespan.shutdown.complete":
-                requests.close()
+                requests.flush()  # the lines of the last requests, before the process ends
             await send(message)
 
         await app(scope, receive, closing)
