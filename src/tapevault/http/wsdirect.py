@@ -46,6 +46,7 @@ from tapevault.http.stream import (
     failure_close,
     is_end,
     partial_frame_reason,
+    peer_address,
 )
 from tapevault.http.wsframe import (
     CLOSE,
@@ -278,7 +279,7 @@ class DirectStream(asyncio.Protocol, AckSink):
                 self.session_id,
                 self.params,
                 self.headers,
-                self.request.client,
+                self.request.client or peer_address(self.transport),
                 request=self.request.request_id,
             )
         except (InvalidRequest, AuthError, NotFound, Conflict, QuotaExceeded) as exc:
