@@ -98,10 +98,13 @@ def harvest(body: Any, secrets: Secrets, what: str = "handed out by a server") -
     elif isinstance(body, list):
         for item in body:
             harvest(item, secrets, what)
-    elif isinstance(body, str) and "?" in body and "=" in body and len(body) < 8192:
-        for name, value in parse_qsl(urlsplit(body).query):
+    elif isinstance(body, str) and ("?" in body or "#" in body) and len(body) < 8192:
+        parts = urlsplit(body)
+        for name, value in parse_qsl(parts.query):
             if name in ("s", "ticket", "sig", "signature", "token"):
                 secrets.add(value, f"URL {name}= {what}")
+        if parts.fragment and "://" in body:  # a player link's secret travels in the fragment
+            secrets.add(parts.fragment, f"URL fragment {what}")
 
 
 def scan(secrets: Secrets, source: str, text: str) -> list[Leak]:

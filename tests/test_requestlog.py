@@ -317,9 +317,10 @@ def test_a_failing_handler_does_not_stop_the_writer() -> None:
 
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Server]]:
-    """One server trusting nobody's X-Forwarded-For, one trusting the loopback proxy."""
+    """One server trusting nobody's X-Forwarded-For (and serving live streams through ASGI),
+    one trusting the loopback proxy (streams on the direct path, as shipped)."""
     base = tmp_path_factory.mktemp("requestlog")
-    plain = Server(base / "plain").start()
+    plain = Server(base / "plain").start(TAPEVAULT_DIRECT_STREAMS="off")
     proxied = Server(base / "proxied").start(TAPEVAULT_TRUSTED_PROXIES="127.0.0.1")
     try:
         yield {"plain": plain, "proxied": proxied}
@@ -358,34 +359,36 @@ def test_a_server_writes_each_line_alone_on_stderr_with_the_resolved_client(
         assert line["client"] == expected and line["route"] == "/healthz"
 
 
-async def test_a_live_stream_is_one_line_when_it_ends_on_the_direct_path(
-    servers: dict[str, Server],
+@pytest.mark.parametrize(
+    ("name", "expected"), [("plain", "127.0.0.1"), ("proxied", "198.51.100.7")]
+)
+async def test_a_live_stream_is_one_line_when_it_ends_on_either_path(
+    servers: dict[str, Server], name: str, expected: str
 ) -> None:
-    """The fast path answers the handshake with X-Request-Id and writes one line at the end:
-    status 101, close 1000, the audio bytes received, the tenant, the resolved client; a refused
-    stream's line says 4401 and no tenant."""
-    server = servers["proxied"]
+    """The handshake is answered with X-Request-Id and one line is written at the end: status
+    101, close 1000, the audio bytes received, the tenant, the resolved client; a refused
+    stream's line says 4401 and no tenant. Through ASGI and on the direct path alike."""
+    server = servers[name]
     headers = credentials(server)
     session_id = new_session(server, headers)
-    async with connect(
-        ws_url(server, session_id),
-        additional_headers={**headers, "x-request-id": "ws-1", "x-forwarded-for": "198.51.100.7"},
-    ) as ws:
-        assert ws.response is not None and ws.response.headers["x-request-id"] == "ws-1"
+    given = {"x-request-id": f"ws-{name}", "x-forwarded-for": "198.51.100.7"}
+    async with connect(ws_url(server, session_id), additional_headers={**headers, **given}) as ws:
+        assert ws.response is not None and ws.response.headers["x-request-id"] == f"ws-{name}"
         sender = Sender(ws)
         await ws.send(b"\x00\x01" * 3200)
         await sender.finish()
-    line = server_line(server, "ws-1")
+    line = server_line(server, f"ws-{name}")
     assert line["status"] == 101 and line["close"] == 1000 and line["received"] == 6400
     assert line["route"] == "/api/v1/ambient/session/{session_id}/stream"
-    assert line["client"] == "198.51.100.7" and len(line["tenant"]) == 32
+    assert line["client"] == expected
+    assert len(line["tenant"]) == 32
     assert line["bytes"] > 0  # the acks
     async with connect(
-        ws_url(server, session_id), additional_headers={"x-request-id": "ws-2"}
+        ws_url(server, session_id), additional_headers={"x-request-id": f"refused-{name}"}
     ) as refused:
         with pytest.raises(websockets.ConnectionClosed):
             await refused.recv()
-    line = server_line(server, "ws-2")
+    line = server_line(server, f"refused-{name}")
     assert line["close"] == 4401 and "tenant" not in line
     assert headers["sdp_suki_token"] not in server.output(200_000)
 

@@ -108,6 +108,7 @@ class DirectStream(asyncio.Protocol, AckSink):
         self.broken = False  # the peer broke the protocol: read nothing more
         self.close_sent = False
         self.sent_close = 0  # the code of the close frame we sent after the stream ended
+        self.peer_close = 0  # the code of the client's close frame, when it left first
         self.writable = True
         self.throttled = False  # reading paused until the next batch takes the backlog
         self.acked = 0
@@ -252,6 +253,7 @@ class DirectStream(asyncio.Protocol, AckSink):
                 # The client is leaving: echo its close (RFC 6455 §5.5.1) and treat it as a
                 # disconnect, like uvicorn: no final ack, the unacknowledged tail may be lost.
                 code, _ = parse_close(payload)
+                self.peer_close = code
                 self._write(
                     close_frame(code, "") if code != NO_STATUS else server_frame(CLOSE, b"")
                 )
@@ -270,7 +272,8 @@ class DirectStream(asyncio.Protocol, AckSink):
             self._close(1011, "internal error")
         finally:
             code = self.outcome[0] if self.outcome else None
-            self.request.done(101, close=self.sent_close or code or None)
+            close = self.sent_close or code or self.peer_close
+            self.request.done(101, close=close or (1006 if self.disconnected else None))
 
     async def _serve(self) -> None:
         endpoint = self.endpoint
