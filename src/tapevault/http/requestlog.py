@@ -21,9 +21,10 @@ Lines are cheap on the event loop and never wait for the output: a line is built
 appended to a bounded deque; one writer thread per process hands the lines to the logger (whose
 handlers do the I/O), whatever queued meanwhile as one record (its message: one line per
 request, separated by newlines), so that logging's per-record cost is paid per batch, not per
-request. If the output is slower than the requests for long, lines past ``CAPACITY`` are
-dropped and counted, and the next line written says how many (``{"dropped": N}``), so memory
-stays bounded and the event loop is never stalled by a slow stderr.
+request (a line goes out at most ``BATCH_SECONDS`` after it was queued). If the output is
+slower than the requests for long, lines past ``CAPACITY`` are dropped and counted, and the next
+line written says how many (``{"dropped": N}``), so memory stays bounded and the event loop is
+never stalled by a slow stderr.
 """
 
 from __future__ import annotations
@@ -58,7 +59,8 @@ LOGGER = "tapevault.request"
 STATE = "tapevault.request_log"  # lifespan state key: how the stream fast path finds the log
 ROUTE = "tapevault.route"  # scope key: a route template set by paths the router does not see
 CAPACITY = 10_000  # lines waiting for the writer thread at most (a few MB)
-_BATCH = 512  # lines handed to the logger per wake-up at most
+_BATCH = 512  # lines handed to the logger in one record at most
+BATCH_SECONDS = 0.05  # how long the writer lets lines gather once one is queued
 
 log = logging.getLogger(LOGGER)
 
@@ -107,6 +109,10 @@ class RequestLog:
     def _run(self) -> None:
         while True:
             self._wake.wait()
+            # Let a batch gather: under load the loop then never signals (the event stays set)
+            # and the thread wakes BATCH_SECONDS apart, not once per request; idle, never.
+            if not self._closed:
+                time.sleep(BATCH_SECONDS)
             self._wake.clear()
             self.flush()
             if self._closed and not self._pending:
