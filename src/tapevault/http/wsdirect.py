@@ -229,6 +229,7 @@ class DirectStream(asyncio.Protocol, AckSink):
             self.transport.pause_reading()
 
     def _text(self, text: str) -> None:
+        self.request.received += len(text)
         if self.state == _OPEN and is_end(text):
             self._end(1000, "stream complete")
 
@@ -305,7 +306,7 @@ class DirectStream(asyncio.Protocol, AckSink):
             code, reason = self.outcome or (0, "")
             self.state = _ENDING
             error = await endpoint.end(stream, recording)
-            self.request.received = stream.received
+            self.request.received += stream.received  # the audio; text messages counted below
             self.stream = None  # it refers to us (its ack sink): no cycle to outlive the stream
             if error is not None:
                 code, reason = failure_close(error, stream.synced) if code else (0, "")
