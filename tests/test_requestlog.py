@@ -10,6 +10,7 @@ import logging
 import re
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -288,6 +289,52 @@ def test_a_stuck_output_never_blocks_the_writer_and_memory_stays_bounded() -> No
     finally:
         stuck.release.set()
         logger.removeHandler(stuck)
+
+
+async def test_shutdown_waits_for_the_last_lines_but_not_for_a_stuck_output() -> None:
+    """``drained`` returns once the writer handed everything over, or after its bound when the
+    output is stuck, without blocking the event loop meanwhile."""
+    logger = logging.getLogger("tapevault.request.test-drain")
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    stuck = Stuck()
+    logger.addHandler(stuck)
+    sink = RequestLog(logger)
+    try:
+        sink.write({"n": 0})
+        ticks = 0
+
+        async def ticking() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0.01)
+
+        ticker = asyncio.create_task(ticking())
+        started = asyncio.get_running_loop().time()
+        await sink.drained(0.3)
+        assert asyncio.get_running_loop().time() - started >= 0.29 and ticks >= 5
+        ticker.cancel()
+        stuck.release.set()
+        await sink.drained(5)
+        assert stuck.messages == ['{"n":0}']
+    finally:
+        stuck.release.set()
+        sink.close()
+        logger.removeHandler(stuck)
+
+
+def test_a_stopped_server_has_written_its_last_requests_lines(tmp_path: Path) -> None:
+    """SIGTERM: the lines of the requests answered just before are in the output."""
+    server = Server(tmp_path / "data").start()
+    try:
+        for n in range(20):
+            requests.get(f"{server.base}/healthz", headers={"x-request-id": f"last-{n}"}, timeout=5)
+        server.stop()
+        output = server.output(200_000)
+        assert all(f'"request_id":"last-{n}"' in output for n in range(20))
+    finally:
+        server.close()
 
 
 def test_a_failing_handler_does_not_stop_the_writer() -> None:

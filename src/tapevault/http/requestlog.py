@@ -75,6 +75,7 @@ class RequestLog:
         self._pending: deque[bytes] = deque()  # JSON lines, decoded by the writer
         self._wake = threading.Event()
         self._closed = False
+        self._busy = False  # the writer holds a batch it has not handed over yet
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()  # starting and stopping the thread, never per line
 
@@ -118,17 +119,31 @@ class RequestLog:
             if self._closed and not self._pending:
                 return
 
+    async def drained(self, within: float = 2.0) -> None:
+        """Wait (on the event loop, without blocking it) until the writer handed over every
+        queued line, at most ``within`` seconds: the server's shutdown, so that the last
+        requests' lines are not lost, and a stuck output cannot hold the process up."""
+        if self._thread is None:
+            return
+        self._wake.set()
+        for _ in range(int(within / 0.01)):  # the writer thread has no loop to tell us
+            if not (self._pending or self._busy):
+                return
+            await asyncio.sleep(0.01)
+
     def flush(self) -> None:
         """Hand every queued line to the logger (the writer thread; ``close``), as many as
         queued meanwhile in one record: a record costs the thread microseconds of the GIL the
         event loop needs, a line in a batch almost nothing."""
         pending = self._pending
         while pending:
+            self._busy = True
             batch = [pending.popleft() for _ in range(min(len(pending), _BATCH))]
             if self.dropped:
                 dropped, self.dropped = self.dropped, 0
                 batch.append(orjson.dumps({"dropped": dropped}))
             self._emit(b"\n".join(batch).decode())
+            self._busy = False
 
     def _emit(self, line: str) -> None:
         # A failing handler must not end the writer thread; logging reports its own errors.
@@ -333,7 +348,7 @@ def logged(app: ASGIApp, *, enabled: bool = True, sink: RequestLog | None = None
 
         async def closing(message: Message) -> None:
             if message["type"] == "lifespan.shutdown.complete":
-                requests.flush()  # the lines of the last requests, before the process ends
+                await requests.drained()  # the last requests' lines, before the process ends
             await send(message)
 
         await app(scope, receive, closing)
