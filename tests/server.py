@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -59,6 +60,8 @@ def tapevault(*args: str, env: dict[str, str], timeout: float = 60) -> str:
     elif done.stdout.lstrip().startswith(("{", "[")):
         with contextlib.suppress(ValueError):
             leaks.harvest(json.loads(done.stdout), leaks.SECRETS, "printed by the CLI")
+    else:  # signed URLs printed as text (`tapevault twilio url`)
+        leaks.harvest(re.findall(r"\S+://\S+", done.stdout), leaks.SECRETS, "printed by the CLI")
     return done.stdout
 
 

@@ -456,3 +456,29 @@ def test_a_playback_through_a_server_logs_no_signature(servers: dict[str, Server
     assert line["route"] == "/media/{recording_id}.wav" and line["bytes"] == 10
     output = server.output(200_000)
     assert url.split("?")[1] not in output and url.split("&s=")[1] not in output
+
+
+@pytest.mark.parametrize("name", ["plain", "proxied"])
+async def test_a_stream_tickets_query_is_in_no_log_line(
+    servers: dict[str, Server], name: str
+) -> None:
+    """uvicorn logs the WebSocket handshakes it answers with their query string: a ticket (or a
+    Twilio URL's signature) would be in the server's output. Only the path is."""
+    server = servers[name]
+    headers = credentials(server)
+    session_id = new_session(server, headers)
+    ticket = requests.post(
+        f"{server.base}/api/v1/ambient/session/{session_id}/stream-ticket",
+        headers=headers,
+        timeout=10,
+    ).json()["ticket"]
+    url = ws_url(server, session_id, f"?ticket={ticket}")
+    async with connect(url, additional_headers={"x-request-id": f"ticket-{name}"}) as ws:
+        sender = Sender(ws)
+        await ws.send(b"\x01\x00" * 160)
+        await sender.finish()
+    assert server_line(server, f"ticket-{name}")["close"] == 1000
+    output = server.output(500_000)
+    assert ticket not in output
+    if name == "plain":  # through ASGI: uvicorn's own line, without its query
+        assert f'"WebSocket /api/v1/ambient/session/{session_id}/stream" [accepted]' in output

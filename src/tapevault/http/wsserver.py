@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 from typing import Any, cast
 from urllib.parse import parse_qsl, unquote
@@ -54,8 +55,25 @@ STREAM_PATH = re.compile(r"/api/v1/ambient/session/([^/]+)/stream")
 STREAM_ROUTE = "/api/v1/ambient/session/{session_id}/stream"
 
 
+class _PathOnly(logging.Filter):
+    """uvicorn logs every WebSocket handshake it answers at INFO with the path *and query
+    string*: a live stream's ``?ticket=``, a Twilio stream URL's signature. Keep the path."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if '"WebSocket %s"' in str(record.msg) and isinstance(record.args, tuple):
+            record.args = tuple(
+                arg.split("?", 1)[0] if isinstance(arg, str) and "?" in arg else arg
+                for arg in record.args
+            )
+        return True
+
+
+_PATH_ONLY = _PathOnly()
+
+
 class GuardedWebSocketsProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's websockets-sansio protocol with bounds on pings, closes and buffers."""
+    """uvicorn's websockets-sansio protocol with bounds on pings, closes and buffers, whose
+    log lines never carry a query string (``_PathOnly``)."""
 
     def __init__(
         self,
@@ -66,6 +84,8 @@ class GuardedWebSocketsProtocol(WebSocketsSansIOProtocol):
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
         self.ping_guard = PingGuard(self.loop.time())
+        if _PATH_ONLY not in self.logger.filters:  # after uvicorn configured its logging
+            self.logger.addFilter(_PATH_ONLY)
 
     def handle_ping(self) -> None:
         if self.close_sent or self.transport.is_closing():
