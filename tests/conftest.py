@@ -29,6 +29,7 @@ import tapevault.core.signing
 from tapevault.config import Settings
 from tapevault.core.access import MemoryAccessLog
 from tapevault.core.clock import FixedClock
+from tapevault.ingest import tus_store
 from tapevault.runtime import Runtime, open_runtime
 from tests import leaks
 from tests.dialects import asgi_client
@@ -237,6 +238,7 @@ def leak_watch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[leaks.Sourc
         "_mac",
         _registering(tapevault.core.signing._mac, "a signed URL's signature"),
     )
+    patch.setattr(tus_store, "new_upload_id", _not_secret(tus_store.new_upload_id))
     for cls in (requests.Session, httpx.Client, httpx.AsyncClient):
         patch.setattr(cls, "send", _harvesting(cls.send, registry))
     try:
@@ -256,6 +258,17 @@ def _registering(mint: Callable[..., Any], what: str) -> Callable[..., Any]:
         return secret
 
     return minted
+
+
+def _not_secret(mint: Callable[[], str]) -> Callable[[], str]:
+    """An id drawn with ``secrets.token_urlsafe`` that is no credential (see tests/leaks.py)."""
+
+    def drawn() -> str:
+        value = mint()
+        leaks.SECRETS.forget(value)
+        return value
+
+    return drawn
 
 
 def _harvesting(send: Callable[..., Any], registry: leaks.Secrets) -> Callable[..., Any]:

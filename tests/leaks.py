@@ -5,8 +5,10 @@ The registry (``SECRETS``) is fed for the whole session (``conftest.py`` install
 
 - where secrets are born in this process: every ``jwt.encode`` (Suki and Kore tokens, forged
   ones too), every ``secrets.token_urlsafe`` (API keys, tenant JWT and Kore client secrets,
-  player-link secrets, stream tickets, tus upload ids), every signed URL's signature
-  (``tapevault.core.signing._mac``);
+  player-link secrets, stream tickets), every signed URL's signature
+  (``tapevault.core.signing._mac``). Not tus upload ids, also drawn by ``token_urlsafe``:
+  every tus request must carry its tenant's token and an upload is found only under its owner,
+  so an upload id is a resource id like a session id, and it is logged like one;
 - what a real server process minted and handed to the tests: ``tests.server`` registers the
   tokens and tenant credentials its CLI prints, and ``harvest`` registers the secret-looking
   fields and URL signatures of every JSON answer the tests' HTTP clients receive.
@@ -68,6 +70,15 @@ class Secrets:
         if core not in bucket:
             bucket[core] = what
             self.count += 1
+
+    def forget(self, value: str) -> None:
+        """Take back a value registered as a secret that is only an id."""
+        runs = _RUN.findall(value)
+        if runs:
+            core = max(runs, key=len)
+            bucket = self._by_prefix.get(core[:MIN_LENGTH], {})
+            if bucket.pop(core, None) is not None:
+                self.count -= 1
 
     def __contains__(self, text: str) -> bool:
         return any(True for _ in self.find(text))
