@@ -21,7 +21,7 @@ import pytest
 from tapevault.auth.suki import issue_token
 from tapevault.core.access import AccessEvent, Action, Actor
 from tapevault.core.clock import FixedClock
-from tapevault.ingest.tus_store import new_upload_id
+from tapevault.ingest import tus_store
 from tapevault.runtime import Runtime
 from tests import leaks
 from tests.server import Server
@@ -76,7 +76,7 @@ def test_harvest_registers_credentials_and_url_signatures_of_an_answer() -> None
 def test_a_tus_upload_id_is_an_id_not_a_secret() -> None:
     """Upload ids are drawn like secrets but are ids (every tus request carries its token): the
     registry forgets them, and an id taken back does not hide a secret sharing its prefix."""
-    upload_id = new_upload_id()
+    upload_id = tus_store.new_upload_id()  # the module's, as the tus store calls it
     assert upload_id not in leaks.SECRETS
     registry = leaks.Secrets()
     registry.add("a" * 16 + "secret-tail", "a secret")
