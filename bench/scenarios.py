@@ -150,6 +150,11 @@ def recording_urls(ctx: Context) -> Result:
         off = _load(ctx, quiet.base_url + ctx.data.urls_path, c, headers=headers)
     finally:
         quiet.stop()
+    # And with the request log off (TAPEVAULT_REQUEST_LOG=off): what one JSON line per request
+    # costs, with the access log on (as shipped) and off (where the line weighs the most). The
+    # servers above write their lines to their log files.
+    no_lines = _unlogged(ctx, c, headers, {})
+    bare = _unlogged(ctx, c, headers, {"TAPEVAULT_AUDIT": "off"})
     return scenario(
         "Recording URLs (3 recordings)",
         "hello-world raw ASGI app, same uvicorn settings",
@@ -159,6 +164,8 @@ def recording_urls(ctx: Context) -> Result:
             "tapevault": _wrk_figures(sub),
             "reference": _wrk_figures(ref),
             "tapevault_access_log_off": _wrk_figures(off),
+            "tapevault_request_log_off": _wrk_figures(no_lines),
+            "tapevault_both_logs_off": _wrk_figures(bare),
         },
         [
             row(
@@ -178,8 +185,41 @@ def recording_urls(ctx: Context) -> Result:
                 off.req_per_s,
             ),
             row("p99 with the access log on (reference: off)", "ms", sub.p99_ms, off.p99_ms),
+            row(
+                "req/s with the request log on (reference: off)",
+                "req/s",
+                sub.req_per_s,
+                no_lines.req_per_s,
+            ),
+            row("p99 with the request log on (reference: off)", "ms", sub.p99_ms, no_lines.p99_ms),
+            row(
+                "access log off: req/s with the request log on (reference: off)",
+                "req/s",
+                off.req_per_s,
+                bare.req_per_s,
+            ),
+            row(
+                "access log off: p99 with the request log on (reference: off)",
+                "ms",
+                off.p99_ms,
+                bare.p99_ms,
+            ),
         ],
     )
+
+
+def _unlogged(
+    ctx: Context, connections: int, headers: tuple[str, ...], env: dict[str, str]
+) -> WrkResult:
+    """The recording-URL load on a second server on the same data, request log off."""
+    port = free_port()
+    settings = {**(ctx.env or {}), **env, "TAPEVAULT_REQUEST_LOG": "off", "TAPEVAULT_WORKERS": "0"}
+    name = "-".join(["request-log-off", *(k.lower() for k in env)])
+    server = start_tapevault(settings, port, ctx.scratch / f"tapevault-{name}.log")
+    try:
+        return _load(ctx, server.base_url + ctx.data.urls_path, connections, headers=headers)
+    finally:
+        server.stop()
 
 
 # --- 2 and 3. byte ranges against nginx --------------------------------------------------------

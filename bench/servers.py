@@ -128,7 +128,8 @@ def spawn(
 
 
 def start_tapevault(env: Mapping[str, str], port: int, log: Path) -> Server:
-    """``tapevault serve`` as shipped, with the access log (INFO) silenced."""
+    """``tapevault serve`` as shipped (its request log on, to its log file), other INFO
+    lines (``TAPEVAULT_AUDIT=off``'s access lines) silenced."""
     return spawn(
         "tapevault",
         [sys.executable, "-m", "tapevault.cli", "serve", "--log-level", "warning"],

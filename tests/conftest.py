@@ -3,25 +3,37 @@
 Tests that need PostgreSQL skip when it cannot be reached, unless ``TAPEVAULT_TEST_STRICT=1``
 (which ``.ci/run`` sets): then an unreachable server fails the run instead of skipping it.
 When a test fails, what any ``tests.server.Server`` wrote during it is attached to the report.
+For the whole session ``leak_watch`` registers every secret the tests mint or are handed and
+gathers every log line and access record, and the last test of the run
+(``tests/test_secrets_in_logs.py``) checks that no secret appears in any of them.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import secrets
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
+import jwt
 import pytest
-from sqlalchemy import create_engine, text
+import requests
+from sqlalchemy import Engine, create_engine, text
 
+import tapevault.core.signing
 from tapevault.config import Settings
 from tapevault.core.access import MemoryAccessLog
 from tapevault.core.clock import FixedClock
+from tapevault.ingest import tus_store
 from tapevault.runtime import Runtime, open_runtime
+from tests import leaks
 from tests.dialects import asgi_client
-from tests.server import log_marks, output_since
+from tests.server import LOGS, log_marks, output_since
 
 PG_ADMIN_URL = os.environ.get(
     "TAPEVAULT_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -78,13 +90,36 @@ def _reset_pg(url: str) -> None:
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """Each test that takes this runs once on SQLite and once on PostgreSQL (empty schema)."""
     if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'meta.db'}"
+        yield f"sqlite:///{tmp_path / 'meta.db'}"  # its access records are read at the end
+        return
     url: str = request.getfixturevalue("pg_server_url")
     _reset_pg(url)
-    return url
+    yield url
+    _keep_pg_access_records(url)  # before the next test's reset drops them
+
+
+_PG_ENGINES: dict[str, Engine] = {}
+
+
+def _keep_pg_access_records(url: str) -> None:
+    """Copy the test's PostgreSQL access records for the end-of-run secrets check."""
+    engine = _PG_ENGINES.get(url) or _PG_ENGINES.setdefault(url, create_engine(url))
+    with engine.connect() as conn:
+
+        def execute(sql: str) -> Any:
+            return conn.execute(text(sql))
+
+        rows = list(
+            leaks.access_rows(
+                execute, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+            )
+        )
+    engine.dispose()  # no idle connection may hold up the next reset
+    if rows:
+        leaks.keep(f"access records in {url}", "\n".join(rows))
 
 
 @pytest.fixture
@@ -93,8 +128,11 @@ def clock() -> FixedClock:
 
 
 @pytest.fixture
-def access_log() -> MemoryAccessLog:
-    return MemoryAccessLog()
+def access_log() -> Iterator[MemoryAccessLog]:
+    log = MemoryAccessLog()
+    yield log
+    if log.events:  # for the end-of-run secrets check
+        leaks.keep("in-memory access records", "\n".join(map(repr, log.events)))
 
 
 @pytest.fixture
@@ -168,3 +206,102 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if report.failed:
         for title, text in output_since(item.stash.get(_SERVER_LOG_MARKS, {})):
             report.sections.append((title, text))
+
+
+# --- the secrets registry and the logs it is checked against (tests/leaks.py) -------------------
+
+
+@pytest.fixture(scope="session", autouse=True)
+def leak_watch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[leaks.Sources]:
+    """For the whole run: register every secret minted in this process or handed to the tests,
+    and write this process's log (``tapevault`` at INFO, as a server logs) to a file."""
+    base = tmp_path_factory.getbasetemp()
+    sources = leaks.Sources(
+        process_log=base / "process.log",
+        kept=base / "kept-for-secrets-check.log",
+        server_logs=LOGS,
+        databases_under=[base],
+    )
+    leaks.KEPT = sources.kept
+    handler = logging.FileHandler(sources.process_log, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root, ours = logging.getLogger(), logging.getLogger("tapevault")
+    level = ours.level
+    root.addHandler(handler)
+    ours.setLevel(logging.INFO)
+    patch = pytest.MonkeyPatch()
+    registry = leaks.SECRETS
+    patch.setattr(jwt, "encode", _registering(jwt.encode, "a JWT"))
+    patch.setattr(secrets, "token_urlsafe", _registering(secrets.token_urlsafe, "a random secret"))
+    patch.setattr(
+        tapevault.core.signing,
+        "_mac",
+        _registering(tapevault.core.signing._mac, "a signed URL's signature"),
+    )
+    patch.setattr(tus_store, "new_upload_id", _not_secret(tus_store.new_upload_id))
+    for cls in (requests.Session, httpx.Client, httpx.AsyncClient):
+        patch.setattr(cls, "send", _harvesting(cls.send, registry))
+    try:
+        yield sources
+    finally:
+        patch.undo()
+        ours.setLevel(level)
+        root.removeHandler(handler)
+        handler.close()
+        leaks.KEPT = None
+
+
+def _registering(mint: Callable[..., Any], what: str) -> Callable[..., Any]:
+    def minted(*args: Any, **kwargs: Any) -> Any:
+        secret = mint(*args, **kwargs)
+        leaks.SECRETS.add(secret, what)
+        return secret
+
+    return minted
+
+
+def _not_secret(mint: Callable[[], str]) -> Callable[[], str]:
+    """An id drawn with ``secrets.token_urlsafe`` that is no credential (see tests/leaks.py)."""
+
+    def drawn() -> str:
+        value = mint()
+        leaks.SECRETS.forget(value)
+        return value
+
+    return drawn
+
+
+def _harvesting(send: Callable[..., Any], registry: leaks.Secrets) -> Callable[..., Any]:
+    """A client's ``send`` that registers the credentials in the JSON answers it receives (a
+    real server's tokens, keys and signed URLs). Streamed answers are left unread."""
+
+    def harvest(response: Any, streamed: bool) -> None:
+        if streamed or not isinstance(response, requests.Response | httpx.Response):
+            return
+        if "json" not in response.headers.get("content-type", ""):
+            return
+        with contextlib.suppress(ValueError):  # not JSON after all: nothing to register
+            leaks.harvest(response.json(), registry)
+
+    if send is httpx.AsyncClient.send:
+
+        async def send_async(self: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
+            response = await send(self, request, *args, **kwargs)
+            harvest(response, bool(kwargs.get("stream")))
+            return response
+
+        return send_async
+
+    def send_sync(self: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
+        response = send(self, request, *args, **kwargs)
+        harvest(response, bool(kwargs.get("stream")))
+        return response
+
+    return send_sync
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The secrets check runs last: it reads what every other test logged."""
+    final = [item for item in items if item.name == leaks.FINAL_TEST]
+    if final:
+        items[:] = [item for item in items if item.name != leaks.FINAL_TEST] + final

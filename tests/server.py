@@ -12,8 +12,10 @@ fails, conftest.py attaches what the server wrote during that test to the report
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -25,9 +27,11 @@ from pathlib import Path
 
 import sqlalchemy
 
+from tests import leaks
+
 # What a failure report shows at most of one server's output (its end).
 REPORT_CHARS = 20_000
-_LOGS: list[Path] = []  # every server log of this run, for the failure report
+LOGS: list[Path] = []  # every server log of this run: the failure report, the secrets check
 
 
 def free_port() -> int:
@@ -48,8 +52,16 @@ def tapevault(*args: str, env: dict[str, str], timeout: float = 60) -> str:
         timeout=timeout,
         check=False,
     )
+    leaks.keep(f"tapevault {' '.join(args[:2])} (stderr)", done.stderr)
     if done.returncode != 0:
         raise AssertionError(f"tapevault {' '.join(args)} failed: {done.stderr}")
+    if args[:2] == ("token", "issue"):
+        leaks.SECRETS.add(done.stdout.strip(), "a token printed by the CLI")
+    elif done.stdout.lstrip().startswith(("{", "[")):
+        with contextlib.suppress(ValueError):
+            leaks.harvest(json.loads(done.stdout), leaks.SECRETS, "printed by the CLI")
+    else:  # signed URLs printed as text (`tapevault twilio url`)
+        leaks.harvest(re.findall(r"\S+://\S+", done.stdout), leaks.SECRETS, "printed by the CLI")
     return done.stdout
 
 
@@ -73,13 +85,13 @@ def inherited_environment() -> dict[str, str]:
 
 def log_marks() -> dict[Path, int]:
     """How long each server log of this run is now (see ``output_since``)."""
-    return {path: path.stat().st_size for path in _LOGS if path.exists()}
+    return {path: path.stat().st_size for path in LOGS if path.exists()}
 
 
 def output_since(marks: dict[Path, int]) -> list[tuple[str, str]]:
     """(title, text) of what each server wrote after ``marks`` (all of a log begun since)."""
     sections = []
-    for path in _LOGS:
+    for path in LOGS:
         if not path.exists():
             continue
         with path.open("rb") as f:
@@ -107,7 +119,7 @@ class Server:
         self.port = int(self.listener.getsockname()[1])
         weakref.finalize(self, self.listener.close)
         self.log_path = self.data_dir.with_name(f"{self.data_dir.name}.server.log")
-        _LOGS.append(self.log_path)
+        LOGS.append(self.log_path)
 
     @property
     def base(self) -> str:

@@ -14,6 +14,7 @@ outside the router: signed media URLs, the live-stream WebSocket, tus uploads an
 from __future__ import annotations
 
 import base64
+import contextlib
 import re
 import uuid
 from dataclasses import dataclass
@@ -132,13 +133,23 @@ def fingerprint(response: httpx.Response) -> tuple[int, bytes, frozenset[str]]:
     return response.status_code, body, names
 
 
+def find_router(app: Any, depth: int = 4) -> Router:
+    """The Router inside the application's closures, through any wrappers around it (the
+    request log's, the metrics')."""
+    cells = [cell.cell_contents for cell in getattr(app, "__closure__", None) or ()]
+    for value in cells:
+        if isinstance(value, Router):
+            return value
+    if depth:
+        for value in cells:
+            if callable(value) and getattr(value, "__closure__", None):
+                with contextlib.suppress(LookupError):
+                    return find_router(value, depth - 1)
+    raise LookupError("no Router in the application's closures")
+
+
 def routes_of(runtime: Runtime) -> list[tuple[str, Endpoint[Any]]]:
-    app = runtime.asgi()
-    router = next(
-        cell.cell_contents
-        for cell in app.__closure__ or ()  # type: ignore[attr-defined]
-        if isinstance(cell.cell_contents, Router)
-    )
+    router = find_router(runtime.asgi())
     # A player link's playlist is opened by the link's own secret, not a tenant's credential:
     # tests/test_player_links.py checks that a wrong secret answers like an unknown link.
     return [

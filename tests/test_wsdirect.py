@@ -86,6 +86,12 @@ class FakeTransport:
         return parse_close(closes[0]) if closes else None
 
 
+class _Recording(str):
+    """The fake's recording: its name, and the tenant it belongs to (for the request log)."""
+
+    partner_id = "tenant"
+
+
 class FakeEndpoint:
     """StreamEndpoint's surface, over a real GroupCommitter in a temporary directory."""
 
@@ -105,11 +111,12 @@ class FakeEndpoint:
         params: dict[str, str],
         headers: dict[str, str],
         client: str | None = None,
+        request: str | None = None,
     ):  # type: ignore[no-untyped-def]
         await asyncio.sleep(0.01)  # admission takes a moment; frames may arrive meanwhile
         if self.refuse is not None:
             raise self.refuse
-        return "recording", self.frame_bytes
+        return _Recording("recording"), self.frame_bytes
 
     def start(self, recording: str, acks: AckSink) -> DurableStream:
         return self.committer.open(self.path, acks)

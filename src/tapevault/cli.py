@@ -40,6 +40,7 @@ from tapevault.core import policy
 from tapevault.core.model import KeyRole, RecordingStatus, Tenant
 from tapevault.core.quota import UNLIMITED
 from tapevault.errors import ConfigError, TapevaultError
+from tapevault.http import requestlog
 from tapevault.http.twilio import SIGNED_URL_PARAMETER
 from tapevault.listening import PortUnavailable
 from tapevault.runtime import Runtime, open_runtime, server_options
@@ -78,6 +79,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # but the event loop takes peer addresses from the kernel: clients' IPs stay right.)
     settings.ensure_data_dir()  # before "serving on": an unusable directory is said first
     options = server_options(settings, args.log_level)
+    if settings.request_log:
+        requestlog.to_stderr()
     if args.fd is None:
         # Say in one line that the port is taken, before migrating anything (uvicorn would log it
         # only after the runtime is built, among its own lines).

@@ -66,6 +66,11 @@ SETTINGS_DOC: dict[str, tuple[str, str]] = {
         "TAPEVAULT_AUDIT",
         "on: the durable, hash-chained access log; off: JSON log lines only (benchmarks)",
     ),
+    "request_log": (
+        "TAPEVAULT_REQUEST_LOG",
+        "on: one JSON line per request on stderr (logger tapevault.request); off: none "
+        "(X-Request-Id is still returned and recorded)",
+    ),
     "audit_durable": (
         "TAPEVAULT_AUDIT_DURABLE",
         "all: every audited answer waits for its record's commit; media: URL issuance records "
@@ -180,6 +185,7 @@ class Settings:
     workers: int = 1
     processes: int = 1
     audit: bool = True
+    request_log: bool = True
     audit_durable_all: bool = True
     audit_key_file: Path | None = None  # None: DATA_DIR/audit-signing.pem
     audit_checkpoint_seconds: int = 5
@@ -205,6 +211,7 @@ class Settings:
             f"max_recording_seconds={self.max_recording_seconds}, "
             f"tenant_quota_bytes={self.tenant_quota_bytes}, cors_origins={self.cors_origins!r}, "
             f"workers={self.workers}, processes={self.processes}, audit={self.audit}, "
+            f"request_log={self.request_log}, "
             f"audit_durable_all={self.audit_durable_all}, "
             f"audit_checkpoint_seconds={self.audit_checkpoint_seconds}, "
             f"audit_retention_seconds={self.audit_retention_seconds}, "
@@ -257,6 +264,7 @@ class Settings:
         workers = _count("TAPEVAULT_WORKERS", pick("workers") or "1", 0, 64)
         processes = _count("TAPEVAULT_PROCESSES", pick("processes") or "1", 1, 64)
         audit = _either("TAPEVAULT_AUDIT", pick("audit") or "on", "on", "off")
+        request_log = _either("TAPEVAULT_REQUEST_LOG", pick("request_log") or "on", "on", "off")
         direct_streams = _either(
             "TAPEVAULT_DIRECT_STREAMS", pick("direct_streams") or "on", "on", "off"
         )
@@ -282,6 +290,7 @@ class Settings:
             ),
             direct_streams=direct_streams,
             audit=audit,
+            request_log=request_log,
             audit_durable_all=durable_all,
             audit_key_file=Path(key_file).expanduser().resolve() if key_file else None,
             audit_checkpoint_seconds=_duration(
@@ -334,6 +343,7 @@ class Settings:
             "workers": str(self.workers),
             "processes": str(self.processes),
             "audit": "on" if self.audit else "off",
+            "request_log": "on" if self.request_log else "off",
             "audit_durable": "all" if self.audit_durable_all else "media",
             "audit_checkpoint_seconds": str(self.audit_checkpoint_seconds),
             "audit_retention": str(self.audit_retention_seconds),

@@ -30,6 +30,7 @@ from tapevault.db.auditstore import SqlAuditStore
 from tapevault.db.engine import current_revision, head_revision, make_engine, migrate
 from tapevault.db.repository import SqlRepository
 from tapevault.errors import ConfigError, StorageError
+from tapevault.http import requestlog
 from tapevault.http.app import build_app
 from tapevault.http.asgi import ASGIApp
 from tapevault.http.context import AppContext
@@ -269,7 +270,10 @@ def system_clock() -> Clock:
 def app_from_environment() -> ASGIApp:
     """The application of one of several server processes (``TAPEVAULT_PROCESSES``): settings
     from the environment, migrations already applied by the parent."""
-    return open_runtime(Settings.load(), run_migrations=False).asgi(background=True)
+    settings = Settings.load()
+    if settings.request_log:
+        requestlog.to_stderr()  # a spawned process: the parent's logging set-up is not ours
+    return open_runtime(settings, run_migrations=False).asgi(background=True)
 
 
 def server_options(settings: Settings, log_level: str) -> dict[str, Any]:

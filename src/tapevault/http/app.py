@@ -37,6 +37,8 @@ from tapevault.http.openapi import openapi_document
 from tapevault.http.pages import pages
 from tapevault.http.playerlinks import routes as player_routes
 from tapevault.http.playerpage import player_files
+from tapevault.http.requestlog import ROUTE as LOGGED_ROUTE
+from tapevault.http.requestlog import logged
 from tapevault.http.stream import StreamEndpoint, StreamHub
 from tapevault.http.suki import routes as suki_routes
 from tapevault.http.suki import tus_endpoint
@@ -141,6 +143,7 @@ def build_app(
                 session_id = path[len(_HOT_PREFIX) : -len(_HOT_SUFFIX)]
                 if session_id and "/" not in session_id:
                     scope["path_params"] = {"session_id": session_id}
+                    scope[LOGGED_ROUTE] = RECORDING_URLS
                     await recording_urls(scope, receive, send)
                     return
             await router(scope, receive, send)
@@ -155,7 +158,7 @@ def build_app(
             state[LIMITS_STATE] = limits
             await _lifespan(receive, send, on_startup, on_shutdown)
 
-    return app
+    return logged(app, enabled=settings.request_log)
 
 
 def _header(scope: Scope, wanted: bytes) -> str | None:

@@ -7,6 +7,7 @@ helpers read headers straight from the scope and send prebuilt byte headers.
 from __future__ import annotations
 
 import itertools
+import re
 import secrets
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
@@ -97,14 +98,54 @@ def header_list(headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
 
 _PROCESS_TAG = secrets.token_hex(4)
 _REQUEST_COUNTER = itertools.count(1)
+# RFC 9110 §5.6.2 token characters: what a proxy's request id looks like, and nothing that could
+# break a log line, a header or a CSV export (no spaces, quotes, commas, controls or non-ASCII).
+_TOKEN_ID = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,128}")
+# Where the request's id, and the tenant once a credential named it, are kept in the ASGI scope
+# (set by tapevault.http.requestlog, read by every access record and the request's log line).
+REQUEST_ID = "tapevault.request_id"
+TENANT = "tapevault.tenant"
 
 
 def request_id(headers: Mapping[str, str]) -> str:
-    """The client's X-Request-Id, or a new one unique to this process (cheaper than a UUID)."""
+    """The client's (or proxy's) X-Request-Id when it is 1-128 token characters, else a new id
+    unique to this process (cheaper than a UUID). A hostile value is replaced, never cut."""
     given = headers.get("x-request-id")
-    if given and len(given) <= 128:
+    if given is not None and len(given) <= 128 and _TOKEN_ID.fullmatch(given):
         return given
+    return new_request_id()
+
+
+def new_request_id() -> str:
     return f"{_PROCESS_TAG}-{next(_REQUEST_COUNTER):x}"
+
+
+def scope_request_id(scope: Scope) -> str:
+    """This request's id: settled once (``tapevault.http.requestlog`` does it first) and kept
+    in the scope, so that its answer, its log line and every access record carry the same."""
+    settled = scope.get(REQUEST_ID)
+    if settled is not None:
+        return str(settled)
+    given: bytes | None = None
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":  # ASGI header names are lower-case
+            if given is not None:  # two of them: neither is the id (RFC 9110 would join them)
+                given = b""
+                break
+            given = value
+    if given and len(given) <= 128:
+        text = given.decode("latin-1")
+        if _TOKEN_ID.fullmatch(text):
+            scope[REQUEST_ID] = text
+            return text
+    rid = scope[REQUEST_ID] = new_request_id()
+    return rid
+
+
+def note_tenant(scope: Scope, partner_id: str | None) -> None:
+    """Tell the request's log line which tenant's credential it carried (an id, never a key)."""
+    if partner_id is not None:
+        scope[TENANT] = partner_id
 
 
 async def refuse_unless_read(scope: Scope, send: Send) -> bool:

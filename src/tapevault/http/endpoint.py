@@ -22,9 +22,10 @@ from tapevault.http.asgi import (
     Scope,
     Send,
     client_ip,
+    note_tenant,
     query_params,
     request_headers,
-    request_id,
+    scope_request_id,
     send_json,
 )
 from tapevault.http.context import AppContext
@@ -119,7 +120,7 @@ class Endpoint(Generic[C]):
             actor=Actor(
                 client_ip=client_ip(scope),
                 user_agent=headers.get("user-agent"),
-                request_id=request_id(headers),
+                request_id=scope_request_id(scope),
             ),
         )
         method = scope["method"]
@@ -135,6 +136,7 @@ class Endpoint(Generic[C]):
             await self._fail(send, request, request.actor, exc)
             return
         actor = self.dialect.actor(caller, request)
+        note_tenant(scope, actor.partner_id)
         try:
             reply = await self.handler(request, caller)
         except Exception as exc:

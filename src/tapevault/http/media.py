@@ -38,9 +38,10 @@ from tapevault.http.asgi import (
     Scope,
     Send,
     client_ip,
+    note_tenant,
     query_params,
     request_headers,
-    request_id,
+    scope_request_id,
 )
 from tapevault.http.asgi import send_json as _send_json
 from tapevault.http.context import AppContext
@@ -411,6 +412,8 @@ class MediaGateway:
 
     def _actor(self, scope: Scope, headers: dict[str, str], grant: UrlGrant | None) -> Actor:
         via = grant.via if grant else None
+        if grant is not None:
+            note_tenant(scope, grant.partner_id)
         return Actor(
             partner_id=grant.partner_id if grant else None,
             # A URL issued through a player link reads as that link's (its id, never a secret).
@@ -418,5 +421,5 @@ class MediaGateway:
             token_id=via if via is not None else grant.key_id if grant else None,
             client_ip=client_ip(scope),
             user_agent=headers.get("user-agent"),
-            request_id=request_id(headers),
+            request_id=scope_request_id(scope),
         )

@@ -41,9 +41,11 @@ from tapevault.http.asgi import (
     Scope,
     Send,
     client_ip,
+    note_tenant,
     query_params,
     request_headers,
     request_id,
+    scope_request_id,
     send_json,
 )
 from tapevault.http.context import AppContext
@@ -238,16 +240,19 @@ class StreamEndpoint:
         params: dict[str, str],
         headers: dict[str, str],
         client: str | None = None,
+        request: str | None = None,
     ) -> tuple[Recording, int]:
         """Admit a stream and start its recording: (the recording, bytes per sample frame).
         Raises ``InvalidRequest``, ``AuthError``, ``NotFound`` or ``Conflict`` to refuse; an
         ``AuthError`` (close 4401) is in the access log like any authentication failure, from
-        ``client`` (the peer's address)."""
+        ``client`` (the peer's address) with ``request`` (its id; else one from the headers)."""
         try:
             partner, fmt = await self._admit(session_id, params, headers)
         except AuthError as exc:
             kind = "stream_ticket" if params.get("ticket") else "suki_token"
-            auth_failed(self.ctx, exc, kind, client, headers, "live_stream", session_id)
+            auth_failed(
+                self.ctx, exc, kind, client, headers, "live_stream", session_id, request=request
+            )
             raise
         recording = await self.ctx.metadata(
             lambda: self.ctx.vault.open_stream(
@@ -289,6 +294,7 @@ class StreamEndpoint:
                 query_params(scope),
                 request_headers(scope),
                 client_ip(scope),
+                scope_request_id(scope),
             )
         except (InvalidRequest, AuthError, NotFound, Conflict, QuotaExceeded) as exc:
             await self._close(send, close_code(exc), exc.message)
@@ -297,6 +303,8 @@ class StreamEndpoint:
             log.exception("could not open a stream")
             await self._close(send, 1011, "internal error")
             return
+
+        note_tenant(scope, recording.partner_id)
 
         async def ack(upto: int) -> None:
             await send({"type": "websocket.send", "text": f'{{"type":"ack","bytes":{upto}}}'})
@@ -375,6 +383,8 @@ def auth_failed(
     headers: dict[str, str],
     mode: str,
     session_id: str | None = None,
+    *,
+    request: str | None = None,
 ) -> None:
     """Record a WebSocket refused with 4401 as the ``auth.failure`` it is (status 401), so a
     stream's bad credentials are in the log like an HTTP request's (and aggregated the same
@@ -386,7 +396,7 @@ def auth_failed(
                 kind=kind,
                 client_ip=client,
                 user_agent=headers.get("user-agent"),
-                request_id=request_id(headers),
+                request_id=request or request_id(headers),
             ),
             status=401,
             at_ms=now_ms(ctx.vault.clock),

@@ -64,7 +64,17 @@ from tapevault.errors import (
     TapevaultError,
     UnsupportedMediaType,
 )
-from tapevault.http.asgi import NO_STORE, NOSNIFF, Receive, Scope, Send, client_ip, send_json
+from tapevault.http.asgi import (
+    NO_STORE,
+    NOSNIFF,
+    Receive,
+    Scope,
+    Send,
+    client_ip,
+    note_tenant,
+    scope_request_id,
+    send_json,
+)
 from tapevault.http.asgi import request_headers as read_headers
 from tapevault.http.errors import code_message_error
 from tapevault.ingest.tus_store import OffsetMismatch, TusStore, Upload, UploadBusy, UploadWriter
@@ -282,6 +292,7 @@ class TusEndpoint:
             if version != TUS_VERSION:
                 raise VersionMismatch(version)
             request.owner = await self.authenticate(headers)
+            note_tenant(scope, request.owner)
             if method == "POST":
                 await self._create(request)
             elif method == "HEAD":
@@ -500,7 +511,7 @@ class TusEndpoint:
             error=request.error,
             client_ip=client_ip(request.scope),
             user_agent=request.headers.get("user-agent"),
-            request_id=request.headers.get("x-request-id"),
+            request_id=scope_request_id(request.scope),
         )
         try:
             self.on_event(event)

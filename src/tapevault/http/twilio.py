@@ -41,7 +41,16 @@ import orjson
 from tapevault.core.clock import now_ms
 from tapevault.core.model import Recording, Session, Tenant
 from tapevault.errors import AuthError, InvalidRequest, QuotaExceeded, TapevaultError, UrlRejected
-from tapevault.http.asgi import Receive, Scope, Send, client_ip, query_params, request_headers
+from tapevault.http.asgi import (
+    Receive,
+    Scope,
+    Send,
+    client_ip,
+    note_tenant,
+    query_params,
+    request_headers,
+    scope_request_id,
+)
 from tapevault.http.context import AppContext
 from tapevault.http.stream import TAKEN_OVER, StreamHub, auth_failed
 from tapevault.ingest.durable import BACKLOG_BYTES, DurableStream, NoAcks, StreamTakenOver
@@ -203,7 +212,15 @@ class TwilioMediaStream:
             if isinstance(exc, AuthError):
                 kind = "signed_url" if "s" in query_params(scope) else "suki_token"
                 headers = request_headers(scope)
-                auth_failed(self.ctx, exc, kind, client_ip(scope), headers, "twilio_stream")
+                auth_failed(
+                    self.ctx,
+                    exc,
+                    kind,
+                    client_ip(scope),
+                    headers,
+                    "twilio_stream",
+                    request=scope_request_id(scope),
+                )
         except TapevaultError as exc:
             code = 4507 if isinstance(exc, QuotaExceeded) else 4400
             reason = exc.message
@@ -229,6 +246,7 @@ class TwilioMediaStream:
         custom = start.get("customParameters")
         params = query_params(scope)
         partner = await authenticate(self.ctx, params, custom if isinstance(custom, dict) else {})
+        note_tenant(scope, partner.partner_id)
         call_sid = start.get("callSid")
         if not isinstance(call_sid, str):
             raise InvalidRequest("start message without callSid")

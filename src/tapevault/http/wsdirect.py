@@ -39,6 +39,7 @@ from typing import cast
 
 from tapevault.errors import AuthError, Conflict, InvalidRequest, NotFound, QuotaExceeded
 from tapevault.http.limits import CLOSE_TIMEOUT, PingGuard
+from tapevault.http.requestlog import LoggedRequest
 from tapevault.http.stream import (
     StreamEndpoint,
     close_code,
@@ -85,8 +86,12 @@ class DirectStream(asyncio.Protocol, AckSink):
         ping_timeout: float | None,
         on_task: Callable[[asyncio.Task[None]], None],
         on_lost: Callable[[DirectStream], None],
+        request: LoggedRequest | None = None,
     ) -> None:
         self.endpoint = endpoint
+        # Who asked (the id answered in the handshake, the resolved client), for the access
+        # records and the one request-log line written when the stream ends.
+        self.request = request or LoggedRequest(scope={"method": "GET", "headers": []})
         self.session_id = session_id
         self.params = params
         self.headers = headers
@@ -102,6 +107,8 @@ class DirectStream(asyncio.Protocol, AckSink):
         self.disconnected = False
         self.broken = False  # the peer broke the protocol: read nothing more
         self.close_sent = False
+        self.sent_close = 0  # the code of the close frame we sent after the stream ended
+        self.peer_close = 0  # the code of the client's close frame, when it left first
         self.writable = True
         self.throttled = False  # reading paused until the next batch takes the backlog
         self.acked = 0
@@ -194,7 +201,9 @@ class DirectStream(asyncio.Protocol, AckSink):
     def _send_ack(self, upto: int) -> None:
         if self.close_sent or self.disconnected or self.transport is None:
             return
-        self.transport.write(ack_frame(upto))
+        frame = ack_frame(upto)
+        self.transport.write(frame)
+        self.request.sent += len(frame)
         self.acked = upto
 
     # -- frames (FrameReader callbacks) ----------------------------------------------------------
@@ -220,6 +229,7 @@ class DirectStream(asyncio.Protocol, AckSink):
             self.transport.pause_reading()
 
     def _text(self, text: str) -> None:
+        self.request.received += len(text)
         if self.state == _OPEN and is_end(text):
             self._end(1000, "stream complete")
 
@@ -244,6 +254,7 @@ class DirectStream(asyncio.Protocol, AckSink):
                 # The client is leaving: echo its close (RFC 6455 §5.5.1) and treat it as a
                 # disconnect, like uvicorn: no final ack, the unacknowledged tail may be lost.
                 code, _ = parse_close(payload)
+                self.peer_close = code
                 self._write(
                     close_frame(code, "") if code != NO_STATUS else server_frame(CLOSE, b"")
                 )
@@ -260,6 +271,10 @@ class DirectStream(asyncio.Protocol, AckSink):
         except Exception:  # as uvicorn does for an ASGI app that raises
             log.exception("live stream failed")
             self._close(1011, "internal error")
+        finally:
+            code = self.outcome[0] if self.outcome else None
+            close = self.sent_close or code or self.peer_close
+            self.request.done(101, close=close or (1006 if self.disconnected else None))
 
     async def _serve(self) -> None:
         endpoint = self.endpoint
@@ -269,6 +284,7 @@ class DirectStream(asyncio.Protocol, AckSink):
                 self.params,
                 self.headers,
                 endpoint.client_address(peer_address(self.transport), self.headers),
+                request=self.request.request_id,
             )
         except (InvalidRequest, AuthError, NotFound, Conflict, QuotaExceeded) as exc:
             self._close(close_code(exc), exc.message)
@@ -277,6 +293,7 @@ class DirectStream(asyncio.Protocol, AckSink):
             log.exception("could not open a stream")
             self._close(1011, "internal error")
             return
+        self.request.tenant(recording.partner_id)
         self.stream = stream = endpoint.start(recording, self)
         self.dirty = endpoint.committer.dirty
         try:
@@ -289,6 +306,7 @@ class DirectStream(asyncio.Protocol, AckSink):
             code, reason = self.outcome or (0, "")
             self.state = _ENDING
             error = await endpoint.end(stream, recording)
+            self.request.received += stream.received  # the audio; text messages counted below
             self.stream = None  # it refers to us (its ack sink): no cycle to outlive the stream
             if error is not None:
                 code, reason = failure_close(error, stream.synced) if code else (0, "")
@@ -310,6 +328,7 @@ class DirectStream(asyncio.Protocol, AckSink):
             return
         self._write(close_frame(code, reason))
         self.close_sent = True
+        self.sent_close = code
         self.transport.resume_reading()  # to see the peer's close
         self._stop_pings()
         self.close_timer = self.loop.call_later(CLOSE_TIMEOUT, self._hang_up)

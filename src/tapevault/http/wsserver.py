@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 from typing import Any, cast
 from urllib.parse import parse_qsl, unquote
@@ -41,16 +42,37 @@ from uvicorn.server import ServerState
 from websockets.http11 import Request
 
 from tapevault.http.app import STREAMS_STATE
+from tapevault.http.asgi import REQUEST_ID, request_id
 from tapevault.http.limits import CLOSE_TIMEOUT, PingGuard
+from tapevault.http.requestlog import ROUTE, LoggedRequest
+from tapevault.http.requestlog import STATE as REQUEST_LOG_STATE
 from tapevault.http.stream import StreamEndpoint
 from tapevault.http.wsdirect import DirectStream
 
 # Starlette's ``{session_id}`` matches one non-empty path segment of the decoded path.
 STREAM_PATH = re.compile(r"/api/v1/ambient/session/([^/]+)/stream")
+STREAM_ROUTE = "/api/v1/ambient/session/{session_id}/stream"
+
+
+class _PathOnly(logging.Filter):
+    """uvicorn logs every WebSocket handshake it answers at INFO with the path *and query
+    string*: a live stream's ``?ticket=``, a Twilio stream URL's signature. Keep the path."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if '"WebSocket %s"' in str(record.msg) and isinstance(record.args, tuple):
+            record.args = tuple(
+                arg.split("?", 1)[0] if isinstance(arg, str) and "?" in arg else arg
+                for arg in record.args
+            )
+        return True
+
+
+_PATH_ONLY = _PathOnly()
 
 
 class GuardedWebSocketsProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's websockets-sansio protocol with bounds on pings, closes and buffers."""
+    """uvicorn's websockets-sansio protocol with bounds on pings, closes and buffers, whose
+    log lines never carry a query string (``_PathOnly``)."""
 
     def __init__(
         self,
@@ -61,6 +83,8 @@ class GuardedWebSocketsProtocol(WebSocketsSansIOProtocol):
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
         self.ping_guard = PingGuard(self.loop.time())
+        if _PATH_ONLY not in self.logger.filters:  # after uvicorn configured its logging
+            self.logger.addFilter(_PATH_ONLY)
 
     def handle_ping(self) -> None:
         if self.close_sent or self.transport.is_closing():
@@ -146,6 +170,19 @@ class DirectStreamsProtocol(GuardedWebSocketsProtocol):
             (name.decode("latin-1").lower(), value.decode("latin-1"))
             for name, value in self.default_headers
         )
+        headers = _headers(event)
+        request = LoggedRequest(
+            {
+                "type": "websocket",
+                "method": "GET",
+                "headers": [],
+                "client": self._client(endpoint, headers),
+                ROUTE: STREAM_ROUTE,
+                REQUEST_ID: request_id(headers),
+            },
+            self.app_state.get(REQUEST_LOG_STATE),
+        )
+        response.headers["X-Request-Id"] = request.request_id
         self.conn.send_response(response)
         self.transport.write(b"".join(self.conn.data_to_send()))
         self.handshake_initiated = self.handshake_complete = True
@@ -153,12 +190,13 @@ class DirectStreamsProtocol(GuardedWebSocketsProtocol):
             endpoint,
             match.group(1),
             _params(query),
-            _headers(event),
+            headers,
             max_size=self.config.ws_max_size,
             ping_interval=self.config.ws_ping_interval,
             ping_timeout=self.config.ws_ping_timeout,
             on_task=self._track,
             on_lost=self._forget,
+            request=request,
         )
         # From here on the connection is the stream's: uvicorn's shutdown reaches it
         # through ``connections`` (DirectStream.shutdown) and waits for its task.
@@ -170,6 +208,13 @@ class DirectStreamsProtocol(GuardedWebSocketsProtocol):
         # when we return; the stream takes over on the next turn of the loop, and until
         # then (it reads nothing before it is admitted) the methods below pass events on.
         self.loop.call_soon(self.transport.set_protocol, direct)
+
+    def _client(self, endpoint: Any, headers: dict[str, str]) -> tuple[str, int] | None:
+        """The peer, or the client a trusted proxy names (``tapevault.http.forwarded``, the
+        rule the ASGI path applies too: uvicorn's own proxy headers are off)."""
+        peer = self.client
+        address = endpoint.client_address(peer[0] if peer else None, headers)
+        return (address, 0) if address else peer
 
     def data_received(self, data: bytes) -> None:
         if self.direct is None:
