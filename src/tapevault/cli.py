@@ -41,6 +41,7 @@ from tapevault.core.quota import UNLIMITED
 from tapevault.errors import ConfigError, TapevaultError
 from tapevault.http.twilio import SIGNED_URL_PARAMETER
 from tapevault.listening import PortUnavailable
+from tapevault.observe.exposition import METRICS_DIR, prepare_multiprocess_dir
 from tapevault.runtime import Runtime, open_runtime, server_options
 
 log = logging.getLogger("tapevault")
@@ -99,6 +100,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # environment (flags are passed on as TAPEVAULT_* variables), migrations run once here.
     open_runtime(settings).close()
     os.environ.update(settings.environment())
+    # Their metrics meet in per-process files a scrape sums (tapevault.observe.exposition):
+    # emptied now, so that no earlier run's counts are added to this one's.
+    prepare_multiprocess_dir(settings.data_dir / METRICS_DIR)
     uvicorn.run(
         "tapevault.runtime:app_from_environment",
         factory=True,

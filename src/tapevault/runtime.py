@@ -7,6 +7,7 @@ import logging
 import math
 import os
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from sqlalchemy import Engine
@@ -27,6 +28,7 @@ from tapevault.core.retention import Retention
 from tapevault.core.vault import Vault
 from tapevault.db.auditstore import SqlAuditStore
 from tapevault.db.engine import make_engine, migrate
+from tapevault.db.gauges import job_queue
 from tapevault.db.repository import SqlRepository
 from tapevault.errors import ConfigError
 from tapevault.http.app import build_app
@@ -40,7 +42,10 @@ from tapevault.ingest.liveness import is_gone
 from tapevault.ingest.scratch import Spool, sweep_temporaries, sweep_unrecorded
 from tapevault.ingest.tus_store import TusStore
 from tapevault.ingest.worker import Worker, worker_id
+from tapevault.observe.exposition import DatabaseGauges
+from tapevault.observe.metrics import AuditCounter, RetentionCounter, observe_store
 from tapevault.storage.local import LocalStore, open_store
+from tapevault.storage.timed import TimedStore, unwrapped
 
 log = logging.getLogger("tapevault")
 
@@ -66,10 +71,17 @@ class Runtime:
     def asgi(self, *, background: bool = False) -> ASGIApp:
         """The application; with ``background`` its lifespan starts and stops the worker
         threads (``TAPEVAULT_WORKERS``) and runs crash recovery first."""
+        gauges = DatabaseGauges(partial(job_queue, self.repo.engine))
         if not background:
-            return build_app(self.context, self.streams, on_shutdown=self.close)
+            return build_app(
+                self.context, self.streams, on_shutdown=self.close, database_gauges=gauges
+            )
         return build_app(
-            self.context, self.streams, on_startup=self.start_background, on_shutdown=self.stop
+            self.context,
+            self.streams,
+            on_startup=self.start_background,
+            on_shutdown=self.stop,
+            database_gauges=gauges,
         )
 
     def websocket_protocol(self) -> str:
@@ -127,7 +139,7 @@ def open_runtime(
     if run_migrations:
         migrate(engine)
     repo = SqlRepository(engine)
-    store = open_store(settings.storage_url)
+    store = TimedStore(open_store(settings.storage_url), observe_store)
     vault = Vault(
         repo,
         store,
@@ -152,13 +164,14 @@ def open_runtime(
             if settings.audit_durable_all
             else frozenset({Action.URLS_ISSUE, Action.CALL_URLS, Action.MERGED_URLS}),
         )
+        audit.counts = AuditCounter()
         access_log = audit
         playbacks = Playbacks(audit, clock, process, idle_seconds=settings.playback_idle_seconds)
     else:
         access_log = access_log or LoggingAccessLog()
         playbacks = PerRequest(access_log)
     renditions = Renditions(vault)
-    retention = Retention(vault, access_log)
+    retention = Retention(vault, access_log, RetentionCounter())
     context = AppContext(
         settings=settings,
         vault=vault,
@@ -207,8 +220,9 @@ def sweep_scratch(settings: Settings, spool: Spool, owner: str, vault: Vault) ->
         [work, work / "incoming", work / "streams"], TEMPORARY_KINDS, owner
     )
     removed += sweep_unrecorded(work / "incoming", vault.repo.get_recording)
-    if isinstance(vault.store, LocalStore):
-        removed += sweep_temporaries([vault.store.staging], ("put",), owner)
+    store = unwrapped(vault.store)
+    if isinstance(store, LocalStore):
+        removed += sweep_temporaries([store.staging], ("put",), owner)
     tus = TusStore(settings.data_dir / "tus", max_size=settings.max_upload_bytes, clock=vault.clock)
     expired = len(tus.expire(vault.clock.now()))
     if removed or expired:
