@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -18,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tapevault.core.model import SigningKey
 from tapevault.core.signing import UrlMode, UrlSigner
-from tests.server import Server
+from tests.server import Server, free_port
 from tests.support import make_session, wait_for
 
 RECORDING_URLS = "/api/v1/ambient/session/{session_id}/recording"
@@ -29,9 +30,18 @@ Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def listener_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, listener_port: int) -> Iterator[Server]:
     srv = Server(tmp_path_factory.mktemp("metrics") / "data")
-    srv.start(TAPEVAULT_PROCESSES="2", TAPEVAULT_PURGE_INTERVAL="1s")
+    srv.start(
+        TAPEVAULT_PROCESSES="2",
+        TAPEVAULT_PURGE_INTERVAL="1s",
+        TAPEVAULT_METRICS_LISTEN=f"127.0.0.1:{listener_port}",
+    )
     yield srv
     srv.close()
 
@@ -280,3 +290,28 @@ def test_metrics_need_an_admin_key(server: Server, tenant: dict[str, str]) -> No
     assert denied.status_code == 403
     text = requests.get(f"{server.base}/metrics", headers=bearer(tenant), timeout=10).text
     assert tenant["partner_id"] not in text and tenant["workspace_id"] not in text
+
+
+def test_the_separate_listener_serves_the_same_sums_without_a_key(
+    server: Server, tenant: dict[str, str], listener_port: int
+) -> None:
+    """TAPEVAULT_METRICS_LISTEN: the parent's listener sums the same files; only /metrics, only
+    GET and HEAD; an idle connection that never sends a request does not block it."""
+    base = f"http://127.0.0.1:{listener_port}"
+    with socket.create_connection(("127.0.0.1", listener_port)):  # silent: must not block
+        for _ in range(5):
+            requests.get(f"{server.base}/no/such/thing", timeout=10)
+        main = scrape(server, tenant)
+        open_ = requests.get(f"{base}/metrics", timeout=10)
+    assert open_.status_code == 200
+    listed = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(open_.text)
+        for s in family.samples
+    }
+    assert requests_of(listed, "unmatched", "GET", 404) == requests_of(
+        main, "unmatched", "GET", 404
+    )
+    assert listed[("tapevault_database_up", ())] == 1
+    assert requests.get(f"{base}/other", timeout=10).status_code == 404
+    assert requests.post(f"{base}/metrics", timeout=10).status_code == 405

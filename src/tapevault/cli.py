@@ -15,9 +15,12 @@ import socket
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import quoteattr
+
+from sqlalchemy import Engine
 
 from tapevault import __version__, cli_compliance, cli_fetch, cli_sessions, listening
 from tapevault.auth.kore import issue_kore_token
@@ -38,10 +41,13 @@ from tapevault.config import SETTINGS_DOC, Settings, parse_size
 from tapevault.core import policy
 from tapevault.core.model import KeyRole, RecordingStatus, Tenant
 from tapevault.core.quota import UNLIMITED
+from tapevault.db.engine import make_engine
+from tapevault.db.gauges import job_queue
 from tapevault.errors import ConfigError, TapevaultError
 from tapevault.http.twilio import SIGNED_URL_PARAMETER
 from tapevault.listening import PortUnavailable
-from tapevault.observe.exposition import METRICS_DIR, prepare_multiprocess_dir
+from tapevault.observe import listener as metrics_listener
+from tapevault.observe.exposition import METRICS_DIR, DatabaseGauges, prepare_multiprocess_dir
 from tapevault.runtime import Runtime, open_runtime, server_options
 
 log = logging.getLogger("tapevault")
@@ -94,6 +100,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     if settings.processes == 1:
         runtime = open_runtime(settings)
+        _listen_for_metrics(settings, runtime.engine)
         uvicorn.run(runtime.asgi(background=True), **options)
         return 0
     # Several processes share the listening socket; each builds its own runtime from the
@@ -103,6 +110,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # Their metrics meet in per-process files a scrape sums (tapevault.observe.exposition):
     # emptied now, so that no earlier run's counts are added to this one's.
     prepare_multiprocess_dir(settings.data_dir / METRICS_DIR)
+    if settings.metrics_listen is not None:
+        _listen_for_metrics(settings, make_engine(settings.database_url))
     uvicorn.run(
         "tapevault.runtime:app_from_environment",
         factory=True,
@@ -110,6 +119,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
         **options,
     )
     return 0
+
+
+def _listen_for_metrics(settings: Settings, engine: Engine) -> None:
+    """The separate metrics listener, if one is set; in this process, the one that owns the
+    port (the parent of several processes: see ``tapevault.observe.listener``)."""
+    if settings.metrics_listen is None:
+        return
+    host, port = settings.metrics_listen
+    try:
+        metrics_listener.start(host, port, DatabaseGauges(partial(job_queue, engine)))
+    except OSError as exc:
+        raise ConfigError(
+            "TAPEVAULT_METRICS_LISTEN", f"cannot listen on {host}:{port} ({exc.strerror})"
+        ) from None
 
 
 def _listening_fd(fd: int) -> int:

@@ -127,6 +127,11 @@ SETTINGS_DOC: dict[str, tuple[str, str]] = {
         "comma-separated IPs or CIDRs of reverse proxies whose X-Forwarded-For names the "
         "client (default: none, the socket's peer is the client)",
     ),
+    "metrics_listen": (
+        "TAPEVAULT_METRICS_LISTEN",
+        "host:port of a separate listener serving /metrics without a key, e.g. 127.0.0.1:9464 "
+        "(default: none; /metrics on the main port needs an admin API key)",
+    ),
 }
 
 
@@ -189,6 +194,7 @@ class Settings:
     body_timeout_seconds: int = 60
     keepalive_timeout_seconds: int = 5
     trusted_proxies: tuple[str, ...] = ()
+    metrics_listen: tuple[str, int] | None = None
 
     def __repr__(self) -> str:
         return (
@@ -210,7 +216,7 @@ class Settings:
             f"header_timeout_seconds={self.header_timeout_seconds}, "
             f"body_timeout_seconds={self.body_timeout_seconds}, "
             f"keepalive_timeout_seconds={self.keepalive_timeout_seconds}, "
-            f"trusted_proxies={self.trusted_proxies!r})"
+            f"trusted_proxies={self.trusted_proxies!r}, metrics_listen={self.metrics_listen!r})"
         )
 
     @property
@@ -270,6 +276,7 @@ class Settings:
                 "TAPEVAULT_KEEPALIVE_TIMEOUT", pick("keepalive_timeout") or "5"
             ),
             trusted_proxies=_networks("TAPEVAULT_TRUSTED_PROXIES", pick("trusted_proxies") or ""),
+            metrics_listen=_listen_address("TAPEVAULT_METRICS_LISTEN", pick("metrics_listen")),
             direct_streams=direct_streams,
             audit=audit,
             audit_durable_all=durable_all,
@@ -337,6 +344,9 @@ class Settings:
             "keepalive_timeout": str(self.keepalive_timeout_seconds),
             "trusted_proxies": ",".join(self.trusted_proxies),
         }
+        if self.metrics_listen is not None:
+            host, port = self.metrics_listen
+            values["metrics_listen"] = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         if self.audit_key_file is not None:
             values["audit_key_file"] = str(self.audit_key_file)
         if self.audit_checkpoint_log is not None:
@@ -403,6 +413,23 @@ def _networks(setting: str, text: str) -> tuple[str, ...]:
         except ValueError:
             raise ConfigError(setting, f"{item!r} is not an IP address or CIDR network") from None
     return tuple(networks)
+
+
+def _listen_address(setting: str, text: str | None) -> tuple[str, int] | None:
+    """``host:port`` (``[v6]:port`` for IPv6) -> (host, port); None when not set."""
+    if text is None or not text.strip():
+        return None
+    host, sep, port = text.strip().rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not is_digits(port) or not 0 < int(port) < 65536:
+        raise ConfigError(setting, f"{text!r} is not host:port (e.g. 127.0.0.1:9464)")
+    try:
+        host = str(ipaddress.ip_address(host))
+    except ValueError:
+        if not re.fullmatch(r"[A-Za-z0-9.-]{1,253}", host):
+            raise ConfigError(setting, f"{host!r} is not an IP address or host name") from None
+    return host, int(port)
 
 
 def _url_host(host: str) -> str:

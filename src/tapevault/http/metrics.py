@@ -6,19 +6,26 @@ see them at all scrapes the separate listener instead (``TAPEVAULT_METRICS_LISTE
 ``tapevault.observe.listener``). A scrape is not written to the access log (it reads no
 recording or session); a refused one is, as an ``auth.failure``, like every refused credential.
 
+The key is looked up in the database, and a scrape is most wanted while the database is down:
+so a key that proved an admin's within ``OUTAGE_GRACE_SECONDS`` is still let in while the
+database cannot be reached (``DatabaseUnavailable``), and only then. Nothing but aggregate counts
+is behind it, and a key revoked meanwhile is refused as soon as the database answers again.
+
 The exposition reads files (several processes) and maybe the database, so it is built in a
 thread: the event loop keeps serving meanwhile.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import time
 from dataclasses import replace
 
 from tapevault.core.access import AccessEvent, Action, Actor
 from tapevault.core.clock import now_ms
 from tapevault.core.model import KeyRole
-from tapevault.errors import AuthError, Forbidden
+from tapevault.errors import AuthError, DatabaseUnavailable, Forbidden
 from tapevault.http.asgi import (
     NO_STORE,
     Receive,
@@ -37,12 +44,16 @@ from tapevault.observe.exposition import CONTENT_TYPE, DatabaseGauges, render
 log = logging.getLogger("tapevault.metrics")
 
 PATH = "/metrics"
+OUTAGE_GRACE_SECONDS = 3600.0
+_REMEMBERED = 64  # admin keys remembered for an outage (a scraper or two use one each)
 
 
 class MetricsEndpoint:
     def __init__(self, ctx: AppContext, database: DatabaseGauges | None) -> None:
         self.ctx = ctx
         self.database = database
+        # sha256 of an Authorization header that verified as an admin's -> monotonic time
+        self._admins: dict[bytes, float] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if await refuse_unless_read(scope, send):
@@ -58,6 +69,13 @@ class MetricsEndpoint:
             caller = await self.ctx.metadata(self.ctx.api_keys.verify, headers.get("authorization"))
             actor = replace(actor, partner_id=caller.tenant.partner_id, token_id=caller.key.key_id)
             caller.require(KeyRole.ADMIN)
+        except DatabaseUnavailable as exc:
+            if self._remembered(headers.get("authorization")):
+                await send_exposition(self.ctx, self.database, scope, send)
+                return
+            status, body, extra = code_message_error(exc)
+            await send_json(send, status, body, extra, head_only=scope["method"] == "HEAD")
+            return
         except Exception as exc:
             status, body, extra = code_message_error(exc)
             if isinstance(exc, AuthError | Forbidden):
@@ -72,7 +90,21 @@ class MetricsEndpoint:
                 )
             await send_json(send, status, body, extra, head_only=scope["method"] == "HEAD")
             return
+        self._remember(headers.get("authorization"))
         await send_exposition(self.ctx, self.database, scope, send)
+
+    def _remember(self, authorization: str | None) -> None:
+        if authorization is None:
+            return
+        if len(self._admins) >= _REMEMBERED:
+            self._admins.pop(min(self._admins, key=self._admins.__getitem__))
+        self._admins[hashlib.sha256(authorization.encode()).digest()] = time.monotonic()
+
+    def _remembered(self, authorization: str | None) -> bool:
+        if authorization is None:
+            return False
+        seen = self._admins.get(hashlib.sha256(authorization.encode()).digest())
+        return seen is not None and time.monotonic() - seen < OUTAGE_GRACE_SECONDS
 
 
 async def send_exposition(

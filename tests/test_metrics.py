@@ -1,0 +1,204 @@
+"""Metrics in process: route labels stay bounded, a scrape survives a database outage, the
+access-log writer and the retention service count through their ports, dead processes' live
+gauges are dropped. (Two real processes: test_metrics_server.py.)"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tapevault.core.access import AccessEvent, Action, Actor, MemoryAccessLog
+from tapevault.core.auditlog import AuditLog
+from tapevault.core.clock import FixedClock
+from tapevault.observe import exposition
+from tapevault.observe.exposition import DatabaseGauges, database_families
+from tapevault.runtime import Runtime
+from tests.dialects import customer
+from tests.support import database_gone
+
+DURATION = "http_server_request_duration_seconds"
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            found[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return found
+
+
+def routes(text: str) -> set[str]:
+    return {
+        dict(labels)["http_route"]
+        for name, labels in samples(text)
+        if name.startswith(DURATION) and "http_route" in dict(labels)
+    }
+
+
+async def test_route_labels_are_templates_whatever_the_paths(
+    runtime: Runtime, client: httpx.AsyncClient, clock: FixedClock
+) -> None:
+    """Random paths, ids and methods add no series: templates, ``unmatched``, ``_OTHER``."""
+    admin = customer(runtime, clock)
+    for i in range(30):
+        await client.get(f"/random/{i}/x{i}")
+        await client.get(f"/media/{i}abc.wav?s=x")
+        await client.get(f"/api/v1/sessions/s{i}", headers=admin.bearer)
+    await client.request("BREW", "/metrics")
+    text = (await client.get("/metrics", headers=admin.bearer)).text
+    found = routes(text)
+    assert "unmatched" in found
+    assert "/media/{recording_id}.wav" in found
+    assert "/api/v1/sessions/{session_id}" in found
+    # (The registry is the process's: other tests' routes may be there too, never a raw path.)
+    assert not any("random" in r or "abc" in r or "/s1" in r for r in found), found
+    methods = {
+        dict(labels)["http_request_method"] for name, labels in samples(text) if DURATION in name
+    }
+    assert "_OTHER" in methods and "BREW" not in methods
+
+
+async def test_metrics_refuse_without_an_admin_key(
+    runtime: Runtime, client: httpx.AsyncClient, clock: FixedClock, access_log: MemoryAccessLog
+) -> None:
+    """401 without a key, 403 with a member's, 405 for POST; refusals are access-logged."""
+    admin = customer(runtime, clock)
+    assert (await client.get("/metrics")).status_code == 401
+    member = await client.post(
+        f"/v1/{admin.ws}/api-keys", headers=admin.bearer, json={"role": "member"}
+    )
+    key = member.json()["api_key"]
+    denied = await client.get("/metrics", headers={"authorization": f"Bearer {key}"})
+    assert denied.status_code == 403
+    assert (await client.post("/metrics", headers=admin.bearer)).status_code == 405
+    head = await client.head("/metrics", headers=admin.bearer)
+    assert head.status_code == 200 and head.content == b""
+    failures = [e for e in access_log.events if e.action is Action.AUTH_FAILURE]
+    assert {e.status for e in failures} >= {401, 403}
+
+
+async def test_a_scrape_answers_through_a_database_outage(
+    runtime: Runtime, client: httpx.AsyncClient, clock: FixedClock, database_url: str
+) -> None:
+    """Database down: an admin key seen before still scrapes, with ``tapevault_database_up 0``
+    and no job gauges; an unknown key gets 503 (never a 500); back up, the gauges return."""
+    admin = customer(runtime, clock)
+    first = samples((await client.get("/metrics", headers=admin.bearer)).text)
+    assert first[("tapevault_database_up", ())] == 1
+    assert ("tapevault_jobs_queued", ()) in first
+    with database_gone(runtime, database_url):
+        down = await client.get("/metrics", headers=admin.bearer)
+        assert down.status_code == 200, down.text
+        during = samples(down.text)
+        assert during[("tapevault_database_up", ())] == 0
+        assert ("tapevault_jobs_queued", ()) not in during
+        stranger = await client.get("/metrics", headers={"authorization": "Bearer tv_unknown"})
+        assert stranger.status_code == 503
+    again = samples((await client.get("/metrics", headers=admin.bearer)).text)
+    assert again[("tapevault_database_up", ())] == 1
+
+
+def test_a_stuck_database_query_is_not_waited_for_nor_repeated() -> None:
+    """A query that hangs: the scrape returns at its deadline, and the next scrape starts no
+    second query while the first is stuck (threads do not pile up)."""
+    release = threading.Event()
+    calls = []
+
+    def stuck() -> tuple[int, int | None]:
+        calls.append(1)
+        release.wait(10)
+        return 0, None
+
+    gauges = DatabaseGauges(stuck, deadline=0.2)
+    start = time.monotonic()
+    assert gauges.read() is None
+    assert gauges.read() is None
+    assert time.monotonic() - start < 2 and len(calls) == 1
+    release.set()
+    time.sleep(0.1)
+
+    def failing() -> tuple[int, int | None]:
+        raise OSError("connection refused")
+
+    assert DatabaseGauges(failing).read() is None
+    names = [f.name for f in database_families(None, 0)]
+    assert names == ["tapevault_database_up"]
+
+
+def test_dead_processes_lose_their_live_gauges_and_keep_their_counters(tmp_path: Path) -> None:
+    """``sweep_dead_processes``: files of a pid that no longer runs, live gauges only."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        names = [
+            f"gauge_livesum_{dead.pid}.db",
+            f"gauge_livemax_{dead.pid}.db",
+            f"counter_{dead.pid}.db",
+            f"gauge_livesum_{alive.pid}.db",
+        ]
+        for name in names:
+            (tmp_path / name).write_bytes(b"")
+        assert exposition.sweep_dead_processes(tmp_path) == 1
+        left = sorted(p.name for p in tmp_path.iterdir())
+        assert left == sorted([f"counter_{dead.pid}.db", f"gauge_livesum_{alive.pid}.db"])
+    finally:
+        alive.kill()
+        alive.wait()
+
+
+def test_prepare_empties_the_directory_of_an_earlier_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(exposition.MULTIPROC_VARIABLE, raising=False)
+    (tmp_path / "counter_1.db").write_bytes(b"old")
+    (tmp_path / "notes.txt").write_text("not ours")
+    exposition.prepare_multiprocess_dir(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+    assert exposition.multiprocess_dir() == tmp_path
+
+
+class Cycles:
+    def __init__(self) -> None:
+        self.seen: list[tuple[int, float, bool]] = []
+
+    def cycle(self, *, queued: int, lag_seconds: float, failed: bool) -> None:
+        self.seen.append((queued, lag_seconds, failed))
+
+
+def test_the_access_log_writer_reports_failures_and_lag(
+    audited: Runtime, clock: FixedClock
+) -> None:
+    """A failing store: the cycle is counted failed, the kept record's age is the lag; once
+    the store works again the lag falls back."""
+    log = audited.audit
+    assert isinstance(log, AuditLog)
+    cycles = Cycles()
+    log.counts = cycles
+    original = log.store.write
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise OSError("disk gone")
+
+    log.store.write = broken  # type: ignore[method-assign]
+    event = AccessEvent(
+        action=Action.SESSION_READ,
+        actor=Actor(kind="api_key", partner_id="p"),
+        status=200,
+        at_ms=int(clock.now() * 1000),
+    )
+    log.record(event)
+    clock.advance(7)
+    log._attempt(None, final=False)
+    queued, lag, failed = cycles.seen[-1]
+    assert failed and queued >= 1 and lag >= 7
+    log.store.write = original  # type: ignore[method-assign]
+    log._attempt(None, final=False)
+    assert cycles.seen[-1][2] is False
