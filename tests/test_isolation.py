@@ -121,6 +121,7 @@ def credentials(endpoint: Endpoint[Any], who: Customer) -> dict[str, str]:
         "KoreDialect": who.kore,
         "AdminDialect": who.bearer,
         "NativeDialect": who.bearer,
+        "MetricsDialect": who.bearer,
     }
     return sample[type(endpoint.dialect).__name__]
 
@@ -133,12 +134,7 @@ def fingerprint(response: httpx.Response) -> tuple[int, bytes, frozenset[str]]:
 
 
 def routes_of(runtime: Runtime) -> list[tuple[str, Endpoint[Any]]]:
-    app = runtime.asgi()
-    router = next(
-        cell.cell_contents
-        for cell in app.__closure__ or ()  # type: ignore[attr-defined]
-        if isinstance(cell.cell_contents, Router)
-    )
+    router = _router(runtime.asgi())
     # A player link's playlist is opened by the link's own secret, not a tenant's credential:
     # tests/test_player_links.py checks that a wrong secret answers like an unknown link.
     return [
@@ -148,6 +144,20 @@ def routes_of(runtime: Runtime) -> list[tuple[str, Endpoint[Any]]]:
         and isinstance(route.app, Endpoint)
         and type(route.app.dialect).__name__ != "PlayerDialect"
     ]
+
+
+def _router(app: object) -> Router:
+    """The router inside the application, through any wrappers around it (metrics, logs)."""
+    for cell in getattr(app, "__closure__", None) or ():
+        contents = cell.cell_contents
+        if isinstance(contents, Router):
+            return contents
+        if callable(contents) and getattr(contents, "__closure__", None):
+            try:
+                return _router(contents)
+            except LookupError:
+                continue
+    raise LookupError("no Router in the application's closures")
 
 
 def fill(path: str, values: dict[str, str]) -> str:
@@ -234,6 +244,8 @@ OWNER: dict[tuple[str, str], Success] = {
     ("DELETE", "/api/v1/player-links/{link_id}"): Success(200),
     ("GET", f"{SESSION}/player"): Success(200),
     ("HEAD", f"{SESSION}/player"): Success(200),
+    ("GET", "/metrics"): Success(200),
+    ("HEAD", "/metrics"): Success(200),
 }
 
 

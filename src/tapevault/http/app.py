@@ -35,7 +35,7 @@ from tapevault.http.limits import LIMITS_STATE, ConnectionLimits
 from tapevault.http.media import PREFIX as MEDIA_PREFIX
 from tapevault.http.media import MediaGateway
 from tapevault.http.metrics import PATH as METRICS_PATH
-from tapevault.http.metrics import MetricsEndpoint
+from tapevault.http.metrics import metrics_endpoint
 from tapevault.http.openapi import openapi_document
 from tapevault.http.pages import pages
 from tapevault.http.playerlinks import routes as player_routes
@@ -112,7 +112,7 @@ def build_app(
             WebSocketRoute("/api/v1/ambient/session/{session_id}/stream", streams),
             WebSocketRoute("/twilio/media-stream", TwilioMediaStream(ctx, streams.hub)),
             Route("/healthz", Health(ctx.access_log)),
-            Route(METRICS_PATH, MetricsEndpoint(ctx, database_gauges)),
+            Route(METRICS_PATH, metrics_endpoint(ctx, database_gauges)),
             Route("/openapi.json", _StaticJson(orjson.dumps(document))),
             *(Route(path, page) for path, page in pages(document)),
         ],
