@@ -11,7 +11,7 @@ recording-URL fast path, ``/media/``) are named here.
 
 from __future__ import annotations
 
-import time
+from time import perf_counter
 from typing import Any
 
 from tapevault.http.asgi import ASGIApp, Message, Receive, Scope, Send
@@ -37,14 +37,8 @@ def media_route(path: str) -> str:
     return UNMATCHED_ROUTE
 
 
-def route_of(scope: Scope, fast_path: str, fast_prefix: str, fast_suffix: str) -> str:
-    """The template of the route that answered ``scope`` (after it did)."""
-    route = scope.get("route")
-    if route is not None:
-        template = getattr(route, "path", None)
-        if isinstance(template, str):
-            return template
-    path: str = scope["path"]
+def path_route(path: str, fast_path: str, fast_prefix: str, fast_suffix: str) -> str:
+    """The template of a path the application answers before its router (or ``unmatched``)."""
     if path.startswith(MEDIA_PREFIX):
         return media_route(path)
     if path.startswith(fast_prefix) and path.endswith(fast_suffix):
@@ -52,17 +46,18 @@ def route_of(scope: Scope, fast_path: str, fast_prefix: str, fast_suffix: str) -
     return UNMATCHED_ROUTE
 
 
-def observe(method: str, route: str, status: int, seconds: float) -> None:
+def child_for(method: str, route: str, status: int) -> Any:
+    """The histogram child of (method, route, status), made once: bounded, because methods
+    outside the known ones share ``_OTHER`` (and are not cached under their own name), routes
+    are templates and statuses three digits."""
     key = (method, route, status)
     child = _children.get(key)
     if child is None:
-        label = method if method in METHODS else OTHER_METHOD
-        child = _duration.labels(label, route, str(status))
-        # Bounded: methods are one of ten labels (keyed by the raw method only when known),
-        # routes are templates, statuses three digits.
-        if method in METHODS:
+        known = method in METHODS
+        child = _duration.labels(method if known else OTHER_METHOD, route, str(status))
+        if known:
             _children[key] = child
-    child.observe(seconds)
+    return child
 
 
 def instrumented(app: ASGIApp, fast_path: str) -> ASGIApp:
@@ -74,12 +69,12 @@ def instrumented(app: ASGIApp, fast_path: str) -> ASGIApp:
         if scope["type"] != "http":
             await app(scope, receive, send)
             return
-        start = time.perf_counter()
+        start = perf_counter()
         status = 0
 
         async def send_observed(message: Message) -> None:
             nonlocal status
-            if message["type"] == "http.response.start":
+            if not status:  # the first message is always http.response.start (ASGI)
                 status = message["status"]
             await send(message)
 
@@ -92,11 +87,12 @@ def instrumented(app: ASGIApp, fast_path: str) -> ASGIApp:
             raise
         finally:
             if status:  # a client that left before any answer has no status to count
-                observe(
-                    scope["method"],
-                    route_of(scope, fast_path, prefix, suffix),
-                    status,
-                    time.perf_counter() - start,
+                route = scope.get("route")
+                template = (
+                    route.path
+                    if route is not None
+                    else path_route(scope["path"], fast_path, prefix, suffix)
                 )
+                child_for(scope["method"], template, status).observe(perf_counter() - start)
 
     return timed
