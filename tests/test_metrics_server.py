@@ -16,11 +16,14 @@ import pytest
 import requests
 import sqlalchemy
 from prometheus_client.parser import text_string_to_metric_families
+from websockets.asyncio.client import connect
 
 from tapevault.core.model import SigningKey
 from tapevault.core.signing import UrlMode, UrlSigner
 from tests.server import Server, free_port
-from tests.support import make_session, wait_for
+from tests.support import Sender, make_session, until, wait_for, ws_url
+
+pytestmark = pytest.mark.server
 
 RECORDING_URLS = "/api/v1/ambient/session/{session_id}/recording"
 MEDIA_AUDIO = "/media/{recording_id}.wav"
@@ -100,6 +103,19 @@ def expired_url(server: Server, url: str) -> str:
     recording_id = parts.path.removeprefix("/media/").removesuffix(".wav")
     query = signer.sign(recording_id, UrlMode.STREAM, int(time.time()) - 60, params["p"])
     return f"{server.base}{parts.path}?{query}"
+
+
+def unmatched_after(server: Server, tenant: dict[str, str], count: int) -> float:
+    """Send ``count`` requests to unknown paths; the total of such 404s once they are all in."""
+    base = requests_of(scrape(server, tenant), "unmatched", "GET", 404)
+    for _ in range(count):
+        requests.get(f"{server.base}/no/such/path", timeout=10)
+
+    def counted() -> float | None:
+        total = requests_of(scrape(server, tenant), "unmatched", "GET", 404)
+        return total if total == base + count else None
+
+    return wait_for(counted, 15, f"{count} unmatched requests counted", 0.1)
 
 
 def children(pid: int) -> list[int]:
@@ -201,31 +217,64 @@ def test_counters_move_by_exactly_the_scripted_requests(
         return gone if gone and len(gone) == len(view["recordings"]) else None
 
     expired = wait_for(purged, 30, "the purge of the short-retention session", 0.2)
-    after = scrape(server, tenant)
+    hold = "/api/v1/sessions/{session_id}/hold"
+    expected = {
+        (f"{DURATION}_count", RECORDING_URLS, "GET", "200"): n,
+        (f"{DURATION}_count", MEDIA_AUDIO, "GET", "206"): m,
+        (f"{DURATION}_count", MEDIA_AUDIO, "GET", "403"): 3 * k,
+        (f"{DURATION}_count", "unmatched", "GET", "404"): 2,
+        (f"{DURATION}_count", hold, "PUT", "200"): 1,
+        (f"{DURATION}_count", hold, "DELETE", "200"): 1,
+        ("tapevault_media_bytes_sent_total",): 100 * m,
+        ("tapevault_range_requests_total", "206"): m,
+        ("tapevault_signed_url_refusals_total", "invalid"): k,
+        ("tapevault_signed_url_refusals_total", "expired"): k,
+        ("tapevault_signed_url_refusals_total", "revoked"): k,
+        ("tapevault_legal_holds_total", "set"): 1,
+        ("tapevault_legal_holds_total", "cleared"): 1,
+        ("tapevault_purged_recordings_total",): len(expired),
+        # The store was read for every 206 (one read_range each, timed to its first chunk).
+        ("tapevault_store_operation_seconds_count", "read_range"): m,
+    }
 
-    def delta(name: str, **labels: str) -> float:
-        return value(after, name, **labels) - value(before, name, **labels)
+    def deltas(after: Samples) -> dict[tuple[str, ...], float]:
+        found = {}
+        for key in expected:
+            name, *rest = key
+            if name.startswith(DURATION):
+                route, method, status = rest
+                labels = {
+                    "http_route": route,
+                    "http_request_method": method,
+                    "http_response_status_code": status,
+                }
+            elif rest:
+                label = {
+                    "tapevault_range_requests_total": "status",
+                    "tapevault_signed_url_refusals_total": "reason",
+                    "tapevault_legal_holds_total": "action",
+                    "tapevault_store_operation_seconds_count": "operation",
+                }[name]
+                labels = {label: rest[0]}
+            else:
+                labels = {}
+            found[key] = value(after, name, **labels) - value(before, name, **labels)
+        return found
 
-    def requests_delta(route: str, method: str, status: int) -> float:
-        return requests_of(after, route, method, status) - requests_of(
-            before, route, method, status
-        )
+    # A process counts a request as its answer goes out, so the client may be a moment ahead
+    # (and the purge counts after its status change is visible): scrape until the counts are
+    # in, then they must be exact. (A count past the mark fails just the same.)
+    last: list[Samples] = []
 
-    assert requests_delta(RECORDING_URLS, "GET", 200) == n
-    assert requests_delta(MEDIA_AUDIO, "GET", 206) == m
-    assert requests_delta(MEDIA_AUDIO, "GET", 403) == 3 * k
-    assert requests_delta("unmatched", "GET", 404) == 2
-    assert requests_delta("/api/v1/sessions/{session_id}/hold", "PUT", 200) == 1
-    assert requests_delta("/api/v1/sessions/{session_id}/hold", "DELETE", 200) == 1
-    assert delta("tapevault_media_bytes_sent_total") == 100 * m
-    assert delta("tapevault_range_requests_total", status="206") == m
-    for reason in ("invalid", "expired", "revoked"):
-        assert delta("tapevault_signed_url_refusals_total", reason=reason) == k, reason
-    assert delta("tapevault_legal_holds_total", action="set") == 1
-    assert delta("tapevault_legal_holds_total", action="cleared") == 1
-    assert delta("tapevault_purged_recordings_total") == len(expired)
-    # The store was read for every 206 (one read_range each, timed to its first chunk).
-    assert delta("tapevault_store_operation_seconds_count", operation="read_range") == m
+    def settled() -> Samples | None:
+        last[:] = [scrape(server, tenant)]
+        return last[0] if deltas(last[0]) == expected else None
+
+    try:
+        after = wait_for(settled, 15, "the counts of the scripted requests", 0.2)
+    except AssertionError:
+        assert deltas(last[0]) == expected  # shows which count differs, and by how much
+        raise
     assert value(after, "tapevault_database_up") == 1
     assert value(after, "tapevault_jobs_queued") == 0
     assert ("tapevault_jobs_oldest_age_seconds", ()) in after
@@ -241,10 +290,7 @@ def test_a_killed_process_keeps_its_counts_and_loses_its_live_gauges(
     """SIGKILL one serving process: uvicorn starts another, the counters never go down, and
     the dead one's live-gauge files are dropped at the next scrape (mark_process_dead)."""
     assert server.process is not None
-    for _ in range(20):
-        requests.get(f"{server.base}/no/such/path", timeout=10)
-    before = scrape(server, tenant)
-    total = requests_of(before, "unmatched", "GET", 404)
+    total = unmatched_after(server, tenant, 20)
     directory = server.data_dir / "metrics"
     pid = server.process.pid
 
@@ -299,9 +345,7 @@ def test_the_separate_listener_serves_the_same_sums_without_a_key(
     GET and HEAD; an idle connection that never sends a request does not block it."""
     base = f"http://127.0.0.1:{listener_port}"
     with socket.create_connection(("127.0.0.1", listener_port)):  # silent: must not block
-        for _ in range(5):
-            requests.get(f"{server.base}/no/such/thing", timeout=10)
-        main = scrape(server, tenant)
+        total = unmatched_after(server, tenant, 5)
         open_ = requests.get(f"{base}/metrics", timeout=10)
     assert open_.status_code == 200
     listed = {
@@ -309,9 +353,33 @@ def test_the_separate_listener_serves_the_same_sums_without_a_key(
         for family in text_string_to_metric_families(open_.text)
         for s in family.samples
     }
-    assert requests_of(listed, "unmatched", "GET", 404) == requests_of(
-        main, "unmatched", "GET", 404
-    )
+    assert requests_of(listed, "unmatched", "GET", 404) == total
     assert listed[("tapevault_database_up", ())] == 1
     assert requests.get(f"{base}/other", timeout=10).status_code == 404
     assert requests.post(f"{base}/metrics", timeout=10).status_code == 405
+
+
+async def test_a_live_stream_is_counted_while_it_lasts(
+    server: Server, tenant: dict[str, str]
+) -> None:
+    """One stream open: ``tapevault_live_streams`` 1 and its acks timed; ended: 0."""
+    token = server.token(tenant["partner_id"])
+    headers = {"sdp_suki_token": token}
+    answer = requests.post(
+        f"{server.base}/api/v1/ambient/session/create", headers=headers, timeout=10
+    )
+    session_id = answer.json()["ambient_session_id"]
+    before = scrape(server, tenant)
+    async with connect(ws_url(server, session_id), additional_headers=headers) as ws:
+        sender = Sender(ws)
+        for _ in range(10):
+            await ws.send(bytes(640))
+        await until(lambda: sender.acked == 6400, what="the stream's acks")
+        during = scrape(server, tenant)
+        await sender.finish()
+    after = scrape(server, tenant)
+    assert value(before, "tapevault_live_streams") == 0
+    assert value(during, "tapevault_live_streams") == 1
+    assert value(after, "tapevault_live_streams") == 0
+    acks = "tapevault_stream_ack_latency_seconds_count"
+    assert value(during, acks) > value(before, acks)
