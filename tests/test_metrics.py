@@ -204,3 +204,26 @@ def test_the_access_log_writer_reports_failures_and_lag(
     # The kept record goes in seven seconds late (its lag told), then idle cycles tell 0.
     wait_for(lambda: cycles.seen[-1] == (0, 0.0, False), 10, "an idle cycle after the retry")
     assert any(not failed and lag >= 7 for _, lag, failed in cycles.seen)
+
+
+async def test_a_timed_store_times_each_operation_once(tmp_path: Path) -> None:
+    """put, stat, delete, local_copy once each; a read once, at its first chunk, however many
+    chunks follow; a read that fails is timed too, and closing reaches the store's reader."""
+    from tapevault.storage.local import LocalStore
+    from tapevault.storage.timed import TimedStore
+
+    seen: list[str] = []
+    store = TimedStore(LocalStore(tmp_path), lambda operation, seconds: seen.append(operation))
+    store.put("a", [b"x" * 5000])
+    assert store.stat("a") is not None
+    with store.local_copy("a") as path:
+        assert path.read_bytes() == b"x" * 5000
+    chunks = [c async for c in store.read_range("a", 10, 4000, 1000)]
+    assert b"".join(chunks) == b"x" * 4000 and len(chunks) == 4
+    reader = store.read_range("a", 0, 5000, 100)
+    assert await reader.__anext__() == b"x" * 100
+    await reader.aclose()  # type: ignore[attr-defined]
+    with pytest.raises(Exception):  # noqa: B017 - whatever the store raises for it
+        [c async for c in store.read_range("missing", 0, 1)]
+    assert store.delete("a")
+    assert seen == ["put", "stat", "local_copy", "read_range", "read_range", "read_range", "delete"]

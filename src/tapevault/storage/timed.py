@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
 
 from tapevault.core.ports import ObjectInfo, ObjectStore
@@ -30,7 +30,7 @@ class TimedStore:
         finally:
             self.observe("put", time.perf_counter() - start)
 
-    async def read_range(
+    def read_range(
         self, key: str, offset: int, length: int, chunk_size: int | None = None
     ) -> AsyncIterator[bytes]:
         start = time.perf_counter()
@@ -39,19 +39,7 @@ class TimedStore:
             if chunk_size is None  # the store's own default
             else self.inner.read_range(key, offset, length, chunk_size)
         )
-        timed = False
-        try:
-            async for chunk in chunks:
-                if not timed:
-                    timed = True
-                    self.observe("read_range", time.perf_counter() - start)
-                yield chunk
-        finally:
-            if not timed:  # an empty range, or a read that failed before its first chunk
-                self.observe("read_range", time.perf_counter() - start)
-            aclose = getattr(chunks, "aclose", None)
-            if aclose is not None:
-                await aclose()
+        return _FirstChunkTimed(chunks, start, self.observe)
 
     def stat(self, key: str) -> ObjectInfo | None:
         start = time.perf_counter()
@@ -73,6 +61,41 @@ class TimedStore:
         with self.inner.local_copy(key) as path:
             self.observe("local_copy", time.perf_counter() - start)
             yield path
+
+
+class _FirstChunkTimed:
+    """The chunks of a ``read_range``, the wait for the first one timed. Not an async
+    generator: after the first chunk ``__anext__`` hands out the store's own awaitable, so a
+    long read pays nothing per chunk (a generator layer cost ~5 µs per 64 KiB seek)."""
+
+    __slots__ = ("_chunks", "_observe", "_start", "_timed")
+
+    def __init__(self, chunks: AsyncIterator[bytes], start: float, observe: Observe) -> None:
+        self._chunks = chunks
+        self._start = start
+        self._observe = observe
+        self._timed = False
+
+    def __aiter__(self) -> _FirstChunkTimed:
+        return self
+
+    def __anext__(self) -> Awaitable[bytes]:
+        if self._timed:
+            return self._chunks.__anext__()
+        self._timed = True
+        return self._first()
+
+    async def _first(self) -> bytes:
+        try:
+            return await self._chunks.__anext__()
+        finally:  # a chunk, the end, or a failure: the store answered
+            self._observe("read_range", time.perf_counter() - self._start)
+
+    async def aclose(self) -> None:
+        """Close the store's reader (it may hold a file), as ``ranged`` does when done."""
+        aclose = getattr(self._chunks, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 def unwrapped(store: object) -> object:
