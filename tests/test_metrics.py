@@ -17,9 +17,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from tapevault.core.access import AccessEvent, Action, Actor, MemoryAccessLog
 from tapevault.core.auditlog import AuditLog
 from tapevault.core.clock import FixedClock
+from tapevault.errors import StorageError
 from tapevault.observe import exposition
 from tapevault.observe.exposition import DatabaseGauges, database_families
 from tapevault.runtime import Runtime
+from tapevault.storage.local import LocalStore
+from tapevault.storage.timed import TimedStore
 from tests.dialects import customer
 from tests.support import database_gone, wait_for
 
@@ -209,9 +212,6 @@ def test_the_access_log_writer_reports_failures_and_lag(
 async def test_a_timed_store_times_each_operation_once(tmp_path: Path) -> None:
     """put, stat, delete, local_copy once each; a read once, at its first chunk, however many
     chunks follow; a read that fails is timed too, and closing reaches the store's reader."""
-    from tapevault.storage.local import LocalStore
-    from tapevault.storage.timed import TimedStore
-
     seen: list[str] = []
     store = TimedStore(LocalStore(tmp_path), lambda operation, seconds: seen.append(operation))
     store.put("a", [b"x" * 5000])
@@ -223,7 +223,7 @@ async def test_a_timed_store_times_each_operation_once(tmp_path: Path) -> None:
     reader = store.read_range("a", 0, 5000, 100)
     assert await reader.__anext__() == b"x" * 100
     await reader.aclose()  # type: ignore[attr-defined]
-    with pytest.raises(Exception):  # noqa: B017 - whatever the store raises for it
+    with pytest.raises(StorageError):
         [c async for c in store.read_range("missing", 0, 1)]
     assert store.delete("a")
     assert seen == ["put", "stat", "local_copy", "read_range", "read_range", "read_range", "delete"]
