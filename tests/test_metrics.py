@@ -4,6 +4,7 @@ gauges are dropped. (Two real processes: test_metrics_server.py.)"""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import threading
@@ -227,3 +228,35 @@ async def test_a_timed_store_times_each_operation_once(tmp_path: Path) -> None:
         [c async for c in store.read_range("missing", 0, 1)]
     assert store.delete("a")
     assert seen == ["put", "stat", "local_copy", "read_range", "read_range", "read_range", "delete"]
+
+
+async def test_concurrent_scrapes_share_one_build(
+    runtime: Runtime, client: httpx.AsyncClient, clock: FixedClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ten scrapes at once: one build of the text (in a thread), ten identical answers; a
+    build that fails is a 503 with a reason, and the next scrape builds afresh."""
+    from tapevault.http import metrics as endpoint
+
+    admin = customer(runtime, clock)
+    builds = []
+
+    def slow(database: object) -> bytes:
+        builds.append(1)
+        time.sleep(0.3)
+        return b"# one build\n"
+
+    monkeypatch.setattr(endpoint, "render", slow)
+    answers = await asyncio.gather(
+        *(client.get("/metrics", headers=admin.bearer) for _ in range(10))
+    )
+    assert [a.status_code for a in answers] == [200] * 10
+    assert {a.text for a in answers} == {"# one build\n"} and len(builds) == 1
+
+    def broken(database: object) -> bytes:
+        raise OSError("unreadable metrics file")
+
+    monkeypatch.setattr(endpoint, "render", broken)
+    failed = await client.get("/metrics", headers=admin.bearer)
+    assert failed.status_code == 503 and "could not be collected" in failed.json()["message"]
+    monkeypatch.setattr(endpoint, "render", slow)
+    assert (await client.get("/metrics", headers=admin.bearer)).status_code == 200

@@ -19,6 +19,7 @@ thread: the event loop keeps serving meanwhile.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import threading
@@ -70,26 +71,43 @@ class MetricsDialect(AdminDialect):
 
 
 def metrics_endpoint(ctx: AppContext, database: DatabaseGauges | None) -> Endpoint[KeyCaller]:
+    exposition = Exposition(ctx, database)
+
     async def scrape(request: Request, caller: KeyCaller) -> Reply:
         head = request.scope["method"] == "HEAD"
 
         async def stream(send: Send, actor: Actor) -> None:
-            await send_exposition(ctx, database, send, head=head)
+            await exposition.send(send, head=head)
 
         return Reply(200, stream=stream)
 
     return Endpoint(ctx, MetricsDialect(ctx), ["GET"], scrape, Action.METRICS_READ)
 
 
-async def send_exposition(
-    ctx: AppContext, database: DatabaseGauges | None, send: Send, *, head: bool
-) -> None:
-    """The text format; ``Unavailable`` (a 503, nothing sent) if it cannot be collected."""
-    try:
-        body = await ctx.blocking(render, database)
-    except Exception as exc:
-        log.exception("the metrics could not be collected")
-        raise Unavailable("The metrics could not be collected; the server log says why.") from exc
-    headers = [*_HEADERS, (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": 200, "headers": headers})
-    await send({"type": "http.response.body", "body": b"" if head else body})
+class Exposition:
+    """Builds the text in a thread, once for all the scrapes that arrive while it is being
+    built: a flood of scrapes costs one build at a time, not one thread each."""
+
+    def __init__(self, ctx: AppContext, database: DatabaseGauges | None) -> None:
+        self.ctx = ctx
+        self.database = database
+        self._building: asyncio.Future[bytes] | None = None
+
+    async def send(self, send: Send, *, head: bool) -> None:
+        """The text format; ``Unavailable`` (a 503, nothing sent) if it cannot be collected."""
+        building = self._building
+        if building is None or building.done():
+            building = self._building = asyncio.ensure_future(
+                self.ctx.blocking(render, self.database)
+            )
+        try:
+            # Shielded: a scraper that goes away does not cancel the others' build.
+            body = await asyncio.shield(building)
+        except Exception as exc:
+            log.exception("the metrics could not be collected")
+            raise Unavailable(
+                "The metrics could not be collected; the server log says why."
+            ) from exc
+        headers = [*_HEADERS, (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"" if head else body})
