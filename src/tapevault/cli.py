@@ -428,7 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
         commands,
         "demo",
         "serve with a demo tenant and a generated conversation",
-        tuple(name for name in server_settings() if name != "processes"),
+        tuple(name for name in server_settings() if name not in ("processes", "metrics_listen")),
     )
     demo.add_argument("--no-serve", action="store_true", help="set up and print, then exit")
     _add_log_level(demo)
