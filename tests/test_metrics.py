@@ -15,10 +15,11 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tapevault.config import Settings
 from tapevault.core.access import AccessEvent, Action, Actor, MemoryAccessLog
 from tapevault.core.auditlog import AuditLog
 from tapevault.core.clock import FixedClock
-from tapevault.errors import StorageError
+from tapevault.errors import ConfigError, StorageError
 from tapevault.observe import exposition
 from tapevault.observe.exposition import DatabaseGauges, database_families
 from tapevault.runtime import Runtime
@@ -163,6 +164,8 @@ def test_dead_processes_lose_their_live_gauges_and_keep_their_counters(tmp_path:
 def test_prepare_empties_the_directory_of_an_earlier_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """``serve`` starts from an empty directory (its own files only) and points the processes
+    at it."""
     monkeypatch.delenv(exposition.MULTIPROC_VARIABLE, raising=False)
     (tmp_path / "counter_1.db").write_bytes(b"old")
     (tmp_path / "notes.txt").write_text("not ours")
@@ -260,3 +263,27 @@ async def test_concurrent_scrapes_share_one_build(
     assert failed.status_code == 503 and "could not be collected" in failed.json()["message"]
     monkeypatch.setattr(endpoint, "render", slow)
     assert (await client.get("/metrics", headers=admin.bearer)).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("text", "parsed"),
+    [
+        ("127.0.0.1:9464", ("127.0.0.1", 9464)),
+        ("[::1]:9464", ("::1", 9464)),
+        ("metrics.internal:9100", ("metrics.internal", 9100)),
+        ("", None),
+    ],
+)
+def test_the_metrics_listen_setting(text: str, parsed: tuple[str, int] | None) -> None:
+    """host:port, [v6]:port or a name; unset is no listener; it survives ``environment()``."""
+    settings = Settings.load({"metrics_listen": text or None}, env={})
+    assert settings.metrics_listen == parsed
+    again = Settings.load(env=settings.environment())
+    assert again.metrics_listen == parsed
+
+
+@pytest.mark.parametrize("text", ["9464", "host:", ":9464", "h:0", "h:65536", "h:12a", "a b:1"])
+def test_a_bad_metrics_listen_stops_start_up(text: str) -> None:
+    """Anything else is refused at start-up, naming the variable."""
+    with pytest.raises(ConfigError, match="TAPEVAULT_METRICS_LISTEN"):
+        Settings.load({"metrics_listen": text}, env={})
