@@ -8,28 +8,33 @@ documents), this one holds:
 - a real server's sessions and recordings: ``credentials``, ``new_session``, ``make_session``,
   ``wait_available``, ``stored_pcm``, ``plays``;
 - live-stream clients: ``ws_url``, ``Sender``, and ``client_frame`` (an RFC 6455 client frame
-  built independently of the code under test).
+  built independently of the code under test);
+- a database that goes away under an in-process runtime: ``database_gone``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
 import requests
+from sqlalchemy import create_engine, text
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from tapevault.audio_gen import tone_wav_bytes
 from tapevault.core.wav import PcmFormat, canonical_header, parse_wav
+from tapevault.runtime import Runtime
 from tests.conftest import need
 from tests.server import Server
 
@@ -263,3 +268,42 @@ CHROMIUM_FLAGS = [
     "--disable-background-networking",
     "--autoplay-policy=no-user-gesture-required",
 ]
+
+
+# --- a database outage ---------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def database_gone(runtime: Runtime, url: str) -> Iterator[None]:
+    """Make the database unusable for the runtime until the block ends: PostgreSQL refuses new
+    connections and our backends are terminated; SQLite's directory is moved away, so a
+    connection cannot be opened (the pooled ones are closed first, as after a restart)."""
+    if url.startswith("sqlite"):
+        here = Path(url.removeprefix("sqlite:///")).parent
+        runtime.repo.engine.dispose()
+        runtime.repo.fast.close()
+        here.rename(here.with_name("moved-away"))
+        try:
+            yield
+        finally:
+            here.with_name("moved-away").rename(here)
+        return
+    name = url.rsplit("/", 1)[1]
+    admin = create_engine(url.rsplit("/", 1)[0] + "/postgres", isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false'))
+            conn.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = :n AND pid <> pg_backend_pid()"
+                ),
+                {"n": name},
+            )
+        try:
+            yield
+        finally:
+            with admin.connect() as conn:
+                conn.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'))
+    finally:
+        admin.dispose()

@@ -2,57 +2,18 @@
 
 from __future__ import annotations
 
-import contextlib
 import sqlite3
-from collections.abc import Iterator
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, text
 
 from tapevault.audio_gen import tone_wav_bytes
 from tapevault.core.clock import FixedClock
 from tapevault.db.outage import MESSAGE, is_outage
 from tapevault.runtime import Runtime
 from tests.dialects import customer
-
-
-@contextlib.contextmanager
-def database_gone(runtime: Runtime, url: str) -> Iterator[None]:
-    """Make the database unusable for the runtime until the block ends: PostgreSQL refuses new
-    connections and our backends are terminated; SQLite's directory is moved away, so a
-    connection cannot be opened (the pooled ones are closed first, as after a restart)."""
-    if url.startswith("sqlite"):
-        here = Path(url.removeprefix("sqlite:///")).parent
-        runtime.repo.engine.dispose()
-        runtime.repo.fast.close()
-        here.rename(here.with_name("moved-away"))
-        try:
-            yield
-        finally:
-            here.with_name("moved-away").rename(here)
-        return
-    name = url.rsplit("/", 1)[1]
-    admin = create_engine(url.rsplit("/", 1)[0] + "/postgres", isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false'))
-            conn.execute(
-                text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE datname = :n AND pid <> pg_backend_pid()"
-                ),
-                {"n": name},
-            )
-        try:
-            yield
-        finally:
-            with admin.connect() as conn:
-                conn.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'))
-    finally:
-        admin.dispose()
+from tests.support import database_gone
 
 
 async def test_a_database_outage_is_503_with_a_reason_and_recovers(

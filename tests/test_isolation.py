@@ -122,6 +122,7 @@ def credentials(endpoint: Endpoint[Any], who: Customer) -> dict[str, str]:
         "KoreDialect": who.kore,
         "AdminDialect": who.bearer,
         "NativeDialect": who.bearer,
+        "MetricsDialect": who.bearer,
     }
     return sample[type(endpoint.dialect).__name__]
 
@@ -245,6 +246,8 @@ OWNER: dict[tuple[str, str], Success] = {
     ("DELETE", "/api/v1/player-links/{link_id}"): Success(200),
     ("GET", f"{SESSION}/player"): Success(200),
     ("HEAD", f"{SESSION}/player"): Success(200),
+    ("GET", "/metrics"): Success(200),
+    ("HEAD", "/metrics"): Success(200),
 }
 
 

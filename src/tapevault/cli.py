@@ -16,9 +16,12 @@ import socket
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import quoteattr
+
+from sqlalchemy import Engine
 
 from tapevault import __version__, cli_compliance, cli_fetch, cli_sessions, listening
 from tapevault.auth.kore import issue_kore_token
@@ -39,10 +42,14 @@ from tapevault.config import SETTINGS_DOC, Settings, parse_size
 from tapevault.core import policy
 from tapevault.core.model import KeyRole, RecordingStatus, Tenant
 from tapevault.core.quota import UNLIMITED
+from tapevault.db.engine import make_engine
+from tapevault.db.gauges import job_queue
 from tapevault.errors import ConfigError, TapevaultError
 from tapevault.http import requestlog
 from tapevault.http.twilio import SIGNED_URL_PARAMETER
 from tapevault.listening import PortUnavailable
+from tapevault.observe import listener as metrics_listener
+from tapevault.observe.exposition import METRICS_DIR, DatabaseGauges, prepare_multiprocess_dir
 from tapevault.runtime import Runtime, open_runtime, server_options
 
 log = logging.getLogger("tapevault")
@@ -97,12 +104,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     if settings.processes == 1:
         runtime = open_runtime(settings)
+        _listen_for_metrics(settings, runtime.engine)
         uvicorn.run(runtime.asgi(background=True), **options)
         return 0
     # Several processes share the listening socket; each builds its own runtime from the
     # environment (flags are passed on as TAPEVAULT_* variables), migrations run once here.
     open_runtime(settings).close()
     os.environ.update(settings.environment())
+    # Their metrics meet in per-process files a scrape sums (tapevault.observe.exposition):
+    # emptied now, so that no earlier run's counts are added to this one's.
+    prepare_multiprocess_dir(settings.data_dir / METRICS_DIR)
+    if settings.metrics_listen is not None:
+        _listen_for_metrics(settings, make_engine(settings.database_url))
     uvicorn.run(
         "tapevault.runtime:app_from_environment",
         factory=True,
@@ -110,6 +123,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
         **options,
     )
     return 0
+
+
+def _listen_for_metrics(settings: Settings, engine: Engine) -> None:
+    """The separate metrics listener, if one is set; in this process, the one that owns the
+    port (the parent of several processes: see ``tapevault.observe.listener``)."""
+    if settings.metrics_listen is None:
+        return
+    host, port = settings.metrics_listen
+    try:
+        metrics_listener.start(host, port, DatabaseGauges(partial(job_queue, engine)))
+    except OSError as exc:
+        raise ConfigError(
+            "TAPEVAULT_METRICS_LISTEN", f"cannot listen on {host}:{port} ({exc.strerror})"
+        ) from None
 
 
 def _listening_fd(fd: int) -> int:
@@ -408,7 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
         commands,
         "demo",
         "serve with a demo tenant and a generated conversation",
-        tuple(name for name in server_settings() if name != "processes"),
+        tuple(name for name in server_settings() if name not in ("processes", "metrics_listen")),
     )
     demo.add_argument("--no-serve", action="store_true", help="set up and print, then exit")
     _add_log_level(demo)

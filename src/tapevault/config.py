@@ -137,6 +137,11 @@ SETTINGS_DOC: dict[str, tuple[str, str]] = {
         "on SIGTERM, how long requests in flight (downloads) may take to finish before they "
         "are cut, e.g. 30s; no new connection is accepted meanwhile",
     ),
+    "metrics_listen": (
+        "TAPEVAULT_METRICS_LISTEN",
+        "host:port of a separate listener serving /metrics without a key, e.g. 127.0.0.1:9464 "
+        "(default: none; /metrics on the main port needs an admin API key)",
+    ),
 }
 
 
@@ -201,6 +206,7 @@ class Settings:
     keepalive_timeout_seconds: int = 5
     trusted_proxies: tuple[str, ...] = ()
     shutdown_grace_seconds: int = 30
+    metrics_listen: tuple[str, int] | None = None
 
     def __repr__(self) -> str:
         return (
@@ -224,7 +230,8 @@ class Settings:
             f"body_timeout_seconds={self.body_timeout_seconds}, "
             f"keepalive_timeout_seconds={self.keepalive_timeout_seconds}, "
             f"trusted_proxies={self.trusted_proxies!r}, "
-            f"shutdown_grace_seconds={self.shutdown_grace_seconds})"
+            f"shutdown_grace_seconds={self.shutdown_grace_seconds}, "
+            f"metrics_listen={self.metrics_listen!r})"
         )
 
     @property
@@ -288,6 +295,7 @@ class Settings:
             shutdown_grace_seconds=_duration(
                 "TAPEVAULT_SHUTDOWN_GRACE", pick("shutdown_grace") or "30"
             ),
+            metrics_listen=_listen_address("TAPEVAULT_METRICS_LISTEN", pick("metrics_listen")),
             direct_streams=direct_streams,
             audit=audit,
             request_log=request_log,
@@ -358,6 +366,9 @@ class Settings:
             "trusted_proxies": ",".join(self.trusted_proxies),
             "shutdown_grace": str(self.shutdown_grace_seconds),
         }
+        if self.metrics_listen is not None:
+            host, port = self.metrics_listen
+            values["metrics_listen"] = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         if self.audit_key_file is not None:
             values["audit_key_file"] = str(self.audit_key_file)
         if self.audit_checkpoint_log is not None:
@@ -424,6 +435,23 @@ def _networks(setting: str, text: str) -> tuple[str, ...]:
         except ValueError:
             raise ConfigError(setting, f"{item!r} is not an IP address or CIDR network") from None
     return tuple(networks)
+
+
+def _listen_address(setting: str, text: str | None) -> tuple[str, int] | None:
+    """``host:port`` (``[v6]:port`` for IPv6) -> (host, port); None when not set."""
+    if text is None or not text.strip():
+        return None
+    host, sep, port = text.strip().rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not is_digits(port) or not 0 < int(port) < 65536:
+        raise ConfigError(setting, f"{text!r} is not host:port (e.g. 127.0.0.1:9464)")
+    try:
+        host = str(ipaddress.ip_address(host))
+    except ValueError:
+        if not re.fullmatch(r"[A-Za-z0-9.-]{1,253}", host):
+            raise ConfigError(setting, f"{host!r} is not an IP address or host name") from None
+    return host, int(port)
 
 
 def _url_host(host: str) -> str:

@@ -8,6 +8,7 @@ import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from sqlalchemy import Engine
@@ -23,11 +24,13 @@ from tapevault.core.calls import Calls
 from tapevault.core.checkpoints import load_or_create_signer
 from tapevault.core.clock import Clock, OffsetClock, SystemClock
 from tapevault.core.playback import PerRequest, PlaybackLog, Playbacks
+from tapevault.core.ports import ObjectStore
 from tapevault.core.renditions import Renditions
 from tapevault.core.retention import Retention
 from tapevault.core.vault import Vault
 from tapevault.db.auditstore import SqlAuditStore
 from tapevault.db.engine import current_revision, head_revision, make_engine, migrate
+from tapevault.db.gauges import job_queue
 from tapevault.db.repository import SqlRepository
 from tapevault.errors import ConfigError, StorageError
 from tapevault.http import requestlog
@@ -43,8 +46,11 @@ from tapevault.ingest.liveness import is_gone
 from tapevault.ingest.scratch import Spool, sweep_temporaries, sweep_unrecorded
 from tapevault.ingest.tus_store import TusStore
 from tapevault.ingest.worker import Worker, worker_id
+from tapevault.observe.exposition import DatabaseGauges
+from tapevault.observe.metrics import AuditCounter, RetentionCounter, observe_store
 from tapevault.readiness import CHECKS, Readiness, probe_dependencies, stat_probe
 from tapevault.storage.local import LocalStore, open_store
+from tapevault.storage.timed import TimedStore, unwrapped
 
 log = logging.getLogger("tapevault")
 
@@ -70,14 +76,18 @@ class Runtime:
     def asgi(self, *, background: bool = False) -> ASGIApp:
         """The application; with ``background`` its lifespan starts and stops the worker
         threads (``TAPEVAULT_WORKERS``) and runs crash recovery first."""
+        gauges = DatabaseGauges(partial(job_queue, self.repo.engine))
         if not background:
-            app = build_app(self.context, self.streams, on_shutdown=self.close)
+            app = build_app(
+                self.context, self.streams, on_shutdown=self.close, database_gauges=gauges
+            )
         else:
             app = build_app(
                 self.context,
                 self.streams,
                 on_startup=self.start_background,
                 on_shutdown=self.stop,
+                database_gauges=gauges,
             )
         proxies = TrustedProxies(self.settings.trusted_proxies)
         return ProxyHeaders(app, proxies) if proxies else app
@@ -137,7 +147,7 @@ def open_runtime(
     if run_migrations:
         migrate(engine)
     repo = SqlRepository(engine)
-    store = open_store(settings.storage_url)
+    store = TimedStore(open_store(settings.storage_url), observe_store)
     vault = Vault(
         repo,
         store,
@@ -162,13 +172,14 @@ def open_runtime(
             if settings.audit_durable_all
             else frozenset({Action.URLS_ISSUE, Action.CALL_URLS, Action.MERGED_URLS}),
         )
+        audit.counts = AuditCounter()
         access_log = audit
         playbacks = Playbacks(audit, clock, process, idle_seconds=settings.playback_idle_seconds)
     else:
         access_log = access_log or LoggingAccessLog()
         playbacks = PerRequest(access_log)
     renditions = Renditions(vault)
-    retention = Retention(vault, access_log)
+    retention = Retention(vault, access_log, RetentionCounter())
     context = AppContext(
         settings=settings,
         vault=vault,
@@ -215,7 +226,7 @@ def open_runtime(
     )
 
 
-def store_probe(store: LocalStore) -> Callable[[], None]:
+def store_probe(store: ObjectStore) -> Callable[[], None]:
     """How /readyz asks the store whether it answers. A stat of a missing key answers "no such
     object" even when a local store's directory is gone (an unmounted disk), so for the local
     store its root must be there too."""
@@ -223,8 +234,9 @@ def store_probe(store: LocalStore) -> Callable[[], None]:
 
     def probe() -> None:
         stat()
-        if isinstance(store, LocalStore) and not store.root.is_dir():
-            raise StorageError(f"the store's directory {store.root} is missing")
+        backend = unwrapped(store)
+        if isinstance(backend, LocalStore) and not backend.root.is_dir():
+            raise StorageError(f"the store's directory {backend.root} is missing")
 
     return probe
 
@@ -237,8 +249,9 @@ def sweep_scratch(settings: Settings, spool: Spool, owner: str, vault: Vault) ->
         [work, work / "incoming", work / "streams"], TEMPORARY_KINDS, owner
     )
     removed += sweep_unrecorded(work / "incoming", vault.repo.get_recording)
-    if isinstance(vault.store, LocalStore):
-        removed += sweep_temporaries([vault.store.staging], ("put",), owner)
+    store = unwrapped(vault.store)
+    if isinstance(store, LocalStore):
+        removed += sweep_temporaries([store.staging], ("put",), owner)
     tus = TusStore(settings.data_dir / "tus", max_size=settings.max_upload_bytes, clock=vault.clock)
     expired = len(tus.expire(vault.clock.now()))
     if removed or expired:

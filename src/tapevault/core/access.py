@@ -47,6 +47,7 @@ class Action(enum.StrEnum):
     RETENTION_SET = "retention.set"
     RETENTION_PURGE = "retention.purge"
     AUDIT_READ = "audit.read"
+    METRICS_READ = "metrics.read"  # only refused scrapes are written (401 is auth.failure)
 
     @property
     def durable(self) -> bool:

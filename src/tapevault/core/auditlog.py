@@ -172,6 +172,7 @@ class _Batch:
     opened: list[Pending] = field(default_factory=list)
     updated: list[Pending] = field(default_factory=list)
     closed: list[str] = field(default_factory=list)
+    oldest_ms: int | None = None  # the oldest record queued or retried into it (lag)
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +193,21 @@ def _settle(futures: list[tuple[asyncio.Future[None], BaseException | None]]) ->
             future.set_result(None)
         else:
             future.set_exception(error)
+
+
+class AuditCounts(Protocol):
+    """Told after every writer cycle (a few a second, never per request): the metrics
+    adapter (``tapevault.observe``) turns it into gauges; the core knows no metrics library."""
+
+    def cycle(self, *, queued: int, lag_seconds: float, failed: bool) -> None:
+        """``queued``: records waiting (kept for retry, plus hand-overs queued);
+        ``lag_seconds``: how old the oldest record of the cycle was when it ended."""
+        ...
+
+
+class _NoCounts:
+    def cycle(self, *, queued: int, lag_seconds: float, failed: bool) -> None:
+        pass
 
 
 class Folder(Protocol):
@@ -232,6 +248,7 @@ class AuditLog:
         # While the log is failing they are refused all the same.
         self.after_answer = after_answer
         self.folder: Folder | None = None
+        self.counts: AuditCounts = _NoCounts()
         self.refusals = Refusals()
         self._queue: queue.SimpleQueue[_Item | list[_Item] | None] = queue.SimpleQueue()
         # Requests of the event loop queue here first and reach the writer as one hand-over
@@ -451,9 +468,11 @@ class AuditLog:
             if batch is None:
                 batch = self._batch(items if items is not None else self._drain(first))
             self._failed(batch, exc)
+            self._count(batch, failed=True)
             return False
         finally:
             self._busy_since = None
+        self._count(batch, failed=False)
         if not self._healthy:
             log.warning("the access log is writable again")
             self._healthy = True
@@ -467,10 +486,28 @@ class AuditLog:
             self._dropped = 0
         return True
 
+    def _count(self, batch: _Batch | None, *, failed: bool) -> None:
+        """Tell ``counts`` how the cycle went; a failure to count is logged, never the
+        writer's."""
+        ages = [batch.oldest_ms] if batch is not None and batch.oldest_ms is not None else []
+        if failed and self._retry:
+            ages.append(self._retry[0].at_ms)
+        oldest = min(ages) if ages else None
+        lag = 0.0 if oldest is None else max(0.0, (now_ms(self.clock) - oldest) / 1000)
+        try:
+            self.counts.cycle(
+                queued=len(self._retry) + self._queue.qsize(), lag_seconds=lag, failed=failed
+            )
+        except Exception:
+            log.exception("counting the access log writer's cycle failed")
+
     def _batch(self, items: list[_Item]) -> _Batch:
         batch = _Batch(unwaited=list(self._retry), closed=self._retry_closed)
         self._retry.clear()
         self._retry_closed = []
+        ages = [e.at_ms for e in batch.unwaited[:1]]  # kept for retry: the oldest is first
+        ages.extend(i.entry.at_ms for i in items if i.entry is not None)
+        batch.oldest_ms = min(ages) if ages else None
         for item in items:
             if item.opened is not None:
                 batch.opened.append(item.opened)

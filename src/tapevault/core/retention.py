@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import Protocol
 
 from tapevault.core import policy
 from tapevault.core.access import AccessEvent, AccessLog, Action, Actor
@@ -37,10 +38,32 @@ MAX_BY = 200
 SYSTEM = Actor(kind="system", token_id="retention-purge")  # noqa: S106 - an id, not a secret
 
 
+class RetentionCounts(Protocol):
+    """Told of holds and purges as they happen: the metrics adapter (``tapevault.observe``)
+    counts them; the core knows no metrics library."""
+
+    def hold_changed(self, action: str) -> None:
+        """``set`` (a hold put on, or its reason changed) or ``cleared``."""
+        ...
+
+    def purged(self, recordings: int) -> None: ...
+
+
+class _NoCounts:
+    def hold_changed(self, action: str) -> None:
+        pass
+
+    def purged(self, recordings: int) -> None:
+        pass
+
+
 class Retention:
-    def __init__(self, vault: Vault, audit: AccessLog) -> None:
+    def __init__(
+        self, vault: Vault, audit: AccessLog, counts: RetentionCounts | None = None
+    ) -> None:
         self.vault = vault
         self.audit = audit
+        self.counts: RetentionCounts = counts or _NoCounts()
 
     # --- lookups, inside the tenant ---------------------------------------------------------
 
@@ -162,6 +185,7 @@ class Retention:
             hold_set_ms=held_at,
         )
         self.vault.changed()
+        self.counts.hold_changed("set")
         return replace(session, hold_reason=reason, hold_by=holder, hold_set_ms=held_at)
 
     def release(self, tenant: Tenant, session_id: str, actor: Actor) -> Session:
@@ -178,6 +202,7 @@ class Retention:
             hold_set_ms=None,
         )
         self.vault.changed()
+        self.counts.hold_changed("cleared")
         return replace(session, hold_reason=None, hold_by=None, hold_set_ms=None)
 
     # --- deletion ---------------------------------------------------------------------------
@@ -252,6 +277,7 @@ class Retention:
             erased = self._erase(r, RecordingStatus.EXPIRED, None)
             if erased.status is RecordingStatus.EXPIRED:
                 purged += 1
+                self.counts.purged(1)  # now: a later failure must not lose what was done
                 self._retire_rendition(r, RecordingStatus.EXPIRED, None)
         if purged:
             self.vault.changed()

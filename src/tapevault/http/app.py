@@ -29,10 +29,13 @@ from tapevault.http.asgi import (
 from tapevault.http.context import AppContext
 from tapevault.http.cors import Cors
 from tapevault.http.health import Health, Ready
+from tapevault.http.instrument import instrumented
 from tapevault.http.kore import routes as kore_routes
 from tapevault.http.limits import LIMITS_STATE, ConnectionLimits
 from tapevault.http.media import PREFIX as MEDIA_PREFIX
 from tapevault.http.media import MediaGateway
+from tapevault.http.metrics import PATH as METRICS_PATH
+from tapevault.http.metrics import metrics_endpoint
 from tapevault.http.openapi import openapi_document
 from tapevault.http.pages import pages
 from tapevault.http.playerlinks import routes as player_routes
@@ -43,6 +46,7 @@ from tapevault.http.stream import StreamEndpoint, StreamHub
 from tapevault.http.suki import routes as suki_routes
 from tapevault.http.suki import tus_endpoint
 from tapevault.http.twilio import TwilioMediaStream
+from tapevault.observe.exposition import DatabaseGauges
 
 log = logging.getLogger("tapevault.http")
 STREAMS_STATE = "tapevault.streams"  # lifespan state key of the StreamEndpoint
@@ -87,6 +91,7 @@ def build_app(
     streams: StreamEndpoint | None = None,
     on_startup: Callable[[], None] | None = None,
     on_shutdown: Callable[[], None] | None = None,
+    database_gauges: DatabaseGauges | None = None,
 ) -> ASGIApp:
     cors = Cors(ctx.settings.cors_origins)
     gateway = MediaGateway(ctx, cors)
@@ -110,6 +115,7 @@ def build_app(
             WebSocketRoute("/twilio/media-stream", TwilioMediaStream(ctx, streams.hub)),
             Route("/healthz", Health(ctx.access_log)),
             Route("/readyz", Ready(ctx.readiness)),
+            Route(METRICS_PATH, metrics_endpoint(ctx, database_gauges)),
             Route("/openapi.json", _StaticJson(orjson.dumps(document))),
             *(Route(path, page) for path, page in pages(document)),
         ],
@@ -158,7 +164,7 @@ def build_app(
             state[LIMITS_STATE] = limits
             await _lifespan(receive, send, on_startup, on_shutdown)
 
-    return logged(app, enabled=settings.request_log)
+    return logged(instrumented(app, RECORDING_URLS), enabled=settings.request_log)
 
 
 def _header(scope: Scope, wanted: bytes) -> str | None:

@@ -54,6 +54,7 @@ from tapevault.http.ranged import (
     Served,
     send_representation,
 )
+from tapevault.observe.metrics import count_range_request, count_refusal, media_bytes_sent
 
 log = logging.getLogger("tapevault.media")
 
@@ -114,7 +115,7 @@ async def serve_recording(
     key = recording.storage_key
     gone = Disconnect(receive)
     try:
-        return await send_representation(
+        served = await send_representation(
             send,
             method=method,
             headers=headers,
@@ -132,6 +133,13 @@ async def serve_recording(
         )
     finally:
         gone.close()
+    # Counted once the response ended (an hour-long download counts at its end), with what
+    # was really sent: a client that went away counts only what it got.
+    if served.bytes_sent:
+        media_bytes_sent.inc(served.bytes_sent)
+    if "range" in headers:
+        count_range_request(served.status)
+    return served
 
 
 async def serve_playback(
@@ -396,6 +404,8 @@ class MediaGateway:
     ) -> None:
         if not isinstance(exc, TapevaultError):
             log.exception("unexpected error authorizing %s", scope["path"])
+        elif isinstance(exc, UrlRejected):
+            count_refusal(exc.reason)
         status, body = media_error(exc)
         # A refused request served nothing: one record each, not waited for.
         self.ctx.access_log.record(

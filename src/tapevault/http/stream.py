@@ -61,6 +61,7 @@ from tapevault.ingest.durable import (
     TaskAcks,
 )
 from tapevault.ingest.pcm import ENCODINGS
+from tapevault.observe.metrics import live_streams, stream_ack_latency
 
 log = logging.getLogger("tapevault.stream")
 
@@ -136,7 +137,11 @@ class StreamHub:
 
     def committer(self) -> GroupCommitter:
         if self._committer is None:
-            self._committer = GroupCommitter(self.ctx.vault.work_dir / "streams", held=self._held)
+            self._committer = GroupCommitter(
+                self.ctx.vault.work_dir / "streams",
+                held=self._held,
+                on_batch=stream_ack_latency.observe,
+            )
         return self._committer
 
     def _held(self, keys: Sequence[str]) -> Collection[str]:
@@ -145,10 +150,12 @@ class StreamHub:
 
     def opened(self) -> None:
         self._open += 1
+        live_streams.inc()
         self._keep_beating()
 
     def closed(self) -> None:
         self._open -= 1
+        live_streams.dec()
 
     def start(self, recording: Recording, acks: AckSink | Ack) -> DurableStream:
         """The open file for an admitted stream's audio, in this process's group commit."""

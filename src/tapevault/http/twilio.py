@@ -56,6 +56,7 @@ from tapevault.http.stream import TAKEN_OVER, StreamHub, auth_failed
 from tapevault.ingest.durable import BACKLOG_BYTES, DurableStream, NoAcks, StreamTakenOver
 from tapevault.ingest.pcm import SILENCE
 from tapevault.numbers import is_canonical
+from tapevault.observe.metrics import count_refusal
 
 log = logging.getLogger("tapevault.twilio")
 
@@ -120,6 +121,7 @@ async def authenticate(ctx: AppContext, params: dict[str, str], custom: dict[str
         try:
             partner_id = await ctx.metadata(ctx.vault.authorize_twilio, params)
         except UrlRejected as exc:
+            count_refusal(exc.reason)
             raise AuthError(
                 "the stream URL has expired"
                 if exc.reason == "expired"

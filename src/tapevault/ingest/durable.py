@@ -212,9 +212,17 @@ class DurableStream:
 class GroupCommitter:
     """Batches writes and syncs for every open stream of one event loop."""
 
-    def __init__(self, directory: Path, interval: float = 0.1, held: Held | None = None) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        interval: float = 0.1,
+        held: Held | None = None,
+        on_batch: Callable[[float], None] | None = None,
+    ) -> None:
         self.directory = directory
         self.held = held  # the ownership check before acks; None: every stream is ours
+        # Told each batch's seconds from the wake-up its audio caused to its acks (metrics).
+        self.on_batch = on_batch
         self._held_failing = False
         # syncfs reports a write-back error to an fd opened before the error; one fd held open
         # from the start sees every error after it (Linux >= 5.8), whichever stream it hit.
@@ -290,6 +298,7 @@ class GroupCommitter:
         loop = asyncio.get_running_loop()
         while self._streams:
             await self._wake.wait()
+            woke = time.monotonic()
             self._wake.clear()
             # Group commit: gather what arrives within one interval into one sync.
             delay = self.interval - (time.monotonic() - last)
@@ -318,6 +327,8 @@ class GroupCommitter:
                 self.batches += 1
                 for stream, n in zip(batch, upto, strict=True):
                     self._settle(stream, n, failures.get(stream.fd), held)
+                if self.on_batch is not None and held is not None and not failures:
+                    self.on_batch(time.monotonic() - woke)
                 if any(s.durable > s.synced and s.failed is None for s in batch):
                     self._wake.set()  # the check failed: ask again after the interval
             # Wake whoever waits for a batch; a stream of this batch may have finished meanwhile

@@ -23,6 +23,7 @@ from tapevault.http.openapi import (
     byteranges,
     kore,
     media,
+    metrics,
     player,
     service,
     suki,
@@ -41,6 +42,7 @@ SECTIONS: tuple[Section, ...] = (
     player.SECTION,
     tus.SECTION,
     service.SECTION,
+    metrics.SECTION,
 )
 
 SECURITY_SCHEMES: Json = {
