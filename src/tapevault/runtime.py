@@ -20,14 +20,16 @@ from tapevault.core.access import AccessLog, Action, LoggingAccessLog
 from tapevault.core.auditlog import AuditLog
 from tapevault.core.calls import Calls
 from tapevault.core.checkpoints import load_or_create_signer
-from tapevault.core.clock import Clock, OffsetClock, SystemClock
+from tapevault.core.clock import Clock, OffsetClock, SystemClock, now_ms
 from tapevault.core.playback import PerRequest, PlaybackLog, Playbacks
 from tapevault.core.renditions import Renditions
 from tapevault.core.retention import Retention
 from tapevault.core.vault import Vault
+from tapevault.core.webhooks import Webhooks
 from tapevault.db.auditstore import SqlAuditStore
 from tapevault.db.engine import make_engine, migrate
 from tapevault.db.repository import SqlRepository
+from tapevault.db.webhookstore import SqlWebhookStore
 from tapevault.errors import ConfigError
 from tapevault.http.app import build_app
 from tapevault.http.asgi import ASGIApp
@@ -41,6 +43,8 @@ from tapevault.ingest.scratch import Spool, sweep_temporaries, sweep_unrecorded
 from tapevault.ingest.tus_store import TusStore
 from tapevault.ingest.worker import Worker, worker_id
 from tapevault.storage.local import LocalStore, open_store
+from tapevault.webhooks.dispatch import Dispatcher
+from tapevault.webhooks.ssrf import AddressPolicy, CheckAddress
 
 log = logging.getLogger("tapevault")
 
@@ -157,6 +161,9 @@ def open_runtime(
     else:
         access_log = access_log or LoggingAccessLog()
         playbacks = PerRequest(access_log)
+    webhook_store = SqlWebhookStore(engine)
+    receivers = AddressPolicy.parse(settings.webhook_allow_private)
+    webhooks = Webhooks(webhook_store, lambda: now_ms(clock), CheckAddress(receivers))
     renditions = Renditions(vault)
     retention = Retention(vault, access_log)
     context = AppContext(
@@ -174,6 +181,7 @@ def open_runtime(
         spool=spool,
         inline_metadata=settings.is_sqlite,
         process_id=process,
+        webhooks=webhooks,
     )
     worker = Worker(
         Finalizer(vault, formats.decoder(settings.max_recording_seconds), process),
@@ -185,6 +193,13 @@ def open_runtime(
             purge_seconds=settings.purge_interval_seconds,
             audit_retention_seconds=settings.audit_retention_seconds,
             sweep_scratch=lambda: sweep_scratch(settings, spool, process, vault),
+        ),
+        webhooks=Dispatcher(
+            webhook_store,
+            process,
+            receivers,
+            timeout_seconds=settings.webhook_timeout_seconds,
+            schedule=settings.webhook_retry_schedule,
         ),
     )
     return Runtime(

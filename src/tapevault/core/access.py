@@ -47,6 +47,13 @@ class Action(enum.StrEnum):
     RETENTION_SET = "retention.set"
     RETENTION_PURGE = "retention.purge"
     AUDIT_READ = "audit.read"
+    WEBHOOK_CREATE = "webhook.create"
+    WEBHOOK_LIST = "webhook.list"
+    WEBHOOK_READ = "webhook.read"
+    WEBHOOK_DELETE = "webhook.delete"
+    WEBHOOK_ROTATE = "webhook.rotate_secret"
+    WEBHOOK_DELIVERIES = "webhook.deliveries_read"
+    WEBHOOK_REPLAY = "webhook.replay"
 
     @property
     def durable(self) -> bool:

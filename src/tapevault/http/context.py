@@ -19,6 +19,7 @@ from tapevault.core.playback import PlaybackLog
 from tapevault.core.renditions import Renditions
 from tapevault.core.retention import Retention
 from tapevault.core.vault import Vault
+from tapevault.core.webhooks import Webhooks
 from tapevault.ingest.scratch import Spool
 
 T = TypeVar("T")
@@ -44,6 +45,7 @@ class AppContext:
     inline_metadata: bool
     # Identifies this process as the writer of its live streams (see ingest/worker.worker_id).
     process_id: str
+    webhooks: Webhooks  # the tenants' webhook endpoints (core/webhooks.py)
 
     async def metadata(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a short metadata call: inline on SQLite, in a thread on PostgreSQL."""
