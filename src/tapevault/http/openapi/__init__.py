@@ -27,6 +27,7 @@ from tapevault.http.openapi import (
     service,
     suki,
     tus,
+    webhooks,
 )
 from tapevault.http.openapi.common import BEARER_SCHEME, KORE_SCHEME, SUKI_SCHEME, Json, Section
 
@@ -41,6 +42,7 @@ SECTIONS: tuple[Section, ...] = (
     player.SECTION,
     tus.SECTION,
     service.SECTION,
+    webhooks.SECTION,
 )
 
 SECURITY_SCHEMES: Json = {
