@@ -21,6 +21,7 @@ from tapevault.core.access import MemoryAccessLog
 from tapevault.core.clock import FixedClock
 from tapevault.runtime import Runtime, open_runtime
 from tests.dialects import asgi_client
+from tests.receiver import Receiver
 from tests.server import log_marks, output_since
 
 PG_ADMIN_URL = os.environ.get(
@@ -85,6 +86,16 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     url: str = request.getfixturevalue("pg_server_url")
     _reset_pg(url)
     return url
+
+
+@pytest.fixture(scope="session")
+def receiver() -> Iterator[Receiver]:
+    """One webhook receiver process for the run (tests/receiver.py), each test on its own path."""
+    started = Receiver().start()
+    try:
+        yield started
+    finally:
+        started.stop()
 
 
 @pytest.fixture

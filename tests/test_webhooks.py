@@ -1,0 +1,310 @@
+"""Webhooks in process, on SQLite and PostgreSQL: the outbox written with each change, the API,
+and deliveries sent by the worker's dispatcher to a real receiver process (tests/receiver.py)
+that verifies every signature with the ``standardwebhooks`` package."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from tapevault.audio_gen import tone_wav_bytes
+from tapevault.config import Settings
+from tapevault.core import events
+from tapevault.core.clock import FixedClock
+from tapevault.core.model import RecordingStatus
+from tapevault.db.schema import webhook_deliveries, webhook_events
+from tapevault.runtime import Runtime
+from tapevault.webhooks.dispatch import Dispatcher
+from tests.dialects import Customer, customer
+from tests.receiver import Receiver
+
+ALL_TYPES = {
+    "recording.available",
+    "recording.failed",
+    "session.completed",
+    "recording.expired",
+    "recording.deleted",
+    "legal_hold.set",
+    "legal_hold.cleared",
+}
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str) -> Settings:
+    """Receivers run on 127.0.0.1 here; retries are immediate, and give up after three."""
+    return Settings.load(
+        {
+            "data_dir": str(tmp_path / "data"),
+            "database_url": database_url,
+            "public_url": "https://vault.test",
+            "max_upload_bytes": "8M",
+            "webhook_allow_private": "on",
+            "webhook_retry_schedule": "0,0,0",
+            "webhook_timeout": "5",
+        },
+        env={},
+    )
+
+
+@pytest.fixture
+def who(runtime: Runtime, clock: FixedClock) -> Customer:
+    return customer(runtime, clock)
+
+
+def dispatcher(runtime: Runtime) -> Dispatcher:
+    found = runtime.worker.webhooks
+    assert found is not None
+    return found
+
+
+async def register(
+    client: httpx.AsyncClient, who: Customer, receiver: Receiver, **fields: Any
+) -> tuple[str, dict[str, Any]]:
+    """A new endpoint on a fresh receiver path, the receiver told its secret: (path, body)."""
+    path = f"/hook/{uuid.uuid4().hex}"
+    created = await client.post(
+        "/api/v1/webhooks", headers=who.bearer, json={"url": receiver.url(path), **fields}
+    )
+    assert created.status_code == 201, created.text
+    body: dict[str, Any] = created.json()
+    receiver.configure(path, [body["secret"]])
+    return path, body
+
+
+async def recorded_session(
+    client: httpx.AsyncClient, runtime: Runtime, who: Customer, *, corrupt: bool = False
+) -> tuple[str, str]:
+    """An ended session with one upload, finalized by the worker (failed if ``corrupt``)."""
+    created = await client.post("/api/v1/ambient/session/create", headers=who.suki)
+    session_id = created.json()["ambient_session_id"]
+    up = await client.post(
+        f"/api/v1/ambient/session/{session_id}/audio",
+        headers={**who.suki, "content-type": "audio/wav"},
+        content=tone_wav_bytes(0.3),
+    )
+    assert up.status_code == 202, up.text
+    recording_id: str = up.json()["recording_id"]
+    if corrupt:
+        runtime.vault.incoming_path(recording_id).write_bytes(b"RIFF" + b"\x00" * 40)
+    ended = await client.post(f"/api/v1/ambient/session/{session_id}/end", headers=who.suki)
+    assert ended.status_code == 200, ended.text
+    runtime.worker.run_until_idle()
+    return session_id, recording_id
+
+
+def verified(receiver: Receiver, path: str) -> list[dict[str, Any]]:
+    got = receiver.received(path)
+    assert all(r["verified_by"] for r in got), got
+    return [r["payload"] for r in got]
+
+
+async def test_every_event_type_arrives_once_per_change_in_order(
+    client: httpx.AsyncClient,
+    runtime: Runtime,
+    who: Customer,
+    receiver: Receiver,
+    clock: FixedClock,
+) -> None:
+    """Upload, failure, completion, hold set (twice: one event), hold cleared, deletion and the
+    purge each send one signed event; a session's events arrive in the order they happened,
+    numbered per recording (or per session) from 1; payloads hold ids and a status only."""
+    path, _ = await register(client, who, receiver)
+    kept, kept_recording = await recorded_session(client, runtime, who)
+    failed, failed_recording = await recorded_session(client, runtime, who, corrupt=True)
+    hold = {**who.bearer, "content-type": "application/json"}
+    for reason in ("litigation", "litigation, amended"):
+        held = await client.put(
+            f"/api/v1/sessions/{kept}/hold", headers=hold, content=f'{{"reason": "{reason}"}}'
+        )
+        assert held.status_code == 200, held.text
+    assert (await client.delete(f"/api/v1/sessions/{kept}/hold", headers=who.bearer)).is_success
+    deleted = await client.delete(f"/api/v1/recordings/{kept_recording}", headers=who.bearer)
+    assert deleted.status_code == 200, deleted.text
+    expiring, expiring_recording = await recorded_session(client, runtime, who)
+    clock.advance(8 * 86400)
+    assert runtime.context.retention.purge_due() == 2
+
+    sent = dispatcher(runtime).run_until_idle()
+    events = verified(receiver, path)
+    assert sent == len(events) == 11, events
+    assert {e["type"] for e in events} == ALL_TYPES
+    by_session: dict[str, list[tuple[str, str | None, int]]] = {}
+    for e in events:
+        data = e["data"]
+        assert set(data) <= {"session_id", "recording_id", "status", "sequence"}, data
+        assert set(e) == {"type", "timestamp", "data"}
+        by_session.setdefault(data["session_id"], []).append(
+            (e["type"], data.get("recording_id"), data["sequence"])
+        )
+    assert by_session[kept] == [
+        ("recording.available", kept_recording, 1),
+        ("session.completed", None, 1),
+        ("legal_hold.set", None, 2),
+        ("legal_hold.cleared", None, 3),
+        ("recording.deleted", kept_recording, 2),
+    ]
+    assert by_session[failed] == [
+        ("recording.failed", failed_recording, 1),
+        ("session.completed", None, 1),
+        ("recording.expired", failed_recording, 2),  # a failure's received audio expires too
+    ]
+    assert by_session[expiring] == [
+        ("recording.available", expiring_recording, 1),
+        ("session.completed", None, 1),
+        ("recording.expired", expiring_recording, 2),
+    ]
+    statuses = {(e["type"], e["data"]["session_id"]): e["data"]["status"] for e in events}
+    assert statuses[("session.completed", failed)] == "failed"
+    assert statuses[("session.completed", kept)] == "completed"
+    # Each arrived once: nothing is left to send, and the log says delivered.
+    assert dispatcher(runtime).run_until_idle() == 0
+    assert len(receiver.received(path)) == 11
+
+
+async def test_a_rolled_back_change_writes_no_event(
+    client: httpx.AsyncClient, runtime: Runtime, who: Customer, receiver: Receiver
+) -> None:
+    """When the transaction of a change fails after its event was written, neither the change
+    nor the event nor its delivery remains, and nothing is sent."""
+    path, _ = await register(client, who, receiver)
+    created = await client.post("/api/v1/ambient/session/create", headers=who.suki)
+    session_id = created.json()["ambient_session_id"]
+    up = await client.post(
+        f"/api/v1/ambient/session/{session_id}/audio",
+        headers={**who.suki, "content-type": "audio/wav"},
+        content=tone_wav_bytes(0.3),
+    )
+    recording = runtime.repo.get_recording(up.json()["recording_id"])
+    assert recording is not None
+
+    def failing_plan(*_: object) -> None:
+        raise RuntimeError("the transaction fails after the event was written")
+
+    finished = replace(recording, status=RecordingStatus.AVAILABLE)
+    with pytest.raises(RuntimeError):
+        runtime.repo.finish_recording(
+            finished,
+            expect=RecordingStatus.PROCESSING,
+            plan=failing_plan,
+            announce=lambda s, rs: [events.recording_finished(finished, 1)],
+        )
+    with runtime.engine.connect() as db:
+        assert db.execute(select(func.count()).select_from(webhook_events)).scalar() == 0
+        assert db.execute(select(func.count()).select_from(webhook_deliveries)).scalar() == 0
+    current = runtime.repo.get_recording(recording.recording_id)
+    assert current is not None and current.status is RecordingStatus.PROCESSING
+    assert dispatcher(runtime).run_until_idle() == 0
+    assert receiver.received(path) == []
+
+
+async def test_an_endpoint_registered_later_gets_no_history(
+    client: httpx.AsyncClient, runtime: Runtime, who: Customer, receiver: Receiver
+) -> None:
+    """Events fan out to the endpoints subscribed when they happen; event types filter."""
+    await recorded_session(client, runtime, who)
+    path, _ = await register(client, who, receiver)
+    holds_only, _ = await register(client, who, receiver, events=["legal_hold.set"])
+    session_id, _ = await recorded_session(client, runtime, who)
+    await client.put(
+        f"/api/v1/sessions/{session_id}/hold", headers=who.bearer, json={"reason": "audit"}
+    )
+    dispatcher(runtime).run_until_idle()
+    assert [e["type"] for e in verified(receiver, path)] == [
+        "recording.available",
+        "session.completed",
+        "legal_hold.set",
+    ]
+    assert [e["type"] for e in verified(receiver, holds_only)] == ["legal_hold.set"]
+
+
+async def test_a_receiver_answering_410_disables_its_endpoint(
+    client: httpx.AsyncClient, runtime: Runtime, who: Customer, receiver: Receiver
+) -> None:
+    """410 Gone: the endpoint is disabled with a reason, what was pending for it is cancelled,
+    and later events are not queued for it."""
+    path, body = await register(client, who, receiver)
+    receiver.configure(path, [body["secret"]], default={"status": 410})
+    await recorded_session(client, runtime, who)
+    dispatcher(runtime).run_until_idle()
+    assert len(receiver.received(path)) == 1
+    shown = (await client.get(f"/api/v1/webhooks/{body['id']}", headers=who.bearer)).json()
+    assert shown["enabled"] is False and "410" in shown["disabled_reason"]
+    log = (
+        await client.get(f"/api/v1/webhooks/{body['id']}/deliveries", headers=who.bearer)
+    ).json()["deliveries"]
+    assert sorted(d["status"] for d in log) == ["cancelled", "failed"]
+    await recorded_session(client, runtime, who)
+    assert dispatcher(runtime).run_until_idle() == 0
+    assert len(receiver.received(path)) == 1
+
+
+async def test_a_secret_rotated_while_deliveries_are_pending_keeps_them_verifiable(
+    client: httpx.AsyncClient, runtime: Runtime, who: Customer, receiver: Receiver
+) -> None:
+    """A delivery retried after a rotation is signed with both secrets: a receiver holding
+    either one verifies it; the rotation answer shows the new secret and the overlap."""
+    path, body = await register(client, who, receiver)
+    old = body["secret"]
+    receiver.configure(path, [old], answers=[{"status": 503}, {"status": 503}])
+    await recorded_session(client, runtime, who)
+    run = dispatcher(runtime)
+    assert run.run_once()  # first attempt of the first event: 503, retried "now" (schedule 0)
+    rotated = await client.post(f"/api/v1/webhooks/{body['id']}/rotate-secret", headers=who.bearer)
+    assert rotated.status_code == 200, rotated.text
+    new = rotated.json()["secret"]
+    assert new != old and new.startswith("whsec_")
+    assert rotated.json()["previous_secret_valid_until"] is not None
+    receiver.configure(path, [old, new], answers=[{"status": 503}])
+    run.run_until_idle()
+    got = receiver.received(path)
+    # Before the rotation: the old secret's signature only; after it, both (old, new).
+    assert [r["verified_by"] for r in got] == [[0], [0, 1], [0, 1], [0, 1]]
+    assert [r["signature"].count("v1,") for r in got] == [1, 2, 2, 2]
+    assert [r["payload"]["type"] for r in got] == [
+        "recording.available",
+        "recording.available",
+        "recording.available",
+        "session.completed",
+    ]
+    listed = (await client.get("/api/v1/webhooks", headers=who.bearer)).json()["webhooks"]
+    assert [w["id"] for w in listed] == [body["id"]] and "secret" not in listed[0]
+
+
+async def test_retries_follow_the_schedule_and_retry_after_then_give_up(
+    client: httpx.AsyncClient, runtime: Runtime, who: Customer, receiver: Receiver
+) -> None:
+    """A Retry-After pushes the next attempt back (the delivery is not due before it); a
+    receiver failing every attempt of the schedule ends the delivery failed, and the next event
+    of that session goes on after it."""
+    path, body = await register(client, who, receiver, events=["recording.available"])
+    receiver.configure(path, [body["secret"]], answers=[{"status": 503, "retry_after": "2"}])
+    await recorded_session(client, runtime, who)
+    run = dispatcher(runtime)
+    assert run.run_until_idle() == 1  # the 503; the retry is not due for 2 s
+    log = await client.get(f"/api/v1/webhooks/{body['id']}/deliveries", headers=who.bearer)
+    (pending,) = log.json()["deliveries"]
+    assert pending["status"] == "pending" and pending["last_status"] == 503
+    assert pending["next_attempt_at"] > pending["last_attempt_at"]
+    time.sleep(2.1)
+    assert run.run_until_idle() == 1
+    assert [r["answered"] for r in receiver.received(path)] == [503, 200]
+
+    failing, failing_body = await register(client, who, receiver)
+    receiver.configure(failing, [failing_body["secret"]], default={"status": 500})
+    await recorded_session(client, runtime, who)
+    run.run_until_idle()
+    # Two events (available, completed), three attempts each (the schedule 0,0,0), in order.
+    answered = [r["payload"]["type"] for r in receiver.received(failing)]
+    assert answered == ["recording.available"] * 3 + ["session.completed"] * 3
+    log = (
+        await client.get(f"/api/v1/webhooks/{failing_body['id']}/deliveries", headers=who.bearer)
+    ).json()["deliveries"]
+    assert {d["status"] for d in log} == {"failed"}
+    assert all(d["attempts"] == 3 for d in log)
