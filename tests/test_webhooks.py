@@ -4,6 +4,7 @@ that verifies every signature with the ``standardwebhooks`` package."""
 
 from __future__ import annotations
 
+import ipaddress
 import time
 import uuid
 from dataclasses import replace
@@ -19,9 +20,13 @@ from tapevault.config import Settings
 from tapevault.core import events
 from tapevault.core.clock import FixedClock
 from tapevault.core.model import RecordingStatus
+from tapevault.core.webhooks import Outcome, next_attempt_delay_ms
 from tapevault.db.schema import webhook_deliveries, webhook_events
+from tapevault.errors import InvalidRequest
 from tapevault.runtime import Runtime
 from tapevault.webhooks.dispatch import Dispatcher
+from tapevault.webhooks.sender import _retry_after
+from tapevault.webhooks.ssrf import AddressPolicy, CheckAddress
 from tests.dialects import Customer, customer
 from tests.receiver import Receiver
 
@@ -308,3 +313,175 @@ async def test_retries_follow_the_schedule_and_retry_after_then_give_up(
     ).json()["deliveries"]
     assert {d["status"] for d in log} == {"failed"}
     assert all(d["attempts"] == 3 for d in log)
+
+
+async def test_the_api_checks_what_it_is_sent(
+    client: httpx.AsyncClient, runtime: Runtime, who: Customer, receiver: Receiver
+) -> None:
+    """Every malformed registration or page parameter is a 400 that says what is wrong; a
+    member key is 403; another tenant's endpoint and delivery are 404 like unknown ones."""
+    url = receiver.url("/hook/x")
+    bad = [
+        b"[]",
+        b"not json",
+        b'{"url": 5}',
+        b'{"url": "ftp://example.org/x"}',
+        b'{"url": "http://user:pw@127.0.0.1/x"}',
+        b'{"url": "http:///nohost"}',
+        b'{"url": "http://127.0.0.1:99999/x"}',
+        b'{"url": "http://127.0.0.1/x#frag"}',
+        b'{"url": "http://127.0.0.1/\\u00e9"}',
+        b'{"url": "http://127.0.0.1/' + b"a" * 3000 + b'"}',
+        f'{{"url": "{url}", "events": []}}'.encode(),
+        f'{{"url": "{url}", "events": ["recording.nope"]}}'.encode(),
+        f'{{"url": "{url}", "events": "recording.available"}}'.encode(),
+        f'{{"url": "{url}", "description": "{"d" * 201}"}}'.encode(),
+        f'{{"url": "{url}", "secret": "mine"}}'.encode(),
+    ]
+    for body in bad:
+        answer = await client.post(
+            "/api/v1/webhooks",
+            headers={**who.bearer, "content-type": "application/json"},
+            content=body,
+        )
+        assert answer.status_code == 400, (body[:80], answer.text)
+        assert answer.json()["message"], body
+    _, made = await register(client, who, receiver)
+    base = f"/api/v1/webhooks/{made['id']}"
+    for query in ({"limit": "0"}, {"limit": "x"}, {"limit": "201"}, {"cursor": ""}, {"page": "1"}):
+        answer = await client.get(f"{base}/deliveries", params=query, headers=who.bearer)
+        assert answer.status_code == 400, (query, answer.text)
+    empty = await client.get(f"{base}/deliveries", params={"cursor": "dlv_x"}, headers=who.bearer)
+    assert empty.json() == {"deliveries": [], "next_cursor": None}
+
+    member = await client.post(
+        f"/v1/{who.ws}/api-keys", headers=who.bearer, json={"name": "m", "role": "member"}
+    )
+    member_key = {"authorization": f"Bearer {member.json()['api_key']}"}
+    assert (await client.get("/api/v1/webhooks", headers=member_key)).status_code == 403
+    assert (await client.get("/api/v1/webhooks")).status_code == 401
+
+    other = customer(runtime, FixedClock(0), "other")
+    for method, suffix in (("GET", ""), ("DELETE", ""), ("POST", "/rotate-secret")):
+        theirs = await client.request(method, base + suffix, headers=other.bearer)
+        nobody = await client.request(
+            method, f"/api/v1/webhooks/ep_{uuid.uuid4().hex}{suffix}", headers=other.bearer
+        )
+        assert (theirs.status_code, theirs.json()) == (nobody.status_code, nobody.json())
+        assert theirs.status_code == 404
+    assert (await client.get("/api/v1/webhooks", headers=other.bearer)).json() == {"webhooks": []}
+    assert (await client.delete(base, headers=who.bearer)).status_code == 204
+    assert (await client.get(base, headers=who.bearer)).status_code == 404
+
+
+async def test_receivers_on_private_addresses_are_refused_unless_allowed(
+    client: httpx.AsyncClient, runtime: Runtime, who: Customer, receiver: Receiver
+) -> None:
+    """Without the operator's leave, a URL whose host is loopback, private, link-local... is
+    refused at registration (400) and, should its DNS change later (rebinding), at delivery:
+    the attempt fails without a byte sent."""
+    strict = CheckAddress(AddressPolicy())
+    for url in (
+        "http://127.0.0.1/x",
+        "http://localhost/x",
+        "http://10.1.2.3/x",
+        "http://169.254.169.254/latest/meta-data",
+        "http://[::1]/x",
+        "http://[::ffff:127.0.0.1]/x",
+        "http://0.0.0.0/x",
+        "http://224.0.0.1/x",
+        "http://100.64.0.1/x",
+        "http://no-such-host.invalid/x",
+    ):
+        with pytest.raises(InvalidRequest):
+            strict(url)
+    strict("https://93.184.215.14/x")  # a public address passes
+    path, made = await register(client, who, receiver)  # allowed in this module's settings
+    await recorded_session(client, runtime, who)
+    rebound = Dispatcher(dispatcher(runtime).store, "strict", AddressPolicy(), timeout_seconds=2)
+    assert rebound.run_once()
+    assert receiver.received(path) == []
+    log = await client.get(f"/api/v1/webhooks/{made['id']}/deliveries", headers=who.bearer)
+    refused = [d for d in log.json()["deliveries"] if d["attempts"]]
+    assert len(refused) == 1 and refused[0]["status"] == "pending"
+    assert refused[0]["last_error"] == "refused: 127.0.0.1 is a loopback address"
+
+
+async def test_a_receiver_slower_than_the_timeout_is_a_failed_attempt(
+    client: httpx.AsyncClient, runtime: Runtime, who: Customer, receiver: Receiver
+) -> None:
+    """The whole exchange is bounded: a receiver that does not answer in time is an attempt
+    that timed out, retried like any failure."""
+    path, made = await register(client, who, receiver, events=["recording.available"])
+    receiver.configure(path, [made["secret"]], answers=[{"status": 200, "delay": 3}])
+    await recorded_session(client, runtime, who)
+    hurried = Dispatcher(
+        dispatcher(runtime).store,
+        "hurried",
+        AddressPolicy(allow_all=True),
+        timeout_seconds=1,
+        schedule=(0, 0, 0),
+    )
+    assert hurried.run_once()
+    log = await client.get(f"/api/v1/webhooks/{made['id']}/deliveries", headers=who.bearer)
+    (attempted,) = log.json()["deliveries"]
+    assert attempted["status"] == "pending" and attempted["last_status"] is None
+    assert attempted["last_error"] == "timed out after 1 s"
+    assert hurried.run_once()  # retried (schedule 0): the receiver answers at once now
+    assert [r["answered"] for r in receiver.received(path)] == [200, 200]
+
+
+@pytest.mark.parametrize(
+    ("address", "refused"),
+    [
+        ("127.0.0.1", "loopback"),
+        ("10.0.0.1", "private"),
+        ("172.16.0.1", "private"),
+        ("192.168.1.1", "private"),
+        ("169.254.169.254", "link-local"),
+        ("0.0.0.0", "unspecified"),  # noqa: S104 - an address to refuse, not to bind
+        ("224.0.0.1", "multicast"),
+        ("240.0.0.1", "reserved"),
+        ("100.64.0.1", "public"),  # carrier-grade NAT: not global
+        ("::1", "loopback"),
+        ("fe80::1", "link-local"),
+        ("fc00::1", "private"),
+        ("::ffff:10.0.0.1", "private"),
+        ("93.184.215.14", None),
+        ("2606:4700:4700::1111", None),
+    ],
+)
+def test_address_policy(address: str, refused: str | None) -> None:
+    """Only global unicast addresses by default; ``on`` allows all, CIDRs allow theirs."""
+    found = AddressPolicy().refusal(ipaddress.ip_address(address))
+    assert (found is None) if refused is None else (refused in (found or "")), found
+    assert AddressPolicy(allow_all=True).refusal(ipaddress.ip_address(address)) is None
+    allowed = AddressPolicy.parse("10.0.0.0/8, ::1/128")
+    assert allowed.describe() == "10.0.0.0/8,::1/128"
+    if address in ("10.0.0.1", "::1", "::ffff:10.0.0.1"):
+        assert allowed.refusal(ipaddress.ip_address(address)) is None
+
+
+def test_retry_schedule_and_retry_after() -> None:
+    """Eight attempts on the specification's schedule, then none; Retry-After only delays,
+    up to a bound; unreadable Retry-After values are ignored."""
+    fail = Outcome(500)
+    delays = [next_attempt_delay_ms(n, fail) for n in range(1, 9)]
+    assert delays == [
+        5_000,
+        300_000,
+        1_800_000,
+        7_200_000,
+        18_000_000,
+        36_000_000,
+        36_000_000,
+        None,
+    ]
+    assert next_attempt_delay_ms(1, Outcome(503, retry_after_seconds=60)) == 60_000
+    assert next_attempt_delay_ms(2, Outcome(503, retry_after_seconds=1)) == 300_000
+    assert next_attempt_delay_ms(1, Outcome(503, retry_after_seconds=10**9)) == 36_000_000
+    assert _retry_after("120") == 120
+    assert _retry_after("99999999999999") is None
+    assert _retry_after("soon") is None
+    assert _retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0
+    assert _retry_after(None) is None
