@@ -4,7 +4,8 @@ Run as a script (``python -m tests.receiver PORT``) it serves HTTP on 127.0.0.1 
 webhook's signature with the ``standardwebhooks`` package, as a tenant's receiver would: a
 request that no configured secret verifies is answered 401 and recorded as unverified. Each path
 is configured over ``/_control/...``: its secrets, answers to give in turn (a status, a
-``Retry-After``, a delay before answering) and the answer after those. ``Receiver`` starts it,
+``Retry-After``, a delay before answering, raw bytes, headers dripped a byte at a time) and the
+answer after those. ``Receiver`` starts it,
 configures it, reads what arrived, and can stop and restart it on the same port ("down for a
 while").
 """
@@ -98,6 +99,21 @@ def _handler(state: _State) -> type[BaseHTTPRequestHandler]:
                     }
                 )
             time.sleep(float(answer.get("delay", 0)))
+            if "raw" in answer:  # hostile answers: written as they are, then closed
+                self.wfile.write(answer["raw"].encode("latin-1"))
+                self.close_connection = True
+                return
+            if "drip" in answer:  # a byte at a time, never finishing the headers
+                self.close_connection = True
+                try:
+                    self.wfile.write(b"HTTP/1.1 200 OK\r\n")
+                    for _ in range(int(answer["drip"])):
+                        self.wfile.write(b"x")
+                        self.wfile.flush()
+                        time.sleep(0.2)
+                except OSError:
+                    pass  # the sender hung up at its deadline, as it should
+                return
             if not verified_by:
                 self._answer(401, {"error": "no secret verifies the signature"})
                 return

@@ -392,6 +392,11 @@ async def test_receivers_on_private_addresses_are_refused_unless_allowed(
         "http://224.0.0.1/x",
         "http://100.64.0.1/x",
         "http://no-such-host.invalid/x",
+        "http://127.1/x",
+        "http://0x7f000001/x",
+        "http://2130706433/x",
+        "http://[::]/x",
+        "http://[fd00::1]/x",
     ):
         with pytest.raises(InvalidRequest):
             strict(url)
@@ -485,3 +490,105 @@ def test_retry_schedule_and_retry_after() -> None:
     assert _retry_after("soon") is None
     assert _retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0
     assert _retry_after(None) is None
+
+
+async def test_hostile_receivers_cost_one_bounded_failed_attempt(
+    client: httpx.AsyncClient, runtime: Runtime, who: Customer, receiver: Receiver
+) -> None:
+    """A redirect is not followed, oversized or garbled headers and headers dripped forever
+    are each one failed attempt (the drip cut at the timeout); nothing escapes as an error."""
+    path, made = await register(client, who, receiver, events=["recording.available"])
+    target, target_body = await register(client, who, receiver, events=["legal_hold.set"])
+    answers = [
+        {
+            "status": 302,
+            "raw": f"HTTP/1.1 302 Found\r\nLocation: {receiver.url(target)}\r\n"
+            "Content-Length: 0\r\n\r\n",
+        },
+        {"raw": "HTTP/1.1 200 OK\r\nX-Big: " + "a" * 70_000 + "\r\n\r\n"},
+        {"raw": "NOT HTTP AT ALL\r\n\r\n"},
+        {"raw": "HTTP/1.1 200 OK\r\n" + "X-Many: 1\r\n" * 200 + "\r\n"},
+        {"drip": 50},
+    ]
+    receiver.configure(path, [made["secret"]], answers=answers)
+    receiver.configure(target, [target_body["secret"]])
+    await recorded_session(client, runtime, who)
+    hostile = Dispatcher(
+        dispatcher(runtime).store,
+        "hostile",
+        AddressPolicy(allow_all=True),
+        timeout_seconds=1,
+        schedule=(0,) * 10,
+    )
+    errors = []
+    for _ in answers:
+        assert hostile.run_once()
+        log = await client.get(f"/api/v1/webhooks/{made['id']}/deliveries", headers=who.bearer)
+        (delivery,) = log.json()["deliveries"]
+        assert delivery["status"] == "pending", (len(errors), delivery)
+        errors.append((delivery["last_status"], delivery["last_error"]))
+    assert errors[0] == (302, "HTTP 302")
+    assert all(status is None for status, _ in errors[1:]), errors
+    assert errors[-1][1] == "timed out after 1 s"
+    assert receiver.received(target) == []  # the redirect's target heard nothing
+    assert hostile.run_once()  # the receiver's default: 200
+    assert len(receiver.received(path)) == len(answers) + 1
+
+
+async def test_two_workers_send_each_delivery_once_in_order(
+    client: httpx.AsyncClient, runtime: Runtime, who: Customer, receiver: Receiver
+) -> None:
+    """Two dispatchers (eight threads) racing over one outbox: every event arrives exactly once
+    and each session's events in their order."""
+    path, _ = await register(client, who, receiver)
+    sessions = [(await recorded_session(client, runtime, who))[0] for _ in range(5)]
+    store = dispatcher(runtime).store
+    workers = [
+        Dispatcher(store, f"worker-{n}", AddressPolicy(allow_all=True), poll_seconds=0.05)
+        for n in range(2)
+    ]
+    for worker in workers:
+        worker.start()
+    try:
+        deadline = time.monotonic() + 30
+        while len(receiver.received(path)) < 10 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        for worker in workers:
+            worker.stop()
+    got = verified(receiver, path)
+    assert len(got) == 10
+    assert len({e["data"]["session_id"] + e["type"] for e in got}) == 10
+    for session_id in sessions:
+        assert [e["type"] for e in got if e["data"]["session_id"] == session_id] == [
+            "recording.available",
+            "session.completed",
+        ]
+
+
+async def test_replay_sends_the_event_again_once(
+    client: httpx.AsyncClient, runtime: Runtime, who: Customer, receiver: Receiver
+) -> None:
+    """A replay is a new delivery of the same event (same webhook-id); replaying again while it
+    is pending returns that one instead of queueing a second."""
+    path, made = await register(client, who, receiver, events=["recording.available"])
+    await recorded_session(client, runtime, who)
+    dispatcher(runtime).run_until_idle()
+    base = f"/api/v1/webhooks/{made['id']}"
+    (first,) = (await client.get(f"{base}/deliveries", headers=who.bearer)).json()["deliveries"]
+    replays = [
+        await client.post(f"{base}/deliveries/{first['id']}/replay", headers=who.bearer)
+        for _ in range(3)
+    ]
+    assert [r.status_code for r in replays] == [202] * 3
+    assert len({r.json()["id"] for r in replays}) == 1
+    assert replays[0].json()["event_id"] == first["event_id"]
+    dispatcher(runtime).run_until_idle()
+    got = receiver.received(path)
+    assert [r["id"] for r in got] == [first["event_id"]] * 2
+    page = await client.get(f"{base}/deliveries", params={"limit": "1"}, headers=who.bearer)
+    assert page.json()["next_cursor"] == page.json()["deliveries"][0]["id"]
+    rest = await client.get(
+        f"{base}/deliveries", params={"cursor": page.json()["next_cursor"]}, headers=who.bearer
+    )
+    assert [d["id"] for d in rest.json()["deliveries"]] == [first["id"]]

@@ -313,5 +313,6 @@ class WebhookStore(Protocol):
         ...
 
     def replay(self, partner_id: str, endpoint_id: str, delivery_id: str) -> Delivery | None:
-        """A new pending delivery of that delivery's event to the same endpoint, due now."""
+        """A new pending delivery of that delivery's event to the same endpoint, due now (or
+        the one still pending for that event and endpoint, if any)."""
         ...

@@ -26,11 +26,12 @@ def write_events(conn: Connection, events: Iterable[Event | None], now: ColumnEl
     for event in events:
         if event is None:
             continue
-        sequence = 1 + int(
-            conn.execute(
-                select(func.count()).where(webhook_events.c.subject == event.subject)
-            ).scalar_one()
-        )
+        last = conn.execute(
+            select(func.max(webhook_events.c.sequence)).where(
+                webhook_events.c.subject == event.subject
+            )
+        ).scalar()
+        sequence = 1 + int(last or 0)
         body = orjson.dumps(event.payload(sequence)).decode()
         position = conn.execute(
             insert(webhook_events)
@@ -66,7 +67,7 @@ def write_events(conn: Connection, events: Iterable[Event | None], now: ColumnEl
                     status=DeliveryStatus.PENDING.value,
                     attempts=0,
                     next_attempt_ms=now,
-                    created_ms=event.at_ms,
+                    created_ms=now,  # the log's order: one clock for it and for replays
                 )
             )
             queued += 1

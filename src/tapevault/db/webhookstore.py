@@ -211,6 +211,16 @@ class SqlWebhookStore:
             ).first()
             if row is None:
                 return None
+            already = conn.execute(
+                select(_d.c.delivery_id).where(
+                    _d.c.endpoint_id == endpoint_id,
+                    _d.c.event_position == row.event_position,
+                    _d.c.status == _PENDING,
+                )
+            ).first()
+            if already is not None:
+                # Replaying what is still on its way would only send it twice: that one is it.
+                return self.get_delivery(partner_id, already[0])
             new_id = new_delivery_id()
             conn.execute(
                 insert(_d).values(

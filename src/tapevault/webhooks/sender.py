@@ -16,8 +16,10 @@ import socket
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from standardwebhooks.webhooks import Webhook
@@ -27,6 +29,7 @@ from tapevault.core.webhooks import RETRY_AFTER_CAP_SECONDS, Outcome
 from tapevault.webhooks.ssrf import AddressPolicy, allowed_addresses, target
 
 USER_AGENT = f"tapevault-webhooks/{__version__}"
+T = TypeVar("T")
 
 
 def signature(secrets: list[str], msg_id: str, timestamp: int, body: str) -> str:
@@ -53,10 +56,12 @@ def post(
     """Send one attempt; never raises for anything the receiver or the network does."""
     deadline = time.monotonic() + timeout
     host, port = target(url)
-    try:
-        allowed, refused = allowed_addresses(policy, url)
-    except (OSError, UnicodeError) as exc:
-        return Outcome(None, f"cannot resolve {host[:100]}: {exc}")
+    resolved = _within(timeout, allowed_addresses, policy, url)
+    if resolved is None:
+        return Outcome(None, f"timed out after {timeout:g} s resolving {host[:100]}")
+    if isinstance(resolved, BaseException):
+        return Outcome(None, f"cannot resolve {host[:100]}: {resolved}")
+    allowed, refused = resolved
     if not allowed:
         reason = refused[0] if refused else "no address"
         return Outcome(None, f"refused: {reason}")
@@ -75,18 +80,42 @@ def post(
         if time.monotonic() >= deadline:
             return Outcome(None, f"timed out after {timeout:g} s connecting")
         return Outcome(None, "cannot connect: " + "; ".join(errors)[:250])
-    timer = threading.Timer(max(0.0, deadline - time.monotonic()), _abort, (sock,))
+    aborted = threading.Event()
+    timer = threading.Timer(max(0.0, deadline - time.monotonic()), _abort, (sock, aborted))
     timer.daemon = True
     timer.start()
     try:
-        return _exchange(sock, url, host, port, body, headers, timeout)
+        outcome = _exchange(sock, url, host, port, body, headers, timeout)
     except (OSError, http.client.HTTPException, ValueError) as exc:
-        if time.monotonic() >= deadline or isinstance(exc, TimeoutError):
+        if aborted.is_set() or isinstance(exc, TimeoutError):
             return Outcome(None, f"timed out after {timeout:g} s")
         return Outcome(None, f"{type(exc).__name__}: {exc}"[:300])
     finally:
         timer.cancel()
         sock.close()
+    if aborted.is_set():
+        # Cut off at the deadline: whatever was parsed from a truncated answer (headers that
+        # never ended read as complete) proves nothing.
+        return Outcome(None, f"timed out after {timeout:g} s")
+    return outcome
+
+
+def _within(seconds: float, fn: Callable[..., T], *args: Any) -> T | BaseException | None:
+    """``fn(*args)`` in a thread, waited for at most ``seconds``: its result, the OSError or
+    UnicodeError it raised, or None when it is still running (getaddrinfo has no timeout of its
+    own; the thread ends when the resolver gives up)."""
+    box: list[T | BaseException] = []
+
+    def run() -> None:
+        try:
+            box.append(fn(*args))
+        except (OSError, UnicodeError) as exc:
+            box.append(exc)
+
+    thread = threading.Thread(target=run, name="tapevault-webhook-dns", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    return box[0] if box else None
 
 
 def _exchange(
@@ -119,8 +148,9 @@ def _exchange(
     return Outcome(status, None if 200 <= status < 300 else f"HTTP {status}", retry_after)
 
 
-def _abort(sock: socket.socket) -> None:
+def _abort(sock: socket.socket, aborted: threading.Event) -> None:
     """At the deadline: unblock whatever the exchange waits on."""
+    aborted.set()
     with contextlib.suppress(OSError):
         sock.shutdown(socket.SHUT_RDWR)
 
