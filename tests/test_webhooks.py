@@ -348,7 +348,14 @@ async def test_the_api_checks_what_it_is_sent(
         assert answer.json()["message"], body
     _, made = await register(client, who, receiver)
     base = f"/api/v1/webhooks/{made['id']}"
-    for query in ({"limit": "0"}, {"limit": "x"}, {"limit": "201"}, {"cursor": ""}, {"page": "1"}):
+    for query in (
+        {"limit": "0"},
+        {"limit": "x"},
+        {"limit": "201"},
+        {"cursor": ""},
+        {"page": "1"},
+        {"cursor": "a\x00b"},
+    ):
         answer = await client.get(f"{base}/deliveries", params=query, headers=who.bearer)
         assert answer.status_code == 400, (query, answer.text)
     empty = await client.get(f"{base}/deliveries", params={"cursor": "dlv_x"}, headers=who.bearer)

@@ -132,6 +132,12 @@ def next_attempt_delay_ms(
     return delay * 1000
 
 
+def plausible_id(text: str) -> bool:
+    """Whether ``text`` could be one of our ids (``ep_…``, ``dlv_…``): anything else (NUL,
+    which PostgreSQL cannot even compare, or a megabyte) is unknown without a query."""
+    return 0 < len(text) <= 64 and text.isascii() and text.replace("_", "").isalnum()
+
+
 def new_secret() -> str:
     return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(SECRET_BYTES)).decode()
 
@@ -249,7 +255,9 @@ class Webhooks:
         return endpoint
 
     def get(self, partner_id: str, endpoint_id: str) -> Endpoint:
-        found = self.store.get_endpoint(partner_id, endpoint_id) if len(endpoint_id) <= 64 else None
+        found = (
+            self.store.get_endpoint(partner_id, endpoint_id) if plausible_id(endpoint_id) else None
+        )
         if found is None:
             raise NotFound(ENDPOINT_NOT_FOUND)
         return found
@@ -272,13 +280,15 @@ class Webhooks:
         self, partner_id: str, endpoint_id: str, limit: int, after: str | None
     ) -> list[Delivery]:
         self.get(partner_id, endpoint_id)
+        if after is not None and not plausible_id(after):
+            raise InvalidRequest("cursor must be the next_cursor of a previous page.")
         return list(self.store.list_deliveries(partner_id, endpoint_id, limit, after))
 
     def replay(self, partner_id: str, endpoint_id: str, delivery_id: str) -> Delivery:
         """Send a delivery's event to its endpoint again, as a new delivery due now."""
         self.get(partner_id, endpoint_id)
         found = None
-        if len(delivery_id) <= 64:
+        if plausible_id(delivery_id):
             found = self.store.replay(partner_id, endpoint_id, delivery_id)
         if found is None:
             raise NotFound(DELIVERY_NOT_FOUND)
