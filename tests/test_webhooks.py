@@ -22,7 +22,7 @@ from tapevault.core.clock import FixedClock
 from tapevault.core.model import RecordingStatus
 from tapevault.core.webhooks import Outcome, next_attempt_delay_ms
 from tapevault.db.schema import webhook_deliveries, webhook_events
-from tapevault.errors import InvalidRequest
+from tapevault.errors import InvalidRequest, Unavailable
 from tapevault.runtime import Runtime
 from tapevault.webhooks.dispatch import Dispatcher
 from tapevault.webhooks.sender import _retry_after
@@ -599,3 +599,22 @@ async def test_replay_sends_the_event_again_once(
         f"{base}/deliveries", params={"cursor": page.json()["next_cursor"]}, headers=who.bearer
     )
     assert [d["id"] for d in rest.json()["deliveries"]] == [first["id"]]
+
+
+def test_a_failing_resolver_is_a_503_and_an_unknown_name_a_400(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The resolver down (EAI_AGAIN) is a dependency failing, said as Unavailable (503); a
+    name that does not exist is the caller's mistake (400)."""
+    import socket
+
+    def down(*_: object, **__: object) -> None:
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    check = CheckAddress(AddressPolicy())
+    monkeypatch.setattr(socket, "getaddrinfo", down)
+    with pytest.raises(Unavailable):
+        check("https://receiver.example.org/hook")
+    monkeypatch.undo()
+    with pytest.raises(InvalidRequest):
+        check("https://no-such-host.invalid/hook")

@@ -16,7 +16,7 @@ import socket
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from tapevault.errors import InvalidRequest
+from tapevault.errors import InvalidRequest, Unavailable
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -116,6 +116,12 @@ class CheckAddress:
         host, _ = target(url)
         try:
             allowed, refused = allowed_addresses(self.policy, url)
+        except socket.gaierror as exc:
+            if exc.errno == socket.EAI_AGAIN:  # the resolver is failing, not the name
+                raise Unavailable(
+                    "The receiver's host cannot be resolved right now; try again shortly."
+                ) from None
+            raise InvalidRequest(f"url's host {host[:100]!r} does not resolve.") from None
         except (OSError, UnicodeError):
             raise InvalidRequest(f"url's host {host[:100]!r} does not resolve.") from None
         if refused:
