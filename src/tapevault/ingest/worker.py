@@ -124,7 +124,7 @@ class Worker:
     def stop(self, timeout: float = 30.0) -> None:
         self._stop.set()
         if self.webhooks is not None:
-            self.webhooks.stop(timeout)
+            self.webhooks.stop(min(timeout, 5.0))  # a slow receiver must not hold a shutdown
         self.finalizer.vault.jobs_waiting.set()
         for thread in self._threads:
             thread.join(timeout)

@@ -150,8 +150,11 @@ class Dispatcher:
             thread.start()
             self._threads.append(thread)
 
-    def stop(self, timeout: float = 30.0) -> None:
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop taking deliveries and wait up to ``timeout`` in all for those being sent; one
+        still waiting for its receiver then is abandoned (its lease lapses, it is sent again)."""
         self._stop.set()
+        deadline = time.monotonic() + timeout
         for thread in self._threads:
-            thread.join(timeout)
+            thread.join(max(0.0, deadline - time.monotonic()))
         self._threads.clear()
