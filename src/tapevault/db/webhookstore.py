@@ -271,13 +271,15 @@ class SqlWebhookStore:
                 row = conn.execute(
                     _delivery_select().where(_d.c.delivery_id == delivery_id)
                 ).first()
+                assert row is not None  # claimed in this transaction
+                delivery = _delivery(row._mapping)
                 endpoint = conn.execute(
                     select(webhook_endpoints).where(
-                        webhook_endpoints.c.endpoint_id == row.endpoint_id  # type: ignore[union-attr]
+                        webhook_endpoints.c.endpoint_id == delivery.endpoint_id
                     )
                 ).first()
-                assert row is not None and endpoint is not None
-                return Leased(_delivery(row._mapping), _endpoint(endpoint._mapping))
+                assert endpoint is not None  # the claim required it enabled, so present
+                return Leased(delivery, _endpoint(endpoint._mapping))
         return None
 
     def settle(
