@@ -58,6 +58,7 @@ class Endpoint:
     created_ms: int
     disabled_ms: int | None
     disabled_reason: str | None
+    deleted_ms: int | None = None
 
     def signing_secrets(self, now_ms: int) -> list[str]:
         """The current secret, and the previous one while its overlap lasts."""

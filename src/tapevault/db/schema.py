@@ -286,6 +286,9 @@ webhook_endpoints = Table(
     Column("created_ms", BigInteger, nullable=False),
     Column("disabled_ms", BigInteger, nullable=True),
     Column("disabled_reason", String(300), nullable=True),
+    # A removed endpoint stays as a row without secrets: an event committing at that moment
+    # may still reference it (and is never sent, the endpoint being disabled too).
+    Column("deleted_ms", BigInteger, nullable=True),
     Index("ix_webhook_endpoints_partner", "partner_id", "created_ms"),
 )
 

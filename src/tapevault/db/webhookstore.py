@@ -74,7 +74,10 @@ class SqlWebhookStore:
         with self.engine.connect() as conn:
             return int(
                 conn.execute(
-                    select(func.count()).where(webhook_endpoints.c.partner_id == partner_id)
+                    select(func.count()).where(
+                        webhook_endpoints.c.partner_id == partner_id,
+                        webhook_endpoints.c.deleted_ms.is_(None),
+                    )
                 ).scalar_one()
             )
 
@@ -89,6 +92,7 @@ class SqlWebhookStore:
                 select(webhook_endpoints).where(
                     webhook_endpoints.c.endpoint_id == endpoint_id,
                     webhook_endpoints.c.partner_id == partner_id,
+                    webhook_endpoints.c.deleted_ms.is_(None),
                 )
             ).first()
         return None if row is None else _endpoint(row._mapping)
@@ -97,26 +101,42 @@ class SqlWebhookStore:
         with self.engine.connect() as conn:
             rows = conn.execute(
                 select(webhook_endpoints)
-                .where(webhook_endpoints.c.partner_id == partner_id)
+                .where(
+                    webhook_endpoints.c.partner_id == partner_id,
+                    webhook_endpoints.c.deleted_ms.is_(None),
+                )
                 .order_by(webhook_endpoints.c.created_ms, webhook_endpoints.c.endpoint_id)
             ).all()
         return [_endpoint(row._mapping) for row in rows]
 
     def remove_endpoint(self, partner_id: str, endpoint_id: str) -> bool:
-        """The endpoint goes with its delivery log (the events stay: others may share them)."""
+        """The endpoint goes with its delivery log (the events stay: others may share them).
+
+        Its row stays, disabled and without its secrets: a change committing meanwhile may
+        have fanned an event out to it, and deleting the row would fail that change's
+        transaction (the delivery's foreign key) instead of leaving one unsendable row."""
+        ep = webhook_endpoints.c
+        now = self._now()
         with self.engine.begin() as conn:
-            owned = conn.execute(
-                select(webhook_endpoints.c.endpoint_id).where(
-                    webhook_endpoints.c.endpoint_id == endpoint_id,
-                    webhook_endpoints.c.partner_id == partner_id,
+            removed = conn.execute(
+                update(webhook_endpoints)
+                .where(
+                    ep.endpoint_id == endpoint_id,
+                    ep.partner_id == partner_id,
+                    ep.deleted_ms.is_(None),
                 )
-            ).first()
-            if owned is None:
+                .values(
+                    deleted_ms=now,
+                    disabled_ms=func.coalesce(ep.disabled_ms, now),
+                    disabled_reason=func.coalesce(ep.disabled_reason, "removed"),
+                    secret="",
+                    previous_secret=None,
+                    previous_until_ms=None,
+                )
+            ).rowcount
+            if removed != 1:
                 return False
             conn.execute(delete(_d).where(_d.c.endpoint_id == endpoint_id))
-            conn.execute(
-                delete(webhook_endpoints).where(webhook_endpoints.c.endpoint_id == endpoint_id)
-            )
         return True
 
     def rotate_secret(

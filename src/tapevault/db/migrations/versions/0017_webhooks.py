@@ -31,6 +31,7 @@ def upgrade() -> None:
         sa.Column("created_ms", sa.BigInteger, nullable=False),
         sa.Column("disabled_ms", sa.BigInteger, nullable=True),
         sa.Column("disabled_reason", sa.String(300), nullable=True),
+        sa.Column("deleted_ms", sa.BigInteger, nullable=True),
     )
     op.create_index(
         "ix_webhook_endpoints_partner", "webhook_endpoints", ["partner_id", "created_ms"]
