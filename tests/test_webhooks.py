@@ -5,6 +5,7 @@ that verifies every signature with the ``standardwebhooks`` package."""
 from __future__ import annotations
 
 import ipaddress
+import json
 import time
 import uuid
 from dataclasses import replace
@@ -16,6 +17,7 @@ import pytest
 from sqlalchemy import func, select
 
 from tapevault.audio_gen import tone_wav_bytes
+from tapevault.cli import main
 from tapevault.config import Settings
 from tapevault.core import events
 from tapevault.core.clock import FixedClock
@@ -618,3 +620,41 @@ def test_a_failing_resolver_is_a_503_and_an_unknown_name_a_400(
     monkeypatch.undo()
     with pytest.raises(InvalidRequest):
         check("https://no-such-host.invalid/hook")
+
+
+def test_the_cli_manages_endpoints_as_the_api_does(
+    runtime: Runtime,
+    who: Customer,
+    receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``tapevault webhooks``: add prints the secret once, list and show never do, rotate
+    prints the new one, delete removes it; a refused URL is one line and exit status 1."""
+    monkeypatch.setenv("TAPEVAULT_DATA_DIR", str(runtime.settings.data_dir))
+    monkeypatch.setenv("TAPEVAULT_DATABASE_URL", runtime.settings.database_url)
+    tenant = ["--tenant", who.tenant.partner_id]
+
+    def run(*args: str) -> tuple[int, str, str]:
+        status = main(["webhooks", *args])
+        out, err = capsys.readouterr()
+        return status, out, err
+
+    assert run("add", *tenant, receiver.url("/hook/cli"))[0] == 1  # loopback: not allowed
+    monkeypatch.setenv("TAPEVAULT_WEBHOOK_ALLOW_PRIVATE", "127.0.0.1/32")
+    status, out, _ = run("add", *tenant, receiver.url("/hook/cli"), "--events", "legal_hold.set")
+    assert status == 0
+    added = json.loads(out)
+    assert added["secret"].startswith("whsec_") and added["events"] == ["legal_hold.set"]
+    status, out, _ = run("list", *tenant, "--json")
+    assert [e["id"] for e in json.loads(out)["webhooks"]] == [added["id"]]
+    assert "whsec_" not in out
+    assert "whsec_" not in run("show", *tenant, added["id"])[1]
+    rotated = json.loads(run("rotate", *tenant, added["id"])[1])
+    assert rotated["secret"] != added["secret"]
+    assert run("deliveries", *tenant, added["id"])[0] == 0
+    assert run("delete", *tenant, added["id"])[0] == 0
+    status, _, err = run("show", *tenant, added["id"])
+    assert status == 1 and "not found" in err
+    status, _, err = run("add", *tenant, "ftp://example.org/x")
+    assert status == 1 and "http or https" in err
