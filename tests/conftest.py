@@ -33,6 +33,7 @@ from tapevault.ingest import tus_store
 from tapevault.runtime import Runtime, open_runtime
 from tests import leaks
 from tests.dialects import asgi_client
+from tests.receiver import Receiver
 from tests.server import LOGS, log_marks, output_since
 
 PG_ADMIN_URL = os.environ.get(
@@ -120,6 +121,16 @@ def _keep_pg_access_records(url: str) -> None:
     engine.dispose()  # no idle connection may hold up the next reset
     if rows:
         leaks.keep(f"access records in {url}", "\n".join(rows))
+
+
+@pytest.fixture(scope="session")
+def receiver() -> Iterator[Receiver]:
+    """One webhook receiver process for the run (tests/receiver.py), each test on its own path."""
+    started = Receiver().start()
+    try:
+        yield started
+    finally:
+        started.stop()
 
 
 @pytest.fixture

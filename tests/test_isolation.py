@@ -48,7 +48,10 @@ class World:
 
 async def resources(client: httpx.AsyncClient, runtime: Runtime, who: Customer) -> dict[str, str]:
     """An ended ambient session with a recording, a two-channel call with its merged file, a
-    second API key and a tus upload in progress; returns their ids."""
+    second API key, a tus upload in progress and a webhook endpoint with deliveries; returns
+    their ids."""
+    hook = await client.post("/api/v1/webhooks", headers=who.bearer, json={"url": HOOK_URL})
+    assert hook.status_code == 201, hook.text
     session = (await client.post("/api/v1/ambient/session/create", headers=who.suki)).json()
     session_id = session["ambient_session_id"]
     await client.post(
@@ -77,7 +80,11 @@ async def resources(client: httpx.AsyncClient, runtime: Runtime, who: Customer) 
     key = await client.post(f"/v1/{who.ws}/api-keys", headers=who.bearer, json={"name": "k"})
     urls = await client.get(f"/api/v1/ambient/session/{session_id}/recording", headers=who.suki)
     link = await client.post(f"/api/v1/sessions/{session_id}/player-links", headers=who.bearer)
+    webhook_id = hook.json()["id"]
+    deliveries = await client.get(f"/api/v1/webhooks/{webhook_id}/deliveries", headers=who.bearer)
     return {
+        "webhook_id": webhook_id,
+        "delivery_id": deliveries.json()["deliveries"][0]["id"],
         "link_id": link.json()["link_id"],
         "session_id": session_id,
         "call_sid": CALL,
@@ -197,6 +204,7 @@ class Success:
 SESSION = "/api/v1/ambient/session/{session_id}"
 CALLS = "/v1/{workspace_id}/recordings/{call_sid}"
 PUT_BODY = '{"reason": "probe", "retention": "30d"}'
+HOOK_URL = "https://93.184.215.14/tapevault-hook"  # a public address: no DNS, no SSRF refusal
 OWNER: dict[tuple[str, str], Success] = {
     ("GET", f"{SESSION}/recording"): Success(200),
     ("HEAD", f"{SESSION}/recording"): Success(200),
@@ -248,6 +256,16 @@ OWNER: dict[tuple[str, str], Success] = {
     ("HEAD", f"{SESSION}/player"): Success(200),
     ("GET", "/metrics"): Success(200),
     ("HEAD", "/metrics"): Success(200),
+    ("GET", "/api/v1/webhooks"): Success(200),
+    ("HEAD", "/api/v1/webhooks"): Success(200),
+    ("POST", "/api/v1/webhooks"): Success(201, body=f'{{"url": "{HOOK_URL}"}}'),
+    ("GET", "/api/v1/webhooks/{webhook_id}"): Success(200),
+    ("HEAD", "/api/v1/webhooks/{webhook_id}"): Success(200),
+    ("DELETE", "/api/v1/webhooks/{webhook_id}"): Success(204, fresh="webhook"),
+    ("POST", "/api/v1/webhooks/{webhook_id}/rotate-secret"): Success(200),
+    ("GET", "/api/v1/webhooks/{webhook_id}/deliveries"): Success(200),
+    ("HEAD", "/api/v1/webhooks/{webhook_id}/deliveries"): Success(200),
+    ("POST", "/api/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/replay"): Success(202),
 }
 
 
@@ -262,6 +280,12 @@ class Fresh:
     async def make(self, kind: str) -> dict[str, str]:
         if kind == "call":
             return {"call_sid": "CA" + uuid.uuid4().hex}
+        if kind == "webhook":
+            hook = await self.client.post(
+                "/api/v1/webhooks", headers=self.who.bearer, json={"url": HOOK_URL}
+            )
+            assert hook.status_code == 201, hook.text
+            return {"webhook_id": hook.json()["id"]}
         session_id = await self.open_session()
         if kind == "open_session":
             return {"session_id": session_id}

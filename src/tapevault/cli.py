@@ -23,7 +23,14 @@ from xml.sax.saxutils import quoteattr
 
 from sqlalchemy import Engine
 
-from tapevault import __version__, cli_compliance, cli_fetch, cli_sessions, listening
+from tapevault import (
+    __version__,
+    cli_compliance,
+    cli_fetch,
+    cli_sessions,
+    cli_webhooks,
+    listening,
+)
 from tapevault.auth.kore import issue_kore_token
 from tapevault.auth.suki import issue_token, parse_suki_public_keys
 from tapevault.cli_options import (
@@ -159,6 +166,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     runtime.recover()
     if args.once:
         print(f"ran {runtime.worker.run_until_idle()} job(s)")
+        if runtime.worker.webhooks is not None:
+            print(f"made {runtime.worker.webhooks.run_until_idle()} webhook delivery attempt(s)")
     else:
         log.info("tapevault worker %s waiting for jobs", runtime.worker.owner)
         # SIGTERM (systemd, any supervisor) ends the loop after the job at hand; a job cut
@@ -545,6 +554,7 @@ def build_parser() -> argparse.ArgumentParser:
         commands, settings_adder(DATA), settings_adder(ERASING), _tenant, _runtime
     )
     cli_sessions.register(commands, settings_adder(DATA), _tenant)
+    cli_webhooks.register(commands, settings_adder((*DATA, "webhook_allow_private")), _tenant)
     cli_fetch.register(commands)
     return parser
 

@@ -22,7 +22,16 @@ DATA = (*DATABASE, "audit_key_file", "audit_checkpoint_log")
 ERASING = (*DATA, "storage_url")  # commands that remove audio
 URLS = (*DATA, "public_url")  # commands that print URLs
 AUDIT_READ = DATA  # audit verify/export: the log, its key and its journal
-WORKER = (*ERASING, "audit", "audit_checkpoint_seconds", "audit_retention", "purge_interval")
+WORKER = (
+    *ERASING,
+    "audit",
+    "audit_checkpoint_seconds",
+    "audit_retention",
+    "purge_interval",
+    "webhook_allow_private",
+    "webhook_retry_schedule",
+    "webhook_timeout",
+)
 
 
 def server_settings() -> tuple[str, ...]:

@@ -17,8 +17,10 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from tapevault.core.policy import parse_duration
+from tapevault.core.webhooks import RETRY_SCHEDULE_SECONDS
 from tapevault.errors import ConfigError, InvalidRequest
 from tapevault.numbers import is_digits
+from tapevault.webhooks.ssrf import AddressPolicy
 
 _SIZE = re.compile(r"^\s*(\d{1,15})\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
@@ -142,6 +144,20 @@ SETTINGS_DOC: dict[str, tuple[str, str]] = {
         "host:port of a separate listener serving /metrics without a key, e.g. 127.0.0.1:9464 "
         "(default: none; /metrics on the main port needs an admin API key)",
     ),
+    "webhook_allow_private": (
+        "TAPEVAULT_WEBHOOK_ALLOW_PRIVATE",
+        "webhook receivers on loopback, private or link-local addresses: off (default, public "
+        "addresses only, against SSRF), on, or comma-separated CIDRs allowed",
+    ),
+    "webhook_retry_schedule": (
+        "TAPEVAULT_WEBHOOK_RETRY_SCHEDULE",
+        "delays before each webhook delivery attempt, comma-separated (default: the Standard "
+        "Webhooks schedule 0,5s,5m,30m,2h,5h,10h,10h, about three days)",
+    ),
+    "webhook_timeout": (
+        "TAPEVAULT_WEBHOOK_TIMEOUT",
+        "a webhook receiver must answer (connect to response headers) within this, e.g. 15s",
+    ),
 }
 
 
@@ -207,6 +223,9 @@ class Settings:
     trusted_proxies: tuple[str, ...] = ()
     shutdown_grace_seconds: int = 30
     metrics_listen: tuple[str, int] | None = None
+    webhook_allow_private: str = "off"  # "off", "on" or normalised CIDRs (webhooks/ssrf.py)
+    webhook_retry_schedule: tuple[int, ...] = RETRY_SCHEDULE_SECONDS
+    webhook_timeout_seconds: int = 15
 
     def __repr__(self) -> str:
         return (
@@ -231,7 +250,10 @@ class Settings:
             f"keepalive_timeout_seconds={self.keepalive_timeout_seconds}, "
             f"trusted_proxies={self.trusted_proxies!r}, "
             f"shutdown_grace_seconds={self.shutdown_grace_seconds}, "
-            f"metrics_listen={self.metrics_listen!r})"
+            f"metrics_listen={self.metrics_listen!r}, "
+            f"webhook_allow_private={self.webhook_allow_private!r}, "
+            f"webhook_retry_schedule={self.webhook_retry_schedule!r}, "
+            f"webhook_timeout_seconds={self.webhook_timeout_seconds})"
         )
 
     @property
@@ -296,6 +318,9 @@ class Settings:
                 "TAPEVAULT_SHUTDOWN_GRACE", pick("shutdown_grace") or "30"
             ),
             metrics_listen=_listen_address("TAPEVAULT_METRICS_LISTEN", pick("metrics_listen")),
+            webhook_allow_private=_address_policy(pick("webhook_allow_private") or "off"),
+            webhook_retry_schedule=_schedule(pick("webhook_retry_schedule")),
+            webhook_timeout_seconds=_webhook_timeout(pick("webhook_timeout") or "15"),
             direct_streams=direct_streams,
             audit=audit,
             request_log=request_log,
@@ -365,6 +390,9 @@ class Settings:
             "keepalive_timeout": str(self.keepalive_timeout_seconds),
             "trusted_proxies": ",".join(self.trusted_proxies),
             "shutdown_grace": str(self.shutdown_grace_seconds),
+            "webhook_allow_private": self.webhook_allow_private,
+            "webhook_retry_schedule": ",".join(str(s) for s in self.webhook_retry_schedule),
+            "webhook_timeout": str(self.webhook_timeout_seconds),
         }
         if self.metrics_listen is not None:
             host, port = self.metrics_listen
@@ -452,6 +480,36 @@ def _listen_address(setting: str, text: str | None) -> tuple[str, int] | None:
         if not re.fullmatch(r"[A-Za-z0-9.-]{1,253}", host):
             raise ConfigError(setting, f"{host!r} is not an IP address or host name") from None
     return host, int(port)
+
+
+def _address_policy(text: str) -> str:
+    """``off``, ``on`` or CIDRs (normalised), as webhooks/ssrf.py reads them."""
+    try:
+        return AddressPolicy.parse(text).describe()
+    except ValueError:
+        raise ConfigError(
+            "TAPEVAULT_WEBHOOK_ALLOW_PRIVATE",
+            f"{text[:100]!r} is neither on, off nor a list of IP addresses or CIDR networks",
+        ) from None
+
+
+def _schedule(text: str | None) -> tuple[int, ...]:
+    if text is None:
+        return RETRY_SCHEDULE_SECONDS
+    steps = tuple(
+        _duration("TAPEVAULT_WEBHOOK_RETRY_SCHEDULE", part.strip()) if part.strip() != "0" else 0
+        for part in text.split(",")
+    )
+    if not 1 <= len(steps) <= 20:
+        raise ConfigError("TAPEVAULT_WEBHOOK_RETRY_SCHEDULE", "give from 1 to 20 delays")
+    return steps
+
+
+def _webhook_timeout(text: str) -> int:
+    seconds = _duration("TAPEVAULT_WEBHOOK_TIMEOUT", text)
+    if not 1 <= seconds <= 300:
+        raise ConfigError("TAPEVAULT_WEBHOOK_TIMEOUT", "must be from 1 second to 5 minutes")
+    return seconds
 
 
 def _url_host(host: str) -> str:

@@ -22,16 +22,18 @@ from tapevault.core.access import AccessLog, Action, LoggingAccessLog
 from tapevault.core.auditlog import AuditLog
 from tapevault.core.calls import Calls
 from tapevault.core.checkpoints import load_or_create_signer
-from tapevault.core.clock import Clock, OffsetClock, SystemClock
+from tapevault.core.clock import Clock, OffsetClock, SystemClock, now_ms
 from tapevault.core.playback import PerRequest, PlaybackLog, Playbacks
 from tapevault.core.ports import ObjectStore
 from tapevault.core.renditions import Renditions
 from tapevault.core.retention import Retention
 from tapevault.core.vault import Vault
+from tapevault.core.webhooks import Webhooks
 from tapevault.db.auditstore import SqlAuditStore
 from tapevault.db.engine import current_revision, head_revision, make_engine, migrate
 from tapevault.db.gauges import job_queue
 from tapevault.db.repository import SqlRepository
+from tapevault.db.webhookstore import SqlWebhookStore
 from tapevault.errors import ConfigError, StorageError
 from tapevault.http import requestlog
 from tapevault.http.app import build_app
@@ -51,6 +53,8 @@ from tapevault.observe.metrics import AuditCounter, RetentionCounter, observe_st
 from tapevault.readiness import CHECKS, Readiness, probe_dependencies, stat_probe
 from tapevault.storage.local import LocalStore, open_store
 from tapevault.storage.timed import TimedStore, unwrapped
+from tapevault.webhooks.dispatch import Dispatcher
+from tapevault.webhooks.ssrf import AddressPolicy, CheckAddress
 
 log = logging.getLogger("tapevault")
 
@@ -178,6 +182,9 @@ def open_runtime(
     else:
         access_log = access_log or LoggingAccessLog()
         playbacks = PerRequest(access_log)
+    webhook_store = SqlWebhookStore(engine)
+    receivers = AddressPolicy.parse(settings.webhook_allow_private)
+    webhooks = Webhooks(webhook_store, lambda: now_ms(clock), CheckAddress(receivers))
     renditions = Renditions(vault)
     retention = Retention(vault, access_log, RetentionCounter())
     context = AppContext(
@@ -201,6 +208,7 @@ def open_runtime(
             ),
             CHECKS,
         ),
+        webhooks=webhooks,
     )
     worker = Worker(
         Finalizer(vault, formats.decoder(settings.max_recording_seconds), process),
@@ -212,6 +220,13 @@ def open_runtime(
             purge_seconds=settings.purge_interval_seconds,
             audit_retention_seconds=settings.audit_retention_seconds,
             sweep_scratch=lambda: sweep_scratch(settings, spool, process, vault),
+        ),
+        webhooks=Dispatcher(
+            webhook_store,
+            process,
+            receivers,
+            timeout_seconds=settings.webhook_timeout_seconds,
+            schedule=settings.webhook_retry_schedule,
         ),
     )
     return Runtime(

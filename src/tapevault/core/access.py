@@ -48,6 +48,13 @@ class Action(enum.StrEnum):
     RETENTION_PURGE = "retention.purge"
     AUDIT_READ = "audit.read"
     METRICS_READ = "metrics.read"  # only refused scrapes are written (401 is auth.failure)
+    WEBHOOK_CREATE = "webhook.create"
+    WEBHOOK_LIST = "webhook.list"
+    WEBHOOK_READ = "webhook.read"
+    WEBHOOK_DELETE = "webhook.delete"
+    WEBHOOK_ROTATE = "webhook.rotate_secret"
+    WEBHOOK_DELIVERIES = "webhook.deliveries_read"
+    WEBHOOK_REPLAY = "webhook.replay"
 
     @property
     def durable(self) -> bool:

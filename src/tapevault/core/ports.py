@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Protocol
 
 from tapevault.core.catalog import RecordingFacts, SessionQuery
+from tapevault.core.events import Event
 from tapevault.core.model import (
     ApiKey,
     Job,
@@ -67,6 +68,10 @@ class LocalCopy(Protocol):
         the file itself on a local store, a temporary download elsewhere."""
         ...
 
+
+# Given a session and its recordings as they are inside a state change's transaction (after the
+# change), the events to write with it: the webhook outbox (see core/events.py).
+Announcer = Callable[[Session, Sequence[Recording]], Sequence[Event | None]]
 
 # Given a session and its recordings as they are inside a state change's transaction, the merged
 # rendition to queue with its job, or None (see core/mergeplan.py).
@@ -139,10 +144,16 @@ class Repository(Protocol):
         ...
 
     def end_session(
-        self, partner_id: str, session_id: str, ended_ms: int, plan: MergePlanner
+        self,
+        partner_id: str,
+        session_id: str,
+        ended_ms: int,
+        plan: MergePlanner,
+        announce: Announcer | None = None,
     ) -> MergeQueued | None:
-        """Mark the session completed and, in the same transaction (the session locked), queue
-        the merged rendition ``plan`` finds due; what was queued, if anything."""
+        """Mark the session completed and, in the same transaction (the session locked), write
+        the events ``announce`` finds and queue the merged rendition ``plan`` finds due; what
+        was queued, if anything."""
         ...
 
     def next_sequence_number(self, session_id: str) -> int: ...
@@ -171,10 +182,16 @@ class Repository(Protocol):
         ...
 
     def finish_recording(
-        self, recording: Recording, *, expect: RecordingStatus, plan: MergePlanner
+        self,
+        recording: Recording,
+        *,
+        expect: RecordingStatus,
+        plan: MergePlanner,
+        announce: Announcer | None = None,
     ) -> tuple[bool, MergeQueued | None]:
         """``update_recording`` to a final state and, in the same transaction (its session
-        locked first), queue the merged rendition ``plan`` then finds due: (written, queued)."""
+        locked first), write the events ``announce`` finds and queue the merged rendition
+        ``plan`` then finds due: (written, queued)."""
         ...
 
     def recordings_with_status(self, status: RecordingStatus) -> Sequence[Recording]: ...
@@ -215,8 +232,11 @@ class Repository(Protocol):
         of its own recordings (never the merged rendition)."""
         ...
 
-    def set_session_fields(self, partner_id: str, session_id: str, **values: object) -> bool:
-        """Retention override, legal hold fields or the deletion mark of one session."""
+    def set_session_fields(
+        self, partner_id: str, session_id: str, *, events: Sequence[Event] = (), **values: object
+    ) -> bool:
+        """Retention override, legal hold fields or the deletion mark of one session, with the
+        ``events`` that report the change written in the same transaction."""
         ...
 
     def set_recording_expiry(
@@ -235,9 +255,11 @@ class Repository(Protocol):
         purged_ms: int,
         deleted_by: str | None = None,
         unless_held: bool = True,
+        events: Sequence[Event | None] = (),
     ) -> bool:
         """Compare-and-set the recording to EXPIRED or DELETED with its tombstone fields, only
-        if its session is not on legal hold at that moment (with ``unless_held``)."""
+        if its session is not on legal hold at that moment (with ``unless_held``); ``events``
+        are written in the same transaction when it changed."""
         ...
 
     def mark_removed(self, recording_id: str, now_ms: int) -> None: ...

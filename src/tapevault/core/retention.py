@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Protocol
 
-from tapevault.core import policy
+from tapevault.core import events, policy
 from tapevault.core.access import AccessEvent, AccessLog, Action, Actor
 from tapevault.core.clock import now_ms
 from tapevault.core.lifecycle import TOMBSTONES
@@ -180,6 +180,8 @@ class Retention:
         self.vault.repo.set_session_fields(
             tenant.partner_id,
             session.session_id,
+            # A changed reason is not a new hold: receivers hear of it being set, once.
+            events=[] if session.held else [events.hold_changed(session, True, held_at)],
             hold_reason=reason,
             hold_by=holder,
             hold_set_ms=held_at,
@@ -197,6 +199,7 @@ class Retention:
         self.vault.repo.set_session_fields(
             tenant.partner_id,
             session.session_id,
+            events=[events.hold_changed(session, False, now_ms(self.vault.clock))],
             hold_reason=None,
             hold_by=None,
             hold_set_ms=None,
@@ -307,7 +310,8 @@ class Retention:
         for _attempt in range(3):
             if current is None or current.status in TOMBSTONES:
                 return current or r  # gone already: another actor got there first
-            if repo.tombstone(current, status, purged_ms=now, deleted_by=by):
+            erased = events.recording_erased(current, status, now)
+            if repo.tombstone(current, status, purged_ms=now, deleted_by=by, events=[erased]):
                 break
             session = repo.get_session(r.partner_id, r.session_id)
             if session is not None and session.held:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ulid import ULID
 
-from tapevault.core import mergeplan, policy
+from tapevault.core import events, mergeplan, policy
 from tapevault.core.clock import Clock, now_ms
 from tapevault.core.lifecycle import PENDING
 from tapevault.core.model import (
@@ -228,7 +228,13 @@ class Vault:
         if session.status is SessionStatus.COMPLETED:
             return session
         ended = now_ms(self.clock)
-        queued = self.repo.end_session(partner.partner_id, session_id, ended, self.merge_planner())
+        queued = self.repo.end_session(
+            partner.partner_id,
+            session_id,
+            ended,
+            self.merge_planner(),
+            lambda s, recordings: [events.session_settled(s, recordings, ended)],
+        )
         self.merge_queued(queued)
         return self.get_session(partner, session_id)
 

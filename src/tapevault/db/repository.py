@@ -34,6 +34,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 
 from tapevault.core.catalog import RecordingFacts, SessionQuery
+from tapevault.core.events import Event
 from tapevault.core.lifecycle import PENDING, TOMBSTONES
 from tapevault.core.model import (
     MERGED_SEQUENCE,
@@ -50,8 +51,15 @@ from tapevault.core.model import (
     SigningKey,
     Tenant,
 )
-from tapevault.core.ports import ChannelTaken, MergePlanner, MergeQueued, SequenceTaken
+from tapevault.core.ports import (
+    Announcer,
+    ChannelTaken,
+    MergePlanner,
+    MergeQueued,
+    SequenceTaken,
+)
 from tapevault.db.fastread import FastReader
+from tapevault.db.outbox import write_events
 from tapevault.db.schema import (
     api_keys,
     cache_epoch,
@@ -217,7 +225,12 @@ class SqlRepository:
         return changed == 1
 
     def end_session(
-        self, partner_id: str, session_id: str, ended_ms: int, plan: MergePlanner
+        self,
+        partner_id: str,
+        session_id: str,
+        ended_ms: int,
+        plan: MergePlanner,
+        announce: Announcer | None = None,
     ) -> MergeQueued | None:
         with self.engine.begin() as conn:
             # The update locks the session's row first (PostgreSQL), or the database (SQLite):
@@ -233,7 +246,7 @@ class SqlRepository:
             ).rowcount
             if ended != 1:
                 return None
-            return _queue_merge(conn, partner_id, session_id, plan)
+            return _queue_merge(conn, partner_id, session_id, plan, announce, self._db_now_ms())
 
     # recordings ---------------------------------------------------------------------------
 
@@ -309,7 +322,12 @@ class SqlRepository:
         return changed == 1
 
     def finish_recording(
-        self, recording: Recording, *, expect: RecordingStatus, plan: MergePlanner
+        self,
+        recording: Recording,
+        *,
+        expect: RecordingStatus,
+        plan: MergePlanner,
+        announce: Announcer | None = None,
     ) -> tuple[bool, MergeQueued | None]:
         values = _recording_values(recording)
         del values["recording_id"]
@@ -325,7 +343,10 @@ class SqlRepository:
             ).rowcount
             if changed != 1:
                 return False, None
-            return True, _queue_merge(conn, recording.partner_id, recording.session_id, plan)
+            queued = _queue_merge(
+                conn, recording.partner_id, recording.session_id, plan, announce, self._db_now_ms()
+            )
+            return True, queued
 
     def recordings_with_status(self, status: RecordingStatus) -> Sequence[Recording]:
         with self.engine.connect() as conn:
@@ -445,9 +466,11 @@ class SqlRepository:
         {"retention_seconds", "hold_reason", "hold_by", "hold_set_ms", "deleted_ms"}
     )
 
-    def set_session_fields(self, partner_id: str, session_id: str, **values: object) -> bool:
+    def set_session_fields(
+        self, partner_id: str, session_id: str, *, events: Sequence[Event] = (), **values: object
+    ) -> bool:
         """Change a session's retention, hold or deletion mark; False if there is no such
-        session for this tenant."""
+        session for this tenant. ``events`` are written with the change (webhooks)."""
         unknown = set(values) - self._SESSION_SETTINGS
         if unknown:
             raise ValueError(f"not a session setting: {', '.join(sorted(unknown))}")
@@ -457,6 +480,8 @@ class SqlRepository:
                 .where(sessions.c.session_id == session_id, sessions.c.partner_id == partner_id)
                 .values(**values)
             ).rowcount
+            if changed == 1:
+                write_events(conn, events, self._db_now_ms())
         return changed == 1
 
     # retention ----------------------------------------------------------------------------
@@ -501,6 +526,7 @@ class SqlRepository:
         purged_ms: int,
         deleted_by: str | None = None,
         unless_held: bool = True,
+        events: Sequence[Event | None] = (),
     ) -> bool:
         """Mark a recording EXPIRED or DELETED (its audio is to go), if it is still in the state
         it was read in and — with ``unless_held`` — its session is not on legal hold *now*: the
@@ -516,6 +542,9 @@ class SqlRepository:
         if unless_held:
             conditions.append(~held)
         with self.engine.begin() as conn:
+            if any(events):
+                # Events of a session are numbered and ordered under its lock (db/outbox.py).
+                _lock_session(conn, recording.partner_id, recording.session_id)
             changed = conn.execute(
                 update(recordings)
                 .where(*conditions)
@@ -526,6 +555,8 @@ class SqlRepository:
                     deleted_by=deleted_by,
                 )
             ).rowcount
+            if changed == 1:
+                write_events(conn, events, self._db_now_ms())
         return changed == 1
 
     def mark_removed(self, recording_id: str, now_ms: int) -> None:
@@ -859,10 +890,17 @@ def _lock_session(conn: Connection, partner_id: str, session_id: str) -> None:
 
 
 def _queue_merge(
-    conn: Connection, partner_id: str, session_id: str, plan: MergePlanner
+    conn: Connection,
+    partner_id: str,
+    session_id: str,
+    plan: MergePlanner,
+    announce: Announcer | None = None,
+    now: ColumnElement[int] | None = None,
 ) -> MergeQueued | None:
-    """Inside a transaction that holds the session's lock: read the session as it now is, ask
-    ``plan`` for the rendition due, and swap it in for the current one with its job."""
+    """Inside a transaction that holds the session's lock: read the session as it now is,
+    write the events ``announce`` finds in it (the webhook outbox, due at the database's
+    ``now``), ask ``plan`` for the rendition due, and swap it in for the current one with its
+    job."""
     row = conn.execute(
         select(sessions).where(
             sessions.c.session_id == session_id, sessions.c.partner_id == partner_id
@@ -878,7 +916,10 @@ def _queue_merge(
             .order_by(recordings.c.sequence_number)
         ).all()
     ]
-    planned = plan(_session(row), found)
+    session = _session(row)
+    if announce is not None and now is not None:
+        write_events(conn, announce(session, found), now)
+    planned = plan(session, found)
     if planned is None:
         return None
     rendition, job = planned

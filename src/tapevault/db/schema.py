@@ -269,3 +269,79 @@ cache_epoch = Table(
     Column("id", Integer, primary_key=True, autoincrement=False),
     Column("epoch", BigInteger, nullable=False),
 )
+
+# Webhooks (migration 0017). Endpoints a tenant registered; its secrets are kept as given out,
+# since they sign (the previous one too, while a rotation's overlap lasts).
+webhook_endpoints = Table(
+    "webhook_endpoints",
+    metadata,
+    Column("endpoint_id", String(40), primary_key=True),
+    Column("partner_id", String(64), ForeignKey("partners.partner_id"), nullable=False),
+    Column("url", String(2048), nullable=False),
+    Column("description", String(200), nullable=True),
+    Column("event_types", Text, nullable=False),  # space-separated
+    Column("secret", String(100), nullable=False),
+    Column("previous_secret", String(100), nullable=True),
+    Column("previous_until_ms", BigInteger, nullable=True),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("disabled_ms", BigInteger, nullable=True),
+    Column("disabled_reason", String(300), nullable=True),
+    # A removed endpoint stays as a row without secrets: an event committing at that moment
+    # may still reference it (and is never sent, the endpoint being disabled too).
+    Column("deleted_ms", BigInteger, nullable=True),
+    Index("ix_webhook_endpoints_partner", "partner_id", "created_ms"),
+)
+
+# The outbox: an event is written in the transaction of the change it reports. ``position``
+# grows with every event; a session's events are written under its row lock, so their
+# positions are in commit order, the order they are delivered in.
+webhook_events = Table(
+    "webhook_events",
+    metadata,
+    Column(
+        "position",
+        BigInteger().with_variant(Integer(), "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    Column("event_id", String(40), nullable=False),
+    Column("partner_id", String(64), nullable=False),
+    Column("type", String(40), nullable=False),
+    Column("session_id", String(64), nullable=False),
+    Column("recording_id", String(64), nullable=True),
+    Column("subject", String(80), nullable=False),
+    Column("sequence", Integer, nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+    UniqueConstraint("event_id", name="uq_webhook_events_event_id"),
+    UniqueConstraint("subject", "sequence", name="uq_webhook_events_subject_sequence"),
+)
+
+# One row per (endpoint, event) and per replay. Leased with the database's clock, like jobs.
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("delivery_id", String(40), primary_key=True),
+    Column(
+        "endpoint_id",
+        String(40),
+        ForeignKey("webhook_endpoints.endpoint_id"),
+        nullable=False,
+    ),
+    Column("event_position", BigInteger, ForeignKey("webhook_events.position"), nullable=False),
+    Column("partner_id", String(64), nullable=False),
+    Column("session_id", String(64), nullable=False),  # the ordering key, copied from the event
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_ms", BigInteger, nullable=False),
+    Column("lease_owner", String(200), nullable=True),
+    Column("lease_expires_ms", BigInteger, nullable=True),
+    Column("last_attempt_ms", BigInteger, nullable=True),
+    Column("last_status", Integer, nullable=True),
+    Column("last_error", String(300), nullable=True),
+    Column("delivered_ms", BigInteger, nullable=True),
+    Column("created_ms", BigInteger, nullable=False),
+    Index("ix_webhook_deliveries_due", "status", "next_attempt_ms"),
+    Index("ix_webhook_deliveries_order", "endpoint_id", "session_id", "status", "event_position"),
+    Index("ix_webhook_deliveries_log", "endpoint_id", "created_ms", "delivery_id"),
+)

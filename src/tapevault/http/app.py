@@ -46,6 +46,7 @@ from tapevault.http.stream import StreamEndpoint, StreamHub
 from tapevault.http.suki import routes as suki_routes
 from tapevault.http.suki import tus_endpoint
 from tapevault.http.twilio import TwilioMediaStream
+from tapevault.http.webhooks import routes as webhook_routes
 from tapevault.observe.exposition import DatabaseGauges
 
 log = logging.getLogger("tapevault.http")
@@ -109,6 +110,7 @@ def build_app(
             *(Route(path, endpoint) for path, endpoint in kore_routes(ctx)),
             *(Route(path, endpoint) for path, endpoint in admin_routes(ctx)),
             *(Route(path, endpoint) for path, endpoint in player_routes(ctx)),
+            *(Route(path, endpoint) for path, endpoint in webhook_routes(ctx)),
             *(Route(path, endpoint) for path, endpoint in player_files()),
             *(Route(path, endpoint) for path, endpoint in tus.routes()),
             WebSocketRoute("/api/v1/ambient/session/{session_id}/stream", streams),

@@ -19,6 +19,7 @@ from tapevault.core.playback import PlaybackLog
 from tapevault.core.renditions import Renditions
 from tapevault.core.retention import Retention
 from tapevault.core.vault import Vault
+from tapevault.core.webhooks import Webhooks
 from tapevault.ingest.scratch import Spool
 from tapevault.readiness import Readiness
 
@@ -46,6 +47,7 @@ class AppContext:
     # Identifies this process as the writer of its live streams (see ingest/worker.worker_id).
     process_id: str
     readiness: Readiness  # GET /readyz: database, schema and store (tapevault/readiness.py)
+    webhooks: Webhooks  # the tenants' webhook endpoints (core/webhooks.py)
 
     async def metadata(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a short metadata call: inline on SQLite, in a thread on PostgreSQL."""

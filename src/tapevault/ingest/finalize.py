@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
-from tapevault.core import lifecycle
+from tapevault.core import events, lifecycle
 from tapevault.core.clock import now_ms
 from tapevault.core.lifecycle import TOMBSTONES
 from tapevault.core.mergeplan import MERGE_PREFIX, inputs_digest, merge_inputs
@@ -125,8 +125,16 @@ class Finalizer:
         vault = self.vault
         if recording.channel == MERGED_CHANNEL:
             return vault.repo.update_recording(recording, expect=RecordingStatus.PROCESSING)
+        at = now_ms(vault.clock)
         written, queued = vault.repo.finish_recording(
-            recording, expect=RecordingStatus.PROCESSING, plan=vault.merge_planner()
+            recording,
+            expect=RecordingStatus.PROCESSING,
+            plan=vault.merge_planner(),
+            # Written only now, after the audio was stored: "available" means readable.
+            announce=lambda session, recordings: [
+                events.recording_finished(recording, at),
+                events.session_settled(session, recordings, at),
+            ],
         )
         vault.merge_queued(queued)
         return written

@@ -20,6 +20,7 @@ from tapevault.ingest.finalize import Finalizer
 from tapevault.ingest.housekeeping import Housekeeping
 from tapevault.ingest.liveness import is_gone, process_id
 from tapevault.ingest.recovery import recover_streams
+from tapevault.webhooks.dispatch import Dispatcher
 
 log = logging.getLogger("tapevault.worker")
 
@@ -38,8 +39,10 @@ class Worker:
         owner: str,
         poll_seconds: float = 1.0,
         housekeeping: Housekeeping | None = None,
+        webhooks: Dispatcher | None = None,
     ) -> None:
         self.finalizer = finalizer
+        self.webhooks = webhooks  # webhook deliveries, on threads of their own
         self.owner = owner
         self.housekeeping = housekeeping
         self.poll_seconds = poll_seconds
@@ -80,6 +83,8 @@ class Worker:
         freed = self.reclaim_dead_local_leases()
         if freed:
             log.warning("reclaimed %d job(s) from processes that died", freed)
+        if self.webhooks is not None:
+            self.webhooks.recover()
         recovered = recover_streams(self.finalizer.vault, self.owner)
         if recovered:
             log.warning("recovered %d recording(s) left half-written by a dead process", recovered)
@@ -107,6 +112,8 @@ class Worker:
             waiting.clear()
 
     def start(self, threads: int = 1) -> None:
+        if self.webhooks is not None:
+            self.webhooks.start()
         for index in range(threads):
             thread = threading.Thread(
                 target=self._loop, name=f"tapevault-worker-{index}", daemon=True
@@ -116,10 +123,18 @@ class Worker:
 
     def stop(self, timeout: float = 30.0) -> None:
         self._stop.set()
+        if self.webhooks is not None:
+            self.webhooks.stop(min(timeout, 5.0))  # a slow receiver must not hold a shutdown
         self.finalizer.vault.jobs_waiting.set()
         for thread in self._threads:
             thread.join(timeout)
         self._threads.clear()
 
     def run_forever(self) -> None:
-        self._loop()
+        if self.webhooks is not None:
+            self.webhooks.start()
+        try:
+            self._loop()
+        finally:
+            if self.webhooks is not None:
+                self.webhooks.stop()

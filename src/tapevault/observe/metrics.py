@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
 
+from tapevault import webhooks
+
 # No ``*_created`` series: one per labelled child doubles the scrape for a timestamp nobody reads
 # (and multiprocess mode has none anyway, so one process and several look the same).
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -37,7 +39,18 @@ UNMATCHED_ROUTE = "unmatched"  # a path no route matched: one label, whatever th
 
 REFUSAL_REASONS = frozenset({"expired", "invalid", "revoked"})
 HOLD_ACTIONS = ("set", "cleared")
-WEBHOOK_OUTCOMES = ("delivered", "retried", "failed", "disabled")
+# The labels of core.webhooks.Outcome: a bounded set (the receiver's status class, not its status).
+WEBHOOK_OUTCOMES = (
+    "delivered",
+    "gone",
+    "refused",
+    "timeout",
+    "error",
+    "http_1xx",
+    "http_3xx",
+    "http_4xx",
+    "http_5xx",
+)
 
 http_request_duration = Histogram(
     "http_server_request_duration_seconds",
@@ -140,12 +153,17 @@ def count_range_request(status: int) -> None:
 
 
 def count_webhook_delivery(outcome: str) -> None:
-    """One delivery attempt: ``delivered`` (2xx), ``retried`` (failed, tried again later),
-    ``failed`` (given up), ``disabled`` (the receiver answered 410)."""
+    """One delivery attempt, by ``core.webhooks.Outcome.label``: ``delivered`` (2xx), ``gone``
+    (410: the endpoint is disabled), ``refused`` (its address is not allowed), ``timeout``,
+    ``error`` (no answer), ``http_3xx``/``http_4xx``/``http_5xx`` (retried)."""
     child = _WEBHOOKS.get(outcome)
     if child is None:
         raise ValueError(f"unknown webhook delivery outcome {outcome!r}")
     child.inc()
+
+
+# Attached once per process, at import: the dispatcher calls it after every attempt.
+webhooks.on_outcome(count_webhook_delivery)
 
 
 class RetentionCounter:

@@ -28,6 +28,7 @@ from tapevault.http.openapi import (
     service,
     suki,
     tus,
+    webhooks,
 )
 from tapevault.http.openapi.common import BEARER_SCHEME, KORE_SCHEME, SUKI_SCHEME, Json, Section
 
@@ -43,6 +44,7 @@ SECTIONS: tuple[Section, ...] = (
     tus.SECTION,
     service.SECTION,
     metrics.SECTION,
+    webhooks.SECTION,
 )
 
 SECURITY_SCHEMES: Json = {
