@@ -8,7 +8,8 @@ documents), this one holds:
 - a real server's sessions and recordings: ``credentials``, ``new_session``, ``make_session``,
   ``wait_available``, ``stored_pcm``, ``plays``;
 - live-stream clients: ``ws_url``, ``Sender``, and ``client_frame`` (an RFC 6455 client frame
-  built independently of the code under test).
+  built independently of the code under test);
+- what waits in a store for finalization: ``incoming_objects``.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from tapevault.audio_gen import tone_wav_bytes
+from tapevault.core.ports import ListKeys
+from tapevault.core.sources import INCOMING_PREFIX
 from tapevault.core.wav import PcmFormat, canonical_header, parse_wav
 from tests.conftest import need
 from tests.server import Server
@@ -263,3 +266,12 @@ CHROMIUM_FLAGS = [
     "--disable-background-networking",
     "--autoplay-policy=no-user-gesture-required",
 ]
+
+
+# --- what waits in the store ---------------------------------------------------------------------
+
+
+def incoming_objects(store: object) -> list[str]:
+    """The keys of the received audio a store holds for finalization (``incoming/``), sorted."""
+    assert isinstance(store, ListKeys), f"{type(store).__name__} cannot list its objects"
+    return sorted(listed.key for listed in store.list_keys(INCOMING_PREFIX))

@@ -53,7 +53,7 @@ def test_recovery_honours_a_lease_whatever_the_servers_clocks(runtime: Runtime) 
         runtime.vault.store,
         FixedClock(START + 100),
         "https://vault.test",
-        runtime.vault.work_dir,
+        runtime.vault.local,
     )
     assert recover_streams(ahead, "server-b") == 0
     assert status(runtime, recording) is RecordingStatus.RECEIVING

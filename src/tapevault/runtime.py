@@ -22,6 +22,7 @@ from tapevault.core.calls import Calls
 from tapevault.core.checkpoints import load_or_create_signer
 from tapevault.core.clock import Clock, OffsetClock, SystemClock
 from tapevault.core.playback import PerRequest, PlaybackLog, Playbacks
+from tapevault.core.ports import ObjectStore
 from tapevault.core.renditions import Renditions
 from tapevault.core.retention import Retention
 from tapevault.core.vault import Vault
@@ -41,6 +42,7 @@ from tapevault.ingest.scratch import Spool, sweep_temporaries, sweep_unrecorded
 from tapevault.ingest.tus_store import TusStore
 from tapevault.ingest.worker import Worker, worker_id
 from tapevault.storage.local import LocalStore, open_store
+from tapevault.storage.node_local import NodeLocalDisk
 
 log = logging.getLogger("tapevault")
 
@@ -62,6 +64,7 @@ class Runtime:
     audit: AuditLog | None  # the durable access log (None with TAPEVAULT_AUDIT=off or in tests)
     audit_store: SqlAuditStore
     streams: StreamEndpoint  # live streams: the ASGI route and the fast path share it
+    local: NodeLocalDisk  # this node's working files (spools, temporaries)
 
     def asgi(self, *, background: bool = False) -> ASGIApp:
         """The application; with ``background`` its lifespan starts and stops the worker
@@ -86,6 +89,9 @@ class Runtime:
     def recover(self) -> None:
         """Take back what a dead process left: job leases, half-written recordings, playbacks
         it was folding (sealed as they were last written) and its scratch files (PHI)."""
+        moved = self.local.promote_legacy_uploads()
+        if moved:
+            log.warning("moved %d accepted upload(s) from DATA_DIR/incoming into the store", moved)
         self.worker.recover()
         self.sweep_scratch()
         if self.audit is not None:
@@ -97,7 +103,7 @@ class Runtime:
     def sweep_scratch(self) -> int:
         """Remove spooled bodies and temporaries no live process writes, and expired tus
         uploads; at start-up and every few minutes (housekeeping)."""
-        return sweep_scratch(self.settings, self.context.spool, self.worker.owner, self.vault)
+        return sweep_scratch(self.settings, self.context.spool, self.local, self.vault)
 
     def stop(self) -> None:
         self.worker.stop()
@@ -127,17 +133,18 @@ def open_runtime(
     if run_migrations:
         migrate(engine)
     repo = SqlRepository(engine)
-    store = open_store(settings.storage_url)
+    store: ObjectStore = open_store(settings.storage_url)
+    process = worker_id()
+    local = NodeLocalDisk(settings.data_dir, store, process)
     vault = Vault(
         repo,
         store,
         clock,
         settings.public_url,
-        settings.data_dir,
+        local,
         default_quota_bytes=settings.tenant_quota_bytes,
     )
-    process = worker_id()
-    spool = Spool(settings.data_dir / "spool", process)
+    spool = Spool(local.spool_dir, process)
     audit_store = SqlAuditStore(engine)
     audit: AuditLog | None = None
     playbacks: PlaybackLog
@@ -176,7 +183,7 @@ def open_runtime(
         process_id=process,
     )
     worker = Worker(
-        Finalizer(vault, formats.decoder(settings.max_recording_seconds), process),
+        Finalizer(vault, formats.decoder(settings.max_recording_seconds), local),
         process,
         housekeeping=Housekeeping(
             retention,
@@ -184,7 +191,7 @@ def open_runtime(
             clock,
             purge_seconds=settings.purge_interval_seconds,
             audit_retention_seconds=settings.audit_retention_seconds,
-            sweep_scratch=lambda: sweep_scratch(settings, spool, process, vault),
+            sweep_scratch=lambda: sweep_scratch(settings, spool, local, vault),
         ),
     )
     return Runtime(
@@ -196,17 +203,17 @@ def open_runtime(
         audit=audit,
         audit_store=audit_store,
         streams=StreamEndpoint(context, StreamHub(context)),
+        local=local,
     )
 
 
-def sweep_scratch(settings: Settings, spool: Spool, owner: str, vault: Vault) -> int:
-    """One sweep of every scratch area (see ``tapevault.ingest.scratch``); logs what went."""
-    work = vault.work_dir
+def sweep_scratch(settings: Settings, spool: Spool, local: NodeLocalDisk, vault: Vault) -> int:
+    """One sweep of every scratch area (see ``tapevault.ingest.scratch``) and of incoming
+    objects no recording names; logs what went."""
+    owner = local.owner
     removed = spool.sweep()
-    removed += sweep_temporaries(
-        [work, work / "incoming", work / "streams"], TEMPORARY_KINDS, owner
-    )
-    removed += sweep_unrecorded(work / "incoming", vault.repo.get_recording)
+    removed += sweep_temporaries(local.scratch_dirs(), TEMPORARY_KINDS, owner)
+    removed += sweep_unrecorded(vault.store, vault.repo.get_recording)
     if isinstance(vault.store, LocalStore):
         removed += sweep_temporaries([vault.store.staging], ("put",), owner)
     tus = TusStore(settings.data_dir / "tus", max_size=settings.max_upload_bytes, clock=vault.clock)

@@ -133,7 +133,7 @@ class StreamHub:
 
     def committer(self) -> GroupCommitter:
         if self._committer is None:
-            self._committer = GroupCommitter(self.ctx.vault.work_dir / "streams", held=self._held)
+            self._committer = GroupCommitter(self.ctx.vault.local.streams_dir, held=self._held)
         return self._committer
 
     def _held(self, keys: Sequence[str]) -> Collection[str]:
@@ -149,7 +149,7 @@ class StreamHub:
 
     def start(self, recording: Recording, acks: AckSink | Ack) -> DurableStream:
         """The open file for an admitted stream's audio, in this process's group commit."""
-        path = self.ctx.vault.stream_path(recording.recording_id)
+        path = self.ctx.vault.local.stream_spool(recording.recording_id)
         stream = self.committer().open(path, acks, key=recording.recording_id)
         self.opened()
         return stream
