@@ -125,15 +125,17 @@ def open_runtime(
     clock: Clock | None = None,
     access_log: AccessLog | None = None,
     run_migrations: bool = True,
+    store: ObjectStore | None = None,
 ) -> Runtime:
-    """Connect, migrate (unless told not to) and wire the services for ``settings``."""
+    """Connect, migrate (unless told not to) and wire the services for ``settings``; ``store``
+    replaces the one ``TAPEVAULT_STORAGE_URL`` names (tests run the services on others)."""
     settings.ensure_data_dir()
     clock = clock or system_clock()
     engine = make_engine(settings.database_url)
     if run_migrations:
         migrate(engine)
     repo = SqlRepository(engine)
-    store: ObjectStore = open_store(settings.storage_url)
+    store = store or open_store(settings.storage_url)
     process = worker_id()
     local = NodeLocalDisk(settings.data_dir, store, process)
     vault = Vault(
