@@ -38,7 +38,7 @@ from tapevault.audio_gen import tone_wav_bytes
 from tapevault.core.ports import ListedObject, ListKeys, ObjectInfo
 from tapevault.core.sources import INCOMING_PREFIX
 from tapevault.core.wav import PcmFormat, canonical_header, parse_wav
-from tapevault.errors import StorageError
+from tapevault.errors import StorageError, Unavailable
 from tests.conftest import need
 from tests.server import Server
 
@@ -297,8 +297,8 @@ class BucketStore:
 
     def put(self, key: str, chunks: Iterable[bytes]) -> ObjectInfo:
         data = b"".join(chunks)
-        if self.fail_puts:
-            raise StorageError(f"the bucket is down: {key}")
+        if self.fail_puts:  # as an adapter words a store that is down (StoreUnavailable)
+            raise Unavailable("The object store is unavailable.")
         with self._lock:
             self.objects[key] = (data, time.time())
             self.puts.append(key)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,12 +23,13 @@ import pytest
 import tapevault
 from tapevault.audio_gen import tone_wav_bytes
 from tapevault.config import Settings
+from tapevault.core import lifecycle
 from tapevault.core.access import MemoryAccessLog
 from tapevault.core.clock import FixedClock
 from tapevault.core.model import RecordingStatus, SessionKind
 from tapevault.core.peaks import peaks_keys
 from tapevault.core.sources import stream_key, upload_key
-from tapevault.errors import StorageError
+from tapevault.errors import Unavailable
 from tapevault.runtime import Runtime, open_runtime
 from tests.dialects import Customer, asgi_client, customer
 from tests.server import Server
@@ -294,7 +296,7 @@ def test_a_closed_stream_is_in_the_store_before_its_job_is_queued(
     pcm = bytes(range(256)) * 125  # 32,000 bytes: one second
     spool.write_bytes(pcm)
     bucket.fail_puts = True
-    with pytest.raises(StorageError):
+    with pytest.raises(Unavailable):
         vault.close_stream(recording)
     assert spool.read_bytes() == pcm
     current = on_bucket.repo.get_recording(recording.recording_id)
@@ -335,6 +337,90 @@ def test_a_recovered_streams_spool_is_promoted_by_the_worker(
     assert done is not None and done.status is RecordingStatus.AVAILABLE
     assert done.duration_ms == 500 and done.recovered
     assert not spool.exists() and incoming_objects(bucket) == []
+
+
+async def test_a_store_that_is_down_refuses_uploads_with_503_and_keeps_nothing(
+    on_bucket: Runtime, bucket: BucketStore, clock: FixedClock
+) -> None:
+    """An upload while the store is down is a 503 (the adapter's ``StoreUnavailable``), with no
+    recording, no incoming object and no spooled body left; once it is back, uploads work."""
+    who = customer(on_bucket, clock)
+    async with asgi_client(on_bucket) as client:
+        created = await client.post("/api/v1/ambient/session/create", headers=who.suki)
+        session_id = created.json()["ambient_session_id"]
+        bucket.fail_puts = True
+        refused = await client.post(
+            f"/api/v1/ambient/session/{session_id}/audio",
+            headers={**who.suki, "content-type": "audio/wav"},
+            content=tone_wav_bytes(0.5),
+        )
+        assert refused.status_code == 503, refused.text
+        assert on_bucket.repo.list_recordings(who.tenant.partner_id, session_id) == []
+        assert bucket.objects == {} and node_files(on_bucket) == []
+        bucket.fail_puts = False
+        await upload(client, who, session_id, tone_wav_bytes(0.5))
+
+
+def test_finalization_waits_for_a_store_that_is_down_and_never_fails_for_it(
+    on_bucket: Runtime, bucket: BucketStore, clock: FixedClock, tmp_path: Path
+) -> None:
+    """An acknowledged upload whose finalization meets a store that is down stays processing,
+    however long that lasts (more tries than MAX_ATTEMPTS), and finishes once it is back."""
+    who = customer(on_bucket, clock)
+    vault = on_bucket.vault
+    session = vault.create_session(who.tenant, SessionKind.AMBIENT)
+    body = tmp_path / "body.wav"
+    body.write_bytes(tone_wav_bytes(0.5))
+    recording = vault.accept_upload(who.tenant, session.session_id, body, "wav/pcm_s16le")
+    bucket.fail_puts = True
+    for _ in range(lifecycle.MAX_ATTEMPTS + 2):
+        on_bucket.worker.run_until_idle()
+        clock.advance(61)
+    waiting = on_bucket.repo.get_recording(recording.recording_id)
+    assert waiting is not None and waiting.status is RecordingStatus.PROCESSING
+    assert node_files(on_bucket) == []
+    bucket.fail_puts = False
+    on_bucket.worker.run_until_idle()
+    done = on_bucket.repo.get_recording(recording.recording_id)
+    assert done is not None and done.status is RecordingStatus.AVAILABLE
+
+
+def test_sources_and_spools_nothing_needs_are_swept_and_the_rest_kept(
+    on_bucket: Runtime, bucket: BucketStore, clock: FixedClock, tmp_path: Path
+) -> None:
+    """An incoming object or a stream spool an hour old goes when its recording is available
+    (a late close after recovery finished the stream); those of a recording still receiving
+    or processing stay."""
+    who = customer(on_bucket, clock)
+    vault = on_bucket.vault
+    session = vault.create_session(who.tenant, SessionKind.AMBIENT)
+    body = tmp_path / "body.wav"
+    body.write_bytes(tone_wav_bytes(0.5))
+    finished = vault.accept_upload(who.tenant, session.session_id, body, "wav/pcm_s16le")
+    on_bucket.worker.run_until_idle()
+    pending = vault.open_stream(
+        who.tenant,
+        session.session_id,
+        "stream/pcm_s16le",
+        "writer-a",
+        sample_rate=16000,
+        channels=1,
+        bits_per_sample=16,
+    )
+    late = stream_key(finished.recording_id)
+    bucket.put(late, [b"PHI"])
+    bucket.put(stream_key(pending.recording_id), [b"PCM"])
+    stale_spool = vault.local.stream_spool(finished.recording_id)
+    live_spool = vault.local.stream_spool(pending.recording_id)
+    hours_ago = time.time() - 7200  # the sweep goes by the files' own (real) times
+    for spool in (stale_spool, live_spool):
+        spool.write_bytes(b"PCM")
+        os.utime(spool, (hours_ago, hours_ago))
+    for key in (late, stream_key(pending.recording_id)):
+        bucket.age(key, 7200)
+    on_bucket.recover()
+    assert incoming_objects(bucket) == [stream_key(pending.recording_id)]
+    assert live_spool.exists() and not stale_spool.exists()
 
 
 def test_a_failed_commit_removes_the_promoted_upload(

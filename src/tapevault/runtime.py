@@ -38,7 +38,12 @@ from tapevault.ingest import formats
 from tapevault.ingest.finalize import TEMPORARY_KINDS, Finalizer
 from tapevault.ingest.housekeeping import Housekeeping
 from tapevault.ingest.liveness import is_gone
-from tapevault.ingest.scratch import Spool, sweep_temporaries, sweep_unrecorded
+from tapevault.ingest.scratch import (
+    Spool,
+    sweep_stream_spools,
+    sweep_temporaries,
+    sweep_unrecorded,
+)
 from tapevault.ingest.tus_store import TusStore
 from tapevault.ingest.worker import Worker, worker_id
 from tapevault.storage.local import LocalStore, open_store
@@ -216,6 +221,7 @@ def sweep_scratch(settings: Settings, spool: Spool, local: NodeLocalDisk, vault:
     removed = spool.sweep()
     removed += sweep_temporaries(local.scratch_dirs(), TEMPORARY_KINDS, owner)
     removed += sweep_unrecorded(vault.store, vault.repo.get_recording)
+    removed += sweep_stream_spools(local.stream_spools(), vault.repo.get_recording)
     if isinstance(vault.store, LocalStore):
         removed += sweep_temporaries([vault.store.staging], ("put",), owner)
     tus = TusStore(settings.data_dir / "tus", max_size=settings.max_upload_bytes, clock=vault.clock)

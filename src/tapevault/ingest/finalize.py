@@ -25,7 +25,7 @@ from tapevault.core.mergeplan import MERGE_PREFIX, inputs_digest, merge_inputs
 from tapevault.core.model import MERGED_CHANNEL, Job, JobKind, Recording, RecordingStatus
 from tapevault.core.sources import STREAM_FORMAT_PREFIX, source_key
 from tapevault.core.vault import Vault
-from tapevault.errors import InvalidAudio, QuotaExceeded
+from tapevault.errors import InvalidAudio, QuotaExceeded, Unavailable
 from tapevault.fsutil import is_out_of_space
 from tapevault.ingest.merge import MergeInput, merge_to_wav, sequential_starts
 from tapevault.ingest.pcm import raw_to_wav
@@ -90,7 +90,14 @@ class Finalizer:
             self._fail(job, recording, exc.message, bad_audio=False)
         except Exception as exc:
             reason = f"{type(exc).__name__}: {exc}"
-            if is_out_of_space(exc):
+            if isinstance(exc, Unavailable):
+                # The object store (or the database) is down: like a full disk, not the
+                # recording's fault and over once it is back. Retried for as long as it lasts,
+                # never failing an acknowledged upload for it.
+                log.warning("finalizing %s: %s; retrying", recording.recording_id, exc.message)
+                due = now_ms(self.vault.clock) + OUT_OF_SPACE_RETRY_SECONDS * 1000
+                repo.retry_job(job.job_id, due, f"unavailable: {reason}")
+            elif is_out_of_space(exc):
                 # A full disk is not the recording's fault and goes away when space is freed:
                 # retry every minute for as long as it lasts (its partial output is removed
                 # already), instead of failing an acknowledged upload after five quick tries.

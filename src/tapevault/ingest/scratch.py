@@ -31,6 +31,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
+from tapevault.core.model import Recording, RecordingStatus
 from tapevault.core.ports import ListKeys, ObjectStore
 from tapevault.core.sources import INCOMING_PREFIX, recording_of_source
 from tapevault.ingest.liveness import is_gone
@@ -149,11 +150,14 @@ def sweep(
 
 
 def sweep_unrecorded(
-    store: ObjectStore, recording_of: Callable[[str], object | None], now: float | None = None
+    store: ObjectStore, recording_of: Callable[[str], Recording | None], now: float | None = None
 ) -> int:
-    """Remove incoming objects (``incoming/<recording_id>.src|.raw``) whose recording was never
-    committed. A store that cannot list its objects (no ``ListKeys``) is skipped: a bucket
-    lifecycle rule on ``incoming/`` does this there."""
+    """Remove incoming objects (``incoming/<recording_id>.src|.raw``) nothing will finalize: of
+    a recording never committed (a crash between the promotion and the commit), or of one that
+    is available or gone already (a stream closed after recovery had taken it over and
+    finished it). Those of recordings still receiving, processing or failed stay (a failed
+    one's audio is kept for an operator to queue again). A store that cannot list its objects
+    (no ``ListKeys``) is skipped: a bucket lifecycle rule on ``incoming/`` does this there."""
     if not isinstance(store, ListKeys):
         return 0
     now = time.time() if now is None else now
@@ -162,8 +166,38 @@ def sweep_unrecorded(
         recording_id = recording_of_source(listed.key)
         if recording_id is None or now - listed.info.mtime <= ORPHAN_SECONDS:
             continue
-        if recording_of(recording_id) is not None:
+        if not _finished_with(recording_of(recording_id)):
             continue
         if store.delete(listed.key):
             removed += 1
     return removed
+
+
+def sweep_stream_spools(
+    spools: Iterable[Path],
+    recording_of: Callable[[str], Recording | None],
+    now: float | None = None,
+) -> int:
+    """Remove live-stream spools (``<recording_id>.raw``) nothing needs any more, by the same
+    rule as ``sweep_unrecorded``: their stream was finalized (or deleted) from the store's copy,
+    or never recorded. Spools of streams still receiving, processing or failed stay."""
+    now = time.time() if now is None else now
+    removed = 0
+    for path in spools:
+        try:
+            if now - path.stat().st_mtime <= ORPHAN_SECONDS:
+                continue
+            if not _finished_with(recording_of(path.stem)):
+                continue
+            path.unlink()
+        except FileNotFoundError:
+            continue
+        removed += 1
+    return removed
+
+
+def _finished_with(recording: Recording | None) -> bool:
+    return recording is None or recording.status in _DONE
+
+
+_DONE = (RecordingStatus.AVAILABLE, RecordingStatus.EXPIRED, RecordingStatus.DELETED)

@@ -130,6 +130,10 @@ class NodeLocalDisk:
         finally:
             self.discard(path)
 
+    def stream_spools(self) -> list[Path]:
+        """Every live-stream spool on this node (for the sweep)."""
+        return sorted(self.streams_dir.glob("*.raw"))
+
     def scratch_dirs(self) -> list[Path]:
         """Every directory that may hold temporaries of a dead writer (for the sweep)."""
         return [self.data_dir, self.work_dir, self.data_dir / LEGACY_INCOMING, self.streams_dir]
