@@ -12,6 +12,7 @@ that what a crash or a failure can leave is found again.
 from __future__ import annotations
 
 import ast
+import errno
 import os
 import time
 from collections.abc import Iterator
@@ -31,6 +32,7 @@ from tapevault.core.peaks import peaks_keys
 from tapevault.core.sources import stream_key, upload_key
 from tapevault.errors import Unavailable
 from tapevault.runtime import Runtime, open_runtime
+from tapevault.storage.node_local import ScratchWriter
 from tests.dialects import Customer, asgi_client, customer
 from tests.server import Server
 from tests.support import BucketStore, incoming_objects, wait_available
@@ -508,3 +510,67 @@ def test_an_upload_acknowledged_just_before_a_sigkill_is_finished_after_a_restar
         assert recording["bytes"] == len(wav)
     finally:
         server.close()
+
+
+# --- the node-local port itself ---------------------------------------------------------------
+
+
+def test_promotion_copies_when_the_store_is_on_another_filesystem(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The local store adopts a node-local file by rename; when the rename crosses filesystems
+    (EXDEV) the port copies it instead, and the local file is gone either way."""
+    local, store = runtime.local, runtime.vault.store
+    adopted = local.work_dir / "adopted"
+    adopted.write_bytes(b"one")
+    assert local.promote(adopted, upload_key("01ADOPTED" + "0" * 17)).size == 3
+    assert not adopted.exists()
+
+    rename = os.replace
+
+    def cross_device(src: str | Path, dst: str | Path) -> None:
+        if Path(src).parent == local.work_dir:  # the node's disk is not the store's
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        rename(src, dst)  # the store's own staging rename
+
+    monkeypatch.setattr(os, "replace", cross_device)
+    copied = local.work_dir / "copied"
+    copied.write_bytes(b"two!")
+    key = upload_key("01COPIED" + "0" * 18)
+    assert local.promote(copied, key).size == 4
+    assert not copied.exists() and store.stat(key) is not None
+
+
+def test_a_scratch_writer_never_overwrites_and_an_aborted_one_leaves_nothing(
+    tmp_path: Path,
+) -> None:
+    """A body's file is created new (0600; an existing path is refused, never overwritten) and
+    an aborted body leaves no file."""
+    taken = tmp_path / "taken"
+    taken.write_bytes(b"someone else's")
+    with pytest.raises(FileExistsError):
+        ScratchWriter(taken)
+    assert taken.read_bytes() == b"someone else's"
+    body = ScratchWriter(tmp_path / "body")
+    body.write(b"half a body")
+    assert (tmp_path / "body").stat().st_mode & 0o777 == 0o600
+    body.abort()
+    assert not (tmp_path / "body").exists()
+
+
+def test_a_temporary_goes_whatever_happens_and_a_bad_legacy_name_stays(
+    runtime: Runtime,
+) -> None:
+    """A decoder's temporary is removed when its block ends, by an error too; a file in the
+    legacy incoming directory whose name is no valid key is left in place (logged), not a
+    crash at start-up."""
+    local = runtime.local
+    with pytest.raises(RuntimeError), local.temporary("final", ".wav") as tmp:
+        tmp.write_bytes(b"PHI")
+        raise RuntimeError("the decoder crashed")
+    assert not tmp.exists()
+    legacy = local.data_dir / "incoming"
+    legacy.mkdir()
+    odd = legacy / "not a recording.src"
+    odd.write_bytes(b"x")
+    assert local.promote_legacy_uploads() == 0 and odd.exists()

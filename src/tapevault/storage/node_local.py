@@ -30,6 +30,7 @@ from pathlib import Path
 
 from tapevault.core.ports import Adopt, ObjectInfo, ObjectStore
 from tapevault.core.sources import upload_key
+from tapevault.errors import StorageError
 from tapevault.ingest.scratch import scratch_prefix
 
 log = logging.getLogger("tapevault.storage")
@@ -147,6 +148,9 @@ class NodeLocalDisk:
             try:
                 self.promote(path, upload_key(path.stem))
             except FileNotFoundError:
+                continue
+            except StorageError as exc:  # a name no recording has (an operator's file): left
+                log.warning("left %s in place: %s", path, exc)
                 continue
             moved += 1
         return moved
