@@ -128,7 +128,7 @@ class Vault:
     ) -> None:
         self.repo = repo
         self.quotas = Quotas(repo, default_quota_bytes)
-        self.local = local  # this node's working files (ingest/node_local.py)
+        self.local = local  # this node's working files (storage/node_local.py)
         # Set whenever a job is queued in this process, so an in-process worker wakes at once.
         self.jobs_waiting = threading.Event()
         self.store = store

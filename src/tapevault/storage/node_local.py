@@ -27,6 +27,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from tapevault.core.ports import Adopt, ObjectInfo, ObjectStore
 from tapevault.core.sources import upload_key
@@ -45,8 +46,12 @@ LEGACY_INCOMING = "incoming"  # where accepted uploads waited before they went t
 def read_chunks(path: Path, size: int = CHUNK) -> Iterator[bytes]:
     """The file's bytes in chunks of at most ``size`` (memory stays flat whatever its size)."""
     with path.open("rb") as f:
-        while chunk := f.read(size):
-            yield chunk
+        yield from _chunks_of(f, size)
+
+
+def _chunks_of(f: BinaryIO, size: int = CHUNK) -> Iterator[bytes]:
+    while chunk := f.read(size):
+        yield chunk
 
 
 class ScratchWriter:
@@ -100,7 +105,10 @@ class NodeLocalDisk:
                 if exc.errno != errno.EXDEV:
                     raise
                 # The store's root is on another filesystem: copy instead.
-        info = self.store.put(key, read_chunks(path))
+        # Opened before the store sees it: a missing file is FileNotFoundError whatever the
+        # store's adapter makes of errors raised while it reads the chunks.
+        with path.open("rb") as source:
+            info = self.store.put(key, _chunks_of(source))
         if not keep:
             self.discard(path)
         return info
