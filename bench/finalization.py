@@ -3,8 +3,8 @@
 What the worker does after a stream closes or an upload is accepted (``ingest/finalize.py``):
 convert the source into a canonical WAV in a node-local temporary file (not fsynced: the store's
 copy is what must be durable), then copy that file into the object store (``LocalStore.put``: a
-temporary file, fsync, rename, directory fsync). Three sources, all 16 kHz mono 16-bit audio written just before (so read from the page
-cache, as a just-received recording would be):
+temporary file, fsync, rename, directory fsync). Three sources, all 16 kHz mono 16-bit audio
+written just before (so read from the page cache, as a just-received recording would be):
 
 * a live stream's raw ``pcm_s16le`` file through ``pcm.raw_to_wav``;
 * a WAV upload through ``formats.decode`` (the bit-exact copy path, no FFmpeg);

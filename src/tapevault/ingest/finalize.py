@@ -59,6 +59,7 @@ class Decoder(Protocol):
 
 STREAM_PREFIX = STREAM_FORMAT_PREFIX
 OUT_OF_SPACE_RETRY_SECONDS = 60
+STORE_RETRY_SECONDS = 30  # an unreachable object store: try again this often
 TEMPORARY_KINDS = ("final", "merge")  # scratch_prefix kinds, for the sweep
 
 
@@ -91,12 +92,12 @@ class Finalizer:
         except Exception as exc:
             reason = f"{type(exc).__name__}: {exc}"
             if isinstance(exc, Unavailable):
-                # The object store (or the database) is down: like a full disk, not the
-                # recording's fault and over once it is back. Retried for as long as it lasts,
-                # never failing an acknowledged upload for it.
+                # The object store (StoreUnavailable) or the database is down: like a full
+                # disk, not the recording's fault and over once it is back. Retried for as long
+                # as it lasts, never failing an acknowledged upload for it.
                 log.warning("finalizing %s: %s; retrying", recording.recording_id, exc.message)
-                due = now_ms(self.vault.clock) + OUT_OF_SPACE_RETRY_SECONDS * 1000
-                repo.retry_job(job.job_id, due, f"unavailable: {reason}")
+                due = now_ms(self.vault.clock) + STORE_RETRY_SECONDS * 1000
+                repo.retry_job(job.job_id, due, f"store unavailable: {reason}")
             elif is_out_of_space(exc):
                 # A full disk is not the recording's fault and goes away when space is freed:
                 # retry every minute for as long as it lasts (its partial output is removed
