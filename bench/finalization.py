@@ -1,10 +1,10 @@
 """Finalization throughput: seconds of audio made final per second of wall time.
 
 What the worker does after a stream closes or an upload is accepted (``ingest/finalize.py``):
-convert the source into a canonical WAV in a temporary file beside it (fsynced), then copy that
-file into the object store (``LocalStore.put``: a temporary file, fsync, rename, directory
-fsync). Three sources, all 16 kHz mono 16-bit audio written just before (so read from the page
-cache, as a just-received recording would be):
+convert the source into a canonical WAV in a node-local temporary file (not fsynced: the store's
+copy is what must be durable), then copy that file into the object store (``LocalStore.put``: a
+temporary file, fsync, rename, directory fsync). Three sources, all 16 kHz mono 16-bit audio
+written just before (so read from the page cache, as a just-received recording would be):
 
 * a live stream's raw ``pcm_s16le`` file through ``pcm.raw_to_wav``;
 * a WAV upload through ``formats.decode`` (the bit-exact copy path, no FFmpeg);
@@ -30,9 +30,9 @@ from typing import Any
 
 from tapevault.core.wav import PcmFormat, canonical_header
 from tapevault.ingest import formats
-from tapevault.ingest.finalize import _chunks
 from tapevault.ingest.pcm import raw_to_wav
 from tapevault.storage.local import LocalStore
+from tapevault.storage.node_local import read_chunks
 
 RATE = 16_000
 FMT = PcmFormat(sample_rate=RATE, channels=1, bits_per_sample=16)
@@ -109,7 +109,7 @@ class Finalization:
             tmp = src.parent / f".final-{self.n}.wav"
             try:
                 convert(src, tmp)
-                self.store.put(f"bench/{self.n}.wav", _chunks(tmp))
+                self.store.put(f"bench/{self.n}.wav", read_chunks(tmp))
             finally:
                 tmp.unlink(missing_ok=True)
             self.store.delete(f"bench/{self.n}.wav")

@@ -10,6 +10,8 @@ documents), this one holds:
 - live-stream clients: ``ws_url``, ``Sender``, and ``client_frame`` (an RFC 6455 client frame
   built independently of the code under test);
 - a database that goes away under an in-process runtime: ``database_gone``.
+- what waits in a store for finalization: ``incoming_objects``; ``BucketStore``, an object store
+  that behaves like a bucket (no rename, no local path), in memory.
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -33,7 +37,10 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from tapevault.audio_gen import tone_wav_bytes
+from tapevault.core.ports import ListedObject, ListKeys, ObjectInfo
+from tapevault.core.sources import INCOMING_PREFIX
 from tapevault.core.wav import PcmFormat, canonical_header, parse_wav
+from tapevault.errors import StorageError, Unavailable
 from tapevault.runtime import Runtime
 from tests.conftest import need
 from tests.server import Server
@@ -307,3 +314,70 @@ def database_gone(runtime: Runtime, url: str) -> Iterator[None]:
                 conn.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'))
     finally:
         admin.dispose()
+
+
+# --- what waits in the store ---------------------------------------------------------------------
+
+
+def incoming_objects(store: object) -> list[str]:
+    """The keys of the received audio a store holds for finalization (``incoming/``), sorted."""
+    assert isinstance(store, ListKeys), f"{type(store).__name__} cannot list its objects"
+    return sorted(listed.key for listed in store.list_keys(INCOMING_PREFIX))
+
+
+class BucketStore:
+    """An ``ObjectStore`` that behaves like a bucket, in memory: objects appear whole on ``put``
+    (chunks are gathered first), there is no rename (no ``Adopt``) and no path (``local_copy``
+    downloads to a temporary file), and objects can be listed. ``fail_puts`` makes puts fail,
+    as a store that is down does; ``puts`` records every key put, in order."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, tuple[bytes, float]] = {}
+        self.puts: list[str] = []
+        self.fail_puts = False
+        self._lock = threading.Lock()
+
+    def put(self, key: str, chunks: Iterable[bytes]) -> ObjectInfo:
+        data = b"".join(chunks)
+        if self.fail_puts:  # as an adapter words a store that is down (StoreUnavailable)
+            raise Unavailable("The object store is unavailable.")
+        with self._lock:
+            self.objects[key] = (data, time.time())
+            self.puts.append(key)
+        return ObjectInfo(len(data), self.objects[key][1])
+
+    def stat(self, key: str) -> ObjectInfo | None:
+        found = self.objects.get(key)
+        return None if found is None else ObjectInfo(len(found[0]), found[1])
+
+    def delete(self, key: str) -> bool:
+        with self._lock:
+            return self.objects.pop(key, None) is not None
+
+    async def read_range(
+        self, key: str, offset: int, length: int, chunk_size: int = 1 << 20
+    ) -> AsyncIterator[bytes]:
+        if key not in self.objects:
+            raise StorageError(f"object {key!r} is missing from storage")
+        data = self.objects[key][0][offset : offset + length]
+        for start in range(0, len(data), chunk_size):
+            yield data[start : start + chunk_size]
+
+    @contextlib.contextmanager
+    def local_copy(self, key: str) -> Iterator[Path]:
+        if key not in self.objects:
+            raise StorageError(f"object {key!r} is missing from storage")
+        with tempfile.TemporaryDirectory(prefix="bucket-copy-") as tmp:
+            path = Path(tmp) / "object"
+            path.write_bytes(self.objects[key][0])
+            yield path
+
+    def list_keys(self, prefix: str) -> Iterator[ListedObject]:
+        for key, (data, mtime) in sorted(self.objects.items()):
+            if key.startswith(prefix):
+                yield ListedObject(key, ObjectInfo(len(data), mtime))
+
+    def age(self, key: str, seconds: float) -> None:
+        """Make an object look ``seconds`` older (for the orphan sweep's grace period)."""
+        data, mtime = self.objects[key]
+        self.objects[key] = (data, mtime - seconds)

@@ -12,8 +12,10 @@ import pytest
 
 from tapevault.audio_gen import tone_wav_bytes
 from tapevault.core.clock import FixedClock
+from tapevault.core.sources import upload_key
 from tapevault.runtime import Runtime
 from tests.dialects import BASE, Customer, customer, local, upload_channel
+from tests.support import incoming_objects
 
 CALL = "CA0123456789abcdef0123456789abcdef"
 START = 1_800_000_000_000
@@ -326,7 +328,6 @@ async def test_concurrent_uploads_of_one_channel_get_it_once(
     nine 409s each time (the database decides, not a check-then-insert), the call holds one
     inbound recording, and the losers leave no spooled or incoming file behind."""
     wav = tone_wav_bytes(0.5)
-    incoming = runtime.vault.work_dir / "incoming"
     spool = runtime.context.spool.directory
     for trial in range(3):
         call_sid = f"CA{trial:032x}"
@@ -347,14 +348,14 @@ async def test_concurrent_uploads_of_one_channel_get_it_once(
                 "detail": "The inbound channel of this call already has audio."
             }
         (winner,) = (a.json()["recording_id"] for a in answers if a.status_code == 202)
-        assert sorted(p.name for p in incoming.iterdir()) == [f"{winner}.src"]
+        assert incoming_objects(runtime.vault.store) == [upload_key(winner)]
         assert list(spool.iterdir()) == []
         runtime.worker.run_until_idle()
         session = runtime.vault.repo.get_session_by_external_id(acme.tenant.partner_id, call_sid)
         assert session is not None
         held = runtime.vault.repo.list_recordings(acme.tenant.partner_id, session.session_id)
         assert [(r.recording_id, r.channel) for r in held] == [(winner, "inbound")]
-        assert list(incoming.iterdir()) == []
+        assert incoming_objects(runtime.vault.store) == []
 
 
 async def test_a_failed_channel_may_be_uploaded_again(
@@ -372,7 +373,7 @@ async def test_a_failed_channel_may_be_uploaded_again(
         content=tone_wav_bytes(0.5),
     )
     assert sent.status_code == 202
-    runtime.vault.incoming_path(sent.json()["recording_id"]).write_bytes(b"damaged" * 10)
+    runtime.vault.store.put(upload_key(sent.json()["recording_id"]), [b"damaged" * 10])
     runtime.worker.run_until_idle()
     again = await upload_channel(client, runtime, acme, CALL, "inbound", tone_wav_bytes(0.5))
     assert again.status_code == 202, again.text

@@ -12,6 +12,7 @@ import pytest
 
 from tapevault.audio_gen import tone_wav_bytes
 from tapevault.core.clock import FixedClock
+from tapevault.core.sources import upload_key
 from tapevault.runtime import Runtime
 from tests.dialects import Customer, customer, local, upload_channel
 
@@ -236,7 +237,7 @@ async def test_failed_processing_is_reported(
         content=tone_wav_bytes(1.0),
     )
     assert upload.status_code == 202
-    runtime.vault.incoming_path(upload.json()["recording_id"]).write_bytes(b"damaged" * 10)
+    runtime.vault.store.put(upload_key(upload.json()["recording_id"]), [b"damaged" * 10])
     runtime.worker.run_until_idle()
     response = await kore(client, acme, session_id)
     body = response.json()

@@ -18,6 +18,7 @@ from tapevault.auth.suki import issue_token
 from tapevault.core.access import Action, MemoryAccessLog
 from tapevault.core.clock import FixedClock
 from tapevault.core.model import Tenant
+from tapevault.core.sources import upload_key
 from tapevault.runtime import Runtime
 from tests.conftest import need
 
@@ -562,7 +563,7 @@ async def test_failed_finalization_is_reported(
     )
     assert response.status_code == 202
     # The body vanishes before the worker runs (e.g. disk damage): final, not retried.
-    runtime.vault.incoming_path(response.json()["recording_id"]).unlink()
+    assert runtime.vault.store.delete(upload_key(response.json()["recording_id"]))
     runtime.worker.run_until_idle()
     await client.post(f"/api/v1/ambient/session/{session_id}/end", headers=headers)
     session = (await client.get(f"/api/v1/ambient/session/{session_id}", headers=headers)).json()

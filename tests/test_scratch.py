@@ -17,10 +17,13 @@ from tapevault.config import Settings
 from tapevault.core.access import MemoryAccessLog
 from tapevault.core.clock import FixedClock
 from tapevault.core.model import SessionKind
+from tapevault.core.sources import stream_key, upload_key
 from tapevault.ingest.liveness import process_id
 from tapevault.ingest.scratch import Spool, scratch_prefix
 from tapevault.ingest.tus_store import TusStore
 from tapevault.runtime import open_runtime
+from tapevault.storage.local import LocalStore
+from tests.support import incoming_objects
 
 # A child process that spools a body the way an upload does and then hangs mid-request.
 CHILD = """
@@ -52,7 +55,7 @@ class Writer:
                 "-c",
                 CHILD,
                 str(data / "spool"),
-                str(data / "incoming"),
+                str(data / "work"),
                 str(staging),
             ],
             stdout=subprocess.PIPE,
@@ -60,7 +63,7 @@ class Writer:
         )
         assert self.proc.stdout is not None
         body, temp, put = self.proc.stdout.readline().split()
-        self.files = [data / "spool" / body, data / "incoming" / temp, staging / put]
+        self.files = [data / "spool" / body, data / "work" / temp, staging / put]
 
     def kill(self) -> None:
         self.proc.send_signal(signal.SIGKILL)
@@ -70,7 +73,7 @@ class Writer:
 @pytest.fixture
 def data(tmp_path: Path) -> Path:
     root = tmp_path / "data"
-    for sub in ("spool", "incoming", "audio/.staging"):
+    for sub in ("spool", "work", "audio/.staging"):
         (root / sub).mkdir(parents=True)
     return root
 
@@ -141,7 +144,7 @@ def test_housekeeping_sweeps_expired_tus_uploads_without_a_new_creation(data: Pa
     try:
         tus = TusStore(data / "tus", max_size=1 << 20, clock=clock)
         upload_id = tus.create("partner", 10, {"session_id": "s"}, int(clock.now()) + 60)
-        dead = data / "incoming" / f"{scratch_prefix('final', 'nohost:1:2')}x.wav"
+        dead = data / "work" / f"{scratch_prefix('final', 'nohost:1:2')}x.wav"
         dead.write_bytes(b"x")
         os.utime(dead, (0, 0))
         clock.advance(3600)
@@ -157,9 +160,9 @@ def test_housekeeping_sweeps_expired_tus_uploads_without_a_new_creation(data: Pa
 
 
 def test_an_upload_received_but_never_recorded_goes_once_an_hour_old(data: Path) -> None:
-    """A body moved into incoming/ by a process that died before committing its recording is
-    removed at the next start once an hour old; one whose recording exists, or a young one
-    (its commit may be under way), stays."""
+    """An upload promoted into the store's incoming/ by a process that died before committing
+    its recording is removed at the next start once an hour old; one whose recording exists,
+    or a young one (its commit may be under way), stays."""
     runtime = open_runtime(settings_for(data), access_log=MemoryAccessLog())
     try:
         tenant = runtime.vault.tenants.create("t", 86400).tenant
@@ -167,15 +170,18 @@ def test_an_upload_received_but_never_recorded_goes_once_an_hour_old(data: Path)
         spooled = data / "body.wav"
         spooled.write_bytes(tone_wav_bytes(0.2))
         recorded = runtime.vault.accept_upload(tenant, session.session_id, spooled, "wav/pcm_s16le")
-        kept = runtime.vault.incoming_path(recorded.recording_id)
-        orphan = runtime.vault.incoming_path("01ORPHAN0000000000000000000")
-        young = runtime.vault.incoming_path("01YOUNG00000000000000000000")
-        for path in (orphan, young):
-            path.write_bytes(b"PHI")
+        store = runtime.vault.store
+        assert isinstance(store, LocalStore)
+        kept = upload_key(recorded.recording_id)
+        orphan = upload_key("01ORPHAN0000000000000000000")
+        young = stream_key("01YOUNG00000000000000000000")
+        orphan_stream = stream_key("01ORPHANSTREAM0000000000000")
+        for key in (orphan, young, orphan_stream):
+            store.put(key, [b"PHI"])
         hours_ago = time.time() - 7200
-        for path in (kept, orphan):
-            os.utime(path, (hours_ago, hours_ago))
+        for key in (kept, orphan, orphan_stream):
+            os.utime(store.path_for(key), (hours_ago, hours_ago))
         runtime.recover()
-        assert kept.exists() and young.exists() and not orphan.exists()
+        assert incoming_objects(store) == sorted([kept, young])
     finally:
         runtime.close()

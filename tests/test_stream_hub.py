@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -53,7 +54,7 @@ def test_recovery_honours_a_lease_whatever_the_servers_clocks(runtime: Runtime) 
         runtime.vault.store,
         FixedClock(START + 100),
         "https://vault.test",
-        runtime.vault.work_dir,
+        runtime.vault.local,
     )
     assert recover_streams(ahead, "server-b") == 0
     assert status(runtime, recording) is RecordingStatus.RECEIVING
@@ -140,3 +141,47 @@ async def test_a_failed_close_is_retried_until_the_audio_is_served(
     done = runtime.repo.get_recording(recording.recording_id)
     assert done is not None and done.status is RecordingStatus.AVAILABLE
     assert done.size_bytes == 44 + 64_000 and not done.recovered
+
+
+async def test_the_lease_holds_while_a_close_copies_the_spool_into_the_store(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A close promotes the stream's spool into the object store, which can take a while on a
+    slow store: the writer keeps renewing its lease meanwhile, so no other server takes the
+    stream over (it could not, without the spool, finalize more than nothing)."""
+    monkeypatch.setattr("tapevault.http.stream.HEARTBEAT_SECONDS", 0.02)
+    hub = StreamHub(runtime.context)
+    recording = live_recording(runtime, hub.writer_id)
+    stream = hub.start(recording, Acks())
+    stream.append(b"\x01\x00" * 1_000)
+    hub.committer().dirty()
+    local = runtime.vault.local
+    promote = local.promote
+    copying, done = threading.Event(), threading.Event()
+
+    def slow_promote(*args: Any, **kwargs: Any) -> Any:
+        copying.set()
+        assert done.wait(10)
+        return promote(*args, **kwargs)
+
+    monkeypatch.setattr(local, "promote", slow_promote)
+    ending = asyncio.ensure_future(hub.end(stream, recording))
+    await until(copying.is_set)
+    with runtime.engine.begin() as conn:  # as if the last renewal were 61 s old
+        conn.execute(
+            update(recordings)
+            .where(recordings.c.recording_id == recording.recording_id)
+            .values(heartbeat_ms=recordings.c.heartbeat_ms - 61_000)
+        )
+    stale = runtime.repo.get_recording(recording.recording_id)
+    assert stale is not None and stale.heartbeat_ms is not None
+
+    def renewed() -> bool:
+        now = runtime.repo.get_recording(recording.recording_id)
+        return now is not None and (now.heartbeat_ms or 0) > (stale.heartbeat_ms or 0)
+
+    await until(renewed)
+    assert recover_streams(runtime.vault, "server-b") == 0
+    done.set()
+    assert await ending is None
+    assert status(runtime, recording) is RecordingStatus.PROCESSING

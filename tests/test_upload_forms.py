@@ -16,6 +16,7 @@ import pytest
 from tapevault.audio_gen import tone_wav_bytes
 from tapevault.runtime import Runtime
 from tests.dialects import Customer, asgi_client, customer
+from tests.support import incoming_objects
 
 WAV = tone_wav_bytes(1.0)
 BOUNDARY = "tapevault-test-boundary"
@@ -71,7 +72,7 @@ def closed(*parts: bytes) -> bytes:
 
 def assert_nothing_kept(runtime: Runtime) -> None:
     assert not list((runtime.settings.data_dir / "spool").iterdir())
-    assert not [p for p in (runtime.settings.data_dir / "incoming").rglob("*") if p.is_file()]
+    assert incoming_objects(runtime.vault.store) == []
 
 
 async def test_curl_data_binary_default_type_is_taken(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import os
 import shutil
 import struct
 import subprocess
@@ -20,11 +19,13 @@ from tapevault.config import Settings
 from tapevault.core.access import MemoryAccessLog
 from tapevault.core.clock import FixedClock
 from tapevault.core.model import SessionKind
+from tapevault.core.sources import upload_key
 from tapevault.errors import QuotaExceeded
 from tapevault.http.stream import close_code
 from tapevault.runtime import Runtime, open_runtime
 from tests.conftest import need
 from tests.dialects import Customer, asgi_client, customer
+from tests.support import incoming_objects
 
 
 @pytest.fixture
@@ -50,11 +51,12 @@ async def post_audio(
 
 
 def kept_files(runtime: Runtime) -> list[str]:
-    """Every file an upload may leave: spool, incoming, tus and stored audio."""
+    """Every file an upload may leave: spool, node-local work files, tus, and the store's
+    objects (received audio waits in ``audio/incoming/``, stored audio beside it)."""
     root = runtime.settings.data_dir
     return sorted(
         str(p.relative_to(root))
-        for sub in ("spool", "incoming", "tus", "audio")
+        for sub in ("spool", "work", "tus", "audio")
         for p in (root / sub).rglob("*")
         if p.is_file()
     )
@@ -289,7 +291,7 @@ async def test_finalize_on_a_full_disk_waits_for_space_and_then_finishes(
     session = await disk_client.get(f"/api/v1/ambient/session/{session_id}", headers=who.suki)
     (recording,) = session.json()["recordings"]
     assert recording["status"] == "available" and recording["bytes"] == len(body)
-    assert leftovers(full_disk) == [] and os.listdir(Path(data) / "incoming") == []
+    assert leftovers(full_disk) == [] and incoming_objects(full_disk.vault.store) == []
 
 
 # --- bombs ------------------------------------------------------------------------------------
@@ -447,8 +449,10 @@ async def test_a_compressed_upload_that_decodes_past_the_quota_fails_and_keeps_i
     (recording,) = session.json()["recordings"]
     assert recording["status"] == "failed"
     assert "storage quota of 500000 bytes would be passed" in recording["failure_reason"]
-    assert runtime.vault.incoming_path(recording["recording_id"]).exists()
-    assert [f for f in kept_files(runtime) if f.startswith("audio/")] == []
+    assert incoming_objects(runtime.vault.store) == [upload_key(recording["recording_id"])]
+    assert [f for f in kept_files(runtime) if f.startswith("audio/")] == [
+        f"audio/{upload_key(recording['recording_id'])}"
+    ]
 
 
 def test_a_live_stream_past_the_quota_is_refused_with_4507(

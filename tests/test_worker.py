@@ -13,6 +13,7 @@ from tapevault.audio_gen import tone_wav_bytes
 from tapevault.core import lifecycle
 from tapevault.core.clock import FixedClock
 from tapevault.core.model import RecordingStatus, SessionKind, Tenant
+from tapevault.core.sources import upload_key
 from tapevault.errors import Unavailable
 from tapevault.ingest.finalize import Finalizer, Finished
 from tapevault.ingest.worker import Worker
@@ -59,7 +60,7 @@ def test_transient_failures_retry_with_backoff_then_fail(
         calls.append(clock.now())
         raise RuntimeError("disk hiccup")
 
-    worker = Worker(Finalizer(runtime.vault, broken), "test-worker")
+    worker = Worker(Finalizer(runtime.vault, broken, runtime.local), "test-worker")
     for attempt in range(1, lifecycle.MAX_ATTEMPTS + 1):
         assert worker.run_once() is True
         recording = runtime.vault.repo.get_recording(recording_id)
@@ -72,7 +73,7 @@ def test_transient_failures_retry_with_backoff_then_fail(
     assert "gave up after 5 attempts" in (recording.failure_reason or "")
     assert [round(b - a) for a, b in itertools.pairwise(calls)] == [2, 4, 8, 16]
     # An operational failure never deletes the acknowledged upload: it can be queued again.
-    assert runtime.vault.incoming_path(recording_id).exists()
+    assert runtime.vault.store.stat(upload_key(recording_id)) is not None
 
 
 def test_jobs_of_a_dead_local_process_are_reclaimed(

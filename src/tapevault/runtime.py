@@ -45,13 +45,19 @@ from tapevault.ingest import formats
 from tapevault.ingest.finalize import TEMPORARY_KINDS, Finalizer
 from tapevault.ingest.housekeeping import Housekeeping
 from tapevault.ingest.liveness import is_gone
-from tapevault.ingest.scratch import Spool, sweep_temporaries, sweep_unrecorded
+from tapevault.ingest.scratch import (
+    Spool,
+    sweep_stream_spools,
+    sweep_temporaries,
+    sweep_unrecorded,
+)
 from tapevault.ingest.tus_store import TusStore
 from tapevault.ingest.worker import Worker, worker_id
 from tapevault.observe.exposition import DatabaseGauges
 from tapevault.observe.metrics import AuditCounter, RetentionCounter, observe_store
 from tapevault.readiness import CHECKS, Readiness, probe_dependencies, stat_probe
 from tapevault.storage.local import LocalStore, open_store
+from tapevault.storage.node_local import NodeLocalDisk
 from tapevault.storage.timed import TimedStore, unwrapped
 from tapevault.webhooks.dispatch import Dispatcher
 from tapevault.webhooks.ssrf import AddressPolicy, CheckAddress
@@ -76,6 +82,7 @@ class Runtime:
     audit: AuditLog | None  # the durable access log (None with TAPEVAULT_AUDIT=off or in tests)
     audit_store: SqlAuditStore
     streams: StreamEndpoint  # live streams: the ASGI route and the fast path share it
+    local: NodeLocalDisk  # this node's working files (spools, temporaries)
 
     def asgi(self, *, background: bool = False) -> ASGIApp:
         """The application; with ``background`` its lifespan starts and stops the worker
@@ -110,6 +117,9 @@ class Runtime:
     def recover(self) -> None:
         """Take back what a dead process left: job leases, half-written recordings, playbacks
         it was folding (sealed as they were last written) and its scratch files (PHI)."""
+        moved = self.local.promote_legacy_uploads()
+        if moved:
+            log.warning("moved %d accepted upload(s) from DATA_DIR/incoming into the store", moved)
         self.worker.recover()
         self.sweep_scratch()
         if self.audit is not None:
@@ -121,7 +131,7 @@ class Runtime:
     def sweep_scratch(self) -> int:
         """Remove spooled bodies and temporaries no live process writes, and expired tus
         uploads; at start-up and every few minutes (housekeeping)."""
-        return sweep_scratch(self.settings, self.context.spool, self.worker.owner, self.vault)
+        return sweep_scratch(self.settings, self.context.spool, self.local, self.vault)
 
     def stop(self) -> None:
         self.worker.stop()
@@ -143,25 +153,28 @@ def open_runtime(
     clock: Clock | None = None,
     access_log: AccessLog | None = None,
     run_migrations: bool = True,
+    store: ObjectStore | None = None,
 ) -> Runtime:
-    """Connect, migrate (unless told not to) and wire the services for ``settings``."""
+    """Connect, migrate (unless told not to) and wire the services for ``settings``; ``store``
+    replaces the one ``TAPEVAULT_STORAGE_URL`` names (tests run the services on others)."""
     settings.ensure_data_dir()
     clock = clock or system_clock()
     engine = make_engine(settings.database_url)
     if run_migrations:
         migrate(engine)
     repo = SqlRepository(engine)
-    store = TimedStore(open_store(settings.storage_url), observe_store)
+    store = store or TimedStore(open_store(settings.storage_url), observe_store)
+    process = worker_id()
+    local = NodeLocalDisk(settings.data_dir, store, process)
     vault = Vault(
         repo,
         store,
         clock,
         settings.public_url,
-        settings.data_dir,
+        local,
         default_quota_bytes=settings.tenant_quota_bytes,
     )
-    process = worker_id()
-    spool = Spool(settings.data_dir / "spool", process)
+    spool = Spool(local.spool_dir, process)
     audit_store = SqlAuditStore(engine)
     audit: AuditLog | None = None
     playbacks: PlaybackLog
@@ -211,7 +224,7 @@ def open_runtime(
         webhooks=webhooks,
     )
     worker = Worker(
-        Finalizer(vault, formats.decoder(settings.max_recording_seconds), process),
+        Finalizer(vault, formats.decoder(settings.max_recording_seconds), local),
         process,
         housekeeping=Housekeeping(
             retention,
@@ -219,7 +232,7 @@ def open_runtime(
             clock,
             purge_seconds=settings.purge_interval_seconds,
             audit_retention_seconds=settings.audit_retention_seconds,
-            sweep_scratch=lambda: sweep_scratch(settings, spool, process, vault),
+            sweep_scratch=lambda: sweep_scratch(settings, spool, local, vault),
         ),
         webhooks=Dispatcher(
             webhook_store,
@@ -238,6 +251,7 @@ def open_runtime(
         audit=audit,
         audit_store=audit_store,
         streams=StreamEndpoint(context, StreamHub(context)),
+        local=local,
     )
 
 
@@ -256,17 +270,17 @@ def store_probe(store: ObjectStore) -> Callable[[], None]:
     return probe
 
 
-def sweep_scratch(settings: Settings, spool: Spool, owner: str, vault: Vault) -> int:
-    """One sweep of every scratch area (see ``tapevault.ingest.scratch``); logs what went."""
-    work = vault.work_dir
+def sweep_scratch(settings: Settings, spool: Spool, local: NodeLocalDisk, vault: Vault) -> int:
+    """One sweep of every scratch area (see ``tapevault.ingest.scratch``) and of incoming
+    objects no recording names; logs what went."""
+    owner = local.owner
     removed = spool.sweep()
-    removed += sweep_temporaries(
-        [work, work / "incoming", work / "streams"], TEMPORARY_KINDS, owner
-    )
-    removed += sweep_unrecorded(work / "incoming", vault.repo.get_recording)
-    store = unwrapped(vault.store)
-    if isinstance(store, LocalStore):
-        removed += sweep_temporaries([store.staging], ("put",), owner)
+    removed += sweep_temporaries(local.scratch_dirs(), TEMPORARY_KINDS, owner)
+    removed += sweep_unrecorded(vault.store, vault.repo.get_recording)
+    removed += sweep_stream_spools(local.stream_spools(), vault.repo.get_recording)
+    backend = unwrapped(vault.store)
+    if isinstance(backend, LocalStore):
+        removed += sweep_temporaries([backend.staging], ("put",), owner)
     tus = TusStore(settings.data_dir / "tus", max_size=settings.max_upload_bytes, clock=vault.clock)
     expired = len(tus.expire(vault.clock.now()))
     if removed or expired:

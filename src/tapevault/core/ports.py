@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from tapevault.core.catalog import RecordingFacts, SessionQuery
 from tapevault.core.events import Event
@@ -89,6 +89,66 @@ class MergeQueued:
 
 class ObjectStore(Put, GetRange, Stat, Delete, LocalCopy, Protocol):
     """Every capability the vault uses; callers that need less ask for less."""
+
+
+# Optional capabilities, checked with ``isinstance`` where a caller can do better with them.
+
+
+@runtime_checkable
+class Adopt(Protocol):
+    """A store on this node's own filesystem, which can take a finished node-local file by
+    renaming it into place instead of copying it (the local store's fast path for uploads)."""
+
+    def adopt(self, key: str, path: Path) -> ObjectInfo:
+        """Make the file at ``path`` the object ``key``, atomically and durably (fsync, rename,
+        fsync of the directory); ``path`` is gone afterwards. Raises ``OSError`` (``EXDEV``)
+        when the file is on another filesystem: the caller then copies it with ``put``."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ListedObject:
+    key: str
+    info: ObjectInfo
+
+
+@runtime_checkable
+class ListKeys(Protocol):
+    """A store that can enumerate its objects under a prefix (what the sweep of incoming
+    objects no recording names needs; a store without it leaves them to a bucket lifecycle
+    rule)."""
+
+    def list_keys(self, prefix: str) -> Iterable[ListedObject]:
+        """Every object whose key starts with ``prefix`` (a directory-like ``incoming/``)."""
+        ...
+
+
+class NodeLocalFiles(Protocol):
+    """Working files on this node's own disk: an upload still arriving, a live stream's spool,
+    a decoder's temporary output. None of them outlives the node; what must is promoted into
+    the ``ObjectStore``, and only then acknowledged or recorded. The core names such files but
+    never opens them: it asks this port."""
+
+    def size(self, path: Path) -> int:
+        """The size of a node-local file."""
+        ...
+
+    def promote(self, path: Path, key: str, *, keep: bool = False) -> ObjectInfo:
+        """Store the node-local file as the object ``key``, atomically: when this returns, the
+        bytes survive the loss of this process and of this node. Without ``keep`` the local
+        file is gone afterwards (renamed into place when the store can adopt it)."""
+        ...
+
+    # The directory of the live streams' spools (their group commit fsyncs it).
+    streams_dir: Path
+
+    def stream_spool(self, recording_id: str) -> Path:
+        """Where a live stream's acknowledged bytes are appended on this node."""
+        ...
+
+    def discard(self, path: Path) -> None:
+        """Remove a node-local file if it is there."""
+        ...
 
 
 class Repository(Protocol):

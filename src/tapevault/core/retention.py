@@ -28,6 +28,7 @@ from tapevault.core.clock import now_ms
 from tapevault.core.lifecycle import TOMBSTONES
 from tapevault.core.model import MERGED_CHANNEL, Recording, RecordingStatus, Session, Tenant
 from tapevault.core.peaks import peaks_keys
+from tapevault.core.sources import stream_key, upload_key
 from tapevault.core.vault import MAX_ID, SESSION_NOT_FOUND, Vault
 from tapevault.errors import Conflict, InvalidRequest, NotFound
 
@@ -340,8 +341,10 @@ class Retention:
         vault.store.delete(r.storage_key)
         for key in peaks_keys(r.storage_key):  # derived from the audio: they go with it
             vault.store.delete(key)
-        vault.incoming_path(r.recording_id).unlink(missing_ok=True)
-        vault.stream_path(r.recording_id).unlink(missing_ok=True)
+        # Received audio not finalized yet (or kept after a failure) goes too, wherever it is.
+        vault.store.delete(upload_key(r.recording_id))
+        vault.store.delete(stream_key(r.recording_id))
+        vault.local.discard(vault.local.stream_spool(r.recording_id))
         vault.repo.mark_removed(r.recording_id, now_ms(vault.clock))
 
     def _retire_rendition(self, gone: Recording, status: RecordingStatus, by: str | None) -> None:

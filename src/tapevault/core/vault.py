@@ -9,7 +9,6 @@ thread (PostgreSQL, network round trips).
 from __future__ import annotations
 
 import logging
-import os
 import re
 import threading
 import time
@@ -38,6 +37,7 @@ from tapevault.core.ports import (
     ChannelTaken,
     MergePlanner,
     MergeQueued,
+    NodeLocalFiles,
     ObjectStore,
     Repository,
     SequenceTaken,
@@ -51,6 +51,7 @@ from tapevault.core.signing import (
     UrlSigner,
     new_signing_key,
 )
+from tapevault.core.sources import stream_key, upload_key
 from tapevault.core.tenants import Tenants
 from tapevault.errors import (
     Conflict,
@@ -61,7 +62,7 @@ from tapevault.errors import (
     NotReady,
     UrlRejected,
 )
-from tapevault.fsutil import fsync_dir, out_of_space_as_507
+from tapevault.fsutil import out_of_space_as_507
 
 log = logging.getLogger("tapevault.vault")
 
@@ -121,15 +122,13 @@ class Vault:
         store: ObjectStore,
         clock: Clock,
         media_base_url: str,
-        work_dir: Path,
+        local: NodeLocalFiles,
         *,
         default_quota_bytes: int | None = None,
     ) -> None:
         self.repo = repo
         self.quotas = Quotas(repo, default_quota_bytes)
-        self.work_dir = work_dir
-        for sub in ("incoming", "streams"):
-            (work_dir / sub).mkdir(parents=True, exist_ok=True)
+        self.local = local  # this node's working files (storage/node_local.py)
         # Set whenever a job is queued in this process, so an in-process worker wakes at once.
         self.jobs_waiting = threading.Event()
         self.store = store
@@ -282,26 +281,19 @@ class Vault:
     ) -> Recording:
         """Take a validated, spooled upload into the vault: the acknowledgement point.
 
-        The body is moved (renamed, then its directory fsynced) to ``incoming/`` and the
-        recording is inserted as PROCESSING together with its finalization job, in one
-        transaction. From here on the upload survives a crash; a worker finishes it.
+        The node-local body is promoted into the object store under ``incoming/`` (renamed into
+        place on a local store, copied elsewhere), then the recording is inserted as PROCESSING
+        together with its finalization job, in one transaction. From here on the upload
+        survives a crash of the process and the loss of the node; any node's worker finishes
+        it. A failure before the commit removes the incoming object again (an orphan left by a
+        crash in between is swept: ``sweep_unrecorded``).
         """
         session = self.check_accepts_audio(partner, session_id)
-        self.quotas.check(partner, spooled.stat().st_size)
+        self.quotas.check(partner, self.local.size(spooled))
         recording_id = str(ULID())
-        incoming = self.incoming_path(recording_id)
+        key = upload_key(recording_id)
         with out_of_space_as_507("the upload"):
-            fd = os.open(spooled, os.O_RDONLY)
-            try:
-                os.fsync(fd)  # the bytes, not only the name, must survive a power cut
-            finally:
-                os.close(fd)
-            os.replace(spooled, incoming)
-            try:
-                fsync_dir(incoming.parent)
-            except BaseException:
-                incoming.unlink(missing_ok=True)
-                raise
+            self.local.promote(spooled, key)
         try:
             recording = self._insert_recording(
                 session=session,
@@ -315,21 +307,21 @@ class Vault:
             )
             self._mark_in_progress(session)
         except BaseException:
-            incoming.unlink(missing_ok=True)
+            self._discard_source(key)
             raise
         self.jobs_waiting.set()
         return recording
+
+    def _discard_source(self, key: str) -> None:
+        try:
+            self.store.delete(key)
+        except Exception:
+            log.warning("could not remove %s; the sweep will", key, exc_info=True)
 
     def new_job(self, kind: JobKind, recording_id: str) -> Job:
         """A job due now, not yet leased."""
         now = now_ms(self.clock)
         return Job(uuid.uuid4().hex, kind, recording_id, 0, now, None, None, None, now, None)
-
-    def incoming_path(self, recording_id: str) -> Path:
-        return self.work_dir / "incoming" / f"{recording_id}.src"
-
-    def stream_path(self, recording_id: str) -> Path:
-        return self.work_dir / "streams" / f"{recording_id}.raw"
 
     def _mark_in_progress(self, session: Session) -> None:
         # ``session`` was read before the insert: an end may have landed since, so the mark
@@ -406,7 +398,8 @@ class Vault:
         channel: str | None = None,
         media_start_epoch_ms: int | None = None,
     ) -> Recording:
-        """Start a RECEIVING recording for a live stream; its bytes go to ``stream_path``.
+        """Start a RECEIVING recording for a live stream; its bytes go to this node's
+        ``stream_spool`` (acknowledged once fsynced there) until it is closed.
 
         The stream's own format (rate, channels, sample width) is stored at once: crash
         recovery needs it to cut the file to whole frames and finish it.
@@ -428,18 +421,30 @@ class Vault:
         return recording
 
     def close_stream(self, recording: Recording) -> Recording:
-        """The stream ended: queue the recording for finalization, in one transaction (a close
-        that fails halfway must not leave it PROCESSING with no job). A no-op when recovery took
-        the recording over meanwhile (it queued the job then)."""
+        """The stream ended: promote its spool into the object store, then queue the recording
+        for finalization, in one transaction (a close that fails halfway must not leave it
+        PROCESSING with no job). The spool is copied, not moved, and removed only once the job
+        is committed, so a close that fails is retried from it. A no-op when recovery took the
+        recording over meanwhile (it queued the job then; the spool stays for it)."""
         closed = replace(
             recording, status=RecordingStatus.PROCESSING, writer_id=None, heartbeat_ms=None
         )
+        spool = self.local.stream_spool(recording.recording_id)
+        key = stream_key(recording.recording_id)
+        with out_of_space_as_507("the stream"):
+            try:
+                self.local.promote(spool, key, keep=True)
+            except FileNotFoundError:
+                # No spool here: promoted by an earlier close, or nothing was ever acknowledged.
+                if self.store.stat(key) is None:
+                    self.store.put(key, [])
         if self.repo.update_recording(
             closed,
             expect=RecordingStatus.RECEIVING,
             writer_id=recording.writer_id,
             job=self.new_job(JobKind.FINALIZE, recording.recording_id),
         ):
+            self.local.discard(spool)
             self.jobs_waiting.set()
         return closed
 

@@ -138,7 +138,7 @@ class StreamHub:
     def committer(self) -> GroupCommitter:
         if self._committer is None:
             self._committer = GroupCommitter(
-                self.ctx.vault.work_dir / "streams",
+                self.ctx.vault.local.streams_dir,
                 held=self._held,
                 on_batch=stream_ack_latency.observe,
             )
@@ -159,7 +159,7 @@ class StreamHub:
 
     def start(self, recording: Recording, acks: AckSink | Ack) -> DurableStream:
         """The open file for an admitted stream's audio, in this process's group commit."""
-        path = self.ctx.vault.stream_path(recording.recording_id)
+        path = self.ctx.vault.local.stream_spool(recording.recording_id)
         stream = self.committer().open(path, acks, key=recording.recording_id)
         self.opened()
         return stream
@@ -173,16 +173,21 @@ class StreamHub:
             await self.committer().finish(stream)
         except OSError as exc:
             error = exc
-        self.closed()
-        if not isinstance(error, StreamTakenOver):  # else the recording is no longer ours
-            try:
-                await self.ctx.blocking(self.ctx.vault.close_stream, recording)
-            except Exception:
-                log.exception("closing stream %s failed; retrying", recording.recording_id)
-                self._unclosed[recording.recording_id] = recording
-                self._keep_beating()
-                if self._retrying is None or self._retrying.done():
-                    self._retrying = asyncio.get_running_loop().create_task(self._retry())
+        try:
+            if not isinstance(error, StreamTakenOver):  # else the recording is no longer ours
+                try:
+                    await self.ctx.blocking(self.ctx.vault.close_stream, recording)
+                except Exception:
+                    log.exception("closing stream %s failed; retrying", recording.recording_id)
+                    self._unclosed[recording.recording_id] = recording
+                    self._keep_beating()
+                    if self._retrying is None or self._retrying.done():
+                        self._retrying = asyncio.get_running_loop().create_task(self._retry())
+        finally:
+            # Only now: the close copies the spool into the object store, which may take a
+            # while, and the lease must hold meanwhile or another node could take the stream
+            # over without its spool.
+            self.closed()
         return error
 
     @property

@@ -9,8 +9,6 @@ process left is removed by the scratch sweep (``tapevault.ingest.scratch``).
 
 from __future__ import annotations
 
-import contextlib
-import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -22,6 +20,7 @@ from tapevault.http.context import AppContext
 from tapevault.http.multipart import body_of
 from tapevault.ingest import formats
 from tapevault.numbers import is_digits
+from tapevault.storage.node_local import ScratchWriter
 
 Accept = Callable[[Path, str], Recording]
 """``accept(path, source_format)``: take a probed file into the vault (runs in a thread)."""
@@ -81,9 +80,9 @@ async def read_small(receive: Receive, limit: int) -> bytes:
 
 
 async def spool(path: Path, receive: Receive, limit: int) -> None:
-    """Stream the request body to ``path`` (created), enforcing ``limit`` as it arrives; a
-    body that fails half-way leaves no file."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    """Stream the request body to the node-local file ``path`` (created), enforcing ``limit``
+    as it arrives; a body that fails half-way leaves no file."""
+    writer = ScratchWriter(path)
     size = 0
     try:
         while True:
@@ -94,19 +93,14 @@ async def spool(path: Path, receive: Receive, limit: int) -> None:
             size += len(chunk)
             if size > limit:
                 raise PayloadTooLarge(limit)
-            view = memoryview(chunk)
             with out_of_space_as_507("the upload"):
-                while view:
-                    written = os.write(fd, view)
-                    view = view[written:]
+                writer.write(chunk)
             if not message.get("more_body", False):
                 break
     except BaseException:
-        os.close(fd)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
+        writer.abort()
         raise
-    os.close(fd)
+    writer.close()
 
 
 async def accept_file(

@@ -202,7 +202,8 @@ def decode_to_wav(
     max_ratio: int = DEFAULT_MAX_RATIO,
     quota: tuple[int, int] | None = None,
 ) -> DecodedAudio:
-    """Decode ``src`` into a canonical PCM WAV at ``dst`` (created, fsynced; the caller renames).
+    """Decode ``src`` into a canonical PCM WAV at ``dst``, a node-local temporary file (not
+    fsynced: the caller promotes it into the object store, which makes its copy durable).
 
     Raises :class:`InvalidAudio` (or :class:`UnsupportedMediaType`) for anything the client must
     fix, and :class:`QuotaExceeded` when the audio would pass ``quota`` (the tenant's quota and
@@ -230,8 +231,6 @@ def decode_to_wav(
                     exact = kind not in ("mp3", "aac") or (kind == "mp3" and _has_toc(f, offset))
                     exact = exact and (kind != "wav" or _wav_states_its_length(f, size))
                     result = _decode(src, kind, out, max_channels, caps, exact)
-                out.flush()
-                os.fsync(out.fileno())
         except BaseException:
             dst.unlink(missing_ok=True)
             raise

@@ -1,20 +1,19 @@
 """Finalization: turn an accepted upload or a closed stream into a stored, immutable WAV.
 
-Runs in a worker (``ingest/worker.py``) from the job table. Decode or convert into a temporary
-file, put it (and its waveform peaks, see core/peaks.py) in the object store, then flip the
-recording to AVAILABLE with every audio fact computed from the stored file. An ``InvalidAudio``
+Runs in a worker (``ingest/worker.py``) from the job table, on any node: the received audio is
+read back from the object store (``incoming/``, see core/sources.py) through ``LocalCopy``,
+decoded or converted into a node-local temporary file (``storage/node_local.py``), and that is
+put (with its waveform peaks, see core/peaks.py) in the object store; then the recording flips
+to AVAILABLE with every audio fact computed from the stored file. An ``InvalidAudio``
 is final (retrying cannot help): the recording ends FAILED with the reason. Anything else is
-retried with backoff, and after ``MAX_ATTEMPTS`` the recording ends FAILED too. The source
-file is removed only after the recording is AVAILABLE.
+retried with backoff, and after ``MAX_ATTEMPTS`` the recording ends FAILED too. The incoming
+object is removed only after the recording is AVAILABLE.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
@@ -24,14 +23,14 @@ from tapevault.core.clock import now_ms
 from tapevault.core.lifecycle import TOMBSTONES
 from tapevault.core.mergeplan import MERGE_PREFIX, inputs_digest, merge_inputs
 from tapevault.core.model import MERGED_CHANNEL, Job, JobKind, Recording, RecordingStatus
+from tapevault.core.sources import STREAM_FORMAT_PREFIX, source_key
 from tapevault.core.vault import Vault
-from tapevault.errors import InvalidAudio, QuotaExceeded
+from tapevault.errors import InvalidAudio, QuotaExceeded, Unavailable
 from tapevault.fsutil import is_out_of_space
-from tapevault.ingest.liveness import process_id
 from tapevault.ingest.merge import MergeInput, merge_to_wav, sequential_starts
 from tapevault.ingest.pcm import raw_to_wav
 from tapevault.ingest.peaks import store_peaks
-from tapevault.ingest.scratch import scratch_prefix
+from tapevault.storage.node_local import NodeLocalDisk
 
 log = logging.getLogger("tapevault.finalize")
 
@@ -58,22 +57,18 @@ class Decoder(Protocol):
     ) -> Finished: ...
 
 
-STREAM_PREFIX = "stream/"
+STREAM_PREFIX = STREAM_FORMAT_PREFIX
 OUT_OF_SPACE_RETRY_SECONDS = 60
+STORE_RETRY_SECONDS = 30  # an unreachable object store: try again this often
 TEMPORARY_KINDS = ("final", "merge")  # scratch_prefix kinds, for the sweep
 
 
-def _chunks(path: Path, size: int = 1 << 20) -> Iterator[bytes]:
-    with path.open("rb") as f:
-        while chunk := f.read(size):
-            yield chunk
-
-
 class Finalizer:
-    def __init__(self, vault: Vault, decode: Decoder, owner: str | None = None) -> None:
+    def __init__(self, vault: Vault, decode: Decoder, local: NodeLocalDisk) -> None:
         self.vault = vault
-        # Named into temporary files, so a sweep knows whether their writer still runs.
-        self.owner = owner or process_id()
+        # This node's working files: temporaries named after their writer, so that a sweep
+        # knows whether it still runs; a live stream's spool, for a recovered stream.
+        self.local = local
         self.decode = decode
 
     def run(self, job: Job) -> None:
@@ -96,7 +91,14 @@ class Finalizer:
             self._fail(job, recording, exc.message, bad_audio=False)
         except Exception as exc:
             reason = f"{type(exc).__name__}: {exc}"
-            if is_out_of_space(exc):
+            if isinstance(exc, Unavailable):
+                # The object store (StoreUnavailable) or the database is down: like a full
+                # disk, not the recording's fault and over once it is back. Retried for as long
+                # as it lasts, never failing an acknowledged upload for it.
+                log.warning("finalizing %s: %s; retrying", recording.recording_id, exc.message)
+                due = now_ms(self.vault.clock) + STORE_RETRY_SECONDS * 1000
+                repo.retry_job(job.job_id, due, f"store unavailable: {reason}")
+            elif is_out_of_space(exc):
                 # A full disk is not the recording's fault and goes away when space is freed:
                 # retry every minute for as long as it lasts (its partial output is removed
                 # already), instead of failing an acknowledged upload after five quick tries.
@@ -154,23 +156,15 @@ class Finalizer:
             starts = [(r.media_start_epoch_ms or 0) - base for r in inputs]
         else:
             starts = sequential_starts([r.duration_ms for r in inputs])
-        fd, tmp_name = tempfile.mkstemp(
-            prefix=scratch_prefix("merge", self.owner), suffix=".wav", dir=vault.work_dir
-        )
-        os.close(fd)
-        tmp = Path(tmp_name)
-        try:
+        with self.local.temporary("merge", ".wav") as tmp:
             with contextlib.ExitStack() as stack:
                 paths = [stack.enter_context(vault.store.local_copy(r.storage_key)) for r in inputs]
                 merged = merge_to_wav(
                     [MergeInput(path, start) for path, start in zip(paths, starts, strict=True)],
                     tmp,
                 )
-            stored = vault.store.put(rendition.storage_key, _chunks(tmp))
+            stored = self.local.promote(tmp, rendition.storage_key, keep=True)
             store_peaks(vault.store, rendition.storage_key, tmp)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
         finished_ok = self._settle(
             replace(
                 rendition,
@@ -202,25 +196,39 @@ class Finalizer:
         self._settle(replace(recording, status=RecordingStatus.FAILED, failure_reason=reason))
         self.vault.repo.finish_job(job.job_id, now_ms(self.vault.clock), reason)
         if bad_audio:
-            self._source(recording).unlink(missing_ok=True)
+            self._drop_source(recording)
 
-    def _source(self, recording: Recording) -> Path:
+    def _drop_source(self, recording: Recording) -> None:
+        self.vault.store.delete(source_key(recording))
+        self.local.discard(self.local.stream_spool(recording.recording_id))
+
+    def _stage_source(self, recording: Recording) -> str:
+        """The incoming object to finalize ``recording`` from. A stream taken over by recovery
+        was never closed (nor was one closed by a version that kept streams on the node), so
+        its spool is promoted here, from this node's disk, first."""
+        key = source_key(recording)
+        store = self.vault.store
+        if store.stat(key) is not None:
+            return key
         if recording.source_format.startswith(STREAM_PREFIX):
-            return self.vault.stream_path(recording.recording_id)
-        return self.vault.incoming_path(recording.recording_id)
+            spool = self.local.stream_spool(recording.recording_id)
+            try:
+                self.local.promote(spool, key, keep=True)
+            except FileNotFoundError:
+                if not recording.recovered:
+                    raise InvalidAudio(
+                        "the received audio is missing from the incoming area"
+                    ) from None
+                store.put(key, [])  # a recovered stream none of whose audio reached a disk
+            return key
+        raise InvalidAudio("the received audio is missing from the incoming area")
 
     def _finalize(self, recording: Recording) -> None:
-        source = self._source(recording)
-        if not source.exists():
-            if not (recording.recovered and recording.source_format.startswith(STREAM_PREFIX)):
-                raise InvalidAudio("the received audio is missing from the incoming area")
-            source.touch()  # a recovered stream none of whose audio reached the disk: empty
-        fd, tmp_name = tempfile.mkstemp(
-            prefix=scratch_prefix("final", self.owner), suffix=".wav", dir=source.parent
-        )
-        os.close(fd)
-        tmp = Path(tmp_name)
-        try:
+        key = self._stage_source(recording)
+        with (
+            self.vault.store.local_copy(key) as source,
+            self.local.temporary("final", ".wav") as tmp,
+        ):
             if recording.source_format.startswith(STREAM_PREFIX):
                 facts = raw_to_wav(
                     source,
@@ -246,14 +254,11 @@ class Finalizer:
                 )
             if finished.frames == 0 and not recording.source_format.startswith(STREAM_PREFIX):
                 raise InvalidAudio("the upload holds no audio samples")
-            stored = self.vault.store.put(recording.storage_key, _chunks(tmp))
+            stored = self.local.promote(tmp, recording.storage_key, keep=True)
             if finished.frames:
                 # From the file just written, while it is still here: no second read of the
                 # stored copy. Never raises; a recording without peaks is still a recording.
                 store_peaks(self.vault.store, recording.storage_key, tmp)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
         duration_ms = (
             round(finished.frames * 1000 / finished.sample_rate) if finished.sample_rate else 0
         )
@@ -272,6 +277,6 @@ class Finalizer:
             )
         )
         if finished_ok:
-            source.unlink(missing_ok=True)
+            self._drop_source(recording)
         else:
             self._drop_if_unwanted(recording)

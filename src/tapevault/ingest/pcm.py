@@ -7,7 +7,6 @@ numpy doing the lookup, so an hour of 8 kHz audio converts in well under a secon
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,8 +69,9 @@ def whole_frames(size: int, encoding: str, channels: int) -> int:
 
 
 def raw_to_wav(src: Path, dst: Path, *, encoding: str, sample_rate: int, channels: int) -> WavFacts:
-    """Write ``dst`` as a canonical WAV of the raw samples in ``src`` (whole frames only),
-    fsynced, and return its format, length and sha256."""
+    """Write ``dst`` as a canonical WAV of the raw samples in ``src`` (whole frames only; a
+    node-local temporary, made durable by the store it is promoted into), and return its
+    format, length and sha256."""
     size = whole_frames(src.stat().st_size, encoding, channels)
     frames = size // (ENCODINGS[encoding] * channels)
     fmt = PcmFormat(sample_rate=sample_rate, channels=channels, bits_per_sample=16)
@@ -88,7 +88,5 @@ def raw_to_wav(src: Path, dst: Path, *, encoding: str, sample_rate: int, channel
             pcm = expand(encoding, data)
             digest.update(pcm)
             out.write(pcm)
-        out.flush()
-        os.fsync(out.fileno())
         total = out.tell()
     return WavFacts(fmt=fmt, frames=frames, size=total, sha256=digest.hexdigest())

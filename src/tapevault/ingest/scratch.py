@@ -1,11 +1,12 @@
 """Node-local scratch files, and the sweep that removes those a crash left behind.
 
 Upload bodies are spooled to ``DATA_DIR/spool`` before they are checked, and the worker decodes
-into temporary files beside its sources. Such files hold PHI; a process killed mid-request or
-mid-decode must not leave them for ever. Each name carries its writer, ``<id>~<host>~<pid>~<start>``
-(``tapevault.ingest.liveness``: the start time tells a reused pid apart), so a sweep can tell
-which files a live process may still be writing, even when several processes
-(``TAPEVAULT_PROCESSES``, ``tapevault worker``) share one data directory:
+into temporary files in ``DATA_DIR/work`` (``tapevault.storage.node_local``). Such files hold
+PHI; a process killed mid-request or mid-decode must not leave them for ever. Each name carries
+its writer, ``<id>~<host>~<pid>~<start>`` (``tapevault.ingest.liveness``: the start time
+tells a reused pid apart), so a sweep can tell which files a live process may still be
+writing, even when several processes (``TAPEVAULT_PROCESSES``, ``tapevault worker``) share one
+data directory:
 
 - a file of a process of this host that is gone: removed at once (nobody can be writing it);
 - a file of this process: removed when it is not among the files this process has open (the
@@ -14,9 +15,9 @@ which files a live process may still be writing, even when several processes
 - a file of a live process of this host: never (it sweeps its own);
 - a file of another host, or an untagged one (older versions): only past ``STALE_SECONDS``.
 
-An accepted upload is renamed into ``incoming/`` before its recording row is committed (so the
-bytes are durable first); a crash between the two leaves a file no row names, which
-``sweep_unrecorded`` removes once it is ``ORPHAN_SECONDS`` old.
+An accepted upload is promoted into the object store under ``incoming/`` before its recording row
+is committed (so the bytes are durable first); a crash between the two leaves an object no row
+names, which ``sweep_unrecorded`` removes once it is ``ORPHAN_SECONDS`` old.
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
+from tapevault.core.model import Recording, RecordingStatus
+from tapevault.core.ports import ListKeys, ObjectStore
+from tapevault.core.sources import INCOMING_PREFIX, recording_of_source
 from tapevault.ingest.liveness import is_gone
 
 log = logging.getLogger("tapevault.ingest")
@@ -146,17 +150,54 @@ def sweep(
 
 
 def sweep_unrecorded(
-    incoming: Path, recording_of: Callable[[str], object | None], now: float | None = None
+    store: ObjectStore, recording_of: Callable[[str], Recording | None], now: float | None = None
 ) -> int:
-    """Remove received uploads (``<recording_id>.src``) whose recording was never committed."""
+    """Remove incoming objects (``incoming/<recording_id>.src|.raw``) nothing will finalize: of
+    a recording never committed (a crash between the promotion and the commit), or of one that
+    is available or gone already (a stream closed after recovery had taken it over and
+    finished it). Those of recordings still receiving, processing or failed stay (a failed
+    one's audio is kept for an operator to queue again). A store that cannot list its objects
+    (no ``ListKeys``) is skipped: a bucket lifecycle rule on ``incoming/`` does this there."""
+    if not isinstance(store, ListKeys):
+        return 0
     now = time.time() if now is None else now
     removed = 0
-    for path in incoming.glob("*.src"):
+    for listed in store.list_keys(INCOMING_PREFIX):
+        recording_id = recording_of_source(listed.key)
+        if recording_id is None or now - listed.info.mtime <= ORPHAN_SECONDS:
+            continue
+        if not _finished_with(recording_of(recording_id)):
+            continue
+        if store.delete(listed.key):
+            removed += 1
+    return removed
+
+
+def sweep_stream_spools(
+    spools: Iterable[Path],
+    recording_of: Callable[[str], Recording | None],
+    now: float | None = None,
+) -> int:
+    """Remove live-stream spools (``<recording_id>.raw``) nothing needs any more, by the same
+    rule as ``sweep_unrecorded``: their stream was finalized (or deleted) from the store's copy,
+    or never recorded. Spools of streams still receiving, processing or failed stay."""
+    now = time.time() if now is None else now
+    removed = 0
+    for path in spools:
         try:
-            if now - path.stat().st_mtime <= ORPHAN_SECONDS or recording_of(path.stem) is not None:
+            if now - path.stat().st_mtime <= ORPHAN_SECONDS:
+                continue
+            if not _finished_with(recording_of(path.stem)):
                 continue
             path.unlink()
         except FileNotFoundError:
             continue
         removed += 1
     return removed
+
+
+def _finished_with(recording: Recording | None) -> bool:
+    return recording is None or recording.status in _DONE
+
+
+_DONE = (RecordingStatus.AVAILABLE, RecordingStatus.EXPIRED, RecordingStatus.DELETED)

@@ -20,7 +20,7 @@ import tempfile
 from collections.abc import AsyncIterator, Iterable, Iterator
 from pathlib import Path
 
-from tapevault.core.ports import ObjectInfo
+from tapevault.core.ports import ListedObject, ObjectInfo
 from tapevault.errors import StorageError
 from tapevault.fsutil import fsync_dir
 from tapevault.ingest.liveness import process_id
@@ -73,6 +73,43 @@ class LocalStore:
         fsync_dir(path.parent)
         st = path.stat()
         return ObjectInfo(size=st.st_size, mtime=st.st_mtime)
+
+    def adopt(self, key: str, path: Path) -> ObjectInfo:
+        """Take a finished file of this filesystem as the object ``key`` by renaming it (the
+        node-local port's fast path for accepted uploads: no copy). ``EXDEV`` from the rename
+        means another filesystem; the caller copies instead."""
+        target = Path(self.path_for(key))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        try:
+            os.fsync(fd)  # the bytes, not only the name, must survive a power cut
+        finally:
+            os.close(fd)
+        os.replace(path, target)
+        try:
+            fsync_dir(target.parent)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                target.unlink()
+            raise
+        st = target.stat()
+        return ObjectInfo(size=st.st_size, mtime=st.st_mtime)
+
+    def list_keys(self, prefix: str) -> Iterator[ListedObject]:
+        """The objects under a directory-like ``prefix`` (``incoming/``), not recursively."""
+        directory = Path(self.path_for(prefix.rstrip("/")))
+        try:
+            entries = list(os.scandir(directory))
+        except FileNotFoundError:
+            return
+        for entry in entries:
+            if entry.name.startswith(".") or not entry.is_file(follow_symlinks=False):
+                continue
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            yield ListedObject(f"{prefix}{entry.name}", ObjectInfo(st.st_size, st.st_mtime))
 
     @contextlib.contextmanager
     def local_copy(self, key: str) -> Iterator[Path]:

@@ -23,6 +23,14 @@ class TimedStore:
         self.inner = inner
         self.observe = observe
 
+    def __getattr__(self, name: str) -> object:
+        """The wrapped store's optional capabilities (``Adopt``, ``ListKeys``, ``PutMedia``,
+        ``Presign``...), untimed: a runtime-checkable protocol sees them exactly when the
+        store has them (a missing one raises AttributeError here as there)."""
+        if name.startswith("__") or name in ("inner", "observe"):
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
     def put(self, key: str, chunks: Iterable[bytes]) -> ObjectInfo:
         start = time.perf_counter()
         try:
