@@ -21,6 +21,7 @@ from tapevault.core.access import MemoryAccessLog
 from tapevault.core.clock import FixedClock
 from tapevault.runtime import Runtime, open_runtime
 from tests.dialects import asgi_client
+from tests.objectstores import AZURITE, AzuriteServer, S3Server
 from tests.server import log_marks, output_since
 
 PG_ADMIN_URL = os.environ.get(
@@ -85,6 +86,41 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     url: str = request.getfixturevalue("pg_server_url")
     _reset_pg(url)
     return url
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """moto's S3 server, once per test run (skips, or fails when strict, without moto)."""
+    try:
+        server = S3Server.start()
+    except Exception as exc:  # moto missing or unable to bind: "not available here"
+        need(False, f"moto's S3 server cannot start: {type(exc).__name__}: {exc}")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def azurite_server() -> Iterator[AzuriteServer]:
+    """Azurite (Azure Blob), once per test run; needs ``npm ci`` in tests/node."""
+    need(AZURITE.exists(), f"Azurite is not installed at {AZURITE} (npm ci in tests/node)")
+    try:
+        server = AzuriteServer.start()
+    except Exception as exc:
+        need(False, f"Azurite cannot start: {exc}")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_store_env(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """This process's environment pointed at moto (the providers' standard variables)."""
+    for name, value in s3_server.env.items():
+        monkeypatch.setenv(name, value)
+    return s3_server.env
 
 
 @pytest.fixture

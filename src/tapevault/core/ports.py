@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from tapevault.core.catalog import RecordingFacts, SessionQuery
 from tapevault.core.model import (
@@ -65,6 +65,33 @@ class LocalCopy(Protocol):
     def local_copy(self, key: str) -> AbstractContextManager[Path]:
         """A local file holding the object, for work that needs a path (mixing renditions):
         the file itself on a local store, a temporary download elsewhere."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class MediaAttributes:
+    """How a store should describe an object when it serves it itself (direct delivery): the
+    store's presigned URLs cannot override response headers (apache/arrow-rs-object-store#791),
+    so the media type and the download name are written on the object when it is put."""
+
+    content_type: str
+    filename: str | None = None
+
+
+@runtime_checkable
+class PutMedia(Protocol):
+    def put_media(self, key: str, chunks: Iterable[bytes], media: MediaAttributes) -> ObjectInfo:
+        """``put``, with the attributes the store answers its own GETs with."""
+        ...
+
+
+@runtime_checkable
+class Presign(Protocol):
+    """A store that can hand out its own time-limited GET URLs (S3 SigV4, GCS V4, Azure SAS);
+    a local directory cannot."""
+
+    def presign(self, key: str, expires_in_seconds: int) -> str:
+        """A URL that reads the object (Range included) for ``expires_in_seconds``."""
         ...
 
 

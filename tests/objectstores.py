@@ -1,0 +1,219 @@
+"""Real object-store servers for the tests: moto's S3 server and Azurite (Azure Blob).
+
+Each is started once per test session by a fixture in ``conftest.py``; ``S3Server.new_store_url``
+and ``AzuriteServer.new_store_url`` hand each test its own bucket or container, so tests never see
+each other's objects. The credentials are the emulators' published test values, given to the
+store through the providers' standard variables (``env``), exactly as an operator would.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from email.utils import formatdate
+from collections.abc import Iterator
+from pathlib import Path
+
+AZURITE = Path(__file__).parent / "node" / "node_modules" / ".bin" / "azurite-blob"
+AZURITE_ACCOUNT = "devstoreaccount1"
+# Azurite's published well-known development key (not a secret).
+AZURITE_KEY = (
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+)
+
+
+@dataclass
+class S3Server:
+    """moto's S3 server on a loopback port, in this process's threads."""
+
+    endpoint: str
+    server: object = field(repr=False)
+
+    @classmethod
+    def start(cls) -> S3Server:
+        from moto.server import ThreadedMotoServer
+
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        server.start()
+        host, port = server.get_host_and_port()
+        return cls(f"http://{host}:{port}", server)
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_REGION": "us-east-1",
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_ALLOW_HTTP": "true",
+        }
+
+    def new_store_url(self, prefix: str = "audio") -> str:
+        bucket = f"tv-{uuid.uuid4().hex[:12]}"
+        request = urllib.request.Request(f"{self.endpoint}/{bucket}", method="PUT")
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            assert answer.status == 200
+        return f"s3://{bucket}/{prefix}"
+
+    def stop(self) -> None:
+        self.server.stop()  # type: ignore[attr-defined]
+
+
+@dataclass
+class AzuriteServer:
+    """Azurite's Blob service in its own process, with its data in a temporary directory."""
+
+    endpoint: str
+    process: subprocess.Popen[bytes] = field(repr=False)
+    location: tempfile.TemporaryDirectory[str] = field(repr=False)
+
+    @classmethod
+    def start(cls) -> AzuriteServer:
+        location = tempfile.TemporaryDirectory(prefix="tapevault-azurite-")
+        port = _free_port()
+        process = subprocess.Popen(
+            [
+                str(AZURITE),
+                "--blobHost", "127.0.0.1",
+                "--blobPort", str(port),
+                "--location", location.name,
+                "--skipApiVersionCheck",
+                "--silent",
+            ],  # fmt: skip
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    process.kill()
+                    err = process.stderr.read().decode(errors="replace") if process.stderr else ""
+                    location.cleanup()
+                    raise RuntimeError(f"Azurite did not start: {err[-500:]}") from None
+                time.sleep(0.1)
+        return cls(f"http://127.0.0.1:{port}/{AZURITE_ACCOUNT}", process, location)
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {
+            "AZURE_STORAGE_ACCOUNT_NAME": AZURITE_ACCOUNT,
+            "AZURE_STORAGE_ACCOUNT_KEY": AZURITE_KEY,
+        }
+
+    def new_store_url(self, prefix: str = "audio") -> str:
+        container = f"tv-{uuid.uuid4().hex[:12]}"
+        self._create_container(container)
+        return f"az://{container}/{prefix}"
+
+    def _create_container(self, name: str) -> None:
+        """obstore cannot create containers: one Shared Key signed PUT does."""
+        date = formatdate(usegmt=True)
+        version = "2021-08-06"
+        signed = (
+            "PUT\n\n\n\n\n\n\n\n\n\n\n\n"
+            f"x-ms-date:{date}\nx-ms-version:{version}\n"
+            f"/{AZURITE_ACCOUNT}/{AZURITE_ACCOUNT}/{name}\nrestype:container"
+        )
+        digest = hmac.new(base64.b64decode(AZURITE_KEY), signed.encode(), hashlib.sha256)
+        signature = base64.b64encode(digest.digest()).decode()
+        request = urllib.request.Request(
+            f"{self.endpoint}/{name}?restype=container",
+            method="PUT",
+            headers={
+                "x-ms-date": date,
+                "x-ms-version": version,
+                "Authorization": f"SharedKey {AZURITE_ACCOUNT}:{signature}",
+                "Content-Length": "0",
+            },
+        )
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            assert answer.status == 201
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.location.cleanup()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+# The 2 GiB check, run in a child process so its RSS is the store's alone -------------------
+
+BLOCK = 1024 * 1024
+
+
+def generated(size: int) -> Iterator[bytes]:
+    """``size`` bytes in 1 MiB blocks, each different (its number repeated): a stream that
+    costs no memory and whose every byte is known."""
+    for n in range(0, size, BLOCK):
+        block = (n // BLOCK).to_bytes(8, "big") * (BLOCK // 8)
+        yield block[: min(BLOCK, size - n)]
+
+
+def _peak_kib() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+def stream_through(storage_url: str, endpoint: str | None, size: int) -> dict[str, object]:
+    """Put ``size`` generated bytes and read them back in full; the growth of this process's
+    peak RSS over its size once the store was open."""
+    import asyncio
+
+    from tapevault.storage import open_store
+
+    store = open_store(storage_url, endpoint=endpoint)
+    store.stat("warm-up")  # connection pools, TLS-free clients: part of the baseline
+    base = _peak_kib()
+    expected = hashlib.sha256()
+    for chunk in generated(size):
+        expected.update(chunk)
+    info = store.put("big/object.wav", generated(size))
+    after_put = _peak_kib()
+
+    async def read_all() -> str:
+        got = hashlib.sha256()
+        async for chunk in store.read_range("big/object.wav", 0, size, 256 * 1024):
+            got.update(chunk)
+        return got.hexdigest()
+
+    digest = asyncio.run(read_all())
+    after_get = _peak_kib()
+    store.delete("big/object.wav")
+    return {
+        "size": info.size,
+        "same": digest == expected.hexdigest(),
+        "put_growth_kib": after_put - base,
+        "get_growth_kib": after_get - base,
+    }
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+
+    url, endpoint_arg, size_arg = sys.argv[1:4]
+    print(json.dumps(stream_through(url, endpoint_arg or None, int(size_arg))))
