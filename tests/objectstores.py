@@ -17,9 +17,9 @@ import tempfile
 import time
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email.utils import formatdate
-from collections.abc import Iterator
 from pathlib import Path
 
 AZURITE = Path(__file__).parent / "node" / "node_modules" / ".bin" / "azurite-blob"
@@ -80,14 +80,7 @@ class AzuriteServer:
         location = tempfile.TemporaryDirectory(prefix="tapevault-azurite-")
         port = _free_port()
         process = subprocess.Popen(
-            [
-                str(AZURITE),
-                "--blobHost", "127.0.0.1",
-                "--blobPort", str(port),
-                "--location", location.name,
-                "--skipApiVersionCheck",
-                "--silent",
-            ],  # fmt: skip
+            [str(AZURITE), *_azurite_flags(port, location.name)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
@@ -149,6 +142,11 @@ class AzuriteServer:
             self.process.kill()
             self.process.wait()
         self.location.cleanup()
+
+
+def _azurite_flags(port: int, location: str) -> list[str]:
+    flags = {"--blobHost": "127.0.0.1", "--blobPort": str(port), "--location": location}
+    return [*(part for item in flags.items() for part in item), "--skipApiVersionCheck", "--silent"]
 
 
 def _free_port() -> int:

@@ -40,7 +40,9 @@ from tapevault.ingest.liveness import is_gone
 from tapevault.ingest.scratch import Spool, sweep_temporaries, sweep_unrecorded
 from tapevault.ingest.tus_store import TusStore
 from tapevault.ingest.worker import Worker, worker_id
-from tapevault.storage.local import LocalStore, open_store
+from tapevault.storage import open_store
+from tapevault.storage.local import LocalStore
+from tapevault.storage.objectstore import COPY_KIND, ObjectStorage
 
 log = logging.getLogger("tapevault")
 
@@ -127,7 +129,11 @@ def open_runtime(
     if run_migrations:
         migrate(engine)
     repo = SqlRepository(engine)
-    store = open_store(settings.storage_url)
+    store = open_store(
+        settings.storage_url,
+        endpoint=settings.storage_endpoint,
+        scratch=settings.data_dir / "scratch" / "store",
+    )
     vault = Vault(
         repo,
         store,
@@ -209,6 +215,8 @@ def sweep_scratch(settings: Settings, spool: Spool, owner: str, vault: Vault) ->
     removed += sweep_unrecorded(work / "incoming", vault.repo.get_recording)
     if isinstance(vault.store, LocalStore):
         removed += sweep_temporaries([vault.store.staging], ("put",), owner)
+    elif isinstance(vault.store, ObjectStorage):
+        removed += sweep_temporaries([vault.store.scratch], (COPY_KIND,), owner)
     tus = TusStore(settings.data_dir / "tus", max_size=settings.max_upload_bytes, clock=vault.clock)
     expired = len(tus.expire(vault.clock.now()))
     if removed or expired:

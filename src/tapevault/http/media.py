@@ -28,6 +28,7 @@ from tapevault.errors import (
     Gone,
     InvalidRequest,
     NotFound,
+    StoreUnavailable,
     TapevaultError,
     Unavailable,
     UrlRejected,
@@ -84,6 +85,8 @@ def media_error(exc: BaseException) -> tuple[int, dict[str, Any]]:
             return 404, {"code": 404, "error": "not_found", "message": exc.message}
         case DatabaseUnavailable():
             return 503, {"code": 503, "error": "database_unavailable", "message": exc.message}
+        case StoreUnavailable():
+            return 503, {"code": 503, "error": "storage_unavailable", "message": exc.message}
         case Unavailable():
             error = "not_configured" if exc.message == NOT_CONFIGURED else "audit_unavailable"
             return 503, {"code": 503, "error": error, "message": exc.message}

@@ -43,6 +43,8 @@ from obstore.store import AzureStore, GCSStore, S3Store
 
 from tapevault.core.ports import MediaAttributes, ObjectInfo
 from tapevault.errors import ConfigError, StorageError, StoreUnavailable
+from tapevault.ingest.liveness import process_id
+from tapevault.ingest.scratch import scratch_prefix
 from tapevault.storage.keys import check_key
 
 if TYPE_CHECKING:
@@ -51,6 +53,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("tapevault.storage")
 
 SCHEMES = ("s3", "gs", "az")
+COPY_KIND = "copy"  # the scratch_prefix kind of local_copy's downloads
 DEFAULT_CHUNK = 1024 * 1024
 PART_SIZE = 8 * 1024 * 1024  # S3 takes parts of 5 MiB and more (but the last)
 PARTS_IN_FLIGHT = 3  # with PART_SIZE: at most ~32 MiB of a put in memory
@@ -61,7 +64,11 @@ MAX_PRESIGN_SECONDS = 7 * 86400  # S3 SigV4's limit; the seeds' lifetimes are fa
 _FILENAME_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
-_ALLOW_HTTP_VARIABLES = {"s3": "AWS_ALLOW_HTTP", "gs": "GOOGLE_ALLOW_HTTP", "az": "AZURE_ALLOW_HTTP"}
+_ALLOW_HTTP_VARIABLES = {
+    "s3": "AWS_ALLOW_HTTP",
+    "gs": "GOOGLE_ALLOW_HTTP",
+    "az": "AZURE_ALLOW_HTTP",
+}
 
 
 def _client_options(scheme: str, endpoint: str | None) -> ClientConfig:
@@ -104,7 +111,10 @@ class ObjectStorage:
     def __init__(self, store: S3Store | GCSStore | AzureStore, url: str, scratch: Path) -> None:
         self._store = store
         self.url = url
-        self._scratch = scratch
+        # Node-local downloads (``local_copy``), named so the start-up sweep finds those of a
+        # killed process (they hold audio).
+        self.scratch = scratch
+        self._temporary_prefix = scratch_prefix(COPY_KIND, process_id())
 
     @classmethod
     def from_url(
@@ -234,8 +244,8 @@ class ObjectStorage:
     def local_copy(self, key: str) -> Iterator[Path]:
         """The object downloaded to a node-local temporary file, removed afterwards."""
         check_key(key)
-        self._scratch.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix="object-copy-", dir=self._scratch)
+        self.scratch.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd, name = tempfile.mkstemp(prefix=self._temporary_prefix, dir=self.scratch)
         try:
             with os.fdopen(fd, "wb") as out:
                 try:
