@@ -36,7 +36,7 @@ from tapevault.cli_options import (
 )
 from tapevault.config import SETTINGS_DOC, Settings, parse_size
 from tapevault.core import policy
-from tapevault.core.model import KeyRole, RecordingStatus, Tenant
+from tapevault.core.model import Delivery, KeyRole, RecordingStatus, Tenant
 from tapevault.core.quota import UNLIMITED
 from tapevault.errors import ConfigError, TapevaultError
 from tapevault.http.twilio import SIGNED_URL_PARAMETER
@@ -180,6 +180,7 @@ def _tenant_data(tenant: Tenant) -> dict[str, Any]:
         "recording_enabled": tenant.recording_enabled,
         # null: the server's TAPEVAULT_TENANT_QUOTA; 0: unlimited.
         "storage_quota_bytes": tenant.storage_quota_bytes,
+        "delivery": tenant.delivery.value,
     }
 
 
@@ -244,6 +245,10 @@ def cmd_tenant_set(args: argparse.Namespace) -> int:
             )
         if args.quota is not None:
             runtime.vault.tenants.set_quota(tenant, _quota(args.quota))
+        if args.delivery is not None:
+            runtime.vault.tenants.set_delivery(
+                tenant, Delivery(args.delivery), store_presigns=runtime.vault.direct.available
+            )
         found = runtime.repo.get_tenant(tenant.partner_id)
         assert found is not None
         _print_data(_tenant_data(found), args.json)
@@ -442,6 +447,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="stored audio the tenant may keep (50GiB), unlimited, or default "
         "(TAPEVAULT_TENANT_QUOTA); past it uploads get 507",
+    )
+    change.add_argument(
+        "--delivery",
+        choices=["gateway", "direct"],
+        default=None,
+        help="gateway: tapevault serves the audio (every read logged); direct: URLs are the "
+        "object store's own presigned URLs (needs s3://, gs:// or az:// storage)",
     )
     change.set_defaults(func=cmd_tenant_set)
     rotate_kore = command(

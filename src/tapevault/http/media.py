@@ -19,6 +19,7 @@ from typing import Any
 from tapevault.core.access import AccessEvent, Action, Actor
 from tapevault.core.calls import NOT_CONFIGURED
 from tapevault.core.clock import now_ms
+from tapevault.core.delivery import media_filename
 from tapevault.core.model import Recording
 from tapevault.core.peaks import RESOLUTIONS, default_resolution, peaks_key
 from tapevault.core.signing import UrlGrant, UrlMode
@@ -95,8 +96,8 @@ def media_error(exc: BaseException) -> tuple[int, dict[str, Any]]:
 
 
 def download_name(recording: Recording) -> str:
-    suffix = recording.channel if recording.sequence_number == 0 else recording.sequence_number
-    return f"{recording.session_id}-{suffix}.wav"
+    """The filename of a download: the one direct delivery writes on the stored object."""
+    return media_filename(recording)
 
 
 async def serve_recording(

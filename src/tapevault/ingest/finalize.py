@@ -21,6 +21,7 @@ from typing import Protocol
 
 from tapevault.core import lifecycle
 from tapevault.core.clock import now_ms
+from tapevault.core.delivery import put_recording
 from tapevault.core.lifecycle import TOMBSTONES
 from tapevault.core.mergeplan import MERGE_PREFIX, inputs_digest, merge_inputs
 from tapevault.core.model import MERGED_CHANNEL, Job, JobKind, Recording, RecordingStatus
@@ -158,7 +159,7 @@ class Finalizer:
                     [MergeInput(path, start) for path, start in zip(paths, starts, strict=True)],
                     tmp,
                 )
-            stored = vault.store.put(rendition.storage_key, _chunks(tmp))
+            stored = put_recording(vault.store, rendition, _chunks(tmp))
             store_peaks(vault.store, rendition.storage_key, tmp)
         finally:
             with contextlib.suppress(FileNotFoundError):
@@ -238,7 +239,7 @@ class Finalizer:
                 )
             if finished.frames == 0 and not recording.source_format.startswith(STREAM_PREFIX):
                 raise InvalidAudio("the upload holds no audio samples")
-            stored = self.vault.store.put(recording.storage_key, _chunks(tmp))
+            stored = put_recording(self.vault.store, recording, _chunks(tmp))
             if finished.frames:
                 # From the file just written, while it is still here: no second read of the
                 # stored copy. Never raises; a recording without peaks is still a recording.
