@@ -78,6 +78,32 @@ def _reset_pg(url: str) -> None:
     engine.dispose()
 
 
+# A test module that sets ``ON_OBJECT_STORE = True`` also runs each of its tests that build a
+# runtime (the ``settings`` fixture) on PostgreSQL with audio in S3 (moto): id "postgresql-s3".
+OBJECT_STORE_RUN = "postgresql-s3"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Add the object-store run to the suites that ask for it. Done as a parametrize mark (read
+    by pytest after this hook), which takes precedence over the fixture's own params."""
+    if (
+        getattr(metafunc.module, "ON_OBJECT_STORE", False)
+        and "settings" in metafunc.fixturenames
+        and "database_url" in metafunc.fixturenames
+    ):
+        metafunc.definition.add_marker(
+            pytest.mark.parametrize(
+                "database_url", ["sqlite", "postgresql", OBJECT_STORE_RUN], indirect=True
+            )
+        )
+
+
+def _run_of(request: pytest.FixtureRequest) -> str | None:
+    callspec = getattr(request.node, "callspec", None)
+    return None if callspec is None else callspec.params.get("database_url")
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """Each test that takes this runs once on SQLite and once on PostgreSQL (empty schema)."""
@@ -134,16 +160,28 @@ def access_log() -> MemoryAccessLog:
 
 
 @pytest.fixture
-def settings(tmp_path: Path, database_url: str) -> Settings:
-    return Settings.load(
-        {
-            "data_dir": str(tmp_path / "data"),
-            "database_url": database_url,
-            "public_url": "https://vault.test",
-            "max_upload_bytes": "8M",
-        },
-        env={},
-    )
+def storage_url(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str | None:
+    """The object store of this test's run (a fresh bucket in moto for ``postgresql-s3``, its
+    credentials in the providers' variables), or None: the data directory's."""
+    if _run_of(request) != OBJECT_STORE_RUN:
+        return None
+    s3: S3Server = request.getfixturevalue("s3_server")
+    for name, value in s3.env.items():
+        monkeypatch.setenv(name, value)
+    return s3.new_store_url()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str, storage_url: str | None) -> Settings:
+    flags = {
+        "data_dir": str(tmp_path / "data"),
+        "database_url": database_url,
+        "public_url": "https://vault.test",
+        "max_upload_bytes": "8M",
+    }
+    if storage_url is not None:
+        flags["storage_url"] = storage_url
+    return Settings.load(flags, env={})
 
 
 @pytest.fixture
