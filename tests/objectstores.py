@@ -9,11 +9,13 @@ store through the providers' standard variables (``env``), exactly as an operato
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.request
 import uuid
@@ -215,3 +217,83 @@ if __name__ == "__main__":
 
     url, endpoint_arg, size_arg = sys.argv[1:4]
     print(json.dumps(stream_through(url, endpoint_arg or None, int(size_arg))))
+
+
+def rss_kib(pid: int, field: str = "VmRSS") -> int:
+    """A process's resident set (``VmRSS``) or its peak since the last reset (``VmHWM``)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {field} for process {pid}")
+
+
+def reset_peak_rss(pid: int) -> None:
+    """Start ``VmHWM`` over from the current RSS (Linux: ``clear_refs`` 5)."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+
+class Outage:
+    """A loopback TCP relay to ``target`` that a test can cut (``down``: the listener and every
+    relayed connection closed, new ones refused) and restore (``up``) on the same port: a store
+    going away and coming back, seen from the server, without stopping the shared store."""
+
+    def __init__(self, target: str) -> None:
+        host, port = target.removeprefix("http://").split("/")[0].split(":")
+        self._target = (host, int(port))
+        self.port = _free_port()
+        self._open: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self._listener: socket.socket | None = None
+        self.up()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def up(self) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def down(self) -> None:
+        with self._lock:
+            if self._listener is not None:
+                # shutdown wakes the thread blocked in accept(); close alone would not.
+                with contextlib.suppress(OSError):
+                    self._listener.shutdown(socket.SHUT_RDWR)
+                self._listener.close()
+                self._listener = None
+            for sock in self._open:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+            self._open.clear()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self._target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._open.update((client, upstream))
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                sink.shutdown(socket.SHUT_WR)
