@@ -26,7 +26,7 @@ from tapevault.core.lifecycle import TOMBSTONES
 from tapevault.core.mergeplan import MERGE_PREFIX, inputs_digest, merge_inputs
 from tapevault.core.model import MERGED_CHANNEL, Job, JobKind, Recording, RecordingStatus
 from tapevault.core.vault import Vault
-from tapevault.errors import InvalidAudio, QuotaExceeded
+from tapevault.errors import InvalidAudio, QuotaExceeded, StoreUnavailable
 from tapevault.fsutil import is_out_of_space
 from tapevault.ingest.liveness import process_id
 from tapevault.ingest.merge import MergeInput, merge_to_wav, sequential_starts
@@ -61,6 +61,7 @@ class Decoder(Protocol):
 
 STREAM_PREFIX = "stream/"
 OUT_OF_SPACE_RETRY_SECONDS = 60
+STORE_RETRY_SECONDS = 30  # an unreachable object store: try again this often
 TEMPORARY_KINDS = ("final", "merge")  # scratch_prefix kinds, for the sweep
 
 
@@ -104,6 +105,15 @@ class Finalizer:
                 log.warning("finalizing %s: the disk is full; retrying", recording.recording_id)
                 due = now_ms(self.vault.clock) + OUT_OF_SPACE_RETRY_SECONDS * 1000
                 repo.retry_job(job.job_id, due, f"disk full: {reason}")
+            elif isinstance(exc, StoreUnavailable):
+                # The object store is down or unreachable: like a full disk, not the
+                # recording's fault, so retried for as long as the outage lasts.
+                log.warning(
+                    "finalizing %s: the audio store is unreachable; retrying",
+                    recording.recording_id,
+                )
+                due = now_ms(self.vault.clock) + STORE_RETRY_SECONDS * 1000
+                repo.retry_job(job.job_id, due, f"store unavailable: {reason}")
             elif job.attempts >= lifecycle.MAX_ATTEMPTS:
                 log.exception("finalizing %s failed for good", recording.recording_id)
                 self._fail(
