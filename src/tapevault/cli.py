@@ -26,6 +26,7 @@ from tapevault.cli_options import (
     DATA,
     DATABASE,
     ERASING,
+    STORAGE,
     URLS,
     WORKER,
     NotConfirmed,
@@ -435,7 +436,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_tenant(show)
     show.add_argument("--json", action="store_true", help="print JSON")
     show.set_defaults(func=cmd_tenant_show)
-    change = command(tenants, "set", "change a tenant's settings", DATA)
+    # The store's settings: --delivery direct needs to know whether the store presigns.
+    change = command(tenants, "set", "change a tenant's settings", STORAGE)
     add_tenant(change)
     change.add_argument("--json", action="store_true", help="print JSON")
     change.add_argument(

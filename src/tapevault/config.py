@@ -202,7 +202,8 @@ class Settings:
         return (
             f"Settings(data_dir={str(self.data_dir)!r}, "
             f"database_url={mask_url(self.database_url)!r}, public_url={self.public_url!r}, "
-            f"storage_url={self.storage_url!r}, storage_endpoint={self.storage_endpoint!r}, "
+            f"storage_url={self.storage_url!r}, "
+            f"storage_endpoint={mask_url(self.storage_endpoint or '')!r}, "
             f"host={self.host!r}, port={self.port}, "
             f"max_upload_bytes={self.max_upload_bytes}, "
             f"max_recording_seconds={self.max_recording_seconds}, "
