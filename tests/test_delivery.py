@@ -25,6 +25,7 @@ from tapevault.core.delivery import media_filename
 from tapevault.core.model import Delivery, Tenant
 from tapevault.errors import InvalidRequest
 from tapevault.runtime import Runtime, open_runtime
+from tests.dialects import customer, upload_channel
 from tests.objectstores import AzuriteServer
 
 WAV = tone_wav_bytes(2.0)
@@ -227,3 +228,46 @@ def test_direct_is_refused_on_a_local_store(runtime: Runtime, tmp_path: Path) ->
         cli.main(["tenant", "set", "--tenant", tenant.partner_id, "--delivery", "gateway", *data])
         == 0
     )
+
+
+async def test_amigo_and_kore_hand_out_direct_urls_too(
+    client: httpx.AsyncClient,
+    azure_runtime: Runtime,
+    azurite_server: AzuriteServer,
+    clock: FixedClock,
+    access_log: MemoryAccessLog,
+) -> None:
+    """Amigo's channel URLs and Kore's merged fileUrl are the store's own for a direct tenant
+    (the metadata document stays tapevault's); the merged file carries its filename too."""
+    who = customer(azure_runtime, clock, "acme")
+    azure_runtime.vault.tenants.set_delivery(who.tenant, Delivery.DIRECT, store_presigns=True)
+    call = "CAfeedfacefeedfacefeedfacefeedface"
+    inbound = tone_wav_bytes(1.0, sample_rate=8000)
+    outbound = tone_wav_bytes(1.0, sample_rate=16000, freq=1000.0)
+    for channel, body in (("inbound", inbound), ("outbound", outbound)):
+        answer = await upload_channel(
+            client, azure_runtime, who, call, channel, body, media_start_epoch_ms=1_800_000_000_000
+        )
+        assert answer.status_code in (200, 201, 202), answer.text
+    urls = await client.get(f"/v1/{who.ws}/recordings/{call}/urls", headers=who.bearer)
+    assert urls.status_code == 200
+    body = urls.json()
+    assert body["inbound_url"].startswith(azurite_server.endpoint + "/")
+    assert body["outbound_url"].startswith(azurite_server.endpoint + "/")
+    assert body["metadata_url"].startswith("https://vault.test/media/")
+    merged = await client.get(
+        f"/api/public/bot/{who.bot}/v2/recordings",
+        params={"sessionId": call, "userId": "agent@example.com"},
+        headers={**who.kore, "content-type": "application/json"},
+    )
+    (entry,) = merged.json()["recording"]
+    assert entry["fileUrl"].startswith(azurite_server.endpoint + "/")
+    async with httpx.AsyncClient(timeout=30) as store:
+        first = await store.get(body["inbound_url"], headers={"range": "bytes=0-99"})
+        assert first.status_code == 206 and first.content == inbound[:100]
+        mixed = await store.get(entry["fileUrl"], headers={"range": "bytes=0-3"})
+        assert mixed.status_code == 206 and mixed.content == b"RIFF"
+        assert mixed.headers["content-disposition"].endswith('-merged.wav"')
+    modes = {e.action: e.mode for e in access_log.events}
+    assert modes[Action.CALL_URLS] == "direct_stream"
+    assert modes[Action.MERGED_URLS] == "direct_stream"
