@@ -17,6 +17,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tapevault.core.ports import MediaAttributes, ObjectStore, Presign, PutMedia
@@ -276,6 +277,13 @@ def test_capabilities(store_kind: str, store: ObjectStore) -> None:
     assert isinstance(store, Presign) == (store_kind in ("s3", "azure"))
     if isinstance(store, LocalStore):
         assert (store.root / "p.wav").read_bytes() == b"RIFF"
+    if isinstance(store, Presign):
+        # What the store answers its own URL with: the type, and a filename nothing in it
+        # could break out of (quotes, CR/LF become "_").
+        answer = httpx.get(store.presign("p.wav", 60), timeout=30)
+        assert answer.status_code == 200 and answer.content == b"RIFF"
+        assert answer.headers["content-type"] == "audio/wav"
+        assert answer.headers["content-disposition"] == 'inline; filename="x_y__.wav"'
 
 
 @pytest.mark.parametrize("kind", ["local", "s3", "azure"])
