@@ -318,3 +318,29 @@ def test_two_gib_stream_in_and_out_with_memory_flat(
     assert result["size"] == 2 * GIB and result["same"], result
     assert result["put_growth_kib"] < FLAT_KIB, result
     assert result["get_growth_kib"] < FLAT_KIB, result
+
+
+def test_a_slow_reader_is_not_cut_off(
+    s3_server: S3Server, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A listener that stops reading for longer than the store's per-read timeout (shortened
+    here to 1 s) still gets every byte: only a store that stalls is timed out, not a slow
+    client (obstore's default 30 s whole-request timeout would cut a long playback)."""
+    from tapevault.storage import objectstore
+
+    monkeypatch.setattr(objectstore, "READ_TIMEOUT", "1s")
+    for name, value in s3_server.env.items():
+        monkeypatch.setenv(name, value)
+    store = open_store(s3_server.new_store_url(), scratch=tmp_path)
+    data = pattern(8 * 1024 * 1024, 6)
+    store.put("slow.wav", [data])
+
+    async def pausing() -> bytes:
+        parts = []
+        async for part in store.read_range("slow.wav", 0, len(data), 64 * 1024):
+            parts.append(part)
+            if len(parts) in (1, 40):
+                await asyncio.sleep(2.5)
+        return b"".join(parts)
+
+    assert asyncio.run(pausing()) == data
