@@ -13,7 +13,9 @@ What the adapter decides, and why:
   a long range slowly would be cut off mid-file. The whole-request timeout is therefore long
   (``REQUEST_TIMEOUT``); a store that stalls is caught by the per-read timeout instead, and one
   that is down by the connect timeout and a short retry budget, so a request fails within
-  seconds (503) instead of hanging for obstore's default three minutes of retries.
+  seconds (503) instead of hanging for obstore's default three minutes of retries. Puts use a
+  client of their own with a long per-read timeout: the store may take minutes to answer the
+  completion of a large multipart upload (S3 documents it; moto, busy, took over a minute).
 - Memory. Reads stream in chunks of at most ``chunk_size``; puts of more than ``PART_SIZE``
   bytes stream as a multipart upload with a bounded number of parts in flight, smaller ones go
   in one request (a multipart upload of a peaks file would cost three round trips).
@@ -59,6 +61,7 @@ PART_SIZE = 8 * 1024 * 1024  # S3 takes parts of 5 MiB and more (but the last)
 PARTS_IN_FLIGHT = 3  # with PART_SIZE: at most ~32 MiB of a put in memory
 REQUEST_TIMEOUT = "24h"  # covers a whole streamed body: see the module docstring
 READ_TIMEOUT = "60s"  # no byte from the store for this long: it stalled
+WRITE_READ_TIMEOUT = "15m"  # the answer to completing a multipart upload may take minutes
 CONNECT_TIMEOUT = "5s"
 MAX_PRESIGN_SECONDS = 7 * 86400  # S3 SigV4's limit; the seeds' lifetimes are far below it
 _FILENAME_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
@@ -71,10 +74,28 @@ _ALLOW_HTTP_VARIABLES = {
 }
 
 
-def _client_options(scheme: str, endpoint: str | None) -> ClientConfig:
+_Store = S3Store | GCSStore | AzureStore
+
+
+def _open(url: str, scheme: str, endpoint: str | None, read_timeout: str) -> _Store:
+    options = _client_options(scheme, endpoint, read_timeout)
+    extra: dict[str, Any] = {} if endpoint is None else {"endpoint": endpoint}
+    try:
+        if scheme == "s3":
+            return S3Store.from_url(url, client_options=options, retry_config=_RETRY, **extra)
+        if scheme == "gs":
+            return GCSStore.from_url(url, client_options=options, retry_config=_RETRY, **extra)
+        return AzureStore.from_url(url, client_options=options, retry_config=_RETRY, **extra)
+    except (ObstoreError, ValueError) as exc:
+        raise ConfigError(
+            "TAPEVAULT_STORAGE_URL", f"cannot use {url!r}: {str(exc).splitlines()[0]}"
+        ) from exc
+
+
+def _client_options(scheme: str, endpoint: str | None, read_timeout: str) -> ClientConfig:
     options: ClientConfig = {
         "timeout": REQUEST_TIMEOUT,
-        "read_timeout": READ_TIMEOUT,
+        "read_timeout": read_timeout,
         "connect_timeout": CONNECT_TIMEOUT,
     }
     # Client options given here replace obstore's reading of ``*_ALLOW_HTTP``: honour it.
@@ -108,8 +129,18 @@ def content_disposition(filename: str | None) -> str:
 class ObjectStorage:
     """An ``ObjectStore`` (plus ``PutMedia`` and ``Presign``) over one obstore store."""
 
-    def __init__(self, store: S3Store | GCSStore | AzureStore, url: str, scratch: Path) -> None:
+    def __init__(
+        self,
+        store: _Store,
+        url: str,
+        scratch: Path,
+        *,
+        writer: _Store | None = None,
+    ) -> None:
         self._store = store
+        # Puts on a client of their own: completing a large multipart upload may take minutes
+        # before the store answers (S3 says so), which a read must not be allowed to.
+        self._writer = writer or store
         self.url = url
         # Node-local downloads (``local_copy``), named so the start-up sweep finds those of a
         # killed process (they hold audio).
@@ -123,25 +154,11 @@ class ObjectStorage:
         """Build the store for ``s3://``, ``gs://`` or ``az://`` URLs; ``ConfigError`` for a
         URL or credentials obstore cannot use."""
         scheme = url.split("://", 1)[0]
-        options = _client_options(scheme, endpoint)
-        extra: dict[str, Any] = {} if endpoint is None else {"endpoint": endpoint}
-        try:
-            store: S3Store | GCSStore | AzureStore
-            if scheme == "s3":
-                store = S3Store.from_url(url, client_options=options, retry_config=_RETRY, **extra)
-            elif scheme == "gs":
-                store = GCSStore.from_url(url, client_options=options, retry_config=_RETRY, **extra)
-            elif scheme == "az":
-                store = AzureStore.from_url(
-                    url, client_options=options, retry_config=_RETRY, **extra
-                )
-            else:
-                raise ConfigError("TAPEVAULT_STORAGE_URL", f"unsupported scheme in {url!r}")
-        except (ObstoreError, ValueError) as exc:
-            raise ConfigError(
-                "TAPEVAULT_STORAGE_URL", f"cannot use {url!r}: {str(exc).splitlines()[0]}"
-            ) from exc
-        return cls(store, url, scratch or Path(tempfile.gettempdir()))
+        if scheme not in SCHEMES:
+            raise ConfigError("TAPEVAULT_STORAGE_URL", f"unsupported scheme in {url!r}")
+        reader = _open(url, scheme, endpoint, READ_TIMEOUT)
+        writer = _open(url, scheme, endpoint, WRITE_READ_TIMEOUT)
+        return cls(reader, url, scratch or Path(tempfile.gettempdir()), writer=writer)
 
     # Put, PutMedia ----------------------------------------------------------------------
 
@@ -163,10 +180,10 @@ class ObjectStorage:
         head = source.take(PART_SIZE)
         try:
             if source.ended:
-                obstore.put(self._store, key, b"".join(head), attributes=attributes)
+                obstore.put(self._writer, key, b"".join(head), attributes=attributes)
             else:
                 obstore.put(
-                    self._store,
+                    self._writer,
                     key,
                     source.after(head),
                     attributes=attributes,
