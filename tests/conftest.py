@@ -33,6 +33,7 @@ from tapevault.ingest import tus_store
 from tapevault.runtime import Runtime, open_runtime
 from tests import leaks
 from tests.dialects import asgi_client
+from tests.objectstores import AZURITE, AzuriteServer, S3Server
 from tests.receiver import Receiver
 from tests.server import LOGS, log_marks, output_since
 
@@ -90,6 +91,32 @@ def _reset_pg(url: str) -> None:
     engine.dispose()
 
 
+# A test module that sets ``ON_OBJECT_STORE = True`` also runs each of its tests that build a
+# runtime (the ``settings`` fixture) on PostgreSQL with audio in S3 (moto): id "postgresql-s3".
+OBJECT_STORE_RUN = "postgresql-s3"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Add the object-store run to the suites that ask for it. Done as a parametrize mark (read
+    by pytest after this hook), which takes precedence over the fixture's own params."""
+    if (
+        getattr(metafunc.module, "ON_OBJECT_STORE", False)
+        and "settings" in metafunc.fixturenames
+        and "database_url" in metafunc.fixturenames
+    ):
+        metafunc.definition.add_marker(
+            pytest.mark.parametrize(
+                "database_url", ["sqlite", "postgresql", OBJECT_STORE_RUN], indirect=True
+            )
+        )
+
+
+def _run_of(request: pytest.FixtureRequest) -> str | None:
+    callspec = getattr(request.node, "callspec", None)
+    return None if callspec is None else callspec.params.get("database_url")
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """Each test that takes this runs once on SQLite and once on PostgreSQL (empty schema)."""
@@ -133,6 +160,41 @@ def receiver() -> Iterator[Receiver]:
         started.stop()
 
 
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """moto's S3 server, once per test run (skips, or fails when strict, without moto)."""
+    try:
+        server = S3Server.start()
+    except Exception as exc:  # moto missing or unable to bind: "not available here"
+        need(False, f"moto's S3 server cannot start: {type(exc).__name__}: {exc}")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def azurite_server() -> Iterator[AzuriteServer]:
+    """Azurite (Azure Blob), once per test run; needs ``npm ci`` in tests/node."""
+    need(AZURITE.exists(), f"Azurite is not installed at {AZURITE} (npm ci in tests/node)")
+    try:
+        server = AzuriteServer.start()
+    except Exception as exc:
+        need(False, f"Azurite cannot start: {exc}")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_store_env(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """This process's environment pointed at moto (the providers' standard variables)."""
+    for name, value in s3_server.env.items():
+        monkeypatch.setenv(name, value)
+    return s3_server.env
+
+
 @pytest.fixture
 def clock() -> FixedClock:
     return FixedClock(START)
@@ -147,16 +209,28 @@ def access_log() -> Iterator[MemoryAccessLog]:
 
 
 @pytest.fixture
-def settings(tmp_path: Path, database_url: str) -> Settings:
-    return Settings.load(
-        {
-            "data_dir": str(tmp_path / "data"),
-            "database_url": database_url,
-            "public_url": "https://vault.test",
-            "max_upload_bytes": "8M",
-        },
-        env={},
-    )
+def storage_url(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str | None:
+    """The object store of this test's run (a fresh bucket in moto for ``postgresql-s3``, its
+    credentials in the providers' variables), or None: the data directory's."""
+    if _run_of(request) != OBJECT_STORE_RUN:
+        return None
+    s3: S3Server = request.getfixturevalue("s3_server")
+    for name, value in s3.env.items():
+        monkeypatch.setenv(name, value)
+    return s3.new_store_url()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str, storage_url: str | None) -> Settings:
+    flags = {
+        "data_dir": str(tmp_path / "data"),
+        "database_url": database_url,
+        "public_url": "https://vault.test",
+        "max_upload_bytes": "8M",
+    }
+    if storage_url is not None:
+        flags["storage_url"] = storage_url
+    return Settings.load(flags, env={})
 
 
 @pytest.fixture

@@ -17,6 +17,9 @@ from tapevault.runtime import Runtime
 from tests.dialects import BASE, Customer, customer, local, upload_channel
 from tests.support import incoming_objects
 
+# Also on PostgreSQL with audio in S3 (moto): see conftest.py.
+ON_OBJECT_STORE = True
+
 CALL = "CA0123456789abcdef0123456789abcdef"
 START = 1_800_000_000_000
 

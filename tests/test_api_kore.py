@@ -16,6 +16,9 @@ from tapevault.core.sources import upload_key
 from tapevault.runtime import Runtime
 from tests.dialects import Customer, customer, local, upload_channel
 
+# Also on PostgreSQL with audio in S3 (moto): see conftest.py.
+ON_OBJECT_STORE = True
+
 CALL = "CAfeedfacefeedfacefeedfacefeedface"
 START = 1_800_000_000_000
 

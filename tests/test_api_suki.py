@@ -22,6 +22,9 @@ from tapevault.core.sources import upload_key
 from tapevault.runtime import Runtime
 from tests.conftest import need
 
+# Also on PostgreSQL with audio in S3 (moto): see conftest.py.
+ON_OBJECT_STORE = True
+
 NOT_READY = {"code": 404, "message": "Recording not found or decryption in progress."}
 EXPIRED = "Recording has expired per retention policy."
 

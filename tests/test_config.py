@@ -38,7 +38,11 @@ def test_flags_beat_environment(tmp_path: Path) -> None:
         ("database_url", "mysql://x", "TAPEVAULT_DATABASE_URL"),
         ("database_url", "sqlite://relative.db", "TAPEVAULT_DATABASE_URL"),
         ("max_upload_bytes", "lots", "TAPEVAULT_MAX_UPLOAD_BYTES"),
-        ("storage_url", "s3://bucket", "TAPEVAULT_STORAGE_URL"),
+        ("storage_url", "ftp://bucket/audio", "TAPEVAULT_STORAGE_URL"),
+        ("storage_url", "s3:///no-bucket", "TAPEVAULT_STORAGE_URL"),
+        ("storage_url", "az://container/../other", "TAPEVAULT_STORAGE_URL"),
+        ("storage_url", "file://relative/audio", "TAPEVAULT_STORAGE_URL"),
+        ("storage_endpoint", "minio:9000", "TAPEVAULT_STORAGE_ENDPOINT"),
     ],
 )
 def test_invalid_settings_name_the_setting(
@@ -49,6 +53,19 @@ def test_invalid_settings_name_the_setting(
         Settings.load({"data_dir": str(tmp_path), name: value}, env={})
     assert info.value.setting == setting
     assert setting in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "url", ["s3://bucket", "s3://bucket/tenant/audio", "gs://bucket/audio", "az://container/a"]
+)
+def test_object_store_urls_and_an_endpoint_are_accepted(tmp_path: Path, url: str) -> None:
+    """Object stores are named by URL; the endpoint override travels to child processes."""
+    s = Settings.load(
+        {"data_dir": str(tmp_path), "storage_url": url},
+        env={"TAPEVAULT_STORAGE_ENDPOINT": "http://127.0.0.1:9000/"},
+    )
+    assert s.storage_url == url and s.storage_endpoint == "http://127.0.0.1:9000"
+    assert s.environment()["TAPEVAULT_STORAGE_ENDPOINT"] == "http://127.0.0.1:9000"
 
 
 def test_sizes_and_origins(tmp_path: Path) -> None:

@@ -23,10 +23,13 @@ from tapevault.core.peaks import RESOLUTIONS, has_peaks, peaks_keys
 from tapevault.core.signing import UrlMode
 from tapevault.ingest import peaks as ingest_peaks
 from tapevault.runtime import Runtime, open_runtime
-from tapevault.storage.local import open_store
+from tapevault.storage import open_store
 from tests.dialects import Customer, asgi_client, customer, local, upload_channel
 from tests.support import LOUD, loud_pixels, speech_like, wav_bytes
 from tests.support import PEAKS_RATE as RATE
+
+# Also on PostgreSQL with audio in S3 (moto): see conftest.py.
+ON_OBJECT_STORE = True
 
 ORIGIN = "https://app.example"
 

@@ -37,6 +37,7 @@ from tapevault.cli_options import (
     DATA,
     DATABASE,
     ERASING,
+    STORAGE,
     URLS,
     WORKER,
     NotConfirmed,
@@ -47,7 +48,7 @@ from tapevault.cli_options import (
 )
 from tapevault.config import SETTINGS_DOC, Settings, parse_size
 from tapevault.core import policy
-from tapevault.core.model import KeyRole, RecordingStatus, Tenant
+from tapevault.core.model import Delivery, KeyRole, RecordingStatus, Tenant
 from tapevault.core.quota import UNLIMITED
 from tapevault.db.engine import make_engine
 from tapevault.db.gauges import job_queue
@@ -223,6 +224,7 @@ def _tenant_data(tenant: Tenant) -> dict[str, Any]:
         "recording_enabled": tenant.recording_enabled,
         # null: the server's TAPEVAULT_TENANT_QUOTA; 0: unlimited.
         "storage_quota_bytes": tenant.storage_quota_bytes,
+        "delivery": tenant.delivery.value,
     }
 
 
@@ -287,6 +289,10 @@ def cmd_tenant_set(args: argparse.Namespace) -> int:
             )
         if args.quota is not None:
             runtime.vault.tenants.set_quota(tenant, _quota(args.quota))
+        if args.delivery is not None:
+            runtime.vault.tenants.set_delivery(
+                tenant, Delivery(args.delivery), store_presigns=runtime.vault.direct.available
+            )
         found = runtime.repo.get_tenant(tenant.partner_id)
         assert found is not None
         _print_data(_tenant_data(found), args.json)
@@ -473,7 +479,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_tenant(show)
     show.add_argument("--json", action="store_true", help="print JSON")
     show.set_defaults(func=cmd_tenant_show)
-    change = command(tenants, "set", "change a tenant's settings", DATA)
+    # The store's settings: --delivery direct needs to know whether the store presigns.
+    change = command(tenants, "set", "change a tenant's settings", STORAGE)
     add_tenant(change)
     change.add_argument("--json", action="store_true", help="print JSON")
     change.add_argument(
@@ -485,6 +492,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="stored audio the tenant may keep (50GiB), unlimited, or default "
         "(TAPEVAULT_TENANT_QUOTA); past it uploads get 507",
+    )
+    change.add_argument(
+        "--delivery",
+        choices=["gateway", "direct"],
+        default=None,
+        help="gateway: tapevault serves the audio (every read logged); direct: URLs are the "
+        "object store's own presigned URLs (needs s3://, gs:// or az:// storage)",
     )
     change.set_defaults(func=cmd_tenant_set)
     rotate_kore = command(

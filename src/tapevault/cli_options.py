@@ -19,7 +19,8 @@ AddSettings = Callable[[argparse.ArgumentParser], None]
 # signs one when it closes, and must use the servers' key and journal).
 DATABASE = ("data_dir", "database_url")  # migrate: the schema only
 DATA = (*DATABASE, "audit_key_file", "audit_checkpoint_log")
-ERASING = (*DATA, "storage_url")  # commands that remove audio
+STORAGE = (*DATA, "storage_url", "storage_endpoint")  # commands that use the audio store
+ERASING = STORAGE  # commands that remove audio
 URLS = (*DATA, "public_url")  # commands that print URLs
 AUDIT_READ = DATA  # audit verify/export: the log, its key and its journal
 WORKER = (

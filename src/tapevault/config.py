@@ -38,7 +38,14 @@ SETTINGS_DOC: dict[str, tuple[str, str]] = {
     ),
     "storage_url": (
         "TAPEVAULT_STORAGE_URL",
-        "where audio lives: file:///PATH (default: DATA_DIR/audio)",
+        "where audio lives: file:///PATH (default: DATA_DIR/audio), s3://BUCKET/PREFIX, "
+        "gs://BUCKET/PREFIX or az://CONTAINER/PREFIX (credentials from AWS_*, GOOGLE_*, "
+        "AZURE_STORAGE_*)",
+    ),
+    "storage_endpoint": (
+        "TAPEVAULT_STORAGE_ENDPOINT",
+        "the object store's endpoint, for S3-compatible servers (MinIO, Ceph, R2) and emulators, "
+        "e.g. https://minio.internal:9000; an http:// endpoint allows plain HTTP",
     ),
     "host": ("TAPEVAULT_HOST", "address to listen on"),
     "port": ("TAPEVAULT_PORT", "port to listen on"),
@@ -197,6 +204,7 @@ class Settings:
     database_url: str = field(repr=False)
     public_url: str
     storage_url: str
+    storage_endpoint: str | None = None
     host: str = "127.0.0.1"
     port: int = 8080
     max_upload_bytes: int = 2 * 1024**3
@@ -231,7 +239,9 @@ class Settings:
         return (
             f"Settings(data_dir={str(self.data_dir)!r}, "
             f"database_url={mask_url(self.database_url)!r}, public_url={self.public_url!r}, "
-            f"storage_url={self.storage_url!r}, host={self.host!r}, port={self.port}, "
+            f"storage_url={self.storage_url!r}, "
+            f"storage_endpoint={mask_url(self.storage_endpoint or '')!r}, "
+            f"host={self.host!r}, port={self.port}, "
             f"max_upload_bytes={self.max_upload_bytes}, "
             f"max_recording_seconds={self.max_recording_seconds}, "
             f"tenant_quota_bytes={self.tenant_quota_bytes}, cors_origins={self.cors_origins!r}, "
@@ -282,6 +292,7 @@ class Settings:
         public_url = _check_public_url(pick("public_url") or f"http://{_url_host(host)}:{port}")
         storage_url = pick("storage_url") or (data_dir / "audio").as_uri()
         _check_storage_url(storage_url)
+        storage_endpoint = _check_storage_endpoint(pick("storage_endpoint"))
         max_upload = parse_size("TAPEVAULT_MAX_UPLOAD_BYTES", pick("max_upload_bytes") or "2GiB")
         max_seconds = _duration(
             "TAPEVAULT_MAX_RECORDING_SECONDS", pick("max_recording_seconds") or "12h"
@@ -350,6 +361,7 @@ class Settings:
             database_url=database_url,
             public_url=public_url,
             storage_url=storage_url,
+            storage_endpoint=storage_endpoint,
             host=host,
             port=port,
             max_upload_bytes=max_upload,
@@ -397,6 +409,8 @@ class Settings:
         if self.metrics_listen is not None:
             host, port = self.metrics_listen
             values["metrics_listen"] = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        if self.storage_endpoint is not None:
+            values["storage_endpoint"] = self.storage_endpoint
         if self.audit_key_file is not None:
             values["audit_key_file"] = str(self.audit_key_file)
         if self.audit_checkpoint_log is not None:
@@ -545,8 +559,24 @@ def _check_public_url(url: str) -> str:
 
 
 def _check_storage_url(url: str) -> None:
-    if not url.startswith("file://"):
-        raise ConfigError(
-            "TAPEVAULT_STORAGE_URL",
-            f"unsupported storage {url!r}: only file:///PATH is available in this version",
-        )
+    scheme, _, rest = url.partition("://")
+    if scheme == "file" and rest.startswith("/"):
+        return
+    if scheme in ("s3", "gs", "az") and rest and not rest.startswith("/"):
+        bucket, _, prefix = rest.partition("/")
+        if bucket and ".." not in prefix.split("/"):
+            return
+    raise ConfigError(
+        "TAPEVAULT_STORAGE_URL",
+        f"unsupported storage {url!r}: use file:///PATH, s3://BUCKET/PREFIX, "
+        "gs://BUCKET/PREFIX or az://CONTAINER/PREFIX",
+    )
+
+
+def _check_storage_endpoint(url: str | None) -> str | None:
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query:
+        raise ConfigError("TAPEVAULT_STORAGE_ENDPOINT", f"{url!r} is not an http(s) URL")
+    return url.rstrip("/")

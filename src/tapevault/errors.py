@@ -20,7 +20,8 @@ words it on its own wire in exactly one place (``suki_error``, ``amigo_error``, 
     ├── Gone                        past retention, or deleted (carries reason and when)
     ├── UrlRejected                 a signed media URL is expired or was altered
     ├── Unavailable                 a feature is turned off, or the audit log cannot be written
-    │   └── DatabaseUnavailable     the database cannot be reached (db/outage.py)
+    │   ├── DatabaseUnavailable     the database cannot be reached (db/outage.py)
+    │   └── StoreUnavailable        the object store cannot be reached or refused us (503)
     ├── InsufficientStorage         the disk is full: nothing of the request was kept (507)
     │   └── QuotaExceeded           the tenant's storage quota would be passed (507)
     └── StorageError                the object store failed (never shown to clients verbatim)
@@ -133,6 +134,11 @@ class Unavailable(TapevaultError):
 class DatabaseUnavailable(Unavailable):
     """The database cannot be reached (down, our connection terminated, SQLite locked or
     unopenable); the same request may succeed once it is back."""
+
+
+class StoreUnavailable(Unavailable):
+    """The object store did not answer, or refused our credentials: nothing was served and the
+    same request may succeed once it is back. The provider's own words go to the log only."""
 
 
 class InsufficientStorage(TapevaultError):

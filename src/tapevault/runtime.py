@@ -56,8 +56,10 @@ from tapevault.ingest.worker import Worker, worker_id
 from tapevault.observe.exposition import DatabaseGauges
 from tapevault.observe.metrics import AuditCounter, RetentionCounter, observe_store
 from tapevault.readiness import CHECKS, Readiness, probe_dependencies, stat_probe
-from tapevault.storage.local import LocalStore, open_store
+from tapevault.storage import open_store
+from tapevault.storage.local import LocalStore
 from tapevault.storage.node_local import NodeLocalDisk
+from tapevault.storage.objectstore import COPY_KIND, ObjectStorage
 from tapevault.storage.timed import TimedStore, unwrapped
 from tapevault.webhooks.dispatch import Dispatcher
 from tapevault.webhooks.ssrf import AddressPolicy, CheckAddress
@@ -163,7 +165,14 @@ def open_runtime(
     if run_migrations:
         migrate(engine)
     repo = SqlRepository(engine)
-    store = store or TimedStore(open_store(settings.storage_url), observe_store)
+    store = store or TimedStore(
+        open_store(
+            settings.storage_url,
+            endpoint=settings.storage_endpoint,
+            scratch=settings.data_dir / "scratch" / "store",
+        ),
+        observe_store,
+    )
     process = worker_id()
     local = NodeLocalDisk(settings.data_dir, store, process)
     vault = Vault(
@@ -281,6 +290,8 @@ def sweep_scratch(settings: Settings, spool: Spool, local: NodeLocalDisk, vault:
     backend = unwrapped(vault.store)
     if isinstance(backend, LocalStore):
         removed += sweep_temporaries([backend.staging], ("put",), owner)
+    elif isinstance(backend, ObjectStorage):
+        removed += sweep_temporaries([backend.scratch], (COPY_KIND,), owner)
     tus = TusStore(settings.data_dir / "tus", max_size=settings.max_upload_bytes, clock=vault.clock)
     expired = len(tus.expire(vault.clock.now()))
     if removed or expired:

@@ -161,7 +161,9 @@ class Calls:
         session, channels = self.channels(tenant, call_sid)
         expires = now_ms(self.vault.clock) // 1000 + policy.CALL_URL_SECONDS
         found = {
-            name: self.vault.link(r, UrlMode.STREAM, expires, held=session.held)
+            name: self.vault.link(
+                r, UrlMode.STREAM, expires, held=session.held, delivery=tenant.delivery
+            )
             for name, r in channels.items()
         }
         # The metadata document is served while any of its channels is: it lives as long as the

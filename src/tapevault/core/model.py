@@ -65,6 +65,19 @@ def _secret() -> str:
     return secrets.token_urlsafe(32)
 
 
+class Delivery(enum.StrEnum):
+    """How a tenant's recordings reach players.
+
+    ``GATEWAY``: tapevault's own signed URLs; every byte passes through it, with Range and
+    conditional requests, every read in the access log and retention checked on each request.
+    ``DIRECT``: the object store's own presigned URLs (S3 SigV4, GCS V4, Azure SAS); tapevault
+    checks retention and logs when it issues a URL, and the store serves the bytes.
+    """
+
+    GATEWAY = "gateway"
+    DIRECT = "direct"
+
+
 @dataclass(frozen=True, slots=True)
 class Tenant:
     """A customer organisation, with one credential of each API dialect it may use.
@@ -94,6 +107,8 @@ class Tenant:
     # Stored audio the tenant may keep: None follows the server's default
     # (TAPEVAULT_TENANT_QUOTA), 0 is unlimited (as in filesystem quotas).
     storage_quota_bytes: int | None = None
+    # Who hands out the bytes of its recordings (see ``Delivery``).
+    delivery: Delivery = Delivery.GATEWAY
 
 
 @dataclass(frozen=True, slots=True)

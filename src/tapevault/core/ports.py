@@ -73,6 +73,34 @@ class LocalCopy(Protocol):
 # change), the events to write with it: the webhook outbox (see core/events.py).
 Announcer = Callable[[Session, Sequence[Recording]], Sequence[Event | None]]
 
+
+@dataclass(frozen=True, slots=True)
+class MediaAttributes:
+    """How a store should describe an object when it serves it itself (direct delivery): the
+    store's presigned URLs cannot override response headers (apache/arrow-rs-object-store#791),
+    so the media type and the download name are written on the object when it is put."""
+
+    content_type: str
+    filename: str | None = None
+
+
+@runtime_checkable
+class PutMedia(Protocol):
+    def put_media(self, key: str, chunks: Iterable[bytes], media: MediaAttributes) -> ObjectInfo:
+        """``put``, with the attributes the store answers its own GETs with."""
+        ...
+
+
+@runtime_checkable
+class Presign(Protocol):
+    """A store that can hand out its own time-limited GET URLs (S3 SigV4, GCS V4, Azure SAS);
+    a local directory cannot."""
+
+    def presign(self, key: str, expires_in_seconds: int) -> str:
+        """A URL that reads the object (Range included) for ``expires_in_seconds``."""
+        ...
+
+
 # Given a session and its recordings as they are inside a state change's transaction, the merged
 # rendition to queue with its job, or None (see core/mergeplan.py).
 MergePlanner = Callable[[Session, Sequence[Recording]], tuple[Recording, Job] | None]

@@ -76,7 +76,13 @@ class Renditions:
             return MergedAnswer(
                 MergeState.READY,
                 session,
-                self.vault.link(rendition, UrlMode.STREAM, expires, held=session.held),
+                self.vault.link(
+                    rendition,
+                    UrlMode.STREAM,
+                    expires,
+                    held=session.held,
+                    delivery=tenant.delivery,
+                ),
             )
         if rendition.status is RecordingStatus.FAILED:
             return MergedAnswer(MergeState.FAILED, session, reason=rendition.failure_reason)

@@ -16,7 +16,7 @@ from typing import Protocol
 from tapevault.core import policy
 from tapevault.core.apikeys import new_api_key
 from tapevault.core.clock import Clock, now_ms
-from tapevault.core.model import ApiKey, KeyRole, Tenant
+from tapevault.core.model import ApiKey, Delivery, KeyRole, Tenant
 from tapevault.errors import InvalidRequest, NotFound
 
 MAX_NAME = 200
@@ -106,6 +106,17 @@ class Tenants:
         if quota_bytes is not None and quota_bytes < 0:
             raise InvalidRequest("a storage quota cannot be negative")
         self.repo.set_tenant_fields(tenant.partner_id, storage_quota_bytes=quota_bytes)
+
+    def set_delivery(self, tenant: Tenant, delivery: Delivery, *, store_presigns: bool) -> None:
+        """Gateway or direct delivery (``core.delivery``); direct needs a store that signs its
+        own URLs, so on a local directory it is refused, saying so."""
+        if delivery is Delivery.DIRECT and not store_presigns:
+            raise InvalidRequest(
+                "direct delivery needs an object store that presigns URLs (s3://, gs://, az:// "
+                "in TAPEVAULT_STORAGE_URL); this server stores audio in a local directory, so "
+                "its recordings can only be served through the gateway"
+            )
+        self.repo.set_tenant_fields(tenant.partner_id, delivery=delivery.value)
 
     def set_recording_enabled(self, tenant: Tenant, enabled: bool) -> None:
         self.repo.set_tenant_fields(tenant.partner_id, recording_enabled=enabled)

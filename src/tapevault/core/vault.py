@@ -21,8 +21,10 @@ from ulid import ULID
 
 from tapevault.core import events, mergeplan, policy
 from tapevault.core.clock import Clock, now_ms
+from tapevault.core.delivery import DirectLinks
 from tapevault.core.lifecycle import PENDING
 from tapevault.core.model import (
+    Delivery,
     Job,
     JobKind,
     Recording,
@@ -135,9 +137,12 @@ class Vault:
         self.clock = clock
         self.media_base_url = media_base_url.rstrip("/")
         self.tenants = Tenants(repo, clock)
+        self.direct = DirectLinks(store)
         self._recordings: dict[str, tuple[Recording, float]] = {}
         self._sessions: dict[tuple[str, str], tuple[Session, Sequence[Recording], float]] = {}
-        self._links_memo: dict[tuple[str, str, bool, tuple[str, ...]], list[RecordingLink]] = {}
+        self._links_memo: dict[
+            tuple[str, str, bool, Delivery, tuple[str, ...]], list[RecordingLink]
+        ] = {}
         self._memo_second = 0
         self._signer_lock = threading.Lock()
         self._epoch = repo.cache_epoch()
@@ -498,7 +503,13 @@ class Vault:
         live = servable
         # Within one second the answer is the same for everyone (same expiry, same signatures):
         # players and dashboards ask in bursts, so sign once per second, not once per request.
-        memo_key = (partner.partner_id, session_id, download, tuple(r.recording_id for r in live))
+        memo_key = (
+            partner.partner_id,
+            session_id,
+            download,
+            partner.delivery,
+            tuple(r.recording_id for r in live),
+        )
         second = now // 1000
         if second != self._memo_second:
             self._memo_second = second
@@ -509,7 +520,10 @@ class Vault:
             lifetime = policy.url_lifetime_seconds(download=download, session_audio_ms=audio_ms)
             expires = second + lifetime
             mode = UrlMode.DOWNLOAD if download else UrlMode.STREAM
-            links = [self.link(r, mode, expires, held=session.held) for r in live]
+            links = [
+                self.link(r, mode, expires, held=session.held, delivery=partner.delivery)
+                for r in live
+            ]
             if len(self._links_memo) < _RECORDING_CACHE_SIZE:
                 self._links_memo[memo_key] = links
         return links
@@ -522,11 +536,18 @@ class Vault:
         *,
         held: bool = False,
         via: str | None = None,
+        delivery: Delivery = Delivery.GATEWAY,
     ) -> RecordingLink:
         """A signed media URL for one recording, valid until ``expires`` (Unix seconds) or the
         recording's retention end, whichever comes first (``held``: its session is on hold;
-        ``via``: the player link it is issued through, which its reads are logged under)."""
+        ``via``: the player link it is issued through, which its reads are logged under).
+        With ``Delivery.DIRECT`` it is the store's own presigned URL (``core.delivery``); a
+        player link's URLs stay the gateway's, so revoking the link stops them."""
         expires = policy.capped_expiry(expires, recording.expires_ms, held=held)
+        if delivery is Delivery.DIRECT and via is None:
+            url = self.direct.url(recording, expires, now_ms(self.clock) // 1000)
+            if url is not None:
+                return RecordingLink(recording=recording, url=url, expires_at=expires)
         query = self.signer().sign(recording.recording_id, mode, expires, recording.partner_id, via)
         url = f"{self.media_base_url}/media/{recording.recording_id}.wav?{query}"
         return RecordingLink(recording=recording, url=url, expires_at=expires)

@@ -39,6 +39,7 @@ from tapevault.core.lifecycle import PENDING, TOMBSTONES
 from tapevault.core.model import (
     MERGED_SEQUENCE,
     ApiKey,
+    Delivery,
     Job,
     JobKind,
     KeyRole,
@@ -102,7 +103,13 @@ class SqlRepository:
         return _tenant(self.fast.one("tenant_by_kore_client", (client_id,)))
 
     _TENANT_SETTINGS = frozenset(
-        {"kore_client_secret", "recording_enabled", "retention_seconds", "storage_quota_bytes"}
+        {
+            "kore_client_secret",
+            "recording_enabled",
+            "retention_seconds",
+            "storage_quota_bytes",
+            "delivery",
+        }
     )
 
     def set_tenant_fields(self, partner_id: str, **values: object) -> None:
@@ -982,6 +989,7 @@ def _tenant(row: Any) -> Tenant | None:
         return None
     values = dict(zip(_TENANT_FIELDS, row, strict=True))
     values["recording_enabled"] = bool(values["recording_enabled"])  # SQLite answers 0/1
+    values["delivery"] = Delivery(values["delivery"])
     return Tenant(**values)
 
 

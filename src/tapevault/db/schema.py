@@ -47,6 +47,8 @@ partners = Table(
     Column("recording_enabled", Boolean, nullable=False, server_default=true()),
     # Migration 0010: NULL follows TAPEVAULT_TENANT_QUOTA, 0 is unlimited, else bytes.
     Column("storage_quota_bytes", BigInteger, nullable=True),
+    # Migration 0018: "gateway" (tapevault serves the bytes) or "direct" (the store's own URLs).
+    Column("delivery", String(16), nullable=False, server_default="gateway"),
     UniqueConstraint("workspace_id", name="uq_partners_workspace_id"),
     UniqueConstraint("bot_id", name="uq_partners_bot_id"),
     UniqueConstraint("kore_client_id", name="uq_partners_kore_client_id"),

@@ -152,7 +152,8 @@ def _urls(ctx: AppContext) -> Handler[KeyCaller]:
     async def urls(request: Request, caller: KeyCaller) -> Reply:
         tenant = _recordings_tenant(request, caller)
         links = await ctx.metadata(ctx.calls.links, tenant, request.param("call_sid"))
-        return Reply(200, urls_body(links), mode="stream")
+        mode = ctx.vault.direct.access_mode(tenant, "stream")
+        return Reply(200, urls_body(links), mode=mode)
 
     return urls
 

@@ -114,7 +114,7 @@ def _recordings(ctx: AppContext) -> Handler[KoreCaller]:
             headers,
             session_id=answer.session.session_id if answer.session else None,
             recording_id=answer.link.recording.recording_id if answer.link else None,
-            mode="stream",
+            mode=ctx.vault.direct.access_mode(caller.tenant, "stream"),
             detail={"status": body["status"]},
         )
 

@@ -19,6 +19,7 @@ from typing import Any
 from tapevault.core.access import AccessEvent, Action, Actor
 from tapevault.core.calls import NOT_CONFIGURED
 from tapevault.core.clock import now_ms
+from tapevault.core.delivery import media_filename
 from tapevault.core.model import Recording
 from tapevault.core.peaks import RESOLUTIONS, default_resolution, peaks_key
 from tapevault.core.signing import UrlGrant, UrlMode
@@ -28,6 +29,7 @@ from tapevault.errors import (
     Gone,
     InvalidRequest,
     NotFound,
+    StoreUnavailable,
     TapevaultError,
     Unavailable,
     UrlRejected,
@@ -86,6 +88,8 @@ def media_error(exc: BaseException) -> tuple[int, dict[str, Any]]:
             return 404, {"code": 404, "error": "not_found", "message": exc.message}
         case DatabaseUnavailable():
             return 503, {"code": 503, "error": "database_unavailable", "message": exc.message}
+        case StoreUnavailable():
+            return 503, {"code": 503, "error": "storage_unavailable", "message": exc.message}
         case Unavailable():
             error = "not_configured" if exc.message == NOT_CONFIGURED else "audit_unavailable"
             return 503, {"code": 503, "error": error, "message": exc.message}
@@ -94,8 +98,8 @@ def media_error(exc: BaseException) -> tuple[int, dict[str, Any]]:
 
 
 def download_name(recording: Recording) -> str:
-    suffix = recording.channel if recording.sequence_number == 0 else recording.sequence_number
-    return f"{recording.session_id}-{suffix}.wav"
+    """The filename of a download: the one direct delivery writes on the stored object."""
+    return media_filename(recording)
 
 
 async def serve_recording(

@@ -117,9 +117,40 @@ async def _send_error(
     return Served(status, [], len(body))
 
 
+async def open_reader(read: RangeReader, offset: int, length: int) -> AsyncIterator[bytes]:
+    """``read(offset, length)`` with its first chunk already fetched.
+
+    Called before the status line is sent: a store that is down (``StoreUnavailable``) or an
+    object that is missing then fails the request with a proper answer (503) instead of a 200
+    whose body is cut short. For the local store that is one ``pread`` done a little earlier."""
+    chunks = read(offset, length)
+    try:
+        first = await anext(chunks)
+    except StopAsyncIteration:
+        return _chained(b"", chunks)
+    except BaseException:
+        aclose = getattr(chunks, "aclose", None)
+        if aclose is not None:
+            await aclose()
+        raise
+    return _chained(first, chunks)
+
+
+async def _chained(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    try:
+        if first:
+            yield first
+        async for chunk in rest:
+            yield chunk
+    finally:
+        aclose = getattr(rest, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
 async def _stream(
     send: Send,
-    read: RangeReader,
+    chunks: AsyncIterator[bytes],
     offset: int,
     length: int,
     *,
@@ -127,7 +158,8 @@ async def _stream(
     gone: Callable[[], bool] | None = None,
     progress: Progress | None = None,
 ) -> int:
-    """Send ``length`` bytes from ``offset``; the final chunk ends the body if ``last``.
+    """Send the ``length`` bytes from ``offset`` that ``chunks`` yields; the final chunk ends
+    the body if ``last``.
 
     Returns the bytes handed to the server. When ``gone()`` says the client disconnected, it
     stops reading at once: a player that seeks away from a ``bytes=0-`` request would otherwise
@@ -137,7 +169,6 @@ async def _stream(
     remaining = length
     sent = 0
     pending = b""
-    chunks = read(offset, length)
     try:
         async for chunk in chunks:
             if not chunk:
@@ -188,7 +219,9 @@ async def send_representation(
     ``headers`` maps lower-cased request header names to values. ``extra_headers`` (CORS,
     Content-Disposition...) are added to every response. Any other method gets 405.
     Raises :class:`StorageError` if ``read`` yields more or fewer bytes than asked for; the
-    response head is already sent by then, so the server must drop the connection.
+    response head is already sent by then, so the server must drop the connection. A single
+    range (or the whole) is opened before the head is sent, so a reader that fails at once
+    (a store that is down) raises with nothing sent.
     ``progress(body_bytes, data_offset, data_length)`` (optional) hears of each body chunk of
     the representation's bytes as it is handed to the server (multipart framing with length 0).
     """
@@ -226,12 +259,13 @@ async def send_representation(
     content_type = rep.content_type.encode("latin-1")
     if isinstance(decision, Whole):
         base += [(b"content-type", content_type), _content_length(size)]
+        chunks = None if is_head or not size else await open_reader(read, 0, size)
         await send({"type": _START, "status": 200, "headers": base})
         served = Served(200, [(0, size - 1)] if size else [], 0)
-        if is_head or not size:
+        if chunks is None:
             await send(_end())
         else:
-            sent = await _stream(send, read, 0, size, last=True, gone=gone, progress=progress)
+            sent = await _stream(send, chunks, 0, size, last=True, gone=gone, progress=progress)
             served.bytes_sent = sent
             served.ranges = [(0, sent - 1)] if sent else []
         return served
@@ -246,13 +280,14 @@ async def send_representation(
             (b"content-range", b"bytes %d-%d/%d" % (start, end, size)),
             _content_length(end - start + 1),
         ]
+        chunks = None if is_head else await open_reader(read, start, end - start + 1)
         await send({"type": _START, "status": 206, "headers": base})
         served = Served(206, [(start, end)], 0)
-        if is_head:
+        if chunks is None:
             await send(_end())
         else:
             sent = await _stream(
-                send, read, start, end - start + 1, last=True, gone=gone, progress=progress
+                send, chunks, start, end - start + 1, last=True, gone=gone, progress=progress
             )
             served.bytes_sent = sent
             served.ranges = [(start, start + sent - 1)] if sent else []
@@ -306,7 +341,13 @@ async def _send_multipart(
         if progress is not None:
             progress(len(separators[i]), 0, 0)
         sent = await _stream(
-            send, read, r.start, r.length, last=False, gone=gone, progress=progress
+            send,
+            read(r.start, r.length),
+            r.start,
+            r.length,
+            last=False,
+            gone=gone,
+            progress=progress,
         )
         served.bytes_sent += sent
         if sent:

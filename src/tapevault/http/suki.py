@@ -114,7 +114,8 @@ def _recording_urls(ctx: AppContext) -> Handler[SukiCaller]:
             ],
             "is_streamable": True,
         }
-        return Reply(200, body, mode="download" if download else "stream")
+        mode = ctx.vault.direct.access_mode(caller.partner, "download" if download else "stream")
+        return Reply(200, body, mode=mode)
 
     return recording_urls
 

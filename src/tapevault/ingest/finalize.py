@@ -20,6 +20,7 @@ from typing import Protocol
 
 from tapevault.core import events, lifecycle
 from tapevault.core.clock import now_ms
+from tapevault.core.delivery import put_recording
 from tapevault.core.lifecycle import TOMBSTONES
 from tapevault.core.mergeplan import MERGE_PREFIX, inputs_digest, merge_inputs
 from tapevault.core.model import MERGED_CHANNEL, Job, JobKind, Recording, RecordingStatus
@@ -30,7 +31,7 @@ from tapevault.fsutil import is_out_of_space
 from tapevault.ingest.merge import MergeInput, merge_to_wav, sequential_starts
 from tapevault.ingest.pcm import raw_to_wav
 from tapevault.ingest.peaks import store_peaks
-from tapevault.storage.node_local import NodeLocalDisk
+from tapevault.storage.node_local import NodeLocalDisk, read_chunks
 
 log = logging.getLogger("tapevault.finalize")
 
@@ -163,7 +164,7 @@ class Finalizer:
                     [MergeInput(path, start) for path, start in zip(paths, starts, strict=True)],
                     tmp,
                 )
-            stored = self.local.promote(tmp, rendition.storage_key, keep=True)
+            stored = put_recording(vault.store, rendition, read_chunks(tmp))
             store_peaks(vault.store, rendition.storage_key, tmp)
         finished_ok = self._settle(
             replace(
@@ -254,7 +255,7 @@ class Finalizer:
                 )
             if finished.frames == 0 and not recording.source_format.startswith(STREAM_PREFIX):
                 raise InvalidAudio("the upload holds no audio samples")
-            stored = self.local.promote(tmp, recording.storage_key, keep=True)
+            stored = put_recording(self.vault.store, recording, read_chunks(tmp))
             if finished.frames:
                 # From the file just written, while it is still here: no second read of the
                 # stored copy. Never raises; a recording without peaks is still a recording.

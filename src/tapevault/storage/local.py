@@ -15,18 +15,16 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import tempfile
 from collections.abc import AsyncIterator, Iterable, Iterator
 from pathlib import Path
 
-from tapevault.core.ports import ListedObject, ObjectInfo
+from tapevault.core.ports import ListedObject, MediaAttributes, ObjectInfo
 from tapevault.errors import StorageError
 from tapevault.fsutil import fsync_dir
 from tapevault.ingest.liveness import process_id
 from tapevault.ingest.scratch import scratch_prefix
-
-_KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}(/[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}){0,7}")
+from tapevault.storage.keys import check_key
 
 DEFAULT_CHUNK = 1024 * 1024
 STAGING = ".staging"  # temporaries of puts; a key segment cannot start with "."
@@ -46,14 +44,12 @@ class LocalStore:
     def path_for(self, key: str) -> str:
         """The file behind a key; raises ``StorageError`` for a key that could leave the root.
 
-        Confinement is lexical: the key grammar admits no absolute path, no empty, ``.`` or
-        ``..`` segment and no backslash or NUL, so ``root/key`` stays below ``root``. (Resolving
-        symlinks per request cost ~40 µs on the media hot path; nothing below the root is a link
-        unless an operator puts one there.)
+        Confinement is lexical (``storage.keys``): the key grammar admits no absolute path, no
+        empty, ``.`` or ``..`` segment and no backslash or NUL, so ``root/key`` stays below
+        ``root``. (Resolving symlinks per request cost ~40 µs on the media hot path; nothing
+        below the root is a link unless an operator puts one there.)
         """
-        if not _KEY.fullmatch(key) or ".." in key:
-            raise StorageError(f"invalid storage key {key!r}")
-        return f"{self._root_prefix}{key}"
+        return f"{self._root_prefix}{check_key(key)}"
 
     def put(self, key: str, chunks: Iterable[bytes]) -> ObjectInfo:
         path = Path(self.path_for(key))
@@ -111,6 +107,10 @@ class LocalStore:
                 continue
             yield ListedObject(f"{prefix}{entry.name}", ObjectInfo(st.st_size, st.st_mtime))
 
+    def put_media(self, key: str, chunks: Iterable[bytes], media: MediaAttributes) -> ObjectInfo:
+        """``put``: the gateway sets the headers of what it serves from a directory itself."""
+        return self.put(key, chunks)
+
     @contextlib.contextmanager
     def local_copy(self, key: str) -> Iterator[Path]:
         path = Path(self.path_for(key))
@@ -158,7 +158,7 @@ class LocalStore:
 
 
 def open_store(storage_url: str) -> LocalStore:
-    """Build the store named by ``TAPEVAULT_STORAGE_URL`` (only ``file://`` for now)."""
+    """The store of a ``file://`` URL (``tapevault.storage.open_store`` opens every kind)."""
     if storage_url.startswith("file://"):
         return LocalStore(Path(storage_url.removeprefix("file://")))
     raise StorageError(f"unsupported storage URL {storage_url!r}")
