@@ -47,6 +47,8 @@ ALLOWED: dict[str, str] = {
     "storage/": "the ObjectStore adapters (local: atomic puts, adopt by rename, pread; object "
     "stores: node-local downloads for LocalCopy) and node_local.py, the node-local port "
     "(upload bodies, temporaries, promotion into the store)",
+    "observe/exposition.py": "no audio: empties prometheus-client's multiprocess directory of "
+    "an earlier run's counter files at start",
     "ingest/durable.py": "node-local: a live stream's spool, group-committed append + fsync "
     "(its acks are durable on the node's disk; promoted to the store at close)",
     "ingest/tus_store.py": "node-local: a tus upload still arriving (.bin + state, fsynced per "
