@@ -23,6 +23,7 @@ from tapevault.ingest.scratch import Spool, scratch_prefix
 from tapevault.ingest.tus_store import TusStore
 from tapevault.runtime import open_runtime
 from tapevault.storage.local import LocalStore
+from tapevault.storage.timed import unwrapped
 from tests.support import incoming_objects
 
 # A child process that spools a body the way an upload does and then hangs mid-request.
@@ -170,7 +171,7 @@ def test_an_upload_received_but_never_recorded_goes_once_an_hour_old(data: Path)
         spooled = data / "body.wav"
         spooled.write_bytes(tone_wav_bytes(0.2))
         recorded = runtime.vault.accept_upload(tenant, session.session_id, spooled, "wav/pcm_s16le")
-        store = runtime.vault.store
+        store = unwrapped(runtime.vault.store)  # the local store inside the metrics timer
         assert isinstance(store, LocalStore)
         kept = upload_key(recorded.recording_id)
         orphan = upload_key("01ORPHAN0000000000000000000")

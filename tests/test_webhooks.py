@@ -22,6 +22,7 @@ from tapevault.config import Settings
 from tapevault.core import events
 from tapevault.core.clock import FixedClock
 from tapevault.core.model import RecordingStatus
+from tapevault.core.sources import upload_key
 from tapevault.core.webhooks import Outcome, next_attempt_delay_ms
 from tapevault.db.schema import webhook_deliveries, webhook_events
 from tapevault.errors import InvalidRequest, Unavailable
@@ -99,7 +100,8 @@ async def recorded_session(
     assert up.status_code == 202, up.text
     recording_id: str = up.json()["recording_id"]
     if corrupt:
-        runtime.vault.incoming_path(recording_id).write_bytes(b"RIFF" + b"\x00" * 40)
+        # The received upload, damaged in the store before the worker reads it.
+        runtime.vault.store.put(upload_key(recording_id), [b"RIFF" + b"\x00" * 40])
     ended = await client.post(f"/api/v1/ambient/session/{session_id}/end", headers=who.suki)
     assert ended.status_code == 200, ended.text
     runtime.worker.run_until_idle()
