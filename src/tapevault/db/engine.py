@@ -14,7 +14,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import BigInteger, ColumnElement, Engine, cast, create_engine, event, extract, func
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from tapevault.db import outage
@@ -106,3 +106,14 @@ def head_revision() -> str:
 def current_revision(engine: Engine) -> str | None:
     with engine.connect() as connection:
         return MigrationContext.configure(connection).get_current_revision()
+
+
+def database_now_ms(engine: Engine) -> ColumnElement[int]:
+    """The database's current time in milliseconds, as an SQL expression: every server writing
+    or judging a lease (streams, jobs, webhook deliveries) then reads the same clock, whatever its
+    own says."""
+    if engine.dialect.name == "postgresql":
+        return cast(extract("epoch", func.now()) * 1000, BigInteger)
+    # SQLite runs on this machine: its clock is the operating system's (unlike the process's
+    # Clock, which a test may shift). 2440587.5 is the Julian day of the Unix epoch.
+    return cast((func.julianday("now") - 2440587.5) * 86_400_000, BigInteger)

@@ -15,16 +15,13 @@ from typing import Any
 
 import orjson
 from sqlalchemy import (
-    BigInteger,
     ColumnElement,
     Connection,
     Engine,
     and_,
     case,
-    cast,
     delete,
     exists,
-    extract,
     func,
     insert,
     or_,
@@ -59,6 +56,7 @@ from tapevault.core.ports import (
     MergeQueued,
     SequenceTaken,
 )
+from tapevault.db.engine import database_now_ms
 from tapevault.db.fastread import FastReader
 from tapevault.db.outbox import write_events
 from tapevault.db.schema import (
@@ -363,13 +361,7 @@ class SqlRepository:
     # live streams' leases: times by the database's clock, never a server's (see recovery.py)
 
     def _db_now_ms(self) -> ColumnElement[int]:
-        """The database's current time in milliseconds, as an SQL expression: every server
-        writing or judging a lease then reads the same clock, whatever its own says."""
-        if self.engine.dialect.name == "postgresql":
-            return cast(extract("epoch", func.now()) * 1000, BigInteger)
-        # SQLite runs on this machine: its clock is the operating system's (unlike the process's
-        # Clock, which a test may shift). 2440587.5 is the Julian day of the Unix epoch.
-        return cast((func.julianday("now") - 2440587.5) * 86_400_000, BigInteger)
+        return database_now_ms(self.engine)
 
     def database_now_ms(self) -> int:
         with self.engine.connect() as conn:

@@ -17,14 +17,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import (
-    BigInteger,
     ColumnElement,
     Engine,
     and_,
-    cast,
     delete,
     exists,
-    extract,
     func,
     insert,
     or_,
@@ -39,6 +36,7 @@ from tapevault.core.webhooks import (
     Endpoint,
     new_delivery_id,
 )
+from tapevault.db.engine import database_now_ms
 from tapevault.db.schema import webhook_deliveries, webhook_endpoints, webhook_events
 
 _d = webhook_deliveries
@@ -59,10 +57,8 @@ class SqlWebhookStore:
         self.engine = engine
 
     def _now(self) -> ColumnElement[int]:
-        """The database's clock in milliseconds (as the repository's leases read it)."""
-        if self.engine.dialect.name == "postgresql":
-            return cast(extract("epoch", func.now()) * 1000, BigInteger)
-        return cast((func.julianday("now") - 2440587.5) * 86_400_000, BigInteger)
+        """The database's clock, as the repository's leases read it."""
+        return database_now_ms(self.engine)
 
     def database_now_ms(self) -> int:
         with self.engine.connect() as conn:
