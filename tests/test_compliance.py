@@ -36,7 +36,7 @@ async def client(audited: Runtime) -> AsyncIterator[httpx.AsyncClient]:
 def short(audited: Runtime, clock: FixedClock) -> Customer:
     """A tenant whose recordings are kept five seconds."""
     who = customer(audited, clock, "short")
-    audited.repo.set_tenant_fields(who.tenant.partner_id, retention_seconds=RETENTION)
+    audited.repo.set_tenant_retention(who.tenant.partner_id, RETENTION)
     return who
 
 

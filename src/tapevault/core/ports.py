@@ -17,6 +17,7 @@ from tapevault.core.catalog import RecordingFacts, SessionQuery
 from tapevault.core.events import Event
 from tapevault.core.model import (
     ApiKey,
+    Delivery,
     Job,
     PlayerLink,
     Recording,
@@ -190,7 +191,15 @@ class Repository(Protocol):
 
     def get_tenant_by_kore_client(self, client_id: str) -> Tenant | None: ...
 
-    def set_tenant_fields(self, partner_id: str, **values: object) -> None: ...
+    def set_tenant_retention(self, partner_id: str, seconds: int) -> None: ...
+
+    def set_kore_client_secret(self, partner_id: str, secret: str) -> None: ...
+
+    def set_storage_quota(self, partner_id: str, quota_bytes: int | None) -> None: ...
+
+    def set_delivery(self, partner_id: str, delivery: Delivery) -> None: ...
+
+    def set_recording_enabled(self, partner_id: str, enabled: bool) -> None: ...
 
     def add_api_key(self, key: ApiKey) -> None: ...
 
@@ -320,11 +329,30 @@ class Repository(Protocol):
         of its own recordings (never the merged rendition)."""
         ...
 
-    def set_session_fields(
-        self, partner_id: str, session_id: str, *, events: Sequence[Event] = (), **values: object
+    def set_session_retention(self, partner_id: str, session_id: str, seconds: int | None) -> bool:
+        """Override the tenant's retention for one session (None: stop overriding)."""
+        ...
+
+    def set_hold(
+        self,
+        partner_id: str,
+        session_id: str,
+        *,
+        reason: str,
+        by: str,
+        set_ms: int,
+        events: Sequence[Event] = (),
     ) -> bool:
-        """Retention override, legal hold fields or the deletion mark of one session, with the
-        ``events`` that report the change written in the same transaction."""
+        """Put the session on legal hold (or change its reason), with the ``events`` that
+        report it written in the same transaction; False if there is no such session."""
+        ...
+
+    def clear_hold(self, partner_id: str, session_id: str, *, events: Sequence[Event] = ()) -> bool:
+        """Lift the session's legal hold (with ``events``, as ``set_hold``)."""
+        ...
+
+    def mark_session_deleted(self, partner_id: str, session_id: str, deleted_ms: int) -> bool:
+        """Record that the session's audio was erased (it takes no more)."""
         ...
 
     def set_recording_expiry(

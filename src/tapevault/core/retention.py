@@ -92,9 +92,7 @@ class Retention:
         if session.deleted_ms is not None:
             raise Conflict("The session was deleted; its retention cannot change.")
         self._log(Action.RETENTION_SET, actor, session, None, level="session", seconds=seconds)
-        self.vault.repo.set_session_fields(
-            tenant.partner_id, session.session_id, retention_seconds=seconds
-        )
+        self.vault.repo.set_session_retention(tenant.partner_id, session.session_id, seconds)
         session = replace(session, retention_seconds=seconds)
         recordings = self.vault.repo.list_recordings(tenant.partner_id, session.session_id)
         self._recompute_rendition(
@@ -137,7 +135,7 @@ class Retention:
                 detail={"level": "tenant", "seconds": seconds},
             )
         )
-        self.vault.repo.set_tenant_fields(tenant.partner_id, retention_seconds=seconds)
+        self.vault.repo.set_tenant_retention(tenant.partner_id, seconds)
         tenant = replace(tenant, retention_seconds=seconds)
         changed = 0
         for session in self.vault.repo.list_sessions(tenant.partner_id):
@@ -178,14 +176,14 @@ class Retention:
         holder = by or _describe(actor)
         self._log(Action.HOLD_SET, actor, session, None, reason=reason, by=holder)
         held_at = session.hold_set_ms or now_ms(self.vault.clock)
-        self.vault.repo.set_session_fields(
+        self.vault.repo.set_hold(
             tenant.partner_id,
             session.session_id,
+            reason=reason,
+            by=holder,
+            set_ms=held_at,
             # A changed reason is not a new hold: receivers hear of it being set, once.
             events=[] if session.held else [events.hold_changed(session, True, held_at)],
-            hold_reason=reason,
-            hold_by=holder,
-            hold_set_ms=held_at,
         )
         self.vault.changed()
         self.counts.hold_changed("set")
@@ -197,13 +195,10 @@ class Retention:
         if not session.held:
             return session
         self._log(Action.HOLD_CLEAR, actor, session, None, reason=session.hold_reason)
-        self.vault.repo.set_session_fields(
+        self.vault.repo.clear_hold(
             tenant.partner_id,
             session.session_id,
             events=[events.hold_changed(session, False, now_ms(self.vault.clock))],
-            hold_reason=None,
-            hold_by=None,
-            hold_set_ms=None,
         )
         self.vault.changed()
         self.counts.hold_changed("cleared")
@@ -231,7 +226,7 @@ class Retention:
         by = _describe(actor)
         erased = [self._erase(r, RecordingStatus.DELETED, by, refuse_held=True) for r in doomed]
         now = now_ms(self.vault.clock)
-        self.vault.repo.set_session_fields(tenant.partner_id, session.session_id, deleted_ms=now)
+        self.vault.repo.mark_session_deleted(tenant.partner_id, session.session_id, now)
         self.vault.changed()
         return erased
 

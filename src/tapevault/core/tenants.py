@@ -28,7 +28,10 @@ class TenantRepository(Protocol):
     def add_api_key(self, key: ApiKey) -> None: ...
     def list_api_keys(self, partner_id: str) -> Sequence[ApiKey]: ...
     def revoke_api_key(self, partner_id: str, key_id: str, now_ms: int) -> bool: ...
-    def set_tenant_fields(self, partner_id: str, **values: object) -> None: ...
+    def set_kore_client_secret(self, partner_id: str, secret: str) -> None: ...
+    def set_storage_quota(self, partner_id: str, quota_bytes: int | None) -> None: ...
+    def set_delivery(self, partner_id: str, delivery: Delivery) -> None: ...
+    def set_recording_enabled(self, partner_id: str, enabled: bool) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,14 +101,14 @@ class Tenants:
         """A new Kore client secret; tokens signed with the old one stop verifying (within the
         verifiers' few-second cache)."""
         secret = secrets.token_urlsafe(32)
-        self.repo.set_tenant_fields(tenant.partner_id, kore_client_secret=secret)
+        self.repo.set_kore_client_secret(tenant.partner_id, secret)
         return secret
 
     def set_quota(self, tenant: Tenant, quota_bytes: int | None) -> None:
         """The tenant's storage quota: bytes, ``UNLIMITED`` (0), or None for the server's."""
         if quota_bytes is not None and quota_bytes < 0:
             raise InvalidRequest("a storage quota cannot be negative")
-        self.repo.set_tenant_fields(tenant.partner_id, storage_quota_bytes=quota_bytes)
+        self.repo.set_storage_quota(tenant.partner_id, quota_bytes)
 
     def set_delivery(self, tenant: Tenant, delivery: Delivery, *, store_presigns: bool) -> None:
         """Gateway or direct delivery (``core.delivery``); direct needs a store that signs its
@@ -116,7 +119,7 @@ class Tenants:
                 "in TAPEVAULT_STORAGE_URL); this server stores audio in a local directory, so "
                 "its recordings can only be served through the gateway"
             )
-        self.repo.set_tenant_fields(tenant.partner_id, delivery=delivery.value)
+        self.repo.set_delivery(tenant.partner_id, delivery)
 
     def set_recording_enabled(self, tenant: Tenant, enabled: bool) -> None:
-        self.repo.set_tenant_fields(tenant.partner_id, recording_enabled=enabled)
+        self.repo.set_recording_enabled(tenant.partner_id, enabled)

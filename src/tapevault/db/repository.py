@@ -100,21 +100,25 @@ class SqlRepository:
     def get_tenant_by_kore_client(self, client_id: str) -> Tenant | None:
         return _tenant(self.fast.one("tenant_by_kore_client", (client_id,)))
 
-    _TENANT_SETTINGS = frozenset(
-        {
-            "kore_client_secret",
-            "recording_enabled",
-            "retention_seconds",
-            "storage_quota_bytes",
-            "delivery",
-        }
-    )
+    # Typed writes of the settings an operator may change after creation: the column each
+    # touches is named here, never by the caller.
 
-    def set_tenant_fields(self, partner_id: str, **values: object) -> None:
-        """Change a tenant's settings (only those an operator may change after creation)."""
-        unknown = set(values) - self._TENANT_SETTINGS
-        if unknown:
-            raise ValueError(f"not a tenant setting: {', '.join(sorted(unknown))}")
+    def set_tenant_retention(self, partner_id: str, seconds: int) -> None:
+        self._update_tenant(partner_id, retention_seconds=seconds)
+
+    def set_kore_client_secret(self, partner_id: str, secret: str) -> None:
+        self._update_tenant(partner_id, kore_client_secret=secret)
+
+    def set_storage_quota(self, partner_id: str, quota_bytes: int | None) -> None:
+        self._update_tenant(partner_id, storage_quota_bytes=quota_bytes)
+
+    def set_delivery(self, partner_id: str, delivery: Delivery) -> None:
+        self._update_tenant(partner_id, delivery=delivery.value)
+
+    def set_recording_enabled(self, partner_id: str, enabled: bool) -> None:
+        self._update_tenant(partner_id, recording_enabled=enabled)
+
+    def _update_tenant(self, partner_id: str, **values: object) -> None:
         with self.engine.begin() as conn:
             conn.execute(
                 update(partners).where(partners.c.partner_id == partner_id).values(**values)
@@ -461,18 +465,37 @@ class SqlRepository:
             known = _recording_facts(conn, query.partner_id, [x.session_id for x in found])
         return [(x, known.get(x.session_id, RecordingFacts())) for x in found]
 
-    _SESSION_SETTINGS = frozenset(
-        {"retention_seconds", "hold_reason", "hold_by", "hold_set_ms", "deleted_ms"}
-    )
+    # Typed writes of a session's retention, hold and deletion mark; each False if there is no
+    # such session for this tenant. ``events`` are written with the change (webhooks).
 
-    def set_session_fields(
-        self, partner_id: str, session_id: str, *, events: Sequence[Event] = (), **values: object
+    def set_session_retention(self, partner_id: str, session_id: str, seconds: int | None) -> bool:
+        return self._update_session(partner_id, session_id, (), retention_seconds=seconds)
+
+    def set_hold(
+        self,
+        partner_id: str,
+        session_id: str,
+        *,
+        reason: str,
+        by: str,
+        set_ms: int,
+        events: Sequence[Event] = (),
     ) -> bool:
-        """Change a session's retention, hold or deletion mark; False if there is no such
-        session for this tenant. ``events`` are written with the change (webhooks)."""
-        unknown = set(values) - self._SESSION_SETTINGS
-        if unknown:
-            raise ValueError(f"not a session setting: {', '.join(sorted(unknown))}")
+        return self._update_session(
+            partner_id, session_id, events, hold_reason=reason, hold_by=by, hold_set_ms=set_ms
+        )
+
+    def clear_hold(self, partner_id: str, session_id: str, *, events: Sequence[Event] = ()) -> bool:
+        return self._update_session(
+            partner_id, session_id, events, hold_reason=None, hold_by=None, hold_set_ms=None
+        )
+
+    def mark_session_deleted(self, partner_id: str, session_id: str, deleted_ms: int) -> bool:
+        return self._update_session(partner_id, session_id, (), deleted_ms=deleted_ms)
+
+    def _update_session(
+        self, partner_id: str, session_id: str, events: Sequence[Event], **values: object
+    ) -> bool:
         with self.engine.begin() as conn:
             changed = conn.execute(
                 update(sessions)
