@@ -92,13 +92,13 @@ class Retention:
         if session.deleted_ms is not None:
             raise Conflict("The session was deleted; its retention cannot change.")
         self._log(Action.RETENTION_SET, actor, session, None, level="session", seconds=seconds)
-        self.vault.repo.set_session_retention(tenant.partner_id, session.session_id, seconds)
-        session = replace(session, retention_seconds=seconds)
-        recordings = self.vault.repo.list_recordings(tenant.partner_id, session.session_id)
-        self._recompute_rendition(
-            session, [self._recompute(tenant, session, r) for r in recordings]
-        )
-        self.vault.changed()
+        with self.vault.cache.batch():  # one epoch bump for the lot
+            self.vault.cache.set_session_retention(tenant.partner_id, session.session_id, seconds)
+            session = replace(session, retention_seconds=seconds)
+            recordings = self.vault.repo.list_recordings(tenant.partner_id, session.session_id)
+            self._recompute_rendition(
+                session, [self._recompute(tenant, session, r) for r in recordings]
+            )
         return session
 
     def set_recording_retention(
@@ -116,11 +116,13 @@ class Retention:
         self._log(
             Action.RETENTION_SET, actor, session, recording, level="recording", seconds=seconds
         )
-        recording = self._recompute(tenant, session, replace(recording, retention_seconds=seconds))
-        self._recompute_rendition(
-            session, self.vault.repo.list_recordings(tenant.partner_id, session.session_id)
-        )
-        self.vault.changed()
+        with self.vault.cache.batch():
+            recording = self._recompute(
+                tenant, session, replace(recording, retention_seconds=seconds)
+            )
+            self._recompute_rendition(
+                session, self.vault.repo.list_recordings(tenant.partner_id, session.session_id)
+            )
         return recording
 
     def set_tenant_retention(self, tenant: Tenant, seconds: int, actor: Actor) -> int:
@@ -135,19 +137,19 @@ class Retention:
                 detail={"level": "tenant", "seconds": seconds},
             )
         )
-        self.vault.repo.set_tenant_retention(tenant.partner_id, seconds)
-        tenant = replace(tenant, retention_seconds=seconds)
-        changed = 0
-        for session in self.vault.repo.list_sessions(tenant.partner_id):
-            recordings = []
-            for r in self.vault.repo.list_recordings(tenant.partner_id, session.session_id):
-                if r.retention_seconds is None and session.retention_seconds is None:
-                    recordings.append(self._recompute(tenant, session, r))
-                    changed += 1
-                else:
-                    recordings.append(r)
-            self._recompute_rendition(session, recordings)
-        self.vault.changed()
+        with self.vault.cache.batch():
+            self.vault.cache.set_tenant_retention(tenant.partner_id, seconds)
+            tenant = replace(tenant, retention_seconds=seconds)
+            changed = 0
+            for session in self.vault.repo.list_sessions(tenant.partner_id):
+                recordings = []
+                for r in self.vault.repo.list_recordings(tenant.partner_id, session.session_id):
+                    if r.retention_seconds is None and session.retention_seconds is None:
+                        recordings.append(self._recompute(tenant, session, r))
+                        changed += 1
+                    else:
+                        recordings.append(r)
+                self._recompute_rendition(session, recordings)
         return changed
 
     def _recompute(self, tenant: Tenant, session: Session, r: Recording) -> Recording:
@@ -156,7 +158,7 @@ class Retention:
         expires, level = policy.retention_expiry(
             tenant.retention_seconds, session, r.retention_seconds
         )
-        self.vault.repo.set_recording_expiry(r.recording_id, expires, r.retention_seconds, level)
+        self.vault.cache.set_recording_expiry(r.recording_id, expires, r.retention_seconds, level)
         return replace(r, expires_ms=expires, retention_policy=level)
 
     # --- legal hold -------------------------------------------------------------------------
@@ -176,7 +178,7 @@ class Retention:
         holder = by or _describe(actor)
         self._log(Action.HOLD_SET, actor, session, None, reason=reason, by=holder)
         held_at = session.hold_set_ms or now_ms(self.vault.clock)
-        self.vault.repo.set_hold(
+        self.vault.cache.set_hold(
             tenant.partner_id,
             session.session_id,
             reason=reason,
@@ -185,7 +187,6 @@ class Retention:
             # A changed reason is not a new hold: receivers hear of it being set, once.
             events=[] if session.held else [events.hold_changed(session, True, held_at)],
         )
-        self.vault.changed()
         self.counts.hold_changed("set")
         return replace(session, hold_reason=reason, hold_by=holder, hold_set_ms=held_at)
 
@@ -195,12 +196,11 @@ class Retention:
         if not session.held:
             return session
         self._log(Action.HOLD_CLEAR, actor, session, None, reason=session.hold_reason)
-        self.vault.repo.clear_hold(
+        self.vault.cache.clear_hold(
             tenant.partner_id,
             session.session_id,
             events=[events.hold_changed(session, False, now_ms(self.vault.clock))],
         )
-        self.vault.changed()
         self.counts.hold_changed("cleared")
         return replace(session, hold_reason=None, hold_by=None, hold_set_ms=None)
 
@@ -224,10 +224,10 @@ class Retention:
             recordings=[r.recording_id for r in doomed],
         )
         by = _describe(actor)
-        erased = [self._erase(r, RecordingStatus.DELETED, by, refuse_held=True) for r in doomed]
-        now = now_ms(self.vault.clock)
-        self.vault.repo.mark_session_deleted(tenant.partner_id, session.session_id, now)
-        self.vault.changed()
+        with self.vault.cache.batch():
+            erased = [self._erase(r, RecordingStatus.DELETED, by, refuse_held=True) for r in doomed]
+            now = now_ms(self.vault.clock)
+            self.vault.cache.mark_session_deleted(tenant.partner_id, session.session_id, now)
         return erased
 
     def delete_recording(self, tenant: Tenant, recording_id: str, actor: Actor) -> Recording:
@@ -240,9 +240,9 @@ class Retention:
             return recording
         self._log(Action.RECORDING_DELETE, actor, session, recording)
         by = _describe(actor)
-        erased = self._erase(recording, RecordingStatus.DELETED, by, refuse_held=True)
-        self._retire_rendition(recording, RecordingStatus.DELETED, by)
-        self.vault.changed()
+        with self.vault.cache.batch():
+            erased = self._erase(recording, RecordingStatus.DELETED, by, refuse_held=True)
+            self._retire_rendition(recording, RecordingStatus.DELETED, by)
         return erased
 
     @staticmethod
@@ -262,24 +262,27 @@ class Retention:
         self.finish_removals(limit)
         purged = 0
         now = now_ms(self.vault.clock)
-        for r in self.vault.repo.due_for_purge(now, limit):
-            event = AccessEvent(
-                action=Action.RETENTION_PURGE,
-                actor=replace(SYSTEM, partner_id=r.partner_id),
-                status=200,
-                at_ms=now,
-                session_id=r.session_id,
-                recording_id=r.recording_id,
-                detail={"policy": r.retention_policy or "tenant", "expired_at_ms": r.expires_ms},
-            )
-            self.audit.commit(event)
-            erased = self._erase(r, RecordingStatus.EXPIRED, None)
-            if erased.status is RecordingStatus.EXPIRED:
-                purged += 1
-                self.counts.purged(1)  # now: a later failure must not lose what was done
-                self._retire_rendition(r, RecordingStatus.EXPIRED, None)
+        with self.vault.cache.batch():
+            for r in self.vault.repo.due_for_purge(now, limit):
+                event = AccessEvent(
+                    action=Action.RETENTION_PURGE,
+                    actor=replace(SYSTEM, partner_id=r.partner_id),
+                    status=200,
+                    at_ms=now,
+                    session_id=r.session_id,
+                    recording_id=r.recording_id,
+                    detail={
+                        "policy": r.retention_policy or "tenant",
+                        "expired_at_ms": r.expires_ms,
+                    },
+                )
+                self.audit.commit(event)
+                erased = self._erase(r, RecordingStatus.EXPIRED, None)
+                if erased.status is RecordingStatus.EXPIRED:
+                    purged += 1
+                    self.counts.purged(1)  # now: a later failure must not lose what was done
+                    self._retire_rendition(r, RecordingStatus.EXPIRED, None)
         if purged:
-            self.vault.changed()
             log.info("purged the audio of %d recording(s) past retention", purged)
         return purged
 
@@ -307,7 +310,9 @@ class Retention:
             if current is None or current.status in TOMBSTONES:
                 return current or r  # gone already: another actor got there first
             erased = events.recording_erased(current, status, now)
-            if repo.tombstone(current, status, purged_ms=now, deleted_by=by, events=[erased]):
+            if self.vault.cache.tombstone(
+                current, status, purged_ms=now, deleted_by=by, events=[erased]
+            ):
                 break
             session = repo.get_session(r.partner_id, r.session_id)
             if session is not None and session.held:
@@ -361,7 +366,7 @@ class Retention:
         inputs = live_recordings(recordings)
         if inputs:
             expires = min(r.expires_ms for r in inputs)
-            repo.set_recording_expiry(merged.recording_id, expires, None, "inputs")
+            self.vault.cache.set_recording_expiry(merged.recording_id, expires, None, "inputs")
 
     def _log(
         self,

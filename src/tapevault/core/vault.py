@@ -45,6 +45,7 @@ from tapevault.core.ports import (
     SequenceTaken,
 )
 from tapevault.core.quota import Quotas
+from tapevault.core.servingcache import ServingCache
 from tapevault.core.signing import (
     AUDIO_MODES,
     TWILIO_SUBJECT,
@@ -78,8 +79,7 @@ MAX_PROVIDER = 200  # the column's width
 _KEY_RELOAD_SECONDS = 1.0
 NOT_READY_RETRY_SECONDS = 2
 _CALL_SID = re.compile(r"[A-Za-z0-9_-]{1,64}")
-_RECORDING_CACHE_SECONDS = 5.0
-_RECORDING_CACHE_SIZE = 50_000
+_LINKS_MEMO_SIZE = 50_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,14 +138,14 @@ class Vault:
         self.media_base_url = media_base_url.rstrip("/")
         self.tenants = Tenants(repo, clock)
         self.direct = DirectLinks(store)
-        self._recordings: dict[str, tuple[Recording, float]] = {}
-        self._sessions: dict[tuple[str, str], tuple[Session, Sequence[Recording], float]] = {}
+        # What the hot path reads, cached; the writes that change it go through it too.
+        self.cache = ServingCache(repo)
         self._links_memo: dict[
             tuple[str, str, bool, Delivery, tuple[str, ...]], list[RecordingLink]
         ] = {}
         self._memo_second = 0
+        self._memo_generation = self.cache.generation
         self._signer_lock = threading.Lock()
-        self._epoch = repo.cache_epoch()
         self.key_reload_seconds = _KEY_RELOAD_SECONDS
         self._signer = self._load_signer(None)
         self._signer_loaded = time.monotonic()
@@ -479,7 +479,7 @@ class Vault:
         session: Session | None = None
         recordings: Sequence[Recording] = ()
         if 0 < len(session_id) <= MAX_ID:
-            session, recordings = self._settled_session(partner.partner_id, session_id)
+            session, recordings = self.cache.settled_session(partner.partner_id, session_id)
         if session is None:
             raise NotFound(RECORDING_NOT_FOUND)
         now = now_ms(self.clock)
@@ -511,8 +511,10 @@ class Vault:
             tuple(r.recording_id for r in live),
         )
         second = now // 1000
-        if second != self._memo_second:
+        if second != self._memo_second or self._memo_generation != self.cache.generation:
+            # A new second, or what may be served changed (a deletion, hold, retention).
             self._memo_second = second
+            self._memo_generation = self.cache.generation
             self._links_memo.clear()
         links = self._links_memo.get(memo_key)
         if links is None:
@@ -524,7 +526,7 @@ class Vault:
                 self.link(r, mode, expires, held=session.held, delivery=partner.delivery)
                 for r in live
             ]
-            if len(self._links_memo) < _RECORDING_CACHE_SIZE:
+            if len(self._links_memo) < _LINKS_MEMO_SIZE:
                 self._links_memo[memo_key] = links
         return links
 
@@ -636,7 +638,7 @@ class Vault:
             link = self.repo.get_player_link(grant.via)
             if link is None or link.revoked_ms is not None:
                 raise UrlRejected("revoked", "The player link of this URL was revoked.")
-        recording = self._recording(recording_id)
+        recording = self.cache.servable_recording(recording_id)
         if recording is None or recording.partner_id != grant.partner_id:
             raise NotFound(RECORDING_NOT_FOUND)
         verdict = policy.gone(recording, int(now * 1000))
@@ -651,49 +653,6 @@ class Vault:
         if not recording.is_servable:
             raise NotFound(RECORDING_NOT_FOUND)
         return MediaAccess(recording=recording, grant=grant)
-
-    def _settled_session(
-        self, partner_id: str, session_id: str
-    ) -> tuple[Session | None, Sequence[Recording]]:
-        """The session and its recordings; from memory once they can no longer change.
-
-        An ended session whose recordings are all finalized (available or failed) takes no more
-        audio and none of its recordings changes again, so players asking for fresh URLs need not
-        touch the database. Entries live a few seconds so that another process's deletions are
-        seen soon; retention is computed per request from ``expires_ms`` anyway.
-        """
-        key = (partner_id, session_id)
-        now = time.monotonic()
-        hit = self._sessions.get(key)
-        if hit is not None and hit[2] > now:
-            return hit[0], hit[1]
-        session, recordings = self.repo.get_session_with_recordings(partner_id, session_id)
-        if (
-            session is not None
-            and session.status is SessionStatus.COMPLETED
-            and not any(r.status in PENDING for r in recordings)
-        ):
-            if len(self._sessions) >= _RECORDING_CACHE_SIZE:
-                self._sessions.clear()
-            self._sessions[key] = (session, recordings, now + _RECORDING_CACHE_SECONDS)
-        return session, recordings
-
-    def _recording(self, recording_id: str) -> Recording | None:
-        """A finished recording never changes, so every ranged read of a playback after the
-        first is answered from memory. Entries live a few seconds so that another process's
-        changes (a later deletion) are seen soon; expiry is computed per request anyway."""
-        now = time.monotonic()
-        hit = self._recordings.get(recording_id)
-        if hit is not None and hit[1] > now:
-            return hit[0]
-        recording = self.repo.get_recording(recording_id)
-        if recording is not None and recording.is_servable:
-            # Only servable rows are kept: a deletion or purge moves a row out of that state,
-            # and the cache epoch (see ``signer``) drops every entry within a second of it.
-            if len(self._recordings) >= _RECORDING_CACHE_SIZE:
-                self._recordings.clear()
-            self._recordings[recording_id] = (recording, now + _RECORDING_CACHE_SECONDS)
-        return recording
 
     # signing keys -------------------------------------------------------------------------
 
@@ -721,29 +680,8 @@ class Vault:
             with self._signer_lock:
                 if now - self._signer_loaded >= self.key_reload_seconds:
                     self._signer = self._load_signer(self._signer)
-                    self._check_epoch()
                     self._signer_loaded = time.monotonic()
         return self._signer
-
-    def _check_epoch(self) -> None:
-        """Drop the recording and session caches when any process changed what may be served
-        (a deletion, purge, hold or retention change bumps the epoch), so such a change takes
-        effect everywhere within ``key_reload_seconds``."""
-        epoch = self.repo.cache_epoch()
-        if epoch != self._epoch:
-            self._epoch = epoch
-            self.forget()
-
-    def forget(self) -> None:
-        """Drop every cached recording and session (this process changed one)."""
-        self._recordings.clear()
-        self._sessions.clear()
-        self._links_memo.clear()
-
-    def changed(self) -> None:
-        """Tell every process (and this one, now) that servable state changed."""
-        self.repo.bump_cache_epoch()
-        self.forget()
 
     def rotate_signing_key(self) -> str:
         # The newest key signs; make "newest" unambiguous even within one millisecond.
