@@ -354,9 +354,9 @@ async def test_concurrent_uploads_of_one_channel_get_it_once(
         assert incoming_objects(runtime.vault.store) == [upload_key(winner)]
         assert list(spool.iterdir()) == []
         runtime.worker.run_until_idle()
-        session = runtime.vault.repo.get_session_by_external_id(acme.tenant.partner_id, call_sid)
+        session = runtime.repo.get_session_by_external_id(acme.tenant.partner_id, call_sid)
         assert session is not None
-        held = runtime.vault.repo.list_recordings(acme.tenant.partner_id, session.session_id)
+        held = runtime.repo.list_recordings(acme.tenant.partner_id, session.session_id)
         assert [(r.recording_id, r.channel) for r in held] == [(winner, "inbound")]
         assert incoming_objects(runtime.vault.store) == []
 

@@ -135,12 +135,12 @@ async def test_statuses_follow_the_recordings(
     assert first["status"] == "success"
     single = first["recording"][0]["fileUrl"]
     assert f"/media/{inbound.json()['recording_id']}.wav?" in single
-    session_id = runtime.vault.find_session(acme.tenant, CALL).session_id  # type: ignore[union-attr]
-    assert runtime.vault.repo.get_merged(acme.tenant.partner_id, session_id) is None
+    session_id = runtime.vault.sessions.find_session(acme.tenant, CALL).session_id  # type: ignore[union-attr]
+    assert runtime.repo.get_merged(acme.tenant.partner_id, session_id) is None
     await upload_channel(client, runtime, acme, CALL, "outbound", tone_wav_bytes(1.0))
     second = (await kore(client, acme, CALL)).json()
     assert second["status"] == "success"  # merged when the second channel was processed
-    merged = runtime.vault.repo.get_merged(acme.tenant.partner_id, session_id)
+    merged = runtime.repo.get_merged(acme.tenant.partner_id, session_id)
     assert (
         merged is not None
         and f"/media/{merged.recording_id}.wav?" in (second["recording"][0]["fileUrl"])
@@ -196,7 +196,7 @@ async def test_a_single_recording_is_served_unmixed(
     url = answer["recording"][0]["fileUrl"]
     assert f"/media/{sent.json()['recording_id']}.wav?" in url
     assert (await client.get(local(url))).content == body
-    assert runtime.vault.repo.get_merged(acme.tenant.partner_id, session_id) is None
+    assert runtime.repo.get_merged(acme.tenant.partner_id, session_id) is None
     assert runtime.worker.run_until_idle() == 0  # the request queued nothing either
 
 
@@ -306,7 +306,7 @@ async def test_a_live_stream_is_call_in_progress(
     once it ends, media_in_progress while the recording is made."""
     created = await client.post("/api/v1/ambient/session/create", headers=acme.suki)
     session_id = created.json()["ambient_session_id"]
-    live = runtime.vault.open_stream(
+    live = runtime.vault.ingest.open_stream(
         acme.tenant,
         session_id,
         "stream/pcm_s16le",
@@ -319,7 +319,7 @@ async def test_a_live_stream_is_call_in_progress(
     assert answer.status_code == 200
     assert answer.json() == {"status": "call_in_progress", "recording": []}
     assert answer.headers["retry-after"] == "5"
-    runtime.vault.close_stream(live)
+    runtime.vault.ingest.close_stream(live)
     ended = await kore(client, acme, session_id)
     assert ended.json()["status"] == "media_in_progress"
     assert ended.headers["retry-after"] == "2"

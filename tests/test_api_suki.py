@@ -43,7 +43,7 @@ async def client(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.fixture
 def partner(runtime: Runtime) -> Tenant:
-    return runtime.vault.create_tenant("clinic", 7 * 86400)
+    return runtime.vault.tenants.create("clinic", 7 * 86400).tenant
 
 
 def token_for(partner: Tenant, clock: FixedClock, **extra: object) -> dict[str, str]:
@@ -171,12 +171,11 @@ async def test_streaming_lifetime_grows_with_long_sessions(
     runtime: Runtime, partner: Tenant, clock: FixedClock
 ) -> None:
     """A session longer than 15 minutes gets its length plus 10 minutes of URL validity."""
-    from tapevault.core.model import RecordingStatus, SessionKind
-    from tapevault.core.vault import Recording
+    from tapevault.core.model import Recording, RecordingStatus, SessionKind
 
     vault = runtime.vault
-    session = vault.create_session(partner, SessionKind.AMBIENT)
-    vault.repo.add_recording(
+    session = vault.sessions.create_session(partner, SessionKind.AMBIENT)
+    runtime.repo.add_recording(
         Recording(
             recording_id="01J0000000000000000000000A",
             session_id=session.session_id,
@@ -194,7 +193,7 @@ async def test_streaming_lifetime_grows_with_long_sessions(
             expires_ms=int(clock.now() * 1000) + 86400_000,
         )
     )
-    links = vault.recording_links(partner, session.session_id, download=False)
+    links = vault.links.recording_links(partner, session.session_id, download=False)
     assert links[0].expires_at == int(clock.now()) + 40 * 60 + 1 + 10 * 60
 
 
@@ -232,7 +231,7 @@ async def test_unknown_and_foreign_sessions_look_the_same(
     headers = token_for(partner, clock)
     session_id = await new_session(client, headers)
     await upload(client, headers, session_id, tone_wav_bytes(0.5))
-    intruder = runtime.vault.create_tenant("other", 7 * 86400)
+    intruder = runtime.vault.tenants.create("other", 7 * 86400).tenant
     other = token_for(intruder, clock)
     foreign = await client.get(f"/api/v1/ambient/session/{session_id}/recording", headers=other)
     unknown = await client.get("/api/v1/ambient/session/nope/recording", headers=other)
@@ -253,7 +252,7 @@ async def test_media_url_of_another_partner_is_rejected(
     headers = token_for(partner, clock)
     session_id = await new_session(client, headers)
     await upload(client, headers, session_id, tone_wav_bytes(0.5))
-    other = runtime.vault.create_tenant("other", 7 * 86400)
+    other = runtime.vault.tenants.create("other", 7 * 86400).tenant
     other_headers = token_for(other, clock)
     other_session = await new_session(client, other_headers)
     await upload(client, other_headers, other_session, tone_wav_bytes(0.5))
@@ -318,7 +317,7 @@ async def test_retention_turns_to_410(
     client: httpx.AsyncClient, runtime: Runtime, clock: FixedClock
 ) -> None:
     """Past retention the recording endpoint says 410, and so does an unexpired media URL."""
-    short = runtime.vault.create_tenant("short", 30)
+    short = runtime.vault.tenants.create("short", 30).tenant
     headers = token_for(short, clock)
     session_id = await new_session(client, headers)
     await upload(client, headers, session_id, tone_wav_bytes(0.5))
@@ -339,7 +338,7 @@ async def test_empty_session_past_retention_is_410(
     client: httpx.AsyncClient, runtime: Runtime, clock: FixedClock
 ) -> None:
     """A session that never got audio is 404 during retention and 410 after it."""
-    short = runtime.vault.create_tenant("short", 10)
+    short = runtime.vault.tenants.create("short", 10).tenant
     session_id = await new_session(client, token_for(short, clock))
     path = f"/api/v1/ambient/session/{session_id}/recording"
     assert (await client.get(path, headers=token_for(short, clock))).status_code == 404
@@ -490,7 +489,7 @@ async def test_unexpected_error_is_500_without_trace(
     def boom(*args: object, **kwargs: object) -> None:
         raise RuntimeError("database exploded at /secret/path")
 
-    monkeypatch.setattr(runtime.vault, "recording_links", boom)
+    monkeypatch.setattr(runtime.vault.links, "recording_links", boom)
     headers = token_for(partner, clock)
     response = await client.get("/api/v1/ambient/session/x/recording", headers=headers)
     assert response.status_code == 500

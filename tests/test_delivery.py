@@ -65,7 +65,7 @@ async def client(azure_runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
 
 
 def direct_tenant(runtime: Runtime) -> Tenant:
-    tenant = runtime.vault.create_tenant("clinic", 7 * 86400)
+    tenant = runtime.vault.tenants.create("clinic", 7 * 86400).tenant
     runtime.vault.tenants.set_delivery(
         tenant, Delivery.DIRECT, store_presigns=runtime.vault.direct.available
     )
@@ -195,7 +195,7 @@ async def test_a_gateway_tenant_on_the_same_store_gets_gateway_urls(
     client: httpx.AsyncClient, azure_runtime: Runtime, clock: FixedClock
 ) -> None:
     """Delivery is per tenant: the default stays tapevault's signed URL, proxied from Azure."""
-    tenant = azure_runtime.vault.create_tenant("other", 7 * 86400)
+    tenant = azure_runtime.vault.tenants.create("other", 7 * 86400).tenant
     assert tenant.delivery is Delivery.GATEWAY
     headers = {"sdp_suki_token": issue_token(tenant, now=clock.now(), ttl_seconds=3600)}
     session_id = await uploaded_session(client, azure_runtime, headers)
@@ -210,7 +210,7 @@ async def test_a_gateway_tenant_on_the_same_store_gets_gateway_urls(
 
 def test_direct_is_refused_on_a_local_store(runtime: Runtime, tmp_path: Path) -> None:
     """A directory cannot presign: the service and the CLI say so, and nothing changes."""
-    tenant = runtime.vault.create_tenant("clinic", 86400)
+    tenant = runtime.vault.tenants.create("clinic", 86400).tenant
     assert not runtime.vault.direct.available
     with pytest.raises(InvalidRequest, match="direct delivery needs an object store"):
         runtime.vault.tenants.set_delivery(

@@ -32,8 +32,8 @@ def stored_recording(server: Server, storage_url: str, size: int) -> tuple[str, 
     runtime = open_runtime(settings)
     try:
         vault = runtime.vault
-        tenant = vault.create_tenant("clinic", 86400)
-        session = vault.create_session(tenant, SessionKind.AMBIENT)
+        tenant = vault.tenants.create("clinic", 86400).tenant
+        session = vault.sessions.create_session(tenant, SessionKind.AMBIENT)
         now_ms = int(time.time() * 1000)
         recording = Recording(
             recording_id="01J00000000000000000000BIG",
@@ -52,8 +52,8 @@ def stored_recording(server: Server, storage_url: str, size: int) -> tuple[str, 
             expires_ms=now_ms + 86400_000,
         )
         assert vault.store.put(recording.storage_key, generated(size)).size == size
-        vault.repo.add_recording(recording)
-        url = vault.link(recording, UrlMode.STREAM, now_ms // 1000 + 3600).url
+        runtime.repo.add_recording(recording)
+        url = vault.links.link(recording, UrlMode.STREAM, now_ms // 1000 + 3600).url
         return url, recording.storage_key
     finally:
         runtime.close()

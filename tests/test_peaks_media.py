@@ -52,7 +52,7 @@ async def recorded(client: httpx.AsyncClient, runtime: Runtime, who: Customer) -
 
 
 def peaks_url(runtime: Runtime, who: Customer, recording: Recording, clock: FixedClock) -> str:
-    url = runtime.vault.peaks_link(who.tenant, recording, int(clock.now()) + 600)
+    url = runtime.vault.links.peaks_link(who.tenant, recording, int(clock.now()) + 600)
     assert url is not None
     return local(url)
 
@@ -117,7 +117,7 @@ async def test_session_views_say_whether_peaks_are_available(
     for path in paths:
         answer = await client.get(path, headers=who.bearer)
         assert [r["peaks_available"] for r in answer.json()["recordings"]] == [False]
-    assert runtime.vault.peaks_link(who.tenant, recording, int(clock.now()) + 60) is None
+    assert runtime.vault.links.peaks_link(who.tenant, recording, int(clock.now()) + 60) is None
 
 
 async def test_peaks_url_refused_when_altered_expired_or_foreign(
@@ -136,17 +136,17 @@ async def test_peaks_url_refused_when_altered_expired_or_foreign(
     # A peaks URL grants no audio, and an audio URL grants no peaks.
     audio = url.replace(".peaks.json", ".wav")
     assert (await client.get(audio)).status_code == 403
-    [link] = runtime.vault.recording_links(who.tenant, recording.session_id, download=False)
+    [link] = runtime.vault.links.recording_links(who.tenant, recording.session_id, download=False)
     stream_as_peaks = local(link.url).replace(".wav", ".peaks.json")
     refused = await client.get(stream_as_peaks)
     assert refused.status_code == 403 and refused.json()["error"] == "url_invalid"
-    foreign = runtime.vault.signer().sign(
+    foreign = runtime.vault.keys.signer().sign(
         recording.recording_id, UrlMode.PEAKS, int(clock.now()) + 600, other.tenant.partner_id
     )
     answer = await client.get(f"/media/{recording.recording_id}.peaks.json?{foreign}")
     assert answer.status_code == 404
     with pytest.raises(Exception, match="not found"):
-        runtime.vault.peaks_link(other.tenant, recording, int(clock.now()) + 600)
+        runtime.vault.links.peaks_link(other.tenant, recording, int(clock.now()) + 600)
     for bad in ("512", "0", "-256", "256.0", "x" * 5000):
         answer = await client.get(with_query(url, spp=bad))
         assert answer.status_code == 400 and "spp" in answer.json()["message"]
@@ -179,7 +179,7 @@ async def test_peaks_go_with_the_audio_at_retention(
     purge removes the peaks objects with the audio."""
     who = customer(runtime, clock)
     recording = await recorded(client, runtime, who)
-    long_lived = runtime.vault.signer().sign(
+    long_lived = runtime.vault.keys.signer().sign(
         recording.recording_id,
         UrlMode.PEAKS,
         recording.expires_ms // 1000 + 86400,
@@ -188,7 +188,7 @@ async def test_peaks_go_with_the_audio_at_retention(
     url = f"/media/{recording.recording_id}.peaks.json?{long_lived}"
     assert (await client.get(url)).status_code == 200
     clock.set(recording.expires_ms / 1000 + 1)
-    runtime.vault.forget()
+    runtime.vault.cache.forget()
     answer = await client.get(url)
     assert answer.status_code == 410 and answer.json()["reason"] == "expired"
     assert has_peaks(runtime.vault.store, recording.storage_key)
@@ -216,8 +216,8 @@ async def test_failing_peaks_never_fail_the_recording(
         recording = await recorded(client, runtime, who)
     assert "waveform peaks" in caplog.text
     assert not has_peaks(runtime.vault.store, recording.storage_key)
-    assert runtime.vault.peaks_link(who.tenant, recording, int(clock.now()) + 60) is None
-    [link] = runtime.vault.recording_links(who.tenant, recording.session_id, download=False)
+    assert runtime.vault.links.peaks_link(who.tenant, recording, int(clock.now()) + 60) is None
+    [link] = runtime.vault.links.recording_links(who.tenant, recording.session_id, download=False)
     assert (await client.get(local(link.url))).status_code == 200
     monkeypatch.undo()
     assert ingest_peaks.backfill(runtime.vault.store, [recording]) == (1, 0)
@@ -265,7 +265,7 @@ async def test_merged_rendition_has_peaks_that_go_with_it(
     quiet = wav_bytes(np.zeros(RATE, dtype=np.int16))  # 1 s of silence, then 10 s of tones
     await upload_channel(client, runtime, who, call, "inbound", quiet)
     await upload_channel(client, runtime, who, call, "outbound", wav_bytes(speech_like()))
-    session = runtime.vault.find_session(who.tenant, call)
+    session = runtime.vault.sessions.find_session(who.tenant, call)
     assert session is not None
     merged = runtime.repo.get_merged(who.tenant.partner_id, session.session_id)
     assert merged is not None and merged.is_servable

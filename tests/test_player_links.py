@@ -114,7 +114,7 @@ async def test_the_secret_is_stored_hashed_and_a_wrong_one_is_like_no_link(
     unknown link id all answer the same 404."""
     session_id = await ambient(client, runtime, who, (0.5,))
     link = await new_link(client, who, session_id)
-    stored = runtime.vault.repo.get_player_link(link["link_id"])
+    stored = runtime.repo.get_player_link(link["link_id"])
     assert stored is not None and stored.secret_hash == hash_secret(secret_of(link))
     assert secret_of(link) not in repr(stored)
     wrong = await playlist(client, link, "tvp_" + "A" * 43)
@@ -174,15 +174,15 @@ async def test_ttl_is_bounded_and_capped_at_retention_unless_held(
     assert not_json.status_code == 400
     clock.advance(6 * 86400)
     capped = await new_link(client, who, session_id, ttl="7d")
-    (recording,) = runtime.vault.repo.list_recordings(who.tenant.partner_id, session_id)
-    stored = runtime.vault.repo.get_player_link(capped["link_id"])
+    (recording,) = runtime.repo.list_recordings(who.tenant.partner_id, session_id)
+    stored = runtime.repo.get_player_link(capped["link_id"])
     assert stored is not None and stored.expires_ms == recording.expires_ms
     held = await client.put(
         f"/api/v1/sessions/{session_id}/hold", headers=who.bearer, json={"reason": "audit"}
     )
     assert held.status_code == 200
     longer = await new_link(client, who, session_id, ttl="7d")
-    stored = runtime.vault.repo.get_player_link(longer["link_id"])
+    stored = runtime.repo.get_player_link(longer["link_id"])
     assert stored is not None and stored.expires_ms > recording.expires_ms
 
 

@@ -167,10 +167,12 @@ def test_an_upload_received_but_never_recorded_goes_once_an_hour_old(data: Path)
     runtime = open_runtime(settings_for(data), access_log=MemoryAccessLog())
     try:
         tenant = runtime.vault.tenants.create("t", 86400).tenant
-        session = runtime.vault.create_session(tenant, SessionKind.AMBIENT)
+        session = runtime.vault.sessions.create_session(tenant, SessionKind.AMBIENT)
         spooled = data / "body.wav"
         spooled.write_bytes(tone_wav_bytes(0.2))
-        recorded = runtime.vault.accept_upload(tenant, session.session_id, spooled, "wav/pcm_s16le")
+        recorded = runtime.vault.ingest.accept_upload(
+            tenant, session.session_id, spooled, "wav/pcm_s16le"
+        )
         store = unwrapped(runtime.vault.store)  # the local store inside the metrics timer
         assert isinstance(store, LocalStore)
         kept = upload_key(recorded.recording_id)

@@ -24,13 +24,13 @@ async def test_an_upload_racing_the_end_never_reopens_the_ended_session(
     made = await client.post("/api/v1/ambient/session/create", headers=who.suki)
     session_id = made.json()["ambient_session_id"]
     vault = runtime.vault
-    insert = vault.repo.add_recording
+    insert = runtime.repo.add_recording
 
     def end_first(*args: Any, **kwargs: Any) -> None:
-        vault.end_session(who.tenant, session_id)  # the concurrent end lands here
+        vault.sessions.end_session(who.tenant, session_id)  # the concurrent end lands here
         insert(*args, **kwargs)
 
-    monkeypatch.setattr(vault.repo, "add_recording", end_first)
+    monkeypatch.setattr(runtime.repo, "add_recording", end_first)
     await client.post(
         f"/api/v1/ambient/session/{session_id}/audio",
         headers={**who.suki, "content-type": "audio/wav"},

@@ -296,8 +296,8 @@ def test_a_closed_stream_is_in_the_store_before_its_job_is_queued(
     A store that is down fails the close (it is retried) and keeps the spool."""
     who = customer(on_bucket, clock)
     vault = on_bucket.vault
-    session = vault.create_session(who.tenant, SessionKind.AMBIENT)
-    recording = vault.open_stream(
+    session = vault.sessions.create_session(who.tenant, SessionKind.AMBIENT)
+    recording = vault.ingest.open_stream(
         who.tenant,
         session.session_id,
         "stream/pcm_s16le",
@@ -311,12 +311,12 @@ def test_a_closed_stream_is_in_the_store_before_its_job_is_queued(
     spool.write_bytes(pcm)
     bucket.fail_puts = True
     with pytest.raises(Unavailable):
-        vault.close_stream(recording)
+        vault.ingest.close_stream(recording)
     assert spool.read_bytes() == pcm
     current = on_bucket.repo.get_recording(recording.recording_id)
     assert current is not None and current.status is RecordingStatus.RECEIVING
     bucket.fail_puts = False
-    vault.close_stream(recording)  # the retry
+    vault.ingest.close_stream(recording)  # the retry
     assert bucket.objects[stream_key(recording.recording_id)][0] == pcm
     assert not spool.exists()
     on_bucket.worker.run_until_idle()
@@ -333,8 +333,8 @@ def test_a_recovered_streams_spool_is_promoted_by_the_worker(
     node holding its spool promotes that into the store, finalizes it and removes the spool."""
     who = customer(on_bucket, clock)
     vault = on_bucket.vault
-    session = vault.create_session(who.tenant, SessionKind.AMBIENT)
-    recording = vault.open_stream(
+    session = vault.sessions.create_session(who.tenant, SessionKind.AMBIENT)
+    recording = vault.ingest.open_stream(
         who.tenant,
         session.session_id,
         "stream/pcm_s16le",
@@ -345,7 +345,7 @@ def test_a_recovered_streams_spool_is_promoted_by_the_worker(
     )
     spool = vault.local.stream_spool(recording.recording_id)
     spool.write_bytes(b"\x01\x00" * 8000)
-    assert vault.take_over_stream(recording, stale_seconds=None)
+    assert vault.ingest.take_over_stream(recording, stale_seconds=None)
     on_bucket.worker.run_until_idle()
     done = on_bucket.repo.get_recording(recording.recording_id)
     assert done is not None and done.status is RecordingStatus.AVAILABLE
@@ -382,10 +382,10 @@ def test_finalization_waits_for_a_store_that_is_down_and_never_fails_for_it(
     however long that lasts (more tries than MAX_ATTEMPTS), and finishes once it is back."""
     who = customer(on_bucket, clock)
     vault = on_bucket.vault
-    session = vault.create_session(who.tenant, SessionKind.AMBIENT)
+    session = vault.sessions.create_session(who.tenant, SessionKind.AMBIENT)
     body = tmp_path / "body.wav"
     body.write_bytes(tone_wav_bytes(0.5))
-    recording = vault.accept_upload(who.tenant, session.session_id, body, "wav/pcm_s16le")
+    recording = vault.ingest.accept_upload(who.tenant, session.session_id, body, "wav/pcm_s16le")
     bucket.fail_puts = True
     for _ in range(lifecycle.MAX_ATTEMPTS + 2):
         on_bucket.worker.run_until_idle()
@@ -407,12 +407,12 @@ def test_sources_and_spools_nothing_needs_are_swept_and_the_rest_kept(
     or processing stay."""
     who = customer(on_bucket, clock)
     vault = on_bucket.vault
-    session = vault.create_session(who.tenant, SessionKind.AMBIENT)
+    session = vault.sessions.create_session(who.tenant, SessionKind.AMBIENT)
     body = tmp_path / "body.wav"
     body.write_bytes(tone_wav_bytes(0.5))
-    finished = vault.accept_upload(who.tenant, session.session_id, body, "wav/pcm_s16le")
+    finished = vault.ingest.accept_upload(who.tenant, session.session_id, body, "wav/pcm_s16le")
     on_bucket.worker.run_until_idle()
-    pending = vault.open_stream(
+    pending = vault.ingest.open_stream(
         who.tenant,
         session.session_id,
         "stream/pcm_s16le",
@@ -444,16 +444,16 @@ def test_a_failed_commit_removes_the_promoted_upload(
     before; here the database refuses the row) leaves no incoming object behind."""
     who = customer(on_bucket, clock)
     vault = on_bucket.vault
-    session = vault.create_session(who.tenant, SessionKind.AMBIENT)
+    session = vault.sessions.create_session(who.tenant, SessionKind.AMBIENT)
     body = tmp_path / "body.wav"
     body.write_bytes(tone_wav_bytes(0.2))
 
     def refuse(*args: object, **kwargs: object) -> None:
         raise RuntimeError("the database went away")
 
-    vault.repo.add_recording = refuse  # type: ignore[method-assign]
+    on_bucket.repo.add_recording = refuse  # type: ignore[method-assign]
     with pytest.raises(RuntimeError):
-        vault.accept_upload(who.tenant, session.session_id, body, "wav/pcm_s16le")
+        vault.ingest.accept_upload(who.tenant, session.session_id, body, "wav/pcm_s16le")
     assert bucket.puts and incoming_objects(bucket) == []
     assert not body.exists()
 
@@ -478,10 +478,10 @@ def test_uploads_an_older_version_left_in_data_dir_incoming_are_finished(
     moved into the store at start-up and finalized as usual."""
     who = customer(runtime, clock)
     vault = runtime.vault
-    session = vault.create_session(who.tenant, SessionKind.AMBIENT)
+    session = vault.sessions.create_session(who.tenant, SessionKind.AMBIENT)
     body = tmp_path / "body.wav"
     body.write_bytes(tone_wav_bytes(0.5))
-    recording = vault.accept_upload(who.tenant, session.session_id, body, "wav/pcm_s16le")
+    recording = vault.ingest.accept_upload(who.tenant, session.session_id, body, "wav/pcm_s16le")
     legacy = runtime.settings.data_dir / "incoming"
     legacy.mkdir()
     key = upload_key(recording.recording_id)

@@ -26,7 +26,7 @@ async def test_finalization_outlasts_a_store_outage(
 ) -> None:
     """More failed attempts than MAX_ATTEMPTS while the store is down; then it is back and the
     recording becomes available, byte for byte."""
-    tenant = runtime.vault.create_tenant("clinic", 86400)
+    tenant = runtime.vault.tenants.create("clinic", 86400).tenant
     headers = {"sdp_suki_token": issue_token(tenant, now=clock.now(), ttl_seconds=86400)}
     created = await client.post("/api/v1/ambient/session/create", headers=headers)
     session_id = created.json()["ambient_session_id"]

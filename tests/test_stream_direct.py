@@ -197,9 +197,9 @@ async def test_serve_hands_streams_over_to_the_fast_path(
     serving = asyncio.ensure_future(server.serve(sockets=[listener]))
     try:
         await until(lambda: server.started)
-        partner = runtime.vault.create_tenant("clinic", 7 * 86400)
+        partner = runtime.vault.tenants.create("clinic", 7 * 86400).tenant
         headers = {"sdp_suki_token": issue_token(partner, now=clock.now(), ttl_seconds=3600)}
-        session_id = runtime.vault.create_session(partner, SessionKind.AMBIENT).session_id
+        session_id = runtime.vault.sessions.create_session(partner, SessionKind.AMBIENT).session_id
         url = f"ws://127.0.0.1:{port}/api/v1/ambient/session/{session_id}/stream"
         async with connect(url, additional_headers=headers) as ws:
             sender = Sender(ws)

@@ -15,20 +15,19 @@ from sqlalchemy import event, update
 
 from tapevault.core.clock import FixedClock
 from tapevault.core.model import Recording, RecordingStatus, SessionKind
-from tapevault.core.vault import Vault
 from tapevault.db.schema import recordings
 from tapevault.http.stream import StreamHub
 from tapevault.ingest.durable import AckSink
 from tapevault.ingest.recovery import recover_streams
-from tapevault.runtime import Runtime
+from tapevault.runtime import Runtime, build_vault
 from tests.conftest import START
 
 
 def live_recording(runtime: Runtime, writer_id: str) -> Recording:
     vault = runtime.vault
-    partner = vault.create_tenant("clinic", 86400)
-    session = vault.create_session(partner, SessionKind.AMBIENT)
-    return vault.open_stream(
+    partner = vault.tenants.create("clinic", 86400).tenant
+    session = vault.sessions.create_session(partner, SessionKind.AMBIENT)
+    return vault.ingest.open_stream(
         partner,
         session.session_id,
         "stream/pcm_s16le",
@@ -49,14 +48,14 @@ def test_recovery_honours_a_lease_whatever_the_servers_clocks(runtime: Runtime) 
     """A server whose clock is 100 s ahead does not take a stream whose writer renewed its
     lease; the lease is stamped by the database's clock, and lapses by that clock only."""
     recording = live_recording(runtime, "server-a")
-    ahead = Vault(
+    ahead = build_vault(
         runtime.repo,
         runtime.vault.store,
         FixedClock(START + 100),
         "https://vault.test",
         runtime.vault.local,
     )
-    assert recover_streams(ahead, "server-b") == 0
+    assert recover_streams(ahead.ingest, "server-b") == 0
     assert status(runtime, recording) is RecordingStatus.RECEIVING
     stamped = runtime.repo.get_recording(recording.recording_id)
     assert stamped is not None and stamped.heartbeat_ms is not None
@@ -69,7 +68,7 @@ def test_recovery_honours_a_lease_whatever_the_servers_clocks(runtime: Runtime) 
             .values(heartbeat_ms=recordings.c.heartbeat_ms - 61_000)
         )
     runtime.repo.heartbeat("someone-else")  # renews only that writer's recordings
-    assert recover_streams(ahead, "server-b") == 1
+    assert recover_streams(ahead.ingest, "server-b") == 1
     taken = runtime.repo.get_recording(recording.recording_id)
     assert taken is not None and taken.status is RecordingStatus.PROCESSING and taken.recovered
     assert runtime.repo.pending_jobs(recording.recording_id)
@@ -85,7 +84,7 @@ def test_a_renewed_lease_is_not_taken(runtime: Runtime) -> None:
             .values(heartbeat_ms=recordings.c.heartbeat_ms - 61_000)
         )
     runtime.repo.heartbeat("server-a")
-    assert recover_streams(runtime.vault, "server-b") == 0
+    assert recover_streams(runtime.vault.ingest, "server-b") == 0
     assert status(runtime, recording) is RecordingStatus.RECEIVING
 
 
@@ -131,7 +130,7 @@ async def test_a_failed_close_is_retried_until_the_audio_is_served(
         assert acks.acked == 64_000
         assert hub.unclosed == 1
         assert status(runtime, recording) is RecordingStatus.RECEIVING
-        assert recover_streams(runtime.vault, "server-b") == 0  # still ours: the lease holds
+        assert recover_streams(runtime.vault.ingest, "server-b") == 0  # still ours: the lease holds
         full = False  # space is back
         await until(lambda: hub.unclosed == 0)
     finally:
@@ -181,7 +180,7 @@ async def test_the_lease_holds_while_a_close_copies_the_spool_into_the_store(
         return now is not None and (now.heartbeat_ms or 0) > (stale.heartbeat_ms or 0)
 
     await until(renewed)
-    assert recover_streams(runtime.vault, "server-b") == 0
+    assert recover_streams(runtime.vault.ingest, "server-b") == 0
     done.set()
     assert await ending is None
     assert status(runtime, recording) is RecordingStatus.PROCESSING

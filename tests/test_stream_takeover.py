@@ -187,7 +187,7 @@ def take_over_everything(server: Server, database_url: str) -> int:
     )
     runtime = open_runtime(settings, access_log=MemoryAccessLog(), run_migrations=False)
     try:
-        return recover_streams(runtime.vault, "another-server", stale_seconds=0)
+        return recover_streams(runtime.vault.ingest, "another-server", stale_seconds=0)
     finally:
         runtime.close()
 

@@ -47,7 +47,7 @@ def hs256_tenant(runtime: Runtime) -> Tenant:
 def stream_url(runtime: Runtime, tenant: Tenant, ttl: int = HOUR) -> dict[str, str]:
     """The query of the URL `tapevault twilio url` prints, as the server parses it."""
     expires = int(runtime.vault.clock.now()) + ttl
-    return dict(parse_qsl(runtime.vault.twilio_stream_query(tenant.partner_id, expires)))
+    return dict(parse_qsl(runtime.vault.links.twilio_stream_query(tenant.partner_id, expires)))
 
 
 def legacy_url(tenant: Tenant, expires: int) -> dict[str, str]:
@@ -70,7 +70,7 @@ async def test_rs256_tenant_gets_a_working_url_signed_by_the_key_ring(runtime: R
     tenant = rs256_tenant(runtime)
     params = stream_url(runtime, tenant)
     assert params["m"] == UrlMode.TWILIO.value and params["p"] == tenant.partner_id
-    assert params["k"] == runtime.vault.signing_key_ids()[0]
+    assert params["k"] == runtime.vault.keys.signing_key_ids()[0]
     assert await who(runtime, params) == tenant.partner_id
 
 
@@ -78,11 +78,11 @@ async def test_removing_the_key_revokes_the_urls_it_signed(runtime: Runtime) -> 
     """After `keys rotate` old URLs still work; after `keys remove` of their key they fail."""
     tenant = hs256_tenant(runtime)
     old = stream_url(runtime, tenant)
-    runtime.vault.rotate_signing_key()
+    runtime.vault.keys.rotate_signing_key()
     new = stream_url(runtime, tenant)
     assert new["k"] != old["k"]
     assert await who(runtime, old) == await who(runtime, new) == tenant.partner_id
-    assert runtime.vault.remove_signing_key(old["k"])
+    assert runtime.vault.keys.remove_signing_key(old["k"])
     with pytest.raises(AuthError, match="key was removed"):
         await who(runtime, old)
     assert await who(runtime, new) == tenant.partner_id
@@ -113,9 +113,11 @@ async def test_stream_and_media_urls_do_not_cross(runtime: Runtime) -> None:
     tenant = hs256_tenant(runtime)
     params = stream_url(runtime, tenant)
     with pytest.raises(UrlRejected):
-        runtime.vault.authorize_media(TWILIO_SUBJECT, params)
+        runtime.vault.media.authorize_media(TWILIO_SUBJECT, params)
     expires = int(runtime.vault.clock.now()) + HOUR
-    media = runtime.vault.signer().sign("01JREC0000000000000000000", UrlMode.STREAM, expires, "x")
+    media = runtime.vault.keys.signer().sign(
+        "01JREC0000000000000000000", UrlMode.STREAM, expires, "x"
+    )
     with pytest.raises(AuthError, match="invalid"):
         await who(runtime, dict(parse_qsl(media)))
 

@@ -459,16 +459,16 @@ def test_a_live_stream_past_the_quota_is_refused_with_4507(
     runtime: Runtime, who: Customer, tmp_path: Path
 ) -> None:
     """A stream cannot start once the quota is used up; its close code says why (4507)."""
-    session = runtime.vault.create_session(who.tenant, SessionKind.AMBIENT)
+    session = runtime.vault.sessions.create_session(who.tenant, SessionKind.AMBIENT)
     spooled = tmp_path / "one.wav"
     spooled.write_bytes(tone_wav_bytes(1.0))
-    runtime.vault.accept_upload(who.tenant, session.session_id, spooled, "wav/pcm_s16le")
+    runtime.vault.ingest.accept_upload(who.tenant, session.session_id, spooled, "wav/pcm_s16le")
     runtime.worker.run_until_idle()
     runtime.vault.tenants.set_quota(who.tenant, 32_044)  # exactly what is stored
-    tenant = runtime.vault.repo.get_tenant(who.tenant.partner_id)
+    tenant = runtime.repo.get_tenant(who.tenant.partner_id)
     assert tenant is not None and tenant.storage_quota_bytes == 32_044
     with pytest.raises(QuotaExceeded) as refused:
-        runtime.vault.open_stream(
+        runtime.vault.ingest.open_stream(
             tenant,
             session.session_id,
             "stream/pcm_s16le",

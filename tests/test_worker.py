@@ -23,14 +23,14 @@ from tests.support import wait_for
 
 @pytest.fixture
 def partner(runtime: Runtime) -> Tenant:
-    return runtime.vault.create_tenant("clinic", 86400)
+    return runtime.vault.tenants.create("clinic", 86400).tenant
 
 
 def accept(runtime: Runtime, partner: Tenant, tmp_path: Path) -> str:
-    session = runtime.vault.create_session(partner, SessionKind.AMBIENT)
+    session = runtime.vault.sessions.create_session(partner, SessionKind.AMBIENT)
     spooled = tmp_path / "upload.part"
     spooled.write_bytes(tone_wav_bytes(0.5))
-    return runtime.vault.accept_upload(
+    return runtime.vault.ingest.accept_upload(
         partner, session.session_id, spooled, "wav/pcm_s16le"
     ).recording_id
 
@@ -40,7 +40,7 @@ def test_exactly_one_worker_leases_a_job(
 ) -> None:
     """Two workers racing for one job: one gets it, the other gets nothing until it lapses."""
     accept(runtime, partner, tmp_path)
-    repo = runtime.vault.repo
+    repo = runtime.repo
     now = int(clock.now() * 1000)
     first = repo.lease_job("a", now, 60_000)
     assert first is not None and first.attempts == 1
@@ -60,10 +60,10 @@ def test_transient_failures_retry_with_backoff_then_fail(
         calls.append(clock.now())
         raise RuntimeError("disk hiccup")
 
-    worker = Worker(Finalizer(runtime.vault, broken, runtime.local), "test-worker")
+    worker = Worker(Finalizer(runtime.vault, runtime.repo, broken, runtime.local), "test-worker")
     for attempt in range(1, lifecycle.MAX_ATTEMPTS + 1):
         assert worker.run_once() is True
-        recording = runtime.vault.repo.get_recording(recording_id)
+        recording = runtime.repo.get_recording(recording_id)
         assert recording is not None
         if attempt < lifecycle.MAX_ATTEMPTS:
             assert recording.status is RecordingStatus.PROCESSING
@@ -81,7 +81,7 @@ def test_jobs_of_a_dead_local_process_are_reclaimed(
 ) -> None:
     """A job leased by a process of this host that no longer runs is freed at start-up."""
     recording_id = accept(runtime, partner, tmp_path)
-    repo = runtime.vault.repo
+    repo = runtime.repo
     dead = f"{socket.gethostname()}:999999999:deadbeef"
     assert repo.lease_job(dead, int(clock.now() * 1000), 600_000) is not None
     assert runtime.worker.run_once() is False  # still leased
@@ -98,12 +98,12 @@ def test_processing_recording_answers_404_with_retry_after(
     from tapevault.errors import NotReady
 
     recording_id = accept(runtime, partner, tmp_path)
-    session_id = runtime.vault.repo.get_recording(recording_id).session_id  # type: ignore[union-attr]
+    session_id = runtime.repo.get_recording(recording_id).session_id  # type: ignore[union-attr]
     with pytest.raises(NotReady) as info:
-        runtime.vault.recording_links(partner, session_id, False)
+        runtime.vault.links.recording_links(partner, session_id, False)
     assert info.value.retry_after and info.value.message.startswith("Recording not found")
     runtime.worker.run_until_idle()
-    assert len(runtime.vault.recording_links(partner, session_id, False)) == 1
+    assert len(runtime.vault.links.recording_links(partner, session_id, False)) == 1
 
 
 def test_key_removed_by_another_process_revokes_its_urls(
@@ -118,21 +118,21 @@ def test_key_removed_by_another_process_revokes_its_urls(
 
     recording_id = accept(runtime, partner, tmp_path)
     runtime.worker.run_until_idle()
-    session_id = runtime.vault.repo.get_recording(recording_id).session_id  # type: ignore[union-attr]
-    link = runtime.vault.recording_links(partner, session_id, False)[0]
+    session_id = runtime.repo.get_recording(recording_id).session_id  # type: ignore[union-attr]
+    link = runtime.vault.links.recording_links(partner, session_id, False)[0]
     query = dict(parse_qsl(urlsplit(link.url).query))
-    assert runtime.vault.authorize_media(recording_id, query).recording.recording_id
+    assert runtime.vault.media.authorize_media(recording_id, query).recording.recording_id
 
     other = open_runtime(runtime.settings, clock=clock)  # e.g. the `tapevault keys` CLI
     try:
-        other.vault.rotate_signing_key()
-        assert other.vault.remove_signing_key(query["k"])
+        other.vault.keys.rotate_signing_key()
+        assert other.vault.keys.remove_signing_key(query["k"])
     finally:
         other.close()
-    runtime.vault.key_reload_seconds = 0  # instead of waiting out the reload period
+    runtime.vault.keys.reload_seconds = 0  # instead of waiting out the reload period
     with pytest.raises(UrlRejected):
-        runtime.vault.authorize_media(recording_id, query)
-    fresh = runtime.vault.recording_links(partner, session_id, False)[0]
+        runtime.vault.media.authorize_media(recording_id, query)
+    fresh = runtime.vault.links.recording_links(partner, session_id, False)[0]
     assert dict(parse_qsl(urlsplit(fresh.url).query))["k"] != query["k"]
 
 

@@ -65,7 +65,7 @@ async def test_live_stream_bad_token_through_asgi_is_logged(
     """A bad token on the ASGI stream route closes 4401 and writes an auth.failure record
     with the client's address and the session it tried."""
     who = customer(audited, clock)
-    created = audited.vault.create_session(who.tenant, SessionKind.AMBIENT)
+    created = audited.vault.sessions.create_session(who.tenant, SessionKind.AMBIENT)
     path = STREAM.format(created.session_id)
     close = await websocket(audited, path, {"sdp_suki_token": "x.y.z", "user-agent": "probe/1"})
     assert close["code"] == 4401
@@ -122,7 +122,7 @@ async def test_live_stream_bad_ticket_on_the_direct_path_is_logged(
     """On the direct path (``tapevault serve``'s), a used-up ticket closes 4401 and writes an
     auth.failure with the peer's address."""
     who = customer(audited, clock)
-    session_id = audited.vault.create_session(who.tenant, SessionKind.AMBIENT).session_id
+    session_id = audited.vault.sessions.create_session(who.tenant, SessionKind.AMBIENT).session_id
     tasks: list[asyncio.Task[None]] = []
     direct = DirectStream(
         audited.streams,

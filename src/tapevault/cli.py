@@ -187,7 +187,7 @@ def cmd_peaks_backfill(args: argparse.Namespace) -> int:
 
     runtime = _runtime(args)
     try:
-        recordings = runtime.repo.recordings_with_status(RecordingStatus.AVAILABLE)
+        recordings = runtime.vault.ingest.recordings_with_status(RecordingStatus.AVAILABLE)
         if args.tenant:
             recordings = [r for r in recordings if r.partner_id == args.tenant]
         computed, failed = backfill(runtime.vault.store, recordings)
@@ -293,7 +293,7 @@ def cmd_tenant_set(args: argparse.Namespace) -> int:
             runtime.vault.tenants.set_delivery(
                 tenant, Delivery(args.delivery), store_presigns=runtime.vault.direct.available
             )
-        found = runtime.repo.get_tenant(tenant.partner_id)
+        found = runtime.vault.tenants.get_tenant(tenant.partner_id)
         assert found is not None
         _print_data(_tenant_data(found), args.json)
     return 0
@@ -332,7 +332,7 @@ def _tenant(args: argparse.Namespace) -> Iterator[tuple[Runtime, Tenant]]:
     """An open runtime and the tenant named by ``--tenant``; closed on leaving."""
     runtime = _runtime(args)
     try:
-        tenant = runtime.vault.repo.get_tenant(args.tenant)
+        tenant = runtime.vault.tenants.get_tenant(args.tenant)
         if tenant is None:
             raise TapevaultError(f"no tenant with id {args.tenant!r}")
         yield runtime, tenant
@@ -361,7 +361,7 @@ def cmd_twilio_url(args: argparse.Namespace) -> int:
     ttl = policy.parse_duration(args.ttl)
     with _tenant(args) as (runtime, tenant):
         expires = int(runtime.vault.clock.now()) + ttl
-        query = runtime.vault.twilio_stream_query(tenant.partner_id, expires)
+        query = runtime.vault.links.twilio_stream_query(tenant.partner_id, expires)
     base = runtime.settings.public_url.replace("https://", "wss://", 1).replace(
         "http://", "ws://", 1
     )
@@ -383,13 +383,13 @@ def cmd_keys(args: argparse.Namespace) -> int:
     runtime = _runtime(args)
     vault = runtime.vault
     if args.keys_command == "rotate":
-        print(f"new signing key {vault.rotate_signing_key()} (older keys still verify)")
+        print(f"new signing key {vault.keys.rotate_signing_key()} (older keys still verify)")
     elif args.keys_command == "remove":
-        if not vault.remove_signing_key(args.key_id):
+        if not vault.keys.remove_signing_key(args.key_id):
             raise TapevaultError(f"no signing key {args.key_id!r}")
         print(f"removed {args.key_id}; URLs it signed no longer verify")
     else:
-        for index, key_id in enumerate(vault.signing_key_ids()):
+        for index, key_id in enumerate(vault.keys.signing_key_ids()):
             print(f"{key_id}{'  (signing)' if index == 0 else ''}")
     runtime.close()
     return 0

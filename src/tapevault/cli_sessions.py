@@ -44,7 +44,7 @@ def register(commands: Any, add_settings: AddSettings, open_tenant: OpenTenant) 
                 for name in names:
                     message = message.replace(name, flag(name))
                 raise TapevaultError(message) from None
-            body = page_body(page(query, runtime.repo.find_sessions(query)))
+            body = page_body(page(query, runtime.vault.sessions.find_sessions(query)))
         if args.json:
             print(json.dumps(body, indent=2))
             return 0
@@ -70,8 +70,10 @@ def register(commands: Any, add_settings: AddSettings, open_tenant: OpenTenant) 
     def show(args: argparse.Namespace) -> int:
         with open_tenant(args) as (runtime, tenant):
             session = runtime.context.retention.session(tenant, args.session)
-            recordings = runtime.repo.list_recordings(tenant.partner_id, session.session_id)
-            body = session_body(session, recordings, runtime.vault.with_peaks(recordings))
+            recordings = runtime.vault.sessions.list_recordings(
+                tenant.partner_id, session.session_id
+            )
+            body = session_body(session, recordings, runtime.vault.links.with_peaks(recordings))
         if args.json:
             print(json.dumps(body, indent=2))
             return 0

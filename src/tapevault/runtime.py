@@ -23,10 +23,20 @@ from tapevault.core.auditlog import AuditLog
 from tapevault.core.calls import Calls
 from tapevault.core.checkpoints import load_or_create_signer
 from tapevault.core.clock import Clock, OffsetClock, SystemClock, now_ms
+from tapevault.core.delivery import DirectLinks
+from tapevault.core.ingest import Ingest
+from tapevault.core.jobs import Jobs
+from tapevault.core.keyring import KeyRing
+from tapevault.core.links import Links
+from tapevault.core.mediaauth import MediaAuthorisation
 from tapevault.core.playback import PerRequest, PlaybackLog, Playbacks
-from tapevault.core.ports import ObjectStore
+from tapevault.core.ports import NodeLocalFiles, ObjectStore
+from tapevault.core.quota import Quotas
 from tapevault.core.renditions import Renditions
 from tapevault.core.retention import Retention
+from tapevault.core.servingcache import ServingCache
+from tapevault.core.sessions import Sessions
+from tapevault.core.tenants import Tenants
 from tapevault.core.vault import Vault
 from tapevault.core.webhooks import Webhooks
 from tapevault.db.auditstore import SqlAuditStore
@@ -40,6 +50,7 @@ from tapevault.http.app import build_app
 from tapevault.http.asgi import ASGIApp
 from tapevault.http.context import AppContext
 from tapevault.http.forwarded import ProxyHeaders, TrustedProxies
+from tapevault.http.playerlinks import service as player_links
 from tapevault.http.stream import StreamEndpoint, StreamHub
 from tapevault.ingest import formats
 from tapevault.ingest.finalize import TEMPORARY_KINDS, Finalizer
@@ -133,7 +144,7 @@ class Runtime:
     def sweep_scratch(self) -> int:
         """Remove spooled bodies and temporaries no live process writes, and expired tus
         uploads; at start-up and every few minutes (housekeeping)."""
-        return sweep_scratch(self.settings, self.context.spool, self.local, self.vault)
+        return sweep_scratch(self.settings, self.context.spool, self.local, self.vault, self.repo)
 
     def stop(self) -> None:
         self.worker.stop()
@@ -175,7 +186,7 @@ def open_runtime(
     )
     process = worker_id()
     local = NodeLocalDisk(settings.data_dir, store, process)
-    vault = Vault(
+    vault = build_vault(
         repo,
         store,
         clock,
@@ -207,12 +218,13 @@ def open_runtime(
     webhook_store = SqlWebhookStore(engine)
     receivers = AddressPolicy.parse(settings.webhook_allow_private)
     webhooks = Webhooks(webhook_store, lambda: now_ms(clock), CheckAddress(receivers))
-    renditions = Renditions(vault)
-    retention = Retention(vault, access_log, RetentionCounter())
+    renditions = Renditions(vault, repo)
+    retention = Retention(vault, repo, access_log, RetentionCounter())
     context = AppContext(
         settings=settings,
         vault=vault,
-        calls=Calls(vault),
+        calls=Calls(vault, repo),
+        player_links=player_links(repo, vault, renditions, settings),
         renditions=renditions,
         retention=retention,
         audit_store=audit_store,
@@ -233,7 +245,7 @@ def open_runtime(
         webhooks=webhooks,
     )
     worker = Worker(
-        Finalizer(vault, formats.decoder(settings.max_recording_seconds), local),
+        Finalizer(vault, repo, formats.decoder(settings.max_recording_seconds), local),
         process,
         housekeeping=Housekeeping(
             retention,
@@ -241,7 +253,7 @@ def open_runtime(
             clock,
             purge_seconds=settings.purge_interval_seconds,
             audit_retention_seconds=settings.audit_retention_seconds,
-            sweep_scratch=lambda: sweep_scratch(settings, spool, local, vault),
+            sweep_scratch=lambda: sweep_scratch(settings, spool, local, vault, repo),
         ),
         webhooks=Dispatcher(
             webhook_store,
@@ -264,6 +276,40 @@ def open_runtime(
     )
 
 
+def build_vault(
+    repo: SqlRepository,
+    store: ObjectStore,
+    clock: Clock,
+    media_base_url: str,
+    local: NodeLocalFiles,
+    *,
+    default_quota_bytes: int | None = None,
+) -> Vault:
+    """The services, each given the narrow part of the repository it needs (see
+    ``core/vault.py``); the one place they are wired."""
+    cache = ServingCache(repo)
+    keys = KeyRing(repo, clock)
+    jobs = Jobs(clock, store)
+    quotas = Quotas(repo, default_quota_bytes)
+    sessions = Sessions(repo, clock, jobs)
+    direct = DirectLinks(store)
+    return Vault(
+        tenants=Tenants(repo, clock),
+        quotas=quotas,
+        sessions=sessions,
+        ingest=Ingest(repo, store, clock, local, sessions, quotas, jobs),
+        jobs=jobs,
+        keys=keys,
+        links=Links(keys, cache, clock, store, media_base_url, direct),
+        media=MediaAuthorisation(repo, cache, keys, clock),
+        cache=cache,
+        direct=direct,
+        store=store,
+        clock=clock,
+        local=local,
+    )
+
+
 def store_probe(store: ObjectStore) -> Callable[[], None]:
     """How /readyz asks the store whether it answers. A stat of a missing key answers "no such
     object" even when a local store's directory is gone (an unmounted disk), so for the local
@@ -279,14 +325,16 @@ def store_probe(store: ObjectStore) -> Callable[[], None]:
     return probe
 
 
-def sweep_scratch(settings: Settings, spool: Spool, local: NodeLocalDisk, vault: Vault) -> int:
+def sweep_scratch(
+    settings: Settings, spool: Spool, local: NodeLocalDisk, vault: Vault, repo: SqlRepository
+) -> int:
     """One sweep of every scratch area (see ``tapevault.ingest.scratch``) and of incoming
     objects no recording names; logs what went."""
     owner = local.owner
     removed = spool.sweep()
     removed += sweep_temporaries(local.scratch_dirs(), TEMPORARY_KINDS, owner)
-    removed += sweep_unrecorded(vault.store, vault.repo.get_recording)
-    removed += sweep_stream_spools(local.stream_spools(), vault.repo.get_recording)
+    removed += sweep_unrecorded(vault.store, repo.get_recording)
+    removed += sweep_stream_spools(local.stream_spools(), repo.get_recording)
     backend = unwrapped(vault.store)
     if isinstance(backend, LocalStore):
         removed += sweep_temporaries([backend.staging], ("put",), owner)

@@ -12,24 +12,20 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
 from tapevault.core import policy
 from tapevault.core.clock import now_ms
 from tapevault.core.lifecycle import PENDING
+from tapevault.core.links import RecordingLink
+from tapevault.core.lookup import MAX_ID, NOT_READY_RETRY_SECONDS, channel_taken, gone_error
 from tapevault.core.model import Recording, RecordingStatus, Session, SessionKind, Tenant
 from tapevault.core.signing import UrlGrant, UrlMode
-from tapevault.core.vault import (
-    MAX_ID,
-    NOT_READY_RETRY_SECONDS,
-    RecordingLink,
-    Vault,
-    channel_taken,
-    gone_error,
-)
+from tapevault.core.vault import Vault
 from tapevault.errors import (
     InvalidRequest,
     NotFound,
@@ -113,14 +109,29 @@ def stored_format(recording: Recording) -> str:
     return source.removeprefix("wav/") or f"pcm_s{recording.bits_per_sample}le"
 
 
+class CallRepository(Protocol):
+    def get_tenant(self, partner_id: str) -> Tenant | None: ...
+
+    def get_session(self, partner_id: str, session_id: str) -> Session | None: ...
+
+    def get_session_by_external_id(self, partner_id: str, external_id: str) -> Session | None: ...
+
+    def list_recordings(self, partner_id: str, session_id: str) -> Sequence[Recording]: ...
+
+    def update_session_attributes(
+        self, partner_id: str, session_id: str, attributes: Mapping[str, str]
+    ) -> None: ...
+
+
 class Calls:
-    def __init__(self, vault: Vault) -> None:
+    def __init__(self, vault: Vault, repo: CallRepository) -> None:
         self.vault = vault
+        self.repo = repo
 
     def find(self, tenant: Tenant, call_sid: str) -> Session:
         session = None
         if 0 < len(call_sid) <= MAX_ID:
-            session = self.vault.repo.get_session_by_external_id(tenant.partner_id, call_sid)
+            session = self.repo.get_session_by_external_id(tenant.partner_id, call_sid)
         if session is None or session.kind is not SessionKind.CALL:
             raise NotFound(CALL_NOT_FOUND)
         return session
@@ -138,7 +149,7 @@ class Calls:
         channels: dict[str, Recording] = {}
         pending = False
         gone = []
-        for r in self.vault.repo.list_recordings(session.partner_id, session.session_id):
+        for r in self.repo.list_recordings(session.partner_id, session.session_id):
             if r.channel not in CHANNELS:
                 continue
             verdict = policy.gone(r, now, held=session.held)
@@ -161,7 +172,7 @@ class Calls:
         session, channels = self.channels(tenant, call_sid)
         expires = now_ms(self.vault.clock) // 1000 + policy.CALL_URL_SECONDS
         found = {
-            name: self.vault.link(
+            name: self.vault.links.link(
                 r, UrlMode.STREAM, expires, held=session.held, delivery=tenant.delivery
             )
             for name, r in channels.items()
@@ -173,7 +184,7 @@ class Calls:
             call_sid=call_sid,
             inbound=found.get("inbound"),
             outbound=found.get("outbound"),
-            metadata_url=self.vault.metadata_url(session, document_expires),
+            metadata_url=self.vault.links.metadata_url(session, document_expires),
             expires_at=document_expires,
         )
 
@@ -187,11 +198,11 @@ class Calls:
         """The metadata behind a signed ``metadata_url`` and the grant that reads it; raises
         UrlRejected, NotFound, or Unavailable when the tenant turned call recording off."""
         vault = self.vault
-        grant = vault.signer().verify(session_id, query, vault.clock.now())
+        grant = vault.keys.signer().verify(session_id, query, vault.clock.now())
         if grant.mode is not UrlMode.METADATA:
             raise UrlRejected("invalid", "This URL does not grant a metadata document.")
-        tenant = vault.repo.get_tenant(grant.partner_id)
-        session = vault.repo.get_session(grant.partner_id, session_id)
+        tenant = self.repo.get_tenant(grant.partner_id)
+        session = self.repo.get_session(grant.partner_id, session_id)
         if tenant is None or session is None or session.kind is not SessionKind.CALL:
             raise NotFound(CALL_NOT_FOUND)
         if not tenant.recording_enabled:
@@ -217,14 +228,14 @@ class Calls:
         (concurrent uploads all pass this early check); the check only spares a doomed upload
         the fsync.
         """
-        session = self.vault.call_session(tenant, call_sid)
+        session = self.vault.sessions.call_session(tenant, call_sid)
         if attributes:
             merged = {**session.attributes, **check_attributes(attributes)}
-            self.vault.repo.update_session_attributes(tenant.partner_id, session.session_id, merged)
-        for r in self.vault.repo.list_recordings(tenant.partner_id, session.session_id):
+            self.repo.update_session_attributes(tenant.partner_id, session.session_id, merged)
+        for r in self.repo.list_recordings(tenant.partner_id, session.session_id):
             if r.channel == channel and r.status is not RecordingStatus.FAILED:
                 raise channel_taken(channel)
-        return self.vault.accept_upload(
+        return self.vault.ingest.accept_upload(
             tenant,
             session.session_id,
             spooled,

@@ -19,6 +19,7 @@ import re
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from tapevault.core import policy
 from tapevault.core.clock import Clock, now_ms
@@ -31,7 +32,6 @@ from tapevault.core.model import (
     SessionKind,
     Tenant,
 )
-from tapevault.core.ports import Repository
 from tapevault.core.signing import UrlMode
 from tapevault.errors import Conflict, Gone, GoneDetail, InvalidRequest, NotFound, NotReady
 
@@ -107,12 +107,28 @@ def _at(item: tuple[Recording, int]) -> tuple[int, str]:
     return item[1], item[0].channel or ""
 
 
+class PlayerLinkRepository(Protocol):
+    def add_player_link(self, link: PlayerLink) -> None: ...
+
+    def get_player_link(self, link_id: str) -> PlayerLink | None: ...
+
+    def list_player_links(self, partner_id: str, session_id: str) -> Sequence[PlayerLink]: ...
+
+    def revoke_player_link(self, partner_id: str, link_id: str, now_ms: int) -> bool: ...
+
+    def list_recordings(self, partner_id: str, session_id: str) -> Sequence[Recording]: ...
+
+    def get_session_with_recordings(
+        self, partner_id: str, session_id: str
+    ) -> tuple[Session | None, Sequence[Recording]]: ...
+
+
 class PlayerLinks:
     """Making, listing, revoking and opening player links; a playlist for an open one."""
 
     def __init__(
         self,
-        repo: Repository,
+        repo: PlayerLinkRepository,
         clock: Clock,
         sign: Signer,
         peaks: Peaks | None = None,

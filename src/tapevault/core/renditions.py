@@ -15,14 +15,16 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from tapevault.core import policy
 from tapevault.core.clock import now_ms
 from tapevault.core.lifecycle import PENDING
+from tapevault.core.links import RecordingLink
 from tapevault.core.mergeplan import is_current, merge_inputs, new_rendition
-from tapevault.core.model import JobKind, Recording, RecordingStatus, Session, Tenant
+from tapevault.core.model import Job, JobKind, Recording, RecordingStatus, Session, Tenant
 from tapevault.core.signing import UrlMode
-from tapevault.core.vault import RecordingLink, Vault
+from tapevault.core.vault import Vault
 
 
 class MergeState(enum.StrEnum):
@@ -41,19 +43,28 @@ class MergedAnswer:
     reason: str | None = None
 
 
+class RenditionRepository(Protocol):
+    def list_recordings(self, partner_id: str, session_id: str) -> Sequence[Recording]: ...
+
+    def get_merged(self, partner_id: str, session_id: str) -> Recording | None: ...
+
+    def replace_merged(self, old: Recording | None, new: Recording, job: Job) -> bool: ...
+
+
 class Renditions:
-    def __init__(self, vault: Vault) -> None:
+    def __init__(self, vault: Vault, repo: RenditionRepository) -> None:
         self.vault = vault
+        self.repo = repo
 
     def merged(self, tenant: Tenant, session_id: str) -> MergedAnswer:
         """Where the session's merged file stands; queues the merge when it is due."""
-        session = self.vault.find_session(tenant, session_id)
+        session = self.vault.sessions.find_session(tenant, session_id)
         if session is None:
             return MergedAnswer(MergeState.NONE)
         now = now_ms(self.vault.clock)
         recordings = [
             r
-            for r in self.vault.repo.list_recordings(tenant.partner_id, session.session_id)
+            for r in self.repo.list_recordings(tenant.partner_id, session.session_id)
             if policy.gone(r, now, held=session.held) is None
         ]
         if any(r.status is RecordingStatus.RECEIVING for r in recordings):
@@ -76,7 +87,7 @@ class Renditions:
             return MergedAnswer(
                 MergeState.READY,
                 session,
-                self.vault.link(
+                self.vault.links.link(
                     rendition,
                     UrlMode.STREAM,
                     expires,
@@ -91,7 +102,7 @@ class Renditions:
     def ensure(self, session: Session, inputs: Sequence[Recording]) -> Recording:
         """The rendition of exactly ``inputs``: the existing one, or a new one being made (the
         fallback when no state change queued it, e.g. a session that was never ended)."""
-        repo = self.vault.repo
+        repo = self.repo
         for _attempt in range(3):
             current = repo.get_merged(session.partner_id, session.session_id)
             if current is not None and is_current(current, inputs):
@@ -99,11 +110,11 @@ class Renditions:
             # Missing, made from other audio, or deleted/purged while its inputs remain: a new
             # one is made from the inputs as they are now.
             rendition = new_rendition(session, inputs, now_ms(self.vault.clock))
-            job = self.vault.new_job(JobKind.MERGE, rendition.recording_id)
+            job = self.vault.jobs.new_job(JobKind.MERGE, rendition.recording_id)
             if repo.replace_merged(current, rendition, job):
                 if current is not None:
-                    self.vault.discard_object(current)
-                self.vault.jobs_waiting.set()
+                    self.vault.jobs.discard_object(current)
+                self.vault.jobs.waiting.set()
                 return rendition
         # Others keep replacing it (uploads racing); report what is there now.
         found = repo.get_merged(session.partner_id, session.session_id)

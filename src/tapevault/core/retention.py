@@ -26,10 +26,11 @@ from tapevault.core import events, policy
 from tapevault.core.access import AccessEvent, AccessLog, Action, Actor
 from tapevault.core.clock import now_ms
 from tapevault.core.lifecycle import TOMBSTONES
+from tapevault.core.lookup import MAX_ID, SESSION_NOT_FOUND
 from tapevault.core.model import MERGED_CHANNEL, Recording, RecordingStatus, Session, Tenant
 from tapevault.core.peaks import peaks_keys
 from tapevault.core.sources import stream_key, upload_key
-from tapevault.core.vault import MAX_ID, SESSION_NOT_FOUND, Vault
+from tapevault.core.vault import Vault
 from tapevault.errors import Conflict, InvalidRequest, NotFound
 
 log = logging.getLogger("tapevault.retention")
@@ -58,11 +59,37 @@ class _NoCounts:
         pass
 
 
+class RetentionRepository(Protocol):
+    """What retention reads and the bookkeeping it writes; the writes that change what may be
+    served (tombstones, holds, expiries) go through ``ServingCache`` instead."""
+
+    def get_recording(self, recording_id: str) -> Recording | None: ...
+
+    def get_session(self, partner_id: str, session_id: str) -> Session | None: ...
+
+    def list_sessions(self, partner_id: str) -> Sequence[Session]: ...
+
+    def list_recordings(self, partner_id: str, session_id: str) -> Sequence[Recording]: ...
+
+    def get_merged(self, partner_id: str, session_id: str) -> Recording | None: ...
+
+    def due_for_purge(self, now_ms: int, limit: int) -> Sequence[Recording]: ...
+
+    def pending_removals(self, limit: int) -> Sequence[Recording]: ...
+
+    def mark_removed(self, recording_id: str, now_ms: int) -> None: ...
+
+
 class Retention:
     def __init__(
-        self, vault: Vault, audit: AccessLog, counts: RetentionCounts | None = None
+        self,
+        vault: Vault,
+        repo: RetentionRepository,
+        audit: AccessLog,
+        counts: RetentionCounts | None = None,
     ) -> None:
         self.vault = vault
+        self.repo = repo
         self.audit = audit
         self.counts: RetentionCounts = counts or _NoCounts()
 
@@ -70,13 +97,13 @@ class Retention:
 
     def session(self, tenant: Tenant, session_id: str) -> Session:
         """A session of the tenant by id, or a call by its SID."""
-        found = self.vault.find_session(tenant, session_id)
+        found = self.vault.sessions.find_session(tenant, session_id)
         if found is None:
             raise NotFound(SESSION_NOT_FOUND)
         return found
 
     def recording(self, tenant: Tenant, recording_id: str) -> Recording:
-        found = self.vault.repo.get_recording(recording_id) if len(recording_id) <= MAX_ID else None
+        found = self.repo.get_recording(recording_id) if len(recording_id) <= MAX_ID else None
         if found is None or found.partner_id != tenant.partner_id:
             raise NotFound("Recording not found.")
         return found
@@ -95,7 +122,7 @@ class Retention:
         with self.vault.cache.batch():  # one epoch bump for the lot
             self.vault.cache.set_session_retention(tenant.partner_id, session.session_id, seconds)
             session = replace(session, retention_seconds=seconds)
-            recordings = self.vault.repo.list_recordings(tenant.partner_id, session.session_id)
+            recordings = self.repo.list_recordings(tenant.partner_id, session.session_id)
             self._recompute_rendition(
                 session, [self._recompute(tenant, session, r) for r in recordings]
             )
@@ -121,7 +148,7 @@ class Retention:
                 tenant, session, replace(recording, retention_seconds=seconds)
             )
             self._recompute_rendition(
-                session, self.vault.repo.list_recordings(tenant.partner_id, session.session_id)
+                session, self.repo.list_recordings(tenant.partner_id, session.session_id)
             )
         return recording
 
@@ -141,9 +168,9 @@ class Retention:
             self.vault.cache.set_tenant_retention(tenant.partner_id, seconds)
             tenant = replace(tenant, retention_seconds=seconds)
             changed = 0
-            for session in self.vault.repo.list_sessions(tenant.partner_id):
+            for session in self.repo.list_sessions(tenant.partner_id):
                 recordings = []
-                for r in self.vault.repo.list_recordings(tenant.partner_id, session.session_id):
+                for r in self.repo.list_recordings(tenant.partner_id, session.session_id):
                     if r.retention_seconds is None and session.retention_seconds is None:
                         recordings.append(self._recompute(tenant, session, r))
                         changed += 1
@@ -211,8 +238,8 @@ class Retention:
         live stream is still writing to it."""
         session = self.session(tenant, session_id)
         self._refuse_if_held(session)
-        recordings = self.vault.repo.list_recordings(tenant.partner_id, session.session_id)
-        merged = self.vault.repo.get_merged(tenant.partner_id, session.session_id)
+        recordings = self.repo.list_recordings(tenant.partner_id, session.session_id)
+        merged = self.repo.get_merged(tenant.partner_id, session.session_id)
         if any(r.status is RecordingStatus.RECEIVING for r in recordings):
             raise Conflict("A live stream is still writing to this session; end it first.")
         doomed = live_recordings([*recordings, *([merged] if merged else [])])
@@ -263,7 +290,7 @@ class Retention:
         purged = 0
         now = now_ms(self.vault.clock)
         with self.vault.cache.batch():
-            for r in self.vault.repo.due_for_purge(now, limit):
+            for r in self.repo.due_for_purge(now, limit):
                 event = AccessEvent(
                     action=Action.RETENTION_PURGE,
                     actor=replace(SYSTEM, partner_id=r.partner_id),
@@ -288,7 +315,7 @@ class Retention:
 
     def finish_removals(self, limit: int = 500) -> int:
         """Remove the audio of tombstones whose removal a crash interrupted."""
-        pending = self.vault.repo.pending_removals(limit)
+        pending = self.repo.pending_removals(limit)
         for r in pending:
             self._remove_audio(r)
         return len(pending)
@@ -303,7 +330,7 @@ class Retention:
         not held at that moment, so a hold acknowledged meanwhile always wins and a crash can
         only leave audio that is no longer served (``finish_removals`` takes it away). Returns
         the recording as it ends: tombstoned, or unchanged when a hold stopped it."""
-        repo = self.vault.repo
+        repo = self.repo
         now = now_ms(self.vault.clock)
         current: Recording | None = r
         for _attempt in range(3):
@@ -345,21 +372,21 @@ class Retention:
         vault.store.delete(upload_key(r.recording_id))
         vault.store.delete(stream_key(r.recording_id))
         vault.local.discard(vault.local.stream_spool(r.recording_id))
-        vault.repo.mark_removed(r.recording_id, now_ms(vault.clock))
+        self.repo.mark_removed(r.recording_id, now_ms(vault.clock))
 
     def _retire_rendition(self, gone: Recording, status: RecordingStatus, by: str | None) -> None:
         """A merged rendition holds the audio of its inputs: when one of them is deleted or
         purged, the rendition goes too (a new one is made from what is left, on request)."""
         if gone.channel == MERGED_CHANNEL:
             return
-        merged = self.vault.repo.get_merged(gone.partner_id, gone.session_id)
+        merged = self.repo.get_merged(gone.partner_id, gone.session_id)
         if merged is not None and merged.status not in TOMBSTONES:
             self._erase(merged, status, by)
 
     def _recompute_rendition(self, session: Session, recordings: Sequence[Recording]) -> None:
         """A rendition expires with the first of its inputs: after a retention change, its
         expiry follows theirs (``recordings``: the session's, as they are now)."""
-        repo = self.vault.repo
+        repo = self.repo
         merged = repo.get_merged(session.partner_id, session.session_id)
         if merged is None or merged.status in TOMBSTONES:
             return

@@ -24,6 +24,7 @@ MAX_KEY_DAYS = 3650
 
 
 class TenantRepository(Protocol):
+    def get_tenant(self, partner_id: str) -> Tenant | None: ...
     def create_tenant(self, tenant: Tenant) -> None: ...
     def add_api_key(self, key: ApiKey) -> None: ...
     def list_api_keys(self, partner_id: str) -> Sequence[ApiKey]: ...
@@ -60,6 +61,10 @@ class Tenants:
         self.repo.create_tenant(tenant)
         _, secret = self.issue_key(tenant, name="initial admin key", role=KeyRole.ADMIN)
         return NewTenant(tenant, secret)
+
+    def get_tenant(self, partner_id: str) -> Tenant | None:
+        """The tenant as stored now (never cached: a changed setting applies at once)."""
+        return self.repo.get_tenant(partner_id)
 
     def issue_key(
         self,

@@ -180,9 +180,9 @@ def handlers(ctx: AppContext) -> dict[str, Handler[KeyCaller]]:
     async def session_view(request: Request, caller: KeyCaller) -> Reply:
         session = await ctx.metadata(retention.session, caller.tenant, request.param("session_id"))
         recordings = await ctx.metadata(
-            ctx.vault.repo.list_recordings, caller.tenant.partner_id, session.session_id
+            ctx.vault.sessions.list_recordings, caller.tenant.partner_id, session.session_id
         )
-        peaks = await ctx.metadata(ctx.vault.with_peaks, recordings)
+        peaks = await ctx.metadata(ctx.vault.links.with_peaks, recordings)
         return Reply(200, session_body(session, list(recordings), peaks))
 
     async def hold(request: Request, caller: KeyCaller) -> Reply:
@@ -213,7 +213,7 @@ def handlers(ctx: AppContext) -> dict[str, Handler[KeyCaller]]:
             actor(request, caller),
         )
         recordings = await ctx.metadata(
-            ctx.vault.repo.list_recordings, caller.tenant.partner_id, session.session_id
+            ctx.vault.sessions.list_recordings, caller.tenant.partner_id, session.session_id
         )
         return Reply(200, session_body(session, list(recordings)), recorded=True)
 
@@ -252,16 +252,16 @@ def handlers(ctx: AppContext) -> dict[str, Handler[KeyCaller]]:
 
     async def listing(request: Request, caller: KeyCaller) -> Reply:
         query = parse_session_query(caller.tenant.partner_id, query_pairs(request.scope))
-        found = await ctx.metadata(ctx.vault.repo.find_sessions, query)
+        found = await ctx.metadata(ctx.vault.sessions.find_sessions, query)
         detail = {"filters": {k: v[:100] for k, v in request.query.items() if k in PARAMETERS}}
         return Reply(200, page_body(page(query, found)), detail=detail)
 
     async def session_recordings(request: Request, caller: KeyCaller) -> Reply:
         session = await ctx.metadata(retention.session, caller.tenant, request.param("session_id"))
         recordings = await ctx.metadata(
-            ctx.vault.repo.list_recordings, caller.tenant.partner_id, session.session_id
+            ctx.vault.sessions.list_recordings, caller.tenant.partner_id, session.session_id
         )
-        peaks = await ctx.metadata(ctx.vault.with_peaks, recordings)
+        peaks = await ctx.metadata(ctx.vault.links.with_peaks, recordings)
         body = {
             "session_id": session.session_id,
             "recordings": [recording_body(r, peaks) for r in recordings],

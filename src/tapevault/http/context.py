@@ -16,6 +16,7 @@ from tapevault.core.access import AccessLog
 from tapevault.core.auditlog import AuditStore as AuditReader
 from tapevault.core.calls import Calls
 from tapevault.core.playback import PlaybackLog
+from tapevault.core.playerlinks import PlayerLinks
 from tapevault.core.renditions import Renditions
 from tapevault.core.retention import Retention
 from tapevault.core.vault import Vault
@@ -31,6 +32,7 @@ class AppContext:
     settings: Settings
     vault: Vault
     calls: Calls
+    player_links: PlayerLinks
     renditions: Renditions
     retention: Retention
     audit_store: AuditReader

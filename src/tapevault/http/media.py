@@ -275,7 +275,9 @@ class MediaGateway:
         try:
             if not recording_id or "/" in recording_id:
                 raise NotFound("No such media.")
-            access = await self.ctx.metadata(self.ctx.vault.authorize_media, recording_id, query)
+            access = await self.ctx.metadata(
+                self.ctx.vault.media.authorize_media, recording_id, query
+            )
         except Exception as exc:
             await self._refuse(scope, send, headers, cors_headers, recording_id, exc)
             return
@@ -356,7 +358,7 @@ class MediaGateway:
         try:
             if not recording_id or "/" in recording_id:
                 raise NotFound("No such media.")
-            access = await self.ctx.metadata(vault.authorize_peaks, recording_id, query)
+            access = await self.ctx.metadata(vault.media.authorize_peaks, recording_id, query)
             recording = access.recording
             spp = _resolution(query.get("spp"), recording)
             key = peaks_key(recording.storage_key, spp)

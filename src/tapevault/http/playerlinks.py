@@ -20,11 +20,14 @@ from typing import Any
 
 from tapevault.auth.suki import SukiCaller
 from tapevault.auth.workspace import KeyCaller
+from tapevault.config import Settings
 from tapevault.core import policy
 from tapevault.core.access import Action, Actor
 from tapevault.core.model import PlayerLink, Recording, Tenant
-from tapevault.core.playerlinks import PlayerLinks, Playlist
+from tapevault.core.playerlinks import PlayerLinkRepository, PlayerLinks, Playlist
+from tapevault.core.renditions import Renditions
 from tapevault.core.signing import UrlMode
+from tapevault.core.vault import Vault
 from tapevault.errors import InvalidRequest, NotFound
 from tapevault.http.admin import NativeDialect, json_object
 from tapevault.http.context import AppContext
@@ -37,30 +40,32 @@ KEY_HEADER = "x-player-key"
 _MAX_JSON = 4096
 
 
-def service(ctx: AppContext) -> PlayerLinks:
-    vault = ctx.vault
+def service(
+    repo: PlayerLinkRepository, vault: Vault, renditions: Renditions, settings: Settings
+) -> PlayerLinks:
+    """The player links service, wired once at start-up (``runtime``)."""
 
     def sign(
         recording: Recording, mode: UrlMode, expires: int, held: bool, via: str
     ) -> tuple[str, int]:
-        link = vault.link(recording, mode, expires, held=held, via=via)
+        link = vault.links.link(recording, mode, expires, held=held, via=via)
         return link.url, link.expires_at
 
     def merged(tenant: Tenant, session_id: str) -> Recording | None:
-        answer = ctx.renditions.merged(tenant, session_id)
+        answer = renditions.merged(tenant, session_id)
         return None if answer.link is None else answer.link.recording
 
     def peaks(
         tenant: Tenant, recording: Recording, expires_at: int, held: bool, via: str
     ) -> str | None:
-        return vault.peaks_link(tenant, recording, expires_at, held=held, via=via)
+        return vault.links.peaks_link(tenant, recording, expires_at, held=held, via=via)
 
     return PlayerLinks(
-        vault.repo,
+        repo,
         vault.clock,
         sign,
         peaks,
-        media_seconds=ctx.settings.player_media_seconds,
+        media_seconds=settings.player_media_seconds,
         merge=merged,
     )
 
@@ -78,11 +83,11 @@ class PlayerDialect:
 
     def __init__(self, links: PlayerLinks, ctx: AppContext) -> None:
         self.links = links
-        self.repo = ctx.vault.repo
+        self.tenants = ctx.vault.tenants
 
     def authenticate(self, request: Request) -> LinkCaller:
         link = self.links.open(request.param("link_id"), request.headers.get(KEY_HEADER, ""))
-        tenant = self.repo.get_tenant(link.partner_id)
+        tenant = self.tenants.get_tenant(link.partner_id)
         if tenant is None:
             raise NotFound("No such player link.")
         return LinkCaller(link, tenant)
@@ -151,7 +156,7 @@ def playlist_body(playlist: Playlist, now_s: int) -> dict[str, Any]:
 
 
 def routes(ctx: AppContext) -> list[tuple[str, Endpoint[Any]]]:
-    links = service(ctx)
+    links = ctx.player_links
     public = ctx.settings.public_url.rstrip("/")
 
     async def made(tenant: Tenant, session_id: str, ttl: int | None) -> Reply:

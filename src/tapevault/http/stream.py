@@ -109,10 +109,10 @@ def hash_ticket(ticket: str) -> str:
 
 def issue_ticket(ctx: AppContext, caller: SukiCaller, session_id: str) -> dict[str, Any]:
     """A single-use ticket for a browser to open this session's stream."""
-    ctx.vault.check_accepts_audio(caller.partner, session_id)
+    ctx.vault.sessions.check_accepts_audio(caller.partner, session_id)
     ticket = secrets.token_urlsafe(24)
     expires = now_ms(ctx.vault.clock) + TICKET_SECONDS * 1000
-    ctx.vault.repo.add_stream_ticket(
+    ctx.vault.ingest.add_stream_ticket(
         hash_ticket(ticket), caller.partner.partner_id, session_id, caller.provider_id, expires
     )
     return {"ticket": ticket, "expires_at": expires // 1000}
@@ -146,7 +146,7 @@ class StreamHub:
 
     def _held(self, keys: Sequence[str]) -> Collection[str]:
         """The fencing check, once per group commit for all streams (committer's thread)."""
-        return self.ctx.vault.repo.streams_held_by(self.writer_id)
+        return self.ctx.vault.ingest.streams_held_by(self.writer_id)
 
     def opened(self) -> None:
         self._open += 1
@@ -176,7 +176,7 @@ class StreamHub:
         try:
             if not isinstance(error, StreamTakenOver):  # else the recording is no longer ours
                 try:
-                    await self.ctx.blocking(self.ctx.vault.close_stream, recording)
+                    await self.ctx.blocking(self.ctx.vault.ingest.close_stream, recording)
                 except Exception:
                     log.exception("closing stream %s failed; retrying", recording.recording_id)
                     self._unclosed[recording.recording_id] = recording
@@ -203,7 +203,7 @@ class StreamHub:
             await asyncio.sleep(delay)
             for recording_id, recording in list(self._unclosed.items()):
                 try:
-                    await self.ctx.blocking(self.ctx.vault.close_stream, recording)
+                    await self.ctx.blocking(self.ctx.vault.ingest.close_stream, recording)
                 except Exception as exc:
                     log.warning("closing stream %s failed again: %s", recording_id, exc)
                 else:
@@ -221,7 +221,7 @@ class StreamHub:
         next one tried: one database hiccup must not let live streams look dead."""
         while self._open or self._unclosed:
             try:
-                await self.ctx.blocking(self.ctx.vault.repo.heartbeat, self.writer_id)
+                await self.ctx.blocking(self.ctx.vault.ingest.heartbeat, self.writer_id)
             except Exception:
                 log.exception("heartbeat failed; retrying")
             await asyncio.sleep(HEARTBEAT_SECONDS)
@@ -267,7 +267,7 @@ class StreamEndpoint:
             )
             raise
         recording = await self.ctx.metadata(
-            lambda: self.ctx.vault.open_stream(
+            lambda: self.ctx.vault.ingest.open_stream(
                 partner,
                 session_id,
                 f"stream/{fmt[0]}",
@@ -362,13 +362,13 @@ class StreamEndpoint:
         ticket = params.get("ticket")
         if ticket and not headers.get("sdp_suki_token"):
             found = await self.ctx.metadata(
-                self.ctx.vault.repo.consume_stream_ticket,
+                self.ctx.vault.ingest.consume_stream_ticket,
                 hash_ticket(ticket),
                 now_ms(self.ctx.vault.clock),
             )
             if found is None or found[1] != session_id:
                 raise AuthError("Invalid, used or expired stream ticket.")
-            partner = await self.ctx.metadata(self.ctx.vault.repo.get_tenant, found[0])
+            partner = await self.ctx.metadata(self.ctx.vault.tenants.get_tenant, found[0])
             if partner is None:
                 raise AuthError("Invalid, used or expired stream ticket.")
             return partner, fmt

@@ -65,7 +65,7 @@ def _create(ctx: AppContext, kind: SessionKind) -> Handler[SukiCaller]:
     async def create(request: Request, caller: SukiCaller) -> Reply:
         await drain(request.receive, _SMALL_BODY)
         session = await ctx.metadata(
-            ctx.vault.create_session, caller.partner, kind, caller.provider_id
+            ctx.vault.sessions.create_session, caller.partner, kind, caller.provider_id
         )
         body = {"ambient_session_id": session.session_id}
         return Reply(201, body, session_id=session.session_id)
@@ -76,7 +76,7 @@ def _create(ctx: AppContext, kind: SessionKind) -> Handler[SukiCaller]:
 def _get_session(ctx: AppContext) -> Handler[SukiCaller]:
     async def get_session(request: Request, caller: SukiCaller) -> Reply:
         session, recordings = await ctx.metadata(
-            ctx.vault.session_with_recordings, caller.partner, request.param("session_id")
+            ctx.vault.sessions.session_with_recordings, caller.partner, request.param("session_id")
         )
         return Reply(200, session_body(session, recordings))
 
@@ -87,9 +87,9 @@ def _end_session(ctx: AppContext) -> Handler[SukiCaller]:
     async def end_session(request: Request, caller: SukiCaller) -> Reply:
         await drain(request.receive, _SMALL_BODY)
         session_id = request.param("session_id")
-        await ctx.metadata(ctx.vault.end_session, caller.partner, session_id)
+        await ctx.metadata(ctx.vault.sessions.end_session, caller.partner, session_id)
         session, recordings = await ctx.metadata(
-            ctx.vault.session_with_recordings, caller.partner, session_id
+            ctx.vault.sessions.session_with_recordings, caller.partner, session_id
         )
         return Reply(200, session_body(session, recordings))
 
@@ -100,7 +100,7 @@ def _recording_urls(ctx: AppContext) -> Handler[SukiCaller]:
     async def recording_urls(request: Request, caller: SukiCaller) -> Reply:
         download = _parse_download(request.query.get("download"))
         links = await ctx.metadata(
-            ctx.vault.recording_links, caller.partner, request.param("session_id"), download
+            ctx.vault.links.recording_links, caller.partner, request.param("session_id"), download
         )
         body = {
             "recordings": [
@@ -130,14 +130,14 @@ def _upload_audio(ctx: AppContext) -> Handler[SukiCaller]:
         session_id = request.param("session_id")
         # Check before reading the body, so a client streaming to an ended session (or past its
         # storage quota) learns at once.
-        await ctx.metadata(ctx.vault.check_accepts_audio, caller.partner, session_id)
+        await ctx.metadata(ctx.vault.sessions.check_accepts_audio, caller.partner, session_id)
         room = max(1, declared_length(request.headers))
         await ctx.metadata(ctx.vault.quotas.check, caller.partner, room)
         recording = await receive_upload(
             ctx,
             request.receive,
             request.headers,
-            lambda path, fmt: ctx.vault.accept_upload(caller.partner, session_id, path, fmt),
+            lambda path, fmt: ctx.vault.ingest.accept_upload(caller.partner, session_id, path, fmt),
         )
         return Reply(202, recording_body(recording), recording_id=recording.recording_id)
 
@@ -164,14 +164,14 @@ def tus_endpoint(ctx: AppContext) -> TusEndpoint:
         return caller.partner.partner_id
 
     async def partner(owner: str) -> Tenant:
-        found = await ctx.metadata(ctx.vault.repo.get_tenant, owner)
+        found = await ctx.metadata(ctx.vault.tenants.get_tenant, owner)
         if found is None:
             raise AuthError("Invalid authentication credentials.")
         return found
 
     async def validate(owner: str, metadata: dict[str, str]) -> None:
         await ctx.metadata(
-            ctx.vault.check_accepts_audio, await partner(owner), metadata["session_id"]
+            ctx.vault.sessions.check_accepts_audio, await partner(owner), metadata["session_id"]
         )
 
     async def on_complete(
@@ -183,7 +183,7 @@ def tus_endpoint(ctx: AppContext) -> TusEndpoint:
             ctx,
             data,
             metadata.get("filetype"),
-            lambda path, fmt: ctx.vault.accept_upload(tenant, session_id, path, fmt),
+            lambda path, fmt: ctx.vault.ingest.accept_upload(tenant, session_id, path, fmt),
         )
         return recording_body(recording)
 

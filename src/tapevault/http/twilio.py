@@ -119,7 +119,7 @@ async def authenticate(ctx: AppContext, params: dict[str, str], custom: dict[str
         if "k" not in params:
             return await _legacy_url(ctx, params)
         try:
-            partner_id = await ctx.metadata(ctx.vault.authorize_twilio, params)
+            partner_id = await ctx.metadata(ctx.vault.media.authorize_twilio, params)
         except UrlRejected as exc:
             count_refusal(exc.reason)
             raise AuthError(
@@ -127,7 +127,7 @@ async def authenticate(ctx: AppContext, params: dict[str, str], custom: dict[str
                 if exc.reason == "expired"
                 else "invalid stream URL signature (altered, or its key was removed)"
             ) from None
-        partner = await ctx.metadata(ctx.vault.repo.get_tenant, partner_id)
+        partner = await ctx.metadata(ctx.vault.tenants.get_tenant, partner_id)
         if partner is None:
             raise AuthError("the stream URL's tenant no longer exists")
         return partner
@@ -144,7 +144,7 @@ async def _legacy_url(ctx: AppContext, params: dict[str, str]) -> Tenant:
     if now >= LEGACY_URLS_UNTIL:
         raise AuthError("stream URLs without k= are no longer accepted: print a new one")
     partner_id, expires_text = params.get("p", ""), params.get("e", "")
-    partner = await ctx.metadata(ctx.vault.repo.get_tenant, partner_id[:64])
+    partner = await ctx.metadata(ctx.vault.tenants.get_tenant, partner_id[:64])
     given = params["s"].encode("ascii", "replace")
     if (
         partner is None
@@ -265,14 +265,14 @@ class TwilioMediaStream:
         requested = requested if isinstance(requested, list) else ["inbound"]
         tracks = [t for t in TRACKS if t in requested] or ["inbound"]
         vault = self.ctx.vault
-        session = await self.ctx.blocking(vault.call_session, partner, call_sid)
+        session = await self.ctx.blocking(vault.sessions.call_session, partner, call_sid)
         call.session = session
         call.partner = partner
         call.started = time.monotonic()
         started = now_ms(vault.clock)
         for name in tracks:
             recording = await self.ctx.blocking(
-                lambda name=name: vault.open_stream(
+                lambda name=name: vault.ingest.open_stream(
                     partner,
                     session.session_id,
                     f"stream/{ENCODING}",
@@ -333,5 +333,5 @@ class TwilioMediaStream:
                 log.error("track %s ended early", track.recording.recording_id, exc_info=error)
         if call.session is not None and call.partner is not None and call.tracks:
             await self.ctx.blocking(
-                self.ctx.vault.end_session, call.partner, call.session.session_id
+                self.ctx.vault.sessions.end_session, call.partner, call.session.session_id
             )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
@@ -23,7 +24,16 @@ from tapevault.core.clock import now_ms
 from tapevault.core.delivery import put_recording
 from tapevault.core.lifecycle import TOMBSTONES
 from tapevault.core.mergeplan import MERGE_PREFIX, inputs_digest, merge_inputs
-from tapevault.core.model import MERGED_CHANNEL, Job, JobKind, Recording, RecordingStatus
+from tapevault.core.model import (
+    MERGED_CHANNEL,
+    Job,
+    JobKind,
+    Recording,
+    RecordingStatus,
+    Session,
+    Tenant,
+)
+from tapevault.core.ports import Announcer, MergePlanner, MergeQueued
 from tapevault.core.sources import STREAM_FORMAT_PREFIX, source_key
 from tapevault.core.vault import Vault
 from tapevault.errors import InvalidAudio, QuotaExceeded, Unavailable
@@ -64,17 +74,73 @@ STORE_RETRY_SECONDS = 30  # an unreachable object store: try again this often
 TEMPORARY_KINDS = ("final", "merge")  # scratch_prefix kinds, for the sweep
 
 
+class JobRepository(Protocol):
+    """What the worker asks of the database: jobs, the recordings they finish, and the state
+    changes (with the merge they may queue) finishing them makes."""
+
+    def lease_job(self, owner: str, now_ms: int, lease_ms: int) -> Job | None: ...
+
+    def lease_owners(self) -> Sequence[str]: ...
+
+    def release_leases(self, owner: str) -> int: ...
+
+    def finish_job(self, job_id: str, now_ms: int, error: str | None = None) -> None: ...
+
+    def retry_job(self, job_id: str, run_after_ms: int, error: str) -> None: ...
+
+    def get_recording(self, recording_id: str) -> Recording | None: ...
+
+    def get_tenant(self, partner_id: str) -> Tenant | None: ...
+
+    def get_session_with_recordings(
+        self, partner_id: str, session_id: str
+    ) -> tuple[Session | None, Sequence[Recording]]: ...
+
+    def update_recording(
+        self,
+        recording: Recording,
+        *,
+        expect: RecordingStatus,
+        writer_id: str | None = None,
+        job: Job | None = None,
+    ) -> bool: ...
+
+    def finish_recording(
+        self,
+        recording: Recording,
+        *,
+        expect: RecordingStatus,
+        plan: MergePlanner,
+        announce: Announcer | None = None,
+    ) -> tuple[bool, MergeQueued | None]: ...
+
+
 class Finalizer:
-    def __init__(self, vault: Vault, decode: Decoder, local: NodeLocalDisk) -> None:
+    def __init__(
+        self, vault: Vault, repo: JobRepository, decode: Decoder, local: NodeLocalDisk
+    ) -> None:
         self.vault = vault
+        self.repo = repo
         # This node's working files: temporaries named after their writer, so that a sweep
         # knows whether it still runs; a live stream's spool, for a recovered stream.
         self.local = local
         self.decode = decode
 
+    def lease(self, owner: str) -> Job | None:
+        """Claim one due job for ``owner`` (exactly one caller wins a race)."""
+        return self.repo.lease_job(owner, now_ms(self.vault.clock), lifecycle.LEASE_SECONDS * 1000)
+
+    def lease_owners(self) -> Sequence[str]:
+        """Owners holding leases on unfinished jobs."""
+        return self.repo.lease_owners()
+
+    def release_leases(self, owner: str) -> int:
+        """Free the jobs ``owner`` leased (a process known to be gone)."""
+        return self.repo.release_leases(owner)
+
     def run(self, job: Job) -> None:
         """Do one leased job, and record its outcome in the job table."""
-        repo = self.vault.repo
+        repo = self.repo
         recording = repo.get_recording(job.recording_id)
         if recording is None or recording.status is not RecordingStatus.PROCESSING:
             repo.finish_job(job.job_id, now_ms(self.vault.clock), "recording not processing")
@@ -127,25 +193,25 @@ class Finalizer:
         (see core/mergeplan.py). False when the row had moved on (deleted meanwhile)."""
         vault = self.vault
         if recording.channel == MERGED_CHANNEL:
-            return vault.repo.update_recording(recording, expect=RecordingStatus.PROCESSING)
+            return self.repo.update_recording(recording, expect=RecordingStatus.PROCESSING)
         at = now_ms(vault.clock)
-        written, queued = vault.repo.finish_recording(
+        written, queued = self.repo.finish_recording(
             recording,
             expect=RecordingStatus.PROCESSING,
-            plan=vault.merge_planner(),
+            plan=vault.jobs.merge_planner(),
             # Written only now, after the audio was stored: "available" means readable.
             announce=lambda session, recordings: [
                 events.recording_finished(recording, at),
                 events.session_settled(session, recordings, at),
             ],
         )
-        vault.merge_queued(queued)
+        vault.jobs.merge_queued(queued)
         return written
 
     def _merge(self, rendition: Recording) -> None:
         """Mix the session's recordings into the rendition's file (see core/renditions.py)."""
         vault = self.vault
-        session, recordings = vault.repo.get_session_with_recordings(
+        session, recordings = self.repo.get_session_with_recordings(
             rendition.partner_id, rendition.session_id
         )
         held = session is not None and session.held
@@ -186,16 +252,16 @@ class Finalizer:
         """The file was stored but the row moved on meanwhile. If it was deleted (or replaced
         and removed, for a rendition), nobody may keep its audio: remove the file. If another
         worker finished it, the file is that worker's result too (same key): leave it."""
-        current = self.vault.repo.get_recording(recording.recording_id)
+        current = self.repo.get_recording(recording.recording_id)
         if current is None or current.status in TOMBSTONES:
-            self.vault.discard_object(recording)
+            self.vault.jobs.discard_object(recording)
 
     def _fail(self, job: Job, recording: Recording, reason: str, *, bad_audio: bool) -> None:
         """End the recording FAILED. The received audio is deleted only when it is bad audio;
         after an operational failure (disk, database) it stays in the incoming area, so an
         operator can queue it again: an acknowledged upload is never thrown away for that."""
         self._settle(replace(recording, status=RecordingStatus.FAILED, failure_reason=reason))
-        self.vault.repo.finish_job(job.job_id, now_ms(self.vault.clock), reason)
+        self.repo.finish_job(job.job_id, now_ms(self.vault.clock), reason)
         if bad_audio:
             self._drop_source(recording)
 
@@ -248,7 +314,7 @@ class Finalizer:
                     recording.source_format,
                 )
             else:
-                tenant = self.vault.repo.get_tenant(recording.partner_id)
+                tenant = self.repo.get_tenant(recording.partner_id)
                 room = None if tenant is None else self.vault.quotas.room(tenant)
                 finished = (
                     self.decode(source, tmp) if room is None else self.decode(source, tmp, room)

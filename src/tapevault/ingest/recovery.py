@@ -21,19 +21,19 @@ and the writer, if it still runs, may be appending to it until it notices the ta
 
 from __future__ import annotations
 
+from tapevault.core.ingest import Ingest
 from tapevault.core.model import RecordingStatus
-from tapevault.core.vault import Vault
 from tapevault.ingest.liveness import is_gone
 
 STALE_SECONDS = 60
 
 
-def recover_streams(vault: Vault, me: str, *, stale_seconds: int = STALE_SECONDS) -> int:
+def recover_streams(ingest: Ingest, me: str, *, stale_seconds: int = STALE_SECONDS) -> int:
     """Take over every RECEIVING recording of another writer that died or whose lease lapsed,
     and queue it for finalization; returns how many."""
     recovered = 0
-    now = vault.repo.database_now_ms()
-    for recording in vault.repo.recordings_with_status(RecordingStatus.RECEIVING):
+    now = ingest.database_now_ms()
+    for recording in ingest.recordings_with_status(RecordingStatus.RECEIVING):
         owner = recording.writer_id
         if owner == me:
             continue
@@ -41,6 +41,6 @@ def recover_streams(vault: Vault, me: str, *, stale_seconds: int = STALE_SECONDS
         beat = recording.heartbeat_ms
         if not dead and beat is not None and now - beat <= stale_seconds * 1000:
             continue  # a valid lease: not even tried (the take-over checks it again anyway)
-        if vault.take_over_stream(recording, stale_seconds=None if dead else stale_seconds):
+        if ingest.take_over_stream(recording, stale_seconds=None if dead else stale_seconds):
             recovered += 1
     return recovered

@@ -13,8 +13,6 @@ import logging
 import threading
 import time
 
-from tapevault.core import lifecycle
-from tapevault.core.clock import now_ms
 from tapevault.errors import Unavailable
 from tapevault.ingest.finalize import Finalizer
 from tapevault.ingest.housekeeping import Housekeeping
@@ -57,15 +55,14 @@ class Worker:
         the lease timeout.
         """
         freed = 0
-        for owner in self.finalizer.vault.repo.lease_owners():
+        for owner in self.finalizer.lease_owners():
             if owner != self.owner and is_gone(owner):
-                freed += self.finalizer.vault.repo.release_leases(owner)
+                freed += self.finalizer.release_leases(owner)
         return freed
 
     def run_once(self) -> bool:
         """Lease and run one due job; False when there was none."""
-        vault = self.finalizer.vault
-        job = vault.repo.lease_job(self.owner, now_ms(vault.clock), lifecycle.LEASE_SECONDS * 1000)
+        job = self.finalizer.lease(self.owner)
         if job is None:
             return False
         self.finalizer.run(job)
@@ -85,12 +82,12 @@ class Worker:
             log.warning("reclaimed %d job(s) from processes that died", freed)
         if self.webhooks is not None:
             self.webhooks.recover()
-        recovered = recover_streams(self.finalizer.vault, self.owner)
+        recovered = recover_streams(self.finalizer.vault.ingest, self.owner)
         if recovered:
             log.warning("recovered %d recording(s) left half-written by a dead process", recovered)
 
     def _loop(self) -> None:
-        waiting = self.finalizer.vault.jobs_waiting
+        waiting = self.finalizer.vault.jobs.waiting
         next_recovery = time.monotonic() + RECOVERY_SECONDS
         while not self._stop.is_set():
             try:
@@ -125,7 +122,7 @@ class Worker:
         self._stop.set()
         if self.webhooks is not None:
             self.webhooks.stop(min(timeout, 5.0))  # a slow receiver must not hold a shutdown
-        self.finalizer.vault.jobs_waiting.set()
+        self.finalizer.vault.jobs.waiting.set()
         for thread in self._threads:
             thread.join(timeout)
         self._threads.clear()
