@@ -3,6 +3,8 @@ processes through the database's epoch (SQLite and PostgreSQL alike)."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 
 import pytest
@@ -162,3 +164,30 @@ def test_a_read_overtaken_by_a_write_is_not_kept(repo: Spy) -> None:
     assert first is not None and first.status is RecordingStatus.AVAILABLE  # read before
     again = cache.servable_recording("r1")
     assert again is not None and again.status is RecordingStatus.DELETED
+
+
+def test_readers_racing_a_deletion_never_keep_the_deleted_row(repo: Spy) -> None:
+    """Threads reading while another deletes: once the deletion returns, no read from this
+    cache answers the recording as it was."""
+    cache = ServingCache(repo, check_seconds=3600)
+    stop = threading.Event()
+
+    def read() -> None:
+        while not stop.is_set():
+            cache.servable_recording("r1")
+
+    readers = [threading.Thread(target=read) for _ in range(4)]
+    for reader in readers:
+        reader.start()
+    try:
+        time.sleep(0.05)
+        current = repo.get_recording("r1")
+        assert current is not None
+        assert cache.tombstone(current, RecordingStatus.DELETED, purged_ms=5000)
+        for _ in range(200):
+            seen = cache.servable_recording("r1")
+            assert seen is not None and seen.status is RecordingStatus.DELETED
+    finally:
+        stop.set()
+        for reader in readers:
+            reader.join()

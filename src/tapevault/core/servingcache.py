@@ -15,6 +15,7 @@ an older build) is seen soon; retention is computed per request from ``expires_m
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -98,9 +99,11 @@ class ServingCache:
         self.entry_seconds = entry_seconds
         self.check_seconds = check_seconds
         self.generation = 0
+        self._generations = itertools.count(1)  # next() is atomic: no two forgets share one
         self._recordings: dict[str, tuple[Recording, float]] = {}
         self._sessions: dict[tuple[str, str], tuple[Session, Sequence[Recording], float]] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # one epoch check at a time
+        self._entries = threading.Lock()  # a check-and-keep against a forget
         self._epoch = repo.cache_epoch()
         self._checked = time.monotonic()
         self._thread = threading.local()  # this thread's batch depth (see ``batch``)
@@ -116,11 +119,13 @@ class ServingCache:
             return hit[0]
         generation = self.generation
         recording = self._repo.get_recording(recording_id)
-        # Not kept when a write invalidated meanwhile: the row read may predate it.
-        if recording is not None and recording.is_servable and generation == self.generation:
-            if len(self._recordings) >= MAX_ENTRIES:
-                self._recordings.clear()
-            self._recordings[recording_id] = (recording, now + self.entry_seconds)
+        if recording is not None and recording.is_servable:
+            with self._entries:
+                # Not kept when a write invalidated meanwhile: the row read may predate it.
+                if generation == self.generation:
+                    if len(self._recordings) >= MAX_ENTRIES:
+                        self._recordings.clear()
+                    self._recordings[recording_id] = (recording, now + self.entry_seconds)
         return recording
 
     def settled_session(
@@ -136,14 +141,15 @@ class ServingCache:
         generation = self.generation
         session, recordings = self._repo.get_session_with_recordings(partner_id, session_id)
         if (
-            generation == self.generation
-            and session is not None
+            session is not None
             and session.status is SessionStatus.COMPLETED
             and not any(r.status in PENDING for r in recordings)
         ):
-            if len(self._sessions) >= MAX_ENTRIES:
-                self._sessions.clear()
-            self._sessions[key] = (session, recordings, now + self.entry_seconds)
+            with self._entries:
+                if generation == self.generation:
+                    if len(self._sessions) >= MAX_ENTRIES:
+                        self._sessions.clear()
+                    self._sessions[key] = (session, recordings, now + self.entry_seconds)
         return session, recordings
 
     # --- writes that change what may be served ----------------------------------------------
@@ -235,9 +241,10 @@ class ServingCache:
 
     def forget(self) -> None:
         """Drop everything held here (this process, now)."""
-        self._recordings.clear()
-        self._sessions.clear()
-        self.generation += 1
+        with self._entries:
+            self._recordings.clear()
+            self._sessions.clear()
+            self.generation = next(self._generations)
 
     def _fresh(self) -> float:
         """The monotonic now, after dropping everything if another process changed what may be
