@@ -21,6 +21,7 @@ from tapevault.core.clock import FixedClock
 from tapevault.core.model import Recording, RecordingStatus
 from tapevault.core.peaks import RESOLUTIONS, has_peaks, peaks_keys
 from tapevault.core.signing import UrlMode
+from tapevault.errors import NotFound, Subject
 from tapevault.ingest import peaks as ingest_peaks
 from tapevault.runtime import Runtime, open_runtime
 from tapevault.storage import open_store
@@ -145,8 +146,9 @@ async def test_peaks_url_refused_when_altered_expired_or_foreign(
     )
     answer = await client.get(f"/media/{recording.recording_id}.peaks.json?{foreign}")
     assert answer.status_code == 404
-    with pytest.raises(Exception, match="not found"):
+    with pytest.raises(NotFound) as info:
         runtime.vault.links.peaks_link(other.tenant, recording, int(clock.now()) + 600)
+    assert info.value.subject is Subject.RECORDING
     for bad in ("512", "0", "-256", "256.0", "x" * 5000):
         answer = await client.get(with_query(url, spp=bad))
         assert answer.status_code == 400 and "spp" in answer.json()["message"]

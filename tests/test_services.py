@@ -25,6 +25,7 @@ from tapevault.core.servingcache import ServingCache
 from tapevault.core.sessions import Sessions
 from tapevault.core.tenants import Tenants
 from tapevault.ingest.finalize import Finalizer
+from tests.seeds import AMIGO, KORE, SEEDS_DIR, SUKI, seed_text
 
 SOURCE = Path(tapevault.__file__).parent
 # Only the serving cache bumps the epoch; only the repository defines the bump.
@@ -115,3 +116,52 @@ def test_only_the_serving_cache_offers_the_writes_that_change_what_is_served() -
     for write in ("tombstone", "set_hold", "clear_hold", "mark_session_deleted"):
         assert write not in members
         assert callable(getattr(ServingCache, write))
+
+
+def seed_phrases() -> list[str]:
+    """The text of every seed document (their answers' messages and descriptions)."""
+    texts = [seed_text(name) for name in (SUKI, AMIGO, KORE)]
+    return texts + [path.read_text() for path in SEEDS_DIR.glob("*.md")]
+
+
+def test_the_core_writes_no_vendor_words() -> None:
+    """No string of ``core/`` (docstrings aside) is a phrase of a seed document: the core
+    names a refusal's subject, each dialect words it (``http/wording.py``)."""
+    texts = seed_phrases()
+    found = []
+    for path in sorted((SOURCE / "core").glob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        docstrings = {
+            id(node.body[0].value)
+            for node in ast.walk(tree)
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+            and node.body
+            and isinstance(node.body[0], ast.Expr)
+        }
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Constant)
+                and isinstance(node.value, str)
+                and id(node) not in docstrings
+                and len(node.value.strip()) >= 12
+                and " " in node.value.strip()
+                and any(node.value.strip() in text for text in texts)
+            ):
+                found.append(f"core/{path.name}:{node.lineno}: {node.value!r}")
+    assert found == []
+
+
+def test_every_subject_is_worded() -> None:
+    """Each subject the core can name has the dialects' words, so ``say`` never falls back to
+    tapevault's plain message for one the seeds word."""
+    from tapevault.errors import Gone, GoneDetail, NotFound, Subject
+    from tapevault.http.wording import WORDS, say
+
+    for subject in Subject:
+        assert subject in WORDS
+        assert say(NotFound("plain words", subject)) == WORDS[subject]
+    expired = Gone("plain", GoneDetail("expired", 1, "tenant"), Subject.RECORDING)
+    deleted = Gone("plain", GoneDetail("deleted", 1, "request"), Subject.RECORDING)
+    assert say(expired) == "Recording has expired per retention policy."
+    assert say(deleted) == "Recording has been deleted."
+    assert say(Gone("tapevault's own words", GoneDetail("expired", 1))) == "tapevault's own words"

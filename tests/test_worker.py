@@ -94,14 +94,17 @@ def test_jobs_of_a_dead_local_process_are_reclaimed(
 def test_processing_recording_answers_404_with_retry_after(
     runtime: Runtime, partner: Tenant, tmp_path: Path
 ) -> None:
-    """While the only recording is processing, the URL call is the seed's 404, retryable."""
-    from tapevault.errors import NotReady
+    """While the only recording is processing, the URL call is the seed's 404, retryable: the
+    core names the subject, the dialects word it."""
+    from tapevault.errors import NotReady, Subject
+    from tapevault.http.wording import say
 
     recording_id = accept(runtime, partner, tmp_path)
     session_id = runtime.repo.get_recording(recording_id).session_id  # type: ignore[union-attr]
     with pytest.raises(NotReady) as info:
         runtime.vault.links.recording_links(partner, session_id, False)
-    assert info.value.retry_after and info.value.message.startswith("Recording not found")
+    assert info.value.retry_after and info.value.subject is Subject.RECORDING
+    assert say(info.value) == "Recording not found or decryption in progress."
     runtime.worker.run_until_idle()
     assert len(runtime.vault.links.recording_links(partner, session_id, False)) == 1
 

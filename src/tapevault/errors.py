@@ -25,15 +25,32 @@ words it on its own wire in exactly one place (``suki_error``, ``amigo_error``, 
     ├── InsufficientStorage         the disk is full: nothing of the request was kept (507)
     │   └── QuotaExceeded           the tenant's storage quota would be passed (507)
     └── StorageError                the object store failed (never shown to clients verbatim)
+
+Where a dialect has words of its own for a refusal (the seeds' "Recording not found or
+decryption in progress.", "Call recording not configured"), the core does not write them: it
+raises the leaf with a ``Subject`` saying what the refusal is about, and the dialects word it
+(``tapevault.http.wording``). ``message`` then holds tapevault's own plain words, for logs.
 """
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
+
+
+class Subject(enum.StrEnum):
+    """What a refusal is about, when the dialects have their own words for it."""
+
+    RECORDING = "recording"  # NotFound/NotReady: no servable recording; Gone: its audio went
+    CALL = "call"  # NotFound: no such call, or none of its channels can be served
+    CALL_PENDING = "call_pending"  # NotReady: the call's audio is arriving or being processed
+    CALL_RECORDING_OFF = "call_recording_off"  # Unavailable: the tenant turned it off
 
 
 class TapevaultError(Exception):
     """Root of every error tapevault raises on purpose."""
+
+    subject: Subject | None = None  # set by the leaves that take one
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -87,12 +104,18 @@ class PayloadTooLarge(InvalidRequest):
 class NotFound(TapevaultError):
     """Nothing of that id is visible to this caller (unknown, or another tenant's)."""
 
+    def __init__(self, message: str, subject: Subject | None = None) -> None:
+        super().__init__(message)
+        self.subject = subject
+
 
 class NotReady(NotFound):
     """The session exists but has no finished recording yet; retrying later may help."""
 
-    def __init__(self, message: str, retry_after: int | None = None) -> None:
-        super().__init__(message)
+    def __init__(
+        self, message: str, retry_after: int | None = None, subject: Subject | None = None
+    ) -> None:
+        super().__init__(message, subject)
         self.retry_after = retry_after
 
 
@@ -113,9 +136,10 @@ class GoneDetail:
 class Gone(TapevaultError):
     """The recording is permanently unavailable; clients must not retry."""
 
-    def __init__(self, message: str, detail: GoneDetail) -> None:
+    def __init__(self, message: str, detail: GoneDetail, subject: Subject | None = None) -> None:
         super().__init__(message)
         self.detail = detail
+        self.subject = subject
 
 
 class UrlRejected(TapevaultError):
@@ -129,6 +153,10 @@ class UrlRejected(TapevaultError):
 class Unavailable(TapevaultError):
     """The service cannot do this now: turned off for the tenant, or a dependency (the audit
     log) failed. Nothing was served."""
+
+    def __init__(self, message: str, subject: Subject | None = None) -> None:
+        super().__init__(message)
+        self.subject = subject
 
 
 class DatabaseUnavailable(Unavailable):

@@ -30,14 +30,12 @@ from tapevault.errors import (
     InvalidRequest,
     NotFound,
     NotReady,
+    Subject,
     Unavailable,
     UrlRejected,
 )
 
 CHANNELS = ("inbound", "outbound")
-CALL_NOT_FOUND = "Recording not found"
-NOT_CONFIGURED = "Call recording not configured"
-CALL_NOT_READY = "Recording not ready yet"
 # What a client may say about a call, and what each may hold.
 _ATTRIBUTE_RULES = {
     "direction": re.compile(r"inbound|outbound"),
@@ -87,6 +85,17 @@ class CallLinks:
     expires_at: int
 
 
+def no_call() -> NotFound:
+    """The 404 for an unknown call (or another tenant's), or one none of whose channels can be
+    served."""
+    return NotFound("No servable call recording.", Subject.CALL)
+
+
+def call_recording_off() -> Unavailable:
+    """The 503 while the tenant has turned call recording off."""
+    return Unavailable("Call recording is turned off for this tenant.", Subject.CALL_RECORDING_OFF)
+
+
 def iso_ms(epoch_ms: int) -> str:
     return datetime.fromtimestamp(epoch_ms / 1000, UTC).isoformat(timespec="milliseconds")
 
@@ -133,7 +142,7 @@ class Calls:
         if 0 < len(call_sid) <= MAX_ID:
             session = self.repo.get_session_by_external_id(tenant.partner_id, call_sid)
         if session is None or session.kind is not SessionKind.CALL:
-            raise NotFound(CALL_NOT_FOUND)
+            raise no_call()
         return session
 
     def channels(self, tenant: Tenant, call_sid: str) -> tuple[Session, dict[str, Recording]]:
@@ -161,10 +170,14 @@ class Calls:
                 pending = True
         if not channels:
             if pending:
-                raise NotReady(CALL_NOT_READY, retry_after=NOT_READY_RETRY_SECONDS)
+                raise NotReady(
+                    "The call's audio is not processed yet.",
+                    retry_after=NOT_READY_RETRY_SECONDS,
+                    subject=Subject.CALL_PENDING,
+                )
             if gone:
                 raise gone_error(max(gone, key=lambda detail: detail.at))
-            raise NotFound(CALL_NOT_FOUND)
+            raise no_call()
         return session, channels
 
     def links(self, tenant: Tenant, call_sid: str) -> CallLinks:
@@ -204,9 +217,9 @@ class Calls:
         tenant = self.repo.get_tenant(grant.partner_id)
         session = self.repo.get_session(grant.partner_id, session_id)
         if tenant is None or session is None or session.kind is not SessionKind.CALL:
-            raise NotFound(CALL_NOT_FOUND)
+            raise no_call()
         if not tenant.recording_enabled:
-            raise Unavailable(NOT_CONFIGURED)
+            raise call_recording_off()
         session, channels = self.channels_of(session)
         return call_metadata(tenant, session, channels), grant
 

@@ -15,18 +15,13 @@ from tapevault.core.clock import Clock, now_ms
 from tapevault.core.delivery import DirectLinks
 from tapevault.core.keyring import KeyRing
 from tapevault.core.lifecycle import PENDING
-from tapevault.core.lookup import (
-    MAX_ID,
-    NOT_READY_RETRY_SECONDS,
-    RECORDING_NOT_FOUND,
-    gone_error,
-)
+from tapevault.core.lookup import MAX_ID, gone_error, no_recording, recording_not_ready
 from tapevault.core.model import Delivery, Recording, Session, Tenant
 from tapevault.core.peaks import has_peaks
 from tapevault.core.ports import Stat
 from tapevault.core.servingcache import ServingCache
 from tapevault.core.signing import TWILIO_SUBJECT, UrlMode, UrlSigner
-from tapevault.errors import GoneDetail, NotFound, NotReady
+from tapevault.errors import GoneDetail, NotFound
 
 _MEMO_SIZE = 50_000
 
@@ -72,7 +67,7 @@ class Links:
         if 0 < len(session_id) <= MAX_ID:
             session, recordings = self.cache.settled_session(partner.partner_id, session_id)
         if session is None:
-            raise NotFound(RECORDING_NOT_FOUND)
+            raise no_recording()
         now = now_ms(self.clock)
         verdicts = [policy.gone(r, now, held=session.held) for r in recordings]
         live = [r for r, verdict in zip(recordings, verdicts, strict=True) if verdict is None]
@@ -88,7 +83,7 @@ class Links:
         servable = [r for r in live if r.is_servable]
         if not servable:
             if any(r.status in PENDING for r in live) or not live:
-                raise NotReady(RECORDING_NOT_FOUND, retry_after=NOT_READY_RETRY_SECONDS)
+                raise recording_not_ready()
             reasons = "; ".join(sorted({r.failure_reason or "unknown" for r in live}))
             raise NotFound(f"Recording processing failed: {reasons}")
         live = servable
@@ -163,7 +158,7 @@ class Links:
         reads are logged as the link's); None when it has no peaks (yet). Another tenant's
         recording: NotFound."""
         if recording.partner_id != partner.partner_id:
-            raise NotFound(RECORDING_NOT_FOUND)
+            raise no_recording()
         if not recording.is_servable or not has_peaks(self.store, recording.storage_key):
             return None
         expires = policy.capped_expiry(expires_at, recording.expires_ms, held=held)

@@ -13,11 +13,11 @@ from typing import Protocol
 from tapevault.core import policy
 from tapevault.core.clock import Clock
 from tapevault.core.keyring import KeyRing
-from tapevault.core.lookup import RECORDING_NOT_FOUND, gone_error
+from tapevault.core.lookup import gone_error, no_recording
 from tapevault.core.model import PlayerLink, Recording, Session
 from tapevault.core.servingcache import ServingCache
 from tapevault.core.signing import AUDIO_MODES, TWILIO_SUBJECT, UrlGrant, UrlMode
-from tapevault.errors import NotFound, UrlRejected
+from tapevault.errors import UrlRejected
 
 
 class MediaRepository(Protocol):
@@ -73,7 +73,7 @@ class MediaAuthorisation:
                 raise UrlRejected("revoked", "The player link of this URL was revoked.")
         recording = self.cache.servable_recording(recording_id)
         if recording is None or recording.partner_id != grant.partner_id:
-            raise NotFound(RECORDING_NOT_FOUND)
+            raise no_recording()
         verdict = policy.gone(recording, int(now * 1000))
         if verdict is not None and verdict.reason == "expired" and recording.is_servable:
             # Past retention: only a legal hold on its session keeps it served (a rare path,
@@ -84,5 +84,5 @@ class MediaAuthorisation:
         if verdict is not None:
             raise gone_error(verdict)
         if not recording.is_servable:
-            raise NotFound(RECORDING_NOT_FOUND)
+            raise no_recording()
         return MediaAccess(recording=recording, grant=grant)

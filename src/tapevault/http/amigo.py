@@ -22,11 +22,11 @@ from starlette.convertors import Convertor, register_url_convertor
 
 from tapevault.auth.workspace import KeyCaller
 from tapevault.core.access import AccessEvent, Action, Actor
-from tapevault.core.calls import CALL_NOT_FOUND, CHANNELS, NOT_CONFIGURED, call_metadata, iso_ms
+from tapevault.core.calls import CHANNELS, call_metadata, call_recording_off, iso_ms
 from tapevault.core.clock import now_ms
 from tapevault.core.model import ApiKey, KeyRole, Tenant
 from tapevault.core.tenants import MAX_KEY_DAYS, MAX_NAME
-from tapevault.errors import InvalidRequest, NotFound, TapevaultError, Unavailable
+from tapevault.errors import InvalidRequest, NotFound, TapevaultError
 from tapevault.http.amigo_shapes import metadata_body, metadata_document, urls_body
 from tapevault.http.asgi import Send
 from tapevault.http.context import AppContext
@@ -35,6 +35,7 @@ from tapevault.http.errors import status_of
 from tapevault.http.media import serve_document, serve_playback
 from tapevault.http.suki import recording_body
 from tapevault.http.uploads import declared_length, read_small, receive_upload
+from tapevault.http.wording import CALL_NOT_FOUND, say
 from tapevault.numbers import is_digits
 
 # The proxied download's own HTTP errors, in FastAPI's words (Starlette's HTTPException texts).
@@ -109,7 +110,7 @@ def amigo_error(exc: BaseException) -> tuple[int, Any, Headers]:
         headers.append((b"www-authenticate", b"Bearer"))
     elif status == 410:
         status = 404  # past retention, Amigo answers like a missing recording (its API has no 410)
-    return status, {"detail": exc.message}, headers
+    return status, {"detail": say(exc)}, headers
 
 
 class AmigoDialect:
@@ -141,7 +142,7 @@ def _workspace(request: Request, caller: KeyCaller, not_found: str) -> Tenant:
 def _recordings_tenant(request: Request, caller: KeyCaller) -> Tenant:
     tenant = _workspace(request, caller, CALL_NOT_FOUND)
     if not tenant.recording_enabled:
-        raise Unavailable(NOT_CONFIGURED)
+        raise call_recording_off()
     return tenant
 
 

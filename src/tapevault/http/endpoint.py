@@ -29,6 +29,7 @@ from tapevault.http.asgi import (
     send_json,
 )
 from tapevault.http.context import AppContext
+from tapevault.http.wording import say
 
 log = logging.getLogger("tapevault.http")
 
@@ -182,7 +183,7 @@ class Endpoint(Generic[C]):
                 "unexpected error in %s %s", request.scope["method"], request.scope.get("path")
             )
         status, body, extra = self.dialect.error(exc)
-        error = exc.message if isinstance(exc, TapevaultError) else type(exc).__name__
+        error = say(exc) if isinstance(exc, TapevaultError) else type(exc).__name__
         self.ctx.access_log.record(
             self._event(action or self._action(request), actor, status, request, None, error)
         )

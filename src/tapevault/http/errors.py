@@ -25,6 +25,7 @@ from tapevault.errors import (
     Unavailable,
     UnsupportedMediaType,
 )
+from tapevault.http.wording import say
 
 INTERNAL_ERROR = "An internal error occurred."
 Headers = list[tuple[bytes, bytes]]
@@ -70,7 +71,7 @@ def code_message_error(exc: BaseException) -> tuple[int, dict[str, Any], Headers
     status, headers = status_of(exc)
     if status == 500 or not isinstance(exc, TapevaultError):
         return 500, {"code": 500, "message": INTERNAL_ERROR}, headers
-    body: dict[str, Any] = {"code": status, "message": exc.message}
+    body: dict[str, Any] = {"code": status, "message": say(exc)}
     if isinstance(exc, Gone):
         detail = exc.detail
         body.update(reason=detail.reason, at=detail.at, policy=detail.policy)

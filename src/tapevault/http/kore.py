@@ -35,6 +35,7 @@ from tapevault.errors import (
 )
 from tapevault.http.context import AppContext
 from tapevault.http.endpoint import Endpoint, Handler, Headers, Reply, Request, with_caller
+from tapevault.http.wording import say
 
 STATUS = {
     MergeState.READY: "success",
@@ -64,9 +65,7 @@ def kore_error(exc: BaseException) -> tuple[int, Any, Headers]:
             status = 503
         case _:
             status = 500
-    message = (
-        exc.message if isinstance(exc, TapevaultError) and status != 500 else "Internal error."
-    )
+    message = say(exc) if isinstance(exc, TapevaultError) and status != 500 else "Internal error."
     return status, {"errors": [{"msg": message, "code": status}]}, headers
 
 

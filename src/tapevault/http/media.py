@@ -17,7 +17,6 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from tapevault.core.access import AccessEvent, Action, Actor
-from tapevault.core.calls import NOT_CONFIGURED
 from tapevault.core.clock import now_ms
 from tapevault.core.delivery import media_filename
 from tapevault.core.model import Recording
@@ -30,6 +29,7 @@ from tapevault.errors import (
     InvalidRequest,
     NotFound,
     StoreUnavailable,
+    Subject,
     TapevaultError,
     Unavailable,
     UrlRejected,
@@ -56,6 +56,7 @@ from tapevault.http.ranged import (
     Served,
     send_representation,
 )
+from tapevault.http.wording import say
 from tapevault.observe.metrics import count_range_request, count_refusal, media_bytes_sent
 
 log = logging.getLogger("tapevault.media")
@@ -72,27 +73,28 @@ def media_error(exc: BaseException) -> tuple[int, dict[str, Any]]:
     """The one place where gateway errors become HTTP answers."""
     match exc:
         case UrlRejected(reason=reason):
-            return 403, {"code": 403, "error": f"url_{reason}", "message": exc.message}
+            return 403, {"code": 403, "error": f"url_{reason}", "message": say(exc)}
         case Gone(detail=detail):
             return 410, {
                 "code": 410,
                 "error": f"recording_{detail.reason}",
-                "message": exc.message,
+                "message": say(exc),
                 "reason": detail.reason,
                 "at": detail.at,
                 "policy": detail.policy,
             }
         case InvalidRequest():
-            return 400, {"code": 400, "error": "invalid_request", "message": exc.message}
+            return 400, {"code": 400, "error": "invalid_request", "message": say(exc)}
         case NotFound():
-            return 404, {"code": 404, "error": "not_found", "message": exc.message}
+            return 404, {"code": 404, "error": "not_found", "message": say(exc)}
         case DatabaseUnavailable():
-            return 503, {"code": 503, "error": "database_unavailable", "message": exc.message}
+            return 503, {"code": 503, "error": "database_unavailable", "message": say(exc)}
         case StoreUnavailable():
-            return 503, {"code": 503, "error": "storage_unavailable", "message": exc.message}
+            return 503, {"code": 503, "error": "storage_unavailable", "message": say(exc)}
         case Unavailable():
-            error = "not_configured" if exc.message == NOT_CONFIGURED else "audit_unavailable"
-            return 503, {"code": 503, "error": error, "message": exc.message}
+            off = exc.subject is Subject.CALL_RECORDING_OFF
+            error = "not_configured" if off else "audit_unavailable"
+            return 503, {"code": 503, "error": error, "message": say(exc)}
         case _:
             return 500, {"code": 500, "error": "internal", "message": "An internal error occurred."}
 

@@ -50,6 +50,7 @@ from tapevault.http.asgi import (
 )
 from tapevault.http.context import AppContext
 from tapevault.http.forwarded import TrustedProxies
+from tapevault.http.wording import say
 from tapevault.ingest.durable import (
     BACKLOG_BYTES,
     Ack,
@@ -309,7 +310,7 @@ class StreamEndpoint:
                 scope_request_id(scope),
             )
         except (InvalidRequest, AuthError, NotFound, Conflict, QuotaExceeded) as exc:
-            await self._close(send, close_code(exc), exc.message)
+            await self._close(send, close_code(exc), say(exc))
             return
         except Exception:
             log.exception("could not open a stream")
@@ -414,7 +415,7 @@ def auth_failed(
             at_ms=now_ms(ctx.vault.clock),
             session_id=session_id,
             mode=mode,
-            error=exc.message,
+            error=say(exc),
         )
     )
 

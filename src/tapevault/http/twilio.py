@@ -53,6 +53,7 @@ from tapevault.http.asgi import (
 )
 from tapevault.http.context import AppContext
 from tapevault.http.stream import TAKEN_OVER, StreamHub, auth_failed
+from tapevault.http.wording import say
 from tapevault.ingest.durable import BACKLOG_BYTES, DurableStream, NoAcks, StreamTakenOver
 from tapevault.ingest.pcm import SILENCE
 from tapevault.numbers import is_canonical
@@ -210,7 +211,7 @@ class TwilioMediaStream:
                 # connected, mark, dtmf and anything newer need no action
         except (InvalidRequest, AuthError) as exc:
             code = 4401 if isinstance(exc, AuthError) else 4400
-            reason = exc.message
+            reason = say(exc)
             if isinstance(exc, AuthError):
                 kind = "signed_url" if "s" in query_params(scope) else "suki_token"
                 headers = request_headers(scope)
@@ -225,7 +226,7 @@ class TwilioMediaStream:
                 )
         except TapevaultError as exc:
             code = 4507 if isinstance(exc, QuotaExceeded) else 4400
-            reason = exc.message
+            reason = say(exc)
         except StreamTakenOver:  # recovery on another server took a track over
             code, reason = TAKEN_OVER, "stream taken over by recovery"
         except OSError as exc:  # a track's write or sync failed

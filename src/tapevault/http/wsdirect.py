@@ -48,6 +48,7 @@ from tapevault.http.stream import (
     partial_frame_reason,
     peer_address,
 )
+from tapevault.http.wording import say
 from tapevault.http.wsframe import (
     CLOSE,
     NO_STATUS,
@@ -287,7 +288,7 @@ class DirectStream(asyncio.Protocol, AckSink):
                 request=self.request.request_id,
             )
         except (InvalidRequest, AuthError, NotFound, Conflict, QuotaExceeded) as exc:
-            self._close(close_code(exc), exc.message)
+            self._close(close_code(exc), say(exc))
             return
         except Exception:
             log.exception("could not open a stream")
