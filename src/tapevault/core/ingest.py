@@ -109,6 +109,7 @@ class Ingest:
         self.jobs = jobs
 
     # uploads ------------------------------------------------------------------------------
+
     def accept_upload(
         self,
         partner: Tenant,
