@@ -39,7 +39,7 @@ from websockets.exceptions import ConnectionClosed
 from tapevault.audio_gen import tone_wav_bytes
 from tapevault.core.ports import ListedObject, ListKeys, ObjectInfo
 from tapevault.core.sources import INCOMING_PREFIX
-from tapevault.core.wav import PcmFormat, canonical_header, parse_wav
+from tapevault.core.wav import CANONICAL_HEADER_SIZE, PcmFormat, canonical_header, parse_wav
 from tapevault.errors import StorageError, Unavailable
 from tapevault.runtime import Runtime
 from tests.conftest import need
@@ -146,6 +146,8 @@ def wait_available(
 def stored_pcm(server: Server, recording: dict[str, object], session_id: str) -> bytes:
     """The PCM samples of a recording's stored WAV file, read from the server's data directory."""
     path = next((server.data_dir / "audio").rglob(f"{recording['recording_id']}.wav"))
+    if path.stat().st_size <= CANONICAL_HEADER_SIZE:
+        return b""  # a stream closed before its first acknowledged byte: a header and no samples
     with path.open("rb") as f:
         info = parse_wav(f, path.stat().st_size)
         f.seek(info.data_offset)
