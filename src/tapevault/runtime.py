@@ -242,6 +242,7 @@ def open_runtime(
             purge_seconds=settings.purge_interval_seconds,
             audit_retention_seconds=settings.audit_retention_seconds,
             sweep_scratch=lambda: sweep_scratch(settings, spool, local, vault),
+            prune_webhooks=webhook_store.prune,
         ),
         webhooks=Dispatcher(
             webhook_store,

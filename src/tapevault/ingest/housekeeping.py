@@ -1,6 +1,8 @@
 """Housekeeping the worker does between jobs: purge audio past retention, drop access records
-past the log's own retention (6 years by default), and sweep scratch files that crashed processes
-left (spooled bodies, temporaries, expired tus uploads: ``tapevault.ingest.scratch``)."""
+past the log's own retention (6 years by default), drop webhook deliveries settled more than
+``WEBHOOK_HISTORY_SECONDS`` ago (and the events nothing refers to any more), and sweep scratch
+files that crashed processes left (spooled bodies, temporaries, expired tus uploads:
+``tapevault.ingest.scratch``)."""
 
 from __future__ import annotations
 
@@ -16,6 +18,9 @@ from tapevault.core.retention import Retention
 log = logging.getLogger("tapevault.housekeeping")
 
 AUDIT_PRUNE_SECONDS = 24 * 3600.0
+# Settled webhook deliveries stay listable (and replayable) this long, then go: the delivery log
+# is an operator's debugging aid, not a record (the access log is the record).
+WEBHOOK_HISTORY_SECONDS = 90 * 24 * 3600
 SCRATCH_SWEEP_SECONDS = 300.0
 
 
@@ -29,6 +34,7 @@ class Housekeeping:
         purge_seconds: float,
         audit_retention_seconds: int,
         sweep_scratch: Callable[[], int] | None = None,
+        prune_webhooks: Callable[[int], tuple[int, int]] | None = None,
     ) -> None:
         self.retention = retention
         self.audit = audit
@@ -38,6 +44,7 @@ class Housekeeping:
         self._next_purge = 0.0
         self._next_prune = 0.0
         self.sweep_scratch = sweep_scratch
+        self.prune_webhooks = prune_webhooks
         self._next_sweep = time.monotonic() + SCRATCH_SWEEP_SECONDS  # start-up swept already
         self._lock = threading.Lock()
 
@@ -69,6 +76,20 @@ class Housekeeping:
                     log.info("dropped %d access record(s) past the audit retention", dropped)
             except Exception:
                 log.exception("pruning the access log failed")
+            if self.prune_webhooks is not None:
+                try:
+                    deliveries, events = self.prune_webhooks(
+                        now_ms(self.clock) - WEBHOOK_HISTORY_SECONDS * 1000
+                    )
+                    if deliveries or events:
+                        log.info(
+                            "dropped %d webhook delivery(ies) and %d event(s) past %d days",
+                            deliveries,
+                            events,
+                            WEBHOOK_HISTORY_SECONDS // 86400,
+                        )
+                except Exception:
+                    log.exception("pruning the webhook history failed")
         if self.sweep_scratch is not None and now >= self._next_sweep:
             self._next_sweep = now + SCRATCH_SWEEP_SECONDS
             try:
