@@ -112,6 +112,10 @@ class VerifiedTokens(Generic[T]):
             return None
         return caller
 
+    def clear(self) -> None:
+        """Forget every verified token (a secret or a key changed somewhere)."""
+        self._tokens.clear()
+
     def put(self, token: str, caller: T, exp: float | None) -> None:
         with self._lock:
             if len(self._tokens) > self._limit:

@@ -141,6 +141,12 @@ class SukiTokenVerifier:
             self._cache[partner_id] = (now + PARTNER_CACHE_SECONDS, partner)
         return partner
 
+    def forget(self) -> None:
+        """Drop the cached partners and verified tokens: a secret or key changed (the change
+        feed, db/changes.py, calls this on every node)."""
+        self._cache.clear()
+        self._verified.clear()
+
     def verify(self, token: str | None, provider_id: str | None = None) -> SukiCaller:
         """Verify a token; a token verified in the last few seconds is answered from memory
         (``VerifiedTokens``: never past its ``exp``, nor longer than the partner cache, so a

@@ -453,15 +453,18 @@ class Vault:
             self.jobs_waiting.set()
         return closed
 
-    def take_over_stream(self, recording: Recording, *, stale_seconds: int | None) -> bool:
+    def take_over_stream(
+        self, recording: Recording, *, stale_seconds: int | None, node: str | None = None
+    ) -> bool:
         """Recovery: mark a RECEIVING recording ``recovered`` and queue it for finalization,
         if it is still held by the writer it was read with and, unless ``stale_seconds`` is
-        None (its writer is known dead), that writer's lease lapsed that long ago."""
+        None (its writer is known dead), that writer's lease lapsed that long ago. ``node``
+        binds the job to the node whose disk holds the stream's spool."""
         taken = self.repo.take_over_stream(
             recording.recording_id,
             recording.writer_id,
             None if stale_seconds is None else stale_seconds * 1000,
-            self.new_job(JobKind.FINALIZE, recording.recording_id),
+            replace(self.new_job(JobKind.FINALIZE, recording.recording_id), node=node),
         )
         if taken:
             self.jobs_waiting.set()
@@ -732,6 +735,15 @@ class Vault:
         epoch = self.repo.cache_epoch()
         if epoch != self._epoch:
             self._epoch = epoch
+            self.forget()
+
+    def reload(self) -> None:
+        """Another process changed what may be served (the change feed says so): re-read the
+        signing keys and drop the caches now, not at the next periodic check."""
+        with self._signer_lock:
+            self._signer = self._load_signer(self._signer)
+            self._signer_loaded = time.monotonic()
+            self._epoch = self.repo.cache_epoch()
             self.forget()
 
     def forget(self) -> None:

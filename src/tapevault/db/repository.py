@@ -56,6 +56,7 @@ from tapevault.core.ports import (
     MergeQueued,
     SequenceTaken,
 )
+from tapevault.db.changes import CHANNEL as CHANGES_CHANNEL
 from tapevault.db.engine import database_now_ms
 from tapevault.db.fastread import FastReader
 from tapevault.db.outbox import write_events
@@ -119,6 +120,9 @@ class SqlRepository:
             conn.execute(
                 update(partners).where(partners.c.partner_id == partner_id).values(**values)
             )
+            # A rotated secret must stop verifying on every node now, not when the token
+            # verifiers' caches lapse (db/changes.py).
+            self._changed(conn)
 
     # workspace API keys -------------------------------------------------------------------
 
@@ -587,11 +591,16 @@ class SqlRepository:
 
     def bump_cache_epoch(self) -> None:
         with self.engine.begin() as conn:
-            conn.execute(
-                update(cache_epoch)
-                .where(cache_epoch.c.id == 1)
-                .values(epoch=cache_epoch.c.epoch + 1)
-            )
+            self._changed(conn)
+
+    def _changed(self, conn: Connection) -> None:
+        """In the transaction of a write that changes what may be served: move the epoch, and
+        on PostgreSQL wake every process's change feed when it commits (db/changes.py)."""
+        conn.execute(
+            update(cache_epoch).where(cache_epoch.c.id == 1).values(epoch=cache_epoch.c.epoch + 1)
+        )
+        if self.engine.dialect.name == "postgresql":
+            conn.execute(select(func.pg_notify(CHANGES_CHANNEL, "")))
 
     # merged renditions --------------------------------------------------------------------
 
@@ -628,17 +637,28 @@ class SqlRepository:
         with self.engine.begin() as conn:
             conn.execute(insert(jobs).values(**_job_values(job)))
 
-    def lease_job(self, owner: str, now_ms: int, lease_ms: int) -> Job | None:
+    def lease_job(
+        self, owner: str, now_ms: int, lease_ms: int, node: str | None = None
+    ) -> Job | None:
         """Claim the oldest due job whose lease is free or lapsed (a dead worker's).
 
         The claim is a conditional UPDATE, so two workers (threads or processes, SQLite or
-        PostgreSQL) can race for a job and exactly one wins.
+        PostgreSQL) can race for a job and exactly one wins. Leases are written and judged by
+        the database's clock, never a server's, so a node whose clock runs ahead cannot take a
+        job another still holds; ``now_ms`` (the caller's clock, which scheduled the job) only
+        says which jobs are due. A job bound to a node is leased only by that node's workers.
         """
-        free = or_(jobs.c.lease_expires_ms.is_(None), jobs.c.lease_expires_ms < now_ms)
+        db_now = self._db_now_ms()
+        free = or_(jobs.c.lease_expires_ms.is_(None), jobs.c.lease_expires_ms < db_now)
+        anywhere = (
+            jobs.c.node.is_(None)
+            if node is None
+            else or_(jobs.c.node.is_(None), jobs.c.node == node)
+        )
         with self.engine.connect() as conn:
             candidates = conn.execute(
                 select(jobs.c.job_id)
-                .where(jobs.c.done_ms.is_(None), jobs.c.run_after_ms <= now_ms, free)
+                .where(jobs.c.done_ms.is_(None), jobs.c.run_after_ms <= now_ms, free, anywhere)
                 .order_by(jobs.c.run_after_ms)
                 .limit(8)
             ).all()
@@ -649,7 +669,7 @@ class SqlRepository:
                     .where(jobs.c.job_id == job_id, jobs.c.done_ms.is_(None), free)
                     .values(
                         lease_owner=owner,
-                        lease_expires_ms=now_ms + lease_ms,
+                        lease_expires_ms=db_now + lease_ms,
                         attempts=jobs.c.attempts + 1,
                     )
                 ).rowcount
@@ -658,6 +678,21 @@ class SqlRepository:
                     assert row is not None
                     return _job(row)
         return None
+
+    def renew_lease(self, job_id: str, owner: str, lease_ms: int) -> bool:
+        """Extend ``owner``'s lease on a job it is still running, by the database's clock;
+        False when the job is no longer its own (finished, or taken after a lapse)."""
+        with self.engine.begin() as conn:
+            renewed = conn.execute(
+                update(jobs)
+                .where(
+                    jobs.c.job_id == job_id,
+                    jobs.c.lease_owner == owner,
+                    jobs.c.done_ms.is_(None),
+                )
+                .values(lease_expires_ms=self._db_now_ms() + lease_ms)
+            ).rowcount
+        return bool(renewed == 1)
 
     def finish_job(self, job_id: str, now_ms: int, error: str | None = None) -> None:
         with self.engine.begin() as conn:
@@ -776,10 +811,12 @@ class SqlRepository:
                     key_id=key.key_id, secret_hex=key.secret.hex(), created_ms=key.created_ms
                 )
             )
+            self._changed(conn)  # every node signs with the new key from now on
 
     def remove_signing_key(self, key_id: str) -> bool:
         with self.engine.begin() as conn:
             result = conn.execute(delete(signing_keys).where(signing_keys.c.key_id == key_id))
+            self._changed(conn)  # its URLs stop verifying on every node now
         return bool(result.rowcount)
 
 

@@ -153,6 +153,7 @@ jobs = Table(
     Column("last_error", Text, nullable=True),
     Column("created_ms", BigInteger, nullable=False),
     Column("done_ms", BigInteger, nullable=True),
+    Column("node", String(80), nullable=True),  # only this node's workers may run it
     Index("ix_jobs_due", "done_ms", "run_after_ms"),
 )
 
