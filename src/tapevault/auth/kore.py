@@ -58,8 +58,9 @@ class KoreTokenVerifier:
             return hit
         if not token:
             raise AuthError("Missing auth header: send the app's JWT in 'auth'.")
+        generation = self._verified.generation
         caller, exp = self._verify(token)
-        self._verified.put(token, caller, exp)
+        self._verified.put(token, caller, exp, generation)
         return caller
 
     def _verify(self, token: str) -> tuple[KoreCaller, float | None]:

@@ -72,9 +72,9 @@ class ChangeFeed:
         epoch = self._read_epoch()
         if epoch == self.epoch:
             return False
-        self.epoch = epoch
-        self.changes += 1
         self._on_change()
+        self.epoch = epoch  # only once passed on: a failed ``on_change`` is tried again
+        self.changes += 1
         return True
 
     def _run(self) -> None:
@@ -88,7 +88,11 @@ class ChangeFeed:
                     failing = False
             except Exception as exc:
                 if not failing:  # one line per outage, not one per poll
-                    log.warning("the change feed cannot reach the database: %s", exc)
+                    log.warning(
+                        "the change feed cannot reach the database: %s: %s",
+                        type(exc).__name__,
+                        exc,
+                    )
                     failing = True
                 self._disconnect()
                 self._stop.wait(self._poll)
@@ -106,8 +110,8 @@ class ChangeFeed:
 
     def _connect(self) -> Any:
         raw = self._engine.raw_connection()
-        raw.detach()  # a connection of its own for good, not the pool's
         connection = raw.driver_connection
+        raw.detach()  # a connection of its own for good, not the pool's
         assert connection is not None
         connection.autocommit = True
         connection.execute(f"LISTEN {CHANNEL}")
