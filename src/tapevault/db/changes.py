@@ -31,6 +31,7 @@ log = logging.getLogger("tapevault.db")
 
 CHANNEL = "tapevault_changes"
 POLL_SECONDS = 0.25
+RETRY_SECONDS = 1.0  # a database away: try again this often (one log line per outage)
 
 
 class ChangeFeed:
@@ -95,7 +96,7 @@ class ChangeFeed:
                     )
                     failing = True
                 self._disconnect()
-                self._stop.wait(self._poll)
+                self._stop.wait(min(self._poll, RETRY_SECONDS))
 
     def _wait(self) -> None:
         """Until a notification arrives or ``poll_seconds`` pass (SQLite: just the latter)."""
@@ -103,7 +104,9 @@ class ChangeFeed:
             self._stop.wait(self._poll)
             return
         if self._connection is None:
+            # Changes made while no connection listened were not notified: check at once.
             self._connection = self._connect()
+            return
         # stop_after=1: back as soon as one arrives; the others are drained by the next call.
         for _ in self._connection.notifies(timeout=self._poll, stop_after=1):
             pass

@@ -98,12 +98,6 @@ def spool_node(owner: str | None) -> str | None:
     return node if node is not None and "+" in node else None
 
 
-def same_node(owner: str | None, me: str) -> bool:
-    """Whether ``owner`` is a process of ``me``'s node (whose disk ``me`` reads)."""
-    node = node_of(owner)
-    return node is not None and node == node_of(me)
-
-
 def is_gone(owner: str, me: str | None = None) -> bool:
     """True when ``owner`` is a process of this node (``me``'s; by default, of this host under
     its bare name) that no longer runs. False when it runs, or when it is not ours to judge
