@@ -68,3 +68,22 @@ def test_a_spool_belongs_to_a_named_node_only(tmp_path: Path) -> None:
     assert spool_node(process_id(node)) == node
     assert spool_node(process_id()) is None  # a bare host name: an id of an older version
     assert spool_node(None) is None and spool_node("garbage") is None
+
+
+def test_processes_starting_together_agree_on_one_name(tmp_path: Path) -> None:
+    """Several server processes (``TAPEVAULT_PROCESSES``) make the name at the same moment:
+    each reads the one that was linked into place, never a half-written one."""
+    code = (
+        "import sys; from pathlib import Path; from tapevault.ingest.liveness import node_name;"
+        "print(node_name(Path(sys.argv[1])))"
+    )
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(8)
+    ]
+    names = {child.communicate(timeout=60)[0].strip() for child in children}
+    assert all(child.returncode == 0 for child in children)
+    assert names == {node_name(tmp_path)}
+    assert [p.name for p in tmp_path.iterdir()] == [NODE_FILE]  # no temporary left behind

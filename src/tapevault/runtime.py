@@ -249,6 +249,7 @@ def open_runtime(
             purge_seconds=settings.purge_interval_seconds,
             audit_retention_seconds=settings.audit_retention_seconds,
             sweep_scratch=lambda: sweep_scratch(settings, spool, local, vault),
+            claim=lambda task, seconds: repo.claim_task(task, process, int(seconds * 1000)),
         ),
         webhooks=Dispatcher(
             webhook_store,

@@ -70,6 +70,7 @@ from tapevault.db.schema import (
     sessions,
     signing_keys,
     stream_tickets,
+    task_leases,
 )
 
 
@@ -693,6 +694,34 @@ class SqlRepository:
                 .values(lease_expires_ms=self._db_now_ms() + lease_ms)
             ).rowcount
         return bool(renewed == 1)
+
+    def claim_task(self, name: str, owner: str, lease_ms: int) -> bool:
+        """Take or renew the lease on a periodic task (by the database's clock): True when
+        ``owner`` holds it now, False while another holds a lease that has not lapsed."""
+        now = self._db_now_ms()
+        with self.engine.begin() as conn:
+            taken = conn.execute(
+                update(task_leases)
+                .where(
+                    task_leases.c.name == name,
+                    or_(task_leases.c.owner == owner, task_leases.c.expires_ms < now),
+                )
+                .values(owner=owner, expires_ms=now + lease_ms)
+            ).rowcount
+            if taken == 1:
+                return True
+            if conn.execute(select(task_leases.c.name).where(task_leases.c.name == name)).first():
+                return False  # held by another, and not lapsed
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    insert(task_leases).values(
+                        name=name, owner=owner, expires_ms=self._db_now_ms() + lease_ms
+                    )
+                )
+        except IntegrityError:
+            return False  # another took it first, this very moment
+        return True
 
     def finish_job(self, job_id: str, now_ms: int, error: str | None = None) -> None:
         with self.engine.begin() as conn:

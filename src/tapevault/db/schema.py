@@ -157,6 +157,16 @@ jobs = Table(
     Index("ix_jobs_due", "done_ms", "run_after_ms"),
 )
 
+# Periodic tasks that one node at a time may run (the retention purge, the audit pruning): held
+# by ``owner`` until ``expires_ms`` by the database's clock, renewed by each run of its holder.
+task_leases = Table(
+    "task_leases",
+    metadata,
+    Column("name", String(40), primary_key=True),
+    Column("owner", String(120), nullable=False),
+    Column("expires_ms", BigInteger, nullable=False),
+)
+
 stream_tickets = Table(
     "stream_tickets",
     metadata,

@@ -40,29 +40,30 @@ def _start_ticks(pid: int) -> str | None:
 
 
 def node_name(data_dir: Path) -> str:
-    """This data directory's node name: read from ``DATA_DIR/node-id``, created once (by an
-    exclusive create, so two processes starting together agree on one)."""
+    """This data directory's node name: read from ``DATA_DIR/node-id``, made once. The name is
+    written whole to a file of its own and then linked into place (``link`` fails when the name
+    exists), so processes starting together agree on one and none reads a half-written one."""
     path = data_dir / NODE_FILE
-    for _ in range(2):
+    try:
+        name = path.read_text().strip()
+    except FileNotFoundError:
+        host = "".join(c if c in _NODE_CHARS and c != "+" else "-" for c in _host())[:60]
+        fresh = data_dir / f".{NODE_FILE}.{os.getpid()}.{secrets.token_hex(4)}"
         try:
-            name = path.read_text().strip()
-        except FileNotFoundError:
-            host = "".join(c if c in _NODE_CHARS and c != "+" else "-" for c in _host())[:60]
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            except FileExistsError:
-                continue  # another process of this node wrote it first: read theirs
-            with os.fdopen(fd, "w") as f:
+            with fresh.open("x") as f:
                 f.write(f"{host}+{secrets.token_hex(4)}\n")
                 f.flush()
                 os.fsync(f.fileno())
-            with contextlib.suppress(OSError):
-                _fsync_dir(data_dir)
-            continue
-        if not name or len(name) > MAX_NODE or not set(name) <= _NODE_CHARS:
-            raise ValueError(f"{path} does not hold a node name (delete it to make a new one)")
-        return name
-    raise ValueError(f"{path} could not be read or created")
+            with contextlib.suppress(FileExistsError):  # another process of this node won
+                os.link(fresh, path)
+        finally:
+            fresh.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            _fsync_dir(data_dir)
+        name = path.read_text().strip()
+    if not name or len(name) > MAX_NODE or not set(name) <= _NODE_CHARS:
+        raise ValueError(f"{path} does not hold a node name (delete it to make a new one)")
+    return name
 
 
 def _fsync_dir(path: Path) -> None:
