@@ -695,6 +695,26 @@ class SqlRepository:
             ).rowcount
         return bool(renewed == 1)
 
+    def bound_jobs(self) -> dict[str, int]:
+        """How many unfinished jobs wait for each node (recovered streams' finalizations)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(jobs.c.node, func.count())
+                .where(jobs.c.node.is_not(None), jobs.c.done_ms.is_(None))
+                .group_by(jobs.c.node)
+            ).all()
+        return {row[0]: int(row[1]) for row in rows}
+
+    def unbind_jobs(self, node: str) -> int:
+        """Let any node run the unfinished jobs bound to ``node`` (whose disk is gone)."""
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(jobs)
+                .where(jobs.c.node == node, jobs.c.done_ms.is_(None))
+                .values(node=None, lease_owner=None, lease_expires_ms=None)
+            )
+        return int(result.rowcount)
+
     def claim_task(self, name: str, owner: str, lease_ms: int) -> bool:
         """Take or renew the lease on a periodic task (by the database's clock): True when
         ``owner`` holds it now, False while another holds a lease that has not lapsed."""
