@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tapevault import cli
 from tapevault.ingest.liveness import (
     NODE_FILE,
     is_gone,
@@ -87,3 +88,13 @@ def test_processes_starting_together_agree_on_one_name(tmp_path: Path) -> None:
     assert all(child.returncode == 0 for child in children)
     assert names == {node_name(tmp_path)}
     assert [p.name for p in tmp_path.iterdir()] == [NODE_FILE]  # no temporary left behind
+
+
+def test_a_damaged_node_file_is_one_line_at_start_up(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / NODE_FILE).write_text("two:nodes")
+    data = ["--data-dir", str(tmp_path), "--database-url", f"sqlite:///{tmp_path / 'db'}"]
+    assert cli.main(["node", "show", *data]) == 2
+    err = capsys.readouterr().err
+    assert "TAPEVAULT_DATA_DIR: its node name" in err and "Traceback" not in err

@@ -180,7 +180,7 @@ def open_runtime(
         observe_store,
     )
     # This process on its node: the data directory whose disk holds its streams' spools.
-    process = worker_id(node_name(settings.data_dir))
+    process = worker_id(this_node(settings))
     local = NodeLocalDisk(settings.data_dir, store, process)
     vault = Vault(
         repo,
@@ -272,6 +272,15 @@ def open_runtime(
         local=local,
         changes=ChangeFeed(engine, repo.cache_epoch, partial(changed_elsewhere, context)),
     )
+
+
+def this_node(settings: Settings) -> str:
+    """The node of this data directory; a damaged or unwritable ``node-id`` stops the start
+    with one line naming it (not a traceback)."""
+    try:
+        return node_name(settings.data_dir)
+    except (OSError, ValueError) as exc:
+        raise ConfigError("TAPEVAULT_DATA_DIR", f"its node name: {exc}") from exc
 
 
 def changed_elsewhere(context: AppContext) -> None:

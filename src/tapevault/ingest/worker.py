@@ -102,7 +102,9 @@ class Worker:
             yield
         finally:
             done.set()
-            thread.join()
+            # A renewal stuck on an unreachable database must not hold the worker: the thread
+            # ends by itself once its call returns, and renews nothing after ``done``.
+            thread.join(timeout=5)
 
     def run_until_idle(self, limit: int = 10_000) -> int:
         """Run due jobs until none is left; returns how many ran (tests and `worker --once`)."""
