@@ -27,8 +27,7 @@ from typing import Any
 import pytest
 import requests
 from sqlalchemy import create_engine, text
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from websockets.asyncio.client import connect
 
 from tapevault.audio_gen import tone_wav_bytes
 from tapevault.config import Settings
@@ -283,29 +282,6 @@ def audit_sources(node: Server) -> list[str]:
 # --- a node killed -------------------------------------------------------------------------------
 
 
-class Sender(support.Sender):
-    """Streams frames to one node and keeps what it sent, to compare."""
-
-    def __init__(self, ws: ClientConnection) -> None:
-        super().__init__(ws)
-        self.sent = 0
-
-    async def send(self, payload: bytes) -> None:
-        for i in range(0, len(payload), FRAME):
-            try:
-                await self.ws.send(payload[i : i + FRAME])
-            except ConnectionClosed:
-                return
-            self.sent += FRAME
-            await asyncio.sleep(0.002)
-
-    async def acked_all(self, within: float = 10) -> None:
-        deadline = time.monotonic() + within
-        while self.acked < self.sent:
-            assert time.monotonic() < deadline, f"only {self.acked} of {self.sent} bytes acked"
-            await asyncio.sleep(0.01)
-
-
 def node_of(server: Server) -> str:
     return (server.data_dir / "node-id").read_text().strip()
 
@@ -320,11 +296,11 @@ async def test_a_killed_nodes_jobs_are_finished_by_the_other_and_its_streams_by_
     a, b = cluster.a, cluster.b
     who = customer(a)
     # Two live streams on A, every byte acknowledged (durable on A's disk).
-    streams: list[tuple[str, bytes, Sender]] = []
+    streams: list[tuple[str, bytes, support.PacedSender]] = []
     for _ in range(2):
         session_id = new_session(a, who)
         ws = await connect(support.ws_url(a, session_id), additional_headers=who.suki)
-        sender = Sender(ws)
+        sender = support.PacedSender(ws)
         payload = random.randbytes(FRAME * 150)
         await sender.send(payload)
         await sender.acked_all()

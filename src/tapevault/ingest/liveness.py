@@ -20,6 +20,7 @@ import secrets
 import socket
 from pathlib import Path
 
+from tapevault.fsutil import fsync_dir
 from tapevault.numbers import is_digits
 
 NODE_FILE = "node-id"
@@ -59,19 +60,11 @@ def node_name(data_dir: Path) -> str:
         finally:
             fresh.unlink(missing_ok=True)
         with contextlib.suppress(OSError):
-            _fsync_dir(data_dir)
+            fsync_dir(data_dir)
         name = path.read_text().strip()
     if not name or len(name) > MAX_NODE or not set(name) <= _NODE_CHARS:
         raise ValueError(f"{path} does not hold a node name (delete it to make a new one)")
     return name
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _host() -> str:
