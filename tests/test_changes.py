@@ -16,7 +16,7 @@ from tapevault.auth.suki import SukiTokenVerifier, issue_token
 from tapevault.core.clock import FixedClock
 from tapevault.core.model import Tenant
 from tapevault.db.changes import ChangeFeed
-from tapevault.errors import AuthError
+from tapevault.errors import AuthError, DatabaseUnavailable
 from tapevault.runtime import Runtime
 from tests import support
 from tests.support import wait_for
@@ -186,3 +186,23 @@ def test_a_token_verified_before_an_invalidation_is_not_cached(
     kore.forget()
     with pytest.raises(AuthError):
         kore.verify(kore_token)
+
+
+def test_a_feed_started_without_the_database_catches_up(runtime: Runtime) -> None:
+    """A process that starts while the database is away serves on; once the feed reads the
+    epoch, it passes one change on (its caches were filled without it)."""
+    calls: list[int] = []
+    up = threading.Event()
+
+    def read_epoch() -> int:
+        if not up.is_set():
+            raise DatabaseUnavailable("The database cannot be reached; try again shortly.")
+        return runtime.repo.cache_epoch()
+
+    feed = ChangeFeed(runtime.repo.engine, read_epoch, lambda: calls.append(1), poll_seconds=0.05)
+    feed.start()
+    try:
+        up.set()
+        wait_for(lambda: calls or None, SOON, "the feed to catch up")
+    finally:
+        feed.stop()

@@ -57,7 +57,10 @@ class ChangeFeed:
         self.changes = 0  # how many changes this feed has passed on (tests, logs)
 
     def start(self) -> None:
-        self.epoch = self._read_epoch()
+        try:
+            self.epoch = self._read_epoch()
+        except Exception as exc:  # the database away at start: the first check passes one on
+            log.warning("the change feed starts without the database: %s", exc)
         self._thread = threading.Thread(target=self._run, name="tapevault-changes", daemon=True)
         self._thread.start()
 
@@ -116,8 +119,13 @@ class ChangeFeed:
         connection = raw.driver_connection
         raw.detach()  # a connection of its own for good, not the pool's
         assert connection is not None
-        connection.autocommit = True
-        connection.execute(f"LISTEN {CHANNEL}")
+        try:
+            connection.autocommit = True
+            connection.execute(f"LISTEN {CHANNEL}")
+        except Exception:
+            with contextlib.suppress(Exception):
+                connection.close()  # detached: nobody else would close it
+            raise
         return connection
 
     def _disconnect(self) -> None:
