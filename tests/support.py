@@ -200,6 +200,35 @@ class Sender:
         assert self.ws.close_code == 1000, self.ws.close_reason
 
 
+class PacedSender(Sender):
+    """Streams a payload in 20 ms frames a little ahead of real time, and keeps how much it
+    sent, to compare with what was acknowledged and stored."""
+
+    FRAME = 640  # 20 ms of 16 kHz mono PCM16
+
+    def __init__(self, ws: ClientConnection) -> None:
+        super().__init__(ws)
+        self.sent = 0
+
+    async def send(self, payload: bytes) -> None:
+        """Send ``payload`` in frames; stop if the server closed."""
+        for i in range(0, len(payload), self.FRAME):
+            if self.reader.done():
+                return
+            try:
+                await self.ws.send(payload[i : i + self.FRAME])
+            except ConnectionClosed:
+                return
+            self.sent += self.FRAME
+            await asyncio.sleep(0.002)
+
+    async def acked_all(self, within: float = 10) -> None:
+        deadline = time.monotonic() + within
+        while self.acked < self.sent and not self.reader.done():
+            assert time.monotonic() < deadline, f"only {self.acked} of {self.sent} bytes acked"
+            await asyncio.sleep(0.01)
+
+
 def client_frame(
     opcode: int, payload: bytes, *, fin: bool = True, masked: bool = True, rsv: int = 0
 ) -> bytes:

@@ -29,6 +29,7 @@ WORKER = (
     "audit_checkpoint_seconds",
     "audit_retention",
     "purge_interval",
+    "job_lease",
     "webhook_allow_private",
     "webhook_retry_schedule",
     "webhook_timeout",

@@ -115,6 +115,11 @@ SETTINGS_DOC: dict[str, tuple[str, str]] = {
         "on: live streams skip ASGI after the WebSocket handshake (faster); off: served "
         "through ASGI like every other route",
     ),
+    "job_lease": (
+        "TAPEVAULT_JOB_LEASE",
+        "how long a worker holds a job without renewing it (it renews a third of this apart); a "
+        "dead node's jobs are taken over this long after it died, e.g. 60s",
+    ),
     "purge_interval": (
         "TAPEVAULT_PURGE_INTERVAL",
         "how often the worker purges audio past retention, e.g. 60s",
@@ -221,6 +226,7 @@ class Settings:
     audit_checkpoint_log: Path | None = None  # None: DATA_DIR/audit-checkpoints.log
     audit_retention_seconds: int = 6 * 365 * 86400
     purge_interval_seconds: int = 60
+    job_lease_seconds: int = 60
     playback_idle_seconds: int = 30
     player_media_seconds: int = 300
     direct_streams: bool = True
@@ -251,6 +257,7 @@ class Settings:
             f"audit_checkpoint_seconds={self.audit_checkpoint_seconds}, "
             f"audit_retention_seconds={self.audit_retention_seconds}, "
             f"purge_interval_seconds={self.purge_interval_seconds}, "
+            f"job_lease_seconds={self.job_lease_seconds}, "
             f"playback_idle_seconds={self.playback_idle_seconds}, "
             f"player_media_seconds={self.player_media_seconds}, "
             f"direct_streams={self.direct_streams}, "
@@ -349,6 +356,7 @@ class Settings:
             purge_interval_seconds=_duration(
                 "TAPEVAULT_PURGE_INTERVAL", pick("purge_interval") or "60"
             ),
+            job_lease_seconds=_job_lease(pick("job_lease") or "60"),
             playback_idle_seconds=_duration(
                 "TAPEVAULT_PLAYBACK_IDLE", pick("playback_idle") or "30"
             ),
@@ -393,6 +401,7 @@ class Settings:
             "audit_checkpoint_seconds": str(self.audit_checkpoint_seconds),
             "audit_retention": str(self.audit_retention_seconds),
             "purge_interval": str(self.purge_interval_seconds),
+            "job_lease": str(self.job_lease_seconds),
             "playback_idle": str(self.playback_idle_seconds),
             "player_media": str(self.player_media_seconds),
             "direct_streams": "on" if self.direct_streams else "off",
@@ -464,6 +473,14 @@ def _duration(setting: str, text: str) -> int:
         return parse_duration(text)
     except InvalidRequest as exc:
         raise ConfigError(setting, exc.message) from exc
+
+
+def _job_lease(text: str) -> int:
+    """At least a second: a lease renewed a third of it apart must outlast one renewal."""
+    seconds = _duration("TAPEVAULT_JOB_LEASE", text)
+    if seconds < 1:
+        raise ConfigError("TAPEVAULT_JOB_LEASE", "a job lease must be at least 1s")
+    return seconds
 
 
 def _networks(setting: str, text: str) -> tuple[str, ...]:

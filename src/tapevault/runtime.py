@@ -30,6 +30,7 @@ from tapevault.core.retention import Retention
 from tapevault.core.vault import Vault
 from tapevault.core.webhooks import Webhooks
 from tapevault.db.auditstore import SqlAuditStore
+from tapevault.db.changes import ChangeFeed
 from tapevault.db.engine import current_revision, head_revision, make_engine, migrate
 from tapevault.db.gauges import job_queue
 from tapevault.db.repository import SqlRepository
@@ -44,7 +45,7 @@ from tapevault.http.stream import StreamEndpoint, StreamHub
 from tapevault.ingest import formats
 from tapevault.ingest.finalize import TEMPORARY_KINDS, Finalizer
 from tapevault.ingest.housekeeping import Housekeeping
-from tapevault.ingest.liveness import is_gone
+from tapevault.ingest.liveness import is_gone, node_name
 from tapevault.ingest.scratch import (
     Spool,
     sweep_stream_spools,
@@ -85,6 +86,7 @@ class Runtime:
     audit_store: SqlAuditStore
     streams: StreamEndpoint  # live streams: the ASGI route and the fast path share it
     local: NodeLocalDisk  # this node's working files (spools, temporaries)
+    changes: ChangeFeed  # other processes' (nodes') changes, heard within a fraction of a second
 
     def asgi(self, *, background: bool = False) -> ASGIApp:
         """The application; with ``background`` its lifespan starts and stops the worker
@@ -112,6 +114,7 @@ class Runtime:
         # Everything built so far lives as long as the process: keep the cyclic garbage
         # collector from re-scanning it (its full passes paused the loop ~60 ms under load).
         gc.freeze()
+        self.changes.start()
         self.recover()
         if self.settings.workers:
             self.worker.start(self.settings.workers)
@@ -126,7 +129,9 @@ class Runtime:
         self.sweep_scratch()
         if self.audit is not None:
             self.audit.check_witness()  # a contradicted head is told now, not at the next sign
-            sealed = self.audit.recover_pending(is_gone, stale_ms=PENDING_STALE_MS)
+            sealed = self.audit.recover_pending(
+                partial(is_gone, me=self.context.process_id), stale_ms=PENDING_STALE_MS
+            )
             if sealed:
                 log.warning("sealed %d playback record(s) left open by a dead process", sealed)
 
@@ -137,6 +142,7 @@ class Runtime:
 
     def stop(self) -> None:
         self.worker.stop()
+        self.changes.stop()
         self.close()
 
     @property
@@ -173,7 +179,8 @@ def open_runtime(
         ),
         observe_store,
     )
-    process = worker_id()
+    # This process on its node: the data directory whose disk holds its streams' spools.
+    process = worker_id(this_node(settings))
     local = NodeLocalDisk(settings.data_dir, store, process)
     vault = Vault(
         repo,
@@ -243,6 +250,7 @@ def open_runtime(
             audit_retention_seconds=settings.audit_retention_seconds,
             sweep_scratch=lambda: sweep_scratch(settings, spool, local, vault),
             prune_webhooks=webhook_store.prune,
+            claim=lambda task, seconds: repo.claim_task(task, process, int(seconds * 1000)),
         ),
         webhooks=Dispatcher(
             webhook_store,
@@ -251,6 +259,7 @@ def open_runtime(
             timeout_seconds=settings.webhook_timeout_seconds,
             schedule=settings.webhook_retry_schedule,
         ),
+        lease_seconds=settings.job_lease_seconds,
     )
     return Runtime(
         settings=settings,
@@ -262,7 +271,25 @@ def open_runtime(
         audit_store=audit_store,
         streams=StreamEndpoint(context, StreamHub(context)),
         local=local,
+        changes=ChangeFeed(engine, repo.cache_epoch, partial(changed_elsewhere, context)),
     )
+
+
+def this_node(settings: Settings) -> str:
+    """The node of this data directory; a damaged or unwritable ``node-id`` stops the start
+    with one line naming it (not a traceback)."""
+    try:
+        return node_name(settings.data_dir)
+    except (OSError, ValueError) as exc:
+        raise ConfigError("TAPEVAULT_DATA_DIR", f"its node name: {exc}") from exc
+
+
+def changed_elsewhere(context: AppContext) -> None:
+    """What the change feed does when any process changed what may be served: every cache of
+    this process that could still say yes is dropped, and the signing keys re-read."""
+    context.vault.reload()
+    context.suki_tokens.forget()
+    context.kore_tokens.forget()
 
 
 def store_probe(store: ObjectStore) -> Callable[[], None]:

@@ -269,3 +269,5 @@ class Job:
     last_error: str | None
     created_ms: int
     done_ms: int | None
+    # The node whose disk the job reads (a recovered live stream's spool), or None: any node.
+    node: str | None = None

@@ -373,8 +373,15 @@ class Repository(Protocol):
 
     def add_job(self, job: Job) -> None: ...
 
-    def lease_job(self, owner: str, now_ms: int, lease_ms: int) -> Job | None:
-        """Claim one due job whose lease is free or lapsed; exactly one caller wins a race."""
+    def lease_job(
+        self, owner: str, now_ms: int, lease_ms: int, node: str | None = None
+    ) -> Job | None:
+        """Claim one job due by ``now_ms`` whose lease is free or lapsed by the database's
+        clock, not bound to another node than ``node``; exactly one caller wins a race."""
+        ...
+
+    def renew_lease(self, job_id: str, owner: str, lease_ms: int) -> bool:
+        """Extend the lease ``owner`` holds on a running job; False when it holds it no more."""
         ...
 
     def finish_job(self, job_id: str, now_ms: int, error: str | None = None) -> None: ...

@@ -144,6 +144,9 @@ class Vault:
             tuple[str, str, bool, Delivery, tuple[str, ...]], list[RecordingLink]
         ] = {}
         self._memo_second = 0
+        # Moves on at every ``forget``: an entry read from the database before a change was
+        # heard is not cached after it (it would serve the old state for its whole lifetime).
+        self._generation = 0
         self._signer_lock = threading.Lock()
         self._epoch = repo.cache_epoch()
         self.key_reload_seconds = _KEY_RELOAD_SECONDS
@@ -453,15 +456,18 @@ class Vault:
             self.jobs_waiting.set()
         return closed
 
-    def take_over_stream(self, recording: Recording, *, stale_seconds: int | None) -> bool:
+    def take_over_stream(
+        self, recording: Recording, *, stale_seconds: int | None, node: str | None = None
+    ) -> bool:
         """Recovery: mark a RECEIVING recording ``recovered`` and queue it for finalization,
         if it is still held by the writer it was read with and, unless ``stale_seconds`` is
-        None (its writer is known dead), that writer's lease lapsed that long ago."""
+        None (its writer is known dead), that writer's lease lapsed that long ago. ``node``
+        binds the job to the node whose disk holds the stream's spool."""
         taken = self.repo.take_over_stream(
             recording.recording_id,
             recording.writer_id,
             None if stale_seconds is None else stale_seconds * 1000,
-            self.new_job(JobKind.FINALIZE, recording.recording_id),
+            replace(self.new_job(JobKind.FINALIZE, recording.recording_id), node=node),
         )
         if taken:
             self.jobs_waiting.set()
@@ -516,6 +522,7 @@ class Vault:
             self._links_memo.clear()
         links = self._links_memo.get(memo_key)
         if links is None:
+            generation = self._generation
             audio_ms = sum(r.duration_ms for r in live)
             lifetime = policy.url_lifetime_seconds(download=download, session_audio_ms=audio_ms)
             expires = second + lifetime
@@ -524,7 +531,7 @@ class Vault:
                 self.link(r, mode, expires, held=session.held, delivery=partner.delivery)
                 for r in live
             ]
-            if len(self._links_memo) < _RECORDING_CACHE_SIZE:
+            if len(self._links_memo) < _RECORDING_CACHE_SIZE and generation == self._generation:
                 self._links_memo[memo_key] = links
         return links
 
@@ -667,9 +674,11 @@ class Vault:
         hit = self._sessions.get(key)
         if hit is not None and hit[2] > now:
             return hit[0], hit[1]
+        generation = self._generation
         session, recordings = self.repo.get_session_with_recordings(partner_id, session_id)
         if (
-            session is not None
+            generation == self._generation
+            and session is not None
             and session.status is SessionStatus.COMPLETED
             and not any(r.status in PENDING for r in recordings)
         ):
@@ -686,8 +695,9 @@ class Vault:
         hit = self._recordings.get(recording_id)
         if hit is not None and hit[1] > now:
             return hit[0]
+        generation = self._generation
         recording = self.repo.get_recording(recording_id)
-        if recording is not None and recording.is_servable:
+        if recording is not None and recording.is_servable and generation == self._generation:
             # Only servable rows are kept: a deletion or purge moves a row out of that state,
             # and the cache epoch (see ``signer``) drops every entry within a second of it.
             if len(self._recordings) >= _RECORDING_CACHE_SIZE:
@@ -734,8 +744,18 @@ class Vault:
             self._epoch = epoch
             self.forget()
 
+    def reload(self) -> None:
+        """Another process changed what may be served (the change feed says so): re-read the
+        signing keys and drop the caches now, not at the next periodic check."""
+        with self._signer_lock:
+            self._signer = self._load_signer(self._signer)
+            self._signer_loaded = time.monotonic()
+            self._epoch = self.repo.cache_epoch()
+            self.forget()
+
     def forget(self) -> None:
         """Drop every cached recording and session (this process changed one)."""
+        self._generation += 1
         self._recordings.clear()
         self._sessions.clear()
         self._links_memo.clear()

@@ -153,7 +153,18 @@ jobs = Table(
     Column("last_error", Text, nullable=True),
     Column("created_ms", BigInteger, nullable=False),
     Column("done_ms", BigInteger, nullable=True),
+    Column("node", String(80), nullable=True),  # only this node's workers may run it
     Index("ix_jobs_due", "done_ms", "run_after_ms"),
+)
+
+# Periodic tasks that one node at a time may run (the retention purge, the audit pruning): held
+# by ``owner`` until ``expires_ms`` by the database's clock, renewed by each run of its holder.
+task_leases = Table(
+    "task_leases",
+    metadata,
+    Column("name", String(40), primary_key=True),
+    Column("owner", String(120), nullable=False),
+    Column("expires_ms", BigInteger, nullable=False),
 )
 
 stream_tickets = Table(

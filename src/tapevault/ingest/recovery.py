@@ -9,11 +9,16 @@ acknowledges nothing more and closes the connection (4410).
 
 The writer renews a lease on its recordings every ``HEARTBEAT_SECONDS`` (``repo.heartbeat``),
 stamped by the database's clock. Recovery takes a recording over when its writer is a process
-of this host that no longer runs (``is_gone``), or when that lease was last renewed more than
+of this node that no longer runs (``is_gone``), or when that lease was last renewed more than
 ``STALE_SECONDS`` ago by the same database clock, in the same statement that takes it. Servers'
 own clocks are never compared: one running minutes ahead cannot take a live stream. A process
 never recovers its own recordings; it closes them itself and retries a close that failed
 (``StreamHub``).
+
+The acknowledged audio of a stream is on the disk of its writer's node (its spool), so the
+finalization job of a stream taken over is bound to that node (``liveness.spool_node``): any
+node may fence a dead writer, but only the writer's node, restarted, reads the spool into the
+store. A job finalized elsewhere would find no spool and store the recording empty.
 
 Recovery does not cut the file to whole frames: finalization reads only whole frames anyway,
 and the writer, if it still runs, may be appending to it until it notices the takeover.
@@ -23,24 +28,26 @@ from __future__ import annotations
 
 from tapevault.core.model import RecordingStatus
 from tapevault.core.vault import Vault
-from tapevault.ingest.liveness import is_gone
+from tapevault.ingest.liveness import is_gone, spool_node
 
 STALE_SECONDS = 60
 
 
 def recover_streams(vault: Vault, me: str, *, stale_seconds: int = STALE_SECONDS) -> int:
     """Take over every RECEIVING recording of another writer that died or whose lease lapsed,
-    and queue it for finalization; returns how many."""
+    and queue it for finalization on its writer's node; returns how many."""
     recovered = 0
     now = vault.repo.database_now_ms()
     for recording in vault.repo.recordings_with_status(RecordingStatus.RECEIVING):
         owner = recording.writer_id
         if owner == me:
             continue
-        dead = owner is not None and is_gone(owner)
+        dead = owner is not None and is_gone(owner, me)
         beat = recording.heartbeat_ms
         if not dead and beat is not None and now - beat <= stale_seconds * 1000:
             continue  # a valid lease: not even tried (the take-over checks it again anyway)
-        if vault.take_over_stream(recording, stale_seconds=None if dead else stale_seconds):
+        if vault.take_over_stream(
+            recording, stale_seconds=None if dead else stale_seconds, node=spool_node(owner)
+        ):
             recovered += 1
     return recovered

@@ -13,7 +13,8 @@ data directory:
   spool's open set) and older than ``GRACE_SECONDS``; temporaries without an open set are left
   to their ``finally`` blocks;
 - a file of a live process of this host: never (it sweeps its own);
-- a file of another host, or an untagged one (older versions): only past ``STALE_SECONDS``.
+- a file of another node (a second data directory's process, on this host or another), of
+  another host, or an untagged one (older versions): only past ``STALE_SECONDS``.
 
 An accepted upload is promoted into the object store under ``incoming/`` before its recording row
 is committed (so the bytes are durable first); a crash between the two leaves an object no row
@@ -34,7 +35,7 @@ from pathlib import Path
 from tapevault.core.model import Recording, RecordingStatus
 from tapevault.core.ports import ListKeys, ObjectStore
 from tapevault.core.sources import INCOMING_PREFIX, recording_of_source
-from tapevault.ingest.liveness import is_gone
+from tapevault.ingest.liveness import is_gone, node_of
 
 log = logging.getLogger("tapevault.ingest")
 
@@ -133,8 +134,8 @@ def sweep(
             continue
         if owner == me:
             doomed = mine_open is not None and path.name not in mine_open and age > GRACE_SECONDS
-        elif owner is not None and owner.split(":", 1)[0] == host:
-            doomed = is_gone(owner)
+        elif owner is not None and node_of(owner) in (host, node_of(me)):
+            doomed = is_gone(owner, me)  # a process of this node (or host) that is gone
         else:
             doomed = age > STALE_SECONDS
         if doomed:

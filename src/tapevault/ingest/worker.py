@@ -1,24 +1,30 @@
 """The background worker: leases jobs from the database and runs them.
 
-Runs as threads inside ``tapevault serve`` (the default) or alone as ``tapevault worker``. Jobs are
-leased, not locked: a worker killed mid-job leaves a lease that lapses, and the job is taken again
-(by any worker) after ``LEASE_SECONDS``; a restarted server also reclaims its own dead jobs at
-start-up because its previous owner id is gone. Finalization is idempotent, so running a job twice
-is safe.
+Runs as threads inside ``tapevault serve`` (the default) or alone as ``tapevault worker``, on any
+number of nodes sharing one database. Jobs are leased, not locked: a worker holds a job for
+``TAPEVAULT_JOB_LEASE`` by the database's clock and renews the lease while the job runs (a third
+of the lease apart), so a long decode is never taken from a live worker; a worker killed mid-job
+stops renewing, and the job is taken again by any node's worker once the lease lapses. A restarted
+server also reclaims at once the jobs of its own node's dead processes (their owner ids are gone).
+A job bound to a node (a recovered live stream, whose spool is on that node's disk) is leased
+only there. Finalization is idempotent, so running a job twice is safe.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
+from collections.abc import Iterator
 
 from tapevault.core import lifecycle
 from tapevault.core.clock import now_ms
+from tapevault.core.model import Job
 from tapevault.errors import Unavailable
 from tapevault.ingest.finalize import Finalizer
 from tapevault.ingest.housekeeping import Housekeeping
-from tapevault.ingest.liveness import is_gone, process_id
+from tapevault.ingest.liveness import is_gone, process_id, spool_node
 from tapevault.ingest.recovery import recover_streams
 from tapevault.webhooks.dispatch import Dispatcher
 
@@ -27,9 +33,9 @@ log = logging.getLogger("tapevault.worker")
 RECOVERY_SECONDS = 30.0
 
 
-def worker_id() -> str:
-    """Unique per process start (see ``liveness``)."""
-    return process_id()
+def worker_id(node: str | None = None) -> str:
+    """Unique per process start, on ``node`` (see ``liveness``)."""
+    return process_id(node)
 
 
 class Worker:
@@ -40,8 +46,11 @@ class Worker:
         poll_seconds: float = 1.0,
         housekeeping: Housekeeping | None = None,
         webhooks: Dispatcher | None = None,
+        lease_seconds: float = lifecycle.LEASE_SECONDS,
     ) -> None:
         self.finalizer = finalizer
+        self.lease_ms = max(1, int(lease_seconds * 1000))
+        self.node = spool_node(owner)  # jobs bound to this node are this worker's too
         self.webhooks = webhooks  # webhook deliveries, on threads of their own
         self.owner = owner
         self.housekeeping = housekeeping
@@ -58,18 +67,44 @@ class Worker:
         """
         freed = 0
         for owner in self.finalizer.vault.repo.lease_owners():
-            if owner != self.owner and is_gone(owner):
+            if owner != self.owner and is_gone(owner, self.owner):
                 freed += self.finalizer.vault.repo.release_leases(owner)
         return freed
 
     def run_once(self) -> bool:
         """Lease and run one due job; False when there was none."""
         vault = self.finalizer.vault
-        job = vault.repo.lease_job(self.owner, now_ms(vault.clock), lifecycle.LEASE_SECONDS * 1000)
+        job = vault.repo.lease_job(self.owner, now_ms(vault.clock), self.lease_ms, self.node)
         if job is None:
             return False
-        self.finalizer.run(job)
+        with self._renewing(job):
+            self.finalizer.run(job)
         return True
+
+    @contextlib.contextmanager
+    def _renewing(self, job: Job) -> Iterator[None]:
+        """Renew the job's lease every third of its length while the block runs, so that no
+        other node takes a job this worker is still doing (a decode may outlast the lease)."""
+        done = threading.Event()
+        repo = self.finalizer.vault.repo
+
+        def renew() -> None:
+            while not done.wait(self.lease_ms / 3000):
+                try:
+                    if not repo.renew_lease(job.job_id, self.owner, self.lease_ms):
+                        return  # finished meanwhile, or lapsed and taken: nothing to hold
+                except Exception as exc:  # the database away: the lease may lapse, as designed
+                    log.warning("cannot renew the lease of job %s: %s", job.job_id, exc)
+
+        thread = threading.Thread(target=renew, name=f"tapevault-lease-{job.job_id}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            # A renewal stuck on an unreachable database must not hold the worker: the thread
+            # ends by itself once its call returns, and renews nothing after ``done``.
+            thread.join(timeout=5)
 
     def run_until_idle(self, limit: int = 10_000) -> int:
         """Run due jobs until none is left; returns how many ran (tests and `worker --once`)."""
