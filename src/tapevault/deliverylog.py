@@ -144,15 +144,13 @@ class DeliveryLog:
 
     def poll(self) -> int:
         """Read what was appended, follow a rotation; the number of reports taken."""
-        taken = 0
-        for tail in list(self._tails):
-            taken += self._take(tail.read_lines())
         self._follow()
+        taken = 0
         now = time.monotonic()
         for tail in list(self._tails):
+            taken += self._take(tail.read_lines())
             if tail.until is not None and now >= tail.until:
-                taken += self._take(tail.read_lines())
-                tail.close()
+                tail.close()  # drained: nginx has long reopened its log
                 self._tails.remove(tail)
         return taken
 
