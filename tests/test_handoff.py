@@ -312,3 +312,21 @@ def test_the_reader_is_not_ready_without_its_file(tmp_path: Path) -> None:
     assert log.ready
     log.stop()
     assert not log.ready
+
+
+def test_an_error_of_the_proxy_pauses_hand_offs() -> None:
+    """When nginx answers a handed-off response with an error of its own (it cannot read the
+    store), tapevault sends the bytes itself for a while, then tries nginx again."""
+    playbacks, playback_id = playback()
+    handoffs = Handoffs(playbacks)
+    delivery = handoffs.hand_off(playback_id, 206, 0, 10, now_ms=0)
+    assert delivery is not None
+    handoffs.report(Report(delivery, 403, 153, None))
+    assert handoffs.hand_off(playback_id, 206, 0, 10, now_ms=0) is None
+    handoffs.paused_until = 0.0  # the pause is over
+    again = handoffs.hand_off(playback_id, 206, 0, 10, now_ms=0)
+    assert again is not None
+    handoffs.cancel(again)
+    record = seal(playbacks)
+    assert record["detail"]["statuses"] == {"403": 1}
+    assert record["bytes"] == 153 and record["ranges"] == []

@@ -27,6 +27,7 @@ import logging
 import re
 import secrets
 import threading
+import time
 from dataclasses import dataclass
 
 from tapevault.core.playback import PlaybackLog, Sending
@@ -35,6 +36,10 @@ log = logging.getLogger("tapevault.handoff")
 
 MAX_OPEN = 65_536  # responses in flight per process; past it tapevault sends the bytes itself
 TIMEOUT_MS = 3600 * 1000  # unreported this long: counted as authorised (unconfirmed)
+# After the proxy answered a handed-off response with an error of its own (it cannot read the
+# store: permissions, a wrong alias), tapevault sends the bytes itself this long, then tries
+# again: a misconfigured proxy costs one failed response per pause, not every response.
+PAUSE_SECONDS = 30.0
 _CONTENT_RANGE = re.compile(r"bytes (\d{1,19})-(\d{1,19})/(\d{1,19})")
 
 
@@ -96,6 +101,8 @@ class Handoffs:
         self._open: dict[str, _Open] = {}
         self._lock = threading.Lock()
         self.mismatches = 0  # reports whose status or start differ from what was authorised
+        self.paused_until = 0.0  # time.monotonic(): no hand-off before then
+        self._warned_at = -1e9
 
     @property
     def in_flight(self) -> int:
@@ -108,7 +115,7 @@ class Handoffs:
         answered with ``status``); its delivery id, or None when too many are in flight (the
         caller then sends the bytes itself, exactly counted as ever)."""
         with self._lock:
-            if len(self._open) >= self.max_open:
+            if len(self._open) >= self.max_open or time.monotonic() < self.paused_until:
                 return None
             delivery_id = f"{self.prefix}.{next(self._counter)}"
             sending = self.playbacks.sending(playback_id)
@@ -140,20 +147,36 @@ class Handoffs:
             return False
         ranges = sent_ranges(report)
         if report.status != entry.status or (ranges and ranges[0][0] != entry.start):
-            self.mismatches += 1
+            self._mismatch(report, entry)
+        self.playbacks.served(
+            entry.playback_id, report.status, ranges, report.body_bytes, entry.sending
+        )
+        return True
+
+    def _mismatch(self, report: Report, entry: _Open) -> None:
+        """The proxy answered otherwise than authorised: recorded as it sent it; an error of
+        its own pauses hand-offs. Told at most every 10 s (a misconfigured proxy fails every
+        response)."""
+        now = time.monotonic()
+        self.mismatches += 1
+        if report.status not in (200, 206):
+            self.paused_until = now + PAUSE_SECONDS
+        if now - self._warned_at >= 10:
+            self._warned_at = now
             log.warning(
-                "the proxy answered %s %r for a response authorised as %d bytes %d+%d: "
-                "recorded as the proxy sent it",
+                "the proxy answered %s %r for a response authorised as %d, bytes %d+%d "
+                "(recorded as the proxy sent it; %d such so far)%s",
                 report.status,
                 report.content_range,
                 entry.status,
                 entry.start,
                 entry.length,
+                self.mismatches,
+                f"; tapevault sends media itself for {PAUSE_SECONDS:g} s: can nginx read the "
+                "store (its alias, its permissions)?"
+                if report.status not in (200, 206)
+                else "",
             )
-        self.playbacks.served(
-            entry.playback_id, report.status, ranges, report.body_bytes, entry.sending
-        )
-        return True
 
     def expire(self, now_ms: int) -> int:
         """Count responses unreported for ``timeout_ms`` as authorised, marked unconfirmed."""
