@@ -15,13 +15,18 @@ like the reference, with as many workers as tapevault has processes.
 
 from __future__ import annotations
 
-import grp
-import os
-import pwd
 import re
 from pathlib import Path
 
-from bench.servers import HOST, BenchSetupError, Server, free_port, spawn, start_tapevault
+from bench.servers import (
+    HOST,
+    BenchSetupError,
+    Server,
+    free_port,
+    nginx_preamble,
+    spawn,
+    start_tapevault,
+)
 
 SITE = Path(__file__).resolve().parents[1] / "deploy" / "nginx" / "tapevault.conf"
 LOCATION = "/_tapevault_files/"
@@ -46,15 +51,7 @@ def shipped_parts(site: str, audio_root: Path, delivery_log: Path) -> tuple[str,
 
 def front_conf(prefix: Path, upstream_port: int, port: int, workers: int, audio_root: Path) -> str:
     http_part, location = shipped_parts(SITE.read_text(), audio_root, prefix / "delivery.log")
-    # As in servers.nginx_conf: workers run as the current user when the master is root.
-    user = ""
-    if os.geteuid() == 0:
-        user = f"user {pwd.getpwuid(0).pw_name} {grp.getgrgid(os.getegid()).gr_name};\n"
-    return f"""{user}worker_processes {workers};
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log warn;
-events {{ worker_connections 1024; }}
-http {{
+    return f"""{nginx_preamble(prefix, workers)}http {{
     access_log off;
     tcp_nodelay on;
     keepalive_requests 100000000;
