@@ -330,3 +330,21 @@ def test_an_error_of_the_proxy_pauses_hand_offs() -> None:
     record = seal(playbacks)
     assert record["detail"]["statuses"] == {"403": 1}
     assert record["bytes"] == 153 and record["ranges"] == []
+
+
+def test_the_reader_reads_a_bounded_amount_per_poll(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A log that grew by much more than one poll reads (another process's traffic, an old file
+    after a rotation) is read in bounded steps, and a report behind it still arrives."""
+    monkeypatch.setattr("tapevault.deliverylog.POLL_BYTES", 4096)
+    log, handoffs, _playbacks, playback_id, path = reader(tmp_path)
+    delivery = handoffs.hand_off(playback_id, 206, 0, 10, now_ms=0)
+    assert delivery is not None
+    with path.open("ab") as out:
+        out.write(line("elsewhere.1") * 1000 + line(delivery))
+    polls = 1
+    while log.poll() == 0:
+        polls += 1
+        assert polls < 1000
+    assert polls > 10 and handoffs.in_flight == 0

@@ -38,6 +38,7 @@ log = logging.getLogger("tapevault.deliverylog")
 POLL_SECONDS = 0.05
 DRAIN_SECONDS = 10.0  # an old file is still read this long after a rotation
 READ_BYTES = 1 << 20
+POLL_BYTES = 16 << 20  # read per poll and file at most (memory stays bounded; the rest next poll)
 MAX_LINE = 4096  # nginx's lines are ~120 bytes; anything longer is not one of them
 EXPIRE_SECONDS = 1.0
 
@@ -70,10 +71,11 @@ class _Tail:
         self.until: float | None = None  # set once replaced by a newer file: drained till then
 
     def read_lines(self) -> list[bytes]:
-        """The whole lines appended since the last call."""
+        """The whole lines appended since the last call, up to ``POLL_BYTES`` of them."""
         lines: list[bytes] = []
-        while True:
-            data = os.pread(self.fd, READ_BYTES, self.position)
+        start = self.position
+        while (room := POLL_BYTES - (self.position - start)) > 0:
+            data = os.pread(self.fd, min(READ_BYTES, room), self.position)
             if not data:
                 return lines
             self.position += len(data)
@@ -83,6 +85,7 @@ class _Tail:
             if len(self.partial) > MAX_LINE:
                 self.partial = b""  # not a line of ours; skip to the next newline
                 # (its tail, once the newline comes, fails to parse and is dropped)
+        return lines
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
