@@ -69,7 +69,8 @@ def test_a_handed_off_response_counts_as_authorised_until_reported() -> None:
     """While nginx sends, the playback's pending record counts the authorised range (in
     flight) and the playback is not idle; nginx's report replaces it by what was sent."""
     playbacks, playback_id = playback()
-    handoffs = Handoffs(playbacks)
+    metered: list[int] = []
+    handoffs = Handoffs(playbacks, on_sent=metered.append)
     delivery = handoffs.hand_off(playback_id, 206, 1000, 500, now_ms=0)
     assert delivery is not None and handoffs.owns(delivery)
     updated, done = playbacks.due(10**12, final=False)
@@ -84,6 +85,7 @@ def test_a_handed_off_response_counts_as_authorised_until_reported() -> None:
     assert record["ranges"] == [(1000, 1119)] and record["bytes"] == 120
     assert record["detail"]["requests"] == 1 and "in_flight" not in record["detail"]
     assert handoffs.mismatches == 0
+    assert metered == [120]  # the bytes metric counts what nginx sent
 
 
 def test_an_unreported_response_counts_as_authorised_and_unconfirmed() -> None:

@@ -57,7 +57,12 @@ from tapevault.ingest.scratch import (
 from tapevault.ingest.tus_store import TusStore
 from tapevault.ingest.worker import Worker, worker_id
 from tapevault.observe.exposition import DatabaseGauges
-from tapevault.observe.metrics import AuditCounter, RetentionCounter, observe_store
+from tapevault.observe.metrics import (
+    AuditCounter,
+    RetentionCounter,
+    media_bytes_sent,
+    observe_store,
+)
 from tapevault.readiness import CHECKS, Readiness, probe_dependencies, stat_probe
 from tapevault.storage import open_store
 from tapevault.storage.local import LocalStore
@@ -288,7 +293,7 @@ def _accel(
         raise ConfigError(
             "TAPEVAULT_ACCEL_REDIRECT", "nginx can send only files of the local store"
         )
-    handoffs = Handoffs(playbacks)
+    handoffs = Handoffs(playbacks, on_sent=media_bytes_sent.inc)
     deliveries = DeliveryLog(settings.accel_log, handoffs, lambda: now_ms(clock))
     accel = Accel(settings.accel_redirect, backend.path_for, handoffs, lambda: deliveries.ready)
     return accel, deliveries

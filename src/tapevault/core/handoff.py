@@ -28,6 +28,7 @@ import re
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from tapevault.core.playback import PlaybackLog, Sending
@@ -90,8 +91,10 @@ class Handoffs:
         *,
         max_open: int = MAX_OPEN,
         timeout_ms: int = TIMEOUT_MS,
+        on_sent: Callable[[int], None] | None = None,
     ) -> None:
         self.playbacks = playbacks
+        self.on_sent = on_sent  # the bytes metric: counted when the proxy says they went
         self.max_open = max_open
         self.timeout_ms = timeout_ms
         # Ids name this process (another process reading the same proxy log skips its lines)
@@ -151,6 +154,8 @@ class Handoffs:
         self.playbacks.served(
             entry.playback_id, report.status, ranges, report.body_bytes, entry.sending
         )
+        if self.on_sent is not None and report.body_bytes:
+            self.on_sent(report.body_bytes)
         return True
 
     def _mismatch(self, report: Report, entry: _Open) -> None:
