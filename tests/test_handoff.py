@@ -350,3 +350,13 @@ def test_the_reader_reads_a_bounded_amount_per_poll(
         polls += 1
         assert polls < 1000
     assert polls > 10 and handoffs.in_flight == 0
+
+
+def test_the_reader_refuses_what_is_not_a_regular_file(tmp_path: Path) -> None:
+    """A device or FIFO named by mistake is never read (it would never end)."""
+    playbacks, _playback_id = playback()
+    log = DeliveryLog(Path("/dev/zero"), Handoffs(playbacks), lambda: 0)
+    log._open(at_end=True)
+    assert not log.ready
+    log.poll()
+    assert not log.ready

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -202,6 +203,12 @@ class DeliveryLog:
                 )
             return
         st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):  # a FIFO or a device would be read forever
+            os.close(fd)
+            if not self._warned:
+                self._warned = True
+                log.warning("%s is not a regular file: tapevault sends media itself", self.path)
+            return
         self._tails.append(_Tail(fd, st.st_ino, st.st_size if at_end else 0))
         if self._warned:
             log.warning("reading nginx's delivery log %s: handing media to nginx", self.path)
