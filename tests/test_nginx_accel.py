@@ -76,7 +76,7 @@ class Accel:
 
     def sealed_playback(self, recording_id: str, requests: int) -> dict[str, Any]:
         """The recording's one playback record once it is sealed with ``requests`` responses
-        (playbacks go idle after 1 s here)."""
+        (playbacks go idle after 3 s here)."""
 
         def sealed() -> dict[str, Any] | None:
             found = self.playbacks(recording_id)
@@ -115,7 +115,7 @@ def accel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Accel]:
             TAPEVAULT_PUBLIC_URL=proxy.base,
             TAPEVAULT_ACCEL_REDIRECT=LOCATION,
             TAPEVAULT_ACCEL_LOG=str(deliveries),
-            TAPEVAULT_PLAYBACK_IDLE="1",
+            TAPEVAULT_PLAYBACK_IDLE="3",
             TAPEVAULT_CORS_ORIGINS="https://player.example",
         )
         try:
