@@ -24,6 +24,7 @@ SCENARIOS = {
     "recording_urls",
     "large_ranges",
     "seeks",
+    "seeks_accel",
     "ttfb",
     "memory",
     "ingest",

@@ -170,6 +170,17 @@ SETTINGS_DOC: dict[str, tuple[str, str]] = {
         "TAPEVAULT_WEBHOOK_TIMEOUT",
         "a webhook receiver must answer (connect to response headers) within this, e.g. 15s",
     ),
+    "accel_redirect": (
+        "TAPEVAULT_ACCEL_REDIRECT",
+        "nginx's internal location for the local store, e.g. /_tapevault_files/: media GETs "
+        "are validated and recorded here and their bytes sent by nginx (X-Accel-Redirect); "
+        "default: none, tapevault sends them",
+    ),
+    "accel_log": (
+        "TAPEVAULT_ACCEL_LOG",
+        "nginx's delivery log (what it sent for each X-Accel-Redirect), required with "
+        "TAPEVAULT_ACCEL_REDIRECT, e.g. /var/log/nginx/tapevault-delivery.log",
+    ),
 }
 
 
@@ -240,6 +251,8 @@ class Settings:
     webhook_allow_private: str = "off"  # "off", "on" or normalised CIDRs (webhooks/ssrf.py)
     webhook_retry_schedule: tuple[int, ...] = RETRY_SCHEDULE_SECONDS
     webhook_timeout_seconds: int = 15
+    accel_redirect: str | None = None  # nginx's internal location (http/xaccel.py)
+    accel_log: Path | None = None  # nginx's delivery log (deliverylog.py)
 
     def __repr__(self) -> str:
         return (
@@ -270,7 +283,9 @@ class Settings:
             f"metrics_listen={self.metrics_listen!r}, "
             f"webhook_allow_private={self.webhook_allow_private!r}, "
             f"webhook_retry_schedule={self.webhook_retry_schedule!r}, "
-            f"webhook_timeout_seconds={self.webhook_timeout_seconds})"
+            f"webhook_timeout_seconds={self.webhook_timeout_seconds}, "
+            f"accel_redirect={self.accel_redirect!r}, "
+            f"accel_log={str(self.accel_log) if self.accel_log else None!r})"
         )
 
     @property
@@ -320,7 +335,13 @@ class Settings:
         )
         key_file = pick("audit_key_file")
         checkpoint_log = pick("audit_checkpoint_log")
+        trusted_proxies = _networks("TAPEVAULT_TRUSTED_PROXIES", pick("trusted_proxies") or "")
+        accel_redirect, accel_log = _accel(
+            pick("accel_redirect"), pick("accel_log"), storage_url, trusted_proxies
+        )
         return cls(
+            accel_redirect=accel_redirect,
+            accel_log=accel_log,
             max_header_bytes=parse_size(
                 "TAPEVAULT_MAX_HEADER_BYTES", pick("max_header_bytes") or "64KiB"
             ),
@@ -331,7 +352,7 @@ class Settings:
             keepalive_timeout_seconds=_duration(
                 "TAPEVAULT_KEEPALIVE_TIMEOUT", pick("keepalive_timeout") or "5"
             ),
-            trusted_proxies=_networks("TAPEVAULT_TRUSTED_PROXIES", pick("trusted_proxies") or ""),
+            trusted_proxies=trusted_proxies,
             shutdown_grace_seconds=_duration(
                 "TAPEVAULT_SHUTDOWN_GRACE", pick("shutdown_grace") or "30"
             ),
@@ -424,6 +445,10 @@ class Settings:
             values["audit_key_file"] = str(self.audit_key_file)
         if self.audit_checkpoint_log is not None:
             values["audit_checkpoint_log"] = str(self.audit_checkpoint_log)
+        if self.accel_redirect is not None:
+            values["accel_redirect"] = self.accel_redirect
+        if self.accel_log is not None:
+            values["accel_log"] = str(self.accel_log)
         return {SETTINGS_DOC[name][0]: value for name, value in values.items()}
 
     @property
@@ -452,6 +477,46 @@ class Settings:
                 "TAPEVAULT_DATA_DIR",
                 f"cannot write in {self.data_dir}: {exc.strerror or exc}",
             ) from exc
+
+
+_ACCEL_LOCATION = re.compile(r"/[A-Za-z0-9_-]+(?:/[A-Za-z0-9_-]+)*/")
+
+
+def _accel(
+    location: str | None, path: str | None, storage_url: str, proxies: tuple[str, ...]
+) -> tuple[str | None, Path | None]:
+    """``TAPEVAULT_ACCEL_REDIRECT`` and ``TAPEVAULT_ACCEL_LOG``, checked together: a location
+    (``/name/``) only with the local store, with the log nginx reports deliveries to, and with
+    nginx among the trusted proxies (only requests from one are handed off)."""
+    if location is None:
+        if path is not None:
+            raise ConfigError("TAPEVAULT_ACCEL_LOG", "is only used with TAPEVAULT_ACCEL_REDIRECT")
+        return None, None
+    location = location.strip()
+    if not _ACCEL_LOCATION.fullmatch(location) or len(location) > 200:
+        raise ConfigError(
+            "TAPEVAULT_ACCEL_REDIRECT",
+            f"{location[:100]!r} is not a location path such as /_tapevault_files/ "
+            "(letters, digits, _ and -, starting and ending with /)",
+        )
+    if not storage_url.startswith("file://"):
+        raise ConfigError(
+            "TAPEVAULT_ACCEL_REDIRECT",
+            "nginx can send only files of the local store (TAPEVAULT_STORAGE_URL=file://...); "
+            "object stores are served by tapevault",
+        )
+    if not proxies:
+        raise ConfigError(
+            "TAPEVAULT_ACCEL_REDIRECT",
+            "only requests from nginx are handed to it: set TAPEVAULT_TRUSTED_PROXIES to "
+            "nginx's address",
+        )
+    if path is None or not path.strip():
+        raise ConfigError(
+            "TAPEVAULT_ACCEL_LOG",
+            "TAPEVAULT_ACCEL_REDIRECT needs the delivery log nginx writes (deploy/nginx)",
+        )
+    return location, Path(path.strip()).expanduser().resolve()
 
 
 def _count(setting: str, text: str, low: int, high: int) -> int:

@@ -23,6 +23,7 @@ from tapevault.core.auditlog import AuditLog
 from tapevault.core.calls import Calls
 from tapevault.core.checkpoints import load_or_create_signer
 from tapevault.core.clock import Clock, OffsetClock, SystemClock, now_ms
+from tapevault.core.handoff import Handoffs
 from tapevault.core.playback import PerRequest, PlaybackLog, Playbacks
 from tapevault.core.ports import ObjectStore
 from tapevault.core.renditions import Renditions
@@ -35,6 +36,7 @@ from tapevault.db.engine import current_revision, head_revision, make_engine, mi
 from tapevault.db.gauges import job_queue
 from tapevault.db.repository import SqlRepository
 from tapevault.db.webhookstore import SqlWebhookStore
+from tapevault.deliverylog import DeliveryLog
 from tapevault.errors import ConfigError, StorageError
 from tapevault.http import requestlog
 from tapevault.http.app import build_app
@@ -42,6 +44,7 @@ from tapevault.http.asgi import ASGIApp
 from tapevault.http.context import AppContext
 from tapevault.http.forwarded import ProxyHeaders, TrustedProxies
 from tapevault.http.stream import StreamEndpoint, StreamHub
+from tapevault.http.xaccel import Accel
 from tapevault.ingest import formats
 from tapevault.ingest.finalize import TEMPORARY_KINDS, Finalizer
 from tapevault.ingest.housekeeping import Housekeeping
@@ -55,7 +58,12 @@ from tapevault.ingest.scratch import (
 from tapevault.ingest.tus_store import TusStore
 from tapevault.ingest.worker import Worker, worker_id
 from tapevault.observe.exposition import DatabaseGauges
-from tapevault.observe.metrics import AuditCounter, RetentionCounter, observe_store
+from tapevault.observe.metrics import (
+    AuditCounter,
+    RetentionCounter,
+    media_bytes_sent,
+    observe_store,
+)
 from tapevault.readiness import CHECKS, Readiness, probe_dependencies, stat_probe
 from tapevault.storage import open_store
 from tapevault.storage.local import LocalStore
@@ -87,6 +95,7 @@ class Runtime:
     streams: StreamEndpoint  # live streams: the ASGI route and the fast path share it
     local: NodeLocalDisk  # this node's working files (spools, temporaries)
     changes: ChangeFeed  # other processes' (nodes') changes, heard within a fraction of a second
+    deliveries: DeliveryLog | None = None  # nginx's delivery log (TAPEVAULT_ACCEL_REDIRECT)
 
     def asgi(self, *, background: bool = False) -> ASGIApp:
         """The application; with ``background`` its lifespan starts and stops the worker
@@ -116,6 +125,8 @@ class Runtime:
         gc.freeze()
         self.changes.start()
         self.recover()
+        if self.deliveries is not None:
+            self.deliveries.start()
         if self.settings.workers:
             self.worker.start(self.settings.workers)
 
@@ -143,6 +154,8 @@ class Runtime:
     def stop(self) -> None:
         self.worker.stop()
         self.changes.stop()
+        if self.deliveries is not None:
+            self.deliveries.stop()
         self.close()
 
     @property
@@ -216,6 +229,7 @@ def open_runtime(
     webhooks = Webhooks(webhook_store, lambda: now_ms(clock), CheckAddress(receivers))
     renditions = Renditions(vault)
     retention = Retention(vault, access_log, RetentionCounter())
+    accel, deliveries = _accel(settings, store, playbacks, clock)
     context = AppContext(
         settings=settings,
         vault=vault,
@@ -238,6 +252,7 @@ def open_runtime(
             CHECKS,
         ),
         webhooks=webhooks,
+        accel=accel,
     )
     worker = Worker(
         Finalizer(vault, formats.decoder(settings.max_recording_seconds), local),
@@ -272,6 +287,7 @@ def open_runtime(
         streams=StreamEndpoint(context, StreamHub(context)),
         local=local,
         changes=ChangeFeed(engine, repo.cache_epoch, partial(changed_elsewhere, context)),
+        deliveries=deliveries,
     )
 
 
@@ -290,6 +306,25 @@ def changed_elsewhere(context: AppContext) -> None:
     context.vault.reload()
     context.suki_tokens.forget()
     context.kore_tokens.forget()
+
+
+def _accel(
+    settings: Settings, store: ObjectStore, playbacks: PlaybackLog, clock: Clock
+) -> tuple[Accel | None, DeliveryLog | None]:
+    """nginx's share of media delivery (``TAPEVAULT_ACCEL_REDIRECT``): the hand-offs and the
+    reader of nginx's reports. The delivery log is read once the server starts
+    (``start_background``); until then, and whenever it cannot be read, nothing is handed off."""
+    if settings.accel_redirect is None or settings.accel_log is None:
+        return None, None
+    backend = unwrapped(store)
+    if not isinstance(backend, LocalStore):
+        raise ConfigError(
+            "TAPEVAULT_ACCEL_REDIRECT", "nginx can send only files of the local store"
+        )
+    handoffs = Handoffs(playbacks, on_sent=media_bytes_sent.inc)
+    deliveries = DeliveryLog(settings.accel_log, handoffs, lambda: now_ms(clock))
+    accel = Accel(settings.accel_redirect, backend.path_for, handoffs, lambda: deliveries.ready)
+    return accel, deliveries
 
 
 def store_probe(store: ObjectStore) -> Callable[[], None]:

@@ -20,6 +20,7 @@ from tapevault.core.renditions import Renditions
 from tapevault.core.retention import Retention
 from tapevault.core.vault import Vault
 from tapevault.core.webhooks import Webhooks
+from tapevault.http.xaccel import Accel
 from tapevault.ingest.scratch import Spool
 from tapevault.readiness import Readiness
 
@@ -48,6 +49,8 @@ class AppContext:
     process_id: str
     readiness: Readiness  # GET /readyz: database, schema and store (tapevault/readiness.py)
     webhooks: Webhooks  # the tenants' webhook endpoints (core/webhooks.py)
+    # TAPEVAULT_ACCEL_REDIRECT: nginx sends the bytes of validated media GETs (http/xaccel.py)
+    accel: Accel | None = None
 
     async def metadata(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a short metadata call: inline on SQLite, in a thread on PostgreSQL."""
