@@ -174,11 +174,13 @@ def ws_url(server: Server, session_id: str, query: str = "") -> str:
 
 
 class Sender:
-    """Streams frames and tracks the highest acknowledged byte count."""
+    """Streams frames and tracks the highest acknowledged byte counts: on the node's disk
+    (``acked``) and in the object store (``stored``)."""
 
     def __init__(self, ws: ClientConnection) -> None:
         self.ws = ws
         self.acked = 0
+        self.stored = 0
         self.reader = asyncio.ensure_future(self._read())
 
     async def _read(self) -> None:
@@ -187,7 +189,8 @@ class Sender:
                 body = json.loads(message)
                 if body.get("type") == "ack":
                     assert body["bytes"] >= self.acked, "acks never go backwards"
-                    self.acked = body["bytes"]
+                    assert self.stored <= body["stored"] <= body["bytes"], body
+                    self.acked, self.stored = body["bytes"], body["stored"]
         except ConnectionClosed:
             pass
 

@@ -250,6 +250,7 @@ def open_runtime(
             timeout_seconds=settings.webhook_timeout_seconds,
             schedule=settings.webhook_retry_schedule,
         ),
+        spool_wait_seconds=settings.stream_node_wait_seconds,
     )
     return Runtime(
         settings=settings,

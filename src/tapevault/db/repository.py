@@ -628,13 +628,22 @@ class SqlRepository:
         with self.engine.begin() as conn:
             conn.execute(insert(jobs).values(**_job_values(job)))
 
-    def lease_job(self, owner: str, now_ms: int, lease_ms: int) -> Job | None:
-        """Claim the oldest due job whose lease is free or lapsed (a dead worker's).
+    def lease_job(
+        self, owner: str, now_ms: int, lease_ms: int, node: str | None = None
+    ) -> Job | None:
+        """Claim the oldest due job whose lease is free or lapsed (a dead worker's), and which
+        is not reserved for another node than ``node`` (``Job.node``) at ``now_ms``.
 
         The claim is a conditional UPDATE, so two workers (threads or processes, SQLite or
         PostgreSQL) can race for a job and exactly one wins.
         """
         free = or_(jobs.c.lease_expires_ms.is_(None), jobs.c.lease_expires_ms < now_ms)
+        ours = or_(
+            jobs.c.node.is_(None),
+            jobs.c.node_until_ms <= now_ms,
+            *(() if node is None else (jobs.c.node == node,)),
+        )
+        free = and_(free, ours)
         with self.engine.connect() as conn:
             candidates = conn.execute(
                 select(jobs.c.job_id)

@@ -14,6 +14,14 @@ to ``incoming/<recording_id>.src`` before it is acknowledged, a closed stream to
 storage key. A store on this filesystem that can ``Adopt`` takes the file by rename (one fsync,
 no copy: the local store's fast path); any other gets a streamed copy in 1 MiB chunks.
 
+``promote_range`` copies a slice of a live stream's spool (its acknowledged prefix, grown since
+the last copy) into the store while the stream goes on (``tapevault.ingest.streamcopy``): read
+with ``pread`` in chunks from a descriptor of its own, never the writer's.
+
+The node's identity (``node_id``) is kept in ``DATA_DIR/node-id``: every process serving from
+this data directory shares it, and a node whose disk is replaced gets a new one, which is what
+tells a stream's spool lost (``Recording.spool_node``).
+
 Temporaries carry their writer in their names (``scratch_prefix``), so the scratch sweep removes
 those a killed process left behind (they may hold PHI).
 """
@@ -25,6 +33,7 @@ import errno
 import logging
 import os
 import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -41,6 +50,7 @@ SPOOL = "spool"
 STREAMS = "streams"
 WORK = "work"
 LEGACY_INCOMING = "incoming"  # where accepted uploads waited before they went through the store
+NODE_ID = "node-id"
 
 
 def read_chunks(path: Path, size: int = CHUNK) -> Iterator[bytes]:
@@ -52,6 +62,45 @@ def read_chunks(path: Path, size: int = CHUNK) -> Iterator[bytes]:
 def _chunks_of(f: BinaryIO, size: int = CHUNK) -> Iterator[bytes]:
     while chunk := f.read(size):
         yield chunk
+
+
+def _range_chunks(fd: int, offset: int, length: int, size: int = CHUNK) -> Iterator[bytes]:
+    """``length`` bytes from ``offset`` of ``fd``; a file shorter than that is an error (the
+    caller asked for bytes it was told are on disk)."""
+    end = offset + length
+    while offset < end:
+        chunk = os.pread(fd, min(size, end - offset), offset)
+        if not chunk:
+            raise OSError(errno.EIO, f"the spool ended at byte {offset}, before {end}")
+        offset += len(chunk)
+        yield chunk
+
+
+def read_node_id(data_dir: Path) -> str:
+    """This data directory's node id, made on first use. Made whole or not at all (written
+    aside, then linked into place, which fails if another process was first), so concurrent
+    first starts of several processes agree on one id."""
+    path = data_dir / NODE_ID
+    try:
+        return _valid_node_id(path.read_text().strip(), path)
+    except FileNotFoundError:
+        pass
+    fd, name = tempfile.mkstemp(prefix=".node-id-", dir=data_dir)
+    try:
+        os.write(fd, uuid.uuid4().hex.encode() + b"\n")
+        os.fsync(fd)
+        os.close(fd)
+        with contextlib.suppress(FileExistsError):
+            os.link(name, path)
+    finally:
+        os.unlink(name)
+    return _valid_node_id(path.read_text().strip(), path)
+
+
+def _valid_node_id(text: str, path: Path) -> str:
+    if not 1 <= len(text) <= 64 or not text.isascii() or not text.isalnum():
+        raise StorageError(f"{path} does not hold a node id (1-64 letters and digits)")
+    return text
 
 
 class ScratchWriter:
@@ -91,6 +140,7 @@ class NodeLocalDisk:
         self.work_dir = data_dir / WORK
         for directory in (self.streams_dir, self.work_dir):
             directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.node_id = read_node_id(data_dir)
 
     # NodeLocalFiles ---------------------------------------------------------------------------
 
@@ -115,6 +165,15 @@ class NodeLocalDisk:
 
     def stream_spool(self, recording_id: str) -> Path:
         return self.streams_dir / f"{recording_id}.raw"
+
+    def promote_range(self, path: Path, key: str, offset: int, length: int) -> ObjectInfo:
+        """Store ``length`` bytes of the node-local file from ``offset`` as the object ``key``
+        (atomically, streamed in ``CHUNK``s: memory stays flat however long the range)."""
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            return self.store.put(key, _range_chunks(fd, offset, length))
+        finally:
+            os.close(fd)
 
     def discard(self, path: Path) -> None:
         with contextlib.suppress(FileNotFoundError):

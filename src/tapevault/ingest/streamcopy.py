@@ -1,0 +1,181 @@
+"""Live streams' acknowledged audio, copied to the object store while they go on.
+
+A stream's acks promise durability on its node's disk (``ingest/durable.py``); a node lost with
+its disk would lose all of a live stream's audio. So every ``interval`` seconds (the setting
+``TAPEVAULT_STREAM_UPLOAD_INTERVAL``) the part of each stream acknowledged since its last copy
+is put in the store as the next part of its chain (``core/streamparts.py``), and the stream's
+ack sink is told (``AckSink.copied``): the next ack says how many bytes the store holds. What the
+loss of a whole node can lose is thereby bounded by one interval of audio (plus the time a copy
+takes, or as long as the store is unreachable).
+
+Never on the ack's path: the copier is a task of its own on the event loop that only decides
+what to copy; the copies run on threads of their own (``THREADS``, not the committer's, nor the
+shared pool), one copy at a time per stream, reading the spool with ``pread`` in 1 MiB chunks
+(``NodeLocalDisk.promote_range``). A slow or dead store delays ``stored``, never ``bytes``;
+memory is one chunk per copying thread, however long the stream and however long the outage.
+
+A copy that fails is retried after ``RETRY_SECONDS`` doubling up to the interval, with the
+grown part (the same bytes from the same offset, and more); the failure counts in
+``tapevault_stream_copy_failures`` and the acknowledged bytes not in the store in
+``tapevault_stream_copy_behind_bytes``, and ``/healthz`` reports the streams' copies as failing
+(``failing_since``) until one succeeds again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from tapevault.core.ports import ObjectInfo
+from tapevault.core.streamparts import part_key
+from tapevault.ingest.durable import DurableStream
+
+log = logging.getLogger("tapevault.streamcopy")
+
+THREADS = 2  # copies in flight per process: a PUT is mostly waiting for the store
+RETRY_SECONDS = 1.0
+# A stream copied at most this often, whatever the interval: a part per second is plenty and
+# keeps the PUTs (billed per request) bounded.
+MIN_INTERVAL = 1.0
+
+# (spool, key, offset, length) -> stores the range; runs on a copier thread.
+CopyRange = Callable[[Path, str, int, int], ObjectInfo]
+
+
+@dataclass(eq=False, slots=True)
+class _Copy:
+    stream: DurableStream
+    recording_id: str
+    spool: Path
+    due: float  # loop time of the next copy
+    in_flight: asyncio.Future[ObjectInfo] | None = None
+    failures: int = 0
+
+
+class StreamCopier:
+    """Copies the acknowledged prefix of every stream it watches, at the interval."""
+
+    def __init__(
+        self,
+        copy_range: CopyRange,
+        interval: float,
+        *,
+        on_failure: Callable[[], None] | None = None,
+        on_behind: Callable[[int], None] | None = None,
+    ) -> None:
+        self.copy_range = copy_range
+        self.interval = max(float(interval), MIN_INTERVAL) if interval > 0 else 0.0
+        self.on_failure = on_failure  # counts failed copies (metrics)
+        self.on_behind = on_behind  # told the bytes acked but not stored, over every stream
+        self._copies: dict[DurableStream, _Copy] = {}
+        self._pool: ThreadPoolExecutor | None = None
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.failing_since: float | None = None  # wall-clock time of the first failure in a row
+        self.copies = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.interval > 0
+
+    def watch(self, stream: DurableStream, recording_id: str, spool: Path) -> None:
+        """Copy ``stream`` (appended to ``spool``) every interval from now on."""
+        if not self.enabled:
+            return
+        loop = asyncio.get_running_loop()
+        self._copies[stream] = _Copy(stream, recording_id, spool, loop.time() + self.interval)
+        if self._task is None or self._task.done():
+            self._task = loop.create_task(self._run())
+        self._wake.set()
+
+    async def release(self, stream: DurableStream) -> None:
+        """Copy no more of ``stream`` (it ended: its close puts the whole spool in the store),
+        once a copy of it in flight is over: a part landing after the recording was finalized
+        would outlive its cleanup."""
+        copy = self._copies.pop(stream, None)
+        if copy is not None and copy.in_flight is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(copy.in_flight)
+        self._report_behind()
+
+    def behind(self) -> int:
+        """Acknowledged bytes of the watched streams that the store does not hold yet."""
+        return sum(max(c.stream.synced - c.stream.stored, 0) for c in self._copies.values())
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._copies:
+            self._wake.clear()
+            now = loop.time()
+            for copy in list(self._copies.values()):
+                if copy.in_flight is None and copy.due <= now:
+                    self._start(copy, now)
+            self._report_behind()
+            waiting = [c.due for c in self._copies.values() if c.in_flight is None]
+            delay = max(min(waiting) - loop.time(), 0.01) if waiting else self.interval
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), delay)
+
+    def _start(self, copy: _Copy, now: float) -> None:
+        stream = copy.stream
+        upto = stream.synced
+        if stream.failed is not None or upto <= stream.stored:
+            copy.due = now + self.interval  # nothing new acknowledged: look again later
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(THREADS, thread_name_prefix="tapevault-streamcopy")
+        offset = stream.stored
+        key = part_key(copy.recording_id, offset)
+        future = asyncio.get_running_loop().run_in_executor(
+            self._pool, self.copy_range, copy.spool, key, offset, upto - offset
+        )
+        copy.in_flight = future
+        future.add_done_callback(lambda done: self._finished(copy, upto, done))
+
+    def _finished(self, copy: _Copy, upto: int, done: asyncio.Future[ObjectInfo]) -> None:
+        copy.in_flight = None
+        now = asyncio.get_running_loop().time()
+        error = asyncio.CancelledError() if done.cancelled() else done.exception()
+        if error is None:
+            copy.failures = 0
+            copy.due = now + self.interval
+            self.copies += 1
+            if self.failing_since is not None:
+                log.warning("live streams' copies to the object store succeed again")
+                self.failing_since = None
+            stream = copy.stream
+            if upto > stream.stored:
+                stream.stored = upto
+                stream.acks.copied(upto)
+        else:
+            copy.failures += 1
+            copy.due = now + min(RETRY_SECONDS * 2 ** (copy.failures - 1), self.interval)
+            if self.on_failure is not None:
+                self.on_failure()
+            if self.failing_since is None:  # once per outage, not once per stream and retry
+                self.failing_since = time.time()
+                log.warning(
+                    "copying live stream %s to the object store failed (%s); acks go on "
+                    "(durable on this node), retrying",
+                    copy.recording_id,
+                    error,
+                )
+        self._report_behind()
+        self._wake.set()
+
+    def _report_behind(self) -> None:
+        if self.on_behind is not None:
+            self.on_behind(self.behind())
+
+    def close(self) -> None:
+        """Stop the threads (at shutdown; copies in flight finish first)."""
+        if self._task is not None:
+            self._task.cancel()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
