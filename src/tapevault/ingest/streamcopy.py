@@ -40,9 +40,6 @@ log = logging.getLogger("tapevault.streamcopy")
 
 THREADS = 2  # copies in flight per process: a PUT is mostly waiting for the store
 RETRY_SECONDS = 1.0
-# A stream copied at most this often, whatever the interval: a part per second is plenty and
-# keeps the PUTs (billed per request) bounded.
-MIN_INTERVAL = 1.0
 
 # (spool, key, offset, length) -> stores the range; runs on a copier thread.
 CopyRange = Callable[[Path, str, int, int], ObjectInfo]
@@ -70,7 +67,7 @@ class StreamCopier:
         on_behind: Callable[[int], None] | None = None,
     ) -> None:
         self.copy_range = copy_range
-        self.interval = max(float(interval), MIN_INTERVAL) if interval > 0 else 0.0
+        self.interval = max(float(interval), 0.0)  # 0: never (the close stores the stream)
         self.on_failure = on_failure  # counts failed copies (metrics)
         self.on_behind = on_behind  # told the bytes acked but not stored, over every stream
         self._copies: dict[DurableStream, _Copy] = {}
