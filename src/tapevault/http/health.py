@@ -10,7 +10,7 @@ signing checkpoints because the database contradicts the checkpoint journal (a d
 back or rewritten): requests are still served, but someone must look.
 
 While live streams' copies to the object store fail (``tapevault.ingest.streamcopy``) it answers
-200 with ``"status": "degraded"``, the reason and how many acknowledged bytes wait to be copied:
+200 with ``"status": "degraded"``, the reason and since when (the bytes waiting are in the metrics):
 the node still takes and acknowledges audio (durable on its disk), so it stays in rotation (a
 store down for every node would otherwise take them all out), but what losing the node would
 lose grows until the store answers again.
@@ -44,8 +44,9 @@ STREAM_COPIES_FAILING = (
     "node's disk), but the loss of this node would lose what is not copied yet."
 )
 _OK = orjson.dumps({"status": "ok"})
-# (wall-clock time the copies started failing, or None; acknowledged bytes not copied yet)
-StreamCopies = Callable[[], tuple[float | None, int]]
+# The wall-clock time live streams' copies started failing, or None. (How many bytes wait is
+# in the metrics, behind an admin key: this answer is for anyone who can reach the port.)
+StreamCopies = Callable[[], float | None]
 
 
 class Health:
@@ -73,9 +74,9 @@ class Health:
             await send_json(send, 503, body, head_only=method == "HEAD")
             return
         if self.stream_copies is not None:
-            failing_since, behind = self.stream_copies()
+            failing_since = self.stream_copies()
             if failing_since is not None:
-                copies = {"copy_failing_since": int(failing_since), "behind_bytes": behind}
+                copies = {"copy_failing_since": int(failing_since)}
                 degraded = {"status": "degraded", "reason": STREAM_COPIES_FAILING}
                 await send_json(
                     send, 200, {**degraded, "streams": copies}, head_only=method == "HEAD"

@@ -165,11 +165,9 @@ class StreamHub:
             )
         return self._copier
 
-    def copy_health(self) -> tuple[float | None, int]:
-        """For /healthz: since when copies to the store fail (None: they do not), and the
-        acknowledged bytes not copied yet."""
-        copier = self._copier
-        return (None, 0) if copier is None else (copier.failing_since, copier.behind())
+    def copy_health(self) -> float | None:
+        """For /healthz: since when copies to the store fail (None: they do not)."""
+        return None if self._copier is None else self._copier.failing_since
 
     def _held(self, keys: Sequence[str]) -> Collection[str]:
         """The fencing check, once per group commit for all streams (committer's thread)."""

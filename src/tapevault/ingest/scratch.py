@@ -173,10 +173,15 @@ def sweep_unrecorded(
         )
         for listed in store.list_keys(prefix)
     )
+    # A live stream has a part per interval, listed one after the other: the recording is
+    # asked about once for all of them, not once a part.
+    last: tuple[str, bool] | None = None
     for listed, recording_id in listed_keys:
         if recording_id is None or now - listed.info.mtime <= ORPHAN_SECONDS:
             continue
-        if not _finished_with(recording_of(recording_id)):
+        if last is None or last[0] != recording_id:
+            last = (recording_id, _finished_with(recording_of(recording_id)))
+        if not last[1]:
             continue
         if store.delete(listed.key):
             removed += 1
