@@ -37,6 +37,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from tapevault.audio_gen import tone_wav_bytes
+from tapevault.core.model import Recording, SessionKind
 from tapevault.core.ports import ListedObject, ListKeys, ObjectInfo
 from tapevault.core.sources import INCOMING_PREFIX
 from tapevault.core.wav import PcmFormat, canonical_header, parse_wav
@@ -163,6 +164,25 @@ def plays(url: str) -> None:
         check=False,
     )
     assert done.returncode == 0 and not done.stderr.strip(), done.stderr
+
+
+# --- live streams ---------------------------------------------------------------------------------
+
+
+def live_recording(runtime: Runtime, writer_id: str) -> Recording:
+    """A new tenant's session with a live stream open (RECEIVING), written by ``writer_id``."""
+    vault = runtime.vault
+    partner = vault.create_tenant("clinic", 86400)
+    session = vault.create_session(partner, SessionKind.AMBIENT)
+    return vault.open_stream(
+        partner,
+        session.session_id,
+        "stream/pcm_s16le",
+        writer_id,
+        sample_rate=16000,
+        channels=1,
+        bits_per_sample=16,
+    )
 
 
 # --- live-stream clients -------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from sqlalchemy import update
 from tapevault.config import Settings
 from tapevault.core.access import MemoryAccessLog
 from tapevault.core.clock import FixedClock
-from tapevault.core.model import Job, JobKind, Recording, RecordingStatus, SessionKind
+from tapevault.core.model import Job, JobKind, Recording, RecordingStatus
 from tapevault.core.ports import ObjectStore
 from tapevault.core.sources import stream_key
 from tapevault.core.streamparts import (
@@ -45,7 +45,7 @@ from tapevault.runtime import Runtime, open_runtime
 from tapevault.storage import open_store
 from tapevault.storage.node_local import NodeLocalDisk, read_node_id
 from tests.objectstores import S3Server
-from tests.support import BucketStore, until
+from tests.support import BucketStore, live_recording, until
 
 FRAME = 640
 
@@ -275,21 +275,6 @@ def test_the_node_id_is_kept_and_shared(tmp_path: Path) -> None:
 # --- recovery: whose job, and from what ------------------------------------------------------
 
 
-def open_live(runtime: Runtime, writer: str) -> Recording:
-    vault = runtime.vault
-    partner = vault.create_tenant("clinic", 86400)
-    session = vault.create_session(partner, SessionKind.AMBIENT)
-    return vault.open_stream(
-        partner,
-        session.session_id,
-        "stream/pcm_s16le",
-        writer,
-        sample_rate=16000,
-        channels=1,
-        bits_per_sample=16,
-    )
-
-
 def node_b(runtime: Runtime, tmp_path: Path, clock: FixedClock) -> Worker:
     """A worker of another node: same database and store, a data directory of its own."""
     local = NodeLocalDisk(tmp_path / "node-b", runtime.vault.store, "node-b-owner")
@@ -301,7 +286,7 @@ def node_b(runtime: Runtime, tmp_path: Path, clock: FixedClock) -> Worker:
 
 def test_a_job_reserved_for_a_node_is_leased_by_it_or_after_the_wait(runtime: Runtime) -> None:
     """Only the named node may lease a reserved job before ``node_until_ms``; any node after."""
-    recording = open_live(runtime, "writer")
+    recording = live_recording(runtime, "writer")
     now = 1_000_000
     job = Job("j1", JobKind.FINALIZE, recording.recording_id, 0, now, None, None, None, now, None)
     runtime.repo.add_job(job)
@@ -320,7 +305,7 @@ def test_a_recovered_stream_waits_for_its_node_then_is_finalized_from_the_store(
     """Node A's writer is gone; node B takes the stream over, but its job is node A's while A
     may come back (B does not take it), then B finalizes it from the parts copied while it was
     live: exactly the store-durable bytes, not the acknowledged ones A's lost disk held."""
-    recording = open_live(runtime, "node-a:1:1")
+    recording = live_recording(runtime, "node-a:1:1")
     assert recording.spool_node == runtime.local.node_id
     acked = random.randbytes(FRAME * 30)
     stored = FRAME * 20
@@ -354,7 +339,7 @@ def test_the_spool_node_finalizes_every_acknowledged_byte(
     """The same stream, node A back within the wait (its disk intact): A's worker takes the
     job at once and finalizes from its spool, acknowledged bytes beyond the store's copy
     included; the copy's parts are removed."""
-    recording = open_live(runtime, "node-a:1:1")
+    recording = live_recording(runtime, "node-a:1:1")
     acked = random.randbytes(FRAME * 30)
     spool = runtime.local.stream_spool(recording.recording_id)
     spool.write_bytes(acked)
@@ -378,7 +363,7 @@ def test_the_sweep_removes_parts_of_finished_recordings_only(
     """Parts of a recording still receiving stay; those of one finished or never recorded go
     once they are old enough (a crash between a copy and the cleanup)."""
     store = BucketStore()
-    live = open_live(runtime, "w")
+    live = live_recording(runtime, "w")
     for rid in (live.recording_id, "01UNKNOWNRECORDING0000000000"):
         for offset in (0, 10, 20):
             store.put(part_key(rid, offset), [b"x" * 10])

@@ -96,6 +96,7 @@ class StreamCopier:
         once a copy of it in flight is over: a part landing after the recording was finalized
         would outlive its cleanup."""
         copy = self._copies.pop(stream, None)
+        self._wake.set()  # the last one gone: the task ends now, not an interval later
         if copy is not None and copy.in_flight is not None:
             with contextlib.suppress(Exception):
                 await asyncio.shield(copy.in_flight)
