@@ -399,3 +399,35 @@ async def test_settings_and_health_of_a_runtime(settings: Settings, tmp_path: Pa
     finally:
         rt.close()
     assert os.environ.get("TAPEVAULT_STREAM_UPLOAD_INTERVAL") is None
+
+
+async def test_one_stream_failing_for_good_is_reported_once_and_stays_visible(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A stream whose copies fail every time (its spool gone) while another's succeed: the
+    copier reports failing from the first failure on (not reset by the other stream's
+    successes), logs it once, and retries at most once per interval; released, it is clear."""
+    store = BucketStore()
+    local = NodeLocalDisk(tmp_path / "node", store, "test-owner")
+    committer = GroupCommitter(local.streams_dir, interval=0.01)
+    copier = StreamCopier(local.promote_range, 0.05)
+    good, bad = Acks(), Acks()
+    good_stream = committer.open(local.stream_spool("good"), good)
+    bad_stream = committer.open(local.stream_spool("bad"), bad)
+    copier.watch(good_stream, "good", local.stream_spool("good"))
+    copier.watch(bad_stream, "bad", tmp_path / "nowhere.raw")  # every copy of it fails
+    for _ in range(20):
+        for stream in (good_stream, bad_stream):
+            stream.append(b"\x02" * FRAME)
+        committer.dirty()
+        await asyncio.sleep(0.01)
+    await until(lambda: good_stream.stored == FRAME * 20, what="the good stream copied")
+    await asyncio.sleep(0.3)  # several of the bad stream's retries, and the good one's copies
+    assert copier.failing_since is not None and bad_stream.stored == 0
+    failures = [r for r in caplog.records if "failed" in r.getMessage()]
+    assert len(failures) == 1, [r.getMessage() for r in failures]
+    for stream in (good_stream, bad_stream):
+        await committer.finish(stream)
+        await copier.release(stream)
+    assert recovered(copier)
+    copier.close()

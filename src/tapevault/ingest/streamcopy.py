@@ -53,6 +53,7 @@ class _Copy:
     due: float  # loop time of the next copy
     in_flight: asyncio.Future[ObjectInfo] | None = None
     failures: int = 0
+    failing_since: float | None = None  # wall-clock time of its first failure in a row
 
 
 class StreamCopier:
@@ -74,7 +75,6 @@ class StreamCopier:
         self._pool: ThreadPoolExecutor | None = None
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self.failing_since: float | None = None  # wall-clock time of the first failure in a row
         self.copies = 0
 
     @property
@@ -101,6 +101,13 @@ class StreamCopier:
             with contextlib.suppress(Exception):
                 await asyncio.shield(copy.in_flight)
         self._report_behind()
+
+    @property
+    def failing_since(self) -> float | None:
+        """Since when a watched stream's copies fail (the earliest of them), or None."""
+        return min(
+            (c.failing_since for c in self._copies.values() if c.failing_since), default=None
+        )
 
     def behind(self) -> int:
         """Acknowledged bytes of the watched streams that the store does not hold yet."""
@@ -140,24 +147,25 @@ class StreamCopier:
         copy.in_flight = None
         now = asyncio.get_running_loop().time()
         error = asyncio.CancelledError() if done.cancelled() else done.exception()
+        was_failing = self.failing_since is not None
         if error is None:
             copy.failures = 0
+            copy.failing_since = None
             copy.due = now + self.interval
             self.copies += 1
-            if self.failing_since is not None:
-                log.warning("live streams' copies to the object store succeed again")
-                self.failing_since = None
             stream = copy.stream
             if upto > stream.stored:
                 stream.stored = upto
                 stream.acks.copied(upto)
+            if was_failing and self.failing_since is None:
+                log.warning("live streams' copies to the object store succeed again")
         else:
             copy.failures += 1
+            copy.failing_since = copy.failing_since or time.time()
             copy.due = now + min(RETRY_SECONDS * 2 ** (copy.failures - 1), self.interval)
             if self.on_failure is not None:
                 self.on_failure()
-            if self.failing_since is None:  # once per outage, not once per stream and retry
-                self.failing_since = time.time()
+            if not was_failing:  # once per outage, not once per stream and retry
                 log.warning(
                     "copying live stream %s to the object store failed (%s); acks go on "
                     "(durable on this node), retrying",
