@@ -34,7 +34,7 @@ from tapevault.core.streamparts import (
 from tapevault.db.schema import recordings
 from tapevault.http.app import build_app
 from tapevault.http.health import STREAM_COPIES_FAILING, Health
-from tapevault.ingest import formats
+from tapevault.ingest import formats, streamcopy
 from tapevault.ingest.durable import AckSink, DurableStream, GroupCommitter
 from tapevault.ingest.finalize import Finalizer
 from tapevault.ingest.recovery import recover_streams
@@ -430,4 +430,37 @@ async def test_one_stream_failing_for_good_is_reported_once_and_stays_visible(
         await committer.finish(stream)
         await copier.release(stream)
     assert recovered(copier)
+    copier.close()
+
+
+async def test_a_stream_far_behind_catches_up_in_bounded_parts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After an outage a stream is far behind: it is copied in parts of at most ``MAX_PART``
+    (one PUT each, so bounded memory), one right after the other rather than an interval
+    apart, and the chain is the stream."""
+    monkeypatch.setattr(streamcopy, "MAX_PART", FRAME * 4)
+    store = BucketStore()
+    store.fail_puts = True
+    local = NodeLocalDisk(tmp_path / "node", store, "test-owner")
+    committer = GroupCommitter(local.streams_dir, interval=0.01)
+    copier = StreamCopier(local.promote_range, 5.0)  # 10 parts an interval apart: 50 s
+    acks = Acks()
+    spool = local.stream_spool("rec1")
+    stream = committer.open(spool, acks)
+    copier.watch(stream, "rec1", spool)
+    payload = random.randbytes(FRAME * 40)
+    stream.append(payload)
+    committer.dirty()
+    await until(lambda: stream.synced == len(payload), what="every byte acknowledged")
+    copier._copies[stream].due = 0  # the interval is up: the first copy is due (and fails)
+    copier._wake.set()
+    await until(lambda: copier.failing_since is not None, what="the first copy failing")
+    store.fail_puts = False
+    await until(lambda: stream.stored == len(payload), within=20, what="caught up")
+    parts = stored_parts(store, "rec1")
+    assert len(parts) == 10 and all(p.size == FRAME * 4 for p in parts)
+    assert chain_bytes(store, "rec1") == payload
+    await committer.finish(stream)
+    await copier.release(stream)
     copier.close()

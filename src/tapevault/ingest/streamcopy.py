@@ -11,8 +11,9 @@ takes, or as long as the store is unreachable).
 Never on the ack's path: the copier is a task of its own on the event loop that only decides
 what to copy; the copies run on threads of their own (``THREADS``, not the committer's, nor the
 shared pool), one copy at a time per stream, reading the spool with ``pread`` in 1 MiB chunks
-(``NodeLocalDisk.promote_range``). A slow or dead store delays ``stored``, never ``bytes``;
-memory is one chunk per copying thread, however long the stream and however long the outage.
+(``NodeLocalDisk.promote_range``), at most ``MAX_PART`` a part. A slow or dead store delays
+``stored``, never ``bytes``; memory is at most one part per copying thread, however long the
+stream and however long the outage.
 
 A copy that fails is retried after ``RETRY_SECONDS`` doubling up to the interval, with the
 grown part (the same bytes from the same offset, and more); the failure counts in
@@ -38,7 +39,13 @@ from tapevault.ingest.durable import DurableStream
 
 log = logging.getLogger("tapevault.streamcopy")
 
-THREADS = 2  # copies in flight per process: a PUT is mostly waiting for the store
+# Copies in flight per process. A PUT mostly waits for the store (a local store: ~11 ms a part
+# here, S3 tens of ms), so a few threads keep up with 1,000 streams every 10 s (100 parts/s).
+THREADS = 4
+# The largest part: one PUT, never a multipart upload, so a copy holds at most this much in the
+# store client's buffers; a stream further behind (after an outage) catches up part after part,
+# without waiting an interval in between. Memory: THREADS x MAX_PART at worst.
+MAX_PART = 8 * 1024 * 1024
 RETRY_SECONDS = 1.0
 
 # (spool, key, offset, length) -> stores the range; runs on a copier thread.
@@ -129,13 +136,13 @@ class StreamCopier:
 
     def _start(self, copy: _Copy, now: float) -> None:
         stream = copy.stream
-        upto = stream.synced
-        if stream.failed is not None or upto <= stream.stored:
+        if stream.failed is not None or stream.synced <= stream.stored:
             copy.due = now + self.interval  # nothing new acknowledged: look again later
             return
         if self._pool is None:
             self._pool = ThreadPoolExecutor(THREADS, thread_name_prefix="tapevault-streamcopy")
         offset = stream.stored
+        upto = min(stream.synced, offset + MAX_PART)
         key = part_key(copy.recording_id, offset)
         future = asyncio.get_running_loop().run_in_executor(
             self._pool, self.copy_range, copy.spool, key, offset, upto - offset
@@ -151,12 +158,13 @@ class StreamCopier:
         if error is None:
             copy.failures = 0
             copy.failing_since = None
-            copy.due = now + self.interval
             self.copies += 1
             stream = copy.stream
             if upto > stream.stored:
                 stream.stored = upto
                 stream.acks.copied(upto)
+            behind = stream.synced - stream.stored >= MAX_PART  # catching up: the next at once
+            copy.due = now if behind else now + self.interval
             if was_failing and self.failing_since is None:
                 log.warning("live streams' copies to the object store succeed again")
         else:
