@@ -380,8 +380,9 @@ def test_the_sweep_removes_parts_of_finished_recordings_only(
 
 
 async def test_settings_and_health_of_a_runtime(settings: Settings, tmp_path: Path) -> None:
-    """``TAPEVAULT_STREAM_UPLOAD_INTERVAL`` reaches the hub's copier (0: off); the app's
-    /healthz answers ok while nothing fails."""
+    """``TAPEVAULT_STREAM_UPLOAD_INTERVAL`` reaches the hub's copier, except on a store on the
+    node's own disk (the default local store), where a copy would survive nothing the spool
+    does not; the app's /healthz answers ok while nothing fails."""
     with_interval = Settings.load(
         {"data_dir": str(settings.data_dir), "database_url": settings.database_url},
         env={"TAPEVAULT_STREAM_UPLOAD_INTERVAL": "7s", "TAPEVAULT_STREAM_NODE_WAIT": "0"},
@@ -390,14 +391,18 @@ async def test_settings_and_health_of_a_runtime(settings: Settings, tmp_path: Pa
     assert with_interval.stream_node_wait_seconds == 0
     assert with_interval.environment()["TAPEVAULT_STREAM_UPLOAD_INTERVAL"] == "7"
     rt = open_runtime(with_interval, access_log=MemoryAccessLog())
+    on_bucket = open_runtime(with_interval, access_log=MemoryAccessLog(), store=BucketStore())
     try:
-        assert rt.streams.hub.copier().interval == 7
+        assert rt.local.store_on_this_disk() and not on_bucket.local.store_on_this_disk()
+        assert rt.streams.hub.copier().interval == 0
+        assert on_bucket.streams.hub.copier().interval == 7
         assert rt.worker.spool_wait_seconds == 0
         transport = httpx.ASGITransport(app=build_app(rt.context, rt.streams))
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
             assert (await client.get("/healthz")).json() == {"status": "ok"}
     finally:
         rt.close()
+        on_bucket.close()
     assert os.environ.get("TAPEVAULT_STREAM_UPLOAD_INTERVAL") is None
 
 

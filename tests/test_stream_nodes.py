@@ -59,12 +59,17 @@ def recording_pcm(server: Server, headers: dict[str, str], session_id: str) -> l
 
 
 @pytest.mark.parametrize("direct", ["on", "off"])
-async def test_acks_carry_both_counts_in_either_transport(tmp_path: Path, direct: str) -> None:
-    """Copies every second: acks report ``stored`` growing behind ``bytes`` while the stream
-    is live (through the direct path and through ASGI alike), never ahead of it, and the last
-    ack before 1000 reports everything stored."""
+async def test_acks_carry_both_counts_in_either_transport(
+    tmp_path: Path, direct: str, s3_server: S3Server
+) -> None:
+    """Copies every second to a bucket: acks report ``stored`` growing behind ``bytes`` while
+    the stream is live (through the direct path and through ASGI alike), never ahead of it,
+    and the last ack before 1000 reports everything stored."""
     server = Server(tmp_path / "data").start(
-        TAPEVAULT_STREAM_UPLOAD_INTERVAL="1", TAPEVAULT_DIRECT_STREAMS=direct
+        TAPEVAULT_STREAM_UPLOAD_INTERVAL="1",
+        TAPEVAULT_DIRECT_STREAMS=direct,
+        TAPEVAULT_STORAGE_URL=s3_server.new_store_url(),
+        **s3_server.env,
     )
     try:
         headers = credentials(server)

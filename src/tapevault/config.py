@@ -119,7 +119,8 @@ SETTINGS_DOC: dict[str, tuple[str, str]] = {
     "stream_upload_interval": (
         "TAPEVAULT_STREAM_UPLOAD_INTERVAL",
         "copy each live stream's acknowledged audio to the object store this often, e.g. 10s "
-        "(what the loss of a whole node can lose); 0: only when the stream ends",
+        "(what the loss of a whole node can lose); 0: only when the stream ends (a store on "
+        "the node's own filesystem is never copied to)",
     ),
     "stream_node_wait": (
         "TAPEVAULT_STREAM_NODE_WAIT",

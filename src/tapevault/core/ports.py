@@ -182,6 +182,11 @@ class NodeLocalFiles(Protocol):
         atomically (a live stream's part, copied while the stream goes on)."""
         ...
 
+    def store_on_this_disk(self) -> bool:
+        """Whether the store's objects are on this node's own filesystem (so a copy there
+        survives nothing a node-local file does not)."""
+        ...
+
     def discard(self, path: Path) -> None:
         """Remove a node-local file if it is there."""
         ...

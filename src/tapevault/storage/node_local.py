@@ -42,6 +42,8 @@ from tapevault.core.ports import Adopt, ObjectInfo, ObjectStore
 from tapevault.core.sources import upload_key
 from tapevault.errors import StorageError
 from tapevault.ingest.scratch import scratch_prefix
+from tapevault.storage.local import LocalStore
+from tapevault.storage.timed import unwrapped
 
 log = logging.getLogger("tapevault.storage")
 
@@ -165,6 +167,18 @@ class NodeLocalDisk:
 
     def stream_spool(self, recording_id: str) -> Path:
         return self.streams_dir / f"{recording_id}.raw"
+
+    def store_on_this_disk(self) -> bool:
+        """Whether the store keeps its objects on this node's own filesystem (the default local
+        store, ``DATA_DIR/audio``): a copy of a spool there survives nothing the spool does not,
+        and every copy's fsync would compete with the live streams' group commits."""
+        backend = unwrapped(self.store)
+        if not isinstance(backend, LocalStore):
+            return False
+        try:
+            return os.stat(backend.root).st_dev == os.stat(self.streams_dir).st_dev
+        except OSError:
+            return False
 
     def promote_range(self, path: Path, key: str, offset: int, length: int) -> ObjectInfo:
         """Store ``length`` bytes of the node-local file from ``offset`` as the object ``key``
