@@ -198,7 +198,8 @@ async def test_a_store_outage_delays_stored_not_bytes_and_recovers(tmp_path: Pat
 
         store.fail_puts = False
         await until(lambda: stream.stored == len(payload), what="the copy caught up")
-        assert recovered(copier) and behind[-1] == 0
+        assert recovered(copier)
+        await until(lambda: behind[-1] == 0, what="the gauge back at 0 (updated each second)")
         assert (await client.get("/healthz")).json() == {"status": "ok"}
     assert chain_bytes(store, "rec1") == payload
     await committer.finish(stream)
@@ -449,7 +450,7 @@ async def test_a_stream_far_behind_catches_up_in_bounded_parts(
     store.fail_puts = True
     local = NodeLocalDisk(tmp_path / "node", store, "test-owner")
     committer = GroupCommitter(local.streams_dir, interval=0.01)
-    copier = StreamCopier(local.promote_range, 5.0)  # 10 parts an interval apart: 50 s
+    copier = StreamCopier(local.promote_range, 0.05)  # the first copy soon
     acks = Acks()
     spool = local.stream_spool("rec1")
     stream = committer.open(spool, acks)
@@ -458,9 +459,8 @@ async def test_a_stream_far_behind_catches_up_in_bounded_parts(
     stream.append(payload)
     committer.dirty()
     await until(lambda: stream.synced == len(payload), what="every byte acknowledged")
-    copier._copies[stream].due = 0  # the interval is up: the first copy is due (and fails)
-    copier._wake.set()
     await until(lambda: copier.failing_since is not None, what="the first copy failing")
+    copier.interval = 5.0  # from now on: 10 parts an interval apart would take 45 s
     store.fail_puts = False
     await until(lambda: stream.stored == len(payload), within=20, what="caught up")
     parts = stored_parts(store, "rec1")
