@@ -37,6 +37,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from tapevault.audio_gen import tone_wav_bytes
+from tapevault.core.model import Recording, SessionKind
 from tapevault.core.ports import ListedObject, ListKeys, ObjectInfo
 from tapevault.core.sources import INCOMING_PREFIX
 from tapevault.core.wav import CANONICAL_HEADER_SIZE, PcmFormat, canonical_header, parse_wav
@@ -167,6 +168,25 @@ def plays(url: str) -> None:
     assert done.returncode == 0 and not done.stderr.strip(), done.stderr
 
 
+# --- live streams ---------------------------------------------------------------------------------
+
+
+def live_recording(runtime: Runtime, writer_id: str) -> Recording:
+    """A new tenant's session with a live stream open (RECEIVING), written by ``writer_id``."""
+    vault = runtime.vault
+    partner = vault.create_tenant("clinic", 86400)
+    session = vault.create_session(partner, SessionKind.AMBIENT)
+    return vault.open_stream(
+        partner,
+        session.session_id,
+        "stream/pcm_s16le",
+        writer_id,
+        sample_rate=16000,
+        channels=1,
+        bits_per_sample=16,
+    )
+
+
 # --- live-stream clients -------------------------------------------------------------------------
 
 
@@ -176,11 +196,13 @@ def ws_url(server: Server, session_id: str, query: str = "") -> str:
 
 
 class Sender:
-    """Streams frames and tracks the highest acknowledged byte count."""
+    """Streams frames and tracks the highest acknowledged byte counts: on the node's disk
+    (``acked``) and in the object store (``stored``)."""
 
     def __init__(self, ws: ClientConnection) -> None:
         self.ws = ws
         self.acked = 0
+        self.stored = 0
         self.reader = asyncio.ensure_future(self._read())
 
     async def _read(self) -> None:
@@ -189,7 +211,8 @@ class Sender:
                 body = json.loads(message)
                 if body.get("type") == "ack":
                     assert body["bytes"] >= self.acked, "acks never go backwards"
-                    self.acked = body["bytes"]
+                    assert self.stored <= body["stored"] <= body["bytes"], body
+                    self.acked, self.stored = body["bytes"], body["stored"]
         except ConnectionClosed:
             pass
 

@@ -23,6 +23,7 @@ from tapevault.numbers import is_digits
 from tapevault.webhooks.ssrf import AddressPolicy
 
 _SIZE = re.compile(r"^\s*(\d{1,15})\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
+_ZERO = re.compile(r"\s*0+\s*[smhdy]?\s*")
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 
 # name -> (environment variable, description); the CLI builds its flags from this table too.
@@ -119,6 +120,17 @@ SETTINGS_DOC: dict[str, tuple[str, str]] = {
         "TAPEVAULT_JOB_LEASE",
         "how long a worker holds a job without renewing it (it renews a third of this apart); a "
         "dead node's jobs are taken over this long after it died, e.g. 60s",
+    ),
+    "stream_upload_interval": (
+        "TAPEVAULT_STREAM_UPLOAD_INTERVAL",
+        "copy each live stream's acknowledged audio to the object store this often, e.g. 10s "
+        "(what the loss of a whole node can lose); 0: only when the stream ends (a store on "
+        "the node's own filesystem is never copied to)",
+    ),
+    "stream_node_wait": (
+        "TAPEVAULT_STREAM_NODE_WAIT",
+        "a live stream taken over by recovery waits this long for the node holding its spool "
+        "(every acknowledged byte) before another node finalizes it from the store's copy",
     ),
     "purge_interval": (
         "TAPEVAULT_PURGE_INTERVAL",
@@ -241,6 +253,8 @@ class Settings:
     playback_idle_seconds: int = 30
     player_media_seconds: int = 300
     direct_streams: bool = True
+    stream_upload_interval_seconds: int = 10  # 0: only when the stream ends
+    stream_node_wait_seconds: int = 600
     max_header_bytes: int = 64 * 1024
     header_timeout_seconds: int = 30
     body_timeout_seconds: int = 60
@@ -274,6 +288,8 @@ class Settings:
             f"playback_idle_seconds={self.playback_idle_seconds}, "
             f"player_media_seconds={self.player_media_seconds}, "
             f"direct_streams={self.direct_streams}, "
+            f"stream_upload_interval_seconds={self.stream_upload_interval_seconds}, "
+            f"stream_node_wait_seconds={self.stream_node_wait_seconds}, "
             f"max_header_bytes={self.max_header_bytes}, "
             f"header_timeout_seconds={self.header_timeout_seconds}, "
             f"body_timeout_seconds={self.body_timeout_seconds}, "
@@ -361,6 +377,12 @@ class Settings:
             webhook_retry_schedule=_schedule(pick("webhook_retry_schedule")),
             webhook_timeout_seconds=_webhook_timeout(pick("webhook_timeout") or "15"),
             direct_streams=direct_streams,
+            stream_upload_interval_seconds=_duration_or_zero(
+                "TAPEVAULT_STREAM_UPLOAD_INTERVAL", pick("stream_upload_interval") or "10"
+            ),
+            stream_node_wait_seconds=_duration_or_zero(
+                "TAPEVAULT_STREAM_NODE_WAIT", pick("stream_node_wait") or "10m"
+            ),
             audit=audit,
             request_log=request_log,
             audit_durable_all=durable_all,
@@ -426,6 +448,8 @@ class Settings:
             "playback_idle": str(self.playback_idle_seconds),
             "player_media": str(self.player_media_seconds),
             "direct_streams": "on" if self.direct_streams else "off",
+            "stream_upload_interval": str(self.stream_upload_interval_seconds),
+            "stream_node_wait": str(self.stream_node_wait_seconds),
             "max_header_bytes": str(self.max_header_bytes),
             "header_timeout": str(self.header_timeout_seconds),
             "body_timeout": str(self.body_timeout_seconds),
@@ -546,6 +570,13 @@ def _job_lease(text: str) -> int:
     if seconds < 1:
         raise ConfigError("TAPEVAULT_JOB_LEASE", "a job lease must be at least 1s")
     return seconds
+
+
+def _duration_or_zero(setting: str, text: str) -> int:
+    """A duration, or 0 (written ``0``, ``0s``...): "never on a timer" for the setting."""
+    if _ZERO.fullmatch(text):
+        return 0
+    return _duration(setting, text)
 
 
 def _networks(setting: str, text: str) -> tuple[str, ...]:

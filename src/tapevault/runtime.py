@@ -275,6 +275,7 @@ def open_runtime(
             schedule=settings.webhook_retry_schedule,
         ),
         lease_seconds=settings.job_lease_seconds,
+        spool_wait_seconds=settings.stream_node_wait_seconds,
     )
     return Runtime(
         settings=settings,

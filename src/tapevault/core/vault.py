@@ -356,6 +356,7 @@ class Vault:
         media_start_epoch_ms: int | None = None,
         writer_id: str | None = None,
         audio: tuple[int, int, int] = (0, 0, 0),
+        spool_node: str | None = None,
     ) -> Recording:
         expires, level = policy.retention_expiry(tenant_retention, session)
         for _attempt in range(20):
@@ -381,6 +382,7 @@ class Vault:
                 media_start_epoch_ms=media_start_epoch_ms,
                 writer_id=writer_id,
                 heartbeat_ms=now if writer_id else None,
+                spool_node=spool_node,
             )
             try:
                 self.repo.add_recording(recording, job)
@@ -424,6 +426,7 @@ class Vault:
             media_start_epoch_ms=media_start_epoch_ms,
             writer_id=writer_id,
             audio=(sample_rate, channels, bits_per_sample),
+            spool_node=self.local.node_id,
         )
         self._mark_in_progress(session)
         return recording
@@ -457,17 +460,24 @@ class Vault:
         return closed
 
     def take_over_stream(
-        self, recording: Recording, *, stale_seconds: int | None, node: str | None = None
+        self, recording: Recording, *, stale_seconds: int | None, spool_wait_seconds: int = 0
     ) -> bool:
         """Recovery: mark a RECEIVING recording ``recovered`` and queue it for finalization,
         if it is still held by the writer it was read with and, unless ``stale_seconds`` is
-        None (its writer is known dead), that writer's lease lapsed that long ago. ``node``
-        binds the job to the node whose disk holds the stream's spool."""
+        None (its writer is known dead), that writer's lease lapsed that long ago.
+
+        Only the node whose disk holds the spool can finalize every acknowledged byte, so the
+        job is that node's alone for ``spool_wait_seconds``; after that any node may finalize
+        it, from the copy of the stream in the object store (``core/streamparts.py``)."""
+        job = self.new_job(JobKind.FINALIZE, recording.recording_id)
+        if recording.spool_node is not None:
+            until = now_ms(self.clock) + spool_wait_seconds * 1000
+            job = replace(job, node=recording.spool_node, node_until_ms=until)
         taken = self.repo.take_over_stream(
             recording.recording_id,
             recording.writer_id,
             None if stale_seconds is None else stale_seconds * 1000,
-            replace(self.new_job(JobKind.FINALIZE, recording.recording_id), node=node),
+            job,
         )
         if taken:
             self.jobs_waiting.set()

@@ -641,7 +641,9 @@ class SqlRepository:
     def lease_job(
         self, owner: str, now_ms: int, lease_ms: int, node: str | None = None
     ) -> Job | None:
-        """Claim the oldest due job whose lease is free or lapsed (a dead worker's).
+        """Claim the oldest due job whose lease is free or lapsed (a dead worker's), and which
+        is not reserved for another node than ``node`` (``Job.node``, until ``Job.node_until_ms``
+        by the caller's clock when that is set).
 
         The claim is a conditional UPDATE, so two workers (threads or processes, SQLite or
         PostgreSQL) can race for a job and exactly one wins. Leases are written and judged by
@@ -651,10 +653,10 @@ class SqlRepository:
         """
         db_now = self._db_now_ms()
         free = or_(jobs.c.lease_expires_ms.is_(None), jobs.c.lease_expires_ms < db_now)
-        anywhere = (
-            jobs.c.node.is_(None)
-            if node is None
-            else or_(jobs.c.node.is_(None), jobs.c.node == node)
+        anywhere = or_(
+            jobs.c.node.is_(None),
+            jobs.c.node_until_ms <= now_ms,
+            *(() if node is None else (jobs.c.node == node,)),
         )
         with self.engine.connect() as conn:
             candidates = conn.execute(
@@ -667,7 +669,7 @@ class SqlRepository:
             with self.engine.begin() as conn:
                 claimed = conn.execute(
                     update(jobs)
-                    .where(jobs.c.job_id == job_id, jobs.c.done_ms.is_(None), free)
+                    .where(jobs.c.job_id == job_id, jobs.c.done_ms.is_(None), free, anywhere)
                     .values(
                         lease_owner=owner,
                         lease_expires_ms=db_now + lease_ms,

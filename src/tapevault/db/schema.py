@@ -122,6 +122,8 @@ recordings = Table(
     Column("retention_policy", String(16), nullable=True),  # tenant, session or recording
     Column("deleted_by", String(200), nullable=True),
     Column("removed_ms", BigInteger, nullable=True),  # when the tombstoned audio left storage
+    # The node whose disk holds a live stream's spool (migration 0019).
+    Column("spool_node", String(80), nullable=True),
     UniqueConstraint("session_id", "sequence_number", name="uq_recordings_session_sequence"),
     Index("ix_recordings_status", "status"),
     # The listing's expiring_before (migration 0013): recordings by expiry, the tenant checked
@@ -153,7 +155,9 @@ jobs = Table(
     Column("last_error", Text, nullable=True),
     Column("created_ms", BigInteger, nullable=False),
     Column("done_ms", BigInteger, nullable=True),
-    Column("node", String(80), nullable=True),  # only this node's workers may run it
+    # Only this node's workers may lease the job (until node_until_ms when set); NULL: any node.
+    Column("node", String(80), nullable=True),
+    Column("node_until_ms", BigInteger, nullable=True),
     Index("ix_jobs_due", "done_ms", "run_after_ms"),
 )
 

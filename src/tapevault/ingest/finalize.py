@@ -13,7 +13,9 @@ object is removed only after the recording is AVAILABLE.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
@@ -24,7 +26,9 @@ from tapevault.core.delivery import put_recording
 from tapevault.core.lifecycle import TOMBSTONES
 from tapevault.core.mergeplan import MERGE_PREFIX, inputs_digest, merge_inputs
 from tapevault.core.model import MERGED_CHANNEL, Job, JobKind, Recording, RecordingStatus
+from tapevault.core.ports import LocalCopy
 from tapevault.core.sources import STREAM_FORMAT_PREFIX, source_key
+from tapevault.core.streamparts import Part, drop_stream_parts, stored_bytes, stored_parts
 from tapevault.core.vault import Vault
 from tapevault.errors import InvalidAudio, QuotaExceeded, Unavailable
 from tapevault.fsutil import is_out_of_space
@@ -59,6 +63,21 @@ class Decoder(Protocol):
 
 
 STREAM_PREFIX = STREAM_FORMAT_PREFIX
+
+
+def _parts_chunks(store: LocalCopy, parts: list[Part]) -> Iterator[bytes]:
+    """The parts' bytes in order, one part on this node's disk at a time."""
+    for part in parts:
+        with store.local_copy(part.key) as path:
+            chunks = read_chunks(path)
+            got = 0
+            for chunk in chunks:
+                got += len(chunk)
+                yield chunk
+            if got != part.size:  # replaced or removed between the walk and the read
+                raise OSError(errno.EIO, f"{part.key} changed while it was read")
+
+
 OUT_OF_SPACE_RETRY_SECONDS = 60
 STORE_RETRY_SECONDS = 30  # an unreachable object store: try again this often
 TEMPORARY_KINDS = ("final", "merge")  # scratch_prefix kinds, for the sweep
@@ -201,12 +220,17 @@ class Finalizer:
 
     def _drop_source(self, recording: Recording) -> None:
         self.vault.store.delete(source_key(recording))
+        if recording.source_format.startswith(STREAM_PREFIX):
+            drop_stream_parts(self.vault.store, recording.recording_id)
         self.local.discard(self.local.stream_spool(recording.recording_id))
 
     def _stage_source(self, recording: Recording) -> str:
         """The incoming object to finalize ``recording`` from. A stream taken over by recovery
         was never closed (nor was one closed by a version that kept streams on the node), so
-        its spool is promoted here, from this node's disk, first."""
+        its spool is promoted here first, when this node has it. A node that does not (its
+        job was reserved for the spool's node, ``Job.node``, until that one was given up for
+        lost) finalizes what the store holds of the stream: the chain of parts copied while
+        it was live (``core/streamparts.py``), exactly the count its last acks called stored."""
         key = source_key(recording)
         store = self.vault.store
         if store.stat(key) is not None:
@@ -216,11 +240,21 @@ class Finalizer:
             try:
                 self.local.promote(spool, key, keep=True)
             except FileNotFoundError:
-                if not recording.recovered:
+                parts = stored_parts(store, recording.recording_id)
+                if parts:
+                    log.warning(
+                        "finalizing stream %s from its copy in the store (%d bytes): its "
+                        "spool is not on this node",
+                        recording.recording_id,
+                        stored_bytes(parts),
+                    )
+                    store.put(key, _parts_chunks(store, parts))
+                elif not recording.recovered:
                     raise InvalidAudio(
                         "the received audio is missing from the incoming area"
                     ) from None
-                store.put(key, [])  # a recovered stream none of whose audio reached a disk
+                else:
+                    store.put(key, [])  # a recovered stream none of whose audio reached a disk
             return key
         raise InvalidAudio("the received audio is missing from the incoming area")
 

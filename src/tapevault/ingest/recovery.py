@@ -15,10 +15,15 @@ own clocks are never compared: one running minutes ahead cannot take a live stre
 never recovers its own recordings; it closes them itself and retries a close that failed
 (``StreamHub``).
 
-The acknowledged audio of a stream is on the disk of its writer's node (its spool), so the
-finalization job of a stream taken over is bound to that node (``liveness.spool_node``): any
-node may fence a dead writer, but only the writer's node, restarted, reads the spool into the
-store. A job finalized elsewhere would find no spool and store the recording empty.
+Where the spool is. It is on the disk of the node that wrote the stream (``spool_node``), which
+may be another node than the one recovering it, and whose disk may be gone with it. The
+finalization job is queued reserved for that node (``Job.node``) for ``spool_wait_seconds``
+(``TAPEVAULT_STREAM_NODE_WAIT``): a node back within that time (a restart, a reboot) finalizes
+every acknowledged byte from its spool. After it, the node is given up for lost and any node
+finalizes the stream from its copy in the object store (``core/streamparts.py``): the bytes the
+acks called ``stored``, which lag the acknowledged ones by at most one upload interval. A node
+that comes back later still has the tail in its spool, which the sweep removes once the recording
+is finished (the loss README "Object storage" describes).
 
 Recovery does not cut the file to whole frames: finalization reads only whole frames anyway,
 and the writer, if it still runs, may be appending to it until it notices the takeover.
@@ -28,14 +33,22 @@ from __future__ import annotations
 
 from tapevault.core.model import RecordingStatus
 from tapevault.core.vault import Vault
-from tapevault.ingest.liveness import is_gone, spool_node
+from tapevault.ingest.liveness import is_gone
 
 STALE_SECONDS = 60
+SPOOL_WAIT_SECONDS = 600  # TAPEVAULT_STREAM_NODE_WAIT's default
 
 
-def recover_streams(vault: Vault, me: str, *, stale_seconds: int = STALE_SECONDS) -> int:
+def recover_streams(
+    vault: Vault,
+    me: str,
+    *,
+    stale_seconds: int = STALE_SECONDS,
+    spool_wait_seconds: int = SPOOL_WAIT_SECONDS,
+) -> int:
     """Take over every RECEIVING recording of another writer that died or whose lease lapsed,
-    and queue it for finalization on its writer's node; returns how many."""
+    and queue it for finalization (its spool's node's job for ``spool_wait_seconds``); returns
+    how many."""
     recovered = 0
     now = vault.repo.database_now_ms()
     for recording in vault.repo.recordings_with_status(RecordingStatus.RECEIVING):
@@ -47,7 +60,9 @@ def recover_streams(vault: Vault, me: str, *, stale_seconds: int = STALE_SECONDS
         if not dead and beat is not None and now - beat <= stale_seconds * 1000:
             continue  # a valid lease: not even tried (the take-over checks it again anyway)
         if vault.take_over_stream(
-            recording, stale_seconds=None if dead else stale_seconds, node=spool_node(owner)
+            recording,
+            stale_seconds=None if dead else stale_seconds,
+            spool_wait_seconds=spool_wait_seconds,
         ):
             recovered += 1
     return recovered

@@ -24,8 +24,8 @@ from tapevault.core.model import Job
 from tapevault.errors import Unavailable
 from tapevault.ingest.finalize import Finalizer
 from tapevault.ingest.housekeeping import Housekeeping
-from tapevault.ingest.liveness import is_gone, process_id, spool_node
-from tapevault.ingest.recovery import recover_streams
+from tapevault.ingest.liveness import is_gone, process_id
+from tapevault.ingest.recovery import SPOOL_WAIT_SECONDS, recover_streams
 from tapevault.webhooks.dispatch import Dispatcher
 
 log = logging.getLogger("tapevault.worker")
@@ -47,14 +47,16 @@ class Worker:
         housekeeping: Housekeeping | None = None,
         webhooks: Dispatcher | None = None,
         lease_seconds: float = lifecycle.LEASE_SECONDS,
+        spool_wait_seconds: int = SPOOL_WAIT_SECONDS,
     ) -> None:
         self.finalizer = finalizer
         self.lease_ms = max(1, int(lease_seconds * 1000))
-        self.node = spool_node(owner)  # jobs bound to this node are this worker's too
         self.webhooks = webhooks  # webhook deliveries, on threads of their own
         self.owner = owner
         self.housekeeping = housekeeping
         self.poll_seconds = poll_seconds
+        # How long a stream recovered here stays its spool node's job (TAPEVAULT_STREAM_NODE_WAIT).
+        self.spool_wait_seconds = spool_wait_seconds
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -74,7 +76,12 @@ class Worker:
     def run_once(self) -> bool:
         """Lease and run one due job; False when there was none."""
         vault = self.finalizer.vault
-        job = vault.repo.lease_job(self.owner, now_ms(vault.clock), self.lease_ms, self.node)
+        job = vault.repo.lease_job(
+            self.owner,
+            now_ms(vault.clock),
+            self.lease_ms,
+            self.finalizer.local.node_id,  # and the jobs reserved for this node (its spools)
+        )
         if job is None:
             return False
         with self._renewing(job):
@@ -120,7 +127,9 @@ class Worker:
             log.warning("reclaimed %d job(s) from processes that died", freed)
         if self.webhooks is not None:
             self.webhooks.recover()
-        recovered = recover_streams(self.finalizer.vault, self.owner)
+        recovered = recover_streams(
+            self.finalizer.vault, self.owner, spool_wait_seconds=self.spool_wait_seconds
+        )
         if recovered:
             log.warning("recovered %d recording(s) left half-written by a dead process", recovered)
 

@@ -90,6 +90,16 @@ stream_ack_latency = Histogram(
     "lease check), per batch.",
     buckets=ACK_BUCKETS,
 )
+stream_copy_failures = Counter(
+    "tapevault_stream_copy_failures",
+    "Copies of live streams' acknowledged audio to the object store that failed (retried).",
+)
+stream_copy_behind = Gauge(
+    "tapevault_stream_copy_behind_bytes",
+    "Acknowledged bytes of live streams not yet copied to the object store (what losing this "
+    "node would lose now).",
+    multiprocess_mode="livesum",
+)
 access_log_queue_depth = Gauge(
     "tapevault_access_log_queue_depth",
     "Access records waiting for the writer (kept for retry, plus hand-overs queued), as the "
