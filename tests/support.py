@@ -37,6 +37,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from tapevault.audio_gen import tone_wav_bytes
+from tapevault.core.audit import AuditRecord
 from tapevault.core.ports import ListedObject, ListKeys, ObjectInfo
 from tapevault.core.sources import INCOMING_PREFIX
 from tapevault.core.wav import PcmFormat, canonical_header, parse_wav
@@ -381,3 +382,11 @@ class BucketStore:
         """Make an object look ``seconds`` older (for the orphan sweep's grace period)."""
         data, mtime = self.objects[key]
         self.objects[key] = (data, mtime - seconds)
+
+
+def integrated_records(rt: Runtime) -> list[AuditRecord]:
+    """``rt``'s access log once every record durable now is integrated (sequenced and chained;
+    requests wait only for durability, the integrator follows within its interval)."""
+    if rt.audit is not None:
+        assert rt.audit.integrator.settle(10), "the access log was not integrated in time"
+    return list(rt.audit_store.records())

@@ -126,6 +126,9 @@ class Runtime:
         self.sweep_scratch()
         if self.audit is not None:
             self.audit.check_witness()  # a contradicted head is told now, not at the next sign
+            # A predecessor killed between durable and integrated left records waiting: the
+            # integrator (this process, or the one holding the role) takes them now.
+            self.audit.start()
             sealed = self.audit.recover_pending(is_gone, stale_ms=PENDING_STALE_MS)
             if sealed:
                 log.warning("sealed %d playback record(s) left open by a dead process", sealed)
@@ -193,6 +196,7 @@ def open_runtime(
             clock,
             load_or_create_signer(settings.audit_key_path),
             checkpoint_seconds=settings.audit_checkpoint_seconds,
+            integrate_seconds=settings.audit_integrate_ms / 1000,
             witness=CheckpointJournal(settings.audit_checkpoint_log_path),
             after_answer=frozenset()
             if settings.audit_durable_all
@@ -231,6 +235,7 @@ def open_runtime(
             CHECKS,
         ),
         webhooks=webhooks,
+        audit_integrator=None if audit is None else audit.integrator,
     )
     worker = Worker(
         Finalizer(vault, formats.decoder(settings.max_recording_seconds), local),

@@ -270,6 +270,7 @@ def handlers(ctx: AppContext) -> dict[str, Handler[KeyCaller]]:
 
     async def audit(request: Request, caller: KeyCaller) -> Reply:
         query = parse_query(caller.tenant.partner_id, request.query)
+        await ctx.settled_audit()
         records = await ctx.blocking(ctx.audit_store.query, query)
         return Reply(200, _page(records, query.limit), detail={"filters": _filters(request)})
 
@@ -284,6 +285,7 @@ def handlers(ctx: AppContext) -> dict[str, Handler[KeyCaller]]:
             recording_id=recording.recording_id,
             history=True,
         )
+        await ctx.settled_audit()
         records = await ctx.blocking(ctx.audit_store.query, query)
         return Reply(
             200,
