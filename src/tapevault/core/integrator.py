@@ -421,18 +421,3 @@ class Integrator:
                 "audit checkpoint: %s", line or format_line(checkpoint, GENESIS_LINK, self.signer)
             )
             return checkpoint
-
-
-def inclusion_proof(store: IntegrationStore, leaf: int, tree_size: int) -> list[bytes]:
-    """RFC 9162 inclusion proof of ``leaf`` in the tree of ``tree_size`` leaves, from the
-    store's nodes (a few reads, whatever the log's size)."""
-    ranges = merkle.inclusion_ranges(leaf, tree_size)
-    return merkle.hashes_for(ranges, store.tree_nodes(merkle.nodes_for(ranges)))
-
-
-def consistency_proof(store: IntegrationStore, old: int, new: int) -> list[bytes]:
-    """RFC 9162 consistency proof from the tree of ``old`` leaves to the one of ``new``."""
-    if old == new:
-        return []
-    ranges = merkle.consistency_ranges(old, new)
-    return merkle.hashes_for(ranges, store.tree_nodes(merkle.nodes_for(ranges)))
