@@ -392,3 +392,32 @@ async def test_the_store_failing_is_503_then_recovers(rt: Runtime, clock: FixedC
         while (r := await client.get("/api/v1/audit", headers=who.bearer)).status_code != 200:
             assert time.monotonic() < deadline
             await asyncio.sleep(0.05)
+
+
+def test_verify_checks_every_signed_root_and_reports_waiting_records(
+    settings: Settings, clock: FixedClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`audit verify` recomputes the tree's root over the records it streams and compares it
+    with every signed note; a root altered in the database is named; records durable but not
+    yet integrated are reported as such, not as missing."""
+    rt = open_runtime(settings, clock=clock)
+    assert rt.audit is not None
+    for i in range(12):
+        rt.context.access_log.commit(event(i))
+        if i % 4 == 3:
+            rt.audit.checkpoint()
+    rt.audit.integrator.interval = 3600
+    rt.audit.integrator.stop()
+    rt.audit.commit(event(99))  # durable; its integrator is gone
+    code, out = verify_cli(settings, capsys)
+    assert code == 0, out
+    assert "Merkle tree: 3 signed root(s) match" in out
+    assert "1 record(s) are durable but not yet integrated" in out
+    with rt.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "UPDATE audit_checkpoints SET root_hash = '" + "ab" * 32 + "' WHERE size = 8"
+        )
+    code, out = verify_cli(settings, capsys)
+    assert code == 1 and "checkpoint 8: its signed tree note does not verify" in out, out
+    rt.audit.integrator.stop = lambda: None  # type: ignore[method-assign]
+    rt.close()

@@ -118,21 +118,24 @@ class Appender:
     """Grows the tree by a batch of leaves: given the right edge of the tree so far (its
     ``root_nodes``), yields every perfect node the new leaves complete."""
 
-    def __init__(self, size: int, edge: Mapping[Node, bytes]) -> None:
+    def __init__(self, size: int, edge: Mapping[Node, bytes], *, keep: bool = True) -> None:
         self.size = size
         self._edge = dict(edge)  # the nodes a new leaf may still need as a left sibling
         self.new: list[tuple[int, int, bytes]] = []  # (level, index, hash) to store
+        self._keep = keep  # False: only the root is wanted (a verifier: memory O(log n))
 
     def append(self, leaf: bytes) -> None:
         level, index, h = 0, self.size, leaf
-        self.new.append((0, index, h))
+        if self._keep:
+            self.new.append((0, index, h))
         self._edge[(0, index)] = h
         while index & 1:
             left = self._edge.pop((level, index - 1))
             self._edge.pop((level, index))
             h = node_hash(left, h)
             level, index = level + 1, index >> 1
-            self.new.append((level, index, h))
+            if self._keep:
+                self.new.append((level, index, h))
             self._edge[(level, index)] = h
         self.size += 1
 
