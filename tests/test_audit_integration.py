@@ -306,7 +306,7 @@ def test_a_second_integrator_overtaken_changes_nothing(
         store = rt.audit_store
         integ = rt.audit.integrator
         state = store.tree_state()
-        step, _ = integ._sequence(state, store.incoming(100))
+        step = integ._sequence(state, store.incoming(100))
         assert store.integrate(step)
         assert not store.integrate(step)  # the same step again: the head moved
         assert store.state().head_seq == 5 and store.waiting()[0] == 0

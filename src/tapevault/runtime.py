@@ -203,6 +203,7 @@ def open_runtime(
             else frozenset({Action.URLS_ISSUE, Action.CALL_URLS, Action.MERGED_URLS}),
         )
         audit.counts = AuditCounter()
+        audit.integrator.counts = audit.counts
         access_log = audit
         playbacks = Playbacks(audit, clock, process, idle_seconds=settings.playback_idle_seconds)
     else:

@@ -70,6 +70,7 @@ class IntegrationStep:
     records: Sequence[AuditRecord] = ()
     nodes: Sequence[tuple[int, int, bytes]] = ()
     ids: Sequence[int] = ()  # the waiting rows integrated (deleted with it)
+    texts: Sequence[str | None] = ()  # each record's entry as stored while waiting (None: anew)
 
 
 class IntegrationStore(Protocol):
@@ -79,7 +80,9 @@ class IntegrationStore(Protocol):
 
     def release_role(self) -> None: ...
 
-    def incoming(self, limit: int) -> list[tuple[int, AuditEntry]]: ...
+    def incoming(self, limit: int) -> list[tuple[int, AuditEntry, str]]:
+        """The oldest waiting records: (id, entry, the entry's stored JSON)."""
+        ...
 
     def waiting(self) -> tuple[int, int | None]: ...
 
@@ -104,11 +107,13 @@ class LagCounts(Protocol):
     """Told after each step that integrated something: how long records waited (the metrics
     adapter makes a histogram of it; BENCHMARKS.md reads it)."""
 
-    def integrated(self, records: int, lag_seconds: float) -> None: ...
+    def integrated(self, lags: list[float]) -> None:
+        """Seconds each record of the step waited, from its event to its integration."""
+        ...
 
 
 class _NoCounts:
-    def integrated(self, records: int, lag_seconds: float) -> None:
+    def integrated(self, lags: list[float]) -> None:
         pass
 
 
@@ -249,13 +254,18 @@ class Integrator:
             waiting = self.store.incoming(BATCH)
             if not waiting:
                 break
-            step, ages = self._sequence(self.store.tree_state(), waiting)
+            step = self._sequence(self.store.tree_state(), waiting)
             if not self.store.integrate(step):
                 log.warning("another process integrated the access log meanwhile; re-reading")
                 continue
             done += len(step.records)
+            now = now_ms(self.clock)  # integrated (committed) now
+            ages = [max(0.0, (now - r.entry.at_ms) / 1000) for r in step.records]
             if ages:
-                self.counts.integrated(len(ages), max(ages))
+                try:
+                    self.counts.integrated(ages)
+                except Exception:  # counting never stops integrating
+                    log.exception("counting the integration failed")
             if len(waiting) < BATCH:
                 break
         state = self.store.tree_state()
@@ -264,29 +274,29 @@ class Integrator:
         return done
 
     def _sequence(
-        self, state: TreeState, waiting: list[tuple[int, AuditEntry]]
-    ) -> tuple[IntegrationStep, list[float]]:
-        now = now_ms(self.clock)
+        self, state: TreeState, waiting: list[tuple[int, AuditEntry, str]]
+    ) -> IntegrationStep:
         records: list[AuditRecord] = []
         # While an older log's tree is still being built, new records join the chain now and
         # the tree when the backfill reaches them (leaves are in seq order).
         appender = merkle.Appender(state.tree_size, state.edge) if state.tree_current else None
         prev, seq = state.head_hash, state.head_seq
-        ages = []
-        for _, entry in waiting:
+        texts: list[str | None] = []
+        for _, entry, stored in waiting:
             seq += 1
+            text: str | None = stored
             try:
                 data = canonical_bytes(seq, entry, prev)
             except (ValueError, TypeError, AttributeError):
-                entry = _damaged(entry)
+                entry, text = _damaged(entry), None
                 data = canonical_bytes(seq, entry, prev)
+            texts.append(text)
             digest = hashlib.sha256(data).hexdigest()
             records.append(AuditRecord(seq, entry, prev, digest))
             if appender is not None:
                 appender.append(merkle.leaf_hash(data))
-            ages.append(max(0.0, (now - entry.at_ms) / 1000))
             prev = digest
-        step = IntegrationStep(
+        return IntegrationStep(
             from_seq=state.head_seq,
             from_tree=state.tree_size,
             head_seq=seq,
@@ -294,9 +304,9 @@ class Integrator:
             tree_size=state.tree_size if appender is None else appender.size,
             records=records,
             nodes=() if appender is None else appender.new,
-            ids=[i for i, _ in waiting],
+            ids=[i for i, _, _ in waiting],
+            texts=texts,
         )
-        return step, ages
 
     def _backfill(self, state: TreeState) -> None:
         """Add a chunk of records integrated before the tree existed (migration 0019) to it.

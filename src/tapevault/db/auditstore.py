@@ -85,12 +85,14 @@ class SqlAuditStore:
         self._role_path: str | None = None
         if self._lock_path is not None:
             self._role_path = f"{engine.url.database}.audit-integrator"
-        mark = "?" if engine.dialect.name == "sqlite" else "%s"
+        mark = self._mark = "?" if engine.dialect.name == "sqlite" else "%s"
         columns = ", ".join(_ROW_COLUMNS)
         # Fixed statements: the only interpolations are column names and placeholders.
         self._sql = {
             "lock": ("UPDATE audit_state SET id = 1 WHERE id = 1 RETURNING head_seq, head_hash"),
             "append": f"INSERT INTO audit_incoming (entry) VALUES ({mark})",  # noqa: S608
+            "incoming": f"SELECT id, entry FROM audit_incoming ORDER BY id LIMIT {mark}",  # noqa: S608
+            "node": f"INSERT INTO audit_tree (level, idx, hash) VALUES ({mark}, {mark}, {mark})",  # noqa: S608
             "insert": (
                 f"INSERT INTO audit_log ({columns}) "  # noqa: S608
                 f"VALUES ({', '.join(mark for _ in _ROW_COLUMNS)})"
@@ -137,28 +139,26 @@ class SqlAuditStore:
 
     # --- integrating (one integrator per deployment, off the request's path) --------------------
 
-    def incoming(self, limit: int) -> list[tuple[int, AuditEntry]]:
-        """The oldest ``limit`` records waiting to be integrated, in id order."""
+    def incoming(self, limit: int) -> list[tuple[int, AuditEntry, str]]:
+        """The oldest ``limit`` records waiting to be integrated, in id order, each with the
+        JSON it was stored as (written again into ``audit_log`` as is: no second encoding)."""
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(audit_incoming.c.id, audit_incoming.c.entry)
-                .order_by(audit_incoming.c.id)
-                .limit(limit)
-            ).all()
+            rows = conn.exec_driver_sql(self._sql["incoming"], (int(limit),)).all()
         out = []
-        for row in rows:
+        for row_id, text in rows:
             try:
-                entry = entry_from_json(row.entry)
+                entry = entry_from_json(text)
             except (orjson.JSONDecodeError, TypeError, ValueError):
-                # Only this process writes these rows; one it cannot read was damaged in the
+                # Only tapevault writes these rows; one it cannot read was damaged in the
                 # database. Integrate what it says, marked, rather than block the log behind it.
                 entry = AuditEntry(
                     at_ms=0,
                     action="audit.damaged",
                     status=0,
-                    detail={"unreadable_entry": str(row.entry)[:200]},
+                    detail={"unreadable_entry": str(text)[:200]},
                 )
-            out.append((int(row.id), entry))
+                text = entry_json(entry)
+            out.append((int(row_id), entry, text))
         return out
 
     def waiting(self) -> tuple[int, int | None]:
@@ -210,18 +210,23 @@ class SqlAuditStore:
             if moved != 1:
                 conn.rollback()
                 return False
+            # Driver-level statements: through SQLAlchemy's per-row parameter processing the
+            # integrator cost several times more per record (it shares the GIL with requests).
             if step.records:
-                conn.exec_driver_sql(self._sql["insert"], [_row(r) for r in step.records])
-            if step.nodes:
-                conn.execute(
-                    insert(audit_tree),
-                    [{"level": lv, "idx": ix, "hash": h} for lv, ix, h in step.nodes],
+                texts = step.texts or [None] * len(step.records)
+                conn.exec_driver_sql(
+                    self._sql["insert"],
+                    [_row(r, t) for r, t in zip(step.records, texts, strict=True)],
                 )
+            if step.nodes:
+                conn.exec_driver_sql(self._sql["node"], list(step.nodes))
             if step.ids:
                 gone = 0
                 for chunk in _chunks(step.ids, 500):
-                    gone += conn.execute(
-                        delete(audit_incoming).where(audit_incoming.c.id.in_(chunk))
+                    marks = ", ".join(self._mark for _ in chunk)
+                    gone += conn.exec_driver_sql(
+                        f"DELETE FROM audit_incoming WHERE id IN ({marks})",  # noqa: S608
+                        tuple(chunk),
                     ).rowcount
                 if gone != len(step.ids):
                     conn.rollback()  # someone else integrated (some of) them: never twice
@@ -567,8 +572,8 @@ _ROW_COLUMNS = (
 )
 
 
-def _row(record: AuditRecord) -> tuple[Any, ...]:
-    """The record as a row, in ``_ROW_COLUMNS`` order."""
+def _row(record: AuditRecord, text: str | None = None) -> tuple[Any, ...]:
+    """The record as a row, in ``_ROW_COLUMNS`` order (``text``: its entry's JSON, if known)."""
     e = record.entry
     return (
         record.seq,
@@ -578,7 +583,7 @@ def _row(record: AuditRecord) -> tuple[Any, ...]:
         e.actor_id,
         e.session_id,
         e.recording_id,
-        entry_json(e),
+        text if text is not None else entry_json(e),
         record.prev_hash,
         record.hash,
     )
