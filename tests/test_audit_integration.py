@@ -421,3 +421,31 @@ def test_verify_checks_every_signed_root_and_reports_waiting_records(
     assert code == 1 and "checkpoint 8: its signed tree note does not verify" in out, out
     rt.audit.integrator.stop = lambda: None  # type: ignore[method-assign]
     rt.close()
+
+
+def test_a_failing_integrator_keeps_records_says_so_and_recovers(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The integrator's store failing (a full disk): records stay durable and waiting, requests
+    are still recorded, /healthz's problem names it after a while; then it integrates them."""
+    import tapevault.core.integrator as integrator_module
+
+    audit = rt.audit
+    assert audit is not None
+    audit.integrator.interval = 3600
+    audit.integrator.stop()
+    real = rt.audit_store.integrate
+
+    def full(step: object) -> bool:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(rt.audit_store, "integrate", full)
+    monkeypatch.setattr(integrator_module, "FAILING_SECONDS", 0.0)
+    audit.commit(event(1))
+    assert audit.integrator.step() == 0
+    problem = audit.checkpoint_problem
+    assert problem is not None and "No space left" in problem
+    assert rt.audit_store.waiting()[0] == 1
+    monkeypatch.setattr(rt.audit_store, "integrate", real)
+    assert audit.integrator.step() == 1
+    assert audit.checkpoint_problem is None and rt.audit_store.state().head_seq == 1

@@ -614,8 +614,9 @@ class AuditLog:
 
     @property
     def checkpoint_problem(self) -> str | None:
-        """Why checkpoints are not being signed (the database contradicts the journal), or None."""
-        return self.integrator.checkpoint_problem
+        """Why checkpoints are not being signed (the database contradicts the journal), or why
+        records are not being integrated (the integrator failing for a while), or None."""
+        return self.integrator.checkpoint_problem or self.integrator.problem
 
     def check_witness(self) -> str | None:
         return self.integrator.check_witness()

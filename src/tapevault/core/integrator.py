@@ -39,6 +39,7 @@ log = logging.getLogger("tapevault.audit")
 
 BATCH = 2000  # records a transaction integrates (SQLite writers wait while it holds the lock)
 BACKFILL = 20_000  # records of an older log added to the tree per step
+FAILING_SECONDS = 30.0  # an integrator failing this long makes /healthz say "degraded"
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +158,8 @@ class Integrator:
         self._checkpoint_problem: str | None = None
         self._witness_failing = False
         self._failing = False
+        self._failing_since = 0.0
+        self._failure = ""
         self._role_logged = False
         self._backfill_stopped = False
 
@@ -212,15 +215,29 @@ class Integrator:
                 done = self._integrate_all()
                 if time.monotonic() - self._last_checkpoint >= self.checkpoint_seconds:
                     self.checkpoint()
-            except Exception:
+            except Exception as exc:
                 if not self._failing:
                     log.exception("the access log's integrator failed; trying again")
+                    self._failing_since = time.monotonic()
                 self._failing = True
+                self._failure = f"{type(exc).__name__}: {str(exc)[:200]}"
                 return 0
             if self._failing:
                 log.warning("the access log's integrator works again")
                 self._failing = False
             return done
+
+    @property
+    def problem(self) -> str | None:
+        """Why records are not being integrated, once that has lasted ``FAILING_SECONDS`` (they
+        stay durable and wait: /healthz says "degraded", requests are still served)."""
+        if not self._failing or time.monotonic() - self._failing_since < FAILING_SECONDS:
+            return None
+        return (
+            f"the access log's integrator has failed for "
+            f"{time.monotonic() - self._failing_since:.0f} s ({self._failure}); records stay "
+            f"durable and wait to be integrated"
+        )
 
     def settle(self, timeout: float) -> bool:
         """Wait until the records durable now are integrated (the audit API's reads, ``flush``):
