@@ -17,9 +17,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from tapevault import cli
 from tapevault.config import Settings
 from tapevault.core import auditproofs
+from tapevault.core import integrator as integrator_module
 from tapevault.core.access import AccessEvent, Action, Actor
 from tapevault.core.auditlog import AuditLog
 from tapevault.core.checkpoints import load_or_create_signer, note_text
@@ -29,6 +29,7 @@ from tapevault.db.auditstore import SqlAuditStore
 from tapevault.db.engine import make_engine
 from tapevault.runtime import Runtime, open_runtime
 from tests.dialects import asgi_client, customer
+from tests.support import audit_verify
 
 # --- an independent verifier (RFC 9162 §2.1.3.2, §2.1.4.2) --------------------------------------
 
@@ -129,20 +130,6 @@ def event(i: int, tenant: str = "p1") -> AccessEvent:
     )
 
 
-def verify_cli(settings: Settings, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    code = cli.main(
-        [
-            "audit",
-            "verify",
-            "--data-dir",
-            str(settings.data_dir),
-            "--database-url",
-            settings.database_url,
-        ]
-    )
-    return code, capsys.readouterr().out
-
-
 @pytest.fixture
 def rt(settings: Settings, clock: FixedClock) -> Iterator[Runtime]:
     runtime = open_runtime(settings, clock=clock)
@@ -203,7 +190,7 @@ def test_proofs_check_with_an_independent_verifier(
             if old < new:
                 assert not verify_consistency(old, new, c.hashes, roots[old], roots[old])
     rt.close()
-    code, out = verify_cli(settings, capsys)
+    code, out = audit_verify(settings, capsys)
     assert code == 0, out
 
 
@@ -288,7 +275,7 @@ def test_an_integrator_dying_mid_batch_is_replaced_nothing_lost_or_doubled(
     other.release_role()
     first.audit.integrator.stop = lambda: None  # type: ignore[method-assign]
     first.close()
-    code, out = verify_cli(settings, capsys)
+    code, out = audit_verify(settings, capsys)
     assert code == 0, out
 
 
@@ -365,7 +352,7 @@ def test_a_log_from_before_the_tree_gets_its_tree(
         leaves.append(found.leaf)
     assert bytes.fromhex(cp.root_hash or "") == mth(leaves)
     rt.close()
-    code, out = verify_cli(settings, capsys)
+    code, out = audit_verify(settings, capsys)
     assert code == 0, out
 
 
@@ -409,7 +396,7 @@ def test_verify_checks_every_signed_root_and_reports_waiting_records(
     rt.audit.integrator.interval = 3600
     rt.audit.integrator.stop()
     rt.audit.commit(event(99))  # durable; its integrator is gone
-    code, out = verify_cli(settings, capsys)
+    code, out = audit_verify(settings, capsys)
     assert code == 0, out
     assert "Merkle tree: 3 signed root(s) match" in out
     assert "1 record(s) are durable but not yet integrated" in out
@@ -417,7 +404,7 @@ def test_verify_checks_every_signed_root_and_reports_waiting_records(
         conn.exec_driver_sql(
             "UPDATE audit_checkpoints SET root_hash = '" + "ab" * 32 + "' WHERE size = 8"
         )
-    code, out = verify_cli(settings, capsys)
+    code, out = audit_verify(settings, capsys)
     assert code == 1 and "checkpoint 8: its signed tree note does not verify" in out, out
     rt.audit.integrator.stop = lambda: None  # type: ignore[method-assign]
     rt.close()
@@ -428,8 +415,6 @@ def test_a_failing_integrator_keeps_records_says_so_and_recovers(
 ) -> None:
     """The integrator's store failing (a full disk): records stay durable and waiting, requests
     are still recorded, /healthz's problem names it after a while; then it integrates them."""
-    import tapevault.core.integrator as integrator_module
-
     audit = rt.audit
     assert audit is not None
     audit.integrator.interval = 3600

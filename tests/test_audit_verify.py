@@ -24,6 +24,7 @@ from tapevault.core.clock import FixedClock
 from tapevault.db.auditstore import entry_json
 from tapevault.runtime import Runtime, open_runtime
 from tests.dialects import asgi_client
+from tests.support import audit_verify
 
 RECORDS = 40
 
@@ -56,18 +57,7 @@ def logged(settings: Settings, clock: FixedClock) -> Iterator[Runtime]:
 def run_verify(
     settings: Settings, capsys: pytest.CaptureFixture[str], *extra: str
 ) -> tuple[int, str]:
-    code = cli.main(
-        [
-            "audit",
-            "verify",
-            "--data-dir",
-            str(settings.data_dir),
-            "--database-url",
-            settings.database_url,
-            *extra,
-        ]
-    )
-    return code, capsys.readouterr().out
+    return audit_verify(settings, capsys, *extra)
 
 
 def sql(rt: Runtime, *statements: str) -> None:
