@@ -169,6 +169,12 @@ class SqlAuditStore:
             ).one()
         return int(row[0]), None if row[1] is None else int(row[1])
 
+    def waiting_mark(self) -> int | None:
+        """The highest id waiting to be integrated (one index probe, however many wait)."""
+        with self.engine.connect() as conn:
+            value = conn.execute(select(func.max(audit_incoming.c.id))).scalar()
+        return None if value is None else int(value)
+
     def waiting_through(self, mark: int) -> bool:
         """Whether a record with an id up to ``mark`` still waits to be integrated."""
         with self.engine.connect() as conn:
