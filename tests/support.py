@@ -31,12 +31,16 @@ from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
+import pytest
 import requests
 from sqlalchemy import create_engine, text
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
+from tapevault import cli
 from tapevault.audio_gen import tone_wav_bytes
+from tapevault.config import Settings
+from tapevault.core.audit import AuditRecord
 from tapevault.core.model import Recording, SessionKind
 from tapevault.core.ports import ListedObject, ListKeys, ObjectInfo
 from tapevault.core.sources import INCOMING_PREFIX
@@ -435,3 +439,29 @@ class BucketStore:
         """Make an object look ``seconds`` older (for the orphan sweep's grace period)."""
         data, mtime = self.objects[key]
         self.objects[key] = (data, mtime - seconds)
+
+
+def integrated_records(rt: Runtime) -> list[AuditRecord]:
+    """``rt``'s access log once every record durable now is integrated (sequenced and chained;
+    requests wait only for durability, the integrator follows within its interval)."""
+    if rt.audit is not None:
+        assert rt.audit.integrator.settle(10), "the access log was not integrated in time"
+    return list(rt.audit_store.records())
+
+
+def audit_verify(
+    settings: Settings, capsys: pytest.CaptureFixture[str], *extra: str
+) -> tuple[int, str]:
+    """`tapevault audit verify` on ``settings``' data: (exit status, what it printed)."""
+    code = cli.main(
+        [
+            "audit",
+            "verify",
+            "--data-dir",
+            str(settings.data_dir),
+            "--database-url",
+            settings.database_url,
+            *extra,
+        ]
+    )
+    return code, capsys.readouterr().out

@@ -27,6 +27,7 @@ WORKER = (
     *ERASING,
     "audit",
     "audit_checkpoint_seconds",
+    "audit_integrate_ms",
     "audit_retention",
     "purge_interval",
     "job_lease",

@@ -94,6 +94,11 @@ SETTINGS_DOC: dict[str, tuple[str, str]] = {
         "TAPEVAULT_AUDIT_CHECKPOINT_SECONDS",
         "sign a checkpoint of the access log this often, when it grew (default: 5s)",
     ),
+    "audit_integrate_ms": (
+        "TAPEVAULT_AUDIT_INTEGRATE_MS",
+        "how often (ms) the integrator sequences, hashes and adds to the Merkle tree the records "
+        "made durable meanwhile, and how often other processes check it is alive (default: 250)",
+    ),
     "audit_checkpoint_log": (
         "TAPEVAULT_AUDIT_CHECKPOINT_LOG",
         "append-only journal of every signed checkpoint, outside the database "
@@ -246,6 +251,7 @@ class Settings:
     audit_durable_all: bool = True
     audit_key_file: Path | None = None  # None: DATA_DIR/audit-signing.pem
     audit_checkpoint_seconds: int = 5
+    audit_integrate_ms: int = 250
     audit_checkpoint_log: Path | None = None  # None: DATA_DIR/audit-checkpoints.log
     audit_retention_seconds: int = 6 * 365 * 86400
     purge_interval_seconds: int = 60
@@ -282,6 +288,7 @@ class Settings:
             f"request_log={self.request_log}, "
             f"audit_durable_all={self.audit_durable_all}, "
             f"audit_checkpoint_seconds={self.audit_checkpoint_seconds}, "
+            f"audit_integrate_ms={self.audit_integrate_ms}, "
             f"audit_retention_seconds={self.audit_retention_seconds}, "
             f"purge_interval_seconds={self.purge_interval_seconds}, "
             f"job_lease_seconds={self.job_lease_seconds}, "
@@ -390,6 +397,9 @@ class Settings:
             audit_checkpoint_seconds=_duration(
                 "TAPEVAULT_AUDIT_CHECKPOINT_SECONDS", pick("audit_checkpoint_seconds") or "5"
             ),
+            audit_integrate_ms=_count(
+                "TAPEVAULT_AUDIT_INTEGRATE_MS", pick("audit_integrate_ms") or "250", 10, 60_000
+            ),
             audit_checkpoint_log=Path(checkpoint_log).expanduser().resolve()
             if checkpoint_log
             else None,
@@ -442,6 +452,7 @@ class Settings:
             "request_log": "on" if self.request_log else "off",
             "audit_durable": "all" if self.audit_durable_all else "media",
             "audit_checkpoint_seconds": str(self.audit_checkpoint_seconds),
+            "audit_integrate_ms": str(self.audit_integrate_ms),
             "audit_retention": str(self.audit_retention_seconds),
             "purge_interval": str(self.purge_interval_seconds),
             "job_lease": str(self.job_lease_seconds),

@@ -140,6 +140,9 @@ class Runtime:
         self.sweep_scratch()
         if self.audit is not None:
             self.audit.check_witness()  # a contradicted head is told now, not at the next sign
+            # A predecessor killed between durable and integrated left records waiting: the
+            # integrator (this process, or the one holding the role) takes them now.
+            self.audit.start()
             sealed = self.audit.recover_pending(
                 partial(is_gone, me=self.context.process_id), stale_ms=PENDING_STALE_MS
             )
@@ -213,12 +216,14 @@ def open_runtime(
             clock,
             load_or_create_signer(settings.audit_key_path),
             checkpoint_seconds=settings.audit_checkpoint_seconds,
+            integrate_seconds=settings.audit_integrate_ms / 1000,
             witness=CheckpointJournal(settings.audit_checkpoint_log_path),
             after_answer=frozenset()
             if settings.audit_durable_all
             else frozenset({Action.URLS_ISSUE, Action.CALL_URLS, Action.MERGED_URLS}),
         )
         audit.counts = AuditCounter()
+        audit.integrator.counts = audit.counts
         access_log = audit
         playbacks = Playbacks(audit, clock, process, idle_seconds=settings.playback_idle_seconds)
     else:
@@ -253,6 +258,7 @@ def open_runtime(
         ),
         webhooks=webhooks,
         accel=accel,
+        audit_integrator=None if audit is None else audit.integrator,
     )
     worker = Worker(
         Finalizer(vault, formats.decoder(settings.max_recording_seconds), local),
