@@ -63,23 +63,46 @@ def _admin() -> Any:
         ) from exc
 
 
+_PREFIX = "tapevault_bench_"
+
+
 @contextlib.contextmanager
 def pg_database(tag: str) -> Iterator[str]:
-    """A database made for this run (``tapevault_bench_TAG_xxxx``), dropped afterwards with
-    every connection to it, so no run ever sees another's rows."""
-    name = f"tapevault_bench_{tag}_{uuid.uuid4().hex[:8]}"
+    """A database made for this run, dropped afterwards with every connection to it, so no run
+    ever sees another's rows. Its name carries the harness's pid: databases left by a harness
+    that was killed outright (no ``finally``) are dropped by the next run on this machine."""
+    name = f"{_PREFIX}{tag}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
     with _admin() as conn:
+        for stale in _orphans(conn):
+            _drop(conn, stale)
         conn.execute(f'CREATE DATABASE "{name}"')
     try:
         yield PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
     finally:
         with _admin() as conn:
-            conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE datname = %s AND pid <> pg_backend_pid()",
-                (name,),
-            )
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+            _drop(conn, name)
+
+
+def _orphans(conn: Any) -> list[str]:
+    """This harness's databases whose creating process is gone."""
+    rows = conn.execute(
+        "SELECT datname FROM pg_database WHERE datname LIKE %s", (_PREFIX + "%",)
+    ).fetchall()
+    found = []
+    for (name,) in rows:
+        parts = name.split("_")
+        if len(parts) >= 5 and parts[-2].isdigit() and not Path(f"/proc/{parts[-2]}").exists():
+            found.append(name)
+    return found
+
+
+def _drop(conn: Any, name: str) -> None:
+    conn.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        "WHERE datname = %s AND pid <> pg_backend_pid()",
+        (name,),
+    )
+    conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
 
 
 def pg_backends(database_url: str) -> list[int]:
@@ -149,12 +172,13 @@ def azurite_available() -> bool:
 
 
 def start_azurite(log: Path) -> Emulator:
-    """Azurite's Blob service (Node.js) in its own process, blobs in a temporary directory.
+    """Azurite's Blob service (Node.js) in its own process, blobs in a directory next to
+    ``log`` (inside the run's temporary directory, removed with it).
 
     The container is made by the tests' helper (one Shared Key signed PUT; obstore cannot)."""
     from tests.objectstores import AZURITE, AzuriteServer, _azurite_flags
 
-    location = tempfile.TemporaryDirectory(prefix="tapevault-bench-azurite-")
+    location = tempfile.TemporaryDirectory(prefix="azurite-", dir=log.parent)
     port = free_port()
     try:
         server = spawn(
@@ -275,7 +299,8 @@ def _children_cpu() -> float:
 @dataclass(frozen=True)
 class Measured:
     """One measured load: wrk's figures (summed over the wrk processes) and the cores each
-    watched party used over the run (``load`` is wrk itself; ``machine`` everything)."""
+    watched party used over the run (``load`` is wrk itself, ``machine`` everything, ``others``
+    the machine less every party named)."""
 
     req_per_s: float
     gb_per_s: float
@@ -355,6 +380,11 @@ def measure(
     cores = {name: (_cpu(group) - before[name]) / wall for name, group in pids.items()}
     cores["load"] = (_children_cpu() - load_before) / wall
     cores["machine"] = (machine_jiffies()[0] - busy_before) / _CLK / wall
+    # Everyone else on the machine (other engineers' test runs, PostgreSQL's own background
+    # processes): what the parties measured could not have.
+    cores["others"] = max(
+        0.0, cores["machine"] - sum(v for k, v in cores.items() if k != "machine")
+    )
     return Measured(
         req_per_s=sum(r.req_per_s for r in results),
         gb_per_s=sum(r.gb_per_s for r in results),

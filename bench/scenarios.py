@@ -536,7 +536,6 @@ SCENARIOS: dict[str, Callable[[Context], Result]] = {
 }
 
 
-
 # Scenarios kept in their own modules (issues 11 and 14: object stores, several nodes, the
 # database engines). They import the helpers above, hence the import at the end; each is looked
 # up when it runs, so that importing one of those modules first (a test does) also works.
