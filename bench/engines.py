@@ -117,9 +117,9 @@ def engines(ctx: Context) -> Result:
                 node = deployment.start(**extra)
                 try:
                     before = _scrape(metrics) if metrics else ""
-                    runs[engine][key] = _load(
-                        ctx, node.base_url + paths[engine], tokens[engine], {"server": [node.pid]}
-                    ).figures()
+                    watch = _parties(node.pid, database_url if engine == "postgresql" else None)
+                    url = node.base_url + paths[engine]
+                    runs[engine][key] = _load(ctx, url, tokens[engine], watch).figures()
                     if metrics and engine == "postgresql":
                         integration = _integration(before, _scrape(metrics))
                 finally:
@@ -128,7 +128,7 @@ def engines(ctx: Context) -> Result:
     try:
         floor_2 = _load(ctx, floor.base_url + "/", None, {"server": [floor.pid]}).figures()
     finally:
-        floor.stop()
+        fleet.stop_tree(floor)
     return scenario(
         f"Recording URLs (3 recordings, c{ctx.mode.urls_connections}) by database engine, "
         "processes and access log",
@@ -144,18 +144,16 @@ def engines(ctx: Context) -> Result:
     )
 
 
-def _load(ctx: Context, url: str, token: str | None, watch: dict[str, list[int]]) -> fleet.Measured:
-    mode = ctx.mode
-    return fleet.measure(
-        [url],
-        seconds=mode.seconds,
-        warmup_seconds=mode.warmup_seconds,
-        threads=mode.threads,
-        connections=mode.urls_connections,
-        wrk=ctx.tools["wrk"],
-        watch=watch,
-        headers=(f"sdp_suki_token: {token}",) if token else (),
-    )
+def _load(ctx: Context, url: str, token: str | None, watch: fleet.Watch) -> fleet.Measured:
+    return fleet.url_load(ctx.mode, ctx.tools["wrk"], [url], token, watch)
+
+
+def _parties(server: int, database_url: str | None) -> fleet.Watch:
+    """The server's processes, and on PostgreSQL the backends serving its connections (read
+    once the warm-up has opened them)."""
+    if database_url is None:
+        return {"server": [server]}
+    return lambda: {"server": [server], "postgres": fleet.pg_backends(database_url)}
 
 
 def _integration(before: str, after: str) -> dict[str, Any]:

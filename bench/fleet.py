@@ -15,6 +15,7 @@ import json
 import os
 import resource
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -28,6 +29,7 @@ from typing import Any
 
 from bench import data
 from bench.ingest import cpu_seconds, machine_jiffies
+from bench.modes import Mode
 from bench.servers import HOST, BenchSetupError, Server, free_port, spawn, start_tapevault
 from bench.wrk import WrkResult, run_wrk
 from tapevault.audio_gen import tone_wav_bytes
@@ -215,6 +217,7 @@ class Deployment:
     shared: dict[str, str]  # TAPEVAULT_DATABASE_URL, TAPEVAULT_STORAGE_URL, store credentials
     public_url: str | None = None  # the front's URL, when nodes sit behind one
     nodes: list[Server] = field(default_factory=list)
+    started: int = 0
 
     def __post_init__(self) -> None:
         self.scratch.mkdir(parents=True, exist_ok=True)
@@ -242,13 +245,15 @@ class Deployment:
         """A node named ``name`` (its data directory); the first node by default."""
         name = name or FIRST
         port = free_port()
-        node = start_tapevault(self.env(name, port, **extra), port, self.scratch / f"{name}.log")
+        self.started += 1  # a log per start: a node restarted on the same data says why it failed
+        log = self.scratch / f"{name}-{self.started}.log"
+        node = start_tapevault(self.env(name, port, **extra), port, log)
         self.nodes.append(node)
         return node
 
     def stop(self) -> None:
         for node in self.nodes:
-            node.stop()
+            stop_tree(node)
         self.nodes.clear()
 
 
@@ -283,6 +288,17 @@ def tree_pids(pid: int) -> list[int]:
     return found
 
 
+def stop_tree(server: Server) -> None:
+    """Stop a server and make sure none of its processes outlives it: ``PR_SET_PDEATHSIG`` is
+    set on the server, not on the workers it forks, and a server killed after its grace (a slow
+    shutdown on a loaded machine) would leave them serving, holding their database and locks."""
+    pids = tree_pids(server.pid)[1:]
+    server.stop()
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+
+
 def _cpu(pids: Sequence[int]) -> float:
     total = 0.0
     for pid in pids:
@@ -294,6 +310,11 @@ def _cpu(pids: Sequence[int]) -> float:
 def _children_cpu() -> float:
     used = resource.getrusage(resource.RUSAGE_CHILDREN)
     return used.ru_utime + used.ru_stime
+
+
+# The parties whose CPU a load reads, by name: root pids (their descendants count too), or a
+# function giving them once the warm-up is over.
+Watch = Mapping[str, Sequence[int]] | Callable[[], Mapping[str, Sequence[int]]] | None
 
 
 @dataclass(frozen=True)
@@ -330,7 +351,7 @@ def measure(
     threads: int,
     connections: int,
     wrk: str,
-    watch: Mapping[str, Sequence[int]] | None = None,
+    watch: Watch = None,
     **kwargs: Any,
 ) -> Measured:
     """wrk against every URL at once (one wrk process each, the connections and threads split
@@ -368,10 +389,10 @@ def measure(
 
     if warmup_seconds:
         run_all(warmup_seconds)
-    pids = {
-        name: [p for root in roots for p in tree_pids(root)]
-        for name, roots in (watch or {}).items()
-    }
+    # Read after the warm-up: a node's connection pool has opened its connections by then.
+    roots = (watch() if callable(watch) else watch) or {}
+    pids = {name: [p for root in group for p in tree_pids(root)] for name, group in roots.items()}
+
     before = {name: _cpu(group) for name, group in pids.items()}
     load_before, (busy_before, _) = _children_cpu(), machine_jiffies()
     started = time.monotonic()
@@ -393,6 +414,27 @@ def measure(
         requests=sum(r.requests for r in results),
         socket_errors=sum(r.socket_errors for r in results),
         cores=cores,
+    )
+
+
+def url_load(
+    mode: Mode,
+    wrk: str,
+    urls: Sequence[str],
+    token: str | None,
+    watch: Watch,
+) -> Measured:
+    """The recording-URL load of the mode (``urls_connections``, Suki's token header) on
+    ``urls``, split between them; no token for the floor."""
+    return measure(
+        urls,
+        seconds=mode.seconds,
+        warmup_seconds=mode.warmup_seconds,
+        threads=mode.threads,
+        connections=mode.urls_connections,
+        wrk=wrk,
+        watch=watch,
+        headers=(f"sdp_suki_token: {token}",) if token else (),
     )
 
 

@@ -75,19 +75,10 @@ def _measure(ctx: Context, store: fleet.Emulator, database_url: str) -> Result:
                 "postgres": fleet.pg_backends(database_url),
                 "store": [store.server.pid],
             }
-            mode = ctx.mode
 
             def load(*bases: str) -> fleet.Measured:
-                return fleet.measure(
-                    [base + path for base in bases],
-                    seconds=mode.seconds,
-                    warmup_seconds=mode.warmup_seconds,
-                    threads=mode.threads,
-                    connections=mode.urls_connections,
-                    wrk=ctx.tools["wrk"],
-                    watch=watch,
-                    headers=(f"sdp_suki_token: {token}",),
-                )
+                urls = [base + path for base in bases]
+                return fleet.url_load(ctx.mode, ctx.tools["wrk"], urls, token, watch)
 
             one = load(f"http://127.0.0.1:{one_port}")
             two = load(f"http://127.0.0.1:{two_port}")
