@@ -31,7 +31,7 @@ import re
 import urllib.request
 from typing import Any
 
-from bench import data, fleet
+from bench import data, fleet, pgdb
 from bench.scenarios import Context, Result, Row, row, scenario, target
 from bench.servers import HOST, free_port, start_floor
 
@@ -89,7 +89,7 @@ def _scrape(port: int) -> str:
 
 
 def engines(ctx: Context) -> Result:
-    with fleet.pg_database("engines") as database_url:
+    with pgdb.pg_database("engines") as database_url:
         deployments = {
             "sqlite": fleet.Deployment(ctx.scratch / "engines-sqlite", {}),
             "postgresql": fleet.Deployment(
@@ -153,7 +153,7 @@ def _parties(server: int, database_url: str | None) -> fleet.Watch:
     once the warm-up has opened them)."""
     if database_url is None:
         return {"server": [server]}
-    return lambda: {"server": [server], "postgres": fleet.pg_backends(database_url)}
+    return lambda: {"server": [server], "postgres": pgdb.pg_backends(database_url)}
 
 
 def _integration(before: str, after: str) -> dict[str, Any]:

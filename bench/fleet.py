@@ -1,11 +1,9 @@
-"""What the scale-out scenarios share: a fresh PostgreSQL database per run, object-store
-emulators (moto's S3 server, Azurite) in their own processes, tapevault nodes on their own data
-directories, a load measured together with the CPU each party used, and nginx as a round-robin
-front.
+"""What the scale-out scenarios share: tapevault nodes on their own data directories sharing a
+database and a store, a load measured together with the CPU each party used, and nginx as a
+round-robin front (PostgreSQL databases: ``bench/pgdb.py``; emulators: ``bench/emulators.py``).
 
-The emulators run as child processes (not threads of the harness) so that their CPU can be read
-from ``/proc`` and told apart from tapevault's: both are Python or Node.js servers on the same two
-cores, and which one ran out first is half of what a ratio against them means.
+On two cores shared by everything, which party ran out of CPU first is half of what a ratio
+means, hence the CPU of every party in every measured run.
 """
 
 from __future__ import annotations
@@ -14,15 +12,10 @@ import contextlib
 import json
 import os
 import resource
-import shutil
 import signal
-import sys
-import tempfile
 import threading
 import time
-import urllib.request
-import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,178 +23,11 @@ from typing import Any
 from bench import data
 from bench.ingest import cpu_seconds, machine_jiffies
 from bench.modes import Mode
-from bench.servers import HOST, BenchSetupError, Server, free_port, spawn, start_tapevault
+from bench.servers import HOST, Server, free_port, spawn, start_tapevault
 from bench.wrk import WrkResult, run_wrk
 from tapevault.audio_gen import tone_wav_bytes
 
-# Where the harness may create and drop databases: trust auth on loopback, as in the tests
-# (whose TAPEVAULT_TEST_PG_URL names a SQLAlchemy dialect that psycopg does not read).
-PG_ADMIN_URL = os.environ.get("TAPEVAULT_BENCH_PG_URL") or os.environ.get(
-    "TAPEVAULT_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-).replace("postgresql+psycopg://", "postgresql://")
 _CLK = os.sysconf("SC_CLK_TCK")
-
-
-# --- PostgreSQL --------------------------------------------------------------------------------
-
-
-def pg_reachable() -> bool:
-    try:
-        _admin().close()
-    except BenchSetupError:
-        return False
-    return True
-
-
-def _admin() -> Any:
-    import psycopg
-
-    try:
-        return psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5)
-    except psycopg.Error as exc:
-        raise BenchSetupError(
-            f"PostgreSQL is not reachable at {PG_ADMIN_URL} ({type(exc).__name__}); the "
-            "PostgreSQL scenarios need it (set TAPEVAULT_BENCH_PG_URL to an admin URL)"
-        ) from exc
-
-
-_PREFIX = "tapevault_bench_"
-
-
-@contextlib.contextmanager
-def pg_database(tag: str) -> Iterator[str]:
-    """A database made for this run, dropped afterwards with every connection to it, so no run
-    ever sees another's rows. Its name carries the harness's pid: databases left by a harness
-    that was killed outright (no ``finally``) are dropped by the next run on this machine."""
-    name = f"{_PREFIX}{tag}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    with _admin() as conn:
-        for stale in _orphans(conn):
-            _drop(conn, stale)
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
-    finally:
-        with _admin() as conn:
-            _drop(conn, name)
-
-
-def _orphans(conn: Any) -> list[str]:
-    """This harness's databases whose creating process is gone."""
-    rows = conn.execute(
-        "SELECT datname FROM pg_database WHERE datname LIKE %s", (_PREFIX + "%",)
-    ).fetchall()
-    found = []
-    for (name,) in rows:
-        parts = name.split("_")
-        if len(parts) >= 5 and parts[-2].isdigit() and not Path(f"/proc/{parts[-2]}").exists():
-            found.append(name)
-    return found
-
-
-def _drop(conn: Any, name: str) -> None:
-    conn.execute(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-        "WHERE datname = %s AND pid <> pg_backend_pid()",
-        (name,),
-    )
-    conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
-
-
-def pg_backends(database_url: str) -> list[int]:
-    """The server processes (pids) serving connections to this run's database."""
-    name = database_url.rsplit("/", 1)[1]
-    with _admin() as conn:
-        rows = conn.execute(
-            "SELECT pid FROM pg_stat_activity WHERE datname = %s", (name,)
-        ).fetchall()
-    return [int(pid) for (pid,) in rows]
-
-
-# --- object-store emulators ----------------------------------------------------------------------
-
-
-@dataclass
-class Emulator:
-    """An object store on loopback and what a tapevault node needs to use it."""
-
-    kind: str  # "s3" or "azure"
-    label: str
-    server: Server
-    endpoint: str
-    env: dict[str, str]
-    new_store_url: Callable[[], str]
-    cleanup: list[Callable[[], None]] = field(default_factory=list)
-
-    def stop(self) -> None:
-        self.server.stop()
-        for step in self.cleanup:
-            step()
-
-
-def start_moto(log: Path) -> Emulator:
-    """moto's S3 server (werkzeug, threaded) in its own process; objects held in its memory."""
-    port = free_port()
-    server = spawn(
-        "moto",
-        [sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(port)],
-        port=port,
-        log=log,
-    )
-    endpoint = server.base_url
-
-    def bucket() -> str:
-        name = f"tv-bench-{uuid.uuid4().hex[:10]}"
-        put = urllib.request.Request(f"{endpoint}/{name}", method="PUT")
-        with urllib.request.urlopen(put, timeout=10) as answer:
-            if answer.status != 200:
-                raise BenchSetupError(f"moto would not create bucket {name}: {answer.status}")
-        return f"s3://{name}/audio"
-
-    env = {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_REGION": "us-east-1",
-        "AWS_ENDPOINT_URL": endpoint,
-        "AWS_ALLOW_HTTP": "true",
-    }
-    return Emulator("s3", "S3 (moto server)", server, endpoint, env, bucket)
-
-
-def azurite_available() -> bool:
-    from tests.objectstores import AZURITE
-
-    return AZURITE.exists() and shutil.which("node") is not None
-
-
-def start_azurite(log: Path) -> Emulator:
-    """Azurite's Blob service (Node.js) in its own process, blobs in a directory next to
-    ``log`` (inside the run's temporary directory, removed with it).
-
-    The container is made by the tests' helper (one Shared Key signed PUT; obstore cannot)."""
-    from tests.objectstores import AZURITE, AzuriteServer, _azurite_flags
-
-    location = tempfile.TemporaryDirectory(prefix="azurite-", dir=log.parent)
-    port = free_port()
-    try:
-        server = spawn(
-            "azurite",
-            [str(AZURITE), *_azurite_flags(port, location.name)],
-            port=port,
-            log=log,
-        )
-    except BaseException:
-        location.cleanup()
-        raise
-    helper = AzuriteServer(f"{server.base_url}/devstoreaccount1", server.proc, location)
-    return Emulator(
-        "azure",
-        "Azure Blob (Azurite)",
-        server,
-        helper.endpoint,
-        helper.env,
-        helper.new_store_url,
-        [location.cleanup],
-    )
 
 
 # --- tapevault nodes -----------------------------------------------------------------------------

@@ -21,7 +21,7 @@ import time
 import urllib.request
 from typing import Any
 
-from bench import data, fleet
+from bench import data, emulators, fleet
 from bench.modes import MiB
 from bench.scenarios import Context, Result, Row, row, scenario, target
 from bench.servers import BenchSetupError
@@ -40,9 +40,9 @@ _BYTES_PER_SECOND = data.BIG_RATE * data.BIG_CHANNELS * 2
 
 
 def object_ranges(ctx: Context) -> Result:
-    starters = [fleet.start_moto]
-    if fleet.azurite_available():
-        starters.append(fleet.start_azurite)
+    starters = [emulators.start_moto]
+    if emulators.azurite_available():
+        starters.append(emulators.start_azurite)
     rows: list[Row] = []
     stores: dict[str, Any] = {}
     for start in starters:
@@ -65,7 +65,7 @@ def object_ranges(ctx: Context) -> Result:
     )
 
 
-def _one_store(ctx: Context, emulator: fleet.Emulator) -> tuple[dict[str, Any], list[Row]]:
+def _one_store(ctx: Context, emulator: emulators.Emulator) -> tuple[dict[str, Any], list[Row]]:
     store_url = emulator.new_store_url()
     deployment = fleet.Deployment(
         ctx.scratch / f"objects-{emulator.kind}",

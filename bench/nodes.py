@@ -25,21 +25,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench import data, fleet
+from bench import data, emulators, fleet, pgdb
 from bench.scenarios import Context, Result, row, scenario, target
 from bench.servers import BenchSetupError, free_port
 
 
 def two_nodes(ctx: Context) -> Result:
-    store = fleet.start_moto(ctx.scratch / "nodes-moto.log")
+    store = emulators.start_moto(ctx.scratch / "nodes-moto.log")
     try:
-        with fleet.pg_database("nodes") as database_url:
+        with pgdb.pg_database("nodes") as database_url:
             return _measure(ctx, store, database_url)
     finally:
         store.stop()
 
 
-def _measure(ctx: Context, store: fleet.Emulator, database_url: str) -> Result:
+def _measure(ctx: Context, store: emulators.Emulator, database_url: str) -> Result:
     one_port, two_port = free_port(), free_port()
     deployment = fleet.Deployment(
         ctx.scratch / "nodes",
@@ -72,7 +72,7 @@ def _measure(ctx: Context, store: fleet.Emulator, database_url: str) -> Result:
                 "node_a": [a.pid],
                 "node_b": [b.pid],
                 "nginx": [front.pid],
-                "postgres": fleet.pg_backends(database_url),
+                "postgres": pgdb.pg_backends(database_url),
                 "store": [store.server.pid],
             }
 

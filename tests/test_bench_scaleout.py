@@ -13,9 +13,10 @@ import uuid
 from pathlib import Path
 
 import pytest
-from bench import fleet
+from bench import pgdb
 from bench.engines import INTEGRATION_METRIC, histogram_buckets, quantile_bound
-from bench.fleet import front_conf, pg_reachable
+from bench.fleet import front_conf
+from bench.pgdb import pg_reachable
 
 from tests.conftest import need
 
@@ -104,26 +105,26 @@ def test_quantile_bound_is_an_upper_bound_of_the_true_quantile(q: float) -> None
 def test_a_database_left_by_a_killed_harness_is_dropped_by_the_next_run() -> None:
     """A harness killed outright (SIGKILL: no ``finally``) leaves its database; the next run on
     the machine drops it, and never one whose harness is still alive (another engineer's)."""
-    need(pg_reachable(), f"PostgreSQL not reachable at {fleet.PG_ADMIN_URL}")
+    need(pg_reachable(), f"PostgreSQL not reachable at {pgdb.PG_ADMIN_URL}")
     gone = subprocess.Popen(["true"])
     gone.wait()
     orphan = f"tapevault_bench_killed_{gone.pid}_{uuid.uuid4().hex[:8]}"
     alive = f"tapevault_bench_running_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    with fleet._admin() as conn:
+    with pgdb._admin() as conn:
         for name in (orphan, alive):
             conn.execute(f'CREATE DATABASE "{name}"')
     try:
-        with fleet.pg_database("next") as url:
+        with pgdb.pg_database("next") as url:
             assert url.rsplit("/", 1)[1].startswith(f"tapevault_bench_next_{os.getpid()}_")
             assert set(databases()) & {orphan, alive} == {alive}
         assert not [name for name in databases() if "_next_" in name]
     finally:
-        with fleet._admin() as conn:
+        with pgdb._admin() as conn:
             for name in (orphan, alive):
                 conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
 
 
 def databases() -> list[str]:
-    with fleet._admin() as conn:
+    with pgdb._admin() as conn:
         rows = conn.execute("SELECT datname FROM pg_database").fetchall()
     return [name for (name,) in rows]

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bench.fleet import pg_reachable
+from bench.pgdb import pg_reachable
 
 from tests.conftest import need
 
