@@ -29,7 +29,7 @@ from bench.wrk import WrkError
 RESULTS = Path(__file__).parent / "results"
 # Scenarios whose figures stay meaningful with several server processes (memory and ingest read
 # one process's /proc entries).
-MULTI_PROCESS = ("recording_urls", "large_ranges", "seeks")
+MULTI_PROCESS = ("recording_urls", "large_ranges", "seeks", "seeks_accel")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench import accel
 from bench import finalization as fin
 from bench.data import Dataset
 from bench.ingest import COMMIT_INTERVAL, LAG_LIMIT, LATE_AFTER, IngestBench, search, stream_limit
@@ -282,6 +283,84 @@ def seeks(ctx: Context) -> Result:
     )
 
 
+def seeks_accel(ctx: Context) -> Result:
+    """64 KiB seeks with nginx sending the bytes (``bench/accel.py``), tapevault alone and
+    nginx alone, in one run."""
+    span, c = ctx.mode.seek_bytes, ctx.mode.seek_connections
+    prefix = ctx.scratch / "nginx-front"
+    port = free_port()
+    front = accel.start_front(ctx.tools["nginx"], prefix, port, _processes(ctx), ctx.audio_root)
+    try:
+        backend = accel.start_accel_tapevault(
+            ctx.env or {}, port, ctx.scratch, prefix / "delivery.log"
+        )
+        try:
+            args = (str(ctx.data.big_size), str(span))
+            url = front.base_url + ctx.data.big_url_path
+            before = accel.delivery_lines(prefix)
+            via = _load(ctx, url, c, script="ranges.lua", script_args=args)
+            sent_by_nginx = accel.delivery_lines(prefix) - before
+            # What sendfile buys where bytes, not responses, dominate: the large ranges.
+            big, big_c = ctx.mode.range_bytes, ctx.mode.range_connections
+            big_args = (str(ctx.data.big_size), str(big))
+            via_large = _load(ctx, url, big_c, script="ranges.lua", script_args=big_args)
+        finally:
+            backend.stop()
+    finally:
+        front.stop()
+    sub, ref = _ranges(ctx, span, c)
+    large, large_ref = _ranges(ctx, big, big_c)
+    if sent_by_nginx < via.requests:
+        raise BenchSetupError(
+            f"nginx logged {sent_by_nginx} deliveries for {via.requests} requests: "
+            "tapevault did not hand them off"
+        )
+    return scenario(
+        f"Seeks behind nginx with X-Accel-Redirect ({_size(span)} ranges, c{c})",
+        _nginx_title(ctx),
+        {
+            **_range_settings(ctx, span, c, sub, ref),
+            "tapevault_behind_nginx_accel": _wrk_figures(via),
+            "delivery_lines": sent_by_nginx,
+            "large_range_bytes": big,
+            "large_range_connections": big_c,
+            "large_behind_nginx_accel": _wrk_figures(via_large),
+            "large_tapevault": _wrk_figures(large),
+            "large_reference": _wrk_figures(large_ref),
+        },
+        [
+            row(
+                "req/s, behind nginx with X-Accel-Redirect",
+                "req/s",
+                via.req_per_s,
+                ref.req_per_s,
+                target("ratio", ">=", 0.8),
+            ),
+            row("p99, behind nginx with X-Accel-Redirect", "ms", via.p99_ms, ref.p99_ms),
+            row(
+                "req/s, tapevault alone",
+                "req/s",
+                sub.req_per_s,
+                ref.req_per_s,
+                target("ratio", ">=", 0.5),
+            ),
+            row("p99, tapevault alone", "ms", sub.p99_ms, ref.p99_ms),
+            row(
+                f"{_size(big)} ranges (c{big_c}), behind nginx with X-Accel-Redirect",
+                "GB/s",
+                via_large.gb_per_s,
+                large_ref.gb_per_s,
+            ),
+            row(
+                f"{_size(big)} ranges (c{big_c}), tapevault alone",
+                "GB/s",
+                large.gb_per_s,
+                large_ref.gb_per_s,
+            ),
+        ],
+    )
+
+
 # --- 4. time to first byte ---------------------------------------------------------------------
 
 
@@ -529,8 +608,21 @@ SCENARIOS: dict[str, Callable[[Context], Result]] = {
     "recording_urls": recording_urls,
     "large_ranges": large_ranges,
     "seeks": seeks,
+    "seeks_accel": seeks_accel,
     "ttfb": ttfb,
     "memory": memory,
     "ingest": ingest,
     "finalization": finalization,
 }
+
+
+# Scenarios kept in their own modules (issues 11 and 14: object stores, several nodes, the
+# database engines). They import the helpers above, hence the import at the end; each is looked
+# up when it runs, so that importing one of those modules first (a test does) also works.
+from bench import engines, gateway, nodes  # noqa: E402
+
+SCENARIOS.update(
+    object_ranges=lambda ctx: gateway.object_ranges(ctx),
+    two_nodes=lambda ctx: nodes.two_nodes(ctx),
+    engines=lambda ctx: engines.engines(ctx),
+)

@@ -151,7 +151,8 @@ def start_floor(port: int, log: Path, processes: int = 1) -> Server:
     )
 
 
-def nginx_conf(prefix: Path, root: Path, port: int, workers: int = 1) -> str:
+def nginx_preamble(prefix: Path, workers: int) -> str:
+    """An nginx.conf's main part: workers, pid and error log in ``prefix``, events."""
     # Workers run as the current user when the master is root (the stored audio is mode 0600).
     user = ""
     if os.geteuid() == 0:
@@ -160,7 +161,11 @@ def nginx_conf(prefix: Path, root: Path, port: int, workers: int = 1) -> str:
 pid {prefix}/nginx.pid;
 error_log {prefix}/error.log warn;
 events {{ worker_connections 1024; }}
-http {{
+"""
+
+
+def nginx_conf(prefix: Path, root: Path, port: int, workers: int = 1) -> str:
+    return f"""{nginx_preamble(prefix, workers)}http {{
     access_log off;
     sendfile on;
     tcp_nopush off;

@@ -6,7 +6,8 @@ HTTP Upgrade itself on a plain uvloop ``asyncio.Protocol`` and then only writes 
 audio frame is one pre-built, pre-masked RFC 6455 client frame. RFC 6455 wants a fresh random
 mask per frame; reusing one masked frame for every message is a benchmark shortcut (the server
 unmasks every frame either way, so its cost is unchanged). It parses only what the server sends
-back: ``{"type":"ack","bytes":N}`` text frames, pings (answered with a pong) and the close frame.
+back: ``{"type":"ack","bytes":N,...}`` text frames, pings (answered with a pong) and the close
+frame.
 
 The end: after ``seconds`` every stream is sent ``{"type":"end"}`` at once. Acks that arrive
 from then on are timed separately (``end_latency``) and never count as late: hundreds of streams
@@ -257,7 +258,9 @@ class Stream(asyncio.Protocol):
 
     def _text(self, payload: bytes) -> None:
         if payload.startswith(_ACK_PREFIX) and payload.endswith(b"}"):
-            n = int(payload[len(_ACK_PREFIX) : -1])
+            # {"type":"ack","bytes":N} from the floor, {"type":"ack","bytes":N,"stored":M} from
+            # tapevault: the node-durable count is what is measured.
+            n = int(payload[len(_ACK_PREFIX) : -1].split(b",", 1)[0])
         else:
             try:
                 body = json.loads(payload)

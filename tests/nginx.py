@@ -38,6 +38,8 @@ SHIPPED_UPSTREAM = "server 127.0.0.1:8080;"
 SHIPPED_LISTEN = "listen 443 ssl;"
 SHIPPED_CERTIFICATE = "/etc/ssl/tapevault/fullchain.pem"
 SHIPPED_KEY = "/etc/ssl/tapevault/privkey.pem"
+SHIPPED_FILES = "alias /var/lib/tapevault/audio/;"
+SHIPPED_DELIVERY_LOG = "/var/log/nginx/tapevault-delivery.log tapevault_delivery;"
 UNDERSCORES = "underscores_in_headers on;"
 
 
@@ -77,15 +79,29 @@ def make_certificate(directory: Path) -> tuple[Path, Path]:
 
 
 def render(
-    site: str, *, upstream_port: int, port: int, cert: Path, key: Path, underscores: bool = True
+    site: str,
+    *,
+    upstream_port: int,
+    port: int,
+    cert: Path,
+    key: Path,
+    underscores: bool = True,
+    files: Path | None = None,
+    delivery_log: Path | None = None,
 ) -> str:
     """The shipped site with only the upstream, the listen port and the certificate changed
-    (and, to show what it is for, ``underscores_in_headers`` dropped when asked)."""
+    (and, to show what it is for, ``underscores_in_headers`` dropped when asked); with
+    ``files`` and ``delivery_log``, the X-Accel-Redirect location's store directory and log."""
     replacements = [
         (SHIPPED_UPSTREAM, f"server 127.0.0.1:{upstream_port};"),
         (SHIPPED_LISTEN, f"listen 127.0.0.1:{port} ssl;"),
         (SHIPPED_CERTIFICATE, str(cert)),
         (SHIPPED_KEY, str(key)),
+        (SHIPPED_FILES, f"alias {files or '/nonexistent'}/;"),
+        (
+            SHIPPED_DELIVERY_LOG,
+            f"{delivery_log or '/dev/null'} tapevault_delivery;",
+        ),
     ]
     if not underscores:
         replacements.append((UNDERSCORES, "# underscores_in_headers left at its default (off)"))

@@ -244,6 +244,8 @@ class Outage:
         self._open: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._listener: socket.socket | None = None
+        self._heads = threading.Event()  # set: HEAD requests pass; clear: they wait
+        self._heads.set()
         self.up()
 
     @property
@@ -288,9 +290,20 @@ class Outage:
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
 
+    def hold_heads(self) -> None:
+        """From now on every ``HEAD`` request (a ``stat``) waits at the relay until
+        ``release_heads``: a store that stalls its callers, such as finalization, whose first
+        call is a ``stat``, while puts (uploads) still pass."""
+        self._heads.clear()
+
+    def release_heads(self) -> None:
+        self._heads.set()
+
     def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
         try:
             while data := source.recv(65536):
+                if data.startswith(b"HEAD "):  # a request's first line: on loopback, one recv
+                    self._heads.wait()
                 sink.sendall(data)
         except OSError:
             pass

@@ -31,15 +31,20 @@ from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
+import pytest
 import requests
 from sqlalchemy import create_engine, text
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
+from tapevault import cli
 from tapevault.audio_gen import tone_wav_bytes
+from tapevault.config import Settings
+from tapevault.core.audit import AuditRecord
+from tapevault.core.model import Recording, SessionKind
 from tapevault.core.ports import ListedObject, ListKeys, ObjectInfo
 from tapevault.core.sources import INCOMING_PREFIX
-from tapevault.core.wav import PcmFormat, canonical_header, parse_wav
+from tapevault.core.wav import CANONICAL_HEADER_SIZE, PcmFormat, canonical_header, parse_wav
 from tapevault.errors import StorageError, Unavailable
 from tapevault.runtime import Runtime
 from tests.conftest import need
@@ -143,14 +148,11 @@ def wait_available(
     return wait_for(finished, timeout, f"the recordings of {session_id} to be finalized", 0.2)
 
 
-CANONICAL_HEADER_BYTES = 44  # RIFF, fmt (16 bytes of PCM format) and data chunk headers
-
-
 def stored_pcm(server: Server, recording: dict[str, object], session_id: str) -> bytes:
     """The PCM samples of a recording's stored WAV file, read from the server's data directory."""
     path = next((server.data_dir / "audio").rglob(f"{recording['recording_id']}.wav"))
-    if path.stat().st_size == CANONICAL_HEADER_BYTES:
-        return b""  # a header alone: a stream none of whose audio was acknowledged
+    if path.stat().st_size <= CANONICAL_HEADER_SIZE:
+        return b""  # a stream closed before its first acknowledged byte: a header and no samples
     with path.open("rb") as f:
         info = parse_wav(f, path.stat().st_size)
         f.seek(info.data_offset)
@@ -170,6 +172,25 @@ def plays(url: str) -> None:
     assert done.returncode == 0 and not done.stderr.strip(), done.stderr
 
 
+# --- live streams ---------------------------------------------------------------------------------
+
+
+def live_recording(runtime: Runtime, writer_id: str) -> Recording:
+    """A new tenant's session with a live stream open (RECEIVING), written by ``writer_id``."""
+    vault = runtime.vault
+    partner = vault.tenants.create("clinic", 86400).tenant
+    session = vault.sessions.create_session(partner, SessionKind.AMBIENT)
+    return vault.ingest.open_stream(
+        partner,
+        session.session_id,
+        "stream/pcm_s16le",
+        writer_id,
+        sample_rate=16000,
+        channels=1,
+        bits_per_sample=16,
+    )
+
+
 # --- live-stream clients -------------------------------------------------------------------------
 
 
@@ -179,11 +200,13 @@ def ws_url(server: Server, session_id: str, query: str = "") -> str:
 
 
 class Sender:
-    """Streams frames and tracks the highest acknowledged byte count."""
+    """Streams frames and tracks the highest acknowledged byte counts: on the node's disk
+    (``acked``) and in the object store (``stored``)."""
 
     def __init__(self, ws: ClientConnection) -> None:
         self.ws = ws
         self.acked = 0
+        self.stored = 0
         self.reader = asyncio.ensure_future(self._read())
 
     async def _read(self) -> None:
@@ -192,7 +215,8 @@ class Sender:
                 body = json.loads(message)
                 if body.get("type") == "ack":
                     assert body["bytes"] >= self.acked, "acks never go backwards"
-                    self.acked = body["bytes"]
+                    assert self.stored <= body["stored"] <= body["bytes"], body
+                    self.acked, self.stored = body["bytes"], body["stored"]
         except ConnectionClosed:
             pass
 
@@ -201,6 +225,35 @@ class Sender:
         await self.ws.send('{"type":"end"}')
         await asyncio.wait_for(self.reader, 30)
         assert self.ws.close_code == 1000, self.ws.close_reason
+
+
+class PacedSender(Sender):
+    """Streams a payload in 20 ms frames a little ahead of real time, and keeps how much it
+    sent, to compare with what was acknowledged and stored."""
+
+    FRAME = 640  # 20 ms of 16 kHz mono PCM16
+
+    def __init__(self, ws: ClientConnection) -> None:
+        super().__init__(ws)
+        self.sent = 0
+
+    async def send(self, payload: bytes) -> None:
+        """Send ``payload`` in frames; stop if the server closed."""
+        for i in range(0, len(payload), self.FRAME):
+            if self.reader.done():
+                return
+            try:
+                await self.ws.send(payload[i : i + self.FRAME])
+            except ConnectionClosed:
+                return
+            self.sent += self.FRAME
+            await asyncio.sleep(0.002)
+
+    async def acked_all(self, within: float = 10) -> None:
+        deadline = time.monotonic() + within
+        while self.acked < self.sent and not self.reader.done():
+            assert time.monotonic() < deadline, f"only {self.acked} of {self.sent} bytes acked"
+            await asyncio.sleep(0.01)
 
 
 def client_frame(
@@ -386,3 +439,29 @@ class BucketStore:
         """Make an object look ``seconds`` older (for the orphan sweep's grace period)."""
         data, mtime = self.objects[key]
         self.objects[key] = (data, mtime - seconds)
+
+
+def integrated_records(rt: Runtime) -> list[AuditRecord]:
+    """``rt``'s access log once every record durable now is integrated (sequenced and chained;
+    requests wait only for durability, the integrator follows within its interval)."""
+    if rt.audit is not None:
+        assert rt.audit.integrator.settle(10), "the access log was not integrated in time"
+    return list(rt.audit_store.records())
+
+
+def audit_verify(
+    settings: Settings, capsys: pytest.CaptureFixture[str], *extra: str
+) -> tuple[int, str]:
+    """`tapevault audit verify` on ``settings``' data: (exit status, what it printed)."""
+    code = cli.main(
+        [
+            "audit",
+            "verify",
+            "--data-dir",
+            str(settings.data_dir),
+            "--database-url",
+            settings.database_url,
+            *extra,
+        ]
+    )
+    return code, capsys.readouterr().out

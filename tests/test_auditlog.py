@@ -20,6 +20,7 @@ from tapevault.core.clock import FixedClock
 from tapevault.errors import Unavailable
 from tapevault.runtime import Runtime
 from tests.dialects import Customer, asgi_client, customer, local, upload_channel
+from tests.support import integrated_records
 
 CALL = "CA" + "e" * 32
 ANSWER_WITHIN = 15.0  # seconds: far above any answer; only a hang gets near it
@@ -276,4 +277,4 @@ def test_a_writer_thread_that_died_is_started_again(
         pool.submit(audit.commit, event).result(ANSWER_WITHIN)
     finally:
         pool.shutdown(wait=False)
-    assert [r.entry.action for r in audited.audit_store.records()].count("audit.read") == 2
+    assert [r.entry.action for r in integrated_records(audited)].count("audit.read") == 2

@@ -20,6 +20,7 @@ from tapevault.core.clock import FixedClock
 from tapevault.http.native import instant
 from tapevault.runtime import Runtime, open_runtime
 from tests.dialects import Customer, asgi_client, customer, local, upload_channel
+from tests.support import integrated_records
 
 CALL = "CA" + "d" * 32
 RETENTION = 5  # seconds
@@ -372,7 +373,7 @@ def test_records_bounded_and_never_hold_secrets(audited: Runtime) -> None:
         error="e" * 5000,
     )
     audited.context.access_log.commit(event)
-    (record,) = [r for r in audited.audit_store.records() if r.entry.action == "auth.failure"]
+    (record,) = [r for r in integrated_records(audited) if r.entry.action == "auth.failure"]
     assert len(record.entry.provider_id or "") == 200 and "\x00" not in (
         record.entry.user_agent or ""
     )
@@ -397,7 +398,7 @@ async def test_issuance_after_the_answer_when_configured(
             assert urls.status_code == 200
             assert rt.audit is not None
             rt.audit.flush()
-            actions = [r.entry.action for r in rt.audit_store.records()]
+            actions = [r.entry.action for r in integrated_records(rt)]
             assert "recording.urls_issue" in actions
 
             def broken(*args: object, **kwargs: object) -> None:

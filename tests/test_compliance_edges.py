@@ -15,6 +15,7 @@ from tapevault.cli_compliance import cli_actor
 from tapevault.core.clock import FixedClock
 from tapevault.runtime import Runtime
 from tests.dialects import Customer, asgi_client, customer, local, upload_channel
+from tests.support import integrated_records
 
 CALL = "CA" + "e" * 32
 
@@ -300,7 +301,7 @@ async def test_absurd_retention_is_refused_before_anything_changes(
     assert audited.audit is not None
     audited.audit.flush()
     statuses = [
-        r.entry.status for r in audited.audit_store.records() if r.entry.action == "retention.set"
+        r.entry.status for r in integrated_records(audited) if r.entry.action == "retention.set"
     ]
     assert statuses == [400, 400, 400]
 

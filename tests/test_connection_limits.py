@@ -177,6 +177,27 @@ def test_a_kept_alive_connection_serves_several_requests(server: Server) -> None
             assert response.startswith(b"HTTP/1.1 200 "), response
 
 
+def test_pipelined_answers_keep_their_order_and_heads(server: Server) -> None:
+    """Heads held back to leave with their bodies (httpserver._HeadWithBody) never overtake or
+    lose anything: four pipelined requests, HEADs (no body) between GETs, the last one closing
+    the connection, answered in order, each head whole, and the connection then closed."""
+    heads_only = b"HEAD /openapi.json HTTP/1.1\r\nHost: x\r\n\r\n"
+    health = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    closing = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    with connect(server) as sock:
+        sock.sendall(heads_only + health + heads_only + closing)
+        data = read_response(sock)
+    answers = data.split(b"HTTP/1.1 ")[1:]
+    assert len(answers) == 4, data
+    for i, answer in enumerate(answers):
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"200 "), answer
+        if i % 2 == 0:
+            assert body == b"" and b"content-length:" in head.lower(), answer
+        else:
+            assert body == b'{"status":"ok"}', answer
+
+
 def test_memory_stays_bounded_under_many_unfinished_huge_headers(server: Server) -> None:
     """40 connections each sending 8 MiB of a header that never ends cost far less than 320 MB."""
     before = rss_bytes(server_pid(server))

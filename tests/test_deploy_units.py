@@ -190,7 +190,11 @@ def test_server_runs_with_memory_deny_write_execute(tmp_path: Path) -> None:
             ws.send(bytes(640 * 25))
             ws.send('{"type":"end"}')
             acks = [json.loads(m) for m in ws]  # until the server closes
-        assert ws.close_code == 1000 and acks[-1] == {"type": "ack", "bytes": 640 * 25}
+        assert ws.close_code == 1000 and acks[-1] == {
+            "type": "ack",
+            "bytes": 640 * 25,
+            "stored": 640 * 25,  # the close put it all in the store
+        }
         # A two-channel call at two rates: resampled (libswresample) and mixed (numpy).
         call = "CA" + "d" * 32
         for channel, rate in (("inbound", 8000), ("outbound", 16000)):

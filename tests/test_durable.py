@@ -30,7 +30,7 @@ async def test_acks_follow_syncs_and_batch_streams(
     acks: dict[int, list[int]] = {0: [], 1: []}
 
     def recorder(index: int):  # type: ignore[no-untyped-def]
-        async def ack(upto: int) -> None:
+        async def ack(upto: int, stored: int = 0) -> None:
             # The sync that preceded this ack saw at least `upto` bytes on disk.
             assert synced_sizes and synced_sizes[-1][index] >= upto
             acks[index].append(upto)
@@ -63,7 +63,7 @@ async def test_failed_sync_is_never_acknowledged(
     committer = GroupCommitter(tmp_path, interval=0.01)
     acked: list[int] = []
 
-    async def ack(upto: int) -> None:
+    async def ack(upto: int, stored: int = 0) -> None:
         acked.append(upto)
 
     stream = committer.open(tmp_path / "s.raw", ack)
@@ -84,12 +84,12 @@ async def test_a_client_that_does_not_read_holds_up_no_one(tmp_path: Path) -> No
     committer = GroupCommitter(tmp_path, interval=0.01)
     stuck = asyncio.Event()
 
-    async def never(upto: int) -> None:
+    async def never(upto: int, stored: int = 0) -> None:
         await stuck.wait()
 
     acked: list[int] = []
 
-    async def ack(upto: int) -> None:
+    async def ack(upto: int, stored: int = 0) -> None:
         acked.append(upto)
 
     slow = committer.open(tmp_path / "slow.raw", never)
@@ -174,7 +174,7 @@ async def test_a_stream_closed_during_its_batch_keeps_its_fd_until_the_batch_end
     await committer.finish(stream)
 
 
-async def _ignore(upto: int) -> None:
+async def _ignore(upto: int, stored: int = 0) -> None:
     pass
 
 
@@ -238,7 +238,7 @@ async def test_acks_wait_while_ownership_cannot_be_checked(tmp_path: Path) -> No
     committer = GroupCommitter(tmp_path, interval=0.01, held=check)
     acked: list[int] = []
 
-    async def ack(upto: int) -> None:
+    async def ack(upto: int, stored: int = 0) -> None:
         acked.append(upto)
 
     stream = committer.open(tmp_path / "s.raw", ack, key="rec")
@@ -265,7 +265,7 @@ async def test_finish_gives_up_when_ownership_stays_unknown(
 
     acked: list[int] = []
 
-    async def ack(upto: int) -> None:
+    async def ack(upto: int, stored: int = 0) -> None:
         acked.append(upto)
 
     committer = GroupCommitter(tmp_path, interval=0.01, held=check)

@@ -25,7 +25,10 @@ import pytest
 from starlette.routing import Route, Router
 
 from tapevault.audio_gen import tone_wav_bytes
-from tapevault.core.clock import FixedClock
+from tapevault.core.audit import AuditEntry
+from tapevault.core.checkpoints import load_or_create_signer
+from tapevault.core.clock import FixedClock, SystemClock
+from tapevault.core.integrator import Integrator
 from tapevault.http.endpoint import Endpoint
 from tapevault.runtime import Runtime
 from tests.dialects import Customer, customer, local, upload_channel
@@ -94,7 +97,21 @@ async def resources(client: httpx.AsyncClient, runtime: Runtime, who: Customer) 
         "upload_id": upload.headers["location"].rsplit("/", 1)[1],
         "presigned_url": urls.json()["recordings"][0]["presigned_url"],
         "recording_id": urls.json()["recordings"][0]["recording_id"],
+        "seq": signed_record(runtime, who.tenant.partner_id),
     }
+
+
+def signed_record(runtime: Runtime, partner_id: str) -> str:
+    """A record of the tenant in the durable log (this runtime records into memory), integrated
+    and covered by a signed checkpoint: what the proof routes read. Its seq."""
+    store = runtime.audit_store
+    store.write([AuditEntry(at_ms=1, action="audit.read", status=200, tenant_id=partner_id)])
+    signer = load_or_create_signer(runtime.settings.audit_key_path)
+    integrator = Integrator(store, SystemClock(), signer)
+    assert integrator.settle(10)
+    assert integrator.checkpoint() is not None
+    store.release_role()
+    return str(store.state().head_seq)
 
 
 def _b64(text: str) -> str:
@@ -118,6 +135,8 @@ def unknown(name: str, own: str) -> str:
         return f"st-{uuid.uuid4()}"
     if name == "call_sid":
         return "CA" + uuid.uuid4().hex
+    if name == "seq":
+        return str(10**12 + uuid.uuid4().int % 10**9)
     return uuid.uuid4().hex[: len(own)] if len(own) <= 32 else str(uuid.uuid4())
 
 
@@ -233,6 +252,10 @@ OWNER: dict[tuple[str, str], Success] = {
     ),
     ("HEAD", "/api/public/bot/{bot_id}/v2/recordings"): Success(200, query=(("sessionId", CALL),)),
     ("GET", "/api/v1/audit"): Success(200),
+    ("GET", "/api/v1/audit/{seq}/proof"): Success(200),
+    ("HEAD", "/api/v1/audit/{seq}/proof"): Success(200),
+    ("GET", "/api/v1/audit/consistency"): Success(200, query=(("from", "1"),)),
+    ("HEAD", "/api/v1/audit/consistency"): Success(200, query=(("from", "1"),)),
     ("HEAD", "/api/v1/audit"): Success(200),
     ("GET", "/api/v1/recordings/{recording_id}/access"): Success(200),
     ("HEAD", "/api/v1/recordings/{recording_id}/access"): Success(200),

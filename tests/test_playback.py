@@ -131,6 +131,7 @@ async def test_a_playback_sealed_after_a_crash_counts_what_was_sent_up_to_its_la
     audit.close()
     after = AuditLog(store, clock, None)
     assert after.recover_pending(lambda owner: True, stale_ms=10**9) == 1
+    assert after.integrator.settle(10)  # sealed (durable), then integrated
     (record,) = store.query(Query(tenant_id="p", action=Action.MEDIA_PLAYBACK.value))
     entry = record.entry
     assert entry.bytes_sent == 100 + 3 * (1 << 20)

@@ -10,6 +10,7 @@ from tapevault.core.clock import FixedClock
 from tapevault.core.refusals import Refusals
 from tapevault.runtime import Runtime
 from tests.dialects import customer
+from tests.support import integrated_records
 
 ATTACKER = "203.0.113.9"
 NEIGHBOUR = "198.51.100.4"
@@ -89,7 +90,7 @@ async def test_ten_thousand_bad_tokens_from_one_source_are_two_records(
     clock.advance(61)  # the window ends
     audited.audit.flush()
     audited.audit.flush()  # the first flush's cycle folded: its records are written by now
-    records = [r.entry for r in audited.audit_store.records() if r.entry.action == "auth.failure"]
+    records = [r.entry for r in integrated_records(audited) if r.entry.action == "auth.failure"]
     mine = [r for r in records if r.client_ip == ATTACKER]
     assert len(mine) == 2 and sum(count(r) for r in mine) == 10_000
     assert sum(count(r) for r in records if r.client_ip == NEIGHBOUR) == 3

@@ -14,28 +14,14 @@ import pytest
 from sqlalchemy import event, update
 
 from tapevault.core.clock import FixedClock
-from tapevault.core.model import Recording, RecordingStatus, SessionKind
+from tapevault.core.model import Recording, RecordingStatus
 from tapevault.db.schema import recordings
 from tapevault.http.stream import StreamHub
 from tapevault.ingest.durable import AckSink
 from tapevault.ingest.recovery import recover_streams
 from tapevault.runtime import Runtime, build_vault
 from tests.conftest import START
-
-
-def live_recording(runtime: Runtime, writer_id: str) -> Recording:
-    vault = runtime.vault
-    partner = vault.tenants.create("clinic", 86400).tenant
-    session = vault.sessions.create_session(partner, SessionKind.AMBIENT)
-    return vault.ingest.open_stream(
-        partner,
-        session.session_id,
-        "stream/pcm_s16le",
-        writer_id,
-        sample_rate=16000,
-        channels=1,
-        bits_per_sample=16,
-    )
+from tests.support import live_recording
 
 
 def status(runtime: Runtime, recording: Recording) -> RecordingStatus:

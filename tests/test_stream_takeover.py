@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from tapevault.config import Settings
@@ -34,31 +34,9 @@ pytestmark = pytest.mark.server
 FRAME = 640  # 20 ms of 16 kHz mono PCM16
 
 
-class Sender(support.Sender):
+class Sender(support.PacedSender):
     """Streams frames to one server and keeps the highest acknowledged byte count (and what
     it sent, to compare)."""
-
-    def __init__(self, ws: ClientConnection) -> None:
-        super().__init__(ws)
-        self.sent = 0
-
-    async def send(self, payload: bytes) -> None:
-        """Send ``payload`` in frames, a little ahead of real time; stop if the server closed."""
-        for i in range(0, len(payload), FRAME):
-            if self.reader.done():
-                return
-            try:
-                await self.ws.send(payload[i : i + FRAME])
-            except ConnectionClosed:
-                return
-            self.sent += FRAME
-            await asyncio.sleep(0.002)
-
-    async def acked_all(self, within: float = 10) -> None:
-        deadline = time.monotonic() + within
-        while self.acked < self.sent and not self.reader.done():
-            assert time.monotonic() < deadline, f"only {self.acked} of {self.sent} bytes acked"
-            await asyncio.sleep(0.01)
 
     async def finish(self) -> tuple[int | None, str | None]:
         """Ask the server to end (if it has not closed already); its close code and reason."""

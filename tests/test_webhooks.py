@@ -660,3 +660,67 @@ def test_the_cli_manages_endpoints_as_the_api_does(
     assert status == 1 and "not found" in err
     status, _, err = run("add", *tenant, "ftp://example.org/x")
     assert status == 1 and "http or https" in err
+
+
+async def test_settled_history_is_pruned_and_sequences_go_on(
+    client: httpx.AsyncClient, runtime: Runtime, who: Customer, receiver: Receiver
+) -> None:
+    """Housekeeping's prune drops settled deliveries and the events nothing needs any more; a
+    pending delivery, its event and the newest event of each subject stay, so the next event
+    of a subject is numbered after the last one sent."""
+    path, made = await register(client, who, receiver)
+    first, _ = await recorded_session(client, runtime, who)
+    await recorded_session(client, runtime, who)
+    assert dispatcher(runtime).run_until_idle() == 4
+    hold = {**who.bearer, "content-type": "application/json"}
+    held = await client.put(
+        f"/api/v1/sessions/{first}/hold", headers=hold, content=b'{"reason": "audit"}'
+    )
+    assert held.status_code == 200, held.text
+    store = dispatcher(runtime).store
+    with runtime.engine.connect() as conn:
+        newest = conn.execute(select(func.max(webhook_events.c.created_ms))).scalar_one()
+    before = max(store.database_now_ms(), newest) + 1
+
+    assert store.prune(before, batch=1) == (4, 1)  # the first session's completion event goes
+    assert store.prune(before) == (0, 0)
+    base = f"/api/v1/webhooks/{made['id']}/deliveries"
+    left = (await client.get(base, headers=who.bearer)).json()["deliveries"]
+    assert [d["status"] for d in left] == ["pending"]
+
+    dispatcher(runtime).run_until_idle()
+    cleared = await client.delete(f"/api/v1/sessions/{first}/hold", headers=who.bearer)
+    assert cleared.is_success
+    dispatcher(runtime).run_until_idle()
+    sent = [p for p in verified(receiver, path) if p["data"]["session_id"] == first]
+    assert [(p["type"], p["data"]["sequence"]) for p in sent][-2:] == [
+        ("legal_hold.set", 2),
+        ("legal_hold.cleared", 3),
+    ]
+
+
+async def test_housekeeping_prunes_what_settled_more_than_90_days_ago(
+    client: httpx.AsyncClient,
+    runtime: Runtime,
+    who: Customer,
+    receiver: Receiver,
+    clock: FixedClock,
+) -> None:
+    """The worker's housekeeping calls the prune with its window: nothing at 89 days, the
+    settled deliveries at 91 (the purge's own recording.expired delivery, pending, stays)."""
+    await register(client, who, receiver)
+    await recorded_session(client, runtime, who)
+    assert dispatcher(runtime).run_until_idle() == 2
+    clock.set(dispatcher(runtime).store.database_now_ms() / 1000)  # deliveries use its clock
+    housekeeping = runtime.worker.housekeeping
+    assert housekeeping is not None
+
+    def settled() -> int:
+        with runtime.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(webhook_deliveries)).scalar())
+
+    for days, left in ((89, 3), (2, 1)):
+        clock.advance(days * 86400)
+        housekeeping._next_prune = 0.0  # due now, as it is once a day
+        housekeeping.run_due()
+        assert settled() == left

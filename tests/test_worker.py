@@ -8,12 +8,14 @@ import socket
 from pathlib import Path
 
 import pytest
+from sqlalchemy import update
 
 from tapevault.audio_gen import tone_wav_bytes
 from tapevault.core import lifecycle
 from tapevault.core.clock import FixedClock
 from tapevault.core.model import RecordingStatus, SessionKind, Tenant
 from tapevault.core.sources import upload_key
+from tapevault.db.schema import jobs
 from tapevault.errors import Unavailable
 from tapevault.ingest.finalize import Finalizer, Finished
 from tapevault.ingest.worker import Worker
@@ -45,7 +47,12 @@ def test_exactly_one_worker_leases_a_job(
     first = repo.lease_job("a", now, 60_000)
     assert first is not None and first.attempts == 1
     assert repo.lease_job("b", now, 60_000) is None
-    lapsed = repo.lease_job("b", now + 60_001, 60_000)
+    # A minute passes on the database's clock, the one leases are judged by (a worker's own
+    # clock, however far ahead, takes nothing): the lease is moved back instead of waiting.
+    assert repo.lease_job("b", now + 3_600_000, 60_000) is None
+    with repo.engine.begin() as conn:
+        conn.execute(update(jobs).values(lease_expires_ms=jobs.c.lease_expires_ms - 60_001))
+    lapsed = repo.lease_job("b", now, 60_000)
     assert lapsed is not None and lapsed.job_id == first.job_id and lapsed.attempts == 2
 
 

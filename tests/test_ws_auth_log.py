@@ -13,6 +13,7 @@ from tapevault.http.wsdirect import DirectStream
 from tapevault.http.wsframe import CLOSE, parse_close
 from tapevault.runtime import Runtime
 from tests.dialects import customer
+from tests.support import integrated_records
 
 STREAM = "/api/v1/ambient/session/{}/stream"
 CLIENT = "192.0.2.44"
@@ -56,7 +57,7 @@ async def websocket(
 def auth_failures(runtime: Runtime) -> list[AuditEntry]:
     assert runtime.audit is not None
     runtime.audit.flush()
-    return [r.entry for r in runtime.audit_store.records() if r.entry.action == "auth.failure"]
+    return [r.entry for r in integrated_records(runtime) if r.entry.action == "auth.failure"]
 
 
 async def test_live_stream_bad_token_through_asgi_is_logged(

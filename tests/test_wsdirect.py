@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import os
 import random
 import weakref
@@ -79,7 +80,7 @@ class FakeTransport:
         return frames
 
     def acks(self) -> list[int]:
-        return [int(p.split(b":")[-1][:-1]) for op, p in self.frames() if op == TEXT]
+        return [json.loads(p)["bytes"] for op, p in self.frames() if op == TEXT]
 
     def close_frame(self) -> tuple[int, str] | None:
         closes = [p for op, p in self.frames() if op == CLOSE]

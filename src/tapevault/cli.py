@@ -55,6 +55,7 @@ from tapevault.db.gauges import job_queue
 from tapevault.errors import ConfigError, TapevaultError
 from tapevault.http import requestlog
 from tapevault.http.twilio import SIGNED_URL_PARAMETER
+from tapevault.ingest.liveness import node_name
 from tapevault.listening import PortUnavailable
 from tapevault.observe import listener as metrics_listener
 from tapevault.observe.exposition import METRICS_DIR, DatabaseGauges, prepare_multiprocess_dir
@@ -395,6 +396,32 @@ def cmd_keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_node(args: argparse.Namespace) -> int:
+    """``node show``: this data directory's node name and the jobs waiting for each node;
+    ``node forget NAME``: a node whose disk is gone for good will never run the jobs bound to
+    it (its recovered live streams): let any node run them, with what the store holds."""
+    runtime = _runtime(args)
+    try:
+        if args.node_command == "forget":
+            if args.name == node_name(runtime.settings.data_dir) and not args.yes:
+                raise TapevaultError(
+                    f"{args.name} is this data directory's own node: its spools are here; "
+                    "run this on another node, or add --yes"
+                )
+            freed = runtime.vault.ingest.forget_node(args.name)
+            print(
+                f"{freed} job(s) of node {args.name} may now run on any node; the live "
+                "audio that was only on its disk is lost"
+            )
+            return 0
+        print(f"this node: {node_name(runtime.settings.data_dir)}")
+        for node, waiting in sorted(runtime.vault.ingest.jobs_waiting_for_nodes().items()):
+            print(f"{node}: {waiting} job(s) waiting for it")
+        return 0
+    finally:
+        runtime.close()
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from tapevault.demo import run_demo
 
@@ -557,6 +584,19 @@ def build_parser() -> argparse.ArgumentParser:
     remove = command(keys, "remove", "remove a key; URLs it signed stop verifying", DATA)
     remove.add_argument("key_id", help="the key's id, as `keys list` prints it")
     remove.set_defaults(func=cmd_keys)
+    nodes = group("node", "the nodes sharing this database (README: Several nodes)")
+    command(
+        nodes, "show", "this data directory's node and the jobs waiting for each node", DATA
+    ).set_defaults(func=cmd_node)
+    forget = command(
+        nodes,
+        "forget",
+        "let any node run the jobs bound to a node whose disk is gone for good",
+        DATA,
+    )
+    forget.add_argument("name", help="the node's name, as `node show` prints it")
+    forget.add_argument("--yes", action="store_true", help="even if it is this node")
+    forget.set_defaults(func=cmd_node)
     peaks = group("peaks", "waveform peaks of recordings")
     backfill = command(
         peaks, "backfill", "compute the peaks of available recordings that have none", DATA

@@ -23,6 +23,7 @@ from tapevault.numbers import is_digits
 from tapevault.webhooks.ssrf import AddressPolicy
 
 _SIZE = re.compile(r"^\s*(\d{1,15})\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
+_ZERO = re.compile(r"\s*0+\s*[smhdy]?\s*")
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 
 # name -> (environment variable, description); the CLI builds its flags from this table too.
@@ -93,6 +94,11 @@ SETTINGS_DOC: dict[str, tuple[str, str]] = {
         "TAPEVAULT_AUDIT_CHECKPOINT_SECONDS",
         "sign a checkpoint of the access log this often, when it grew (default: 5s)",
     ),
+    "audit_integrate_ms": (
+        "TAPEVAULT_AUDIT_INTEGRATE_MS",
+        "how often (ms) the integrator sequences, hashes and adds to the Merkle tree the records "
+        "made durable meanwhile, and how often other processes check it is alive (default: 250)",
+    ),
     "audit_checkpoint_log": (
         "TAPEVAULT_AUDIT_CHECKPOINT_LOG",
         "append-only journal of every signed checkpoint, outside the database "
@@ -114,6 +120,22 @@ SETTINGS_DOC: dict[str, tuple[str, str]] = {
         "TAPEVAULT_DIRECT_STREAMS",
         "on: live streams skip ASGI after the WebSocket handshake (faster); off: served "
         "through ASGI like every other route",
+    ),
+    "job_lease": (
+        "TAPEVAULT_JOB_LEASE",
+        "how long a worker holds a job without renewing it (it renews a third of this apart); a "
+        "dead node's jobs are taken over this long after it died, e.g. 60s",
+    ),
+    "stream_upload_interval": (
+        "TAPEVAULT_STREAM_UPLOAD_INTERVAL",
+        "copy each live stream's acknowledged audio to the object store this often, e.g. 10s "
+        "(what the loss of a whole node can lose); 0: only when the stream ends (a store on "
+        "the node's own filesystem is never copied to)",
+    ),
+    "stream_node_wait": (
+        "TAPEVAULT_STREAM_NODE_WAIT",
+        "a live stream taken over by recovery waits this long for the node holding its spool "
+        "(every acknowledged byte) before another node finalizes it from the store's copy",
     ),
     "purge_interval": (
         "TAPEVAULT_PURGE_INTERVAL",
@@ -164,6 +186,17 @@ SETTINGS_DOC: dict[str, tuple[str, str]] = {
     "webhook_timeout": (
         "TAPEVAULT_WEBHOOK_TIMEOUT",
         "a webhook receiver must answer (connect to response headers) within this, e.g. 15s",
+    ),
+    "accel_redirect": (
+        "TAPEVAULT_ACCEL_REDIRECT",
+        "nginx's internal location for the local store, e.g. /_tapevault_files/: media GETs "
+        "are validated and recorded here and their bytes sent by nginx (X-Accel-Redirect); "
+        "default: none, tapevault sends them",
+    ),
+    "accel_log": (
+        "TAPEVAULT_ACCEL_LOG",
+        "nginx's delivery log (what it sent for each X-Accel-Redirect), required with "
+        "TAPEVAULT_ACCEL_REDIRECT, e.g. /var/log/nginx/tapevault-delivery.log",
     ),
 }
 
@@ -218,12 +251,16 @@ class Settings:
     audit_durable_all: bool = True
     audit_key_file: Path | None = None  # None: DATA_DIR/audit-signing.pem
     audit_checkpoint_seconds: int = 5
+    audit_integrate_ms: int = 250
     audit_checkpoint_log: Path | None = None  # None: DATA_DIR/audit-checkpoints.log
     audit_retention_seconds: int = 6 * 365 * 86400
     purge_interval_seconds: int = 60
+    job_lease_seconds: int = 60
     playback_idle_seconds: int = 30
     player_media_seconds: int = 300
     direct_streams: bool = True
+    stream_upload_interval_seconds: int = 10  # 0: only when the stream ends
+    stream_node_wait_seconds: int = 600
     max_header_bytes: int = 64 * 1024
     header_timeout_seconds: int = 30
     body_timeout_seconds: int = 60
@@ -234,6 +271,8 @@ class Settings:
     webhook_allow_private: str = "off"  # "off", "on" or normalised CIDRs (webhooks/ssrf.py)
     webhook_retry_schedule: tuple[int, ...] = RETRY_SCHEDULE_SECONDS
     webhook_timeout_seconds: int = 15
+    accel_redirect: str | None = None  # nginx's internal location (http/xaccel.py)
+    accel_log: Path | None = None  # nginx's delivery log (deliverylog.py)
 
     def __repr__(self) -> str:
         return (
@@ -249,11 +288,15 @@ class Settings:
             f"request_log={self.request_log}, "
             f"audit_durable_all={self.audit_durable_all}, "
             f"audit_checkpoint_seconds={self.audit_checkpoint_seconds}, "
+            f"audit_integrate_ms={self.audit_integrate_ms}, "
             f"audit_retention_seconds={self.audit_retention_seconds}, "
             f"purge_interval_seconds={self.purge_interval_seconds}, "
+            f"job_lease_seconds={self.job_lease_seconds}, "
             f"playback_idle_seconds={self.playback_idle_seconds}, "
             f"player_media_seconds={self.player_media_seconds}, "
             f"direct_streams={self.direct_streams}, "
+            f"stream_upload_interval_seconds={self.stream_upload_interval_seconds}, "
+            f"stream_node_wait_seconds={self.stream_node_wait_seconds}, "
             f"max_header_bytes={self.max_header_bytes}, "
             f"header_timeout_seconds={self.header_timeout_seconds}, "
             f"body_timeout_seconds={self.body_timeout_seconds}, "
@@ -263,7 +306,9 @@ class Settings:
             f"metrics_listen={self.metrics_listen!r}, "
             f"webhook_allow_private={self.webhook_allow_private!r}, "
             f"webhook_retry_schedule={self.webhook_retry_schedule!r}, "
-            f"webhook_timeout_seconds={self.webhook_timeout_seconds})"
+            f"webhook_timeout_seconds={self.webhook_timeout_seconds}, "
+            f"accel_redirect={self.accel_redirect!r}, "
+            f"accel_log={str(self.accel_log) if self.accel_log else None!r})"
         )
 
     @property
@@ -313,7 +358,13 @@ class Settings:
         )
         key_file = pick("audit_key_file")
         checkpoint_log = pick("audit_checkpoint_log")
+        trusted_proxies = _networks("TAPEVAULT_TRUSTED_PROXIES", pick("trusted_proxies") or "")
+        accel_redirect, accel_log = _accel(
+            pick("accel_redirect"), pick("accel_log"), storage_url, trusted_proxies
+        )
         return cls(
+            accel_redirect=accel_redirect,
+            accel_log=accel_log,
             max_header_bytes=parse_size(
                 "TAPEVAULT_MAX_HEADER_BYTES", pick("max_header_bytes") or "64KiB"
             ),
@@ -324,7 +375,7 @@ class Settings:
             keepalive_timeout_seconds=_duration(
                 "TAPEVAULT_KEEPALIVE_TIMEOUT", pick("keepalive_timeout") or "5"
             ),
-            trusted_proxies=_networks("TAPEVAULT_TRUSTED_PROXIES", pick("trusted_proxies") or ""),
+            trusted_proxies=trusted_proxies,
             shutdown_grace_seconds=_duration(
                 "TAPEVAULT_SHUTDOWN_GRACE", pick("shutdown_grace") or "30"
             ),
@@ -333,12 +384,21 @@ class Settings:
             webhook_retry_schedule=_schedule(pick("webhook_retry_schedule")),
             webhook_timeout_seconds=_webhook_timeout(pick("webhook_timeout") or "15"),
             direct_streams=direct_streams,
+            stream_upload_interval_seconds=_duration_or_zero(
+                "TAPEVAULT_STREAM_UPLOAD_INTERVAL", pick("stream_upload_interval") or "10"
+            ),
+            stream_node_wait_seconds=_duration_or_zero(
+                "TAPEVAULT_STREAM_NODE_WAIT", pick("stream_node_wait") or "10m"
+            ),
             audit=audit,
             request_log=request_log,
             audit_durable_all=durable_all,
             audit_key_file=Path(key_file).expanduser().resolve() if key_file else None,
             audit_checkpoint_seconds=_duration(
                 "TAPEVAULT_AUDIT_CHECKPOINT_SECONDS", pick("audit_checkpoint_seconds") or "5"
+            ),
+            audit_integrate_ms=_count(
+                "TAPEVAULT_AUDIT_INTEGRATE_MS", pick("audit_integrate_ms") or "250", 10, 60_000
             ),
             audit_checkpoint_log=Path(checkpoint_log).expanduser().resolve()
             if checkpoint_log
@@ -349,6 +409,7 @@ class Settings:
             purge_interval_seconds=_duration(
                 "TAPEVAULT_PURGE_INTERVAL", pick("purge_interval") or "60"
             ),
+            job_lease_seconds=_job_lease(pick("job_lease") or "60"),
             playback_idle_seconds=_duration(
                 "TAPEVAULT_PLAYBACK_IDLE", pick("playback_idle") or "30"
             ),
@@ -391,11 +452,15 @@ class Settings:
             "request_log": "on" if self.request_log else "off",
             "audit_durable": "all" if self.audit_durable_all else "media",
             "audit_checkpoint_seconds": str(self.audit_checkpoint_seconds),
+            "audit_integrate_ms": str(self.audit_integrate_ms),
             "audit_retention": str(self.audit_retention_seconds),
             "purge_interval": str(self.purge_interval_seconds),
+            "job_lease": str(self.job_lease_seconds),
             "playback_idle": str(self.playback_idle_seconds),
             "player_media": str(self.player_media_seconds),
             "direct_streams": "on" if self.direct_streams else "off",
+            "stream_upload_interval": str(self.stream_upload_interval_seconds),
+            "stream_node_wait": str(self.stream_node_wait_seconds),
             "max_header_bytes": str(self.max_header_bytes),
             "header_timeout": str(self.header_timeout_seconds),
             "body_timeout": str(self.body_timeout_seconds),
@@ -415,6 +480,10 @@ class Settings:
             values["audit_key_file"] = str(self.audit_key_file)
         if self.audit_checkpoint_log is not None:
             values["audit_checkpoint_log"] = str(self.audit_checkpoint_log)
+        if self.accel_redirect is not None:
+            values["accel_redirect"] = self.accel_redirect
+        if self.accel_log is not None:
+            values["accel_log"] = str(self.accel_log)
         return {SETTINGS_DOC[name][0]: value for name, value in values.items()}
 
     @property
@@ -445,6 +514,46 @@ class Settings:
             ) from exc
 
 
+_ACCEL_LOCATION = re.compile(r"/[A-Za-z0-9_-]+(?:/[A-Za-z0-9_-]+)*/")
+
+
+def _accel(
+    location: str | None, path: str | None, storage_url: str, proxies: tuple[str, ...]
+) -> tuple[str | None, Path | None]:
+    """``TAPEVAULT_ACCEL_REDIRECT`` and ``TAPEVAULT_ACCEL_LOG``, checked together: a location
+    (``/name/``) only with the local store, with the log nginx reports deliveries to, and with
+    nginx among the trusted proxies (only requests from one are handed off)."""
+    if location is None:
+        if path is not None:
+            raise ConfigError("TAPEVAULT_ACCEL_LOG", "is only used with TAPEVAULT_ACCEL_REDIRECT")
+        return None, None
+    location = location.strip()
+    if not _ACCEL_LOCATION.fullmatch(location) or len(location) > 200:
+        raise ConfigError(
+            "TAPEVAULT_ACCEL_REDIRECT",
+            f"{location[:100]!r} is not a location path such as /_tapevault_files/ "
+            "(letters, digits, _ and -, starting and ending with /)",
+        )
+    if not storage_url.startswith("file://"):
+        raise ConfigError(
+            "TAPEVAULT_ACCEL_REDIRECT",
+            "nginx can send only files of the local store (TAPEVAULT_STORAGE_URL=file://...); "
+            "object stores are served by tapevault",
+        )
+    if not proxies:
+        raise ConfigError(
+            "TAPEVAULT_ACCEL_REDIRECT",
+            "only requests from nginx are handed to it: set TAPEVAULT_TRUSTED_PROXIES to "
+            "nginx's address",
+        )
+    if path is None or not path.strip():
+        raise ConfigError(
+            "TAPEVAULT_ACCEL_LOG",
+            "TAPEVAULT_ACCEL_REDIRECT needs the delivery log nginx writes (deploy/nginx)",
+        )
+    return location, Path(path.strip()).expanduser().resolve()
+
+
 def _count(setting: str, text: str, low: int, high: int) -> int:
     if not is_digits(text) or not low <= int(text) <= high:
         raise ConfigError(setting, f"{text!r} is not a count from {low} to {high}")
@@ -464,6 +573,21 @@ def _duration(setting: str, text: str) -> int:
         return parse_duration(text)
     except InvalidRequest as exc:
         raise ConfigError(setting, exc.message) from exc
+
+
+def _job_lease(text: str) -> int:
+    """At least a second: a lease renewed a third of it apart must outlast one renewal."""
+    seconds = _duration("TAPEVAULT_JOB_LEASE", text)
+    if seconds < 1:
+        raise ConfigError("TAPEVAULT_JOB_LEASE", "a job lease must be at least 1s")
+    return seconds
+
+
+def _duration_or_zero(setting: str, text: str) -> int:
+    """A duration, or 0 (written ``0``, ``0s``...): "never on a timer" for the setting."""
+    if _ZERO.fullmatch(text):
+        return 0
+    return _duration(setting, text)
 
 
 def _networks(setting: str, text: str) -> tuple[str, ...]:

@@ -24,6 +24,7 @@ from tapevault.core.calls import Calls
 from tapevault.core.checkpoints import load_or_create_signer
 from tapevault.core.clock import Clock, OffsetClock, SystemClock, now_ms
 from tapevault.core.delivery import DirectLinks
+from tapevault.core.handoff import Handoffs
 from tapevault.core.ingest import Ingest
 from tapevault.core.jobs import Jobs
 from tapevault.core.keyring import KeyRing
@@ -40,10 +41,12 @@ from tapevault.core.tenants import Tenants
 from tapevault.core.vault import Vault
 from tapevault.core.webhooks import Webhooks
 from tapevault.db.auditstore import SqlAuditStore
+from tapevault.db.changes import ChangeFeed
 from tapevault.db.engine import current_revision, head_revision, make_engine, migrate
 from tapevault.db.gauges import job_queue
 from tapevault.db.repository import SqlRepository
 from tapevault.db.webhookstore import SqlWebhookStore
+from tapevault.deliverylog import DeliveryLog
 from tapevault.errors import ConfigError, StorageError
 from tapevault.http import requestlog
 from tapevault.http.app import build_app
@@ -52,10 +55,11 @@ from tapevault.http.context import AppContext
 from tapevault.http.forwarded import ProxyHeaders, TrustedProxies
 from tapevault.http.playerlinks import service as player_links
 from tapevault.http.stream import StreamEndpoint, StreamHub
+from tapevault.http.xaccel import Accel
 from tapevault.ingest import formats
 from tapevault.ingest.finalize import TEMPORARY_KINDS, Finalizer
 from tapevault.ingest.housekeeping import Housekeeping
-from tapevault.ingest.liveness import is_gone
+from tapevault.ingest.liveness import is_gone, node_name
 from tapevault.ingest.scratch import (
     Spool,
     sweep_stream_spools,
@@ -65,7 +69,12 @@ from tapevault.ingest.scratch import (
 from tapevault.ingest.tus_store import TusStore
 from tapevault.ingest.worker import Worker, worker_id
 from tapevault.observe.exposition import DatabaseGauges
-from tapevault.observe.metrics import AuditCounter, RetentionCounter, observe_store
+from tapevault.observe.metrics import (
+    AuditCounter,
+    RetentionCounter,
+    media_bytes_sent,
+    observe_store,
+)
 from tapevault.readiness import CHECKS, Readiness, probe_dependencies, stat_probe
 from tapevault.storage import open_store
 from tapevault.storage.local import LocalStore
@@ -96,6 +105,8 @@ class Runtime:
     audit_store: SqlAuditStore
     streams: StreamEndpoint  # live streams: the ASGI route and the fast path share it
     local: NodeLocalDisk  # this node's working files (spools, temporaries)
+    changes: ChangeFeed  # other processes' (nodes') changes, heard within a fraction of a second
+    deliveries: DeliveryLog | None = None  # nginx's delivery log (TAPEVAULT_ACCEL_REDIRECT)
 
     def asgi(self, *, background: bool = False) -> ASGIApp:
         """The application; with ``background`` its lifespan starts and stops the worker
@@ -123,7 +134,10 @@ class Runtime:
         # Everything built so far lives as long as the process: keep the cyclic garbage
         # collector from re-scanning it (its full passes paused the loop ~60 ms under load).
         gc.freeze()
+        self.changes.start()
         self.recover()
+        if self.deliveries is not None:
+            self.deliveries.start()
         if self.settings.workers:
             self.worker.start(self.settings.workers)
 
@@ -137,7 +151,12 @@ class Runtime:
         self.sweep_scratch()
         if self.audit is not None:
             self.audit.check_witness()  # a contradicted head is told now, not at the next sign
-            sealed = self.audit.recover_pending(is_gone, stale_ms=PENDING_STALE_MS)
+            # A predecessor killed between durable and integrated left records waiting: the
+            # integrator (this process, or the one holding the role) takes them now.
+            self.audit.start()
+            sealed = self.audit.recover_pending(
+                partial(is_gone, me=self.context.process_id), stale_ms=PENDING_STALE_MS
+            )
             if sealed:
                 log.warning("sealed %d playback record(s) left open by a dead process", sealed)
 
@@ -148,6 +167,9 @@ class Runtime:
 
     def stop(self) -> None:
         self.worker.stop()
+        self.changes.stop()
+        if self.deliveries is not None:
+            self.deliveries.stop()
         self.close()
 
     @property
@@ -184,7 +206,8 @@ def open_runtime(
         ),
         observe_store,
     )
-    process = worker_id()
+    # This process on its node: the data directory whose disk holds its streams' spools.
+    process = worker_id(this_node(settings))
     local = NodeLocalDisk(settings.data_dir, store, process)
     vault = build_vault(
         repo,
@@ -204,12 +227,14 @@ def open_runtime(
             clock,
             load_or_create_signer(settings.audit_key_path),
             checkpoint_seconds=settings.audit_checkpoint_seconds,
+            integrate_seconds=settings.audit_integrate_ms / 1000,
             witness=CheckpointJournal(settings.audit_checkpoint_log_path),
             after_answer=frozenset()
             if settings.audit_durable_all
             else frozenset({Action.URLS_ISSUE, Action.CALL_URLS, Action.MERGED_URLS}),
         )
         audit.counts = AuditCounter()
+        audit.integrator.counts = audit.counts
         access_log = audit
         playbacks = Playbacks(audit, clock, process, idle_seconds=settings.playback_idle_seconds)
     else:
@@ -220,6 +245,7 @@ def open_runtime(
     webhooks = Webhooks(webhook_store, lambda: now_ms(clock), CheckAddress(receivers))
     renditions = Renditions(vault, repo)
     retention = Retention(vault, repo, access_log, RetentionCounter())
+    accel, deliveries = _accel(settings, store, playbacks, clock)
     context = AppContext(
         settings=settings,
         vault=vault,
@@ -243,6 +269,8 @@ def open_runtime(
             CHECKS,
         ),
         webhooks=webhooks,
+        accel=accel,
+        audit_integrator=None if audit is None else audit.integrator,
     )
     worker = Worker(
         Finalizer(vault, repo, formats.decoder(settings.max_recording_seconds), local),
@@ -254,6 +282,8 @@ def open_runtime(
             purge_seconds=settings.purge_interval_seconds,
             audit_retention_seconds=settings.audit_retention_seconds,
             sweep_scratch=lambda: sweep_scratch(settings, spool, local, vault, repo),
+            prune_webhooks=webhook_store.prune,
+            claim=lambda task, seconds: repo.claim_task(task, process, int(seconds * 1000)),
         ),
         webhooks=Dispatcher(
             webhook_store,
@@ -262,6 +292,8 @@ def open_runtime(
             timeout_seconds=settings.webhook_timeout_seconds,
             schedule=settings.webhook_retry_schedule,
         ),
+        lease_seconds=settings.job_lease_seconds,
+        spool_wait_seconds=settings.stream_node_wait_seconds,
     )
     return Runtime(
         settings=settings,
@@ -273,6 +305,8 @@ def open_runtime(
         audit_store=audit_store,
         streams=StreamEndpoint(context, StreamHub(context)),
         local=local,
+        changes=ChangeFeed(engine, repo.cache_epoch, partial(changed_elsewhere, context)),
+        deliveries=deliveries,
     )
 
 
@@ -308,6 +342,43 @@ def build_vault(
         clock=clock,
         local=local,
     )
+
+
+def this_node(settings: Settings) -> str:
+    """The node of this data directory; a damaged or unwritable ``node-id`` stops the start
+    with one line naming it (not a traceback)."""
+    try:
+        return node_name(settings.data_dir)
+    except (OSError, ValueError) as exc:
+        raise ConfigError("TAPEVAULT_DATA_DIR", f"its node name: {exc}") from exc
+
+
+def changed_elsewhere(context: AppContext) -> None:
+    """What the change feed does when any process changed what may be served: every cache of
+    this process that could still say yes is dropped, and the signing keys re-read."""
+    context.vault.cache.reload()
+    context.vault.keys.reload()
+    context.suki_tokens.forget()
+    context.kore_tokens.forget()
+
+
+def _accel(
+    settings: Settings, store: ObjectStore, playbacks: PlaybackLog, clock: Clock
+) -> tuple[Accel | None, DeliveryLog | None]:
+    """nginx's share of media delivery (``TAPEVAULT_ACCEL_REDIRECT``): the hand-offs and the
+    reader of nginx's reports. The delivery log is read once the server starts
+    (``start_background``); until then, and whenever it cannot be read, nothing is handed off."""
+    if settings.accel_redirect is None or settings.accel_log is None:
+        return None, None
+    backend = unwrapped(store)
+    if not isinstance(backend, LocalStore):
+        raise ConfigError(
+            "TAPEVAULT_ACCEL_REDIRECT", "nginx can send only files of the local store"
+        )
+    handoffs = Handoffs(playbacks, on_sent=media_bytes_sent.inc)
+    deliveries = DeliveryLog(settings.accel_log, handoffs, lambda: now_ms(clock))
+    accel = Accel(settings.accel_redirect, backend.path_for, handoffs, lambda: deliveries.ready)
+    return accel, deliveries
 
 
 def store_probe(store: ObjectStore) -> Callable[[], None]:

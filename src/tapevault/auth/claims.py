@@ -100,6 +100,7 @@ class VerifiedTokens(Generic[T]):
         # token -> (caller, deadline on the monotonic clock, exp or None)
         self._tokens: dict[str, tuple[T, float, float | None]] = {}
         self._lock = threading.Lock()
+        self._generation = 0
 
     def get(self, token: str | None) -> T | None:
         hit = self._tokens.get(token) if token else None
@@ -112,8 +113,23 @@ class VerifiedTokens(Generic[T]):
             return None
         return caller
 
-    def put(self, token: str, caller: T, exp: float | None) -> None:
+    @property
+    def generation(self) -> int:
+        """Moves on at every ``clear``: read it before verifying, hand it to ``put``."""
+        return self._generation
+
+    def clear(self) -> None:
+        """Forget every verified token (a secret or a key changed somewhere)."""
         with self._lock:
+            self._generation += 1
+            self._tokens.clear()
+
+    def put(self, token: str, caller: T, exp: float | None, generation: int | None = None) -> None:
+        """Remember a verified token, unless the cache was cleared since ``generation`` was
+        read: a verification that read the old secret must not outlive the change."""
+        with self._lock:
+            if generation is not None and generation != self._generation:
+                return
             if len(self._tokens) > self._limit:
                 self._tokens.clear()
             self._tokens[token] = (caller, time.monotonic() + self._lifetime, exp)

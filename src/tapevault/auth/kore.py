@@ -46,6 +46,10 @@ class KoreTokenVerifier:
         self._clock = clock
         self._verified: VerifiedTokens[KoreCaller] = VerifiedTokens(clock, CACHE_SECONDS)
 
+    def forget(self) -> None:
+        """Drop the verified tokens: a client secret changed (the change feed calls this)."""
+        self._verified.clear()
+
     def verify(self, token: str | None) -> KoreCaller:
         """A caller for a valid token; a token seen in the last few seconds is answered from
         memory (never past its own ``exp``, never longer than a rotated secret may linger)."""
@@ -54,8 +58,9 @@ class KoreTokenVerifier:
             return hit
         if not token:
             raise AuthError("Missing auth header: send the app's JWT in 'auth'.")
+        generation = self._verified.generation
         caller, exp = self._verify(token)
-        self._verified.put(token, caller, exp)
+        self._verified.put(token, caller, exp, generation)
         return caller
 
     def _verify(self, token: str) -> tuple[KoreCaller, float | None]:

@@ -134,12 +134,20 @@ class SukiTokenVerifier:
         hit = self._cache.get(partner_id)
         if hit is not None and hit[0] > now:
             return hit[1]
+        generation = self._verified.generation
         partner = self._lookup(partner_id)
         with self._lock:
             if len(self._cache) > 10_000:
                 self._cache.clear()
-            self._cache[partner_id] = (now + PARTNER_CACHE_SECONDS, partner)
+            if generation == self._verified.generation:  # not read before a ``forget``
+                self._cache[partner_id] = (now + PARTNER_CACHE_SECONDS, partner)
         return partner
+
+    def forget(self) -> None:
+        """Drop the cached partners and verified tokens: a secret or key changed (the change
+        feed, db/changes.py, calls this on every node)."""
+        self._verified.clear()  # first: it moves the generation the partner cache checks
+        self._cache.clear()
 
     def verify(self, token: str | None, provider_id: str | None = None) -> SukiCaller:
         """Verify a token; a token verified in the last few seconds is answered from memory
@@ -152,8 +160,9 @@ class SukiTokenVerifier:
             return caller
         if not token:
             raise AuthError("Missing sdp_suki_token header.")
+        generation = self._verified.generation
         caller, exp = self._verify(token, provider_id)
-        self._verified.put(token, caller, exp)
+        self._verified.put(token, caller, exp, generation)
         return caller
 
     def _verify(self, token: str, provider_id: str | None) -> tuple[SukiCaller, float | None]:

@@ -16,11 +16,11 @@ for are kept and retried (up to a bound), so a short outage loses none. No waite
 ``wait_seconds``: a writer stuck in the store (a lock never granted) turns into 503s and an
 unhealthy log, not hung requests.
 
-The writer also signs a checkpoint (Ed25519 over the log size and head hash) whenever the head
-moved and ``checkpoint_seconds`` passed, and folds playbacks (see ``core/playback.py``). Each
-checkpoint also goes to a witness outside the database (the checkpoint journal, ``journal.py``)
-and the process log; a head the witness contradicts (a database rolled back or rewritten) is
-never signed: that would vouch for the forgery.
+What the writer commits is *durable*, not yet *integrated*: it has no ``seq`` and no hash. The
+deployment's one integrator (``core/integrator.py``; every process runs one, one holds the role)
+sequences, chains and adds it to the Merkle tree within ``integrate_seconds`` and signs the
+checkpoints; this class starts it and hands it ``flush``/``checkpoint``. The writer also folds
+playbacks (see ``core/playback.py``).
 """
 
 from __future__ import annotations
@@ -41,7 +41,8 @@ from tapevault.core.access import AccessEvent, Action
 from tapevault.core.audit import AuditEntry, AuditRecord
 from tapevault.core.checkpoints import Checkpoint, CheckpointSigner
 from tapevault.core.clock import Clock, now_ms
-from tapevault.core.journal import GENESIS_LINK, CheckpointWitness, contradiction, format_line
+from tapevault.core.integrator import IntegrationStore, Integrator
+from tapevault.core.journal import CheckpointWitness
 from tapevault.core.refusals import Refusals
 from tapevault.errors import Unavailable
 
@@ -90,7 +91,7 @@ class Query:
     history: bool = False
 
 
-class AuditStore(Protocol):
+class AuditStore(IntegrationStore, Protocol):
     def write(
         self,
         entries: Sequence[AuditEntry],
@@ -98,22 +99,20 @@ class AuditStore(Protocol):
         opened: Sequence[Pending] = (),
         updated: Sequence[Pending] = (),
         closed: Sequence[str] = (),
-    ) -> list[AuditRecord]: ...
-
-    def add_checkpoint(self, checkpoint: Checkpoint) -> None: ...
+    ) -> None:
+        """Make ``entries`` durable (not yet integrated) with the playbacks' changes, at once."""
+        ...
 
     def exclusive(self) -> AbstractContextManager[None]:
         """Hold the right to append (across processes) for a whole cycle; re-entrant for
         ``write`` within it."""
         ...
 
-    def last_checkpoint(self) -> Checkpoint | None: ...
-
-    def hash_at(self, seq: int) -> str | None:
-        """The stored hash of record ``seq`` (None: no such record)."""
-        ...
-
     def state(self) -> LogState: ...
+
+    def record(self, seq: int) -> AuditRecord | None: ...
+
+    def last_tree_checkpoint(self) -> Checkpoint | None: ...
 
     def query(self, q: Query) -> list[AuditRecord]: ...
 
@@ -233,14 +232,19 @@ class AuditLog:
         tick_seconds: float = 1.0,
         after_answer: frozenset[Action] = frozenset(),
         witness: CheckpointWitness | None = None,
+        integrate_seconds: float = 0.25,
     ) -> None:
         self.store = store
         self.clock = clock
         self.signer = signer
-        self.witness = witness
-        self._checkpoint_problem: str | None = None
-        self._witness_failing = False
-        self.checkpoint_seconds = checkpoint_seconds
+        self.integrator = Integrator(
+            store,
+            clock,
+            signer,
+            interval=integrate_seconds,
+            checkpoint_seconds=checkpoint_seconds,
+            witness=witness,
+        )
         self.tick_seconds = tick_seconds
         self.wait_seconds = WAIT_SECONDS
         # Actions whose record may be committed just after the answer (group-committed within a
@@ -270,8 +274,6 @@ class AuditLog:
         self._busy_since: float | None = None  # monotonic start of the cycle under way
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
-        self._last_checkpoint = time.monotonic()
-        self._checkpointed_seq = -1
         self._folded_ms = -(2**62)  # the log's clock (ms) when playbacks were last folded
 
     # --- the AccessLog protocol ---------------------------------------------------------------
@@ -394,9 +396,16 @@ class AuditLog:
                         target=self._run, name="tapevault-audit", daemon=True
                     )
                     self._thread.start()
+                    self.integrator.start()
+
+    def start(self) -> None:
+        """Start the integrator now (at a server's start: a predecessor may have left records
+        durable but not integrated), not only with the first record."""
+        self.integrator.start()
 
     def close(self) -> None:
-        """Seal open playbacks, write what is queued, checkpoint, stop the writer."""
+        """Seal open playbacks, write what is queued, stop the writer; then integrate what
+        waits, checkpoint and give up the integrator's role."""
         if self._loop_items:
             self._hand_over()
         if self._thread is not None:
@@ -405,6 +414,7 @@ class AuditLog:
             self._thread = None
         else:
             self._attempt(None, final=True)
+        self.integrator.stop()
 
     def _drain(self, first: _Item | list[_Item] | None = None) -> list[_Item]:
         items: list[_Item] = []
@@ -458,7 +468,6 @@ class AuditLog:
                 self._fold(batch, final)
                 written = self._write(batch)
                 self._resolve(batch.waiters, None)
-                self._maybe_checkpoint(final)
         except Exception as exc:
             if written:  # the records are in: only their waiters may not have heard
                 log.exception("the access log writer failed after a commit")
@@ -603,83 +612,20 @@ class AuditLog:
             except RuntimeError:
                 log.debug("the event loop closed before %d request(s) heard back", len(on_loop))
 
-    def _maybe_checkpoint(self, final: bool) -> None:
-        if self.signer is None or not self._healthy:
-            return
-        if not final and time.monotonic() - self._last_checkpoint < self.checkpoint_seconds:
-            return
-        self.checkpoint()
-
     @property
     def checkpoint_problem(self) -> str | None:
-        """Why checkpoints are not being signed (the database contradicts the journal), or None."""
-        return self._checkpoint_problem
+        """Why checkpoints are not being signed (the database contradicts the journal), or why
+        records are not being integrated (the integrator failing for a while), or None."""
+        return self.integrator.checkpoint_problem or self.integrator.problem
 
     def check_witness(self) -> str | None:
-        """Compare the database's log with the witness's newest checkpoint (at start, and before
-        every signature); remember and log what contradicts it."""
-        if self.signer is None or self.witness is None:
-            return None
-        newest = self.witness.newest({self.signer.key_id: self.signer.public_key})
-        problem = None
-        if newest is not None:
-            state = self.store.state()
-            if newest.size == state.first_seq - 1:
-                at: str | None = state.first_prev_hash
-            else:
-                at = self.store.hash_at(newest.size) if newest.size <= state.head_seq else None
-            problem = contradiction(newest, state.head_seq, state.first_seq, at)
-        if problem is not None and problem != self._checkpoint_problem:
-            log.error(
-                "audit checkpoints stopped, nothing will be signed: %s. If this database was "
-                "restored or replaced on purpose, move the checkpoint journal aside (keep it) "
-                "and restart",
-                problem,
-            )
-        elif problem is None and self._checkpoint_problem is not None:
-            log.warning("the access log agrees with the checkpoint journal again")
-        self._checkpoint_problem = problem
-        return problem
+        return self.integrator.check_witness()
 
     def checkpoint(self) -> Checkpoint | None:
-        """Sign the current head (if it moved since the last checkpoint and the witness does not
-        contradict it)."""
-        if self.signer is None:
-            return None
-        self._last_checkpoint = time.monotonic()
-        try:
-            state = self.store.state()
-            if state.head_seq == 0 or state.head_seq == self._checkpointed_seq:
-                return None
-            if self.check_witness() is not None:
-                return None  # never "repair": a signature now would vouch for the forged head
-            last = self.store.last_checkpoint()
-            if last is not None and last.size >= state.head_seq:
-                self._checkpointed_seq = last.size
-                return None
-            checkpoint = self.signer.sign(state.head_seq, state.head_hash, now_ms(self.clock))
-            self.store.add_checkpoint(checkpoint)
-        except Exception:
-            log.exception("could not write an audit checkpoint; will try again")
-            return None
-        self._checkpointed_seq = cp_size = checkpoint.size
-        line = None
-        if self.witness is not None:
-            try:
-                line = self.witness.append(checkpoint, self.signer)
-            except Exception:
-                if not self._witness_failing:  # once, not every few seconds
-                    log.exception("could not append audit checkpoint %d to the journal", cp_size)
-                self._witness_failing = True
-            else:
-                if self._witness_failing:
-                    log.warning("audit checkpoints reach the journal again")
-                self._witness_failing = False
-        # Also in the process log: a copy outside the database that a log shipper keeps, which
-        # `tapevault audit verify --checkpoints FILE` reads back (unlinked when the journal did
-        # not take it, but signed all the same).
-        log.info("audit checkpoint: %s", line or format_line(checkpoint, GENESIS_LINK, self.signer))
-        return checkpoint
+        """Integrate what is durable now and sign the head (tests, CLI; the integrator does it
+        every ``checkpoint_seconds`` by itself)."""
+        self.integrator.settle(self.wait_seconds)
+        return self.integrator.checkpoint()
 
     def recover_pending(self, is_dead: Callable[[str], bool], stale_ms: int) -> int:
         """Seal the playbacks that processes which died left pending (they count as served up
@@ -702,7 +648,7 @@ class AuditLog:
         return len(orphans)
 
     def flush(self) -> None:
-        """Wait until everything queued so far is written (tests, CLI, shutdown)."""
+        """Wait until everything queued so far is written and integrated (tests, CLI)."""
         if self._loop_items:  # what the loop queued and has not handed over yet (as ``close``)
             self._hand_over()
         waiter: concurrent.futures.Future[None] = concurrent.futures.Future()
@@ -711,3 +657,4 @@ class AuditLog:
             waiter.result(self.wait_seconds)
         except TimeoutError:
             raise Unavailable(UNAVAILABLE) from None
+        self.integrator.settle(self.wait_seconds)

@@ -25,17 +25,24 @@ from tapevault.fsutil import fsync_dir
 
 _SIGNATURE = re.compile(r"[A-Za-z0-9_-]{86}")  # 64 bytes, urlsafe base64 without padding
 _CHECKPOINT_DOMAIN = "tapevault-audit-checkpoint-v1"
+NOTE_ORIGIN = "tapevault/audit"  # the signed note's origin line and key name
 
 
 @dataclass(frozen=True, slots=True)
 class Checkpoint:
-    """A signed statement "the log had ``size`` as its last seq, and that record hashed to X"."""
+    """A signed statement "the log had ``size`` as its last seq, and that record hashed to X";
+    since the Merkle tree (``merkle.py``), also "and the tree of its ``tree_size`` leaves has
+    root ``root_hash``", signed as a C2SP signed note (``note_signature``; None on checkpoints
+    signed before the tree existed, or while an old log's tree is still being built)."""
 
     size: int
     head_hash: str
     at_ms: int
     key_id: str
     signature: str  # urlsafe base64, no padding
+    tree_size: int | None = None
+    root_hash: str | None = None  # hex
+    note_signature: str | None = None  # the signed note's signature line value (std base64)
 
 
 def checkpoint_message(size: int, head_hash: str, at_ms: int) -> bytes:
@@ -72,9 +79,27 @@ class CheckpointSigner:
     def public_key(self) -> Ed25519PublicKey:
         return self._key.public_key()
 
-    def sign(self, size: int, head_hash: str, at_ms: int) -> Checkpoint:
+    def sign(
+        self,
+        size: int,
+        head_hash: str,
+        at_ms: int,
+        *,
+        tree: tuple[int, str] | None = None,
+        origin: str = NOTE_ORIGIN,
+    ) -> Checkpoint:
+        """The chain checkpoint, and with ``tree`` (leaves, root hex) its signed note too."""
         signature = self._key.sign(checkpoint_message(size, head_hash, at_ms))
-        return Checkpoint(size, head_hash, at_ms, self.key_id, _b64(signature))
+        if tree is None:
+            return Checkpoint(size, head_hash, at_ms, self.key_id, _b64(signature))
+        tree_size, root = tree
+        body = note_body(origin, tree_size, root)
+        note = base64.b64encode(
+            note_key_hash(origin, self.public_key) + self._key.sign(body.encode())
+        ).decode()
+        return Checkpoint(
+            size, head_hash, at_ms, self.key_id, _b64(signature), tree_size, root, note
+        )
 
     def sign_link(self, message: bytes) -> str:
         """A signature over other bytes than a checkpoint's (the journal's line links)."""
@@ -89,6 +114,53 @@ class CheckpointSigner:
             )
             .decode()
         )
+
+
+# --- C2SP signed notes (tlog-checkpoint, signed-note) ------------------------------------------
+#
+# The checkpoint as outside tools read it: ``<origin>\n<tree size>\n<root, base64>\n``, then a
+# blank line and ``— <key name> <base64(key hash || Ed25519 signature)>``. The key name is the
+# origin; the key hash is the first 4 bytes of SHA-256(name || "\n" || 0x01 || public key).
+# A witness verifies it with the vkey ``note_vkey`` gives and adds its own signature line.
+
+_NOTE_ED25519 = b"\x01"
+
+
+def note_body(origin: str, tree_size: int, root_hex: str) -> str:
+    root = base64.b64encode(bytes.fromhex(root_hex)).decode()
+    return f"{origin}\n{tree_size}\n{root}\n"
+
+
+def note_key_hash(name: str, key: Ed25519PublicKey) -> bytes:
+    return hashlib.sha256(name.encode() + b"\n" + _NOTE_ED25519 + _raw_public(key)).digest()[:4]
+
+
+def note_vkey(name: str, key: Ed25519PublicKey) -> str:
+    """The verifier key in the signed-note text form: ``<name>+<hash hex>+<base64 key>``."""
+    raw = base64.b64encode(_NOTE_ED25519 + _raw_public(key)).decode()
+    return f"{name}+{note_key_hash(name, key).hex()}+{raw}"
+
+
+def note_text(cp: Checkpoint, origin: str = NOTE_ORIGIN) -> str | None:
+    """The checkpoint as a C2SP signed note, or None when it has no tree signature."""
+    if cp.tree_size is None or cp.root_hash is None or cp.note_signature is None:
+        return None
+    return f"{note_body(origin, cp.tree_size, cp.root_hash)}\n\u2014 {origin} {cp.note_signature}\n"
+
+
+def verify_note(cp: Checkpoint, key: Ed25519PublicKey, origin: str = NOTE_ORIGIN) -> bool:
+    """True when the checkpoint's signed note is ``key``'s signature over its tree head."""
+    if cp.tree_size is None or cp.root_hash is None or cp.note_signature is None:
+        return False
+    try:
+        raw = base64.b64decode(cp.note_signature, validate=True)
+        body = note_body(origin, cp.tree_size, cp.root_hash)
+        if len(raw) != 68 or raw[:4] != note_key_hash(origin, key):
+            return False
+        key.verify(raw[4:], body.encode())
+    except (ValueError, InvalidSignature):
+        return False
+    return True
 
 
 def verify_checkpoint_signature(

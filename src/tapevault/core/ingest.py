@@ -75,6 +75,10 @@ class IngestRepository(Protocol):
 
     def streams_held_by(self, writer_id: str) -> set[str]: ...
 
+    def bound_jobs(self) -> dict[str, int]: ...
+
+    def unbind_jobs(self, node: str) -> int: ...
+
     def add_stream_ticket(
         self,
         ticket_hash: str,
@@ -184,6 +188,7 @@ class Ingest:
         media_start_epoch_ms: int | None = None,
         writer_id: str | None = None,
         audio: tuple[int, int, int] = (0, 0, 0),
+        spool_node: str | None = None,
     ) -> Recording:
         expires, level = policy.retention_expiry(tenant_retention, session)
         for _attempt in range(20):
@@ -209,6 +214,7 @@ class Ingest:
                 media_start_epoch_ms=media_start_epoch_ms,
                 writer_id=writer_id,
                 heartbeat_ms=now if writer_id else None,
+                spool_node=spool_node,
             )
             try:
                 self.repo.add_recording(recording, job)
@@ -252,6 +258,7 @@ class Ingest:
             media_start_epoch_ms=media_start_epoch_ms,
             writer_id=writer_id,
             audio=(sample_rate, channels, bits_per_sample),
+            spool_node=self.local.node_id,
         )
         self._mark_in_progress(session)
         return recording
@@ -284,15 +291,25 @@ class Ingest:
             self.jobs.waiting.set()
         return closed
 
-    def take_over_stream(self, recording: Recording, *, stale_seconds: int | None) -> bool:
+    def take_over_stream(
+        self, recording: Recording, *, stale_seconds: int | None, spool_wait_seconds: int = 0
+    ) -> bool:
         """Recovery: mark a RECEIVING recording ``recovered`` and queue it for finalization,
         if it is still held by the writer it was read with and, unless ``stale_seconds`` is
-        None (its writer is known dead), that writer's lease lapsed that long ago."""
+        None (its writer is known dead), that writer's lease lapsed that long ago.
+
+        Only the node whose disk holds the spool can finalize every acknowledged byte, so the
+        job is that node's alone for ``spool_wait_seconds``; after that any node may finalize
+        it, from the copy of the stream in the object store (``core/streamparts.py``)."""
+        job = self.jobs.new_job(JobKind.FINALIZE, recording.recording_id)
+        if recording.spool_node is not None:
+            until = now_ms(self.clock) + spool_wait_seconds * 1000
+            job = replace(job, node=recording.spool_node, node_until_ms=until)
         taken = self.repo.take_over_stream(
             recording.recording_id,
             recording.writer_id,
             None if stale_seconds is None else stale_seconds * 1000,
-            self.jobs.new_job(JobKind.FINALIZE, recording.recording_id),
+            job,
         )
         if taken:
             self.jobs.waiting.set()
@@ -333,3 +350,18 @@ class Ingest:
     def database_now_ms(self) -> int:
         """The database's clock, the one every server reads for live streams' leases."""
         return self.repo.database_now_ms()
+
+    # nodes ----------------------------------------------------------------------------------
+
+    def jobs_waiting_for_nodes(self) -> dict[str, int]:
+        """How many unfinished jobs wait for each node: recovered streams' finalizations
+        reserved for the node holding their spool (``take_over_stream``)."""
+        return self.repo.bound_jobs()
+
+    def forget_node(self, node: str) -> int:
+        """A node whose disk is gone for good: let any node finalize its recovered streams,
+        from what the object store holds of them. Returns how many jobs were released."""
+        released = self.repo.unbind_jobs(node)
+        if released:
+            self.jobs.waiting.set()
+        return released

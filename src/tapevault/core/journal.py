@@ -251,7 +251,14 @@ class CheckpointMerge:
             group = list(items)
             if size >= self.first_seq - 1 and all(tag == 1 for _, tag, _ in group):
                 self._deleted(size)
-            yield from sorted({cp for _, _, cp in group}, key=lambda cp: (cp.at_ms, cp.signature))
+            # One checkpoint kept in several places is one: the journal's lines carry the chain
+            # fields, the row also the tree note.
+            same: dict[tuple[int, str, int, str, str], Checkpoint] = {}
+            for _, _, cp in group:
+                key = (cp.size, cp.head_hash, cp.at_ms, cp.key_id, cp.signature)
+                if key not in same or cp.note_signature is not None:
+                    same[key] = cp
+            yield from sorted(same.values(), key=lambda cp: (cp.at_ms, cp.signature))
 
     def _deleted(self, size: int) -> None:
         if len(self.deleted) >= self.MAX_DELETED:

@@ -61,6 +61,13 @@ class KeyRing:
                     self._loaded = time.monotonic()
         return self._signer
 
+    def reload(self) -> None:
+        """Re-read the keys now (the change feed heard that another process changed what may
+        be served), not at the next periodic re-read."""
+        with self._lock:
+            self._signer = self._load(self._signer)
+            self._loaded = time.monotonic()
+
     def rotate_signing_key(self) -> str:
         # The newest key signs; make "newest" unambiguous even within one millisecond.
         newest = max((k.created_ms for k in self.repo.list_signing_keys()), default=0)

@@ -54,6 +54,7 @@ def retry_delay_seconds(attempts: int) -> int:
 
 
 MAX_ATTEMPTS = 5
-# How long a worker may hold a job before another may take it over (it renews nothing: a job that
-# runs longer than this is assumed dead, so keep it well above the slowest finalization).
-LEASE_SECONDS = 600
+# How long a worker holds a job without renewing it (TAPEVAULT_JOB_LEASE's default): a running
+# job's lease is renewed a third of this apart, so it bounds only how long a dead worker's (or a
+# dead node's) job waits before another takes it, not how long a job may run.
+LEASE_SECONDS = 60

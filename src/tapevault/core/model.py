@@ -186,6 +186,9 @@ class Recording:
     # When the tombstoned audio actually left storage (None while that is still to do: the
     # tombstone is written first, so a crash in between never leaves audio servable).
     removed_ms: int | None = None
+    # The node (``NodeLocalFiles.node_id``) whose disk holds a live stream's spool: only it can
+    # finalize every acknowledged byte of a stream taken over by recovery.
+    spool_node: str | None = None
 
     @property
     def is_servable(self) -> bool:
@@ -269,3 +272,6 @@ class Job:
     last_error: str | None
     created_ms: int
     done_ms: int | None
+    # Only this node may lease the job until ``node_until_ms``; after that, any node (None: any).
+    node: str | None = None
+    node_until_ms: int | None = None

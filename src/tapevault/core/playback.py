@@ -84,6 +84,14 @@ class Sending:
                         self.ranges = merge_ranges(self.ranges)
             self._playback.dirty = True
 
+    def retract(self) -> None:
+        """Nothing of what was counted went out after all (a handed-off response whose answer
+        never reached the proxy: ``core/handoff.py``)."""
+        with self._lock:
+            self.bytes_sent = 0
+            self.ranges = []
+            self._playback.dirty = True
+
 
 @dataclass
 class _Playback:
@@ -103,6 +111,9 @@ class _Playback:
     dirty: bool = False
     active: int = 0  # responses admitted and not yet reported: a long one is not "idle"
     sending: list[Sending] = field(default_factory=list)  # responses streaming now
+    # Responses a front proxy sent that it never reported: counted as authorised (an upper
+    # bound; ``core/handoff.py``).
+    unconfirmed: int = 0
 
     def event_now(self) -> AccessEvent:
         """The playback's one record as it stands, responses still streaming included."""
@@ -112,6 +123,8 @@ class _Playback:
             "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
             "last_at_ms": self.last_ms,
         }
+        if self.unconfirmed:
+            detail["unconfirmed"] = self.unconfirmed
         ranges, bytes_sent = self.ranges, self.bytes_sent
         if self.sending:
             detail["in_flight"] = len(self.sending)
@@ -147,7 +160,12 @@ class PlaybackLog(Protocol):
         ranges: Sequence[tuple[int, int]],
         bytes_sent: int,
         sending: Sending | None = None,
-    ) -> None: ...
+        *,
+        unconfirmed: bool = False,
+    ) -> None:
+        """What one response sent; ``unconfirmed``: a front proxy's response never reported,
+        counted as authorised."""
+        ...
 
     def abandon(self, playback_id: str, sending: Sending | None = None) -> None: ...
 
@@ -175,11 +193,20 @@ class PerRequest:
         ranges: Sequence[tuple[int, int]],
         bytes_sent: int,
         sending: Sending | None = None,
+        *,
+        unconfirmed: bool = False,
     ) -> None:
         event = self._events.pop(playback_id, None)
         if event is not None:
+            detail = {**(event.detail or {}), "unconfirmed": 1} if unconfirmed else event.detail
             self.access_log.record(
-                replace(event, status=status, ranges=list(ranges), bytes_sent=bytes_sent)
+                replace(
+                    event,
+                    status=status,
+                    ranges=list(ranges),
+                    bytes_sent=bytes_sent,
+                    detail=detail,
+                )
             )
 
     def abandon(self, playback_id: str, sending: Sending | None = None) -> None:
@@ -274,6 +301,8 @@ class Playbacks:
         ranges: Sequence[tuple[int, int]],
         bytes_sent: int,
         sending: Sending | None = None,
+        *,
+        unconfirmed: bool = False,
     ) -> None:
         """What one response of the playback sent (superseding what ``sending`` counted)."""
         with self._lock:
@@ -288,6 +317,7 @@ class Playbacks:
             playback.statuses[status] += 1
             playback.ranges = merge_ranges([*playback.ranges, *ranges])
             playback.bytes_sent += bytes_sent
+            playback.unconfirmed += unconfirmed
             playback.last_ms = max(playback.last_ms, now_ms(self.clock))
             playback.dirty = True
 

@@ -170,9 +170,22 @@ class NodeLocalFiles(Protocol):
 
     # The directory of the live streams' spools (their group commit fsyncs it).
     streams_dir: Path
+    # This node's identity, kept on its disk: a spool lives on the node of this id, and is lost
+    # with it (``Recording.spool_node``).
+    node_id: str
 
     def stream_spool(self, recording_id: str) -> Path:
         """Where a live stream's acknowledged bytes are appended on this node."""
+        ...
+
+    def promote_range(self, path: Path, key: str, offset: int, length: int) -> ObjectInfo:
+        """Store ``length`` bytes of the node-local file from ``offset`` as the object ``key``,
+        atomically (a live stream's part, copied while the stream goes on)."""
+        ...
+
+    def store_on_this_disk(self) -> bool:
+        """Whether the store's objects are on this node's own filesystem (so a copy there
+        survives nothing a node-local file does not)."""
         ...
 
     def discard(self, path: Path) -> None:
@@ -401,8 +414,16 @@ class Repository(Protocol):
 
     def add_job(self, job: Job) -> None: ...
 
-    def lease_job(self, owner: str, now_ms: int, lease_ms: int) -> Job | None:
-        """Claim one due job whose lease is free or lapsed; exactly one caller wins a race."""
+    def lease_job(
+        self, owner: str, now_ms: int, lease_ms: int, node: str | None = None
+    ) -> Job | None:
+        """Claim one job due by ``now_ms`` whose lease is free or lapsed by the database's
+        clock and which is not reserved for another node than ``node`` (``Job.node``, until
+        ``Job.node_until_ms`` when that is set); exactly one caller wins a race."""
+        ...
+
+    def renew_lease(self, job_id: str, owner: str, lease_ms: int) -> bool:
+        """Extend the lease ``owner`` holds on a running job; False when it holds it no more."""
         ...
 
     def finish_job(self, job_id: str, now_ms: int, error: str | None = None) -> None: ...

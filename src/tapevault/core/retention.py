@@ -29,7 +29,8 @@ from tapevault.core.lifecycle import TOMBSTONES
 from tapevault.core.lookup import MAX_ID, SESSION_NOT_FOUND
 from tapevault.core.model import MERGED_CHANNEL, Recording, RecordingStatus, Session, Tenant
 from tapevault.core.peaks import peaks_keys
-from tapevault.core.sources import stream_key, upload_key
+from tapevault.core.sources import STREAM_FORMAT_PREFIX, stream_key, upload_key
+from tapevault.core.streamparts import drop_stream_parts
 from tapevault.core.vault import Vault
 from tapevault.errors import Conflict, InvalidRequest, NotFound
 
@@ -371,6 +372,8 @@ class Retention:
         # Received audio not finalized yet (or kept after a failure) goes too, wherever it is.
         vault.store.delete(upload_key(r.recording_id))
         vault.store.delete(stream_key(r.recording_id))
+        if r.source_format.startswith(STREAM_FORMAT_PREFIX):  # its copy taken while live
+            drop_stream_parts(vault.store, r.recording_id)
         vault.local.discard(vault.local.stream_spool(r.recording_id))
         self.repo.mark_removed(r.recording_id, now_ms(vault.clock))
 

@@ -246,6 +246,14 @@ class ServingCache:
             self._sessions.clear()
             self.generation = next(self._generations)
 
+    def reload(self) -> None:
+        """Another process changed what may be served (the change feed says so): drop
+        everything now, not at the next epoch check, and take the epoch as it is now."""
+        with self._lock:
+            self._epoch = self._repo.cache_epoch()
+            self.forget()
+            self._checked = time.monotonic()
+
     def _fresh(self) -> float:
         """The monotonic now, after dropping everything if another process changed what may be
         served since the last check (at most one epoch read per ``check_seconds``)."""

@@ -1,9 +1,13 @@
-"""The access log's tables: the hash chain, its checkpoints and the playbacks in progress.
+"""The access log's tables: records waiting, the hash chain, the Merkle tree, checkpoints and
+the playbacks in progress.
 
-Appends are serialised by the single ``audit_state`` row: every writing transaction first updates
-it (a row lock on PostgreSQL, the write lock on SQLite), then reads the head, chains its entries
-onto it and moves the head. So several processes (servers, workers, the CLI) append to one chain
-without ever forking it, and each batch costs one transaction, however many records it holds.
+A request's record is made durable by ``write``: plain INSERTs into ``audit_incoming`` (many rows,
+one transaction), taking no lock another writer holds (PostgreSQL; SQLite has one write lock, and
+writers queue for it on a file lock rather than on its busy handler). The integrator
+(``core/integrator.py``; one per deployment, see ``try_role``) moves them into the chain and the
+tree with ``integrate``: one transaction that inserts the records, the tree's new nodes, moves
+the head with a compare-and-set and deletes what it integrated; so nothing is integrated twice or
+lost, whoever dies when.
 """
 
 from __future__ import annotations
@@ -17,12 +21,35 @@ from dataclasses import fields
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Engine, and_, bindparam, delete, insert, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 
-from tapevault.core.audit import AuditEntry, AuditRecord, chain
+from tapevault.core import merkle
+from tapevault.core.audit import AuditEntry, AuditRecord
 from tapevault.core.auditlog import LogState, Pending, Query
 from tapevault.core.checkpoints import Checkpoint
-from tapevault.db.schema import audit_checkpoints, audit_log, audit_pending, audit_state
+from tapevault.core.integrator import IntegrationStep, TreeState
+from tapevault.db.schema import (
+    audit_checkpoints,
+    audit_incoming,
+    audit_log,
+    audit_pending,
+    audit_state,
+    audit_tree,
+)
+
+# The PostgreSQL advisory lock whose holder is the deployment's integrator ("tvaudit").
+ROLE_KEY = 0x7476617564697400
 
 _ENTRY_FIELDS = tuple(f.name for f in fields(AuditEntry))
 
@@ -52,19 +79,27 @@ class SqlAuditStore:
         if engine.dialect.name == "sqlite" and engine.url.database:
             self._lock_path = f"{engine.url.database}.audit-lock"
         self._held = _Depth()
-        mark = "?" if engine.dialect.name == "sqlite" else "%s"
+        # The integrator's role while this process holds it: PostgreSQL, the connection that
+        # holds the advisory lock; SQLite, the descriptor of the locked file (-1: in memory).
+        self._role: Connection | int | None = None
+        self._role_path: str | None = None
+        if self._lock_path is not None:
+            self._role_path = f"{engine.url.database}.audit-integrator"
+        mark = self._mark = "?" if engine.dialect.name == "sqlite" else "%s"
         columns = ", ".join(_ROW_COLUMNS)
         # Fixed statements: the only interpolations are column names and placeholders.
         self._sql = {
             "lock": ("UPDATE audit_state SET id = 1 WHERE id = 1 RETURNING head_seq, head_hash"),
+            "append": f"INSERT INTO audit_incoming (entry) VALUES ({mark})",  # noqa: S608
+            "incoming": f"SELECT id, entry FROM audit_incoming ORDER BY id LIMIT {mark}",  # noqa: S608
+            "node": f"INSERT INTO audit_tree (level, idx, hash) VALUES ({mark}, {mark}, {mark})",  # noqa: S608
             "insert": (
                 f"INSERT INTO audit_log ({columns}) "  # noqa: S608
                 f"VALUES ({', '.join(mark for _ in _ROW_COLUMNS)})"
             ),
-            "head": f"UPDATE audit_state SET head_seq = {mark}, head_hash = {mark} WHERE id = 1",  # noqa: S608
         }
 
-    # --- writing ----------------------------------------------------------------------------
+    # --- writing (the request's path) -----------------------------------------------------------
 
     def write(
         self,
@@ -73,9 +108,10 @@ class SqlAuditStore:
         opened: Sequence[Pending] = (),
         updated: Sequence[Pending] = (),
         closed: Sequence[str] = (),
-    ) -> list[AuditRecord]:
-        """One transaction: open, update and close playbacks, and append ``entries`` (a sealed
-        playback's record among them) to the chain. All of it happens, or none."""
+    ) -> None:
+        """One transaction: open, update and close playbacks, and make ``entries`` (a sealed
+        playback's record among them) durable in ``audit_incoming``. All of it happens, or none.
+        No seq, no hash, no shared row: the integrator sequences them a moment later."""
         # Each kind of change is one executemany: a batch opens (and refreshes) the pending
         # records of many playbacks at once, and each open is a request waiting for its first byte.
         with self._serialised(), self.engine.begin() as conn:
@@ -96,19 +132,228 @@ class SqlAuditStore:
                 )
             if closed:
                 conn.execute(delete(audit_pending).where(audit_pending.c.playback_id.in_(closed)))
-            return self._append(conn, entries) if entries else []
+            if entries:
+                # One driver-level executemany: through SQLAlchemy's statement machinery the
+                # same insert cost ~3x more per record (this is every audited request's cost).
+                conn.exec_driver_sql(self._sql["append"], [(entry_json(e),) for e in entries])
 
-    def _append(self, conn: Connection, entries: Sequence[AuditEntry]) -> list[AuditRecord]:
-        # The UPDATE takes the lock (row lock / SQLite's write lock) and returns the head read
-        # under it. The rows go in as one driver-level executemany: through SQLAlchemy's
-        # statement machinery the same insert cost ~3x more per record (this is the hot path of
-        # every audited request).
-        head = conn.exec_driver_sql(self._sql["lock"]).one()
-        records = chain(entries, prev_hash=head[1], first_seq=head[0] + 1)
-        conn.exec_driver_sql(self._sql["insert"], [_row(r) for r in records])
-        last = records[-1]
-        conn.exec_driver_sql(self._sql["head"], (last.seq, last.hash))
-        return records
+    # --- integrating (one integrator per deployment, off the request's path) --------------------
+
+    def incoming(self, limit: int) -> list[tuple[int, AuditEntry, str]]:
+        """The oldest ``limit`` records waiting to be integrated, in id order, each with the
+        JSON it was stored as (written again into ``audit_log`` as is: no second encoding)."""
+        with self.engine.connect() as conn:
+            rows = conn.exec_driver_sql(self._sql["incoming"], (int(limit),)).all()
+        out = []
+        for row_id, text in rows:
+            try:
+                entry = entry_from_json(text)
+            except (orjson.JSONDecodeError, TypeError, ValueError):
+                # Only tapevault writes these rows; one it cannot read was damaged in the
+                # database. Integrate what it says, marked, rather than block the log behind it.
+                entry = AuditEntry(
+                    at_ms=0,
+                    action="audit.damaged",
+                    status=0,
+                    detail={"unreadable_entry": str(text)[:200]},
+                )
+                text = entry_json(entry)
+            out.append((int(row_id), entry, text))
+        return out
+
+    def waiting(self) -> tuple[int, int | None]:
+        """How many records wait to be integrated, and the highest id among them."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(func.count(), func.max(audit_incoming.c.id)).select_from(audit_incoming)
+            ).one()
+        return int(row[0]), None if row[1] is None else int(row[1])
+
+    def waiting_mark(self) -> int | None:
+        """The highest id waiting to be integrated (one index probe, however many wait)."""
+        with self.engine.connect() as conn:
+            value = conn.execute(select(func.max(audit_incoming.c.id))).scalar()
+        return None if value is None else int(value)
+
+    def waiting_through(self, mark: int) -> bool:
+        """Whether a record with an id up to ``mark`` still waits to be integrated."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(audit_incoming.c.id).where(audit_incoming.c.id <= mark).limit(1)
+            ).first()
+        return row is not None
+
+    def tree_state(self) -> TreeState:
+        """The head, the tree's extent and its right edge (the nodes a next leaf may need)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(audit_state).where(audit_state.c.id == 1)).one()
+            edge = self._nodes(conn, set(merkle.root_nodes(int(row.tree_size))))
+        return TreeState(
+            int(row.head_seq),
+            row.head_hash,
+            int(row.tree_first_seq),
+            int(row.tree_size),
+            edge,
+            int(row.first_seq),
+            row.first_prev_hash,
+        )
+
+    def integrate(self, step: IntegrationStep) -> bool:
+        """Apply one integration step in one transaction: the records into the log, the tree's
+        new nodes, the head moved, the integrated rows deleted from ``audit_incoming``. False
+        (and nothing changed) when the head or the tree is no longer where the step started:
+        another integrator moved it (the role lock makes that rare; this makes it harmless)."""
+        with self._serialised(), self.engine.begin() as conn:
+            moved = conn.execute(
+                update(audit_state)
+                .where(
+                    audit_state.c.id == 1,
+                    audit_state.c.head_seq == step.from_seq,
+                    audit_state.c.tree_size == step.from_tree,
+                )
+                .values(head_seq=step.head_seq, head_hash=step.head_hash, tree_size=step.tree_size)
+            ).rowcount
+            if moved != 1:
+                conn.rollback()
+                return False
+            # Driver-level statements: through SQLAlchemy's per-row parameter processing the
+            # integrator cost several times more per record (it shares the GIL with requests).
+            if step.records:
+                texts = step.texts or [None] * len(step.records)
+                conn.exec_driver_sql(
+                    self._sql["insert"],
+                    [_row(r, t) for r, t in zip(step.records, texts, strict=True)],
+                )
+            if step.nodes:
+                conn.exec_driver_sql(self._sql["node"], list(step.nodes))
+            if step.ids:
+                gone = 0
+                for chunk in _chunks(step.ids, 500):
+                    marks = ", ".join(self._mark for _ in chunk)
+                    gone += conn.exec_driver_sql(
+                        f"DELETE FROM audit_incoming WHERE id IN ({marks})",  # noqa: S608
+                        tuple(chunk),
+                    ).rowcount
+                if gone != len(step.ids):
+                    conn.rollback()  # someone else integrated (some of) them: never twice
+                    return False
+        return True
+
+    def tree_nodes(self, nodes: set[merkle.Node]) -> dict[merkle.Node, bytes]:
+        with self.engine.connect() as conn:
+            return self._nodes(conn, nodes)
+
+    @staticmethod
+    def _nodes(conn: Connection, nodes: set[merkle.Node]) -> dict[merkle.Node, bytes]:
+        found: dict[merkle.Node, bytes] = {}
+        by_level: dict[int, list[int]] = {}
+        for level, idx in nodes:
+            by_level.setdefault(level, []).append(idx)
+        for level, idxs in by_level.items():
+            for chunk in _chunks(idxs, 500):
+                rows = conn.execute(
+                    select(audit_tree.c.idx, audit_tree.c.hash).where(
+                        audit_tree.c.level == level, audit_tree.c.idx.in_(chunk)
+                    )
+                ).all()
+                found.update(((level, int(r.idx)), bytes(r.hash)) for r in rows)
+        return found
+
+    def records_between(self, first: int, last: int) -> list[AuditRecord]:
+        """Records ``first`` to ``last`` (seq), in order (the tree's backfill reads a chunk)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(audit_log)
+                .where(audit_log.c.seq >= first, audit_log.c.seq <= last)
+                .order_by(audit_log.c.seq)
+            ).all()
+        return [_record(row) for row in rows]
+
+    def record(self, seq: int) -> AuditRecord | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(audit_log).where(audit_log.c.seq == seq)).first()
+        return None if row is None else _record(row)
+
+    def checkpoint_at(self, size: int) -> Checkpoint | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(audit_checkpoints).where(audit_checkpoints.c.size == size)
+            ).first()
+        return None if row is None else _checkpoint(row)
+
+    def last_tree_checkpoint(self) -> Checkpoint | None:
+        """The newest checkpoint with a signed tree note."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(audit_checkpoints)
+                .where(audit_checkpoints.c.note_signature.is_not(None))
+                .order_by(audit_checkpoints.c.size.desc())
+                .limit(1)
+            ).first()
+        return None if row is None else _checkpoint(row)
+
+    # --- the integrator's role (one holder per deployment) --------------------------------------
+
+    def try_role(self) -> bool:
+        """Take the integrator's role if nobody holds it (never waits). PostgreSQL: a session
+        advisory lock on a connection kept for as long as the role is held (it goes with the
+        connection, so a process that dies lets go); SQLite: an ``flock`` on a file beside the
+        database (the kernel lets go when the process dies)."""
+        if self._role is not None:
+            return True
+        if self.engine.dialect.name == "postgresql":
+            conn = self.engine.connect()
+            try:
+                got = conn.exec_driver_sql(f"SELECT pg_try_advisory_lock({ROLE_KEY})").scalar()
+                conn.commit()
+            except Exception:
+                conn.close()
+                raise
+            if not got:
+                conn.close()
+                return False
+            self._role = conn
+            return True
+        if self._role_path is None:  # an in-memory database: one process, always the one
+            self._role = -1
+            return True
+        fd = os.open(self._role_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        except BaseException:
+            os.close(fd)
+            raise
+        self._role = fd
+        return True
+
+    def holds_role(self) -> bool:
+        """Whether the role is still ours (PostgreSQL: its connection still answers)."""
+        role = self._role
+        if role is None:
+            return False
+        if isinstance(role, Connection):
+            try:
+                role.exec_driver_sql("SELECT 1").scalar()
+                role.commit()
+            except Exception:
+                self.release_role()
+                return False
+        return True
+
+    def release_role(self) -> None:
+        role, self._role = self._role, None
+        if isinstance(role, Connection):
+            with contextlib.suppress(Exception):  # a dead connection has let go already
+                role.exec_driver_sql(f"SELECT pg_advisory_unlock({ROLE_KEY})")
+                role.commit()
+            with contextlib.suppress(Exception):
+                role.invalidate()  # never back into the pool with a lock on it
+                role.close()
+        elif isinstance(role, int) and role >= 0:
+            os.close(role)
 
     @contextlib.contextmanager
     def exclusive(self) -> Iterator[None]:
@@ -154,6 +399,9 @@ class SqlAuditStore:
                         at_ms=checkpoint.at_ms,
                         key_id=checkpoint.key_id,
                         signature=checkpoint.signature,
+                        tree_size=checkpoint.tree_size,
+                        root_hash=checkpoint.root_hash,
+                        note_signature=checkpoint.note_signature,
                     )
                 )
 
@@ -217,7 +465,7 @@ class SqlAuditStore:
             with self.engine.connect() as conn:
                 rows = conn.execute(query).all()
             for r in rows:
-                yield Checkpoint(r.size, r.head_hash, r.at_ms, r.key_id, r.signature)
+                yield _checkpoint(r)
             if len(rows) < batch:
                 return
             after = rows[-1].size
@@ -225,14 +473,14 @@ class SqlAuditStore:
     def checkpoints(self) -> list[Checkpoint]:
         with self.engine.connect() as conn:
             rows = conn.execute(select(audit_checkpoints).order_by(audit_checkpoints.c.size)).all()
-        return [Checkpoint(r.size, r.head_hash, r.at_ms, r.key_id, r.signature) for r in rows]
+        return [_checkpoint(r) for r in rows]
 
     def last_checkpoint(self) -> Checkpoint | None:
         with self.engine.connect() as conn:
             row = conn.execute(
                 select(audit_checkpoints).order_by(audit_checkpoints.c.size.desc()).limit(1)
             ).first()
-        return None if row is None else Checkpoint(*row)
+        return None if row is None else _checkpoint(row)
 
     def hash_at(self, seq: int) -> str | None:
         with self.engine.connect() as conn:
@@ -288,6 +536,24 @@ _REFRESH = (
 )
 
 
+def _checkpoint(r: Any) -> Checkpoint:
+    return Checkpoint(
+        r.size,
+        r.head_hash,
+        r.at_ms,
+        r.key_id,
+        r.signature,
+        None if r.tree_size is None else int(r.tree_size),
+        r.root_hash,
+        r.note_signature,
+    )
+
+
+def _chunks(items: Sequence[int], size: int) -> Iterator[Sequence[int]]:
+    for at in range(0, len(items), size):
+        yield items[at : at + size]
+
+
 def _pending_values(pending: Pending) -> dict[str, Any]:
     return {
         "playback_id": pending.playback_id,
@@ -312,8 +578,8 @@ _ROW_COLUMNS = (
 )
 
 
-def _row(record: AuditRecord) -> tuple[Any, ...]:
-    """The record as a row, in ``_ROW_COLUMNS`` order."""
+def _row(record: AuditRecord, text: str | None = None) -> tuple[Any, ...]:
+    """The record as a row, in ``_ROW_COLUMNS`` order (``text``: its entry's JSON, if known)."""
     e = record.entry
     return (
         record.seq,
@@ -323,7 +589,7 @@ def _row(record: AuditRecord) -> tuple[Any, ...]:
         e.actor_id,
         e.session_id,
         e.recording_id,
-        entry_json(e),
+        text if text is not None else entry_json(e),
         record.prev_hash,
         record.hash,
     )

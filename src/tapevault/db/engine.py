@@ -14,7 +14,17 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import BigInteger, ColumnElement, Engine, cast, create_engine, event, extract, func
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Engine,
+    cast,
+    create_engine,
+    event,
+    extract,
+    func,
+    select,
+)
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from tapevault.db import outage
@@ -88,10 +98,23 @@ def alembic_config() -> Config:
     return config
 
 
+# pg_advisory_xact_lock's key for migrations: any constant, the same in every tapevault version.
+MIGRATION_LOCK = 0x7461706576  # "tapev"
+
+
 def migrate(engine: Engine) -> str:
-    """Bring the schema to the newest revision; returns that revision."""
+    """Bring the schema to the newest revision; returns that revision.
+
+    Several nodes (or a rolling deploy) start at once against one PostgreSQL database: the
+    first takes a transaction-scoped advisory lock and migrates, the others wait for it and
+    then find the schema at head (without the lock, they raced to create the same tables and
+    all but one failed to start). SQLite serves the processes of one host, and ``serve``
+    migrates before it starts its ``TAPEVAULT_PROCESSES``.
+    """
     config = alembic_config()
     with engine.begin() as connection:
+        if engine.dialect.name == "postgresql":
+            connection.execute(select(func.pg_advisory_xact_lock(MIGRATION_LOCK)))
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
     return head_revision()

@@ -56,6 +56,7 @@ from tapevault.core.ports import (
     MergeQueued,
     SequenceTaken,
 )
+from tapevault.db.changes import CHANNEL as CHANGES_CHANNEL
 from tapevault.db.engine import database_now_ms
 from tapevault.db.fastread import FastReader
 from tapevault.db.outbox import write_events
@@ -69,6 +70,7 @@ from tapevault.db.schema import (
     sessions,
     signing_keys,
     stream_tickets,
+    task_leases,
 )
 
 
@@ -123,6 +125,9 @@ class SqlRepository:
             conn.execute(
                 update(partners).where(partners.c.partner_id == partner_id).values(**values)
             )
+            # A rotated secret must stop verifying on every node now, not when the token
+            # verifiers' caches lapse (db/changes.py).
+            self._changed(conn)
 
     # workspace API keys -------------------------------------------------------------------
 
@@ -610,11 +615,16 @@ class SqlRepository:
 
     def bump_cache_epoch(self) -> None:
         with self.engine.begin() as conn:
-            conn.execute(
-                update(cache_epoch)
-                .where(cache_epoch.c.id == 1)
-                .values(epoch=cache_epoch.c.epoch + 1)
-            )
+            self._changed(conn)
+
+    def _changed(self, conn: Connection) -> None:
+        """In the transaction of a write that changes what may be served: move the epoch, and
+        on PostgreSQL wake every process's change feed when it commits (db/changes.py)."""
+        conn.execute(
+            update(cache_epoch).where(cache_epoch.c.id == 1).values(epoch=cache_epoch.c.epoch + 1)
+        )
+        if self.engine.dialect.name == "postgresql":
+            conn.execute(select(func.pg_notify(CHANGES_CHANNEL, "")))
 
     # merged renditions --------------------------------------------------------------------
 
@@ -651,17 +661,30 @@ class SqlRepository:
         with self.engine.begin() as conn:
             conn.execute(insert(jobs).values(**_job_values(job)))
 
-    def lease_job(self, owner: str, now_ms: int, lease_ms: int) -> Job | None:
-        """Claim the oldest due job whose lease is free or lapsed (a dead worker's).
+    def lease_job(
+        self, owner: str, now_ms: int, lease_ms: int, node: str | None = None
+    ) -> Job | None:
+        """Claim the oldest due job whose lease is free or lapsed (a dead worker's), and which
+        is not reserved for another node than ``node`` (``Job.node``, until ``Job.node_until_ms``
+        by the caller's clock when that is set).
 
         The claim is a conditional UPDATE, so two workers (threads or processes, SQLite or
-        PostgreSQL) can race for a job and exactly one wins.
+        PostgreSQL) can race for a job and exactly one wins. Leases are written and judged by
+        the database's clock, never a server's, so a node whose clock runs ahead cannot take a
+        job another still holds; ``now_ms`` (the caller's clock, which scheduled the job) only
+        says which jobs are due. A job bound to a node is leased only by that node's workers.
         """
-        free = or_(jobs.c.lease_expires_ms.is_(None), jobs.c.lease_expires_ms < now_ms)
+        db_now = self._db_now_ms()
+        free = or_(jobs.c.lease_expires_ms.is_(None), jobs.c.lease_expires_ms < db_now)
+        anywhere = or_(
+            jobs.c.node.is_(None),
+            jobs.c.node_until_ms <= now_ms,
+            *(() if node is None else (jobs.c.node == node,)),
+        )
         with self.engine.connect() as conn:
             candidates = conn.execute(
                 select(jobs.c.job_id)
-                .where(jobs.c.done_ms.is_(None), jobs.c.run_after_ms <= now_ms, free)
+                .where(jobs.c.done_ms.is_(None), jobs.c.run_after_ms <= now_ms, free, anywhere)
                 .order_by(jobs.c.run_after_ms)
                 .limit(8)
             ).all()
@@ -669,10 +692,10 @@ class SqlRepository:
             with self.engine.begin() as conn:
                 claimed = conn.execute(
                     update(jobs)
-                    .where(jobs.c.job_id == job_id, jobs.c.done_ms.is_(None), free)
+                    .where(jobs.c.job_id == job_id, jobs.c.done_ms.is_(None), free, anywhere)
                     .values(
                         lease_owner=owner,
-                        lease_expires_ms=now_ms + lease_ms,
+                        lease_expires_ms=db_now + lease_ms,
                         attempts=jobs.c.attempts + 1,
                     )
                 ).rowcount
@@ -681,6 +704,69 @@ class SqlRepository:
                     assert row is not None
                     return _job(row)
         return None
+
+    def renew_lease(self, job_id: str, owner: str, lease_ms: int) -> bool:
+        """Extend ``owner``'s lease on a job it is still running, by the database's clock;
+        False when the job is no longer its own (finished, or taken after a lapse)."""
+        with self.engine.begin() as conn:
+            renewed = conn.execute(
+                update(jobs)
+                .where(
+                    jobs.c.job_id == job_id,
+                    jobs.c.lease_owner == owner,
+                    jobs.c.done_ms.is_(None),
+                )
+                .values(lease_expires_ms=self._db_now_ms() + lease_ms)
+            ).rowcount
+        return bool(renewed == 1)
+
+    def bound_jobs(self) -> dict[str, int]:
+        """How many unfinished jobs wait for each node (recovered streams' finalizations)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(jobs.c.node, func.count())
+                .where(jobs.c.node.is_not(None), jobs.c.done_ms.is_(None))
+                .group_by(jobs.c.node)
+            ).all()
+        return {row[0]: int(row[1]) for row in rows}
+
+    def unbind_jobs(self, node: str) -> int:
+        """Let any node run the unfinished jobs bound to ``node`` (whose disk is gone)."""
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(jobs)
+                .where(jobs.c.node == node, jobs.c.done_ms.is_(None))
+                .values(node=None, lease_owner=None, lease_expires_ms=None)
+            )
+        return int(result.rowcount)
+
+    def claim_task(self, name: str, owner: str, lease_ms: int) -> bool:
+        """Take or renew the lease on a periodic task (by the database's clock): True when
+        ``owner`` holds it now, False while another holds a lease that has not lapsed."""
+        now = self._db_now_ms()
+        with self.engine.begin() as conn:
+            taken = conn.execute(
+                update(task_leases)
+                .where(
+                    task_leases.c.name == name,
+                    or_(task_leases.c.owner == owner, task_leases.c.expires_ms < now),
+                )
+                .values(owner=owner, expires_ms=now + lease_ms)
+            ).rowcount
+            if taken == 1:
+                return True
+            if conn.execute(select(task_leases.c.name).where(task_leases.c.name == name)).first():
+                return False  # held by another, and not lapsed
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    insert(task_leases).values(
+                        name=name, owner=owner, expires_ms=self._db_now_ms() + lease_ms
+                    )
+                )
+        except IntegrityError:
+            return False  # another took it first, this very moment
+        return True
 
     def finish_job(self, job_id: str, now_ms: int, error: str | None = None) -> None:
         with self.engine.begin() as conn:
@@ -799,10 +885,12 @@ class SqlRepository:
                     key_id=key.key_id, secret_hex=key.secret.hex(), created_ms=key.created_ms
                 )
             )
+            self._changed(conn)  # every node signs with the new key from now on
 
     def remove_signing_key(self, key_id: str) -> bool:
         with self.engine.begin() as conn:
             result = conn.execute(delete(signing_keys).where(signing_keys.c.key_id == key_id))
+            self._changed(conn)  # its URLs stop verifying on every node now
         return bool(result.rowcount)
 
 

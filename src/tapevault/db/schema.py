@@ -12,6 +12,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -122,6 +123,8 @@ recordings = Table(
     Column("retention_policy", String(16), nullable=True),  # tenant, session or recording
     Column("deleted_by", String(200), nullable=True),
     Column("removed_ms", BigInteger, nullable=True),  # when the tombstoned audio left storage
+    # The node whose disk holds a live stream's spool (migration 0020).
+    Column("spool_node", String(80), nullable=True),
     UniqueConstraint("session_id", "sequence_number", name="uq_recordings_session_sequence"),
     Index("ix_recordings_status", "status"),
     # The listing's expiring_before (migration 0013): recordings by expiry, the tenant checked
@@ -153,7 +156,20 @@ jobs = Table(
     Column("last_error", Text, nullable=True),
     Column("created_ms", BigInteger, nullable=False),
     Column("done_ms", BigInteger, nullable=True),
+    # Only this node's workers may lease the job (until node_until_ms when set); NULL: any node.
+    Column("node", String(80), nullable=True),
+    Column("node_until_ms", BigInteger, nullable=True),
     Index("ix_jobs_due", "done_ms", "run_after_ms"),
+)
+
+# Periodic tasks that one node at a time may run (the retention purge, the audit pruning): held
+# by ``owner`` until ``expires_ms`` by the database's clock, renewed by each run of its holder.
+task_leases = Table(
+    "task_leases",
+    metadata,
+    Column("name", String(40), primary_key=True),
+    Column("owner", String(120), nullable=False),
+    Column("expires_ms", BigInteger, nullable=False),
 )
 
 stream_tickets = Table(
@@ -239,6 +255,37 @@ audit_state = Table(
     # Where the retained log starts once old records were pruned by the audit retention.
     Column("first_seq", BigInteger, nullable=False),
     Column("first_prev_hash", String(64), nullable=False),
+    # The Merkle tree (migration 0021): leaf 0 is record ``tree_first_seq``; ``tree_size``
+    # leaves are in ``audit_tree`` (behind ``head_seq`` only while an older log is backfilled).
+    Column("tree_first_seq", BigInteger, nullable=False, server_default="1"),
+    Column("tree_size", BigInteger, nullable=False, server_default="0"),
+)
+
+# Records durable but not yet integrated (migration 0021): what a request waits for is one row
+# here, inserted with many others in one transaction, no sequence number, no hash, no shared row.
+# The integrator (one per deployment) moves them into ``audit_log`` in id order, then deletes
+# them, in one transaction. On PostgreSQL ids are not committed in order; deleting what was
+# integrated (rather than remembering the highest id) is what makes a late commit safe.
+audit_incoming = Table(
+    "audit_incoming",
+    metadata,
+    Column(
+        "id",
+        BigInteger().with_variant(Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    Column("entry", Text, nullable=False),  # the entry as JSON (db/auditstore.py entry_json)
+    sqlite_autoincrement=True,  # ids never reused: ``settle`` waits for ids up to a mark
+)
+
+# Every perfect subtree of the Merkle tree (core/merkle.py): written once, never changed.
+audit_tree = Table(
+    "audit_tree",
+    metadata,
+    Column("level", Integer, primary_key=True, autoincrement=False),
+    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("hash", LargeBinary(32), nullable=False),
 )
 
 audit_checkpoints = Table(
@@ -249,6 +296,10 @@ audit_checkpoints = Table(
     Column("at_ms", BigInteger, nullable=False),
     Column("key_id", String(32), nullable=False),
     Column("signature", String(128), nullable=False),
+    # The signed note over the Merkle tree (0021; NULL before it, or while it is backfilled).
+    Column("tree_size", BigInteger, nullable=True),
+    Column("root_hash", String(64), nullable=True),
+    Column("note_signature", String(128), nullable=True),
 )
 
 # Playbacks in progress: written (durably) before a playback's first byte, sealed into one

@@ -336,6 +336,39 @@ class SqlWebhookStore:
             ).rowcount
         return changed == 1
 
+    def prune(self, before_ms: int, batch: int = 5_000) -> tuple[int, int]:
+        """Drop settled deliveries created before ``before_ms`` and the events nothing refers to
+        any more; returns (deliveries, events) dropped. Pending deliveries and the newest event
+        of each subject stay whatever their age: the first are still owed to a receiver, the
+        second numbers the subject's next event (sequences never go backwards). Deletes go in
+        batches, each its own short transaction, so the API never waits behind a long purge."""
+        deliveries = self._delete_batches(
+            select(_d.c.delivery_id).where(_d.c.status != _PENDING, _d.c.created_ms < before_ms),
+            _d.c.delivery_id,
+            batch,
+        )
+        with self.engine.connect() as conn:
+            # Events at or after the oldest position a delivery still refers to stay; one scan.
+            floor = conn.execute(select(func.min(_d.c.event_position))).scalar()
+        newer = aliased(_e)
+        unreferenced = select(_e.c.position).where(
+            _e.c.created_ms < before_ms,
+            exists().where(newer.c.subject == _e.c.subject, newer.c.sequence > _e.c.sequence),
+        )
+        if floor is not None:
+            unreferenced = unreferenced.where(_e.c.position < floor)
+        events = self._delete_batches(unreferenced, _e.c.position, batch)
+        return deliveries, events
+
+    def _delete_batches(self, chosen: Any, key: Any, batch: int) -> int:
+        dropped = 0
+        while True:
+            with self.engine.begin() as conn:
+                ids = conn.execute(chosen.limit(batch)).scalars().all()
+                if not ids:
+                    return dropped
+                dropped += int(conn.execute(delete(key.table).where(key.in_(ids))).rowcount)
+
     def lease_owners(self) -> Sequence[str]:
         with self.engine.connect() as conn:
             rows = conn.execute(

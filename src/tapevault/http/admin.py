@@ -24,6 +24,7 @@ A session id may also be a call's SID.
 
 from __future__ import annotations
 
+import base64
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -31,13 +32,14 @@ from typing import Any
 import orjson
 
 from tapevault.auth.workspace import KeyCaller
-from tapevault.core import policy
+from tapevault.core import auditproofs, policy
 from tapevault.core.access import Action, Actor
 from tapevault.core.audit import AuditRecord
 from tapevault.core.auditlog import Query
 from tapevault.core.catalog import PARAMETERS, page, parse_session_query
+from tapevault.core.checkpoints import note_text
 from tapevault.core.model import KeyRole
-from tapevault.errors import InvalidRequest
+from tapevault.errors import InvalidRequest, NotFound
 from tapevault.http.amigo import AmigoDialect
 from tapevault.http.asgi import query_pairs
 from tapevault.http.context import AppContext
@@ -270,6 +272,7 @@ def handlers(ctx: AppContext) -> dict[str, Handler[KeyCaller]]:
 
     async def audit(request: Request, caller: KeyCaller) -> Reply:
         query = parse_query(caller.tenant.partner_id, request.query)
+        await ctx.settled_audit()
         records = await ctx.blocking(ctx.audit_store.query, query)
         return Reply(200, _page(records, query.limit), detail={"filters": _filters(request)})
 
@@ -284,6 +287,7 @@ def handlers(ctx: AppContext) -> dict[str, Handler[KeyCaller]]:
             recording_id=recording.recording_id,
             history=True,
         )
+        await ctx.settled_audit()
         records = await ctx.blocking(ctx.audit_store.query, query)
         return Reply(
             200,
@@ -291,7 +295,42 @@ def handlers(ctx: AppContext) -> dict[str, Handler[KeyCaller]]:
             recording_id=recording.recording_id,
         )
 
+    async def proof(request: Request, caller: KeyCaller) -> Reply:
+        seq = _whole(request.param("seq"), "the record's seq")
+        await ctx.settled_audit()
+        found = await ctx.blocking(
+            auditproofs.inclusion, ctx.audit_store, seq, caller.tenant.partner_id
+        )
+        if found is None:
+            raise NotFound("No such record in this workspace's access log.")
+        return Reply(200, _inclusion_body(found))
+
+    async def consistency(request: Request, caller: KeyCaller) -> Reply:
+        unknown = sorted(set(request.query) - {"from", "to"})
+        if unknown:
+            raise InvalidRequest(f"Unknown parameter: {unknown[0][:40]}.")
+        if "from" not in request.query:
+            raise InvalidRequest("from (a tree size) is required.")
+        old = _whole(request.query["from"], "from")
+        new = _whole(request.query["to"], "to") if "to" in request.query else None
+        try:
+            proved = await ctx.blocking(auditproofs.consistency, ctx.audit_store, old, new)
+        except ValueError as exc:
+            raise InvalidRequest(f"{exc}.") from None
+        cp = proved.checkpoint
+        return Reply(
+            200,
+            {
+                "from": proved.old,
+                "to": proved.new,
+                "proof": [_b64(h) for h in proved.hashes],
+                "checkpoint": note_text(cp) if cp.tree_size == proved.new else None,
+            },
+        )
+
     return {
+        "audit_proof": proof,
+        "audit_consistency": consistency,
         "sessions": listing,
         "session_recordings": session_recordings,
         "session": delete_session,
@@ -301,6 +340,41 @@ def handlers(ctx: AppContext) -> dict[str, Handler[KeyCaller]]:
         "delete_recording": delete_recording,
         "audit": audit,
         "access": access,
+    }
+
+
+def _whole(text: str, name: str) -> int:
+    if not is_digits(text) or len(text) > 18 or int(text) < 1:
+        raise InvalidRequest(f"{name} must be a whole number from 1.")
+    return int(text)
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _inclusion_body(found: auditproofs.Inclusion) -> dict[str, Any]:
+    """RFC 9162 terms: the leaf is the record's canonical bytes (what its chain hash covers),
+    ``proof`` the audit path bottom-up, ``checkpoint`` the C2SP signed note it leads to."""
+    cp = found.checkpoint
+    body: dict[str, Any] = {
+        "status": "included" if cp is not None else "pending",
+        "record": record_body(found.record),
+        "leaf_index": found.leaf_index,
+        "leaf": _b64(found.leaf),
+    }
+    if cp is None:
+        body["reason"] = (
+            "The record is integrated but no signed checkpoint covers it yet; ask again "
+            "in a few seconds."
+        )
+        return body
+    return {
+        **body,
+        "tree_size": cp.tree_size,
+        "root_hash": _b64(bytes.fromhex(cp.root_hash or "")),
+        "proof": [_b64(h) for h in found.hashes],
+        "checkpoint": note_text(cp),
     }
 
 
@@ -328,6 +402,11 @@ def routes(ctx: AppContext) -> list[tuple[str, Endpoint[KeyCaller]]]:
             endpoint(["GET"], "session_recordings", Action.SESSION_READ, native),
         ),
         ("/api/v1/audit", endpoint(["GET"], "audit", Action.AUDIT_READ)),
+        (
+            "/api/v1/audit/consistency",
+            endpoint(["GET"], "audit_consistency", Action.AUDIT_READ),
+        ),
+        ("/api/v1/audit/{seq}/proof", endpoint(["GET"], "audit_proof", Action.AUDIT_READ)),
         (
             "/api/v1/recordings/{recording_id}/access",
             endpoint(["GET"], "access", Action.AUDIT_READ),

@@ -32,6 +32,7 @@ from tapevault.http.asgi import Send
 from tapevault.http.context import AppContext
 from tapevault.http.endpoint import Endpoint, Handler, Headers, Reply, Request, with_caller
 from tapevault.http.errors import status_of
+from tapevault.http.forwarded import came_through_proxy
 from tapevault.http.media import serve_document, serve_playback
 from tapevault.http.suki import recording_body
 from tapevault.http.uploads import declared_length, read_small, receive_upload
@@ -226,6 +227,7 @@ def _download(ctx: AppContext) -> Handler[KeyCaller]:
                 credential=caller.key.key_id,
                 mode="download",
                 error_bodies=FASTAPI_BODIES,
+                proxied=came_through_proxy(request.scope),
             )
 
         return Reply(200, session_id=session.session_id, stream=send_audio)

@@ -115,7 +115,7 @@ def build_app(
             *(Route(path, endpoint) for path, endpoint in tus.routes()),
             WebSocketRoute("/api/v1/ambient/session/{session_id}/stream", streams),
             WebSocketRoute("/twilio/media-stream", TwilioMediaStream(ctx, streams.hub)),
-            Route("/healthz", Health(ctx.access_log)),
+            Route("/healthz", Health(ctx.access_log, streams.hub.copy_health)),
             Route("/readyz", Ready(ctx.readiness)),
             Route(METRICS_PATH, metrics_endpoint(ctx, database_gauges)),
             Route("/openapi.json", _StaticJson(orjson.dumps(document))),

@@ -15,16 +15,22 @@ from tapevault.config import Settings
 from tapevault.core.access import AccessLog
 from tapevault.core.auditlog import AuditStore as AuditReader
 from tapevault.core.calls import Calls
+from tapevault.core.integrator import Integrator
 from tapevault.core.playback import PlaybackLog
 from tapevault.core.playerlinks import PlayerLinks
 from tapevault.core.renditions import Renditions
 from tapevault.core.retention import Retention
 from tapevault.core.vault import Vault
 from tapevault.core.webhooks import Webhooks
+from tapevault.http.xaccel import Accel
 from tapevault.ingest.scratch import Spool
 from tapevault.readiness import Readiness
 
 T = TypeVar("T")
+
+# The longest an audit read waits for the integrator (it integrates every 250 ms by default);
+# past it the page shows what is integrated so far.
+AUDIT_SETTLE_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -50,6 +56,15 @@ class AppContext:
     process_id: str
     readiness: Readiness  # GET /readyz: database, schema and store (tapevault/readiness.py)
     webhooks: Webhooks  # the tenants' webhook endpoints (core/webhooks.py)
+    # TAPEVAULT_ACCEL_REDIRECT: nginx sends the bytes of validated media GETs (http/xaccel.py)
+    accel: Accel | None = None
+    # The access log's integrator (None without the durable log): audit reads wait (bounded)
+    # for what is durable to be integrated, so a caller reads its own and others' records.
+    audit_integrator: Integrator | None = None
+
+    async def settled_audit(self) -> None:
+        if self.audit_integrator is not None:
+            await self.blocking(self.audit_integrator.settle, AUDIT_SETTLE_SECONDS)
 
     async def metadata(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a short metadata call: inline on SQLite, in a thread on PostgreSQL."""

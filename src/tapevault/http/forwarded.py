@@ -26,6 +26,10 @@ from functools import lru_cache
 from tapevault.http.asgi import ASGIApp, Receive, Scope, Send
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+# Set in the scope of a request whose socket peer is a trusted proxy: only such a request may be
+# answered with X-Accel-Redirect (a client that reached tapevault around nginx gets the bytes).
+PROXIED = "tapevault.proxied"
+
 # More entries than any real chain of proxies: a longer header is walked only this far from the
 # right (what lies beyond would be the client's own words anyway).
 MAX_HOPS = 32
@@ -91,6 +95,11 @@ def _strip_port(entry: str) -> str:
     return entry
 
 
+def came_through_proxy(scope: Scope) -> bool:
+    """Whether the request's socket peer is a trusted proxy (``ProxyHeaders`` said so)."""
+    return bool(scope.get(PROXIED))
+
+
 def forwarded_for(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
     """Every X-Forwarded-For header of a request, joined in order (a proxy may add its own
     header line rather than extend the first)."""
@@ -112,6 +121,7 @@ class ProxyHeaders:
             client = scope.get("client")
             peer = str(client[0]) if client else None
             if self.proxies.trusts(peer):
+                scope[PROXIED] = True
                 headers = scope["headers"]
                 address = self.proxies.client(peer, forwarded_for(headers))
                 if address != peer:

@@ -21,6 +21,11 @@ connection is closed, ``timeout_keep_alive`` seconds after its last answer. This
   and reads nothing more for ``body_timeout`` seconds is dropped; uvicorn would hold the
   connection, and the task writing to it, for as long as the peer keeps its socket open.
 
+And one for speed: a response's head is held until its body's first chunk (or the end of the
+loop iteration, whichever comes first) and both leave in one write (:class:`_HeadWithBody`).
+uvicorn writes the head as soon as the application sends ``http.response.start``: two sends and
+two TCP segments per response where one does (64 KiB seeks: BENCHMARKS.md).
+
 A refusal is written only when no answer is under way on the connection (else it just closes),
 and a connection we close is dropped ``CLOSE_TIMEOUT`` later even if the peer never reads.
 The limits come from the lifespan state (``tapevault.http.limits.LIMITS_STATE``). This leans on
@@ -41,6 +46,63 @@ from tapevault.http.limits import CLOSE_TIMEOUT, LIMITS_STATE, ConnectionLimits
 
 # Reading a request head, its body, between requests; or handed over to a WebSocket protocol.
 _HEAD, _BODY, _DONE, _UPGRADED = 0, 1, 2, 3
+# A body chunk up to this size is copied behind its head (one send); a larger one is not worth
+# the copy (its own send costs less than copying it).
+_JOIN_LIMIT = 256 * 1024
+
+
+class _HeadWithBody:
+    """The transport as one response's cycle sees it: its first write (the head) is held until
+    the second (the body's first chunk, usually sent in the same loop step) and both go out in
+    one write. (``writelines`` measured slower under uvloop than one joined write.) Held at most
+    until the end of the current loop iteration, and flushed before anything that could
+    overtake it: a close, the end of the response, a refusal."""
+
+    __slots__ = ("_handle", "_held", "_loop", "_transport", "_writes")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._held: bytes | None = None
+        self._handle: asyncio.Handle | None = None
+        self._writes = 0
+
+    def write(self, data: bytes) -> None:
+        self._writes += 1
+        if self._writes == 1:
+            self._held = data
+            self._handle = self._loop.call_soon(self.flush)
+            return
+        if self._held is None:
+            self._transport.write(data)
+            return
+        if len(data) > _JOIN_LIMIT:
+            self.flush()
+            self._transport.write(data)
+            return
+        held, self._held = self._held, None
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        self._transport.write(held + data)
+
+    def flush(self) -> None:
+        held, self._held = self._held, None
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        if held is not None:
+            self._transport.write(held)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
 
 
 class GuardedHttpProtocol(HttpToolsProtocol):
@@ -124,6 +186,19 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             self.head_timer.cancel()
             self.head_timer = None
         super().on_headers_complete()
+        cycle: Any = self.cycle
+        if not upgrade and cycle is not None and cycle.transport is self.transport:
+            cycle.transport = _HeadWithBody(self.transport, self.loop)
+
+    def on_response_complete(self) -> None:
+        # A HEAD (or a 304) ends with its head still held: out before anything else happens.
+        self._flush_head()
+        super().on_response_complete()
+
+    def _flush_head(self) -> None:
+        cycle: Any = self.cycle
+        if cycle is not None and isinstance(cycle.transport, _HeadWithBody):
+            cycle.transport.flush()
 
     def on_message_complete(self) -> None:
         self.phase = _DONE
@@ -185,6 +260,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         """Answer ``status`` (unless an answer was or is being sent: then only the close),
         tell the application the client is gone, and close the connection."""
         self.refused = True
+        self._flush_head()
         self.logger.debug("%d: %s", status, message)
         cycle = self.cycle
         if self.phase == _HEAD:  # no answer yet to this request; the last one may be under way

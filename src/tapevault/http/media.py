@@ -49,6 +49,7 @@ from tapevault.http.asgi import send_json as _send_json
 from tapevault.http.context import AppContext
 from tapevault.http.cors import Cors
 from tapevault.http.disconnect import Disconnect
+from tapevault.http.forwarded import came_through_proxy
 from tapevault.http.ranged import (
     ERROR_BODIES,
     Progress,
@@ -57,6 +58,7 @@ from tapevault.http.ranged import (
     send_representation,
 )
 from tapevault.http.wording import say
+from tapevault.http.xaccel import accel_answer, handoff_range
 from tapevault.observe.metrics import count_range_request, count_refusal, media_bytes_sent
 
 log = logging.getLogger("tapevault.media")
@@ -104,6 +106,15 @@ def download_name(recording: Recording) -> str:
     return media_filename(recording)
 
 
+def representation(recording: Recording) -> Representation:
+    return Representation(
+        size=recording.size_bytes,
+        etag=recording.etag,
+        last_modified=recording.created_ms // 1000,
+        content_type="audio/wav",
+    )
+
+
 async def serve_recording(
     vault: Vault,
     receive: Receive,
@@ -125,12 +136,7 @@ async def serve_recording(
             send,
             method=method,
             headers=headers,
-            rep=Representation(
-                size=recording.size_bytes,
-                etag=recording.etag,
-                last_modified=recording.created_ms // 1000,
-                content_type="audio/wav",
-            ),
+            rep=representation(recording),
             read=lambda offset, length: store.read_range(key, offset, length),
             extra_headers=extra,
             gone=gone,
@@ -161,11 +167,13 @@ async def serve_playback(
     credential: str | None,
     mode: str,
     error_bodies: Mapping[int, bytes] = ERROR_BODIES,
+    proxied: bool = False,
 ) -> Served:
     """Serve a recording as part of a playback: the playback's record is durable before the
     first byte (``Unavailable`` otherwise, with nothing sent), and this response's ranges and
     bytes are added to it. ``credential`` names the grant (a URL signature, an API key id), so
-    one player's requests fold into one record."""
+    one player's requests fold into one record. ``proxied``: the request came from a trusted
+    proxy, so nginx may send the bytes (``TAPEVAULT_ACCEL_REDIRECT``)."""
     key = (recording.recording_id, credential, actor.client_ip, actor.user_agent)
 
     def event() -> AccessEvent:
@@ -180,6 +188,10 @@ async def serve_playback(
         )
 
     playback = await ctx.playbacks.admit(key, event)
+    if proxied and ctx.accel is not None:
+        handed = await _hand_off(ctx, send, method, headers, recording, extra, playback)
+        if handed is not None:
+            return handed
     # Counted as it streams, so the durable pending record keeps up with a long response.
     sending = ctx.playbacks.sending(playback)
     try:
@@ -202,6 +214,49 @@ async def serve_playback(
     ranges = served.ranges if served.bytes_sent else []
     ctx.playbacks.served(playback, served.status, ranges, served.bytes_sent, sending)
     return served
+
+
+async def _hand_off(
+    ctx: AppContext,
+    send: Send,
+    method: str,
+    headers: Mapping[str, str],
+    recording: Recording,
+    extra: Headers,
+    playback: str,
+) -> Served | None:
+    """Answer with ``X-Accel-Redirect`` when nginx is bound to send exactly what tapevault
+    decided (``http/xaccel.py``); None: tapevault sends the response itself. The playback's
+    record is durable already (``admit``); this response counts as authorised until nginx
+    reports what it sent."""
+    accel = ctx.accel
+    assert accel is not None
+    rep = representation(recording)
+    span = handoff_range(method, headers, rep)
+    if span is None or not accel.ready() or accel.file_size(recording.storage_key) != rep.size:
+        return None
+    start, end = span
+    status = 206 if "range" in headers else 200
+    delivery = accel.handoffs.hand_off(
+        playback, status, start, end - start + 1, now_ms(ctx.vault.clock)
+    )
+    if delivery is None:
+        return None  # too many in flight: tapevault sends this one
+    try:
+        await accel_answer(
+            send,
+            location=accel.location,
+            key=recording.storage_key,
+            delivery_id=delivery,
+            rep=rep,
+            extra_headers=extra,
+        )
+    except BaseException:
+        accel.handoffs.cancel(delivery)
+        raise
+    if status == 206:
+        count_range_request(206)
+    return Served(status, [(start, end)], 0)
 
 
 async def serve_document(
@@ -301,6 +356,7 @@ class MediaGateway:
                 # One playback per signed URL and client: the signature names the issuance.
                 credential=query.get("s"),
                 mode=grant.mode.name.lower(),
+                proxied=came_through_proxy(scope),
             )
         except Unavailable as exc:
             await self._refuse(scope, send, headers, cors_headers, recording.recording_id, exc)

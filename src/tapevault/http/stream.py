@@ -5,7 +5,11 @@ Query parameters ``encoding`` (pcm_s16le, pcm_mulaw, pcm_alaw), ``sample_rate`` 
 Servers authenticate with the ``sdp_suki_token`` header; browsers, which cannot set WebSocket
 headers, first ``POST .../stream-ticket`` with the token and pass ``?ticket=`` (single use, one
 minute). Each connection becomes the session's next recording; the server sends
-``{"type":"ack","bytes":N}`` once the first N audio bytes of this stream are on disk.
+``{"type":"ack","bytes":N,"stored":M}`` once the first N audio bytes of this stream are on this
+node's disk, of which the first M are also in the object store (copied every
+``TAPEVAULT_STREAM_UPLOAD_INTERVAL``, ``tapevault.ingest.streamcopy``; all N once the stream ended
+with 1000). Bytes up to M survive the loss of the node; a client that lost its connection and
+cannot tell whether the node survived resumes in a new stream from byte M.
 
 Close codes (the reason text says what was wrong):
     1000  normal end; every byte received was acknowledged
@@ -62,7 +66,13 @@ from tapevault.ingest.durable import (
     TaskAcks,
 )
 from tapevault.ingest.pcm import ENCODINGS
-from tapevault.observe.metrics import live_streams, stream_ack_latency
+from tapevault.ingest.streamcopy import StreamCopier
+from tapevault.observe.metrics import (
+    live_streams,
+    stream_ack_latency,
+    stream_copy_behind,
+    stream_copy_failures,
+)
 
 log = logging.getLogger("tapevault.stream")
 
@@ -121,13 +131,14 @@ def issue_ticket(ctx: AppContext, caller: SukiCaller, session_id: str) -> dict[s
 
 class StreamHub:
     """What every live-stream endpoint of a process shares: one group committer (so all streams
-    sync in the same batches), one heartbeat (the lease) for all the recordings this process
-    writes, and the retries of closes that failed."""
+    sync in the same batches), one copier to the object store, one heartbeat (the lease) for all
+    the recordings this process writes, and the retries of closes that failed."""
 
     def __init__(self, ctx: AppContext) -> None:
         self.ctx = ctx
         self.writer_id = ctx.process_id
         self._committer: GroupCommitter | None = None
+        self._copier: StreamCopier | None = None
         self._open = 0
         self._heartbeat: asyncio.Task[None] | None = None
         # Streams that ended but whose recording could not be closed (queued for finalization):
@@ -144,6 +155,27 @@ class StreamHub:
                 on_batch=stream_ack_latency.observe,
             )
         return self._committer
+
+    def copier(self) -> StreamCopier:
+        if self._copier is None:
+            local = self.ctx.vault.local
+            interval = self.ctx.settings.stream_upload_interval_seconds
+            if interval and local.store_on_this_disk():
+                # Measured: copies' fsyncs on the spools' own filesystem doubled the group
+                # commits' ack latency (BENCHMARKS.md), for a copy no node loss spares.
+                log.info("live streams are not copied: the store is on this node's own disk")
+                interval = 0
+            self._copier = StreamCopier(
+                local.promote_range,
+                interval,
+                on_failure=stream_copy_failures.inc,
+                on_behind=stream_copy_behind.set,
+            )
+        return self._copier
+
+    def copy_health(self) -> float | None:
+        """For /healthz: since when copies to the store fail (None: they do not)."""
+        return None if self._copier is None else self._copier.failing_since
 
     def _held(self, keys: Sequence[str]) -> Collection[str]:
         """The fencing check, once per group commit for all streams (committer's thread)."""
@@ -162,6 +194,7 @@ class StreamHub:
         """The open file for an admitted stream's audio, in this process's group commit."""
         path = self.ctx.vault.local.stream_spool(recording.recording_id)
         stream = self.committer().open(path, acks, key=recording.recording_id)
+        self.copier().watch(stream, recording.recording_id, path)
         self.opened()
         return stream
 
@@ -175,9 +208,15 @@ class StreamHub:
         except OSError as exc:
             error = exc
         try:
+            await self.copier().release(stream)
             if not isinstance(error, StreamTakenOver):  # else the recording is no longer ours
                 try:
                     await self.ctx.blocking(self.ctx.vault.ingest.close_stream, recording)
+                    if error is None and stream.synced > stream.stored:
+                        # The close put the whole spool in the store: the last ack says so.
+                        stream.stored = stream.synced
+                        stream.acks.copied(stream.stored)
+                        await stream.acks.settle()
                 except Exception:
                     log.exception("closing stream %s failed; retrying", recording.recording_id)
                     self._unclosed[recording.recording_id] = recording
@@ -319,8 +358,9 @@ class StreamEndpoint:
 
         note_tenant(scope, recording.partner_id)
 
-        async def ack(upto: int) -> None:
-            await send({"type": "websocket.send", "text": f'{{"type":"ack","bytes":{upto}}}'})
+        async def ack(upto: int, stored: int) -> None:
+            text = f'{{"type":"ack","bytes":{upto},"stored":{stored}}}'
+            await send({"type": "websocket.send", "text": text})
 
         committer = self.committer
         acks = ClosingAcks(ack, self._close, send)

@@ -9,10 +9,11 @@ hands it over): each socket read is parsed in place (``FrameReader``) and every 
 message is checked and appended to the stream's ``DurableStream`` in the same callback. No task
 runs per message; one coroutine per connection admits it, then sleeps until the stream ends.
 
-Acks are written by the group committer right after its sync (``ack``), inline, unless the
-transport has asked us to stop writing (the client is not reading): then only the newest count
-is kept and written when it drains (``resume_writing``), so a slow reader costs nothing and
-holds up no one. The final ack always goes out before the close frame.
+Acks are written by the group committer right after its sync (``ack``), and by the stream's
+copier when more of it reached the object store (``copied``), inline, unless the transport has
+asked us to stop writing (the client is not reading): then only the newest counts are kept and
+written when it drains (``resume_writing``), so a slow reader costs nothing and holds up no one.
+The final ack always goes out before the close frame.
 
 The contract is the ASGI endpoint's (``tapevault.http.stream``), which stays in place for
 every other server and as the fallback: the same admission and close codes (4400 partial
@@ -68,8 +69,8 @@ log = logging.getLogger("tapevault.stream")
 _ADMITTING, _OPEN, _ENDING = 0, 1, 2
 
 
-def ack_frame(upto: int) -> bytes:
-    return server_frame(TEXT, b'{"type":"ack","bytes":%d}' % upto)
+def ack_frame(upto: int, stored: int) -> bytes:
+    return server_frame(TEXT, b'{"type":"ack","bytes":%d,"stored":%d}' % (upto, stored))
 
 
 class DirectStream(asyncio.Protocol, AckSink):
@@ -113,6 +114,7 @@ class DirectStream(asyncio.Protocol, AckSink):
         self.writable = True
         self.throttled = False  # reading paused until the next batch takes the backlog
         self.acked = 0
+        self.acked_stored = 0  # the store-durable count of the last ack sent
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
         self.ping_timer: asyncio.TimerHandle | None = None  # the next ping or the pong deadline
@@ -167,9 +169,7 @@ class DirectStream(asyncio.Protocol, AckSink):
 
     def resume_writing(self) -> None:
         self.writable = True
-        stream = self.stream
-        if stream is not None and stream.synced > self.acked:
-            self._send_ack(stream.synced)
+        self._catch_up()
 
     def shutdown(self) -> None:
         """The server is stopping: end the stream as if asked (sync, final ack), code 1012."""
@@ -189,23 +189,32 @@ class DirectStream(asyncio.Protocol, AckSink):
         if self.writable:
             self._send_ack(upto)
 
+    def copied(self, stored: int) -> None:
+        self.stored = stored
+        if self.writable:
+            self._catch_up()
+
     def fail(self, error: OSError) -> None:
         # Stop reading at once; ``_serve`` words the close once ``end`` returns the error
         # (1011 for a failed write or sync, 4410 for a stream taken over).
         self._end(1011, "storage failure")
 
     async def settle(self) -> None:
+        self._catch_up()  # the final ack, even to a client that lags
+
+    def _catch_up(self) -> None:
+        """An ack with the latest counts, unless the last one sent had them."""
         stream = self.stream
-        if stream is not None and stream.synced > self.acked:
-            self._send_ack(stream.synced)  # the final ack, even to a client that lags
+        if stream is not None and (stream.synced > self.acked or self.stored > self.acked_stored):
+            self._send_ack(stream.synced)
 
     def _send_ack(self, upto: int) -> None:
         if self.close_sent or self.disconnected or self.transport is None:
             return
-        frame = ack_frame(upto)
+        frame = ack_frame(upto, self.stored)
         self.transport.write(frame)
         self.request.sent += len(frame)
-        self.acked = upto
+        self.acked, self.acked_stored = upto, self.stored
 
     # -- frames (FrameReader callbacks) ----------------------------------------------------------
 

@@ -42,7 +42,9 @@ from pathlib import Path
 
 log = logging.getLogger("tapevault.durable")
 
-Ack = Callable[[int], Awaitable[None]]  # an async send of {"type":"ack","bytes":N}
+# An async send of {"type":"ack","bytes":N,"stored":M}: N bytes durable on this node's disk, the
+# first M of them also in the object store (``tapevault.ingest.streamcopy``).
+Ack = Callable[[int, int], Awaitable[None]]
 # Given the keys of the streams about to be acked, the keys this process still holds; raises
 # when it cannot tell. Runs in the committer's thread.
 Held = Callable[[Sequence[str]], Collection[str]]
@@ -113,8 +115,17 @@ class AckSink:
     out before the caller closes the connection.
     """
 
+    # The store-durable count last reported by ``copied``; an ack carries it with ``upto``.
+    stored = 0
+
     def ack(self, upto: int) -> None:
         raise NotImplementedError
+
+    def copied(self, stored: int) -> None:
+        """The object store now holds the stream's first ``stored`` bytes (never more than
+        were acked): a sink that speaks to a client sends an ack with both counts. Called on
+        the event loop by the stream's copier, and must return at once like ``ack``."""
+        self.stored = stored
 
     def fail(self, error: OSError) -> None:
         """The stream's reader notices on its next append or in ``finish``; a sink that can
@@ -134,27 +145,35 @@ class NoAcks(AckSink):
 class TaskAcks(AckSink):
     """Acks through an async ``send`` (an ASGI connection), each burst from a task of its own,
     so a client that does not read never holds up the committer (and with it every other
-    stream). Acks coalesce: a slow reader gets the latest count, not a backlog."""
+    stream). Acks coalesce: a slow reader gets the latest counts, not a backlog."""
 
     def __init__(self, send: Ack) -> None:
         self.send = send
         self.latest = 0
         self._acked = 0
+        self._acked_stored = 0
         self._task: asyncio.Task[None] | None = None
 
     def ack(self, upto: int) -> None:
         self.latest = upto
+        self._kick()
+
+    def copied(self, stored: int) -> None:
+        self.stored = stored
+        self._kick()
+
+    def _kick(self) -> None:
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._send())
 
     async def _send(self) -> None:
-        while self._acked < self.latest:
-            upto = self.latest
+        while self._acked < self.latest or self._acked_stored < self.stored:
+            upto, stored = self.latest, self.stored
             try:
-                await self.send(upto)
+                await self.send(upto, stored)
             except Exception:
                 return  # the client is gone; its reader will notice
-            self._acked = upto
+            self._acked, self._acked_stored = upto, stored
 
     async def settle(self) -> None:
         if self._task is not None:
@@ -178,6 +197,7 @@ class DurableStream:
         self.received = 0  # accepted by append
         self.durable = 0  # written and synced
         self.synced = 0  # durable and confirmed still ours, and so acknowledged
+        self.stored = 0  # acknowledged and also in the object store (``ingest/streamcopy.py``)
         self.failed: OSError | None = None
         self.acks = acks
         self._buffer = bytearray()

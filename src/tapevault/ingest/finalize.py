@@ -13,8 +13,9 @@ object is removed only after the recording is AVAILABLE.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
@@ -33,8 +34,9 @@ from tapevault.core.model import (
     Session,
     Tenant,
 )
-from tapevault.core.ports import Announcer, MergePlanner, MergeQueued
+from tapevault.core.ports import Announcer, LocalCopy, MergePlanner, MergeQueued
 from tapevault.core.sources import STREAM_FORMAT_PREFIX, source_key
+from tapevault.core.streamparts import Part, drop_stream_parts, stored_bytes, stored_parts
 from tapevault.core.vault import Vault
 from tapevault.errors import InvalidAudio, QuotaExceeded, Unavailable
 from tapevault.fsutil import is_out_of_space
@@ -69,6 +71,21 @@ class Decoder(Protocol):
 
 
 STREAM_PREFIX = STREAM_FORMAT_PREFIX
+
+
+def _parts_chunks(store: LocalCopy, parts: list[Part]) -> Iterator[bytes]:
+    """The parts' bytes in order, one part on this node's disk at a time."""
+    for part in parts:
+        with store.local_copy(part.key) as path:
+            chunks = read_chunks(path)
+            got = 0
+            for chunk in chunks:
+                got += len(chunk)
+                yield chunk
+            if got != part.size:  # replaced or removed between the walk and the read
+                raise OSError(errno.EIO, f"{part.key} changed while it was read")
+
+
 OUT_OF_SPACE_RETRY_SECONDS = 60
 STORE_RETRY_SECONDS = 30  # an unreachable object store: try again this often
 TEMPORARY_KINDS = ("final", "merge")  # scratch_prefix kinds, for the sweep
@@ -78,7 +95,11 @@ class JobRepository(Protocol):
     """What the worker asks of the database: jobs, the recordings they finish, and the state
     changes (with the merge they may queue) finishing them makes."""
 
-    def lease_job(self, owner: str, now_ms: int, lease_ms: int) -> Job | None: ...
+    def lease_job(
+        self, owner: str, now_ms: int, lease_ms: int, node: str | None = None
+    ) -> Job | None: ...
+
+    def renew_lease(self, job_id: str, owner: str, lease_ms: int) -> bool: ...
 
     def lease_owners(self) -> Sequence[str]: ...
 
@@ -126,9 +147,15 @@ class Finalizer:
         self.local = local
         self.decode = decode
 
-    def lease(self, owner: str) -> Job | None:
-        """Claim one due job for ``owner`` (exactly one caller wins a race)."""
-        return self.repo.lease_job(owner, now_ms(self.vault.clock), lifecycle.LEASE_SECONDS * 1000)
+    def lease(self, owner: str, lease_ms: int = lifecycle.LEASE_SECONDS * 1000) -> Job | None:
+        """Claim one due job for ``owner`` (exactly one caller wins a race), for ``lease_ms``
+        by the database's clock: any node's unreserved jobs, and those reserved for this node
+        (a recovered stream whose spool is on its disk, ``Job.node``)."""
+        return self.repo.lease_job(owner, now_ms(self.vault.clock), lease_ms, self.local.node_id)
+
+    def renew_lease(self, job_id: str, owner: str, lease_ms: int) -> bool:
+        """Extend ``owner``'s lease on a job it still runs; False when it holds it no more."""
+        return self.repo.renew_lease(job_id, owner, lease_ms)
 
     def lease_owners(self) -> Sequence[str]:
         """Owners holding leases on unfinished jobs."""
@@ -267,12 +294,17 @@ class Finalizer:
 
     def _drop_source(self, recording: Recording) -> None:
         self.vault.store.delete(source_key(recording))
+        if recording.source_format.startswith(STREAM_PREFIX):
+            drop_stream_parts(self.vault.store, recording.recording_id)
         self.local.discard(self.local.stream_spool(recording.recording_id))
 
     def _stage_source(self, recording: Recording) -> str:
         """The incoming object to finalize ``recording`` from. A stream taken over by recovery
         was never closed (nor was one closed by a version that kept streams on the node), so
-        its spool is promoted here, from this node's disk, first."""
+        its spool is promoted here first, when this node has it. A node that does not (its
+        job was reserved for the spool's node, ``Job.node``, until that one was given up for
+        lost) finalizes what the store holds of the stream: the chain of parts copied while
+        it was live (``core/streamparts.py``), exactly the count its last acks called stored."""
         key = source_key(recording)
         store = self.vault.store
         if store.stat(key) is not None:
@@ -282,11 +314,21 @@ class Finalizer:
             try:
                 self.local.promote(spool, key, keep=True)
             except FileNotFoundError:
-                if not recording.recovered:
+                parts = stored_parts(store, recording.recording_id)
+                if parts:
+                    log.warning(
+                        "finalizing stream %s from its copy in the store (%d bytes): its "
+                        "spool is not on this node",
+                        recording.recording_id,
+                        stored_bytes(parts),
+                    )
+                    store.put(key, _parts_chunks(store, parts))
+                elif not recording.recovered:
                     raise InvalidAudio(
                         "the received audio is missing from the incoming area"
                     ) from None
-                store.put(key, [])  # a recovered stream none of whose audio reached a disk
+                else:
+                    store.put(key, [])  # a recovered stream none of whose audio reached a disk
             return key
         raise InvalidAudio("the received audio is missing from the incoming area")
 

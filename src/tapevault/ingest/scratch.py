@@ -13,7 +13,8 @@ data directory:
   spool's open set) and older than ``GRACE_SECONDS``; temporaries without an open set are left
   to their ``finally`` blocks;
 - a file of a live process of this host: never (it sweeps its own);
-- a file of another host, or an untagged one (older versions): only past ``STALE_SECONDS``.
+- a file of another node (a second data directory's process, on this host or another), of
+  another host, or an untagged one (older versions): only past ``STALE_SECONDS``.
 
 An accepted upload is promoted into the object store under ``incoming/`` before its recording row
 is committed (so the bytes are durable first); a crash between the two leaves an object no row
@@ -34,7 +35,8 @@ from pathlib import Path
 from tapevault.core.model import Recording, RecordingStatus
 from tapevault.core.ports import ListKeys, ObjectStore
 from tapevault.core.sources import INCOMING_PREFIX, recording_of_source
-from tapevault.ingest.liveness import is_gone
+from tapevault.core.streamparts import STREAMS_PREFIX, recording_of_part
+from tapevault.ingest.liveness import is_gone, node_of
 
 log = logging.getLogger("tapevault.ingest")
 
@@ -133,8 +135,8 @@ def sweep(
             continue
         if owner == me:
             doomed = mine_open is not None and path.name not in mine_open and age > GRACE_SECONDS
-        elif owner is not None and owner.split(":", 1)[0] == host:
-            doomed = is_gone(owner)
+        elif owner is not None and node_of(owner) in (host, node_of(me)):
+            doomed = is_gone(owner, me)  # a process of this node (or host) that is gone
         else:
             doomed = age > STALE_SECONDS
         if doomed:
@@ -156,17 +158,31 @@ def sweep_unrecorded(
     a recording never committed (a crash between the promotion and the commit), or of one that
     is available or gone already (a stream closed after recovery had taken it over and
     finished it). Those of recordings still receiving, processing or failed stay (a failed
-    one's audio is kept for an operator to queue again). A store that cannot list its objects
-    (no ``ListKeys``) is skipped: a bucket lifecycle rule on ``incoming/`` does this there."""
+    one's audio is kept for an operator to queue again). Live streams' parts
+    (``streams/<recording_id>/...``, core/streamparts.py) go by the same rule. A store that
+    cannot list its objects (no ``ListKeys``) is skipped: a bucket lifecycle rule on
+    ``incoming/`` and ``streams/`` does this there."""
     if not isinstance(store, ListKeys):
         return 0
     now = time.time() if now is None else now
     removed = 0
-    for listed in store.list_keys(INCOMING_PREFIX):
-        recording_id = recording_of_source(listed.key)
+    listed_keys = (
+        (listed, id_of(listed.key))
+        for prefix, id_of in (
+            (INCOMING_PREFIX, recording_of_source),
+            (STREAMS_PREFIX, recording_of_part),
+        )
+        for listed in store.list_keys(prefix)
+    )
+    # A live stream has a part per interval, listed one after the other: the recording is
+    # asked about once for all of them, not once a part.
+    last: tuple[str, bool] | None = None
+    for listed, recording_id in listed_keys:
         if recording_id is None or now - listed.info.mtime <= ORPHAN_SECONDS:
             continue
-        if not _finished_with(recording_of(recording_id)):
+        if last is None or last[0] != recording_id:
+            last = (recording_id, _finished_with(recording_of(recording_id)))
+        if not last[1]:
             continue
         if store.delete(listed.key):
             removed += 1

@@ -1,23 +1,30 @@
 """The background worker: leases jobs from the database and runs them.
 
-Runs as threads inside ``tapevault serve`` (the default) or alone as ``tapevault worker``. Jobs are
-leased, not locked: a worker killed mid-job leaves a lease that lapses, and the job is taken again
-(by any worker) after ``LEASE_SECONDS``; a restarted server also reclaims its own dead jobs at
-start-up because its previous owner id is gone. Finalization is idempotent, so running a job twice
-is safe.
+Runs as threads inside ``tapevault serve`` (the default) or alone as ``tapevault worker``, on any
+number of nodes sharing one database. Jobs are leased, not locked: a worker holds a job for
+``TAPEVAULT_JOB_LEASE`` by the database's clock and renews the lease while the job runs (a third
+of the lease apart), so a long decode is never taken from a live worker; a worker killed mid-job
+stops renewing, and the job is taken again by any node's worker once the lease lapses. A restarted
+server also reclaims at once the jobs of its own node's dead processes (their owner ids are gone).
+A job bound to a node (a recovered live stream, whose spool is on that node's disk) is leased
+only there. Finalization is idempotent, so running a job twice is safe.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
+from collections.abc import Iterator
 
+from tapevault.core import lifecycle
+from tapevault.core.model import Job
 from tapevault.errors import Unavailable
 from tapevault.ingest.finalize import Finalizer
 from tapevault.ingest.housekeeping import Housekeeping
 from tapevault.ingest.liveness import is_gone, process_id
-from tapevault.ingest.recovery import recover_streams
+from tapevault.ingest.recovery import SPOOL_WAIT_SECONDS, recover_streams
 from tapevault.webhooks.dispatch import Dispatcher
 
 log = logging.getLogger("tapevault.worker")
@@ -25,9 +32,9 @@ log = logging.getLogger("tapevault.worker")
 RECOVERY_SECONDS = 30.0
 
 
-def worker_id() -> str:
-    """Unique per process start (see ``liveness``)."""
-    return process_id()
+def worker_id(node: str | None = None) -> str:
+    """Unique per process start, on ``node`` (see ``liveness``)."""
+    return process_id(node)
 
 
 class Worker:
@@ -38,12 +45,17 @@ class Worker:
         poll_seconds: float = 1.0,
         housekeeping: Housekeeping | None = None,
         webhooks: Dispatcher | None = None,
+        lease_seconds: float = lifecycle.LEASE_SECONDS,
+        spool_wait_seconds: int = SPOOL_WAIT_SECONDS,
     ) -> None:
         self.finalizer = finalizer
+        self.lease_ms = max(1, int(lease_seconds * 1000))
         self.webhooks = webhooks  # webhook deliveries, on threads of their own
         self.owner = owner
         self.housekeeping = housekeeping
         self.poll_seconds = poll_seconds
+        # How long a stream recovered here stays its spool node's job (TAPEVAULT_STREAM_NODE_WAIT).
+        self.spool_wait_seconds = spool_wait_seconds
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -56,17 +68,44 @@ class Worker:
         """
         freed = 0
         for owner in self.finalizer.lease_owners():
-            if owner != self.owner and is_gone(owner):
+            if owner != self.owner and is_gone(owner, self.owner):
                 freed += self.finalizer.release_leases(owner)
         return freed
 
     def run_once(self) -> bool:
         """Lease and run one due job; False when there was none."""
-        job = self.finalizer.lease(self.owner)
+        # The finalizer leases on this node: the jobs reserved for it (its spools) too.
+        job = self.finalizer.lease(self.owner, self.lease_ms)
         if job is None:
             return False
-        self.finalizer.run(job)
+        with self._renewing(job):
+            self.finalizer.run(job)
         return True
+
+    @contextlib.contextmanager
+    def _renewing(self, job: Job) -> Iterator[None]:
+        """Renew the job's lease every third of its length while the block runs, so that no
+        other node takes a job this worker is still doing (a decode may outlast the lease)."""
+        done = threading.Event()
+        finalizer = self.finalizer
+
+        def renew() -> None:
+            while not done.wait(self.lease_ms / 3000):
+                try:
+                    if not finalizer.renew_lease(job.job_id, self.owner, self.lease_ms):
+                        return  # finished meanwhile, or lapsed and taken: nothing to hold
+                except Exception as exc:  # the database away: the lease may lapse, as designed
+                    log.warning("cannot renew the lease of job %s: %s", job.job_id, exc)
+
+        thread = threading.Thread(target=renew, name=f"tapevault-lease-{job.job_id}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            # A renewal stuck on an unreachable database must not hold the worker: the thread
+            # ends by itself once its call returns, and renews nothing after ``done``.
+            thread.join(timeout=5)
 
     def run_until_idle(self, limit: int = 10_000) -> int:
         """Run due jobs until none is left; returns how many ran (tests and `worker --once`)."""
@@ -82,7 +121,9 @@ class Worker:
             log.warning("reclaimed %d job(s) from processes that died", freed)
         if self.webhooks is not None:
             self.webhooks.recover()
-        recovered = recover_streams(self.finalizer.vault.ingest, self.owner)
+        recovered = recover_streams(
+            self.finalizer.vault.ingest, self.owner, spool_wait_seconds=self.spool_wait_seconds
+        )
         if recovered:
             log.warning("recovered %d recording(s) left half-written by a dead process", recovered)
 

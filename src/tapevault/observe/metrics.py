@@ -90,6 +90,22 @@ stream_ack_latency = Histogram(
     "lease check), per batch.",
     buckets=ACK_BUCKETS,
 )
+stream_copy_failures = Counter(
+    "tapevault_stream_copy_failures",
+    "Copies of live streams' acknowledged audio to the object store that failed (retried).",
+)
+stream_copy_behind = Gauge(
+    "tapevault_stream_copy_behind_bytes",
+    "Acknowledged bytes of live streams not yet copied to the object store (what losing this "
+    "node would lose now).",
+    multiprocess_mode="livesum",
+)
+access_log_integration = Histogram(
+    "tapevault_access_log_integration_delay_seconds",
+    "Per access record: from its event (the request) to its integration into the chain and "
+    "tree by the deployment's integrator (durable long before: requests wait for that only).",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 60.0),
+)
 access_log_queue_depth = Gauge(
     "tapevault_access_log_queue_depth",
     "Access records waiting for the writer (kept for retry, plus hand-overs queued), as the "
@@ -177,7 +193,13 @@ class RetentionCounter:
 
 
 class AuditCounter:
-    """``core.auditlog.AuditCounts`` counted here: once per writer cycle, never per request."""
+    """``core.auditlog.AuditCounts`` counted here: once per writer cycle, never per request;
+    and ``core.integrator.LagCounts``: once per integration step."""
+
+    def integrated(self, lags: list[float]) -> None:
+        observe = access_log_integration.observe
+        for lag in lags:
+            observe(lag)
 
     def cycle(self, *, queued: int, lag_seconds: float, failed: bool) -> None:
         access_log_queue_depth.set(queued)

@@ -14,6 +14,14 @@ to ``incoming/<recording_id>.src`` before it is acknowledged, a closed stream to
 storage key. A store on this filesystem that can ``Adopt`` takes the file by rename (one fsync,
 no copy: the local store's fast path); any other gets a streamed copy in 1 MiB chunks.
 
+``promote_range`` copies a slice of a live stream's spool (its acknowledged prefix, grown since
+the last copy) into the store while the stream goes on (``tapevault.ingest.streamcopy``): read
+with ``pread`` in chunks from a descriptor of its own, never the writer's.
+
+The node's identity (``node_id``) is kept in ``DATA_DIR/node-id``: every process serving from
+this data directory shares it, and a node whose disk is replaced gets a new one, which is what
+tells a stream's spool lost (``Recording.spool_node``).
+
 Temporaries carry their writer in their names (``scratch_prefix``), so the scratch sweep removes
 those a killed process left behind (they may hold PHI).
 """
@@ -32,7 +40,10 @@ from typing import BinaryIO
 from tapevault.core.ports import Adopt, ObjectInfo, ObjectStore
 from tapevault.core.sources import upload_key
 from tapevault.errors import StorageError
+from tapevault.ingest.liveness import node_name
 from tapevault.ingest.scratch import scratch_prefix
+from tapevault.storage.local import LocalStore
+from tapevault.storage.timed import unwrapped
 
 log = logging.getLogger("tapevault.storage")
 
@@ -52,6 +63,27 @@ def read_chunks(path: Path, size: int = CHUNK) -> Iterator[bytes]:
 def _chunks_of(f: BinaryIO, size: int = CHUNK) -> Iterator[bytes]:
     while chunk := f.read(size):
         yield chunk
+
+
+def _range_chunks(fd: int, offset: int, length: int, size: int = CHUNK) -> Iterator[bytes]:
+    """``length`` bytes from ``offset`` of ``fd``; a file shorter than that is an error (the
+    caller asked for bytes it was told are on disk)."""
+    end = offset + length
+    while offset < end:
+        chunk = os.pread(fd, min(size, end - offset), offset)
+        if not chunk:
+            raise OSError(errno.EIO, f"the spool ended at byte {offset}, before {end}")
+        offset += len(chunk)
+        yield chunk
+
+
+def read_node_id(data_dir: Path) -> str:
+    """This data directory's node name (``liveness.node_name``: made once, whole, in
+    ``DATA_DIR/node-id``); a damaged one is a storage error naming the file."""
+    try:
+        return node_name(data_dir)
+    except ValueError as exc:
+        raise StorageError(str(exc)) from exc
 
 
 class ScratchWriter:
@@ -91,6 +123,7 @@ class NodeLocalDisk:
         self.work_dir = data_dir / WORK
         for directory in (self.streams_dir, self.work_dir):
             directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.node_id = read_node_id(data_dir)
 
     # NodeLocalFiles ---------------------------------------------------------------------------
 
@@ -115,6 +148,27 @@ class NodeLocalDisk:
 
     def stream_spool(self, recording_id: str) -> Path:
         return self.streams_dir / f"{recording_id}.raw"
+
+    def store_on_this_disk(self) -> bool:
+        """Whether the store keeps its objects on this node's own filesystem (the default local
+        store, ``DATA_DIR/audio``): a copy of a spool there survives nothing the spool does not,
+        and every copy's fsync would compete with the live streams' group commits."""
+        backend = unwrapped(self.store)
+        if not isinstance(backend, LocalStore):
+            return False
+        try:
+            return os.stat(backend.root).st_dev == os.stat(self.streams_dir).st_dev
+        except OSError:
+            return False
+
+    def promote_range(self, path: Path, key: str, offset: int, length: int) -> ObjectInfo:
+        """Store ``length`` bytes of the node-local file from ``offset`` as the object ``key``
+        (atomically, streamed in ``CHUNK``s: memory stays flat however long the range)."""
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            return self.store.put(key, _range_chunks(fd, offset, length))
+        finally:
+            os.close(fd)
 
     def discard(self, path: Path) -> None:
         with contextlib.suppress(FileNotFoundError):

@@ -124,7 +124,7 @@ class Dispatcher:
         """Free deliveries leased by processes of this host that no longer run."""
         freed = 0
         for owner in self.store.lease_owners():
-            if owner != self.owner and is_gone(owner):
+            if owner != self.owner and is_gone(owner, self.owner):
                 freed += self.store.release_leases(owner)
         if freed:
             log.warning("reclaimed %d webhook delivery(ies) from processes that died", freed)

@@ -194,6 +194,36 @@ SCHEMAS: Json = {
     "Deleted": _object({"deleted": {"type": "array", "items": ref("RecordingTombstone")}}),
     "AuditRecord": _object(_RECORD, "One access-log record, hash-chained to the previous one."),
     "AuditPage": _object(_PAGE),
+    "AuditInclusion": _optional(
+        _object(
+            {
+                "status": {"type": "string", "enum": ["included", "pending"]},
+                "record": {"type": "object"},
+                "leaf_index": nullable(_INT),
+                "leaf": {
+                    **_STR,
+                    "description": "Base64 of the record's canonical bytes: the RFC 9162 leaf "
+                    "(leaf hash = SHA-256(0x00 || leaf)).",
+                },
+            },
+            "An RFC 9162 inclusion proof of one record against the newest signed checkpoint; "
+            "pending when no signed checkpoint covers the record yet (never missing).",
+        ),
+        tree_size=_INT,
+        root_hash={**_STR, "description": "Base64 of the tree's root hash."},
+        proof={"type": "array", "items": _STR, "description": "The audit path, bottom-up."},
+        checkpoint={**_STR, "description": "The C2SP signed note (tlog-checkpoint)."},
+        reason=_STR,
+    ),
+    "AuditConsistency": _object(
+        {
+            "from": _INT,
+            "to": _INT,
+            "proof": {"type": "array", "items": _STR},
+            "checkpoint": nullable(_STR),
+        },
+        "An RFC 9162 consistency proof between two tree sizes (base64 hashes).",
+    ),
     "RecordingAccess": _object({"recording": ref("RecordingTombstone"), **_PAGE}),
 }
 
@@ -406,6 +436,25 @@ def paths() -> Json:
                 query_param("session_id", "Only records of this session.", _FILTER),
                 query_param("recording_id", "Only records of this recording.", _FILTER),
                 *_FILTERS,
+            ],
+        ),
+        "/api/v1/audit/{seq}/proof": _op(
+            "get",
+            "getAuditInclusionProof",
+            "Prove one of the tenant's records is in the signed log (RFC 9162)",
+            response("The inclusion proof, or pending.", ref("AuditInclusion")),
+            "400 404 503",
+            [path_param("seq", "The record's seq, as the audit log gives it.", _INT)],
+        ),
+        "/api/v1/audit/consistency": _op(
+            "get",
+            "getAuditConsistencyProof",
+            "Prove the log only grew between two tree sizes (RFC 9162)",
+            response("The consistency proof.", ref("AuditConsistency")),
+            "400 503",
+            [
+                query_param("from", "The older tree size.", _INT, required=True),
+                query_param("to", "The newer tree size (default: the newest signed).", _INT),
             ],
         ),
     }

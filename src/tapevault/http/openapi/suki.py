@@ -385,7 +385,10 @@ _STREAM_TICKET_DESCRIPTION = (
     "WS /api/v1/ambient/session/{ambient_session_id}/stream?ticket=... once, within a minute "
     "(servers send sdp_suki_token on the WebSocket request instead). The stream takes "
     "encoding (pcm_s16le, pcm_mulaw, pcm_alaw), sample_rate (8000-48000) and channels (1, 2) "
-    "as query parameters and binary frames of audio; it becomes the session's next recording."
+    "as query parameters and binary frames of audio; it becomes the session's next recording. "
+    'The server acknowledges with text messages {"type":"ack","bytes":N,"stored":M}: the first '
+    "N bytes are durable on the server's disk, and the first M of them also in the object store "
+    "(they survive the loss of that server; resume from M when you cannot tell)."
 )
 
 

@@ -1,0 +1,359 @@
+"""nginx sends the bytes (``TAPEVAULT_ACCEL_REDIRECT``), through real nginx with the shipped
+``deploy/nginx/tapevault.conf``: tapevault validates and records each media GET and answers with
+``X-Accel-Redirect``; nginx serves the range from the same file and reports what it sent in its
+delivery log, which tapevault reads back into the playback's access record.
+
+Checked here: ranges byte for byte with tapevault's headers (ETag, Last-Modified, CORS, HSTS),
+conditional requests (304 and 412 from tapevault; If-None-Match, If-Range), 416, an expired
+or forged URL (403 from tapevault, nginx sends nothing), the internal location unreachable and
+a client's own X-Accel-* headers without effect, a client that reaches tapevault around nginx,
+and the access record exact: which ranges, how many bytes — a client that leaves mid-range
+included."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import httpx
+import pytest
+
+from tests.conftest import need
+from tests.nginx import NGINX, SITE, Nginx, make_certificate, render, tls_context
+from tests.server import Server
+from tests.support import make_session, wait_for
+
+pytestmark = pytest.mark.server
+LOCATION = "/_tapevault_files/"
+
+
+@dataclass
+class Accel:
+    server: Server
+    nginx: Nginx
+    cert: Path
+    deliveries: Path  # nginx's delivery log
+    tenant: dict[str, str]
+    token: str
+
+    @property
+    def admin(self) -> dict[str, str]:
+        return {"authorization": f"Bearer {self.tenant['api_key']}"}
+
+    def client(self, source: str = "127.0.0.1") -> httpx.Client:
+        transport = httpx.HTTPTransport(verify=tls_context(self.cert), local_address=source)
+        return httpx.Client(base_url=self.nginx.base, transport=transport, timeout=30)
+
+    def delivery_lines(self) -> list[dict[str, str]]:
+        if not self.deliveries.exists():
+            return []
+        text = self.deliveries.read_text()
+        return [json.loads(line) for line in text.splitlines() if line]
+
+    def media_url(self, seconds: float = 4.0) -> tuple[str, str, bytes]:
+        """A new recording's signed URL (nginx's address), its id and its stored bytes."""
+        session_id, _ = make_session(self.server, self.token, seconds=seconds)
+        with self.client() as client:
+            listed = client.get(
+                f"/api/v1/ambient/session/{session_id}/recording",
+                headers={"sdp_suki_token": self.token},
+            )
+        assert listed.status_code == 200, listed.text
+        entry = listed.json()["recordings"][0]
+        stored = next((self.server.data_dir / "audio").rglob(f"{entry['recording_id']}.wav"))
+        return entry["presigned_url"], entry["recording_id"], stored.read_bytes()
+
+    def playbacks(self, recording_id: str) -> list[dict[str, Any]]:
+        with self.client() as client:
+            history = client.get(f"/api/v1/recordings/{recording_id}/access", headers=self.admin)
+        assert history.status_code == 200, history.text
+        return [r for r in history.json()["records"] if r["action"] == "media.playback"]
+
+    def sealed_playback(self, recording_id: str, requests: int) -> dict[str, Any]:
+        """The recording's one playback record once it is sealed with ``requests`` responses
+        (playbacks go idle after 3 s here)."""
+
+        def sealed() -> dict[str, Any] | None:
+            found = self.playbacks(recording_id)
+            assert len(found) <= 1, found  # one player: one record
+            done = [p for p in found if p["detail"].get("requests") == requests]
+            return done[0] if done else None
+
+        return wait_for(sealed, what=f"the sealed playback of {recording_id}")
+
+
+@pytest.fixture(scope="module")
+def accel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Accel]:
+    """tapevault with TAPEVAULT_ACCEL_REDIRECT behind nginx with the shipped site, whose
+    internal location serves tapevault's store and logs deliveries where tapevault reads."""
+    need(NGINX is not None, "nginx is not installed (Debian: nginx-light)")
+    root = tmp_path_factory.mktemp("nginx-accel")
+    cert, key = make_certificate(root)
+    server = Server(root / "data")
+    prefix = root / "nginx"
+    prefix.mkdir()
+    deliveries = prefix / "delivery.log"
+    proxy = Nginx(prefix, "")
+    proxy.site = render(
+        SITE.read_text(),
+        upstream_port=server.port,
+        port=proxy.port,
+        cert=cert,
+        key=key,
+        files=server.data_dir / "audio",
+        delivery_log=deliveries,
+    )
+    proxy.start()
+    try:
+        server.start(
+            TAPEVAULT_TRUSTED_PROXIES="127.0.0.1",
+            TAPEVAULT_PUBLIC_URL=proxy.base,
+            TAPEVAULT_ACCEL_REDIRECT=LOCATION,
+            TAPEVAULT_ACCEL_LOG=str(deliveries),
+            TAPEVAULT_PLAYBACK_IDLE="3",
+            TAPEVAULT_CORS_ORIGINS="https://player.example",
+        )
+        try:
+            tenant = server.tenant("accel")
+            token = server.token(tenant["partner_id"])
+            yield Accel(server, proxy, cert, deliveries, tenant, token)
+        finally:
+            server.stop()
+    finally:
+        proxy.stop()
+
+
+def new_lines(accel: Accel, before: int, count: int) -> list[dict[str, str]]:
+    """The ``count`` delivery lines nginx wrote after the first ``before``."""
+
+    def written() -> list[dict[str, str]] | None:
+        lines = accel.delivery_lines()
+        return lines[before:] if len(lines) >= before + count else None
+
+    return wait_for(written, what=f"{count} delivery line(s)")
+
+
+def test_ranges_are_sent_by_nginx_byte_exact_with_tapevaults_headers(accel: Accel) -> None:
+    """The whole file, a middle range, a suffix and an open range are sent by nginx (each has
+    its delivery line) byte for byte, with tapevault's ETag, Last-Modified, Cache-Control,
+    CORS headers, request id and HSTS, one Accept-Ranges; and the playback's one record holds
+    exactly the ranges and bytes sent."""
+    url, recording_id, stored = accel.media_url()
+    size = len(stored)
+    before = len(accel.delivery_lines())
+    origin = {"origin": "https://player.example", "user-agent": "accel-exact"}
+    with accel.client() as client:
+        head = client.head(url, headers=origin)  # answered by tapevault itself
+        assert head.status_code == 200
+        whole = client.get(url, headers=origin)
+        middle = client.get(url, headers={**origin, "range": "bytes=1000-54321"})
+        suffix = client.get(url, headers={**origin, "range": "bytes=-777"})
+        tail = client.get(url, headers={**origin, "range": f"bytes={size - 100}-"})
+    assert whole.status_code == 200 and whole.content == stored
+    assert middle.status_code == 206 and middle.content == stored[1000:54322]
+    assert middle.headers["content-range"] == f"bytes 1000-54321/{size}"
+    assert suffix.status_code == 206 and suffix.content == stored[-777:]
+    assert tail.status_code == 206 and tail.content == stored[-100:]
+    for answer in (whole, middle, suffix, tail):
+        h = answer.headers
+        assert h["etag"] == head.headers["etag"]
+        assert h["last-modified"] == head.headers["last-modified"]
+        assert h["cache-control"] == "private, no-store"
+        assert h["content-type"] == "audio/wav"
+        assert h.get_list("accept-ranges") == ["bytes"]
+        assert h["access-control-allow-origin"] == "https://player.example"
+        assert "content-range" in h["access-control-expose-headers"]
+        assert h["vary"] == "origin"
+        assert h["strict-transport-security"] == "max-age=31536000"
+        assert h["x-request-id"]
+        assert "x-accel-redirect" not in h and "x-tapevault-delivery" not in h
+    lines = new_lines(accel, before, 4)
+    assert [(line["s"], int(line["b"])) for line in lines] == [
+        ("200", size),
+        ("206", 54322 - 1000),
+        ("206", 777),
+        ("206", 100),
+    ]
+    record = accel.sealed_playback(recording_id, 5)  # the HEAD is one of its requests
+    assert record["bytes_sent"] == size + 53322 + 777 + 100
+    assert record["ranges"] == [[0, size - 1]]
+    assert record["detail"]["statuses"] == {"200": 2, "206": 3}
+    assert "unconfirmed" not in record["detail"] and "in_flight" not in record["detail"]
+
+
+def test_ranges_of_a_seeking_player_are_recorded_exactly(accel: Accel) -> None:
+    """Separate seeks of one player: the record lists each range, merged only where they
+    touch, and their byte total."""
+    url, recording_id, stored = accel.media_url()
+    agent = {"user-agent": "accel-seeks"}
+    with accel.client() as client:
+        for spec in ("bytes=0-1", "bytes=100-199", "bytes=200-299", "bytes=5000-6023"):
+            answer = client.get(url, headers={**agent, "range": spec})
+            assert answer.status_code == 206
+    record = accel.sealed_playback(recording_id, 4)
+    assert record["ranges"] == [[0, 1], [100, 299], [5000, 6023]]
+    assert record["bytes_sent"] == 2 + 100 + 100 + 1024
+    assert stored  # the file the ranges came from
+
+
+def test_conditional_requests(accel: Accel) -> None:
+    """If-None-Match matching → 304 and If-Match failing → 412, both from tapevault (no
+    delivery line); If-None-Match not matching and If-Range with the ETag → nginx sends the
+    200 / 206 (nginx does not test them again against its own validators); If-Match that holds
+    is answered by tapevault (nginx would have refused it)."""
+    url, recording_id, stored = accel.media_url()
+    with accel.client() as client:
+        etag = client.head(url).headers["etag"]
+        before = len(accel.delivery_lines())
+        not_modified = client.get(url, headers={"if-none-match": etag})
+        failed = client.get(url, headers={"if-match": '"other"', "range": "bytes=0-9"})
+        assert not_modified.status_code == 304 and not_modified.content == b""
+        assert failed.status_code == 412
+        changed = client.get(url, headers={"if-none-match": '"other"', "range": "bytes=0-9"})
+        resumed = client.get(url, headers={"if-range": etag, "range": "bytes=10-19"})
+        stale = client.get(url, headers={"if-range": '"other"', "range": "bytes=10-19"})
+        held = client.get(url, headers={"if-match": etag, "range": "bytes=20-29"})
+        since = client.get(url, headers={"if-modified-since": "Thu, 01 Jan 1970 00:00:00 GMT"})
+    assert changed.status_code == 206 and changed.content == stored[:10]
+    assert resumed.status_code == 206 and resumed.content == stored[10:20]
+    assert stale.status_code == 200 and stale.content == stored
+    assert held.status_code == 206 and held.content == stored[20:30]
+    assert since.status_code == 200 and since.content == stored
+    # nginx sent: the If-None-Match miss, the If-Range match and the If-Modified-Since one;
+    # tapevault the 304, the 412, the stale If-Range (a 200 despite a Range) and the If-Match.
+    lines = new_lines(accel, before, 3)
+    time.sleep(0.5)
+    assert len(accel.delivery_lines()) == before + 3
+    assert [(line["s"], line["r"]) for line in lines] == [
+        ("206", f"bytes 0-9/{len(stored)}"),
+        ("206", f"bytes 10-19/{len(stored)}"),
+        ("200", ""),
+    ]
+    record = accel.sealed_playback(recording_id, 8)
+    assert record["detail"]["statuses"] == {"200": 3, "206": 3, "304": 1, "412": 1}
+    assert record["bytes_sent"] == 10 + 10 + len(stored) + 10 + len(stored) + len(
+        '{"code":412,"message":"Precondition failed."}'
+    )
+
+
+def test_unsatisfiable_and_multiple_ranges_are_answered_by_tapevault(accel: Accel) -> None:
+    """416 (computed from the stored size), a multipart answer, a range in another form than
+    nginx parses alike and an invalid one (which RFC 9110 lets tapevault ignore, where nginx
+    would answer 416) come from tapevault; nginx writes no delivery line for them."""
+    url, _recording_id, stored = accel.media_url()
+    size = len(stored)
+    before = len(accel.delivery_lines())
+    with accel.client() as client:
+        beyond = client.get(url, headers={"range": f"bytes={size}-"})
+        several = client.get(url, headers={"range": "bytes=0-9,20-29"})
+        spaced = client.get(url, headers={"range": "bytes= 0-9"})  # not a plain form
+        backwards = client.get(url, headers={"range": "bytes=9-0"})  # invalid: ignored → 200
+    assert beyond.status_code == 416
+    assert beyond.headers["content-range"] == f"bytes */{size}"
+    assert several.status_code == 206
+    assert several.headers["content-type"].startswith("multipart/byteranges; boundary=")
+    assert stored[:10] in several.content and stored[20:30] in several.content
+    assert spaced.status_code == 206 and spaced.content == stored[:10]
+    assert backwards.status_code == 200 and backwards.content == stored
+    time.sleep(0.5)
+    assert len(accel.delivery_lines()) == before
+
+
+def _with_query(url: str, **changes: str) -> str:
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    query.update(changes)
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def test_expired_and_forged_urls_get_403_from_tapevault(accel: Accel) -> None:
+    """A URL that expired (issued by a server whose clock is a day behind) or was altered is
+    refused by tapevault with its JSON 403; nginx sends nothing of the file."""
+    url, _recording_id, _stored = accel.media_url()
+    session_id, _ = make_session(accel.server, accel.token)
+    yesterday = Server(accel.server.data_dir)
+    yesterday.start(
+        TAPEVAULT_PUBLIC_URL=accel.nginx.base,
+        TAPEVAULT_CLOCK_OFFSET_SECONDS="-86400",
+        TAPEVAULT_WORKERS="0",
+    )
+    try:
+        suki = {"sdp_suki_token": yesterday.token(accel.tenant["partner_id"])}
+        listed = httpx.get(
+            f"{yesterday.base}/api/v1/ambient/session/{session_id}/recording", headers=suki
+        )
+        assert listed.status_code == 200, listed.text
+        old_url = listed.json()["recordings"][0]["presigned_url"]
+    finally:
+        yesterday.close()
+    before = len(accel.delivery_lines())
+    query = dict(parse_qsl(urlsplit(url).query))
+    with accel.client() as client:
+        expired = client.get(old_url, headers={"range": "bytes=0-"})
+        forged = client.get(_with_query(url, s="A" * len(query["s"])))
+        stretched = client.get(_with_query(url, e=str(int(query["e"]) + 3600)))
+    assert expired.json()["error"] == "url_expired"
+    assert forged.json()["error"] == "url_invalid"
+    assert stretched.json()["error"] == "url_invalid"
+    for answer in (expired, forged, stretched):
+        assert answer.status_code == 403
+        assert answer.headers["content-type"] == "application/json"
+    time.sleep(0.5)
+    assert len(accel.delivery_lines()) == before
+
+
+def test_internal_location_and_client_accel_headers_have_no_effect(accel: Accel) -> None:
+    """The internal location answers 404 to a client; a client's own X-Accel-Redirect (or
+    other X-Accel-*) request header changes nothing, on a media URL or any other route."""
+    url, recording_id, stored = accel.media_url()
+    key = next((accel.server.data_dir / "audio").rglob(f"{recording_id}.wav"))
+    relative = key.relative_to(accel.server.data_dir / "audio").as_posix()
+    sneaky = {
+        "x-accel-redirect": f"{LOCATION}{relative}",
+        "x-accel-limit-rate": "1",
+        "x-accel-buffering": "yes",
+    }
+    with accel.client() as client:
+        direct = client.get(f"{LOCATION}{relative}")
+        assert direct.status_code == 404 and stored[:4] not in direct.content
+        health = client.get("/healthz", headers=sneaky)
+        assert health.status_code == 200 and health.json() == {"status": "ok"}
+        ranged = client.get(url, headers={**sneaky, "range": "bytes=0-99"})
+        assert ranged.status_code == 206 and ranged.content == stored[:100]
+
+
+def test_a_client_around_nginx_gets_the_bytes_from_tapevault(accel: Accel) -> None:
+    """A client that reaches tapevault's port directly (not a trusted proxy) is never answered
+    with X-Accel-Redirect: it gets the bytes, and they are recorded as sent."""
+    url, recording_id, stored = accel.media_url()
+    direct = url.replace(accel.nginx.base, accel.server.base)
+    transport = httpx.HTTPTransport(local_address="127.0.0.3")
+    with httpx.Client(transport=transport, timeout=30) as client:
+        answer = client.get(direct, headers={"range": "bytes=0-99"})
+    assert answer.status_code == 206 and answer.content == stored[:100]
+    assert "x-accel-redirect" not in answer.headers
+    record = accel.sealed_playback(recording_id, 1)
+    assert record["ranges"] == [[0, 99]] and record["bytes_sent"] == 100
+
+
+def test_a_client_leaving_mid_range_is_recorded_with_what_nginx_sent(accel: Accel) -> None:
+    """A client that reads the start of a 19 MB file and hangs up: the record holds exactly
+    the bytes nginx says it sent (its delivery line), from the start, not the file's size."""
+    url, recording_id, stored = accel.media_url(seconds=600.0)
+    size = len(stored)
+    before = len(accel.delivery_lines())
+    with accel.client() as client, client.stream("GET", url) as answer:
+        assert answer.status_code == 200
+        first = next(answer.iter_raw(65536))
+        assert stored.startswith(first)
+    (line,) = new_lines(accel, before, 1)
+    sent = int(line["b"])
+    assert line["s"] == "200" and 0 < sent < size
+    record = accel.sealed_playback(recording_id, 1)
+    assert record["bytes_sent"] == sent
+    assert record["ranges"] == [[0, sent - 1]]
