@@ -72,7 +72,12 @@ def test_records_survive_sigkill_before_integration(tmp_path: Path, database_url
     try:
         key = server.tenant()["api_key"]
         assert listed(server, key, 40) == 40
-        assert count(database_url, "SELECT count(*) FROM audit_incoming") >= 40
+        # A listing's record is written right after its answer (not waited for): once all 40
+        # are durable, none is integrated yet (the interval is a minute).
+        deadline = time.monotonic() + 15
+        while count(database_url, "SELECT count(*) FROM audit_incoming") < 40:
+            assert time.monotonic() < deadline, "the listings' records were not written"
+            time.sleep(0.05)
         assert served_records(database_url) == 0  # durable, not integrated
         server.kill()
         server.start(**env)

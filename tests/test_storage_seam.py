@@ -69,7 +69,10 @@ ALLOWED: dict[str, str] = {
     "cli_compliance.py": "writes the compliance export the operator names",
     "config.py": "checks at start-up that the data directory is writable (an empty temp file)",
     "http/playerpage.py": "reads the player page's static assets from the package",
-    "ingest/liveness.py": "reads /proc/PID/stat to tell whether a writer runs",
+    "ingest/liveness.py": "reads /proc/PID/stat to tell whether a writer runs, and makes the "
+    "data directory's node-id file once",
+    "deliverylog.py": "reads nginx's delivery log (byte counts of X-Accel-Redirect hand-offs; "
+    "no audio)",
     "audio_gen.py": "generates sample audio for the demo and tests, where the caller says",
     "demo.py": "a temporary directory for the demo's sample audio",
     "client/_download.py": "the Python client: downloads to the user's disk, not the server's",

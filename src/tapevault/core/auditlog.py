@@ -467,6 +467,8 @@ class AuditLog:
                 batch = self._batch(items)
                 self._fold(batch, final)
                 written = self._write(batch)
+                self._busy_since = None
+                self._recovered()  # before the waiters hear: whoever was answered sees healthy
                 self._resolve(batch.waiters, None)
         except Exception as exc:
             if written:  # the records are in: only their waiters may not have heard
@@ -482,9 +484,7 @@ class AuditLog:
         finally:
             self._busy_since = None
         self._count(batch, failed=False)
-        if not self._healthy:
-            log.warning("the access log is writable again")
-            self._healthy = True
+        self._recovered()
         if self._dropped:
             log.error(
                 "%d access record(s) nobody waited for were lost while the log was failing "
@@ -494,6 +494,11 @@ class AuditLog:
             )
             self._dropped = 0
         return True
+
+    def _recovered(self) -> None:
+        if not self._healthy:
+            log.warning("the access log is writable again")
+            self._healthy = True
 
     def _count(self, batch: _Batch | None, *, failed: bool) -> None:
         """Tell ``counts`` how the cycle went; a failure to count is logged, never the
