@@ -155,8 +155,10 @@ class ServingCache:
     # --- writes that change what may be served ----------------------------------------------
 
     def set_tenant_retention(self, partner_id: str, seconds: int) -> None:
+        # A tenant write moves the epoch (and notifies) in its own transaction already
+        # (db/repository.py ``_changed``): only this process's entries are left to drop.
         self._repo.set_tenant_retention(partner_id, seconds)
-        self._wrote()
+        self.forget()
 
     def set_session_retention(self, partner_id: str, session_id: str, seconds: int | None) -> bool:
         changed = self._repo.set_session_retention(partner_id, session_id, seconds)
