@@ -98,3 +98,20 @@ def test_a_damaged_node_file_is_one_line_at_start_up(
     assert cli.main(["node", "show", *data]) == 2
     err = capsys.readouterr().err
     assert "TAPEVAULT_DATA_DIR: its node name" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "huge", "binary"])
+def test_a_node_id_that_is_not_a_name_is_refused_at_once(tmp_path: Path, kind: str) -> None:
+    """A FIFO (which would block the start), a link to an endless device, a huge or a binary
+    file at DATA_DIR/node-id: a ValueError naming the file, without reading it whole."""
+    path = tmp_path / "node-id"
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "device":
+        path.symlink_to("/dev/zero")
+    elif kind == "huge":
+        path.write_bytes(b"a" * (10 * 2**20))
+    else:
+        path.write_bytes(b"\xff\xfe\x00name")
+    with pytest.raises(ValueError, match="node-id"):
+        node_name(tmp_path)

@@ -18,6 +18,7 @@ import contextlib
 import os
 import secrets
 import socket
+import stat
 from pathlib import Path
 
 from tapevault.fsutil import fsync_dir
@@ -46,7 +47,7 @@ def node_name(data_dir: Path) -> str:
     exists), so processes starting together agree on one and none reads a half-written one."""
     path = data_dir / NODE_FILE
     try:
-        name = path.read_text().strip()
+        name = _read_name(path)
     except FileNotFoundError:
         host = "".join(c if c in _NODE_CHARS and c != "+" else "-" for c in _host())[:60]
         fresh = data_dir / f".{NODE_FILE}.{os.getpid()}.{secrets.token_hex(4)}"
@@ -61,10 +62,26 @@ def node_name(data_dir: Path) -> str:
             fresh.unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             fsync_dir(data_dir)
-        name = path.read_text().strip()
+        name = _read_name(path)
     if not name or len(name) > MAX_NODE or not set(name) <= _NODE_CHARS:
         raise ValueError(f"{path} does not hold a node name (delete it to make a new one)")
     return name
+
+
+def _read_name(path: Path) -> str:
+    """The file's text, stripped: a regular file only, read without blocking and no further
+    than a name can be long (a FIFO or a link to /dev/zero must not hang or exhaust the start)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError(f"{path} is not a regular file (delete it to make a new node name)")
+        raw = os.read(fd, MAX_NODE + 2)
+    finally:
+        os.close(fd)
+    try:
+        return raw.decode("ascii").strip()
+    except UnicodeDecodeError:
+        return ""  # not a name: refused by the caller's check
 
 
 def _host() -> str:

@@ -82,8 +82,8 @@ def read_node_id(data_dir: Path) -> str:
     ``DATA_DIR/node-id``); a damaged one is a storage error naming the file."""
     try:
         return node_name(data_dir)
-    except ValueError as exc:
-        raise StorageError(str(exc)) from exc
+    except (OSError, ValueError) as exc:
+        raise StorageError(f"the node name in {data_dir}: {exc}") from exc
 
 
 class ScratchWriter:
