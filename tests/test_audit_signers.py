@@ -128,6 +128,12 @@ def test_two_nodes_keys_are_listed_and_verify_says_where_it_trusted_them(
     assert f"key {key_id(a)}: trusted: this node's key file" in out, out
     assert f"key {key_id(b)}: trusted from the database only (node {node_name(b)!r}" in out, out
     assert "verified with keys trusted only because the database lists them" in out, out
+    assert "records after" not in out, out  # A's own key signed the last checkpoint
+    code, out = audit_verify(b, capsys)  # on B, A's last checkpoint is vouched by the database
+    assert code == 0, out
+    assert "records after 16 are vouched for only by checkpoints signed with keys from the " in (
+        out
+    )
 
     code, out = audit_verify(a, capsys, "--public-key", str(public_pem(b, tmp_path, "b")))
     assert code == 0, out
@@ -240,6 +246,7 @@ def test_a_forged_signer_row_is_named_and_only_the_journal_or_a_pin_catches_its_
     code, out = audit_verify(settings, capsys)
     assert code == 0, out  # the documented limit of the convenience
     assert "1 checkpoint(s) verified with keys trusted only because the database lists" in out
+    assert "no checkpoint was signed by a key trusted independently of the database" in out
     assert f"key {intruder.key_id}: trusted from the database only" in out, out
 
     code, out = audit_verify(settings, capsys, "--no-database-keys")

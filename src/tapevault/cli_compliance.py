@@ -372,9 +372,13 @@ def _trust(
     return trust
 
 
-def _counted(checkpoints: Iterable[Checkpoint], signed: Counter[str]) -> Iterator[Checkpoint]:
+def _counted(
+    checkpoints: Iterable[Checkpoint], signed: Counter[str], highest: dict[str, int]
+) -> Iterator[Checkpoint]:
+    """``checkpoints``, counting on the way how many each key signed, and the largest."""
     for cp in checkpoints:
         signed[cp.key_id] += 1
+        highest[cp.key_id] = max(highest.get(cp.key_id, 0), cp.size)
         yield cp
 
 
@@ -401,11 +405,12 @@ def _verify(
     state = store.state()
     checkpoints = CheckpointMerge(store.iter_checkpoints(), [r for _, r in reads], state.first_seq)
     signed: Counter[str] = Counter()
+    highest: dict[str, int] = {}
     tree = TreeCheck(store, keys)
     try:
         report = verify(
             tree.feed(store.records()),
-            _counted(checkpoints, signed),
+            _counted(checkpoints, signed, highest),
             keys,
             first_prev_hash=state.first_prev_hash,
             first_seq=state.first_seq,
@@ -435,7 +440,7 @@ def _verify(
         print(f"{name}: {read.lines} checkpoint line(s)")
         for note in read.notes:
             print(f"note: {name}: {note}")
-    lines, notes = summary(trust, signed, use_database=use_database)
+    lines, notes = summary(trust, signed, highest, use_database=use_database)
     print(f"checkpoint keys ({len(keys)} trusted):")
     for line in lines:
         print(f"  {line}")

@@ -107,9 +107,14 @@ def decide(
 
 
 def summary(
-    trust: KeyTrust, signed: Mapping[str, int], *, use_database: bool
+    trust: KeyTrust,
+    signed: Mapping[str, int],
+    highest: Mapping[str, int],
+    *,
+    use_database: bool,
 ) -> tuple[list[str], list[str]]:
-    """(lines describing every key, notes) for the report. ``signed``: checkpoints per key id."""
+    """(lines describing every key, notes) for the report. ``signed``: checkpoints per key id;
+    ``highest``: the largest checkpoint size each key signed."""
     lines = []
     ids = list(trust.sources) + sorted(k for k in signed if k not in trust.sources)
     for key_id in ids:
@@ -132,6 +137,20 @@ def summary(
             f"key (--public-key FILE: its PEM or the verifier key printed here, taken from the "
             f"node itself)"
         )
+        independent = [
+            highest[k] for k in trust.trusted if k not in trust.database_only and k in highest
+        ]
+        by_database = max(highest.get(k, 0) for k in trust.database_only)
+        if not independent:
+            notes.append(
+                "no checkpoint was signed by a key trusted independently of the database: "
+                "against someone who can write the database, this run proves nothing"
+            )
+        elif by_database > max(independent):
+            notes.append(
+                f"records after {max(independent)} are vouched for only by checkpoints signed "
+                f"with keys from the database"
+            )
     unlisted = [k for k in trust.trusted if k not in trust.database_only and signed.get(k)]
     unlisted = [k for k in unlisted if "listed in the database" not in trust.sources[k]]
     for key_id in unlisted:
