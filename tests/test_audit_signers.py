@@ -24,6 +24,7 @@ from tapevault.core.checkpoints import (
     signer_record,
 )
 from tapevault.core.clock import FixedClock
+from tapevault.core.signerkeys import MAX_LISTED
 from tapevault.db.auditstore import entry_json
 from tapevault.runtime import open_runtime
 from tests.support import audit_verify
@@ -288,3 +289,28 @@ def test_nodes_sharing_a_key_file_list_it_once(
     assert signers(settings) == [(key_id(settings), node_name(settings))]
     code, out = audit_verify(settings, capsys, "--no-database-keys")
     assert code == 0, out
+
+
+def test_a_flooded_signer_table_is_read_bounded_and_fails(
+    settings: Settings, clock: FixedClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Rows added by the thousand (by someone who writes the database): verify reads at most
+    MAX_LISTED + 1 of them, reports a bounded number of problems, and fails."""
+    sign_records(settings, clock, 3)
+    rt = open_runtime(settings, run_migrations=False)
+    try:
+        with rt.engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO audit_signers (key_id, vkey, node, first_ms) "
+                    "VALUES (:k, 'x', NULL, :m)"
+                ),
+                [{"k": f"flood{i:011d}", "m": 10**12 + i} for i in range(MAX_LISTED + 50)],
+            )
+    finally:
+        rt.close()
+    code, out = audit_verify(settings, capsys)
+    assert code == 1, out
+    assert f"more than {MAX_LISTED} keys are listed as signers" in out, out
+    assert out.count("SIGNER ROW:") <= 22, out
+    assert "the access log verifies" not in out, out

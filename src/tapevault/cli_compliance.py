@@ -44,7 +44,7 @@ from tapevault.core.checkpoints import (
     verify_note,
 )
 from tapevault.core.journal import CheckpointMerge, JournalReader
-from tapevault.core.signerkeys import GivenKey, KeyTrust, decide, summary
+from tapevault.core.signerkeys import MAX_LISTED, GivenKey, KeyTrust, decide, summary
 from tapevault.db.auditstore import SqlAuditStore
 from tapevault.db.engine import head_revision, make_read_only_engine
 from tapevault.errors import TapevaultError
@@ -361,7 +361,7 @@ def _trust(
             raise TapevaultError(str(exc)) from exc
         (local,) = load_public_keys([pem]).values()
         given.append(GivenKey(local, f"this node's key file {key_file}"))
-    trust = decide(given, store.signers(), use_database=use_database)
+    trust = decide(given, store.signers(MAX_LISTED), use_database=use_database)
     if not trust.trusted:
         raise TapevaultError(f"no checkpoint key: {key_file} is missing; pass --public-key FILE")
     if not given:
@@ -463,6 +463,8 @@ def _verify(
         print(f"CHECKPOINT JOURNAL: {problem}")
     for problem in trust.problems:
         print(f"SIGNER ROW: {problem}")
+    if trust.more_problems:
+        print(f"SIGNER ROW: {trust.more_problems} more")
     return 1
 
 

@@ -47,6 +47,13 @@ class KeyTrust:
     untrusted: dict[str, str]  # listed in the database but not trusted: key id -> why
     vkeys: dict[str, str]  # key id -> verifier key, for every key seen (to pin it)
     problems: list[str] = field(default_factory=list)  # rows that do not hold together
+    more_problems: int = 0  # beyond MAX_PROBLEMS
+
+    def problem(self, text: str) -> None:
+        if len(self.problems) < MAX_PROBLEMS:
+            self.problems.append(text)
+        else:
+            self.more_problems += 1
 
 
 def _when(ms: int) -> str:
@@ -62,13 +69,18 @@ def listing(row: SignerRecord) -> str:
     return f"{node}, first signed {_when(row.first_ms)}"
 
 
+MAX_LISTED = 1000  # a deployment has a handful of keys; more rows are a flood, not read
+MAX_PROBLEMS = 20
+
+
 def decide(
     given: Sequence[GivenKey],
     listed: Iterable[SignerRecord],
     *,
     use_database: bool,
 ) -> KeyTrust:
-    """Trust every ``given`` key, and the database's listed keys when ``use_database``."""
+    """Trust every ``given`` key, and the database's listed keys when ``use_database``
+    (the first ``MAX_LISTED``; more is a problem)."""
     trust = KeyTrust({}, {}, set(), {}, {})
     for item in given:
         key_id = key_id_of(item.key)
@@ -76,18 +88,25 @@ def decide(
         trust.vkeys[key_id] = note_vkey(NOTE_ORIGIN, item.key)
         earlier = trust.sources.get(key_id)
         trust.sources[key_id] = item.source if earlier is None else f"{earlier}; {item.source}"
-    for row in listed:
+    for number, row in enumerate(listed, start=1):
+        if number > MAX_LISTED:
+            trust.problems.insert(  # first, whatever else was found
+                0,
+                f"more than {MAX_LISTED} keys are listed as signers: the rows after the first "
+                f"{MAX_LISTED} were not read (a deployment has a handful; they were added)",
+            )
+            break
         try:
             key = parse_vkey(row.vkey)
         except ValueError as exc:
-            trust.problems.append(
+            trust.problem(
                 f"the row of key {row.key_id!r} does not hold a valid verifier key ({exc}): "
                 f"it was written by hand; not trusted"
             )
             continue
         actual = key_id_of(key)
         if actual != row.key_id:
-            trust.problems.append(
+            trust.problem(
                 f"the row of key {row.key_id!r} holds the verifier key of key {actual!r}: "
                 f"it was altered; not trusted"
             )

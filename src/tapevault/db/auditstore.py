@@ -419,11 +419,14 @@ class SqlAuditStore:
                 (signer.key_id, signer.vkey, signer.node, signer.first_ms),
             )
 
-    def signers(self) -> list[SignerRecord]:
-        """Every key listed as a checkpoint signer, in the order they were listed."""
+    def signers(self, limit: int = 10_000) -> list[SignerRecord]:
+        """The keys listed as checkpoint signers, in the order they were listed: at most
+        ``limit`` + 1 (a table flooded by someone who writes the database is not read whole)."""
         with self.engine.connect() as conn:
             rows = conn.execute(
-                select(audit_signers).order_by(audit_signers.c.first_ms, audit_signers.c.key_id)
+                select(audit_signers)
+                .order_by(audit_signers.c.first_ms, audit_signers.c.key_id)
+                .limit(limit + 1)
             ).all()
         return [SignerRecord(r.key_id, r.vkey, r.node, int(r.first_ms)) for r in rows]
 
