@@ -283,12 +283,11 @@ def audit_sources(node: Server) -> list[str]:
 
     public = node.data_dir / "audit-signing.pub.pem"
     public.write_text(load_public_key_pem(node.data_dir / "audit-signing.pem"))
-    return [
-        "--public-key",
-        str(public),
-        "--checkpoints",
-        str(node.data_dir / "audit-checkpoints.log"),
-    ]
+    journal = node.data_dir / "audit-checkpoints.log"
+    # A node that never held the integrator's role signed nothing: it has no journal.
+    return ["--public-key", str(public)] + (
+        ["--checkpoints", str(journal)] if journal.exists() else []
+    )
 
 
 # --- a node killed -------------------------------------------------------------------------------
