@@ -252,6 +252,7 @@ def test_two_nodes_append_for_a_minute_and_every_request_is_one_record(
 
     t1 = time.monotonic()
     code, out = verify(a)
+    print(out)
     assert code == 0, out
     assert f"(node {node_name(b)!r}" in out and "trusted from the database only" in out, out
     code, out = verify(a, "--public-key", public_key(a), "--public-key", public_key(b))
