@@ -12,6 +12,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import text
 
+from tapevault import cli
 from tapevault.config import Settings
 from tapevault.core.access import AccessEvent, Action, Actor
 from tapevault.core.audit import chain
@@ -314,3 +315,31 @@ def test_a_flooded_signer_table_is_read_bounded_and_fails(
     assert f"more than {MAX_LISTED} keys are listed as signers" in out, out
     assert out.count("SIGNER ROW:") <= 22, out
     assert "the access log verifies" not in out, out
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("not a key at all\n", "not a tapevault/audit verifier key"),
+        ("# only a comment\n\n", "holds no key"),
+        ("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n", "not a PEM public key"),
+    ],
+)
+def test_a_pinned_key_file_that_holds_no_key_is_refused(
+    settings: Settings,
+    clock: FixedClock,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    content: str,
+    message: str,
+) -> None:
+    """A --public-key file that is neither a PEM public key nor verifier keys stops verify
+    with a message naming the file (exit 1), rather than pinning nothing."""
+    sign_records(settings, clock, 2)
+    pinned = tmp_path / "pinned.txt"
+    pinned.write_text(content)
+    args = ["--data-dir", str(settings.data_dir), "--database-url", settings.database_url]
+    code = cli.main(["audit", "verify", *args, "--public-key", str(pinned)])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert str(pinned) in err and message in err, err
