@@ -250,34 +250,44 @@ def test_what_node_a_took_in_node_b_lists_streams_and_downloads_in_every_dialect
 
 def stop_both_and_verify_the_log(cluster: Cluster) -> None:
     """Stop both nodes (their last checkpoints written) and check the one access log they
-    both wrote, with both nodes' checkpoint keys and journals."""
+    both wrote: on node A with no flag (B's key, if it signed, trusted because the database
+    lists it, and said so), and with both nodes' keys pinned and B's journal compared too."""
     cluster.a.stop()
     cluster.b.stop()
     # Checkpoints are signed by the deployment's one integrator, with the key of the node that
-    # held the role: one key, or both when the role moved (a node stopped or died first).
-    signers = cluster.sql("SELECT count(DISTINCT key_id) FROM audit_checkpoints")
-    assert signers in ([(1,)], [(2,)]), signers
+    # held the role: one key, or both when the role moved (a node stopped or died first). Each
+    # key that signed is listed, with its node.
+    signed = {k for (k,) in cluster.sql("SELECT DISTINCT key_id FROM audit_checkpoints")}
+    assert len(signed) in (1, 2), signed
+    listed = {k: n for k, n in cluster.sql("SELECT key_id, node FROM audit_signers")}
+    assert signed <= set(listed), listed
+    assert set(listed.values()) <= {node_of(cluster.a), node_of(cluster.b)}, listed
+    out = tapevault("audit", "verify", env=cluster.a.env)
+    assert "the access log verifies" in out, out
+    if len(signed) == 2:
+        assert "trusted from the database only" in out, out
     out = tapevault(
         "audit",
         "verify",
+        *audit_sources(cluster.a)[:2],  # A's key pinned (its journal is the local one)
         *audit_sources(cluster.b),
         env=cluster.a.env,
     )
     assert "the access log verifies" in out, out
+    assert "trusted from the database only" not in out, out
 
 
 def audit_sources(node: Server) -> list[str]:
-    """``--public-key`` and ``--checkpoints`` of another node, for ``audit verify``."""
+    """``--public-key`` (pinned) and ``--checkpoints`` of a node, for ``audit verify``."""
     from tapevault.core.checkpoints import load_public_key_pem
 
     public = node.data_dir / "audit-signing.pub.pem"
     public.write_text(load_public_key_pem(node.data_dir / "audit-signing.pem"))
-    return [
-        "--public-key",
-        str(public),
-        "--checkpoints",
-        str(node.data_dir / "audit-checkpoints.log"),
-    ]
+    journal = node.data_dir / "audit-checkpoints.log"
+    # A node that never held the integrator's role signed nothing: it has no journal.
+    return ["--public-key", str(public)] + (
+        ["--checkpoints", str(journal)] if journal.exists() else []
+    )
 
 
 # --- a node killed -------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ tapevault hold clear --tenant T --session S
 tapevault retention set --tenant T (--session S | --recording R) 30d|default
 tapevault delete --tenant T (--session S | --recording R) [--yes]   (asks first at a terminal)
 tapevault purge                       remove audio past retention now (the worker does it too)
-tapevault audit verify [--public-key FILE]... [--checkpoints FILE]...
+tapevault audit verify [--public-key FILE]... [--no-database-keys] [--checkpoints FILE]...
 tapevault audit export --format jsonl|csv [--tenant T] [--since T] [--until T] [--output F]
 """
 
@@ -20,6 +20,7 @@ import json
 import os
 import socket
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -39,9 +40,11 @@ from tapevault.core.checkpoints import (
     Checkpoint,
     load_public_key_pem,
     load_public_keys,
+    parse_vkey,
     verify_note,
 )
 from tapevault.core.journal import CheckpointMerge, JournalReader
+from tapevault.core.signerkeys import MAX_LISTED, GivenKey, KeyTrust, decide, summary
 from tapevault.db.auditstore import SqlAuditStore
 from tapevault.db.engine import head_revision, make_read_only_engine
 from tapevault.errors import TapevaultError
@@ -174,7 +177,13 @@ def register(
     def audit_verify(args: argparse.Namespace) -> int:
         settings = _settings(args)
         with _read_only_store(settings) as store:
-            return _verify(settings, store, args.public_key or [], args.checkpoints or [])
+            return _verify(
+                settings,
+                store,
+                args.public_key or [],
+                args.checkpoints or [],
+                use_database=not (args.public_key or args.no_database_keys),
+            )
 
     def audit_export(args: argparse.Namespace) -> int:
         with _read_only_store(_settings(args)) as store:
@@ -231,7 +240,15 @@ def register(
         "--public-key",
         action="append",
         metavar="FILE",
-        help="a trusted checkpoint key (PEM), besides the local signing key; repeatable",
+        help="pin a checkpoint key (a PEM public key, or signed-note verifier keys one a line), "
+        "besides the local key file; once any is pinned, keys the database lists are not "
+        "trusted; repeatable",
+    )
+    check.add_argument(
+        "--no-database-keys",
+        action="store_true",
+        help="trust only the local key file and pinned keys, not the keys the database lists "
+        "(implied by --public-key)",
     )
     check.add_argument(
         "--checkpoints",
@@ -311,27 +328,73 @@ def _journal(path: Path, keys: dict[str, Any], *, linked: bool) -> JournalReader
     return JournalReader(read_text_lines(path), keys, linked=linked)
 
 
-def _verify(
-    settings: Settings, store: SqlAuditStore, extra_keys: list[str], copies: list[str]
-) -> int:
-    """Check the whole log against its checkpoints, those of the journal and of any copy;
-    exit status 0 when clean, 1 with the first bad record named."""
+def _pinned(path: str) -> list[GivenKey]:
+    """The keys of a ``--public-key`` file: PEM public keys, or verifier keys one a line."""
     try:
-        pems = [Path(path).read_text() for path in extra_keys]
+        content = Path(path).read_text()
     except (OSError, UnicodeDecodeError) as exc:
-        raise TapevaultError(f"cannot read a --public-key file: {exc}") from exc
+        raise TapevaultError(f"cannot read --public-key {path}: {exc}") from exc
+    source = f"pinned with --public-key {path}"
+    try:
+        if "-----BEGIN" in content:
+            return [GivenKey(key, source) for key in load_public_keys([content]).values()]
+        lines = [line.strip() for line in content.splitlines()]
+        keys = [parse_vkey(line) for line in lines if line and not line.startswith("#")]
+    except ValueError as exc:
+        raise TapevaultError(f"--public-key {path}: {exc}") from exc
+    if not keys:
+        raise TapevaultError(f"--public-key {path} holds no key")
+    return [GivenKey(key, source) for key in keys]
+
+
+def _trust(
+    settings: Settings, store: SqlAuditStore, extra_keys: list[str], *, use_database: bool
+) -> KeyTrust:
+    """The keys to verify with: the local key file, pinned keys and (``use_database``) the keys
+    the database lists; see core/signerkeys.py for why the last are only a convenience."""
+    given = [key for path in extra_keys for key in _pinned(path)]
     key_file = settings.audit_key_path
     if key_file.is_file():
         try:
-            pems.append(load_public_key_pem(key_file))
+            pem = load_public_key_pem(key_file)
         except ValueError as exc:
             raise TapevaultError(str(exc)) from exc
-    if not pems:
+        (local,) = load_public_keys([pem]).values()
+        given.append(GivenKey(local, f"this node's key file {key_file}"))
+    trust = decide(given, store.signers(MAX_LISTED), use_database=use_database)
+    if not trust.trusted:
         raise TapevaultError(f"no checkpoint key: {key_file} is missing; pass --public-key FILE")
-    try:
-        keys = load_public_keys(pems)
-    except ValueError as exc:
-        raise TapevaultError(str(exc)) from exc
+    if not given:
+        print(
+            f"note: no key file at {key_file} and no key pinned: every key trusted comes from "
+            f"the database"
+        )
+    return trust
+
+
+def _counted(
+    checkpoints: Iterable[Checkpoint], signed: Counter[str], highest: dict[str, int]
+) -> Iterator[Checkpoint]:
+    """``checkpoints``, counting on the way how many each key signed, and the largest."""
+    for cp in checkpoints:
+        signed[cp.key_id] += 1
+        highest[cp.key_id] = max(highest.get(cp.key_id, 0), cp.size)
+        yield cp
+
+
+def _verify(
+    settings: Settings,
+    store: SqlAuditStore,
+    extra_keys: list[str],
+    copies: list[str],
+    *,
+    use_database: bool = True,
+) -> int:
+    """Check the whole log against its checkpoints, those of the journal and of any copy;
+    exit status 0 when clean, 1 with the first bad record named. Says which keys it trusted,
+    and from where."""
+    trust = _trust(settings, store, extra_keys, use_database=use_database)
+    keys = trust.trusted
     journal_path = settings.audit_checkpoint_log_path
     reads: list[tuple[str, JournalReader]] = []
     if journal_path.is_file():
@@ -341,14 +404,17 @@ def _verify(
     reads += [(f"copy {path}", _journal(Path(path), keys, linked=False)) for path in copies]
     state = store.state()
     checkpoints = CheckpointMerge(store.iter_checkpoints(), [r for _, r in reads], state.first_seq)
+    signed: Counter[str] = Counter()
+    highest: dict[str, int] = {}
     tree = TreeCheck(store, keys)
     try:
         report = verify(
             tree.feed(store.records()),
-            checkpoints,
+            _counted(checkpoints, signed, highest),
             keys,
             first_prev_hash=state.first_prev_hash,
             first_seq=state.first_seq,
+            untrusted=trust.untrusted,
         )
     except OSError as exc:  # a journal or copy that fails while it is read
         raise TapevaultError(f"cannot read the checkpoints: {exc}") from exc
@@ -374,8 +440,14 @@ def _verify(
         print(f"{name}: {read.lines} checkpoint line(s)")
         for note in read.notes:
             print(f"note: {name}: {note}")
+    lines, notes = summary(trust, signed, highest, use_database=use_database)
+    print(f"checkpoint keys ({len(keys)} trusted):")
+    for line in lines:
+        print(f"  {line}")
+    for note in notes:
+        print(f"note: {note}")
     deleted = checkpoints.deleted
-    if not (findings or deleted or problems):
+    if not (findings or deleted or problems or trust.problems):
         print("the access log verifies: no record was modified, removed, inserted or reordered")
         return 0
     if findings:
@@ -389,6 +461,10 @@ def _verify(
         print(f"CHECKPOINT ROW: {checkpoints.more_deleted} more were deleted")
     for problem in problems:
         print(f"CHECKPOINT JOURNAL: {problem}")
+    for problem in trust.problems:
+        print(f"SIGNER ROW: {problem}")
+    if trust.more_problems:
+        print(f"SIGNER ROW: {trust.more_problems} more")
     return 1
 
 

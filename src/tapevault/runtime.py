@@ -207,7 +207,8 @@ def open_runtime(
         observe_store,
     )
     # This process on its node: the data directory whose disk holds its streams' spools.
-    process = worker_id(this_node(settings))
+    node = this_node(settings)
+    process = worker_id(node)
     local = NodeLocalDisk(settings.data_dir, store, process)
     vault = build_vault(
         repo,
@@ -235,6 +236,7 @@ def open_runtime(
         )
         audit.counts = AuditCounter()
         audit.integrator.counts = audit.counts
+        audit.integrator.node = node
         access_log = audit
         playbacks = Playbacks(audit, clock, process, idle_seconds=settings.playback_idle_seconds)
     else:

@@ -100,7 +100,9 @@ class _Verifier:
         first_prev_hash: str,
         first_seq: int,
         max_findings: int,
+        untrusted: Mapping[str, str],
     ) -> None:
+        self.untrusted = untrusted
         self.first_seq = first_seq
         self.first_prev_hash = first_prev_hash
         self.max_findings = max_findings
@@ -126,6 +128,10 @@ class _Verifier:
         self.cp_last_size: int | None = None
         self.cp_count = 0
         self.good_size = first_seq - 1
+        # The good checkpoint before the one at ``good_size``, and the key that signed that one:
+        # two valid signatures over different heads of one size name both keys.
+        self.good_before = first_seq - 1
+        self.good_key = ""
         # Pruning cuts at a checkpoint and keeps it: a retained log starting anywhere else was
         # cut by someone else.
         self.start_vouched = first_seq == 1
@@ -588,7 +594,22 @@ class _Verifier:
             else:
                 actual = head_hash if cp.size == slot else None
             if actual == cp.head_hash:
-                self.good_size = max(self.good_size, cp.size)
+                if cp.size > self.good_size:
+                    self.good_before, self.good_size = self.good_size, cp.size
+                self.good_key = cp.key_id
+                continue
+            if cp.size == self.good_size and self.good_key:
+                # Another validly signed checkpoint of this size matched the records: two
+                # signers vouch for two different logs, and one of them is a forgery.
+                first = max(self.good_before + 1, self.first_seq)
+                self._emit(
+                    first,
+                    "checkpoint",
+                    f"records {first} up to {cp.size} were rewritten, or a checkpoint forged: "
+                    f"checkpoint {cp.size} is signed twice over different heads (key "
+                    f"{self.good_key} over the records as they are, key {cp.key_id} over "
+                    f"others)",
+                )
                 continue
             if cp.size == self.first_seq - 1:
                 if self.first_seq not in self.covered:
@@ -616,10 +637,14 @@ class _Verifier:
 
     def _signature_ok(self, cp: Checkpoint) -> bool:
         if cp.key_id not in self.public_keys:
+            why = self.untrusted.get(cp.key_id)
             self._emit(
                 cp.size,
                 "checkpoint",
-                f"checkpoint {cp.size} is signed by unknown key {cp.key_id!r}",
+                f"checkpoint {cp.size} is signed by unknown key {cp.key_id!r}"
+                if why is None
+                else f"checkpoint {cp.size} is signed by key {cp.key_id!r}, which is not "
+                f"trusted: {why}",
                 covers=False,
             )
             return False
@@ -678,6 +703,7 @@ def verify(
     first_prev_hash: str = GENESIS_HASH,
     first_seq: int = 1,
     max_findings: int = 20,
+    untrusted: Mapping[str, str] | None = None,
 ) -> VerifyReport:
     """Check the chain and the checkpoints in one pass; findings name the first bad record.
 
@@ -685,8 +711,12 @@ def verify(
     order (both as the database returns them with ORDER BY); memory stays bounded by a window of
     ``WINDOW`` records either side. ``first_seq``/``first_prev_hash`` say where the retained log
     starts after pruning. Scanning stops once ``max_findings`` findings were made.
+    ``untrusted`` says, by key id, why a key known but not among ``public_keys`` is not trusted
+    (a checkpoint it signed is a finding that says so).
     """
     if max_findings < 1:
         raise ValueError("max_findings must be at least 1")
-    verifier = _Verifier(checkpoints, public_keys, first_prev_hash, first_seq, max_findings)
+    verifier = _Verifier(
+        checkpoints, public_keys, first_prev_hash, first_seq, max_findings, untrusted or {}
+    )
     return verifier.run(records)

@@ -141,6 +141,45 @@ def note_vkey(name: str, key: Ed25519PublicKey) -> str:
     return f"{name}+{note_key_hash(name, key).hex()}+{raw}"
 
 
+def parse_vkey(text: str, origin: str = NOTE_ORIGIN) -> Ed25519PublicKey:
+    """The public key of a verifier key in ``note_vkey``'s form; ``ValueError`` unless it is one
+    for ``origin`` whose key hash matches its key (a hand-edited or foreign vkey)."""
+    parts = text.strip().split("+", 2)  # the base64 key may hold "+" itself
+    if len(parts) != 3 or parts[0] != origin:
+        raise ValueError(f"not a {origin} verifier key (<name>+<hash>+<key>)")
+    try:
+        raw = base64.b64decode(parts[2], validate=True)
+    except ValueError as exc:
+        raise ValueError("the verifier key's key is not base64") from exc
+    if len(raw) != 33 or raw[:1] != _NOTE_ED25519:
+        raise ValueError("the verifier key is not an Ed25519 key")
+    key = Ed25519PublicKey.from_public_bytes(raw[1:])
+    if note_key_hash(origin, key).hex() != parts[1]:
+        raise ValueError("the verifier key's hash does not match its key")
+    return key
+
+
+def key_id_of(key: Ed25519PublicKey) -> str:
+    """The key id checkpoints name their signer by."""
+    return _key_id(key)
+
+
+@dataclass(frozen=True, slots=True)
+class SignerRecord:
+    """A checkpoint key as the database lists it (``audit_signers``): which key signed, from
+    which node, since when. A statement of the database, not a reason to trust the key: whoever
+    can write the database can add one (``tapevault audit verify`` says where it took each key)."""
+
+    key_id: str
+    vkey: str  # the signed-note verifier key (``note_vkey``)
+    node: str | None  # the node (DATA_DIR/node-id) that first signed with it
+    first_ms: int
+
+
+def signer_record(signer: CheckpointSigner, node: str | None, at_ms: int) -> SignerRecord:
+    return SignerRecord(signer.key_id, note_vkey(NOTE_ORIGIN, signer.public_key), node, at_ms)
+
+
 def note_text(cp: Checkpoint, origin: str = NOTE_ORIGIN) -> str | None:
     """The checkpoint as a C2SP signed note, or None when it has no tree signature."""
     if cp.tree_size is None or cp.root_hash is None or cp.note_signature is None:

@@ -31,7 +31,7 @@ from typing import Protocol
 
 from tapevault.core import merkle
 from tapevault.core.audit import AuditEntry, AuditRecord, canonical_bytes
-from tapevault.core.checkpoints import Checkpoint, CheckpointSigner
+from tapevault.core.checkpoints import Checkpoint, CheckpointSigner, SignerRecord, signer_record
 from tapevault.core.clock import Clock, now_ms
 from tapevault.core.journal import GENESIS_LINK, CheckpointWitness, contradiction, format_line
 
@@ -101,6 +101,10 @@ class IntegrationStore(Protocol):
 
     def add_checkpoint(self, checkpoint: Checkpoint) -> None: ...
 
+    def add_signer(self, signer: SignerRecord) -> None:
+        """List the key's public half (kept as first listed when it already is)."""
+        ...
+
     def last_checkpoint(self) -> Checkpoint | None: ...
 
     def hash_at(self, seq: int) -> str | None: ...
@@ -152,6 +156,8 @@ class Integrator:
         self.interval = interval
         self.checkpoint_seconds = checkpoint_seconds
         self.counts: LagCounts = _NoCounts()
+        self.node: str | None = None  # this node's name, listed with the key when it first signs
+        self._listed_key: str | None = None
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -421,9 +427,12 @@ class Integrator:
                 if state.tree_current:
                     root = merkle.fold([state.edge[n] for n in merkle.root_nodes(state.tree_size)])
                     tree = (state.tree_size, root.hex())
-                checkpoint = self.signer.sign(
-                    state.head_seq, state.head_hash, now_ms(self.clock), tree=tree
-                )
+                at_ms = now_ms(self.clock)
+                if self._listed_key != self.signer.key_id:
+                    # Whichever node holds the role signs: list its key for verifiers first.
+                    self.store.add_signer(signer_record(self.signer, self.node, at_ms))
+                    self._listed_key = self.signer.key_id
+                checkpoint = self.signer.sign(state.head_seq, state.head_hash, at_ms, tree=tree)
                 self.store.add_checkpoint(checkpoint)
             except Exception:
                 log.exception("could not write an audit checkpoint; will try again")

@@ -208,10 +208,16 @@ class JournalReader:
                 else:
                     self._problem(f"journal line {torn} is not a checkpoint line")
                 torn = None
-            if not good:
+            if not good and line.checkpoint.key_id not in self.public_keys:
                 self._problem(
-                    f"journal line {number} (checkpoint {line.checkpoint.size}) was altered or "
-                    f"signed by an unknown key: its signature does not verify"
+                    f"journal line {number} (checkpoint {line.checkpoint.size}) is signed by "
+                    f"key {line.checkpoint.key_id!r}, which is not trusted (or the line was "
+                    f"altered): its signature cannot be checked"
+                )
+            elif not good:
+                self._problem(
+                    f"journal line {number} (checkpoint {line.checkpoint.size}) was altered: "
+                    f"its signature does not verify"
                 )
             else:
                 if self.linked and line.prev != prev:

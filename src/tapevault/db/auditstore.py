@@ -37,13 +37,14 @@ from sqlalchemy import (
 from tapevault.core import merkle
 from tapevault.core.audit import AuditEntry, AuditRecord
 from tapevault.core.auditlog import LogState, Pending, Query
-from tapevault.core.checkpoints import Checkpoint
+from tapevault.core.checkpoints import Checkpoint, SignerRecord
 from tapevault.core.integrator import IntegrationStep, TreeState
 from tapevault.db.schema import (
     audit_checkpoints,
     audit_incoming,
     audit_log,
     audit_pending,
+    audit_signers,
     audit_state,
     audit_tree,
 )
@@ -93,6 +94,10 @@ class SqlAuditStore:
             "append": f"INSERT INTO audit_incoming (entry) VALUES ({mark})",  # noqa: S608
             "incoming": f"SELECT id, entry FROM audit_incoming ORDER BY id LIMIT {mark}",  # noqa: S608
             "node": f"INSERT INTO audit_tree (level, idx, hash) VALUES ({mark}, {mark}, {mark})",  # noqa: S608
+            "signer": (
+                "INSERT INTO audit_signers (key_id, vkey, node, first_ms) "  # noqa: S608
+                f"VALUES ({mark}, {mark}, {mark}, {mark}) ON CONFLICT (key_id) DO NOTHING"
+            ),
             "insert": (
                 f"INSERT INTO audit_log ({columns}) "  # noqa: S608
                 f"VALUES ({', '.join(mark for _ in _ROW_COLUMNS)})"
@@ -404,6 +409,26 @@ class SqlAuditStore:
                         note_signature=checkpoint.note_signature,
                     )
                 )
+
+    def add_signer(self, signer: SignerRecord) -> None:
+        # Nodes sharing a key file may list it at once: the second insert is a no-op, and a key
+        # listed before keeps its first node and time.
+        with self.engine.begin() as conn:
+            conn.exec_driver_sql(
+                self._sql["signer"],
+                (signer.key_id, signer.vkey, signer.node, signer.first_ms),
+            )
+
+    def signers(self, limit: int = 10_000) -> list[SignerRecord]:
+        """The keys listed as checkpoint signers, in the order they were listed: at most
+        ``limit`` + 1 (a table flooded by someone who writes the database is not read whole)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(audit_signers)
+                .order_by(audit_signers.c.first_ms, audit_signers.c.key_id)
+                .limit(limit + 1)
+            ).all()
+        return [SignerRecord(r.key_id, r.vkey, r.node, int(r.first_ms)) for r in rows]
 
     def prune(self, before_ms: int) -> int:
         """Drop records older than ``before_ms`` (the audit log's own retention), keeping the

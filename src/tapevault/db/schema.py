@@ -302,6 +302,18 @@ audit_checkpoints = Table(
     Column("note_signature", String(128), nullable=True),
 )
 
+# Every key that signed a checkpoint (migration 0022): its public half as a signed-note verifier
+# key, the node that first signed with it. Read by `tapevault audit verify` as a convenience only:
+# whoever writes the database can add a row, so verify says which keys it trusted from here.
+audit_signers = Table(
+    "audit_signers",
+    metadata,
+    Column("key_id", String(32), primary_key=True),
+    Column("vkey", String(200), nullable=False),
+    Column("node", String(200), nullable=True),
+    Column("first_ms", BigInteger, nullable=False),
+)
+
 # Playbacks in progress: written (durably) before a playback's first byte, sealed into one
 # ``media.playback`` record of the chain when the playback goes idle.
 audit_pending = Table(
