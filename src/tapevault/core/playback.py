@@ -41,6 +41,7 @@ MAX_INTERVALS = 64  # distinct byte ranges kept per record; closer ones merge be
 # A leased playback (nginx serves its ranges without asking, ``lease``) that was sealed is
 # remembered this long, and at most this many, so that a report arriving after the seal (a
 # response nginx was still sending) goes into a continuation record instead of being lost.
+UNMERGED = 4 * MAX_INTERVALS  # ranges gathered before they are merged (bounded memory)
 CONTINUE_MS = 3600 * 1000
 MAX_CONTINUED = 65_536
 
@@ -140,8 +141,9 @@ class _Playback:
         ranges, bytes_sent = self.ranges, self.bytes_sent
         if self.sending:
             detail["in_flight"] = len(self.sending)
-            ranges = merge_ranges([*ranges, *(r for s in self.sending for r in s.ranges)])
+            ranges = [*ranges, *(r for s in self.sending for r in s.ranges)]
             bytes_sent += sum(s.bytes_sent for s in self.sending)
+        ranges = merge_ranges(ranges)
         return replace(
             self.event,
             action=Action.MEDIA_PLAYBACK,
@@ -348,7 +350,11 @@ class Playbacks:
                 playback.active = max(0, playback.active - 1)
             playback.status = playback.status or status
             playback.statuses[status] += 1
-            playback.ranges = merge_ranges([*playback.ranges, *ranges])
+            # Merged when the record is written (each tick), or when many have gathered: a
+            # report per 64 KiB seek costs an append, not a sort of the playback's ranges.
+            playback.ranges += ranges
+            if len(playback.ranges) > UNMERGED:
+                playback.ranges = merge_ranges(playback.ranges)
             playback.bytes_sent += bytes_sent
             playback.unconfirmed += unconfirmed
             playback.last_ms = max(playback.last_ms, now_ms(self.clock))
