@@ -191,7 +191,8 @@ def test_head_and_empty_files_are_never_handed_off() -> None:
 
 def test_accel_settings_are_checked(tmp_path: Path) -> None:
     """The location needs the local store, the delivery log and nginx as a trusted proxy; a
-    location that is not a plain path is refused."""
+    location that is not a plain path is refused; a lease (TAPEVAULT_ACCEL_AUTHZ_SECONDS) is 0
+    to 5 s and only with the location."""
     base = {"TAPEVAULT_DATA_DIR": str(tmp_path)}
     good = {
         **base,
@@ -203,7 +204,15 @@ def test_accel_settings_are_checked(tmp_path: Path) -> None:
     assert settings.accel_redirect == "/_tapevault_files/"
     assert Settings.load(env=settings.environment()).accel_log == tmp_path / "delivery.log"
     assert Settings.load(env=base).accel_redirect is None
+    assert settings.accel_authz_seconds == 0
+    leased = Settings.load(env={**good, "TAPEVAULT_ACCEL_AUTHZ_SECONDS": "2"})
+    assert leased.accel_authz_seconds == 2
+    assert Settings.load(env=leased.environment()).accel_authz_seconds == 2
     bad = [
+        {**good, "TAPEVAULT_ACCEL_AUTHZ_SECONDS": "6"},
+        {**good, "TAPEVAULT_ACCEL_AUTHZ_SECONDS": "-1"},
+        {**good, "TAPEVAULT_ACCEL_AUTHZ_SECONDS": "1.5"},
+        {**base, "TAPEVAULT_ACCEL_AUTHZ_SECONDS": "1"},
         {**good, "TAPEVAULT_ACCEL_REDIRECT": "/_files"},
         {**good, "TAPEVAULT_ACCEL_REDIRECT": "/../etc/"},
         {**good, "TAPEVAULT_ACCEL_REDIRECT": "/a b/"},
