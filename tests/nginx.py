@@ -40,6 +40,10 @@ SHIPPED_CERTIFICATE = "/etc/ssl/tapevault/fullchain.pem"
 SHIPPED_KEY = "/etc/ssl/tapevault/privkey.pem"
 SHIPPED_FILES = "alias /var/lib/tapevault/audio/;"
 SHIPPED_DELIVERY_LOG = "/var/log/nginx/tapevault-delivery.log tapevault_delivery;"
+SHIPPED_SEEK_FILES = "alias /var/lib/tapevault/audio/$tapevault_file;"
+SHIPPED_SEEK_LOG = "/var/log/nginx/tapevault-delivery.log tapevault_seek;"
+SHIPPED_AUTHZ_CACHE = "proxy_cache_path /run/tapevault-nginx-authz "
+SHIPPED_SEEK_SWITCH = "map $host $tapevault_seek_cache {\n    default 0;"
 UNDERSCORES = "underscores_in_headers on;"
 
 
@@ -88,10 +92,14 @@ def render(
     underscores: bool = True,
     files: Path | None = None,
     delivery_log: Path | None = None,
+    seeks: bool = False,
 ) -> str:
     """The shipped site with only the upstream, the listen port and the certificate changed
     (and, to show what it is for, ``underscores_in_headers`` dropped when asked); with
-    ``files`` and ``delivery_log``, the X-Accel-Redirect location's store directory and log."""
+    ``files`` and ``delivery_log``, the X-Accel-Redirect and seek locations' store directory
+    and log; the seek location's cache beside the certificate; ``seeks``: the seek location
+    switched on, as an operator does (``$tapevault_seek_cache`` 1)."""
+    cache = cert.parent / "nginx-authz-cache"
     replacements = [
         (SHIPPED_UPSTREAM, f"server 127.0.0.1:{upstream_port};"),
         (SHIPPED_LISTEN, f"listen 127.0.0.1:{port} ssl;"),
@@ -102,7 +110,14 @@ def render(
             SHIPPED_DELIVERY_LOG,
             f"{delivery_log or '/dev/null'} tapevault_delivery;",
         ),
+        (SHIPPED_SEEK_FILES, f"alias {files or '/nonexistent'}/$tapevault_file;"),
+        (SHIPPED_SEEK_LOG, f"{delivery_log or '/dev/null'} tapevault_seek;"),
+        (SHIPPED_AUTHZ_CACHE, f"proxy_cache_path {cache} "),
     ]
+    if seeks:
+        replacements.append(
+            (SHIPPED_SEEK_SWITCH, SHIPPED_SEEK_SWITCH.replace("default 0;", "default 1;"))
+        )
     if not underscores:
         replacements.append((UNDERSCORES, "# underscores_in_headers left at its default (off)"))
     for shipped, value in replacements:

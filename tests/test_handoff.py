@@ -13,15 +13,15 @@ from typing import Any, cast
 import pytest
 
 from tapevault.config import Settings
-from tapevault.core.access import AccessEvent, Action, Actor
+from tapevault.core.access import AccessEvent, Action, Actor, MemoryAccessLog
 from tapevault.core.auditlog import AuditLog, Pending
 from tapevault.core.clock import FixedClock
 from tapevault.core.handoff import Handoffs, Report, sent_ranges
-from tapevault.core.playback import Playbacks
+from tapevault.core.playback import PerRequest, Playbacks
 from tapevault.deliverylog import DeliveryLog, parse_line
 from tapevault.errors import ConfigError
 from tapevault.http.ranged import Representation
-from tapevault.http.xaccel import handoff_range
+from tapevault.http.xaccel import cached_until, handoff_range
 
 
 class InstantAudit:
@@ -191,7 +191,8 @@ def test_head_and_empty_files_are_never_handed_off() -> None:
 
 def test_accel_settings_are_checked(tmp_path: Path) -> None:
     """The location needs the local store, the delivery log and nginx as a trusted proxy; a
-    location that is not a plain path is refused."""
+    location that is not a plain path is refused; a lease (TAPEVAULT_ACCEL_AUTHZ_SECONDS) is 0
+    to 5 s and only with the location."""
     base = {"TAPEVAULT_DATA_DIR": str(tmp_path)}
     good = {
         **base,
@@ -203,7 +204,15 @@ def test_accel_settings_are_checked(tmp_path: Path) -> None:
     assert settings.accel_redirect == "/_tapevault_files/"
     assert Settings.load(env=settings.environment()).accel_log == tmp_path / "delivery.log"
     assert Settings.load(env=base).accel_redirect is None
+    assert settings.accel_authz_seconds == 0
+    leased = Settings.load(env={**good, "TAPEVAULT_ACCEL_AUTHZ_SECONDS": "2"})
+    assert leased.accel_authz_seconds == 2
+    assert Settings.load(env=leased.environment()).accel_authz_seconds == 2
     bad = [
+        {**good, "TAPEVAULT_ACCEL_AUTHZ_SECONDS": "6"},
+        {**good, "TAPEVAULT_ACCEL_AUTHZ_SECONDS": "-1"},
+        {**good, "TAPEVAULT_ACCEL_AUTHZ_SECONDS": "1.5"},
+        {**base, "TAPEVAULT_ACCEL_AUTHZ_SECONDS": "1"},
         {**good, "TAPEVAULT_ACCEL_REDIRECT": "/_files"},
         {**good, "TAPEVAULT_ACCEL_REDIRECT": "/../etc/"},
         {**good, "TAPEVAULT_ACCEL_REDIRECT": "/a b/"},
@@ -360,3 +369,75 @@ def test_the_reader_refuses_what_is_not_a_regular_file(tmp_path: Path) -> None:
     assert not log.ready
     log.poll()
     assert not log.ready
+
+
+@pytest.mark.parametrize("lease_seconds", [1, 2, 5])
+@pytest.mark.parametrize("now_ms", [1_000_000, 1_000_001, 1_000_500, 1_000_999])
+@pytest.mark.parametrize("expires_s", [999, 1000, 1001, 1002, 1003, 10**6])
+def test_a_cached_answer_never_outlives_the_lease_or_the_url(
+    lease_seconds: int, now_ms: int, expires_s: int
+) -> None:
+    """nginx uses an answer with X-Accel-Expires @T while its clock's second is at most T, so
+    until T + 1: that is never after the URL's expiry nor after the lease's end; 0 (not
+    cached) only when not even the current second fits."""
+    until = cached_until(now_ms, expires_s, lease_seconds)
+    limit_ms = min(expires_s * 1000, now_ms + lease_seconds * 1000)
+    if until:
+        assert (until + 1) * 1000 <= limit_ms
+        assert until >= now_ms // 1000
+        assert (until + 2) * 1000 > limit_ms  # no shorter than it has to be
+    else:
+        assert limit_ms < (now_ms // 1000 + 1) * 1000
+
+
+def test_a_leased_playback_takes_the_proxys_reports_and_stays_open_for_the_lease() -> None:
+    """A lease keeps the playback open until it ends (then idle as usual); each response the
+    proxy reports under it adds its status, range and bytes (the proxy's 416 no audio); other
+    processes' ids and error lines are not taken; the record names the lease's end."""
+    playbacks, playback_id = playback()  # admitted at 1,000,000 ms
+    metered: list[int] = []
+    handoffs = Handoffs(playbacks, on_sent=metered.append)
+    lease = handoffs.lease(playback_id, 1_005_000)
+    assert lease is not None and handoffs.owns(lease) and playback_id in lease
+    playbacks.abandon(playback_id)  # the question itself sends nothing
+    assert handoffs.report(Report(lease, 206, 100, "bytes 500-599/1000"))
+    assert handoffs.report(Report(lease, 206, 40, "bytes 0-99/1000"))  # the client left
+    assert handoffs.report(Report(lease, 416, 181, "bytes */1000"))
+    assert not handoffs.report(Report(lease, 404, 153, None))
+    assert not handoffs.report(Report("other.L" + playback_id, 206, 10, "bytes 0-9/1000"))
+    assert metered == [100, 40, 181]
+    _updated, done = playbacks.due(1_004_999 + 30_000, final=False)
+    assert done == []  # idle counts from the lease's end
+    _updated, done = playbacks.due(1_005_000 + 30_000, final=False)
+    ((sealed_id, entry),) = done
+    assert sealed_id == playback_id
+    assert entry.ranges == ((0, 39), (500, 599)) and entry.bytes_sent == 321
+    assert entry.detail is not None
+    assert entry.detail["requests"] == 3 and entry.detail["statuses"] == {"206": 2, "416": 1}
+    assert entry.detail["proxy_until_ms"] == 1_005_000
+
+
+def test_a_report_after_the_seal_goes_into_a_continuation_record() -> None:
+    """A response the proxy was still sending when its leased playback was sealed is not
+    lost: its report opens one continuation record naming the playback it continues."""
+    playbacks, playback_id = playback()
+    handoffs = Handoffs(playbacks)
+    lease = handoffs.lease(playback_id, 1_002_000)
+    assert lease is not None
+    playbacks.abandon(playback_id)
+    assert handoffs.report(Report(lease, 206, 10, "bytes 0-9/1000"))
+    first = seal(playbacks)
+    assert first["bytes"] == 10
+    assert handoffs.report(Report(lease, 200, 1000, None))
+    assert handoffs.report(Report(lease, 206, 5, "bytes 10-14/1000"))
+    late = seal(playbacks)
+    assert late["bytes"] == 1005 and late["ranges"] == [(0, 999)]
+    assert late["detail"]["continues"] == playback_id
+    assert late["detail"]["requests"] == 2
+
+
+def test_no_lease_without_a_folding_log() -> None:
+    """One record per response (no durable log): nothing to fold reports into, no lease."""
+    per_request = PerRequest(MemoryAccessLog())
+    playback_id = asyncio.run(per_request.admit("player", first_request))
+    assert Handoffs(per_request).lease(playback_id, 10**12) is None

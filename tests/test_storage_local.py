@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from tapevault.errors import StorageError
-from tapevault.storage.local import LocalStore
+from tapevault.storage.local import LocalStore, OpenFiles
 
 
 async def collect(store: LocalStore, key: str, offset: int, length: int, chunk: int) -> bytes:
@@ -67,3 +68,44 @@ async def test_short_file_is_an_error(tmp_path: Path) -> None:
     store.put("k.wav", [b"12345"])
     with pytest.raises(StorageError):
         await collect(store, "k.wav", 0, 10, 4)
+
+
+async def test_kept_descriptors_never_serve_a_deleted_or_replaced_file(tmp_path: Path) -> None:
+    """Reads reuse a file's open descriptor, but a file deleted (here or by another process)
+    is missing on the next read, and one replaced under its key is read anew."""
+    store = LocalStore(tmp_path)
+    store.put("p/s/a.wav", [b"A" * 100])
+    assert await collect(store, "p/s/a.wav", 0, 100, 64) == b"A" * 100
+    os.unlink(store.path_for("p/s/a.wav"))  # as another process's deletion would
+    with pytest.raises(StorageError, match="missing"):
+        await collect(store, "p/s/a.wav", 0, 10, 64)
+    store.put("p/s/b.wav", [b"B" * 100])
+    assert await collect(store, "p/s/b.wav", 0, 10, 64) == b"B" * 10
+    store.put("p/s/b.wav", [b"C" * 100])  # renamed over the old file
+    assert await collect(store, "p/s/b.wav", 0, 10, 64) == b"C" * 10
+
+
+async def test_kept_descriptors_are_bounded_and_never_closed_under_a_reader(
+    tmp_path: Path,
+) -> None:
+    """At most ``capacity`` idle descriptors stay open; one evicted while a response reads
+    from it stays open until that response ends (its number is never reused under it)."""
+    files = OpenFiles(capacity=2)
+    paths = []
+    for name in "abcd":
+        path = tmp_path / name
+        path.write_bytes(name.encode() * 10)
+        paths.append(str(path))
+    held = files.acquire(paths[0])
+    for path in paths[1:]:
+        files.release(files.acquire(path))
+    assert os.pread(held.fd, 3, 0) == b"aaa"  # evicted, still open for its reader
+    files.release(held)
+    with pytest.raises(OSError):
+        os.fstat(held.fd)  # closed once its reader let go
+    again = files.acquire(paths[3])
+    assert os.pread(again.fd, 2, 0) == b"dd"
+    files.release(again)
+    files.close()
+    with pytest.raises(OSError):
+        os.fstat(again.fd)

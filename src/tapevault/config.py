@@ -198,6 +198,13 @@ SETTINGS_DOC: dict[str, tuple[str, str]] = {
         "nginx's delivery log (what it sent for each X-Accel-Redirect), required with "
         "TAPEVAULT_ACCEL_REDIRECT, e.g. /var/log/nginx/tapevault-delivery.log",
     ),
+    "accel_authz": (
+        "TAPEVAULT_ACCEL_AUTHZ_SECONDS",
+        "with TAPEVAULT_ACCEL_REDIRECT and the site's seek location switched on: nginx may "
+        "serve a playback's ranges without asking for this long after tapevault authorised "
+        "it (1 to 5 s; a revoked key or a deletion reaches playing clients within it); "
+        "default 0, nginx asks for every response",
+    ),
 }
 
 
@@ -273,6 +280,7 @@ class Settings:
     webhook_timeout_seconds: int = 15
     accel_redirect: str | None = None  # nginx's internal location (http/xaccel.py)
     accel_log: Path | None = None  # nginx's delivery log (deliverylog.py)
+    accel_authz_seconds: int = 0  # nginx's cached authorisations (http/xaccel.py), 0: none
 
     def __repr__(self) -> str:
         return (
@@ -308,7 +316,8 @@ class Settings:
             f"webhook_retry_schedule={self.webhook_retry_schedule!r}, "
             f"webhook_timeout_seconds={self.webhook_timeout_seconds}, "
             f"accel_redirect={self.accel_redirect!r}, "
-            f"accel_log={str(self.accel_log) if self.accel_log else None!r})"
+            f"accel_log={str(self.accel_log) if self.accel_log else None!r}, "
+            f"accel_authz_seconds={self.accel_authz_seconds})"
         )
 
     @property
@@ -362,9 +371,17 @@ class Settings:
         accel_redirect, accel_log = _accel(
             pick("accel_redirect"), pick("accel_log"), storage_url, trusted_proxies
         )
+        accel_authz = _count(
+            "TAPEVAULT_ACCEL_AUTHZ_SECONDS", pick("accel_authz") or "0", 0, MAX_AUTHZ_SECONDS
+        )
+        if accel_authz and accel_redirect is None:
+            raise ConfigError(
+                "TAPEVAULT_ACCEL_AUTHZ_SECONDS", "is only used with TAPEVAULT_ACCEL_REDIRECT"
+            )
         return cls(
             accel_redirect=accel_redirect,
             accel_log=accel_log,
+            accel_authz_seconds=accel_authz,
             max_header_bytes=parse_size(
                 "TAPEVAULT_MAX_HEADER_BYTES", pick("max_header_bytes") or "64KiB"
             ),
@@ -484,6 +501,8 @@ class Settings:
             values["accel_redirect"] = self.accel_redirect
         if self.accel_log is not None:
             values["accel_log"] = str(self.accel_log)
+        if self.accel_authz_seconds:
+            values["accel_authz"] = str(self.accel_authz_seconds)
         return {SETTINGS_DOC[name][0]: value for name, value in values.items()}
 
     @property
@@ -514,6 +533,9 @@ class Settings:
             ) from exc
 
 
+# The longest a front proxy may go on serving a playback without asking (a revocation, a
+# deletion's record or a retention deadline reaches playing clients within it).
+MAX_AUTHZ_SECONDS = 5
 _ACCEL_LOCATION = re.compile(r"/[A-Za-z0-9_-]+(?:/[A-Za-z0-9_-]+)*/")
 
 

@@ -379,7 +379,13 @@ def _accel(
         )
     handoffs = Handoffs(playbacks, on_sent=media_bytes_sent.inc)
     deliveries = DeliveryLog(settings.accel_log, handoffs, lambda: now_ms(clock))
-    accel = Accel(settings.accel_redirect, backend.path_for, handoffs, lambda: deliveries.ready)
+    accel = Accel(
+        settings.accel_redirect,
+        backend.path_for,
+        handoffs,
+        lambda: deliveries.ready,
+        settings.accel_authz_seconds,
+    )
     return accel, deliveries
 
 

@@ -17,6 +17,19 @@ upper bound, after ``timeout_ms`` and is marked ``unconfirmed`` in the playback'
 process killed before the report leaves the authorised range in the pending record, which the
 next start seals. Either way the log may over-state such a response, never under-state it.
 
+**Leases** (``TAPEVAULT_ACCEL_AUTHZ_SECONDS``): for seeks nginx may instead ask once and cache
+the answer (``auth_request`` with ``proxy_cache``), then serve every range of that playback from
+the file for a few seconds without asking. The first request of a playback still waits for its
+durable pending record; the playback is then *leased* (:meth:`Handoffs.lease`): it stays open at
+least until the lease ends, its record says until when the proxy could serve without asking
+(``proxy_until_ms``), and each response the proxy sent under it arrives as a report with the
+lease's id and is added to the playback as sent (a report after the playback was sealed goes
+into a continuation record). What a lease trades: a revoked key, a deleted recording's record or
+an expired retention is noticed by the proxy only when the lease ends (at most the lease's
+length; a deleted file is noticed at once, nginx cannot open it), and a process killed while its
+leases ran leaves their playbacks' records without what the proxy sent after the last report
+was read (the sealed record names the lease's end).
+
 No file, socket or HTTP here: the proxy's report arrives as plain values.
 """
 
@@ -42,6 +55,7 @@ TIMEOUT_MS = 3600 * 1000  # unreported this long: counted as authorised (unconfi
 # again: a misconfigured proxy costs one failed response per pause, not every response.
 PAUSE_SECONDS = 30.0
 _CONTENT_RANGE = re.compile(r"bytes (\d{1,19})-(\d{1,19})/(\d{1,19})")
+LEASE_MARK = ".L"  # a lease's id: "<process prefix>.L<playback id>"
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +142,16 @@ class Handoffs:
             sending.sent(length, start, length)
         return delivery_id
 
+    def lease(self, playback_id: str, until_ms: int) -> str | None:
+        """Let the proxy serve ranges of the playback (admitted: its record is durable) without
+        asking until ``until_ms``: the id its reports will carry, or None when the playback log
+        cannot take them (or hand-offs are paused): the proxy must then ask per response."""
+        if time.monotonic() < self.paused_until:
+            return None
+        if not self.playbacks.lease(playback_id, until_ms):
+            return None
+        return f"{self.prefix}{LEASE_MARK}{playback_id}"
+
     def cancel(self, delivery_id: str) -> None:
         """The answer naming ``delivery_id`` never reached the proxy (the connection to it
         failed): nothing was sent, and the response ends with no bytes."""
@@ -147,12 +171,31 @@ class Handoffs:
         with self._lock:
             entry = self._open.pop(report.delivery_id, None)
         if entry is None:
-            return False
+            return self._leased(report)
         ranges = sent_ranges(report)
         if report.status != entry.status or (ranges and ranges[0][0] != entry.start):
             self._mismatch(report, entry)
         self.playbacks.served(
             entry.playback_id, report.status, ranges, report.body_bytes, entry.sending
+        )
+        if self.on_sent is not None and report.body_bytes:
+            self.on_sent(report.body_bytes)
+        return True
+
+    def _leased(self, report: Report) -> bool:
+        """A response the proxy sent under a lease: added to its playback as sent (a 416 of
+        its own, for a range past the end, with no audio)."""
+        prefix, mark, playback_id = report.delivery_id.partition(LEASE_MARK)
+        if not mark or prefix != self.prefix or not playback_id:
+            return False
+        if report.status not in (200, 206, 416):
+            return False  # not an answer of the seek location (its errors go to tapevault)
+        self.playbacks.served(
+            playback_id,
+            report.status,
+            sent_ranges(report),
+            report.body_bytes,
+            admitted=False,
         )
         if self.on_sent is not None and report.body_bytes:
             self.on_sent(report.body_bytes)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import threading
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
@@ -38,6 +38,12 @@ from tapevault.errors import Unavailable
 IDLE_SECONDS = 30.0
 MAX_SECONDS = 3600.0  # a very long playback is cut into hour-long records
 MAX_INTERVALS = 64  # distinct byte ranges kept per record; closer ones merge beyond that
+# A leased playback (nginx serves its ranges without asking, ``lease``) that was sealed is
+# remembered this long, and at most this many, so that a report arriving after the seal (a
+# response nginx was still sending) goes into a continuation record instead of being lost.
+UNMERGED = 4 * MAX_INTERVALS  # ranges gathered before they are merged (bounded memory)
+CONTINUE_MS = 3600 * 1000
+MAX_CONTINUED = 65_536
 
 
 def merge_ranges(
@@ -102,7 +108,8 @@ class _Playback:
     last_ms: int
     # Done once the pending record is durable (True) or could not be written (False); a request
     # that joins before then waits for it, so no byte leaves before the log knows the playback.
-    opened: asyncio.Future[bool]
+    # None for a continuation record, which nobody joins.
+    opened: asyncio.Future[bool] | None
     requests: int = 0
     status: int = 0  # of the first response
     statuses: Counter[int] = field(default_factory=Counter)
@@ -114,6 +121,9 @@ class _Playback:
     # Responses a front proxy sent that it never reported: counted as authorised (an upper
     # bound; ``core/handoff.py``).
     unconfirmed: int = 0
+    # Until then (ms) a front proxy may serve ranges of this playback without asking (a cached
+    # authorisation, ``Playbacks.lease``); they are added when it reports them.
+    leased_until_ms: int = 0
 
     def event_now(self) -> AccessEvent:
         """The playback's one record as it stands, responses still streaming included."""
@@ -125,11 +135,15 @@ class _Playback:
         }
         if self.unconfirmed:
             detail["unconfirmed"] = self.unconfirmed
+        if self.leased_until_ms:
+            # A record sealed after a crash may lack what nginx sent under the lease until then.
+            detail["proxy_until_ms"] = self.leased_until_ms
         ranges, bytes_sent = self.ranges, self.bytes_sent
         if self.sending:
             detail["in_flight"] = len(self.sending)
-            ranges = merge_ranges([*ranges, *(r for s in self.sending for r in s.ranges)])
+            ranges = [*ranges, *(r for s in self.sending for r in s.ranges)]
             bytes_sent += sum(s.bytes_sent for s in self.sending)
+        ranges = merge_ranges(ranges)
         return replace(
             self.event,
             action=Action.MEDIA_PLAYBACK,
@@ -162,9 +176,17 @@ class PlaybackLog(Protocol):
         sending: Sending | None = None,
         *,
         unconfirmed: bool = False,
+        admitted: bool = True,
     ) -> None:
         """What one response sent; ``unconfirmed``: a front proxy's response never reported,
-        counted as authorised."""
+        counted as authorised; ``admitted=False``: a response the proxy sent under a lease,
+        never admitted here."""
+        ...
+
+    def lease(self, playback_id: str, until_ms: int) -> bool:
+        """A front proxy may serve ranges of the (admitted, durable) playback without asking
+        until ``until_ms``; it stays open until then and reports them. False when this log
+        cannot fold such reports (the caller then does not lease)."""
         ...
 
     def abandon(self, playback_id: str, sending: Sending | None = None) -> None: ...
@@ -195,6 +217,7 @@ class PerRequest:
         sending: Sending | None = None,
         *,
         unconfirmed: bool = False,
+        admitted: bool = True,
     ) -> None:
         event = self._events.pop(playback_id, None)
         if event is not None:
@@ -208,6 +231,9 @@ class PerRequest:
                     detail=detail,
                 )
             )
+
+    def lease(self, playback_id: str, until_ms: int) -> bool:
+        return False  # one record per response: nothing to fold proxy reports into
 
     def abandon(self, playback_id: str, sending: Sending | None = None) -> None:
         self._events.pop(playback_id, None)
@@ -233,6 +259,9 @@ class Playbacks:
         # the writer still seals it (and a late report still reaches it).
         self._open: dict[Hashable, _Playback] = {}
         self._by_id: dict[str, _Playback] = {}
+        # Sealed leased playbacks: (their first record's event, when sealed, the continuation's
+        # id once a late report opened one).
+        self._continued: OrderedDict[str, tuple[AccessEvent, int, str | None]] = OrderedDict()
         self._lock = threading.Lock()
         audit.folder = self
 
@@ -259,6 +288,7 @@ class Playbacks:
                 self._open[key] = playback
                 self._by_id[playback.playback_id] = playback
         if joined:
+            assert playback.opened is not None  # only continuations have none, never joined
             try:
                 ready = await asyncio.shield(playback.opened)
             except BaseException:  # cancelled while waiting: this response never starts
@@ -280,9 +310,9 @@ class Playbacks:
                 self._by_id.pop(playback.playback_id, None)
                 if self._open.get(key) is playback:
                     del self._open[key]
-            playback.opened.set_result(False)
+            opened.set_result(False)
             raise
-        playback.opened.set_result(True)
+        opened.set_result(True)
         return playback.playback_id
 
     def sending(self, playback_id: str) -> Sending | None:
@@ -303,23 +333,72 @@ class Playbacks:
         sending: Sending | None = None,
         *,
         unconfirmed: bool = False,
+        admitted: bool = True,
     ) -> None:
-        """What one response of the playback sent (superseding what ``sending`` counted)."""
+        """What one response of the playback sent (superseding what ``sending`` counted);
+        ``admitted=False``: one a front proxy sent under the playback's lease."""
         with self._lock:
             playback = self._by_id.get(playback_id)
+            if playback is None and not admitted:
+                playback = self._continuation(playback_id)
             if playback is None:
                 return  # sealed meanwhile (idle cut-off raced the response): nothing to add
             if sending is not None and sending in playback.sending:
                 playback.sending.remove(sending)
             playback.requests += 1
-            playback.active = max(0, playback.active - 1)
+            if admitted:
+                playback.active = max(0, playback.active - 1)
             playback.status = playback.status or status
             playback.statuses[status] += 1
-            playback.ranges = merge_ranges([*playback.ranges, *ranges])
+            # Merged when the record is written (each tick), or when many have gathered: a
+            # report per 64 KiB seek costs an append, not a sort of the playback's ranges.
+            playback.ranges += ranges
+            if len(playback.ranges) > UNMERGED:
+                playback.ranges = merge_ranges(playback.ranges)
             playback.bytes_sent += bytes_sent
             playback.unconfirmed += unconfirmed
             playback.last_ms = max(playback.last_ms, now_ms(self.clock))
             playback.dirty = True
+
+    def lease(self, playback_id: str, until_ms: int) -> bool:
+        with self._lock:
+            playback = self._by_id.get(playback_id)
+            if playback is None:
+                return False
+            if until_ms > playback.leased_until_ms:
+                playback.leased_until_ms = until_ms
+                playback.dirty = True
+            return True
+
+    def _continuation(self, playback_id: str) -> _Playback | None:
+        """The record that takes a leased playback's late reports (its lock held): the proxy
+        reported a response after the playback was sealed (it was still sending it). It says
+        which playback it continues; the writer seals it like any other once idle."""
+        known = self._continued.get(playback_id)
+        if known is None:
+            return None
+        event, sealed_ms, continuation_id = known
+        if continuation_id is not None and continuation_id in self._by_id:
+            return self._by_id[continuation_id]
+        now = now_ms(self.clock)
+        continued = replace(event, detail={**(event.detail or {}), "continues": playback_id})
+        playback = _Playback(
+            secrets.token_hex(12), ("continues", playback_id), continued, now, now, None
+        )
+        self._by_id[playback.playback_id] = playback
+        self._continued[playback_id] = (event, sealed_ms, playback.playback_id)
+        return playback
+
+    def _remember(self, playback: _Playback, now: int) -> None:
+        """Keep a sealed leased playback's event for late reports (bounded; lock held)."""
+        if not playback.leased_until_ms:
+            return
+        self._continued[playback.playback_id] = (playback.event, now, None)
+        while self._continued and (
+            len(self._continued) > MAX_CONTINUED
+            or now - next(iter(self._continued.values()))[1] > CONTINUE_MS
+        ):
+            self._continued.popitem(last=False)
 
     def abandon(self, playback_id: str, sending: Sending | None = None) -> None:
         """An admitted response that ended without a report (refused, or failed mid-way):
@@ -347,6 +426,7 @@ class Playbacks:
                     if self._open.get(playback.key) is playback:
                         del self._open[playback.key]
                     sealed.append((playback.playback_id, to_entry(playback.event_now())))
+                    self._remember(playback, now_ms)
                 elif playback.dirty:
                     playback.dirty = False
                     entry = to_entry(playback.event_now())
@@ -358,4 +438,7 @@ class Playbacks:
     def _live(self, playback: _Playback, now: int) -> bool:
         if playback.active:
             return True  # a response is still streaming: the player is not idle
-        return now - playback.last_ms < self.idle_ms and now - playback.opened_ms < self.max_ms
+        if now < playback.leased_until_ms:
+            return True  # the proxy may still start responses of it without asking
+        last = max(playback.last_ms, playback.leased_until_ms)
+        return now - last < self.idle_ms and now - playback.opened_ms < self.max_ms

@@ -58,7 +58,14 @@ from tapevault.http.ranged import (
     send_representation,
 )
 from tapevault.http.wording import say
-from tapevault.http.xaccel import accel_answer, handoff_range
+from tapevault.http.xaccel import (
+    AUTHZ_HEADER,
+    accel_answer,
+    authz_answer,
+    authz_refusal,
+    cached_until,
+    handoff_range,
+)
 from tapevault.observe.metrics import count_range_request, count_refusal, media_bytes_sent
 
 log = logging.getLogger("tapevault.media")
@@ -174,20 +181,7 @@ async def serve_playback(
     bytes are added to it. ``credential`` names the grant (a URL signature, an API key id), so
     one player's requests fold into one record. ``proxied``: the request came from a trusted
     proxy, so nginx may send the bytes (``TAPEVAULT_ACCEL_REDIRECT``)."""
-    key = (recording.recording_id, credential, actor.client_ip, actor.user_agent)
-
-    def event() -> AccessEvent:
-        return AccessEvent(
-            action=Action.MEDIA_PLAYBACK,
-            actor=actor,
-            status=0,
-            at_ms=now_ms(ctx.vault.clock),
-            session_id=recording.session_id,
-            recording_id=recording.recording_id,
-            mode=mode,
-        )
-
-    playback = await ctx.playbacks.admit(key, event)
+    playback = await admit_playback(ctx, recording, actor=actor, credential=credential, mode=mode)
     if proxied and ctx.accel is not None:
         handed = await _hand_off(ctx, send, method, headers, recording, extra, playback)
         if handed is not None:
@@ -214,6 +208,27 @@ async def serve_playback(
     ranges = served.ranges if served.bytes_sent else []
     ctx.playbacks.served(playback, served.status, ranges, served.bytes_sent, sending)
     return served
+
+
+async def admit_playback(
+    ctx: AppContext, recording: Recording, *, actor: Actor, credential: str | None, mode: str
+) -> str:
+    """The playback a response of ``recording`` belongs to, its record durable (one per grant
+    and client: see ``serve_playback``); raises ``Unavailable``."""
+    key = (recording.recording_id, credential, actor.client_ip, actor.user_agent)
+
+    def event() -> AccessEvent:
+        return AccessEvent(
+            action=Action.MEDIA_PLAYBACK,
+            actor=actor,
+            status=0,
+            at_ms=now_ms(ctx.vault.clock),
+            session_id=recording.session_id,
+            recording_id=recording.recording_id,
+            mode=mode,
+        )
+
+    return await ctx.playbacks.admit(key, event)
 
 
 async def _hand_off(
@@ -329,6 +344,9 @@ class MediaGateway:
             return
         recording_id = path[len(PREFIX) : -len(AUDIO)] if path.endswith(AUDIO) else ""
         query = query_params(scope)
+        if AUTHZ_HEADER in headers and came_through_proxy(scope):
+            await self._authz(scope, send, headers, cors_headers, recording_id, query)
+            return
         try:
             if not recording_id or "/" in recording_id:
                 raise NotFound("No such media.")
@@ -360,6 +378,69 @@ class MediaGateway:
             )
         except Unavailable as exc:
             await self._refuse(scope, send, headers, cors_headers, recording.recording_id, exc)
+
+    async def _authz(
+        self,
+        scope: Scope,
+        send: Send,
+        headers: dict[str, str],
+        cors_headers: Headers,
+        recording_id: str,
+        query: dict[str, str],
+    ) -> None:
+        """nginx asks whether it may serve this playback's ranges itself for a while
+        (``auth_request``, ``TAPEVAULT_ACCEL_AUTHZ_SECONDS``; ``http/xaccel.py``). Yes only
+        once the playback's record is durable and leased; any doubt is a 401, and nginx hands
+        the request to tapevault, which answers (and records) it as always."""
+        ctx = self.ctx
+        accel = ctx.accel
+        if (
+            accel is None
+            or not accel.lease_seconds
+            or scope["method"] != "GET"
+            or not recording_id
+            or "/" in recording_id
+            or not accel.ready()
+        ):
+            await authz_refusal(send)
+            return
+        try:
+            access = await ctx.metadata(ctx.vault.media.authorize_media, recording_id, query)
+            recording, grant = access.recording, access.grant
+            rep = representation(recording)
+            if rep.size <= 0 or accel.file_size(recording.storage_key) != rep.size:
+                raise NotFound("The stored file is not there to hand to nginx.")
+            now = now_ms(ctx.vault.clock)
+            cache_until = cached_until(now, grant.expires, accel.lease_seconds)
+            playback = await admit_playback(
+                ctx,
+                recording,
+                actor=self._actor(scope, headers, grant),
+                credential=query.get("s"),
+                mode=grant.mode.name.lower(),
+            )
+        except Exception:  # tapevault answers this request itself, refusal and record included
+            await authz_refusal(send)
+            return
+        # The lease, not this response, keeps the playback open: nginx may start responses of
+        # it until the cached answer's last second has passed.
+        lease_id = accel.handoffs.lease(playback, (cache_until + 1) * 1000 if cache_until else now)
+        ctx.playbacks.abandon(playback)
+        if lease_id is None:
+            await authz_refusal(send)
+            return
+        extra = cors_headers
+        if grant.mode is UrlMode.DOWNLOAD:
+            disposition = f'attachment; filename="{download_name(recording)}"'
+            extra = [*cors_headers, (b"content-disposition", disposition.encode())]
+        await authz_answer(
+            send,
+            key=recording.storage_key,
+            lease_id=lease_id,
+            rep=rep,
+            cache_until=cache_until,
+            extra_headers=extra,
+        )
 
     async def _document(
         self, scope: Scope, send: Send, headers: dict[str, str], cors_headers: Headers

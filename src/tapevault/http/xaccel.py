@@ -15,6 +15,18 @@ range written in any but the plain forms, ``If-Match``, ``If-Unmodified-Since``,
 before. The site's internal location turns nginx's own ETag and If-Modified-Since handling off
 and sends tapevault's ETag and Last-Modified, so ``If-Range`` with an entity-tag is compared
 with tapevault's ETag by both.
+
+**Cached authorisations** (``TAPEVAULT_ACCEL_AUTHZ_SECONDS``, the site's seek location): nginx
+asks ``auth_request`` once per playback, with the URL of the media GET and ``X-Tapevault-Authz:
+1``, and caches the answer for a few seconds (``proxy_cache`` keyed on the URL, the client's
+address, user agent and origin). tapevault checks the URL as for a GET, opens (durably) or joins
+the playback, leases it (``core/handoff.py``) and answers an empty 200 naming the file, the
+lease's id (which nginx's delivery lines then carry), the validators and headers to send, and
+``X-Accel-Expires``: an absolute time before both the URL's expiry and the lease's end
+(:func:`cached_until`). Any other answer is a 401, which makes nginx hand the request to
+tapevault (``error_page``), which then answers it as always: refusals are recorded and worded
+there. nginx itself decides which requests may use the cached answer (GET, no preconditions, the
+plain Range forms above); everything else goes to tapevault as before.
 """
 
 from __future__ import annotations
@@ -32,9 +44,20 @@ from tapevault.http.asgi import Send
 from tapevault.http.conditional import evaluate_preconditions, http_date, if_range_allows
 from tapevault.http.ranged import Representation
 
-__all__ = ["DELIVERY_HEADER", "Accel", "accel_answer", "handoff_range"]
+__all__ = [
+    "AUTHZ_HEADER",
+    "DELIVERY_HEADER",
+    "Accel",
+    "accel_answer",
+    "authz_answer",
+    "authz_refusal",
+    "cached_until",
+    "handoff_range",
+]
 
 DELIVERY_HEADER = b"x-tapevault-delivery"  # read by the site's log_format, never sent on
+AUTHZ_HEADER = "x-tapevault-authz"  # set by the site's auth_request location (and cleared
+# on every other request nginx passes on): the request is nginx asking, not a client
 # The forms nginx parses exactly as core/ranges.py does: one range, lower-case unit, no spaces,
 # numbers far below nginx's overflow cut-off (it answers 416 to a number that overflows off_t,
 # where RFC 9110 and tapevault clamp).
@@ -52,6 +75,7 @@ class Accel:
     path_for: Callable[[str], str]  # the local store's file of a key
     handoffs: Handoffs
     ready: Callable[[], bool]  # whether nginx's delivery log is being read
+    lease_seconds: int = 0  # TAPEVAULT_ACCEL_AUTHZ_SECONDS: how long nginx may cache an answer
 
     def file_size(self, key: str) -> int | None:
         """The size of the stored file nginx would send, None if it is not there: a missing or
@@ -117,4 +141,46 @@ async def accel_answer(
         *extra_headers,
     ]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+def cached_until(now_ms: int, expires_s: int, lease_seconds: int) -> int:
+    """The ``X-Accel-Expires: @T`` for an authorisation given at ``now_ms`` for a URL that
+    expires at ``expires_s``; 0: nginx must not cache it.
+
+    nginx uses a cached entry while its clock's whole second is at most T, that is until
+    T + 1 began; so T + 1 must not pass the lease's end nor the URL's expiry."""
+    limit_ms = min(expires_s * 1000, now_ms + lease_seconds * 1000)
+    until = limit_ms // 1000 - 1
+    return until if until >= now_ms // 1000 else 0
+
+
+async def authz_answer(
+    send: Send,
+    *,
+    key: str,
+    lease_id: str,
+    rep: Representation,
+    cache_until: int,
+    extra_headers: list[tuple[bytes, bytes]],
+) -> None:
+    """tapevault's yes to nginx's ``auth_request``: the file, the lease, what to send with it."""
+    headers = [
+        (b"x-tapevault-file", key.encode("ascii")),
+        (DELIVERY_HEADER, lease_id.encode("ascii")),
+        (b"x-accel-expires", f"@{cache_until}".encode() if cache_until else b"0"),
+        (b"etag", rep.etag.encode("latin-1")),
+        (b"last-modified", http_date(rep.last_modified).encode("ascii")),
+        (b"content-length", b"0"),
+        *extra_headers,
+    ]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def authz_refusal(send: Send) -> None:
+    """No to nginx's ``auth_request`` (never cached): nginx hands the request to tapevault,
+    which answers it (refused, 304, 416...) as it would without nginx."""
+    headers = [(b"content-length", b"0"), (b"x-accel-expires", b"0")]
+    await send({"type": "http.response.start", "status": 401, "headers": headers})
     await send({"type": "http.response.body", "body": b"", "more_body": False})

@@ -8,7 +8,9 @@ confined to the root: anything that could climb out of it is refused before a pa
 
 Reads use ``os.pread`` on the event loop. For page-cache hits that costs about 10 µs per 64 KiB
 (see shared/notes/performance.md), far less than a thread hop; the kernel's readahead is asked to
-stay ahead of sequential playback with ``posix_fadvise``.
+stay ahead of sequential playback with ``posix_fadvise``. The descriptors of recently read
+files stay open (:class:`OpenFiles`), so a player's seeks cost one ``pread`` each instead of an
+``open``, a ``pread`` and a ``close``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import threading
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable, Iterator
 from pathlib import Path
 
@@ -28,6 +32,89 @@ from tapevault.storage.keys import check_key
 
 DEFAULT_CHUNK = 1024 * 1024
 STAGING = ".staging"  # temporaries of puts; a key segment cannot start with "."
+OPEN_FILES = 64  # descriptors kept open per process for reads (recently read files)
+
+
+class _Handle:
+    __slots__ = ("doomed", "fd", "refs")
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.refs = 1
+        self.doomed = False  # out of the table: closed when its last reader lets go
+
+
+class OpenFiles:
+    """Open read descriptors of recently read files, shared by the responses reading them.
+
+    A descriptor is closed only once no response holds it, so its number can never be reused
+    (by the next ``open``: another file, another tenant's) under a reader. A file unlinked or
+    replaced since its descriptor was opened (``st_nlink`` 0: deleted by this process or
+    another, or renamed over) is never read through it: the next reader opens the path again
+    (and finds it missing). Thread-safe; at most ``capacity`` idle descriptors stay open."""
+
+    def __init__(self, capacity: int = OPEN_FILES) -> None:
+        self.capacity = capacity
+        self._lock = threading.Lock()
+        self._table: OrderedDict[str, _Handle] = OrderedDict()
+
+    def acquire(self, path: str) -> _Handle:
+        """A descriptor of ``path`` held for reading; raises ``OSError`` as ``open`` does."""
+        with self._lock:
+            handle = self._table.get(path)
+            if handle is not None:
+                handle.refs += 1
+                self._table.move_to_end(path)
+        if handle is not None:
+            try:
+                current = os.fstat(handle.fd).st_nlink > 0
+            except OSError:
+                current = False
+            if current:
+                return handle
+            self._drop(path, handle)
+            self.release(handle)
+        handle = _Handle(os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)))
+        closing: list[int] = []
+        with self._lock:
+            old = self._table.pop(path, None)
+            if old is not None:
+                closing += self._doom(old)
+            self._table[path] = handle
+            while len(self._table) > self.capacity:
+                _path, oldest = self._table.popitem(last=False)
+                closing += self._doom(oldest)
+        for fd in closing:
+            os.close(fd)
+        return handle
+
+    def release(self, handle: _Handle) -> None:
+        with self._lock:
+            handle.refs -= 1
+            close = handle.doomed and handle.refs == 0
+        if close:
+            os.close(handle.fd)
+
+    def _drop(self, path: str, handle: _Handle) -> None:
+        with self._lock:
+            if self._table.get(path) is handle:
+                del self._table[path]
+                handle.doomed = True
+
+    @staticmethod
+    def _doom(handle: _Handle) -> list[int]:
+        """Take ``handle`` out of use (lock held): its fd to close now, or none while read."""
+        handle.doomed = True
+        return [handle.fd] if handle.refs == 0 else []
+
+    def close(self) -> None:
+        """Close every idle descriptor (those being read close when their reader lets go)."""
+        with self._lock:
+            handles = list(self._table.values())
+            self._table.clear()
+            closing = [fd for h in handles for fd in self._doom(h)]
+        for fd in closing:
+            os.close(fd)
 
 
 class LocalStore:
@@ -40,6 +127,7 @@ class LocalStore:
         self.staging = self.root / STAGING
         self.staging.mkdir(exist_ok=True, mode=0o700)
         self._temporary_prefix = scratch_prefix("put", owner or process_id())
+        self.open_files = OpenFiles()
 
     def path_for(self, key: str) -> str:
         """The file behind a key; raises ``StorageError`` for a key that could leave the root.
@@ -139,9 +227,10 @@ class LocalStore:
     ) -> AsyncIterator[bytes]:
         path = self.path_for(key)
         try:
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            handle = self.open_files.acquire(path)
         except FileNotFoundError as exc:
             raise StorageError(f"object {key!r} is missing from storage") from exc
+        fd = handle.fd
         try:
             if length > chunk_size and hasattr(os, "posix_fadvise"):
                 os.posix_fadvise(fd, offset, length, os.POSIX_FADV_SEQUENTIAL)
@@ -154,7 +243,7 @@ class LocalStore:
                 position += len(data)
                 yield data
         finally:
-            os.close(fd)
+            self.open_files.release(handle)
 
 
 def open_store(storage_url: str) -> LocalStore:
