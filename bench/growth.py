@@ -41,7 +41,7 @@ from typing import Any
 from bench import data, fleet, pgdb
 from bench.growthfill import Filled, Filler, Plan, open_sink
 from bench.scenarios import Context, Result, Row, row, scenario, target
-from bench.servers import HOST
+from bench.servers import HOST, free_port
 
 # Servers never purge on their own timer here: the purge is measured when the harness says.
 QUIET = {"TAPEVAULT_PURGE_INTERVAL": "3650d", "TAPEVAULT_WORKERS": "0"}
@@ -70,7 +70,7 @@ class Vault:
         return self.deployment.scratch / fleet.FIRST
 
     def env(self) -> dict[str, str]:
-        return self.deployment.env(fleet.FIRST, 0)
+        return self.deployment.env(fleet.FIRST, free_port())
 
 
 def make_vault(
@@ -371,11 +371,16 @@ def _rows(engines: dict[str, Any]) -> list[Row]:
                 )
             )
         gv, ev = g["verify"], e["verify"]
+        # The command's own start (imports, keys, the journal) is the empty vault's time: the
+        # rate is the records beyond it over the seconds beyond it.
+        extra_s = max(1e-3, gv["seconds"] - ev["seconds"])
+        net = max(0, gv["records"] - ev["records"]) / extra_s
         rows += [
             row(
-                f"{engine}: audit verify, grown ({gv['records']:,} records) vs empty: records/s",
+                f"{engine}: audit verify, grown ({gv['records']:,} records) vs empty: "
+                "records/s beyond the empty vault's run",
                 "records/s",
-                gv["records_per_s"],
+                net,
                 ev["records_per_s"],
                 target("value", ">=", 100_000),
             ),
