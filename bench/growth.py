@@ -73,6 +73,45 @@ class Vault:
         return self.deployment.env(fleet.FIRST, free_port())
 
 
+def reuse_vault(root: Path) -> Vault:
+    """A vault ``python -m bench.growth fill`` made (its ``vault.json``), uploading the URL
+    load's session if the fill did not."""
+    made = json.loads((root / "vault.json").read_text())
+    url = made["database_url"]
+    shared = {} if url.startswith("sqlite") else {"TAPEVAULT_DATABASE_URL": url}
+    deployment = fleet.Deployment(root, shared)
+    deployment.cli("migrate")
+    vault = Vault("grown", deployment, url, made["big"], made["typical"], made["token"])
+    vault.filled = Filled(Plan(**made["plan"]), made["counts"], made["seconds"])
+    vault.filled.big_tenant = made["big_tenant"]
+    vault.filled.typical_tenant = made["typical_tenant"]
+    vault.filled.hot_recording = made["hot_recording"]
+    vault.filled.head_seq = made["head_seq"]
+    vault.urls_path, vault.live_recording = made["urls_path"], made["live_recording"]
+    if not vault.urls_path:
+        _upload(vault)
+    return vault
+
+
+def _upload(vault: Vault) -> None:
+    deployment, big = vault.deployment, vault.big
+    node = deployment.start(TAPEVAULT_PURGE_INTERVAL=QUIET["TAPEVAULT_PURGE_INTERVAL"])
+    try:
+        api = data.Api(node.port, vault.token)
+        session = fleet.url_session(api)
+        vault.urls_path = fleet.urls_path(session)
+        bearer = {"Authorization": f"Bearer {big['api_key']}"}
+        status, _, body = api.request(
+            "GET", f"/api/v1/sessions/{session}/recordings", headers=bearer
+        )
+        listed = json.loads(body)
+        if status != 200:
+            raise RuntimeError(f"listing the uploaded session: {status} {listed}")
+        vault.live_recording = listed["recordings"][0]["recording_id"]
+    finally:
+        deployment.stop()
+
+
 def make_vault(
     name: str,
     root: Path,
@@ -107,21 +146,7 @@ def make_vault(
             sink.close()
     vault.token = deployment.cli("token", "issue", "--partner", big["partner_id"], "--ttl", "4h")
     if upload:
-        node = deployment.start(TAPEVAULT_PURGE_INTERVAL=QUIET["TAPEVAULT_PURGE_INTERVAL"])
-        try:
-            api = data.Api(node.port, vault.token)
-            session = fleet.url_session(api)
-            vault.urls_path = fleet.urls_path(session)
-            bearer = {"Authorization": f"Bearer {big['api_key']}"}
-            status, _, body = api.request(
-                "GET", f"/api/v1/sessions/{session}/recordings", headers=bearer
-            )
-            listed = json.loads(body)
-            if status != 200:
-                raise RuntimeError(f"listing the uploaded session: {status} {listed}")
-            vault.live_recording = listed["recordings"][0]["recording_id"]
-        finally:
-            deployment.stop()
+        _upload(vault)
     return vault
 
 
@@ -296,6 +321,11 @@ def scale_for(mode_name: str) -> float:
     return float(os.environ.get("TAPEVAULT_BENCH_GROWTH_SCALE", DEFAULT_SCALE))
 
 
+def sqlite_scale(scale: float) -> float:
+    """SQLite's grown vault: ``TAPEVAULT_BENCH_GROWTH_SQLITE_SCALE``, else PostgreSQL's."""
+    return float(os.environ.get("TAPEVAULT_BENCH_GROWTH_SQLITE_SCALE", scale))
+
+
 def growth(ctx: Context) -> Result:
     scale = scale_for(ctx.mode.name)
     plan = Plan.scaled(scale)
@@ -314,8 +344,13 @@ def growth(ctx: Context) -> Result:
             empty_url = urls.get(f"{engine}_empty")
             empty = make_vault("empty", root / f"{engine}-empty", empty_url, None)
             started = time.monotonic()
-            grown = make_vault("grown", root / f"{engine}-grown", urls[engine], plan)
-            _log(f"{engine}: grown vault made in {time.monotonic() - started:.0f} s")
+            made = os.environ.get(f"TAPEVAULT_BENCH_GROWTH_{engine.upper()}_VAULT")
+            if made and ctx.mode.name != "smoke":
+                grown = reuse_vault(Path(made))  # made by ``python -m bench.growth fill``
+            else:
+                scaled = plan if engine == "postgresql" else Plan.scaled(sqlite_scale(scale))
+                grown = make_vault("grown", root / f"{engine}-grown", urls[engine], scaled)
+            _log(f"{engine}: grown vault ready in {time.monotonic() - started:.0f} s")
             engines[engine] = measure_engine(ctx, empty, grown, reads_count)
     return scenario(
         f"The vault as it grows (scale {scale}: {plan.recordings:,} recordings, "
@@ -439,22 +474,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     took = time.monotonic() - started
     assert vault.filled is not None
-    print(
-        json.dumps(
-            {
-                "wall_seconds": took,
-                "data_dir": str(vault.data_dir),
-                "database_url": vault.database_url,
-                "big": {k: vault.big[k] for k in ("partner_id", "api_key")},
-                "typical": {k: vault.typical[k] for k in ("partner_id", "api_key")},
-                "token": vault.token,
-                "urls_path": vault.urls_path,
-                "live_recording": vault.live_recording,
-                **vault.filled.as_dict(),
-            },
-            indent=2,
-        )
+    text = json.dumps(
+        {
+            "wall_seconds": took,
+            "data_dir": str(vault.data_dir),
+            "database_url": vault.database_url,
+            "big": {k: vault.big[k] for k in ("partner_id", "api_key")},
+            "typical": {k: vault.typical[k] for k in ("partner_id", "api_key")},
+            "token": vault.token,
+            "urls_path": vault.urls_path,
+            "live_recording": vault.live_recording,
+            **vault.filled.as_dict(),
+        },
+        indent=2,
     )
+    (args.data_dir / "vault.json").write_text(text)
+    print(text)
     return 0
 
 
