@@ -260,8 +260,9 @@ audit_log = Table(
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
     Index("ix_audit_tenant_seq", "tenant_id", "seq"),
-    Index("ix_audit_recording", "recording_id"),
-    Index("ix_audit_session", "session_id"),
+    # A recording's history (migration 0023): each half in seq order, a page at a time.
+    Index("ix_audit_recording_seq", "recording_id", "seq"),
+    Index("ix_audit_session_seq", "session_id", "seq"),
     # No index on at_ms: time filters ride the (tenant_id, seq) scan, seq grows with time, and
     # every index costs each audited request an extra B-tree insert.
 )
