@@ -523,7 +523,7 @@ class SqlAuditStore:
             conditions.append(audit_log.c.at_ms < q.until_ms)
         if history:
             # The recording's records and its session's records without a recording: the first
-            # page of each, in seq order from its own index (migration 0023), merged.
+            # page of each, in seq order from its own index (migration 0024), merged.
             own = _page(conditions, audit_log.c.recording_id == q.recording_id, q.limit)
             around = _page(
                 conditions,

@@ -1,7 +1,7 @@
 """Indexes that keep the retention purge's reads small in a vault that has run for years.
 
-Revision ID: 0022
-Revises: 0021
+Revision ID: 0023
+Revises: 0022
 
 ``ix_recordings_due``: recordings that may still be purged (available or failed) by expiry.
 The purge asked for "expired by now, available or failed, oldest first" through
@@ -22,8 +22,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0022"
-down_revision = "0021"
+revision = "0023"
+down_revision = "0022"
 branch_labels = None
 depends_on = None
 

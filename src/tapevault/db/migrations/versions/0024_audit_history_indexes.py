@@ -1,8 +1,8 @@
 """A recording's access history in a log of millions of records: the record indexes by
 recording and by session carry ``seq``.
 
-Revision ID: 0023
-Revises: 0022
+Revision ID: 0024
+Revises: 0023
 
 ``GET /api/v1/recordings/{id}/access`` asks for the recording's records and its session's
 records without a recording, in ``seq`` order. With ``ix_audit_recording (recording_id)`` and
@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from alembic import op
 
-revision = "0023"
-down_revision = "0022"
+revision = "0024"
+down_revision = "0023"
 branch_labels = None
 depends_on = None
 
