@@ -696,10 +696,11 @@ SCENARIOS: dict[str, Callable[[Context], Result]] = {
 # Scenarios kept in their own modules (issues 11 and 14: object stores, several nodes, the
 # database engines). They import the helpers above, hence the import at the end; each is looked
 # up when it runs, so that importing one of those modules first (a test does) also works.
-from bench import engines, gateway, nodes  # noqa: E402
+from bench import engines, gateway, growth, nodes  # noqa: E402
 
 SCENARIOS.update(
     object_ranges=lambda ctx: gateway.object_ranges(ctx),
     two_nodes=lambda ctx: nodes.two_nodes(ctx),
     engines=lambda ctx: engines.engines(ctx),
+    growth=lambda ctx: growth.growth(ctx),
 )

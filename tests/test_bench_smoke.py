@@ -35,6 +35,7 @@ SCENARIOS = {
     "object_ranges",
     "two_nodes",
     "engines",
+    "growth",
 }
 # These need PostgreSQL (a database made and dropped per run).
 NEED_POSTGRES = {"two_nodes", "engines"}

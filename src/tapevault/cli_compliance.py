@@ -409,12 +409,13 @@ def _verify(
     tree = TreeCheck(store, keys)
     try:
         report = verify(
-            tree.feed(store.records()),
+            store.records(),
             _counted(checkpoints, signed, highest),
             keys,
             first_prev_hash=state.first_prev_hash,
             first_seq=state.first_seq,
             untrusted=trust.untrusted,
+            on_record=tree.record,
         )
     except OSError as exc:  # a journal or copy that fails while it is read
         raise TapevaultError(f"cannot read the checkpoints: {exc}") from exc
@@ -482,23 +483,25 @@ class TreeCheck:
         self.checked = 0
         self.problems: list[str] = []
         self.next_note = next(self.notes, None)
+        self.appender = merkle.Appender(0, {}, keep=False)
 
-    def feed(self, records: Iterable[AuditRecord]) -> Iterator[AuditRecord]:
-        appender = merkle.Appender(0, {}, keep=False)
-        for record in records:
-            yield record
-            if not self.active or record.seq != self.first + appender.size:
-                self.active = False  # a gap or a reorder: the chain check names it
-                continue
+    def record(self, record: AuditRecord, data: bytes | None) -> None:
+        """The next record in stored order, with its canonical bytes if known (``verify``'s
+        ``on_record``: each record is encoded once for the chain and the tree)."""
+        appender = self.appender
+        if not self.active or record.seq != self.first + appender.size:
+            self.active = False  # a gap or a reorder: the chain check names it
+            return
+        if data is None:
             try:
                 data = canonical_bytes(record.seq, record.entry, record.prev_hash)
             except (ValueError, TypeError, AttributeError):
                 self.active = False
-                continue
-            appender.append(merkle.leaf_hash(data))
-            while self.next_note is not None and (self.next_note.tree_size or 0) <= appender.size:
-                self._check(self.next_note, appender)
-                self.next_note = next(self.notes, None)
+                return
+        appender.append(merkle.leaf_hash(data))
+        while self.next_note is not None and (self.next_note.tree_size or 0) <= appender.size:
+            self._check(self.next_note, appender)
+            self.next_note = next(self.notes, None)
 
     def _check(self, cp: Checkpoint, appender: merkle.Appender) -> None:
         if cp.tree_size != appender.size or len(self.problems) >= 20:

@@ -8,8 +8,9 @@ so one tampering is one finding, and checks every signed checkpoint against the 
 
 from __future__ import annotations
 
+import hashlib
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -19,6 +20,7 @@ from tapevault.core.audit import (
     HASH_PATTERN,
     AuditEntry,
     AuditRecord,
+    canonical_bytes,
     record_hash,
 )
 from tapevault.core.checkpoints import Checkpoint, verify_checkpoint_signature
@@ -76,6 +78,19 @@ def _hashes_under(rec: AuditRecord, seq: int) -> bool:
         return False
 
 
+def _own_bytes(rec: AuditRecord) -> bytes | None:
+    """The canonical bytes of ``rec`` under its stored seq (None: it cannot be encoded)."""
+    try:
+        return canonical_bytes(rec.seq, rec.entry, rec.prev_hash)
+    except (ValueError, TypeError, AttributeError):  # tampered rows may hold anything
+        return None
+
+
+# Told each record, in stored order, with its canonical bytes under its stored seq (None when it
+# cannot be encoded): what a Merkle tree check needs, without encoding every record twice.
+OnRecord = Callable[[AuditRecord, bytes | None], None]
+
+
 def _entry_fits(entry: AuditEntry, rec: AuditRecord) -> bool:
     """Whether ``entry`` is the content ``rec``'s seq and hashes were computed for."""
     try:
@@ -101,8 +116,10 @@ class _Verifier:
         first_seq: int,
         max_findings: int,
         untrusted: Mapping[str, str],
+        on_record: OnRecord | None = None,
     ) -> None:
         self.untrusted = untrusted
+        self.on_record = on_record
         self.first_seq = first_seq
         self.first_prev_hash = first_prev_hash
         self.max_findings = max_findings
@@ -180,10 +197,13 @@ class _Verifier:
 
     def _admit(self, node: _Node) -> None:
         rec = node.rec
-        if _hashes_under(rec, rec.seq):
+        data = _own_bytes(rec)
+        if data is not None and hashlib.sha256(data).hexdigest() == rec.hash:
             node.t = rec.seq  # the common case: one hash, nothing else to try
         else:
             self._resolve(node, self._candidates(rec))
+        if self.on_record is not None:
+            self.on_record(rec, data)
         self.ahead.append(node)
         siblings = self.ahead_by_prev.get(rec.prev_hash)
         if siblings is None:
@@ -704,6 +724,7 @@ def verify(
     first_seq: int = 1,
     max_findings: int = 20,
     untrusted: Mapping[str, str] | None = None,
+    on_record: OnRecord | None = None,
 ) -> VerifyReport:
     """Check the chain and the checkpoints in one pass; findings name the first bad record.
 
@@ -713,10 +734,17 @@ def verify(
     starts after pruning. Scanning stops once ``max_findings`` findings were made.
     ``untrusted`` says, by key id, why a key known but not among ``public_keys`` is not trusted
     (a checkpoint it signed is a finding that says so).
+    ``on_record`` is told every record as it is read, with its canonical bytes.
     """
     if max_findings < 1:
         raise ValueError("max_findings must be at least 1")
     verifier = _Verifier(
-        checkpoints, public_keys, first_prev_hash, first_seq, max_findings, untrusted or {}
+        checkpoints,
+        public_keys,
+        first_prev_hash,
+        first_seq,
+        max_findings,
+        untrusted or {},
+        on_record,
     )
     return verifier.run(records)

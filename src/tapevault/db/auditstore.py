@@ -29,8 +29,8 @@ from sqlalchemy import (
     delete,
     func,
     insert,
-    or_,
     select,
+    union_all,
     update,
 )
 
@@ -53,6 +53,7 @@ from tapevault.db.schema import (
 ROLE_KEY = 0x7476617564697400
 
 _ENTRY_FIELDS = tuple(f.name for f in fields(AuditEntry))
+_ENTRY_FIELD_SET = frozenset(_ENTRY_FIELDS)
 
 
 def entry_json(entry: AuditEntry) -> str:
@@ -464,18 +465,29 @@ class SqlAuditStore:
 
     def records(self, batch: int = 2000) -> Iterator[AuditRecord]:
         """Every record in ``seq`` order, read in batches (bounded memory for verification)."""
+        # The driver's own cursor and plain tuples: verification reads every record, and
+        # SQLAlchemy's rows cost it a fifth of its time (BENCHMARKS.md, issue 14 part 6).
         after: int | None = None
+        mark = self._mark
+        columns = ", ".join(_ROW_COLUMNS)
+        first = f"SELECT {columns} FROM audit_log ORDER BY seq LIMIT {mark}"  # noqa: S608
+        more = f"SELECT {columns} FROM audit_log WHERE seq > {mark} ORDER BY seq LIMIT {mark}"  # noqa: S608
         while True:
-            query = select(audit_log).order_by(audit_log.c.seq).limit(batch)
-            if after is not None:
-                query = query.where(audit_log.c.seq > after)
             with self.engine.connect() as conn:
-                rows = conn.execute(query).all()
+                cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+                try:
+                    if after is None:
+                        cursor.execute(first, (batch,))
+                    else:
+                        cursor.execute(more, (after, batch))
+                    rows = cursor.fetchall()
+                finally:
+                    cursor.close()
             if not rows:
                 return
             for row in rows:
-                yield _record(row)
-            after = rows[-1].seq
+                yield _record_of(*row)
+            after = rows[-1][0]
 
     def iter_checkpoints(self, batch: int = 2000) -> Iterator[Checkpoint]:
         """Every checkpoint in size order, read in batches (bounded memory for verification)."""
@@ -514,20 +526,15 @@ class SqlAuditStore:
 
     def query(self, q: Query) -> list[AuditRecord]:
         conditions: list[Any] = [audit_log.c.seq > q.after_seq]
+        history = q.history and q.session_id is not None and q.recording_id is not None
         if q.tenant_id is not None:
-            conditions.append(audit_log.c.tenant_id == q.tenant_id)
+            # A history is found by its ids; the tenant is only checked (its index would walk
+            # every record of the tenant: an expression keeps the planners off it).
+            tenant = func.coalesce(audit_log.c.tenant_id, "") if history else audit_log.c.tenant_id
+            conditions.append(tenant == q.tenant_id)
         ids = [(audit_log.c.session_id, q.session_id), (audit_log.c.recording_id, q.recording_id)]
-        if q.history and q.session_id is not None and q.recording_id is not None:
+        if history:
             ids = []
-            conditions.append(
-                or_(
-                    audit_log.c.recording_id == q.recording_id,
-                    and_(
-                        audit_log.c.session_id == q.session_id,
-                        audit_log.c.recording_id.is_(None),
-                    ),
-                )
-            )
         for column, value in (
             *ids,
             (audit_log.c.actor_id, q.actor_id),
@@ -539,10 +546,21 @@ class SqlAuditStore:
             conditions.append(audit_log.c.at_ms >= q.since_ms)
         if q.until_ms is not None:
             conditions.append(audit_log.c.at_ms < q.until_ms)
+        if history:
+            # The recording's records and its session's records without a recording: the first
+            # page of each, in seq order from its own index (migration 0024), merged.
+            own = _page(conditions, audit_log.c.recording_id == q.recording_id, q.limit)
+            around = _page(
+                conditions,
+                and_(audit_log.c.session_id == q.session_id, audit_log.c.recording_id.is_(None)),
+                q.limit,
+            )
+            both = union_all(select(own), select(around)).subquery()
+            query = select(both).order_by(both.c.seq).limit(q.limit)
+        else:
+            query = select(audit_log).where(*conditions).order_by(audit_log.c.seq).limit(q.limit)
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(audit_log).where(*conditions).order_by(audit_log.c.seq).limit(q.limit)
-            ).all()
+            rows = conn.execute(query).all()
         return [_record(row) for row in rows]
 
     def pending(self) -> list[Pending]:
@@ -552,6 +570,16 @@ class SqlAuditStore:
             Pending(r.playback_id, r.owner, entry_from_json(r.entry), r.opened_ms, r.updated_ms)
             for r in rows
         ]
+
+
+def _page(conditions: list[Any], which: Any, limit: int) -> Any:
+    return (
+        select(audit_log)
+        .where(*conditions, which)
+        .order_by(audit_log.c.seq)
+        .limit(limit)
+        .subquery()
+    )
 
 
 _REFRESH = (
@@ -623,22 +651,51 @@ def _row(record: AuditRecord, text: str | None = None) -> tuple[Any, ...]:
 def _record(row: Any) -> AuditRecord:
     """A stored row as a record: the entry from its JSON, but the filterable fields from their
     columns, so that a column edited to hide a record from queries fails verification too."""
+    return _record_of(
+        row.seq,
+        row.at_ms,
+        row.tenant_id,
+        row.action,
+        row.actor_id,
+        row.session_id,
+        row.recording_id,
+        row.entry,
+        row.prev_hash,
+        row.hash,
+    )
+
+
+def _record_of(
+    seq: Any,
+    at_ms: Any,
+    tenant_id: Any,
+    action: Any,
+    actor_id: Any,
+    session_id: Any,
+    recording_id: Any,
+    entry: Any,
+    prev_hash: Any,
+    hash_: Any,
+) -> AuditRecord:
+    """``_record`` from the columns in ``_ROW_COLUMNS`` order (a plain tuple row)."""
     try:
-        values = orjson.loads(row.entry)
+        values = orjson.loads(entry)
     except orjson.JSONDecodeError:
-        values = {"detail": {"unreadable_entry": row.entry[:200]}}
+        values = {"detail": {"unreadable_entry": entry[:200]}}
     if not isinstance(values, dict):
         values = {"detail": {"unreadable_entry": str(values)[:200]}}
     values.update(
-        at_ms=row.at_ms,
-        tenant_id=row.tenant_id,
-        action=row.action,
-        actor_id=row.actor_id,
-        session_id=row.session_id,
-        recording_id=row.recording_id,
+        at_ms=at_ms,
+        tenant_id=tenant_id,
+        action=action,
+        actor_id=actor_id,
+        session_id=session_id,
+        recording_id=recording_id,
     )
     ranges = values.get("ranges") or ()
     values["ranges"] = tuple(tuple(r) if isinstance(r, list) else r for r in ranges)
+    if values.keys() == _ENTRY_FIELD_SET:  # as entry_json wrote it: every field, no other
+        return AuditRecord(seq, AuditEntry(**values), prev_hash, hash_)
     values.setdefault("status", 0)
     fields = {k: v for k, v in values.items() if k in _ENTRY_FIELDS}
-    return AuditRecord(row.seq, AuditEntry(**fields), row.prev_hash, row.hash)
+    return AuditRecord(seq, AuditEntry(**fields), prev_hash, hash_)

@@ -26,6 +26,7 @@ from sqlalchemy import (
     insert,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.exc import IntegrityError
@@ -61,6 +62,8 @@ from tapevault.db.engine import database_now_ms
 from tapevault.db.fastread import FastReader
 from tapevault.db.outbox import write_events
 from tapevault.db.schema import (
+    DUE_WHERE,
+    UNREMOVED_WHERE,
     api_keys,
     cache_epoch,
     jobs,
@@ -535,9 +538,7 @@ class SqlRepository:
                 .join(sessions, sessions.c.session_id == recordings.c.session_id)
                 .where(
                     recordings.c.expires_ms <= now_ms,
-                    recordings.c.status.in_(
-                        [RecordingStatus.AVAILABLE.value, RecordingStatus.FAILED.value]
-                    ),
+                    text(f"recordings.{DUE_WHERE}"),  # available or failed: ix_recordings_due
                     sessions.c.hold_set_ms.is_(None),
                 )
                 .order_by(recordings.c.expires_ms)
@@ -599,12 +600,7 @@ class SqlRepository:
         with self.engine.connect() as conn:
             rows = conn.execute(
                 select(recordings)
-                .where(
-                    recordings.c.status.in_(
-                        [RecordingStatus.EXPIRED.value, RecordingStatus.DELETED.value]
-                    ),
-                    recordings.c.removed_ms.is_(None),
-                )
+                .where(text(UNREMOVED_WHERE))  # expired or deleted: ix_recordings_unremoved
                 .limit(limit)
             ).all()
         return [_recording(row) for row in rows]

@@ -31,6 +31,12 @@ CHANNEL_TAKEN_WHERE = "channel IN ('inbound', 'outbound') AND status <> 'failed'
 # The sessions on legal hold (the listing's on_hold=true).
 HELD_WHERE = "hold_set_ms IS NOT NULL"
 
+# Recordings the retention purge may still take, and tombstones whose audio is still to be
+# removed (migration 0023): the purge's queries use these very texts, so that PostgreSQL matches
+# the partial indexes whatever plan it makes.
+DUE_WHERE = "status IN ('available', 'failed')"
+UNREMOVED_WHERE = "removed_ms IS NULL AND status IN ('expired', 'deleted')"
+
 partners = Table(
     "partners",
     metadata,
@@ -131,6 +137,20 @@ recordings = Table(
     # in the index. Expiry first: led by partner_id, SQLite (without ANALYZE) preferred it to the
     # session index for a page's recordings and read the tenant's every recording.
     Index("ix_recordings_expires_partner", "expires_ms", "partner_id"),
+    # The purge (migration 0023): what may still be purged, by expiry (the tombstones of years
+    # of purges no longer lie in front of it), and tombstones whose audio is still to go.
+    Index(
+        "ix_recordings_due",
+        "expires_ms",
+        sqlite_where=text(DUE_WHERE),
+        postgresql_where=text(DUE_WHERE),
+    ),
+    Index(
+        "ix_recordings_unremoved",
+        "recording_id",
+        sqlite_where=text(UNREMOVED_WHERE),
+        postgresql_where=text(UNREMOVED_WHERE),
+    ),
     # A call's channel takes one recording, unless that one failed (migration 0009): enforced
     # here, since concurrent uploads each checking first would all find the channel free.
     Index(
@@ -240,8 +260,9 @@ audit_log = Table(
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
     Index("ix_audit_tenant_seq", "tenant_id", "seq"),
-    Index("ix_audit_recording", "recording_id"),
-    Index("ix_audit_session", "session_id"),
+    # A recording's history (migration 0024): each half in seq order, a page at a time.
+    Index("ix_audit_recording_seq", "recording_id", "seq"),
+    Index("ix_audit_session_seq", "session_id", "seq"),
     # No index on at_ms: time filters ride the (tenant_id, seq) scan, seq grows with time, and
     # every index costs each audited request an extra B-tree insert.
 )
