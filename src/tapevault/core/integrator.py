@@ -37,8 +37,12 @@ from tapevault.core.journal import GENESIS_LINK, CheckpointWitness, contradictio
 
 log = logging.getLogger("tapevault.audit")
 
-BATCH = 2000  # records a transaction integrates (SQLite writers wait while it holds the lock)
+# Records a transaction integrates. Small: a step holds the GIL (sequencing, hashing) and, on
+# SQLite, the write lock for about 35 µs a record, and requests share both; 2,000 held them for
+# tens of milliseconds at a time (BENCHMARKS.md, issue 14).
+BATCH = 250
 BACKFILL = 20_000  # records of an older log added to the tree per step
+TREE_RECHECK_SECONDS = 5.0  # an idle integrator re-reads the tree's extent this often
 FAILING_SECONDS = 30.0  # an integrator failing this long makes /healthz say "degraded"
 
 
@@ -164,6 +168,11 @@ class Integrator:
         self._failure = ""
         self._role_logged = False
         self._backfill_stopped = False
+        # Whether the tree covered every integrated record when last read: a step that found
+        # nothing waiting then skips re-reading it (an idle tick is one index probe), except
+        # every ``TREE_RECHECK_SECONDS`` (another build's integrator may have left it behind).
+        self._tree_current = False
+        self._tree_read = 0.0
 
     # --- the role and the thread ----------------------------------------------------------------
 
@@ -273,10 +282,13 @@ class Integrator:
             waiting = self.store.incoming(BATCH)
             if not waiting:
                 break
-            step = self._sequence(self.store.tree_state(), waiting)
+            state = self.store.tree_state()
+            step = self._sequence(state, waiting)
             if not self.store.integrate(step):
                 log.warning("another process integrated the access log meanwhile; re-reading")
                 continue
+            self._tree_current = state.tree_current
+            self._tree_read = time.monotonic()
             done += len(step.records)
             now = now_ms(self.clock)  # integrated (committed) now
             ages = [max(0.0, (now - r.entry.at_ms) / 1000) for r in step.records]
@@ -287,7 +299,10 @@ class Integrator:
                     log.exception("counting the integration failed")
             if len(waiting) < BATCH:
                 break
+        if self._tree_current and time.monotonic() - self._tree_read < TREE_RECHECK_SECONDS:
+            return done  # the tree was current when this step read it: nothing to backfill
         state = self.store.tree_state()
+        self._tree_current, self._tree_read = state.tree_current, time.monotonic()
         if not state.tree_current:
             self._backfill(state)  # a chunk a step: new records are never kept waiting for it
         return done

@@ -16,6 +16,7 @@ import contextlib
 import fcntl
 import os
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import fields
 from typing import Any
@@ -50,6 +51,7 @@ from tapevault.db.schema import (
 
 # The PostgreSQL advisory lock whose holder is the deployment's integrator ("tvaudit").
 ROLE_KEY = 0x7476617564697400
+ROLE_CHECK_SECONDS = 1.0  # how often the role's connection is asked whether it still answers
 
 _ENTRY_FIELDS = tuple(f.name for f in fields(AuditEntry))
 
@@ -83,6 +85,7 @@ class SqlAuditStore:
         # holds the advisory lock; SQLite, the descriptor of the locked file (-1: in memory).
         self._role: Connection | int | None = None
         self._role_path: str | None = None
+        self._role_checked = -1e9  # monotonic time the role's connection last answered
         if self._lock_path is not None:
             self._role_path = f"{engine.url.database}.audit-integrator"
         mark = self._mark = "?" if engine.dialect.name == "sqlite" else "%s"
@@ -335,9 +338,16 @@ class SqlAuditStore:
         if role is None:
             return False
         if isinstance(role, Connection):
+            # Asked every integrator tick: a round trip at most once a second (a lost
+            # connection is noticed a second late; two integrators at once change nothing, as
+            # ``integrate`` compares and sets).
+            now = time.monotonic()
+            if now - self._role_checked < ROLE_CHECK_SECONDS:
+                return True
             try:
                 role.exec_driver_sql("SELECT 1").scalar()
                 role.commit()
+                self._role_checked = now
             except Exception:
                 self.release_role()
                 return False
@@ -345,6 +355,7 @@ class SqlAuditStore:
 
     def release_role(self) -> None:
         role, self._role = self._role, None
+        self._role_checked = -1e9
         if isinstance(role, Connection):
             with contextlib.suppress(Exception):  # a dead connection has let go already
                 role.exec_driver_sql(f"SELECT pg_advisory_unlock({ROLE_KEY})")
