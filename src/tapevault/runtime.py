@@ -179,6 +179,7 @@ class Runtime:
     def close(self) -> None:
         if self.audit is not None:
             self.audit.close()
+        self.audit_store.close()
         self.repo.close()
 
 
