@@ -4,12 +4,14 @@ attempts on the event loop, and the audit writer's connection without a pre-ping
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
 
 from tapevault import inline
+from tapevault.config import Settings
 from tapevault.core.audit import AuditEntry
 from tapevault.core.clock import FixedClock
 from tapevault.runtime import Runtime
@@ -91,3 +93,55 @@ def test_the_audit_writer_survives_a_dropped_connection(
     # Read through the writer's pool (renewed by the retry): the shared engine's pre-ping meets
     # its own dropped connections, which is not what this test is about.
     assert len(store.incoming(10)) == 2
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str) -> Settings:
+    """Webhook receivers on 127.0.0.1 allowed (the receiver fixture runs there)."""
+    return Settings.load(
+        {
+            "data_dir": str(tmp_path / "data"),
+            "database_url": database_url,
+            "public_url": "https://vault.test",
+            "webhook_allow_private": "on",
+        },
+        env={},
+    )
+
+
+async def test_webhook_dispatchers_sleep_without_endpoints(
+    runtime: Runtime, client: Any, clock: FixedClock, receiver: Any
+) -> None:
+    """With no endpoint the dispatcher's threads make no query (they leased every second);
+    an endpoint added moves the cache epoch, the change feed wakes them, and they lease."""
+    webhooks = runtime.worker.webhooks
+    assert webhooks is not None
+    store = webhooks.store
+    leases: list[int] = []
+    real = store.lease_delivery
+
+    def counted(owner: str, now_ms: int, lease_ms: int) -> Any:
+        leases.append(1)
+        return real(owner, now_ms, lease_ms)
+
+    store.lease_delivery = counted  # type: ignore[method-assign]
+    webhooks.poll_seconds = 0.02
+    epoch = runtime.repo.cache_epoch()
+    webhooks.start(2)
+    try:
+        await asyncio.sleep(0.3)
+        assert leases == []
+        who = customer(runtime, clock)
+        created = await client.post(
+            "/api/v1/webhooks", headers=who.bearer, json={"url": receiver.url("/hook/idle")}
+        )
+        assert created.status_code == 201, created.text
+        assert runtime.repo.cache_epoch() > epoch  # what every process's change feed hears
+        assert runtime.changes.check()  # this process's feed, as its thread would
+        for _ in range(200):
+            if leases:
+                break
+            await asyncio.sleep(0.01)
+        assert leases
+    finally:
+        webhooks.stop()
