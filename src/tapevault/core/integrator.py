@@ -37,10 +37,11 @@ from tapevault.core.journal import GENESIS_LINK, CheckpointWitness, contradictio
 
 log = logging.getLogger("tapevault.audit")
 
-# Records a transaction integrates. Small: a step holds the GIL (sequencing, hashing) and, on
-# SQLite, the write lock for about 35 µs a record, and requests share both; 2,000 held them for
-# tens of milliseconds at a time (BENCHMARKS.md, issue 14).
-BATCH = 250
+# Records a transaction integrates. A step holds the GIL (sequencing, hashing) and, on SQLite,
+# the write lock for about 45 µs a record, and requests share both: 2,000 held them for ~90 ms
+# at a time. Smaller costs more per record (a commit each: 2,000 → 43–45 µs, 500 → 47–54,
+# 250 → 60; BENCHMARKS.md, issue 14).
+BATCH = 500
 BACKFILL = 20_000  # records of an older log added to the tree per step
 TREE_RECHECK_SECONDS = 5.0  # an idle integrator re-reads the tree's extent this often
 FAILING_SECONDS = 30.0  # an integrator failing this long makes /healthz say "degraded"
