@@ -42,6 +42,9 @@ log = logging.getLogger("tapevault.audit")
 # at a time. Smaller costs more per record (a commit each: 2,000 → 43–45 µs, 500 → 47–54,
 # 250 → 60; BENCHMARKS.md, issue 14).
 BATCH = 500
+# Once a step finds a full batch waiting (a backlog), it goes on in these: on PostgreSQL every
+# transaction is several round trips, and a backlog must shrink, not only wait its turn.
+BACKLOG_BATCH = 2000
 BACKFILL = 20_000  # records of an older log added to the tree per step
 TREE_RECHECK_SECONDS = 5.0  # an idle integrator re-reads the tree's extent this often
 FAILING_SECONDS = 30.0  # an integrator failing this long makes /healthz say "degraded"
@@ -276,11 +279,12 @@ class Integrator:
     # --- integrating ------------------------------------------------------------------------------
 
     def _integrate_all(self) -> int:
-        """Integrate every waiting record (in ``BATCH``-sized transactions) and a chunk of an
-        older log's tree."""
+        """Integrate every waiting record (``BATCH``, then ``BACKLOG_BATCH`` records a
+        transaction) and a chunk of an older log's tree."""
         done = 0
+        batch = BATCH
         while True:
-            waiting = self.store.incoming(BATCH)
+            waiting = self.store.incoming(batch)
             if not waiting:
                 break
             state = self.store.tree_state()
@@ -298,8 +302,9 @@ class Integrator:
                     self.counts.integrated(ages)
                 except Exception:  # counting never stops integrating
                     log.exception("counting the integration failed")
-            if len(waiting) < BATCH:
+            if len(waiting) < batch:
                 break
+            batch = BACKLOG_BATCH
         if self._tree_current and time.monotonic() - self._tree_read < TREE_RECHECK_SECONDS:
             return done  # the tree was current when this step read it: nothing to backfill
         state = self.store.tree_state()
