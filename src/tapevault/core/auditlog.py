@@ -239,7 +239,7 @@ class AuditLog:
         tick_seconds: float = 1.0,
         after_answer: frozenset[Action] = frozenset(),
         witness: CheckpointWitness | None = None,
-        integrate_seconds: float = 0.25,
+        integrate_seconds: float = 0.1,
     ) -> None:
         self.store = store
         self.clock = clock

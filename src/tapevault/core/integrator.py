@@ -149,7 +149,7 @@ class Integrator:
         clock: Clock,
         signer: CheckpointSigner | None,
         *,
-        interval: float = 0.25,
+        interval: float = 0.1,
         checkpoint_seconds: float = 5.0,
         witness: CheckpointWitness | None = None,
     ) -> None:
