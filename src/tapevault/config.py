@@ -97,7 +97,7 @@ SETTINGS_DOC: dict[str, tuple[str, str]] = {
     "audit_integrate_ms": (
         "TAPEVAULT_AUDIT_INTEGRATE_MS",
         "how often (ms) the integrator sequences, hashes and adds to the Merkle tree the records "
-        "made durable meanwhile, and how often other processes check it is alive (default: 250)",
+        "made durable meanwhile, and how often other processes check it is alive (default: 100)",
     ),
     "audit_checkpoint_log": (
         "TAPEVAULT_AUDIT_CHECKPOINT_LOG",
