@@ -97,7 +97,7 @@ SETTINGS_DOC: dict[str, tuple[str, str]] = {
     "audit_integrate_ms": (
         "TAPEVAULT_AUDIT_INTEGRATE_MS",
         "how often (ms) the integrator sequences, hashes and adds to the Merkle tree the records "
-        "made durable meanwhile, and how often other processes check it is alive (default: 250)",
+        "made durable meanwhile, and how often other processes check it is alive (default: 100)",
     ),
     "audit_checkpoint_log": (
         "TAPEVAULT_AUDIT_CHECKPOINT_LOG",
@@ -258,7 +258,7 @@ class Settings:
     audit_durable_all: bool = True
     audit_key_file: Path | None = None  # None: DATA_DIR/audit-signing.pem
     audit_checkpoint_seconds: int = 5
-    audit_integrate_ms: int = 250
+    audit_integrate_ms: int = 100
     audit_checkpoint_log: Path | None = None  # None: DATA_DIR/audit-checkpoints.log
     audit_retention_seconds: int = 6 * 365 * 86400
     purge_interval_seconds: int = 60
@@ -415,7 +415,7 @@ class Settings:
                 "TAPEVAULT_AUDIT_CHECKPOINT_SECONDS", pick("audit_checkpoint_seconds") or "5"
             ),
             audit_integrate_ms=_count(
-                "TAPEVAULT_AUDIT_INTEGRATE_MS", pick("audit_integrate_ms") or "250", 10, 60_000
+                "TAPEVAULT_AUDIT_INTEGRATE_MS", pick("audit_integrate_ms") or "100", 10, 60_000
             ),
             audit_checkpoint_log=Path(checkpoint_log).expanduser().resolve()
             if checkpoint_log

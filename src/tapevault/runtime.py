@@ -179,6 +179,7 @@ class Runtime:
     def close(self) -> None:
         if self.audit is not None:
             self.audit.close()
+        self.audit_store.close()
         self.repo.close()
 
 
@@ -307,7 +308,9 @@ def open_runtime(
         audit_store=audit_store,
         streams=StreamEndpoint(context, StreamHub(context)),
         local=local,
-        changes=ChangeFeed(engine, repo.cache_epoch, partial(changed_elsewhere, context)),
+        changes=ChangeFeed(
+            engine, repo.cache_epoch, partial(changed_elsewhere, context, worker.webhooks)
+        ),
         deliveries=deliveries,
     )
 
@@ -355,13 +358,16 @@ def this_node(settings: Settings) -> str:
         raise ConfigError("TAPEVAULT_DATA_DIR", f"its node name: {exc}") from exc
 
 
-def changed_elsewhere(context: AppContext) -> None:
+def changed_elsewhere(context: AppContext, webhooks: Dispatcher | None = None) -> None:
     """What the change feed does when any process changed what may be served: every cache of
-    this process that could still say yes is dropped, and the signing keys re-read."""
+    this process that could still say yes is dropped, and the signing keys re-read; an idle
+    webhook dispatcher looks again for endpoints (adding one moves the epoch too)."""
     context.vault.cache.reload()
     context.vault.keys.reload()
     context.suki_tokens.forget()
     context.kore_tokens.forget()
+    if webhooks is not None:
+        webhooks.wake()
 
 
 def _accel(

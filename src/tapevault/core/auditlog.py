@@ -52,6 +52,13 @@ UNAVAILABLE = "The access log cannot be written; nothing was served. Retry short
 MAX_RETAINED = 100_000  # unwaited events kept for retry while the store is down
 WAIT_SECONDS = 10.0  # the longest a request waits for its record before it answers 503
 BACKOFF_FIRST, BACKOFF_MAX = 0.05, 2.0  # seconds between the writer's tries while failing
+# Records of the event loop that nobody waits for (URL issuance under the default
+# TAPEVAULT_AUDIT_DURABLE=media, refusals) reach the writer at most this much later, together:
+# one queue hand-over and one writer wake-up per few milliseconds under load instead of one
+# per loop iteration, which cost the loop and the writer more than the records themselves
+# (BENCHMARKS.md, issue 14). A record somebody waits for takes everything queued with it at
+# the end of its loop iteration, as before.
+LINGER_SECONDS = 0.005
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,7 +239,7 @@ class AuditLog:
         tick_seconds: float = 1.0,
         after_answer: frozenset[Action] = frozenset(),
         witness: CheckpointWitness | None = None,
-        integrate_seconds: float = 0.25,
+        integrate_seconds: float = 0.1,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -258,6 +265,10 @@ class AuditLog:
         # Requests of the event loop queue here first and reach the writer as one hand-over
         # per loop iteration (one queue put, one wake-up of the writer).
         self._loop_items: list[_Item] = []
+        self._hand_over_at: asyncio.Handle | None = None  # the hand-over scheduled, if any
+        self._hand_over_soon = False  # ... for the end of this loop iteration (somebody waits)
+        self._hand_over_loop: asyncio.AbstractEventLoop | None = None
+        self.linger_seconds = LINGER_SECONDS
         # The loop's waiting requests by hand-over, oldest first, each group with its deadline:
         # what ``_expire`` fails with 503 if the writer has not answered them in time.
         self._expiring: collections.deque[tuple[float, list[asyncio.Future[None]]]] = (
@@ -322,12 +333,29 @@ class AuditLog:
         return future
 
     def _on_loop(self, item: _Item) -> None:
-        """On the event loop: queue ``item`` with the rest of this loop iteration's."""
-        if not self._loop_items:
-            asyncio.get_running_loop().call_soon(self._hand_over)
+        """On the event loop: queue ``item`` with the rest of this loop iteration's; one that
+        nobody waits for may wait ``linger_seconds`` for company (see ``LINGER_SECONDS``)."""
         self._loop_items.append(item)
+        loop = asyncio.get_running_loop()
+        if self._hand_over_loop is not loop:  # scheduled on a loop that has gone (tests)
+            self._hand_over_at, self._hand_over_soon, self._hand_over_loop = None, False, loop
+        if self._hand_over_soon:
+            return
+        waits = item.waiter is not None or self.linger_seconds <= 0
+        scheduled = self._hand_over_at
+        if scheduled is not None and not waits:
+            return  # the lingering hand-over takes it
+        if scheduled is not None:
+            scheduled.cancel()
+        if waits:
+            self._hand_over_at, self._hand_over_soon = loop.call_soon(self._hand_over), True
+        else:
+            self._hand_over_at = loop.call_later(self.linger_seconds, self._hand_over)
 
     def _hand_over(self) -> None:
+        scheduled, self._hand_over_at, self._hand_over_soon = self._hand_over_at, None, False
+        if scheduled is not None:
+            scheduled.cancel()  # ``flush`` or ``close`` handing over before it ran
         items, self._loop_items = self._loop_items, []
         if items:  # empty when ``flush`` handed them over first
             self._queue.put(items)

@@ -37,8 +37,16 @@ from tapevault.core.journal import GENESIS_LINK, CheckpointWitness, contradictio
 
 log = logging.getLogger("tapevault.audit")
 
-BATCH = 2000  # records a transaction integrates (SQLite writers wait while it holds the lock)
+# Records a transaction integrates. A step holds the GIL (sequencing, hashing) and, on SQLite,
+# the write lock for about 45 µs a record, and requests share both: 2,000 held them for ~90 ms
+# at a time. Smaller costs more per record (a commit each: 2,000 → 43–45 µs, 500 → 47–54,
+# 250 → 60; BENCHMARKS.md, issue 14).
+BATCH = 500
+# Once a step finds a full batch waiting (a backlog), it goes on in these: on PostgreSQL every
+# transaction is several round trips, and a backlog must shrink, not only wait its turn.
+BACKLOG_BATCH = 2000
 BACKFILL = 20_000  # records of an older log added to the tree per step
+TREE_RECHECK_SECONDS = 5.0  # an idle integrator re-reads the tree's extent this often
 FAILING_SECONDS = 30.0  # an integrator failing this long makes /healthz say "degraded"
 
 
@@ -145,7 +153,7 @@ class Integrator:
         clock: Clock,
         signer: CheckpointSigner | None,
         *,
-        interval: float = 0.25,
+        interval: float = 0.1,
         checkpoint_seconds: float = 5.0,
         witness: CheckpointWitness | None = None,
     ) -> None:
@@ -170,6 +178,11 @@ class Integrator:
         self._failure = ""
         self._role_logged = False
         self._backfill_stopped = False
+        # Whether the tree covered every integrated record when last read: a step that found
+        # nothing waiting then skips re-reading it (an idle tick is one index probe), except
+        # every ``TREE_RECHECK_SECONDS`` (another build's integrator may have left it behind).
+        self._tree_current = False
+        self._tree_read = 0.0
 
     # --- the role and the thread ----------------------------------------------------------------
 
@@ -272,17 +285,21 @@ class Integrator:
     # --- integrating ------------------------------------------------------------------------------
 
     def _integrate_all(self) -> int:
-        """Integrate every waiting record (in ``BATCH``-sized transactions) and a chunk of an
-        older log's tree."""
+        """Integrate every waiting record (``BATCH``, then ``BACKLOG_BATCH`` records a
+        transaction) and a chunk of an older log's tree."""
         done = 0
+        batch = BATCH
         while True:
-            waiting = self.store.incoming(BATCH)
+            waiting = self.store.incoming(batch)
             if not waiting:
                 break
-            step = self._sequence(self.store.tree_state(), waiting)
+            state = self.store.tree_state()
+            step = self._sequence(state, waiting)
             if not self.store.integrate(step):
                 log.warning("another process integrated the access log meanwhile; re-reading")
                 continue
+            self._tree_current = state.tree_current
+            self._tree_read = time.monotonic()
             done += len(step.records)
             now = now_ms(self.clock)  # integrated (committed) now
             ages = [max(0.0, (now - r.entry.at_ms) / 1000) for r in step.records]
@@ -291,9 +308,13 @@ class Integrator:
                     self.counts.integrated(ages)
                 except Exception:  # counting never stops integrating
                     log.exception("counting the integration failed")
-            if len(waiting) < BATCH:
+            if len(waiting) < batch:
                 break
+            batch = BACKLOG_BATCH
+        if self._tree_current and time.monotonic() - self._tree_read < TREE_RECHECK_SECONDS:
+            return done  # the tree was current when this step read it: nothing to backfill
         state = self.store.tree_state()
+        self._tree_current, self._tree_read = state.tree_current, time.monotonic()
         if not state.tree_current:
             self._backfill(state)  # a chunk a step: new records are never kept waiting for it
         return done

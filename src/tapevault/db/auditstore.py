@@ -16,6 +16,7 @@ import contextlib
 import fcntl
 import os
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import fields
 from typing import Any
@@ -26,6 +27,7 @@ from sqlalchemy import (
     Engine,
     and_,
     bindparam,
+    create_engine,
     delete,
     func,
     insert,
@@ -39,6 +41,7 @@ from tapevault.core.audit import AuditEntry, AuditRecord
 from tapevault.core.auditlog import LogState, Pending, Query
 from tapevault.core.checkpoints import Checkpoint, SignerRecord
 from tapevault.core.integrator import IntegrationStep, TreeState
+from tapevault.db import outage
 from tapevault.db.schema import (
     audit_checkpoints,
     audit_incoming,
@@ -48,9 +51,11 @@ from tapevault.db.schema import (
     audit_state,
     audit_tree,
 )
+from tapevault.errors import DatabaseUnavailable
 
 # The PostgreSQL advisory lock whose holder is the deployment's integrator ("tvaudit").
 ROLE_KEY = 0x7476617564697400
+ROLE_CHECK_SECONDS = 1.0  # how often the role's connection is asked whether it still answers
 
 _ENTRY_FIELDS = tuple(f.name for f in fields(AuditEntry))
 _ENTRY_FIELD_SET = frozenset(_ENTRY_FIELDS)
@@ -61,10 +66,16 @@ def entry_json(entry: AuditEntry) -> str:
     return orjson.dumps(entry).decode()
 
 
+_ENTRY_KEYS = frozenset(_ENTRY_FIELDS)
+
+
 def entry_from_json(text: str) -> AuditEntry:
     values = orjson.loads(text)
-    values["ranges"] = tuple(tuple(r) for r in values.get("ranges") or ())
-    return AuditEntry(**{k: v for k, v in values.items() if k in _ENTRY_FIELDS})
+    ranges = values.get("ranges")
+    values["ranges"] = tuple(tuple(r) for r in ranges) if ranges else ()
+    if values.keys() == _ENTRY_KEYS:  # as ``entry_json`` wrote it (the integrator's every row)
+        return AuditEntry(**values)
+    return AuditEntry(**{k: v for k, v in values.items() if k in _ENTRY_KEYS})
 
 
 class _Depth(threading.local):
@@ -74,6 +85,14 @@ class _Depth(threading.local):
 class SqlAuditStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        # The writer's and the integrator's statements (many a second under load). PostgreSQL:
+        # a pool of their own without the pre-ping, which cost a round trip per transaction
+        # (BENCHMARKS.md, issue 14); a connection the server dropped meanwhile fails its first
+        # statement instead, is invalidated with the pool's other idle ones, and ``write``
+        # tries once more on a fresh one. Made at the first write (a reading command never
+        # needs it). SQLite: the same engine (no round trips to save).
+        self._busy_engine: Engine | None = None if engine.dialect.name == "postgresql" else engine
+        self._busy_lock = threading.Lock()
         # SQLite: writers of several processes (TAPEVAULT_PROCESSES, the CLI) queue on a file
         # lock rather than on SQLite's busy handler, which polls with sleeps of up to 100 ms and
         # made appends under load wait seconds. PostgreSQL's row lock already queues fairly.
@@ -85,6 +104,7 @@ class SqlAuditStore:
         # holds the advisory lock; SQLite, the descriptor of the locked file (-1: in memory).
         self._role: Connection | int | None = None
         self._role_path: str | None = None
+        self._role_checked = -1e9  # monotonic time the role's connection last answered
         if self._lock_path is not None:
             self._role_path = f"{engine.url.database}.audit-integrator"
         mark = self._mark = "?" if engine.dialect.name == "sqlite" else "%s"
@@ -105,6 +125,20 @@ class SqlAuditStore:
             ),
         }
 
+    @property
+    def _busy(self) -> Engine:
+        engine = self._busy_engine
+        if engine is None:
+            with self._busy_lock:
+                engine = self._busy_engine
+                if engine is None:
+                    engine = self._busy_engine = outage.install(
+                        create_engine(
+                            self.engine.url, pool_size=2, max_overflow=4, pool_pre_ping=False
+                        )
+                    )
+        return engine
+
     # --- writing (the request's path) -----------------------------------------------------------
 
     def write(
@@ -118,9 +152,27 @@ class SqlAuditStore:
         """One transaction: open, update and close playbacks, and make ``entries`` (a sealed
         playback's record among them) durable in ``audit_incoming``. All of it happens, or none.
         No seq, no hash, no shared row: the integrator sequences them a moment later."""
+        committing: list[bool] = []
+        try:
+            self._write(entries, opened, updated, closed, committing)
+        except DatabaseUnavailable:
+            if committing or self._busy is self.engine:
+                raise  # the commit's outcome is unknown: never twice; or SQLite: no pool to renew
+            # The first statement met a connection the server had dropped (a restart, an idle
+            # timeout): the pool has let it go; once more, on a fresh one.
+            self._write(entries, opened, updated, closed, [])
+
+    def _write(
+        self,
+        entries: Sequence[AuditEntry],
+        opened: Sequence[Pending],
+        updated: Sequence[Pending],
+        closed: Sequence[str],
+        committing: list[bool],
+    ) -> None:
         # Each kind of change is one executemany: a batch opens (and refreshes) the pending
         # records of many playbacks at once, and each open is a request waiting for its first byte.
-        with self._serialised(), self.engine.begin() as conn:
+        with self._serialised(), self._busy.begin() as conn:
             if opened:
                 conn.execute(insert(audit_pending), [_pending_values(p) for p in opened])
             if updated:
@@ -142,13 +194,14 @@ class SqlAuditStore:
                 # One driver-level executemany: through SQLAlchemy's statement machinery the
                 # same insert cost ~3x more per record (this is every audited request's cost).
                 conn.exec_driver_sql(self._sql["append"], [(entry_json(e),) for e in entries])
+            committing.append(True)  # every statement went through: what fails now is the commit
 
     # --- integrating (one integrator per deployment, off the request's path) --------------------
 
     def incoming(self, limit: int) -> list[tuple[int, AuditEntry, str]]:
         """The oldest ``limit`` records waiting to be integrated, in id order, each with the
         JSON it was stored as (written again into ``audit_log`` as is: no second encoding)."""
-        with self.engine.connect() as conn:
+        with self._busy.connect() as conn:
             rows = conn.exec_driver_sql(self._sql["incoming"], (int(limit),)).all()
         out = []
         for row_id, text in rows:
@@ -177,13 +230,13 @@ class SqlAuditStore:
 
     def waiting_mark(self) -> int | None:
         """The highest id waiting to be integrated (one index probe, however many wait)."""
-        with self.engine.connect() as conn:
+        with self._busy.connect() as conn:
             value = conn.execute(select(func.max(audit_incoming.c.id))).scalar()
         return None if value is None else int(value)
 
     def waiting_through(self, mark: int) -> bool:
         """Whether a record with an id up to ``mark`` still waits to be integrated."""
-        with self.engine.connect() as conn:
+        with self._busy.connect() as conn:
             row = conn.execute(
                 select(audit_incoming.c.id).where(audit_incoming.c.id <= mark).limit(1)
             ).first()
@@ -191,7 +244,7 @@ class SqlAuditStore:
 
     def tree_state(self) -> TreeState:
         """The head, the tree's extent and its right edge (the nodes a next leaf may need)."""
-        with self.engine.connect() as conn:
+        with self._busy.connect() as conn:
             row = conn.execute(select(audit_state).where(audit_state.c.id == 1)).one()
             edge = self._nodes(conn, set(merkle.root_nodes(int(row.tree_size))))
         return TreeState(
@@ -209,7 +262,7 @@ class SqlAuditStore:
         new nodes, the head moved, the integrated rows deleted from ``audit_incoming``. False
         (and nothing changed) when the head or the tree is no longer where the step started:
         another integrator moved it (the role lock makes that rare; this makes it harmless)."""
-        with self._serialised(), self.engine.begin() as conn:
+        with self._serialised(), self._busy.begin() as conn:
             moved = conn.execute(
                 update(audit_state)
                 .where(
@@ -341,16 +394,31 @@ class SqlAuditStore:
         if role is None:
             return False
         if isinstance(role, Connection):
+            # Asked every integrator tick: a round trip at most once a second (a lost
+            # connection is noticed a second late; two integrators at once change nothing, as
+            # ``integrate`` compares and sets).
+            now = time.monotonic()
+            if now - self._role_checked < ROLE_CHECK_SECONDS:
+                return True
             try:
                 role.exec_driver_sql("SELECT 1").scalar()
                 role.commit()
+                self._role_checked = now
             except Exception:
                 self.release_role()
                 return False
         return True
 
+    def close(self) -> None:
+        """Close the writer's own pool (PostgreSQL); the shared engine is its owner's."""
+        engine = self._busy_engine
+        if engine is not None and engine is not self.engine:
+            self._busy_engine = None  # made again if written to after all
+            engine.dispose()
+
     def release_role(self) -> None:
         role, self._role = self._role, None
+        self._role_checked = -1e9
         if isinstance(role, Connection):
             with contextlib.suppress(Exception):  # a dead connection has let go already
                 role.exec_driver_sql(f"SELECT pg_advisory_unlock({ROLE_KEY})")

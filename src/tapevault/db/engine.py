@@ -25,8 +25,9 @@ from sqlalchemy import (
     func,
     select,
 )
-from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.pool import ConnectionPoolEntry, QueuePool
 
+from tapevault import inline
 from tapevault.db import outage
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -50,7 +51,21 @@ def make_engine(database_url: str) -> Engine:
         )
         event.listen(engine, "connect", _sqlite_pragmas)
         return outage.install(engine)
-    return outage.install(create_engine(url, pool_size=8, max_overflow=8, pool_pre_ping=True))
+    return outage.install(
+        create_engine(
+            url, pool_size=8, max_overflow=8, pool_pre_ping=True, poolclass=GuardedQueuePool
+        )
+    )
+
+
+class GuardedQueuePool(QueuePool):
+    """The PostgreSQL engine's pool: refuses a connection inside the event loop's database-free
+    attempt (``tapevault.inline``) before taking one, so nothing is checked out, pinged or
+    invalidated; the attempt is then made again in a thread."""
+
+    def _do_get(self) -> ConnectionPoolEntry:
+        inline.check()
+        return super()._do_get()
 
 
 def make_read_only_engine(database_url: str) -> Engine:

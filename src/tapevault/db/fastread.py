@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import Engine, Table
 
+from tapevault import inline
 from tapevault.db import outage
 from tapevault.db.schema import api_keys, partners, recordings, sessions
 
@@ -100,6 +101,7 @@ class FastReader:
 
     @contextlib.contextmanager
     def _connection(self) -> Iterator[Any]:
+        inline.check()  # not on the event loop's database-free attempt (tapevault/inline.py)
         with outage.translated(self._engine.dialect.loaded_dbapi), self._pooled() as connection:
             yield connection
 

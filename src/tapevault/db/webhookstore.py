@@ -36,8 +36,9 @@ from tapevault.core.webhooks import (
     Endpoint,
     new_delivery_id,
 )
+from tapevault.db.changes import CHANNEL as CHANGES_CHANNEL
 from tapevault.db.engine import database_now_ms
-from tapevault.db.schema import webhook_deliveries, webhook_endpoints, webhook_events
+from tapevault.db.schema import cache_epoch, webhook_deliveries, webhook_endpoints, webhook_events
 
 _d = webhook_deliveries
 _e = webhook_events
@@ -78,9 +79,29 @@ class SqlWebhookStore:
             )
 
     def add_endpoint(self, endpoint: Endpoint) -> None:
+        """Also moves the cache epoch (and notifies, on PostgreSQL) in the same transaction: the
+        change feed of every process then wakes its idle webhook dispatcher (``any_enabled``)."""
         values = _endpoint_values(endpoint)
         with self.engine.begin() as conn:
             conn.execute(insert(webhook_endpoints).values(**values))
+            conn.execute(
+                update(cache_epoch)
+                .where(cache_epoch.c.id == 1)
+                .values(epoch=cache_epoch.c.epoch + 1)
+            )
+            if self.engine.dialect.name == "postgresql":
+                conn.execute(select(func.pg_notify(CHANGES_CHANNEL, "")))
+
+    def any_enabled(self) -> bool:
+        """Whether any tenant has an enabled endpoint (one index probe): with none, nothing can
+        be due, and the dispatcher sleeps until an endpoint is added."""
+        with self.engine.connect() as conn:
+            found = conn.execute(
+                select(webhook_endpoints.c.endpoint_id)
+                .where(webhook_endpoints.c.disabled_ms.is_(None))
+                .limit(1)
+            ).first()
+        return found is not None
 
     def get_endpoint(self, partner_id: str, endpoint_id: str) -> Endpoint | None:
         with self.engine.connect() as conn:

@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 import anyio.to_thread
 
+from tapevault import inline
 from tapevault.auth.kore import KoreTokenVerifier
 from tapevault.auth.suki import SukiTokenVerifier
 from tapevault.auth.workspace import ApiKeyVerifier
@@ -70,6 +71,19 @@ class AppContext:
         """Run a short metadata call: inline on SQLite, in a thread on PostgreSQL."""
         if self.inline_metadata:
             return fn(*args)
+        return await anyio.to_thread.run_sync(fn, *args)
+
+    async def hot(self, fn: Callable[..., T], *args: Any) -> T:
+        """A read-only metadata call on the hot path: on PostgreSQL tried on the loop first,
+        answered there when memory holds the answer (``tapevault.inline``), else run again in a
+        thread; inline on SQLite, as ``metadata``."""
+        if self.inline_metadata:
+            return fn(*args)
+        try:
+            with inline.database_free():
+                return fn(*args)
+        except inline.NeedsDatabase:
+            pass
         return await anyio.to_thread.run_sync(fn, *args)
 
     async def blocking(self, fn: Callable[..., T], *args: Any) -> T:

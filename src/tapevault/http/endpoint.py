@@ -73,7 +73,8 @@ class Dialect(Protocol[C]):
     """What makes an API dialect different: its credentials and its error wire format."""
 
     def authenticate(self, request: Request) -> C:
-        """The caller, or ``AuthError``; runs as a metadata call (inline on SQLite)."""
+        """The caller, or ``AuthError``; a read-only metadata call (``AppContext.hot``: on the
+        loop when memory holds the answer)."""
         ...
 
     def actor(self, caller: C, request: Request) -> Actor: ...
@@ -129,7 +130,7 @@ class Endpoint(Generic[C]):
             await self._fail(send, request, request.actor, MethodNotAllowed(method, self.methods))
             return
         try:
-            caller = await self.ctx.metadata(self.dialect.authenticate, request)
+            caller = await self.ctx.hot(self.dialect.authenticate, request)
         except AuthError as exc:
             await self._fail(send, request, request.actor, exc, Action.AUTH_FAILURE)
             return

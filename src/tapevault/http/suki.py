@@ -99,7 +99,7 @@ def _end_session(ctx: AppContext) -> Handler[SukiCaller]:
 def _recording_urls(ctx: AppContext) -> Handler[SukiCaller]:
     async def recording_urls(request: Request, caller: SukiCaller) -> Reply:
         download = _parse_download(request.query.get("download"))
-        links = await ctx.metadata(
+        links = await ctx.hot(
             ctx.vault.links.recording_links, caller.partner, request.param("session_id"), download
         )
         body = {

@@ -29,6 +29,9 @@ log = logging.getLogger("tapevault.webhooks")
 
 THREADS = 4  # receivers sent to at once by one worker process
 LEASE_MARGIN_SECONDS = 30
+# With no enabled endpoint anywhere nothing can be due: the threads sleep, woken by ``wake``
+# (the change feed hears an endpoint added, in any process) or after this long at most.
+IDLE_SECONDS = 30.0
 
 
 class Dispatcher:
@@ -50,6 +53,10 @@ class Dispatcher:
         self.poll_seconds = poll_seconds
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._wake = threading.Event()
+        self._checked = threading.Lock()
+        self._endpoints: bool | None = None  # whether any is enabled, as last read (None: ask)
+        self._endpoints_read = 0.0
 
     @property
     def lease_ms(self) -> int:
@@ -130,9 +137,30 @@ class Dispatcher:
             log.warning("reclaimed %d webhook delivery(ies) from processes that died", freed)
         return freed
 
+    def wake(self) -> None:
+        """An endpoint may have been added (the change feed says something changed): look
+        again now instead of sleeping out ``IDLE_SECONDS``."""
+        self._endpoints = None
+        self._wake.set()
+
+    def _any_endpoint(self) -> bool:
+        """Whether any endpoint is enabled: read when woken, and every ``IDLE_SECONDS`` (an
+        endpoint removed or disabled meanwhile; a wake-up lost while the feed reconnected)."""
+        with self._checked:
+            now = time.monotonic()
+            if self._endpoints is None or now - self._endpoints_read >= IDLE_SECONDS:
+                self._wake.clear()
+                self._endpoints = self.store.any_enabled()
+                self._endpoints_read = now
+            return self._endpoints
+
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
+                if not self._any_endpoint():
+                    # Idle: no query until woken (was: every thread leased every second).
+                    self._wake.wait(IDLE_SECONDS)
+                    continue
                 if self.run_once():
                     continue
             except Unavailable as exc:
@@ -143,6 +171,7 @@ class Dispatcher:
 
     def start(self, threads: int = THREADS) -> None:
         self._stop.clear()
+        self._endpoints = None  # ask at once
         for index in range(threads):
             thread = threading.Thread(
                 target=self._loop, name=f"tapevault-webhooks-{index}", daemon=True
@@ -154,6 +183,7 @@ class Dispatcher:
         """Stop taking deliveries and wait up to ``timeout`` in all for those being sent; one
         still waiting for its receiver then is abandoned (its lease lapses, it is sent again)."""
         self._stop.set()
+        self._wake.set()  # idle threads wait on this one
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
