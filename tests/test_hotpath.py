@@ -65,14 +65,13 @@ async def test_hot_calls_answer_from_memory_or_from_a_thread(
     await asyncio.sleep(0)
 
 
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_the_audit_writer_survives_a_dropped_connection(
     audited: Runtime, database_url: str
 ) -> None:
     """PostgreSQL: the writer's pool has no pre-ping, so a connection the server dropped fails
     the first statement; the write is made again on a fresh connection, once, and nothing is
     lost or doubled."""
-    if not database_url.startswith("postgresql"):
-        pytest.skip("SQLite has no server to drop a connection")
     store = audited.audit_store
     entry = AuditEntry(at_ms=1, action="session.read", status=200, tenant_id="p1")
     store.write([entry])
