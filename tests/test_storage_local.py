@@ -109,3 +109,36 @@ async def test_kept_descriptors_are_bounded_and_never_closed_under_a_reader(
     files.close()
     with pytest.raises(OSError):
         os.fstat(again.fd)
+
+
+async def test_kept_descriptors_see_a_deletion_or_replacement_despite_another_link(
+    tmp_path: Path,
+) -> None:
+    """A file with a second hard link (a backup tool's hard-linked snapshot, `cp -al`,
+    rsnapshot) keeps a link count above 0 when it is deleted or renamed over: the kept
+    descriptor must still not serve it (what is read is what the path names now)."""
+    store = LocalStore(tmp_path / "audio")
+    snapshot = tmp_path / "snapshot"
+    snapshot.mkdir()
+    store.put("p/s/a.wav", [b"A" * 100])
+    os.link(store.path_for("p/s/a.wav"), snapshot / "a.wav")
+    assert await collect(store, "p/s/a.wav", 0, 10, 64) == b"A" * 10
+    store.put("p/s/a.wav", [b"C" * 100])  # renamed over: the old inode lives on in the snapshot
+    assert await collect(store, "p/s/a.wav", 0, 10, 64) == b"C" * 10
+    os.link(store.path_for("p/s/a.wav"), snapshot / "c.wav")
+    assert store.delete("p/s/a.wav")
+    with pytest.raises(StorageError, match="missing"):
+        await collect(store, "p/s/a.wav", 0, 10, 64)
+
+
+async def test_kept_descriptors_see_a_replacement_after_a_snapshot_taken_while_open(
+    tmp_path: Path,
+) -> None:
+    """The snapshot's link is made while the descriptor is kept, then the file is renamed over:
+    its link count is back where it was when the descriptor was opened, but it was replaced."""
+    store = LocalStore(tmp_path / "audio")
+    store.put("p/s/a.wav", [b"A" * 100])
+    assert await collect(store, "p/s/a.wav", 0, 10, 64) == b"A" * 10
+    os.link(store.path_for("p/s/a.wav"), tmp_path / "snapshot-a.wav")
+    store.put("p/s/a.wav", [b"C" * 100])
+    assert await collect(store, "p/s/a.wav", 0, 10, 64) == b"C" * 10

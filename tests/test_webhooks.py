@@ -724,3 +724,35 @@ async def test_housekeeping_prunes_what_settled_more_than_90_days_ago(
         housekeeping._next_prune = 0.0  # due now, as it is once a day
         housekeeping.run_due()
         assert settled() == left
+
+
+class _RacingStore:
+    """any_enabled's read began before an endpoint's commit; the change feed's wake-up for that
+    commit arrives while the read is still in flight (a stale False)."""
+
+    def __init__(self) -> None:
+        self.dispatcher: Dispatcher | None = None
+        self.answers = [False, True]
+        self.reads = 0
+
+    def any_enabled(self) -> bool:
+        self.reads += 1
+        answer = self.answers[min(self.reads - 1, len(self.answers) - 1)]
+        if self.reads == 1 and self.dispatcher is not None:
+            self.dispatcher.wake()  # the endpoint committed meanwhile, in another process
+        return answer
+
+
+def test_a_wake_up_during_the_endpoint_read_is_not_lost() -> None:
+    """A wake-up that arrives while the dispatcher reads whether an endpoint exists makes it read
+    again: the stale "none" must not be kept (the endpoint would wait IDLE_SECONDS, and the idle
+    threads would spin on the wake event, set and never cleared, meanwhile)."""
+    store = _RacingStore()
+    hub = Dispatcher(store, "race", AddressPolicy())  # type: ignore[arg-type]
+    store.dispatcher = hub
+    assert hub._any_endpoint() is False
+    assert hub._any_endpoint() is True
+    assert store.reads == 2
+    # Nothing more to tell: an idle thread waits again instead of returning at once.
+    assert hub._any_endpoint() is True
+    assert store.reads == 2

@@ -36,12 +36,20 @@ OPEN_FILES = 64  # descriptors kept open per process for reads (recently read fi
 
 
 class _Handle:
-    __slots__ = ("doomed", "fd", "refs")
+    __slots__ = ("doomed", "fd", "links", "refs")
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
         self.refs = 1
         self.doomed = False  # out of the table: closed when its last reader lets go
+        self.links = _links(os.fstat(fd))  # as opened: any change since means look again
+
+
+def _links(st: os.stat_result) -> tuple[int, int]:
+    """What changes whenever a link of the file is added, removed or renamed: its link count and
+    its inode's change time. Not the count alone: a file with another hard link (a backup's
+    hard-linked snapshot) keeps a count above 0 when it is deleted or renamed over."""
+    return st.st_nlink, st.st_ctime_ns
 
 
 class OpenFiles:
@@ -49,9 +57,10 @@ class OpenFiles:
 
     A descriptor is closed only once no response holds it, so its number can never be reused
     (by the next ``open``: another file, another tenant's) under a reader. A file unlinked or
-    replaced since its descriptor was opened (``st_nlink`` 0: deleted by this process or
-    another, or renamed over) is never read through it: the next reader opens the path again
-    (and finds it missing). Thread-safe; at most ``capacity`` idle descriptors stay open."""
+    replaced since its descriptor was opened (deleted by this process or another, or renamed
+    over: its link count or its inode's change time moved, whatever other hard links it has) is
+    never read through it: the next reader opens the path again (and finds it missing).
+    Thread-safe; at most ``capacity`` idle descriptors stay open."""
 
     def __init__(self, capacity: int = OPEN_FILES) -> None:
         self.capacity = capacity
@@ -67,7 +76,8 @@ class OpenFiles:
                 self._table.move_to_end(path)
         if handle is not None:
             try:
-                current = os.fstat(handle.fd).st_nlink > 0
+                st = os.fstat(handle.fd)
+                current = st.st_nlink > 0 and _links(st) == handle.links
             except OSError:
                 current = False
             if current:

@@ -139,8 +139,9 @@ class Dispatcher:
 
     def wake(self) -> None:
         """An endpoint may have been added (the change feed says something changed): look
-        again now instead of sleeping out ``IDLE_SECONDS``."""
-        self._endpoints = None
+        again now instead of sleeping out ``IDLE_SECONDS``. The set event is the request to
+        look: a wake-up arriving while a read is in flight (which may have begun before the
+        endpoint's commit) stays set, so the next look reads again."""
         self._wake.set()
 
     def _any_endpoint(self) -> bool:
@@ -148,8 +149,12 @@ class Dispatcher:
         endpoint removed or disabled meanwhile; a wake-up lost while the feed reconnected)."""
         with self._checked:
             now = time.monotonic()
-            if self._endpoints is None or now - self._endpoints_read >= IDLE_SECONDS:
-                self._wake.clear()
+            if (
+                self._endpoints is None
+                or self._wake.is_set()
+                or now - self._endpoints_read >= IDLE_SECONDS
+            ):
+                self._wake.clear()  # before the read: a wake-up during it is kept
                 self._endpoints = self.store.any_enabled()
                 self._endpoints_read = now
             return self._endpoints
