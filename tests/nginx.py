@@ -10,23 +10,29 @@ there.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import ipaddress
+import json
 import os
 import shutil
 import socket
 import ssl
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import httpx
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.server import free_port
+from tests.server import Server, free_port
+from tests.support import WAIT_SECONDS, make_session, wait_for
 
 SITE = Path(__file__).resolve().parents[1] / "deploy" / "nginx" / "tapevault.conf"
 NGINX = shutil.which("nginx") or next(
@@ -226,3 +232,125 @@ http {{
 def tls_context(cert: Path) -> ssl.SSLContext:
     """A client context that trusts only the test's certificate."""
     return ssl.create_default_context(cafile=str(cert))
+
+
+LOCATION = "/_tapevault_files/"  # the shipped site's internal location of the audio files
+
+
+@dataclass
+class Deployment:
+    """tapevault with ``TAPEVAULT_ACCEL_REDIRECT`` behind nginx with the shipped site: its
+    internal location serves tapevault's store and logs deliveries where tapevault reads them."""
+
+    server: Server
+    nginx: Nginx
+    cert: Path
+    deliveries: Path  # nginx's delivery log
+    tenant: dict[str, str]
+    token: str
+
+    @property
+    def admin(self) -> dict[str, str]:
+        return {"authorization": f"Bearer {self.tenant['api_key']}"}
+
+    def client(self, source: str = "127.0.0.1") -> httpx.Client:
+        transport = httpx.HTTPTransport(verify=tls_context(self.cert), local_address=source)
+        return httpx.Client(base_url=self.nginx.base, transport=transport, timeout=30)
+
+    def delivery_lines(self) -> list[dict[str, str]]:
+        if not self.deliveries.exists():
+            return []
+        text = self.deliveries.read_text()
+        return [json.loads(line) for line in text.splitlines() if line]
+
+    def new_lines(self, before: int, count: int) -> list[dict[str, str]]:
+        """The delivery lines after the first ``before``, once ``count`` of them are written."""
+
+        def written() -> list[dict[str, str]] | None:
+            lines = self.delivery_lines()
+            return lines[before:] if len(lines) >= before + count else None
+
+        return wait_for(written, what=f"{count} delivery line(s)")
+
+    def media_url(self, seconds: float = 4.0) -> tuple[str, str, bytes]:
+        """A new recording's signed URL (nginx's address), its id and its stored bytes."""
+        session_id, _ = make_session(self.server, self.token, seconds=seconds)
+        with self.client() as client:
+            listed = client.get(
+                f"/api/v1/ambient/session/{session_id}/recording",
+                headers={"sdp_suki_token": self.token},
+            )
+        assert listed.status_code == 200, listed.text
+        entry = listed.json()["recordings"][0]
+        stored = next((self.server.data_dir / "audio").rglob(f"{entry['recording_id']}.wav"))
+        return entry["presigned_url"], entry["recording_id"], stored.read_bytes()
+
+    def playbacks(self, recording_id: str) -> list[dict[str, Any]]:
+        with self.client() as client:
+            # Only playbacks: every read of the history is itself recorded, and a page of
+            # those reads would push the playback off the page while a test waits for it.
+            history = client.get(
+                f"/api/v1/recordings/{recording_id}/access",
+                params={"action": "media.playback"},
+                headers=self.admin,
+            )
+        assert history.status_code == 200, history.text
+        return [r for r in history.json()["records"] if r["action"] == "media.playback"]
+
+    def sealed_playback(
+        self, recording_id: str, requests: int, timeout: float = 2 * WAIT_SECONDS
+    ) -> dict[str, Any]:
+        """The recording's one playback record once it is sealed with ``requests`` responses
+        (playbacks go idle after 3 s here)."""
+
+        def sealed() -> dict[str, Any] | None:
+            found = self.playbacks(recording_id)
+            assert len(found) <= 1, found  # one player: one record
+            done = [p for p in found if p["detail"].get("requests") == requests]
+            return done[0] if done else None
+
+        return wait_for(
+            sealed, timeout=timeout, every=0.25, what=f"the sealed playback of {recording_id}"
+        )
+
+
+@contextlib.contextmanager
+def deployed(root: Path, name: str, *, seeks: bool = False, **env: str) -> Iterator[Deployment]:
+    """The shipped site (its seek location switched on with ``seeks``) in front of a tapevault
+    that hands media to it; ``env`` adds to tapevault's settings."""
+    cert, key = make_certificate(root)
+    server = Server(root / "data")
+    prefix = root / "nginx"
+    prefix.mkdir()
+    deliveries = prefix / "delivery.log"
+    proxy = Nginx(prefix, "")
+    proxy.site = render(
+        SITE.read_text(),
+        upstream_port=server.port,
+        port=proxy.port,
+        cert=cert,
+        key=key,
+        files=server.data_dir / "audio",
+        delivery_log=deliveries,
+        seeks=seeks,
+    )
+    proxy.start()
+    try:
+        server.start(
+            TAPEVAULT_TRUSTED_PROXIES="127.0.0.1",
+            TAPEVAULT_PUBLIC_URL=proxy.base,
+            TAPEVAULT_ACCEL_REDIRECT=LOCATION,
+            TAPEVAULT_ACCEL_LOG=str(deliveries),
+            TAPEVAULT_PLAYBACK_IDLE="3",
+            TAPEVAULT_CORS_ORIGINS="https://player.example",
+            **env,
+        )
+        try:
+            tenant = server.tenant(name)
+            yield Deployment(
+                server, proxy, cert, deliveries, tenant, server.token(tenant["partner_id"])
+            )
+        finally:
+            server.stop()
+    finally:
+        proxy.stop()

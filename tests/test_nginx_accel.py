@@ -12,129 +12,31 @@ included."""
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
 import pytest
 
 from tests.conftest import need
-from tests.nginx import NGINX, SITE, Nginx, make_certificate, render, tls_context
+from tests.nginx import LOCATION, NGINX, Deployment, deployed
 from tests.server import Server
 from tests.support import make_session, wait_for
 
 pytestmark = pytest.mark.server
-LOCATION = "/_tapevault_files/"
-
-
-@dataclass
-class Accel:
-    server: Server
-    nginx: Nginx
-    cert: Path
-    deliveries: Path  # nginx's delivery log
-    tenant: dict[str, str]
-    token: str
-
-    @property
-    def admin(self) -> dict[str, str]:
-        return {"authorization": f"Bearer {self.tenant['api_key']}"}
-
-    def client(self, source: str = "127.0.0.1") -> httpx.Client:
-        transport = httpx.HTTPTransport(verify=tls_context(self.cert), local_address=source)
-        return httpx.Client(base_url=self.nginx.base, transport=transport, timeout=30)
-
-    def delivery_lines(self) -> list[dict[str, str]]:
-        if not self.deliveries.exists():
-            return []
-        text = self.deliveries.read_text()
-        return [json.loads(line) for line in text.splitlines() if line]
-
-    def media_url(self, seconds: float = 4.0) -> tuple[str, str, bytes]:
-        """A new recording's signed URL (nginx's address), its id and its stored bytes."""
-        session_id, _ = make_session(self.server, self.token, seconds=seconds)
-        with self.client() as client:
-            listed = client.get(
-                f"/api/v1/ambient/session/{session_id}/recording",
-                headers={"sdp_suki_token": self.token},
-            )
-        assert listed.status_code == 200, listed.text
-        entry = listed.json()["recordings"][0]
-        stored = next((self.server.data_dir / "audio").rglob(f"{entry['recording_id']}.wav"))
-        return entry["presigned_url"], entry["recording_id"], stored.read_bytes()
-
-    def playbacks(self, recording_id: str) -> list[dict[str, Any]]:
-        with self.client() as client:
-            # Only playbacks: every read of the history is itself recorded, and a page of
-            # those reads would push the playback off the page while a test waits for it.
-            history = client.get(
-                f"/api/v1/recordings/{recording_id}/access",
-                params={"action": "media.playback"},
-                headers=self.admin,
-            )
-        assert history.status_code == 200, history.text
-        return [r for r in history.json()["records"] if r["action"] == "media.playback"]
-
-    def sealed_playback(self, recording_id: str, requests: int) -> dict[str, Any]:
-        """The recording's one playback record once it is sealed with ``requests`` responses
-        (playbacks go idle after 3 s here)."""
-
-        def sealed() -> dict[str, Any] | None:
-            found = self.playbacks(recording_id)
-            assert len(found) <= 1, found  # one player: one record
-            done = [p for p in found if p["detail"].get("requests") == requests]
-            return done[0] if done else None
-
-        return wait_for(sealed, what=f"the sealed playback of {recording_id}")
 
 
 @pytest.fixture(scope="module")
-def accel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Accel]:
+def accel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     """tapevault with TAPEVAULT_ACCEL_REDIRECT behind nginx with the shipped site, whose
     internal location serves tapevault's store and logs deliveries where tapevault reads."""
     need(NGINX is not None, "nginx is not installed (Debian: nginx-light)")
-    root = tmp_path_factory.mktemp("nginx-accel")
-    cert, key = make_certificate(root)
-    server = Server(root / "data")
-    prefix = root / "nginx"
-    prefix.mkdir()
-    deliveries = prefix / "delivery.log"
-    proxy = Nginx(prefix, "")
-    proxy.site = render(
-        SITE.read_text(),
-        upstream_port=server.port,
-        port=proxy.port,
-        cert=cert,
-        key=key,
-        files=server.data_dir / "audio",
-        delivery_log=deliveries,
-    )
-    proxy.start()
-    try:
-        server.start(
-            TAPEVAULT_TRUSTED_PROXIES="127.0.0.1",
-            TAPEVAULT_PUBLIC_URL=proxy.base,
-            TAPEVAULT_ACCEL_REDIRECT=LOCATION,
-            TAPEVAULT_ACCEL_LOG=str(deliveries),
-            TAPEVAULT_PLAYBACK_IDLE="3",
-            TAPEVAULT_CORS_ORIGINS="https://player.example",
-        )
-        try:
-            tenant = server.tenant("accel")
-            token = server.token(tenant["partner_id"])
-            yield Accel(server, proxy, cert, deliveries, tenant, token)
-        finally:
-            server.stop()
-    finally:
-        proxy.stop()
+    with deployed(tmp_path_factory.mktemp("nginx-accel"), "accel") as deployment:
+        yield deployment
 
 
-def new_lines(accel: Accel, before: int, count: int) -> list[dict[str, str]]:
+def new_lines(accel: Deployment, before: int, count: int) -> list[dict[str, str]]:
     """The ``count`` delivery lines nginx wrote after the first ``before``."""
 
     def written() -> list[dict[str, str]] | None:
@@ -144,7 +46,7 @@ def new_lines(accel: Accel, before: int, count: int) -> list[dict[str, str]]:
     return wait_for(written, what=f"{count} delivery line(s)")
 
 
-def test_ranges_are_sent_by_nginx_byte_exact_with_tapevaults_headers(accel: Accel) -> None:
+def test_ranges_are_sent_by_nginx_byte_exact_with_tapevaults_headers(accel: Deployment) -> None:
     """The whole file, a middle range, a suffix and an open range are sent by nginx (each has
     its delivery line) byte for byte, with tapevault's ETag, Last-Modified, Cache-Control,
     CORS headers, request id and HSTS, one Accept-Ranges; and the playback's one record holds
@@ -192,7 +94,7 @@ def test_ranges_are_sent_by_nginx_byte_exact_with_tapevaults_headers(accel: Acce
     assert "unconfirmed" not in record["detail"] and "in_flight" not in record["detail"]
 
 
-def test_ranges_of_a_seeking_player_are_recorded_exactly(accel: Accel) -> None:
+def test_ranges_of_a_seeking_player_are_recorded_exactly(accel: Deployment) -> None:
     """Separate seeks of one player: the record lists each range, merged only where they
     touch, and their byte total."""
     url, recording_id, stored = accel.media_url()
@@ -207,7 +109,7 @@ def test_ranges_of_a_seeking_player_are_recorded_exactly(accel: Accel) -> None:
     assert stored  # the file the ranges came from
 
 
-def test_conditional_requests(accel: Accel) -> None:
+def test_conditional_requests(accel: Deployment) -> None:
     """If-None-Match matching → 304 and If-Match failing → 412, both from tapevault (no
     delivery line); If-None-Match not matching and If-Range with the ETag → nginx sends the
     200 / 206 (nginx does not test them again against its own validators); If-Match that holds
@@ -247,7 +149,7 @@ def test_conditional_requests(accel: Accel) -> None:
     )
 
 
-def test_unsatisfiable_and_multiple_ranges_are_answered_by_tapevault(accel: Accel) -> None:
+def test_unsatisfiable_and_multiple_ranges_are_answered_by_tapevault(accel: Deployment) -> None:
     """416 (computed from the stored size), a multipart answer, a range in another form than
     nginx parses alike and an invalid one (which RFC 9110 lets tapevault ignore, where nginx
     would answer 416) come from tapevault; nginx writes no delivery line for them."""
@@ -277,7 +179,7 @@ def _with_query(url: str, **changes: str) -> str:
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 
-def test_expired_and_forged_urls_get_403_from_tapevault(accel: Accel) -> None:
+def test_expired_and_forged_urls_get_403_from_tapevault(accel: Deployment) -> None:
     """A URL that expired (issued by a server whose clock is a day behind) or was altered is
     refused by tapevault with its JSON 403; nginx sends nothing of the file."""
     url, _recording_id, _stored = accel.media_url()
@@ -313,7 +215,7 @@ def test_expired_and_forged_urls_get_403_from_tapevault(accel: Accel) -> None:
     assert len(accel.delivery_lines()) == before
 
 
-def test_internal_location_and_client_accel_headers_have_no_effect(accel: Accel) -> None:
+def test_internal_location_and_client_accel_headers_have_no_effect(accel: Deployment) -> None:
     """The internal location answers 404 to a client; a client's own X-Accel-Redirect (or
     other X-Accel-*) request header changes nothing, on a media URL or any other route."""
     url, recording_id, stored = accel.media_url()
@@ -333,7 +235,7 @@ def test_internal_location_and_client_accel_headers_have_no_effect(accel: Accel)
         assert ranged.status_code == 206 and ranged.content == stored[:100]
 
 
-def test_a_client_around_nginx_gets_the_bytes_from_tapevault(accel: Accel) -> None:
+def test_a_client_around_nginx_gets_the_bytes_from_tapevault(accel: Deployment) -> None:
     """A client that reaches tapevault's port directly (not a trusted proxy) is never answered
     with X-Accel-Redirect: it gets the bytes, and they are recorded as sent."""
     url, recording_id, stored = accel.media_url()
@@ -347,7 +249,7 @@ def test_a_client_around_nginx_gets_the_bytes_from_tapevault(accel: Accel) -> No
     assert record["ranges"] == [[0, 99]] and record["bytes_sent"] == 100
 
 
-def test_a_client_leaving_mid_range_is_recorded_with_what_nginx_sent(accel: Accel) -> None:
+def test_a_client_leaving_mid_range_is_recorded_with_what_nginx_sent(accel: Deployment) -> None:
     """A client that reads the start of a 19 MB file and hangs up: the record holds exactly
     the bytes nginx says it sent (its delivery line), from the start, not the file's size."""
     url, recording_id, stored = accel.media_url(seconds=600.0)

@@ -12,134 +12,35 @@ and a removed signing key within the lease (bounded by when tapevault itself ref
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
 import pytest
 
 from tests.conftest import need
-from tests.nginx import NGINX, SITE, Nginx, make_certificate, render, tls_context
+from tests.nginx import NGINX, Deployment, deployed
 from tests.server import Server, tapevault
 from tests.support import make_session, wait_for
 
 pytestmark = pytest.mark.server
-LOCATION = "/_tapevault_files/"
+
 LEASE_SECONDS = 5  # the longest allowed: a loaded machine still fits several requests in it
 
 
-@dataclass
-class Seeks:
-    server: Server
-    nginx: Nginx
-    cert: Path
-    deliveries: Path
-    tenant: dict[str, str]
-    token: str
-
-    @property
-    def admin(self) -> dict[str, str]:
-        return {"authorization": f"Bearer {self.tenant['api_key']}"}
-
-    def client(self) -> httpx.Client:
-        transport = httpx.HTTPTransport(verify=tls_context(self.cert), local_address="127.0.0.1")
-        return httpx.Client(base_url=self.nginx.base, transport=transport, timeout=30)
-
-    def delivery_lines(self) -> list[dict[str, str]]:
-        if not self.deliveries.exists():
-            return []
-        return [json.loads(line) for line in self.deliveries.read_text().splitlines() if line]
-
-    def new_lines(self, before: int, count: int) -> list[dict[str, str]]:
-        def written() -> list[dict[str, str]] | None:
-            lines = self.delivery_lines()
-            return lines[before:] if len(lines) >= before + count else None
-
-        return wait_for(written, what=f"{count} delivery line(s)")
-
-    def media_url(self, seconds: float = 4.0) -> tuple[str, str, bytes]:
-        session_id, _ = make_session(self.server, self.token, seconds=seconds)
-        with self.client() as client:
-            listed = client.get(
-                f"/api/v1/ambient/session/{session_id}/recording",
-                headers={"sdp_suki_token": self.token},
-            )
-        assert listed.status_code == 200, listed.text
-        entry = listed.json()["recordings"][0]
-        stored = next((self.server.data_dir / "audio").rglob(f"{entry['recording_id']}.wav"))
-        return entry["presigned_url"], entry["recording_id"], stored.read_bytes()
-
-    def playbacks(self, recording_id: str) -> list[dict[str, Any]]:
-        with self.client() as client:
-            history = client.get(
-                f"/api/v1/recordings/{recording_id}/access",
-                params={"action": "media.playback"},
-                headers=self.admin,
-            )
-        assert history.status_code == 200, history.text
-        return [r for r in history.json()["records"] if r["action"] == "media.playback"]
-
-    def sealed_playback(self, recording_id: str, requests: int) -> dict[str, Any]:
-        """The recording's one playback record, sealed with ``requests`` responses (idle 3 s
-        after its lease ended)."""
-
-        def sealed() -> dict[str, Any] | None:
-            found = self.playbacks(recording_id)
-            assert len(found) <= 1, found
-            done = [p for p in found if p["detail"].get("requests") == requests]
-            return done[0] if done else None
-
-        return wait_for(
-            sealed, timeout=60, every=0.25, what=f"the sealed playback of {recording_id}"
-        )
-
-
 @pytest.fixture(scope="module")
-def seeks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeks]:
+def seeks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     need(NGINX is not None, "nginx is not installed (Debian: nginx-light)")
-    root = tmp_path_factory.mktemp("nginx-seeks")
-    cert, key = make_certificate(root)
-    server = Server(root / "data")
-    prefix = root / "nginx"
-    prefix.mkdir()
-    deliveries = prefix / "delivery.log"
-    proxy = Nginx(prefix, "")
-    proxy.site = render(
-        SITE.read_text(),
-        upstream_port=server.port,
-        port=proxy.port,
-        cert=cert,
-        key=key,
-        files=server.data_dir / "audio",
-        delivery_log=deliveries,
+    with deployed(
+        tmp_path_factory.mktemp("nginx-seeks"),
+        "seeks",
         seeks=True,
-    )
-    proxy.start()
-    try:
-        server.start(
-            TAPEVAULT_TRUSTED_PROXIES="127.0.0.1",
-            TAPEVAULT_PUBLIC_URL=proxy.base,
-            TAPEVAULT_ACCEL_REDIRECT=LOCATION,
-            TAPEVAULT_ACCEL_LOG=str(deliveries),
-            TAPEVAULT_ACCEL_AUTHZ_SECONDS=str(LEASE_SECONDS),
-            TAPEVAULT_PLAYBACK_IDLE="3",
-            TAPEVAULT_CORS_ORIGINS="https://player.example",
-        )
-        try:
-            tenant = server.tenant("seeks")
-            token = server.token(tenant["partner_id"])
-            yield Seeks(server, proxy, cert, deliveries, tenant, token)
-        finally:
-            server.stop()
-    finally:
-        proxy.stop()
+        TAPEVAULT_ACCEL_AUTHZ_SECONDS=str(LEASE_SECONDS),
+    ) as deployment:
+        yield deployment
 
 
 def _with_query(url: str, **changes: str) -> str:
@@ -150,7 +51,7 @@ def _with_query(url: str, **changes: str) -> str:
 
 
 def test_seeks_are_served_by_nginx_from_one_answer_with_tapevaults_headers(
-    seeks: Seeks,
+    seeks: Deployment,
 ) -> None:
     """After one question, nginx serves the playback's ranges while tapevault is frozen (no
     request per range), byte for byte, with tapevault's ETag, Last-Modified, Cache-Control,
@@ -211,7 +112,7 @@ def test_seeks_are_served_by_nginx_from_one_answer_with_tapevaults_headers(
     assert "unconfirmed" not in record["detail"] and "in_flight" not in record["detail"]
 
 
-def test_separate_seeks_are_recorded_exactly(seeks: Seeks) -> None:
+def test_separate_seeks_are_recorded_exactly(seeks: Deployment) -> None:
     """A seeking player's ranges: each listed, merged only where they touch, with their total."""
     url, recording_id, _stored = seeks.media_url()
     agent = {"user-agent": "seeks-ranges"}
@@ -223,7 +124,7 @@ def test_separate_seeks_are_recorded_exactly(seeks: Seeks) -> None:
     assert record["bytes_sent"] == 2 + 100 + 100 + 1024
 
 
-def test_conditional_requests_and_other_ranges_are_answered_by_tapevault(seeks: Seeks) -> None:
+def test_conditional_requests_and_other_ranges_are_answered_by_tapevault(seeks: Deployment) -> None:
     """With an answer cached, a request with a precondition, several ranges or another
     spelling is still answered by tapevault (304, 412, If-Range, multipart); a range past the
     end gets nginx's 416 with ``bytes */len`` and tapevault's headers, as does a range whose
@@ -260,7 +161,7 @@ def test_conditional_requests_and_other_ranges_are_answered_by_tapevault(seeks: 
     assert record["detail"]["statuses"] == {"200": 1, "206": 4, "304": 1, "412": 1, "416": 2}
 
 
-def test_expired_and_forged_urls_get_403_from_tapevault(seeks: Seeks) -> None:
+def test_expired_and_forged_urls_get_403_from_tapevault(seeks: Deployment) -> None:
     """An expired (issued by a server a day behind) or altered URL: tapevault's JSON 403 (its
     question answered no, never cached), and nginx sends nothing of the file."""
     url, _recording_id, _stored = seeks.media_url()
@@ -294,7 +195,7 @@ def test_expired_and_forged_urls_get_403_from_tapevault(seeks: Seeks) -> None:
     assert len(seeks.delivery_lines()) == before
 
 
-def test_the_question_is_internal(seeks: Seeks) -> None:
+def test_the_question_is_internal(seeks: Deployment) -> None:
     """A client can neither reach the question's location nor ask tapevault the question
     itself (its X-Tapevault-Authz header is dropped): it gets the audio, never the file's
     name in the store."""
@@ -309,7 +210,7 @@ def test_the_question_is_internal(seeks: Seeks) -> None:
     assert direct_api.status_code == 200
 
 
-def test_a_deleted_recording_stops_at_once(seeks: Seeks) -> None:
+def test_a_deleted_recording_stops_at_once(seeks: Deployment) -> None:
     """Deleting a recording while its playback's answer is cached: the next range is not
     served (nginx cannot open the file and hands the request to tapevault: 410)."""
     url, recording_id, stored = seeks.media_url()
@@ -323,7 +224,7 @@ def test_a_deleted_recording_stops_at_once(seeks: Seeks) -> None:
     assert stored[100:200] not in after.content
 
 
-def test_a_removed_signing_key_stops_serving_within_the_lease(seeks: Seeks) -> None:
+def test_a_removed_signing_key_stops_serving_within_the_lease(seeks: Deployment) -> None:
     """`keys remove` while a playback's answer is cached: once tapevault itself refuses the
     URL, nginx refuses it too within TAPEVAULT_ACCEL_AUTHZ_SECONDS (its cached answers are
     all older than that refusal, and none is used longer than the lease)."""
