@@ -38,7 +38,7 @@ from typing import Any
 from tapevault.core import merkle
 from tapevault.core.audit import AuditEntry, canonical_bytes
 from tapevault.core.checkpoints import CheckpointSigner, load_or_create_signer
-from tapevault.db.auditstore import SqlAuditStore, entry_json
+from tapevault.db.auditstore import ROW_COLUMNS, SqlAuditStore, entry_json
 from tapevault.db.engine import make_engine
 
 DAY_MS = 86_400_000
@@ -580,7 +580,7 @@ class Filler:
         gen = _Records(self, state.head_seq, state.head_hash, appender, signer)
         count = 0
         for rows, nodes in gen.chunks(p.records, 50_000):
-            count += self.sink.put("audit_log", _LOG_COLUMNS, rows)
+            count += self.sink.put("audit_log", ROW_COLUMNS, rows)
             self.sink.put("audit_tree", ("level", "idx", "hash"), nodes)
             gen.nodes += len(nodes)
         self.sink.put("audit_checkpoints", _CHECKPOINT_COLUMNS, gen.checkpoints)
@@ -598,18 +598,6 @@ class Filler:
         return count
 
 
-_LOG_COLUMNS = (
-    "seq",
-    "at_ms",
-    "tenant_id",
-    "action",
-    "actor_id",
-    "session_id",
-    "recording_id",
-    "entry",
-    "prev_hash",
-    "hash",
-)
 _CHECKPOINT_COLUMNS = (
     "size",
     "head_hash",

@@ -108,7 +108,7 @@ class SqlAuditStore:
         if self._lock_path is not None:
             self._role_path = f"{engine.url.database}.audit-integrator"
         mark = self._mark = "?" if engine.dialect.name == "sqlite" else "%s"
-        columns = ", ".join(_ROW_COLUMNS)
+        columns = ", ".join(ROW_COLUMNS)
         # Fixed statements: the only interpolations are column names and placeholders.
         self._sql = {
             "lock": ("UPDATE audit_state SET id = 1 WHERE id = 1 RETURNING head_seq, head_hash"),
@@ -121,7 +121,7 @@ class SqlAuditStore:
             ),
             "insert": (
                 f"INSERT INTO audit_log ({columns}) "  # noqa: S608
-                f"VALUES ({', '.join(mark for _ in _ROW_COLUMNS)})"
+                f"VALUES ({', '.join(mark for _ in ROW_COLUMNS)})"
             ),
         }
 
@@ -537,7 +537,7 @@ class SqlAuditStore:
         # SQLAlchemy's rows cost it a fifth of its time (BENCHMARKS.md, issue 14 part 6).
         after: int | None = None
         mark = self._mark
-        columns = ", ".join(_ROW_COLUMNS)
+        columns = ", ".join(ROW_COLUMNS)
         first = f"SELECT {columns} FROM audit_log ORDER BY seq LIMIT {mark}"  # noqa: S608
         more = f"SELECT {columns} FROM audit_log WHERE seq > {mark} ORDER BY seq LIMIT {mark}"  # noqa: S608
         while True:
@@ -685,7 +685,7 @@ def _pending_values(pending: Pending) -> dict[str, Any]:
     }
 
 
-_ROW_COLUMNS = (
+ROW_COLUMNS = (
     "seq",
     "at_ms",
     "tenant_id",
@@ -700,7 +700,7 @@ _ROW_COLUMNS = (
 
 
 def _row(record: AuditRecord, text: str | None = None) -> tuple[Any, ...]:
-    """The record as a row, in ``_ROW_COLUMNS`` order (``text``: its entry's JSON, if known)."""
+    """The record as a row, in ``ROW_COLUMNS`` order (``text``: its entry's JSON, if known)."""
     e = record.entry
     return (
         record.seq,
@@ -745,7 +745,7 @@ def _record_of(
     prev_hash: Any,
     hash_: Any,
 ) -> AuditRecord:
-    """``_record`` from the columns in ``_ROW_COLUMNS`` order (a plain tuple row)."""
+    """``_record`` from the columns in ``ROW_COLUMNS`` order (a plain tuple row)."""
     try:
         values = orjson.loads(entry)
     except orjson.JSONDecodeError:
