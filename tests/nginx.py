@@ -285,6 +285,26 @@ class Deployment:
         stored = next((self.server.data_dir / "audio").rglob(f"{entry['recording_id']}.wav"))
         return entry["presigned_url"], entry["recording_id"], stored.read_bytes()
 
+    def expired_url(self) -> str:
+        """A new recording's signed URL as a server whose clock is a day behind issued it
+        (through the same database and files): expired now."""
+        session_id, _ = make_session(self.server, self.token)
+        yesterday = Server(self.server.data_dir)
+        yesterday.start(
+            TAPEVAULT_PUBLIC_URL=self.nginx.base,
+            TAPEVAULT_CLOCK_OFFSET_SECONDS="-86400",
+            TAPEVAULT_WORKERS="0",
+        )
+        try:
+            suki = {"sdp_suki_token": yesterday.token(self.tenant["partner_id"])}
+            listed = httpx.get(
+                f"{yesterday.base}/api/v1/ambient/session/{session_id}/recording", headers=suki
+            )
+            assert listed.status_code == 200, listed.text
+            return str(listed.json()["recordings"][0]["presigned_url"])
+        finally:
+            yesterday.close()
+
     def playbacks(self, recording_id: str) -> list[dict[str, Any]]:
         with self.client() as client:
             # Only playbacks: every read of the history is itself recorded, and a page of

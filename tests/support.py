@@ -28,6 +28,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import numpy as np
 import numpy.typing as npt
@@ -54,6 +55,14 @@ T = TypeVar("T")
 
 # Generous: a deadline only matters when the condition never holds, and the machine may be busy.
 WAIT_SECONDS = 30.0
+
+
+def with_query(url: str, **changes: str) -> str:
+    """``url`` with the named query parameters set (added or replaced), the others kept."""
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    query.update(changes)
+    return urlunsplit(parts._replace(query=urlencode(query)))
 
 
 # --- waiting for a condition ---------------------------------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 import pytest
@@ -27,6 +27,7 @@ from tapevault.errors import InvalidRequest
 from tapevault.runtime import Runtime, open_runtime
 from tests.dialects import customer, upload_channel
 from tests.objectstores import AzuriteServer
+from tests.support import with_query
 
 WAV = tone_wav_bytes(2.0)
 
@@ -87,13 +88,6 @@ async def uploaded_session(
     assert answer.status_code == 202
     runtime.worker.run_until_idle()
     return session_id
-
-
-def with_query(url: str, **changes: str) -> str:
-    parts = urlsplit(url)
-    query = dict(parse_qsl(parts.query))
-    query.update(changes)
-    return urlunsplit(parts._replace(query=urlencode(query)))
 
 
 async def test_direct_urls_are_the_stores_own_and_serve_ranges_under_the_filename(

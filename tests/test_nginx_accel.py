@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 import pytest
 
 from tests.conftest import need
 from tests.nginx import LOCATION, NGINX, Deployment, deployed
-from tests.server import Server
-from tests.support import make_session, wait_for
+from tests.support import wait_for, with_query
 
 pytestmark = pytest.mark.server
 
@@ -172,39 +171,17 @@ def test_unsatisfiable_and_multiple_ranges_are_answered_by_tapevault(accel: Depl
     assert len(accel.delivery_lines()) == before
 
 
-def _with_query(url: str, **changes: str) -> str:
-    parts = urlsplit(url)
-    query = dict(parse_qsl(parts.query))
-    query.update(changes)
-    return urlunsplit(parts._replace(query=urlencode(query)))
-
-
 def test_expired_and_forged_urls_get_403_from_tapevault(accel: Deployment) -> None:
     """A URL that expired (issued by a server whose clock is a day behind) or was altered is
     refused by tapevault with its JSON 403; nginx sends nothing of the file."""
     url, _recording_id, _stored = accel.media_url()
-    session_id, _ = make_session(accel.server, accel.token)
-    yesterday = Server(accel.server.data_dir)
-    yesterday.start(
-        TAPEVAULT_PUBLIC_URL=accel.nginx.base,
-        TAPEVAULT_CLOCK_OFFSET_SECONDS="-86400",
-        TAPEVAULT_WORKERS="0",
-    )
-    try:
-        suki = {"sdp_suki_token": yesterday.token(accel.tenant["partner_id"])}
-        listed = httpx.get(
-            f"{yesterday.base}/api/v1/ambient/session/{session_id}/recording", headers=suki
-        )
-        assert listed.status_code == 200, listed.text
-        old_url = listed.json()["recordings"][0]["presigned_url"]
-    finally:
-        yesterday.close()
+    old_url = accel.expired_url()
     before = len(accel.delivery_lines())
     query = dict(parse_qsl(urlsplit(url).query))
     with accel.client() as client:
         expired = client.get(old_url, headers={"range": "bytes=0-"})
-        forged = client.get(_with_query(url, s="A" * len(query["s"])))
-        stretched = client.get(_with_query(url, e=str(int(query["e"]) + 3600)))
+        forged = client.get(with_query(url, s="A" * len(query["s"])))
+        stretched = client.get(with_query(url, e=str(int(query["e"]) + 3600)))
     assert expired.json()["error"] == "url_expired"
     assert forged.json()["error"] == "url_invalid"
     assert stretched.json()["error"] == "url_invalid"

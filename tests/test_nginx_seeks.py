@@ -16,15 +16,15 @@ import os
 import signal
 import time
 from collections.abc import Iterator
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 import pytest
 
 from tests.conftest import need
 from tests.nginx import NGINX, Deployment, deployed
-from tests.server import Server, tapevault
-from tests.support import make_session, wait_for
+from tests.server import tapevault
+from tests.support import wait_for, with_query
 
 pytestmark = pytest.mark.server
 
@@ -41,13 +41,6 @@ def seeks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
         TAPEVAULT_ACCEL_AUTHZ_SECONDS=str(LEASE_SECONDS),
     ) as deployment:
         yield deployment
-
-
-def _with_query(url: str, **changes: str) -> str:
-    parts = urlsplit(url)
-    query = dict(parse_qsl(parts.query))
-    query.update(changes)
-    return urlunsplit(parts._replace(query=urlencode(query)))
 
 
 def test_seeks_are_served_by_nginx_from_one_answer_with_tapevaults_headers(
@@ -165,29 +158,14 @@ def test_expired_and_forged_urls_get_403_from_tapevault(seeks: Deployment) -> No
     """An expired (issued by a server a day behind) or altered URL: tapevault's JSON 403 (its
     question answered no, never cached), and nginx sends nothing of the file."""
     url, _recording_id, _stored = seeks.media_url()
-    session_id, _ = make_session(seeks.server, seeks.token)
-    yesterday = Server(seeks.server.data_dir)
-    yesterday.start(
-        TAPEVAULT_PUBLIC_URL=seeks.nginx.base,
-        TAPEVAULT_CLOCK_OFFSET_SECONDS="-86400",
-        TAPEVAULT_WORKERS="0",
-    )
-    try:
-        suki = {"sdp_suki_token": yesterday.token(seeks.tenant["partner_id"])}
-        listed = httpx.get(
-            f"{yesterday.base}/api/v1/ambient/session/{session_id}/recording", headers=suki
-        )
-        assert listed.status_code == 200, listed.text
-        old_url = listed.json()["recordings"][0]["presigned_url"]
-    finally:
-        yesterday.close()
+    old_url = seeks.expired_url()
     before = len(seeks.delivery_lines())
     query = dict(parse_qsl(urlsplit(url).query))
     with seeks.client() as client:
         for _ in range(2):  # the second time too: a refusal is never cached
             expired = client.get(old_url, headers={"range": "bytes=0-"})
             forged = client.get(
-                _with_query(url, s="A" * len(query["s"])), headers={"range": "bytes=0-9"}
+                with_query(url, s="A" * len(query["s"])), headers={"range": "bytes=0-9"}
             )
             assert expired.status_code == 403 and expired.json()["error"] == "url_expired"
             assert forged.status_code == 403 and forged.json()["error"] == "url_invalid"
