@@ -42,6 +42,14 @@ READ_BYTES = 1 << 20
 POLL_BYTES = 16 << 20  # read per poll and file at most (memory stays bounded; the rest next poll)
 MAX_LINE = 4096  # nginx's lines are ~120 bytes; anything longer is not one of them
 EXPIRE_SECONDS = 1.0
+MAX_BODY = 1 << 62  # larger than any file; the audit store's integers hold it
+
+
+def _number(value: object) -> int:
+    """A field nginx writes as digits (``"206"``); a JSON number is taken too, a fraction not."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise TypeError("not digits")
+    return int(value)
 
 
 def parse_line(line: bytes) -> Report | None:
@@ -49,12 +57,14 @@ def parse_line(line: bytes) -> Report | None:
     try:
         fields = orjson.loads(line)
         delivery_id = fields["d"]
-        status = int(fields["s"])
-        body = int(fields["b"])
+        status = _number(fields["s"])
+        body = _number(fields["b"])
         content_range = fields.get("r") or None
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
         return None
-    if not isinstance(delivery_id, str) or not delivery_id or body < 0:
+    if not isinstance(delivery_id, str) or not delivery_id:
+        return None
+    if not 0 <= status <= 999 or not 0 <= body < MAX_BODY:  # no answer of nginx's
         return None
     if content_range is not None and not isinstance(content_range, str):
         return None

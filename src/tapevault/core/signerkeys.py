@@ -64,8 +64,15 @@ def _when(ms: int) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def shown(value: object, limit: int = 80) -> str:
+    """``value``'s repr for a report, cut to ``limit`` characters: a row written by hand may hold
+    a megabyte where a key id or node name goes."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
 def listing(row: SignerRecord) -> str:
-    node = "an unnamed node" if not row.node else f"node {row.node!r}"
+    node = "an unnamed node" if not row.node else f"node {shown(row.node)}"
     return f"{node}, first signed {_when(row.first_ms)}"
 
 
@@ -100,14 +107,14 @@ def decide(
             key = parse_vkey(row.vkey)
         except ValueError as exc:
             trust.problem(
-                f"the row of key {row.key_id!r} does not hold a valid verifier key ({exc}): "
+                f"the row of key {shown(row.key_id)} does not hold a valid verifier key ({exc}): "
                 f"it was written by hand; not trusted"
             )
             continue
         actual = key_id_of(key)
         if actual != row.key_id:
             trust.problem(
-                f"the row of key {row.key_id!r} holds the verifier key of key {actual!r}: "
+                f"the row of key {shown(row.key_id)} holds the verifier key of key {actual!r}: "
                 f"it was altered; not trusted"
             )
             continue

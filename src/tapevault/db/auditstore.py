@@ -497,7 +497,10 @@ class SqlAuditStore:
                 .order_by(audit_signers.c.first_ms, audit_signers.c.key_id)
                 .limit(limit + 1)
             ).all()
-        return [SignerRecord(r.key_id, r.vkey, r.node, int(r.first_ms)) for r in rows]
+        return [
+            SignerRecord(_text(r.key_id), _text(r.vkey), _node(r.node), _ms(r.first_ms))
+            for r in rows
+        ]
 
     def prune(self, before_ms: int) -> int:
         """Drop records older than ``before_ms`` (the audit log's own retention), keeping the
@@ -767,3 +770,22 @@ def _record_of(
     values.setdefault("status", 0)
     fields = {k: v for k, v in values.items() if k in _ENTRY_FIELDS}
     return AuditRecord(seq, AuditEntry(**fields), prev_hash, hash_)
+
+
+def _text(value: object) -> str:
+    """A signer row's text column as text: SQLite keeps whatever a hand-written row put there
+    (a blob, a number), which verify then reports as a row that does not hold together."""
+    return value if isinstance(value, str) else repr(value)
+
+
+def _node(value: object) -> str | None:
+    return None if value is None else _text(value)
+
+
+def _ms(value: object) -> int:
+    if isinstance(value, int):
+        return value
+    try:
+        return int(str(value))
+    except ValueError:
+        return -1  # not a time: only shown, as "at_ms -1"
