@@ -41,8 +41,8 @@ from tapevault.core.handoff import Handoffs
 from tapevault.core.ranges import Satisfiable, parse_range
 from tapevault.errors import StorageError
 from tapevault.http.asgi import Send
-from tapevault.http.conditional import evaluate_preconditions, http_date, if_range_allows
-from tapevault.http.ranged import Representation
+from tapevault.http.conditional import evaluate_preconditions, if_range_allows
+from tapevault.http.ranged import Representation, validators
 
 __all__ = [
     "AUTHZ_HEADER",
@@ -135,8 +135,7 @@ async def accel_answer(
         (DELIVERY_HEADER, delivery_id.encode("ascii")),
         (b"content-type", rep.content_type.encode("latin-1")),
         (b"cache-control", b"private, no-store"),
-        (b"etag", rep.etag.encode("latin-1")),
-        (b"last-modified", http_date(rep.last_modified).encode("ascii")),
+        *validators(rep),
         (b"content-length", b"0"),
         *extra_headers,
     ]
@@ -169,8 +168,7 @@ async def authz_answer(
         (b"x-tapevault-file", key.encode("ascii")),
         (DELIVERY_HEADER, lease_id.encode("ascii")),
         (b"x-accel-expires", f"@{cache_until}".encode() if cache_until else b"0"),
-        (b"etag", rep.etag.encode("latin-1")),
-        (b"last-modified", http_date(rep.last_modified).encode("ascii")),
+        *validators(rep),
         (b"content-length", b"0"),
         *extra_headers,
     ]
