@@ -139,8 +139,7 @@ async def accel_answer(
         (b"content-length", b"0"),
         *extra_headers,
     ]
-    await send({"type": "http.response.start", "status": 200, "headers": headers})
-    await send({"type": "http.response.body", "body": b"", "more_body": False})
+    await _empty(send, 200, headers)
 
 
 def cached_until(now_ms: int, expires_s: int, lease_seconds: int) -> int:
@@ -172,13 +171,17 @@ async def authz_answer(
         (b"content-length", b"0"),
         *extra_headers,
     ]
-    await send({"type": "http.response.start", "status": 200, "headers": headers})
-    await send({"type": "http.response.body", "body": b"", "more_body": False})
+    await _empty(send, 200, headers)
 
 
 async def authz_refusal(send: Send) -> None:
     """No to nginx's ``auth_request`` (never cached): nginx hands the request to tapevault,
     which answers it (refused, 304, 416...) as it would without nginx."""
     headers = [(b"content-length", b"0"), (b"x-accel-expires", b"0")]
-    await send({"type": "http.response.start", "status": 401, "headers": headers})
+    await _empty(send, 401, headers)
+
+
+async def _empty(send: Send, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+    """A response with ``headers`` and no body (every answer to nginx here)."""
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": b"", "more_body": False})
