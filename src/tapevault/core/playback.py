@@ -38,10 +38,10 @@ from tapevault.errors import Unavailable
 IDLE_SECONDS = 30.0
 MAX_SECONDS = 3600.0  # a very long playback is cut into hour-long records
 MAX_INTERVALS = 64  # distinct byte ranges kept per record; closer ones merge beyond that
+UNMERGED = 4 * MAX_INTERVALS  # ranges gathered before they are merged (bounded memory)
 # A leased playback (nginx serves its ranges without asking, ``lease``) that was sealed is
 # remembered this long, and at most this many, so that a report arriving after the seal (a
 # response nginx was still sending) goes into a continuation record instead of being lost.
-UNMERGED = 4 * MAX_INTERVALS  # ranges gathered before they are merged (bounded memory)
 CONTINUE_MS = 3600 * 1000
 MAX_CONTINUED = 65_536
 

@@ -48,6 +48,7 @@ class KeyTrust:
     vkeys: dict[str, str]  # key id -> verifier key, for every key seen (to pin it)
     problems: list[str] = field(default_factory=list)  # rows that do not hold together
     more_problems: int = 0  # beyond MAX_PROBLEMS
+    listed: set[str] = field(default_factory=set)  # trusted keys the database lists too
 
     def problem(self, text: str) -> None:
         if len(self.problems) < MAX_PROBLEMS:
@@ -122,6 +123,7 @@ def decide(
         where = listing(row)
         if actual in trust.trusted:
             trust.sources[actual] += f"; also listed in the database ({where})"
+            trust.listed.add(actual)
         elif use_database:
             trust.trusted[actual] = key
             trust.database_only.add(actual)
@@ -177,8 +179,11 @@ def summary(
                 f"records after {max(independent)} are vouched for only by checkpoints signed "
                 f"with keys from the database"
             )
-    unlisted = [k for k in trust.trusted if k not in trust.database_only and signed.get(k)]
-    unlisted = [k for k in unlisted if "listed in the database" not in trust.sources[k]]
+    unlisted = [
+        k
+        for k in trust.trusted
+        if k not in trust.database_only and k not in trust.listed and signed.get(k)
+    ]
     for key_id in unlisted:
         notes.append(
             f"key {key_id} signed checkpoints but the database does not list it (it signed only "

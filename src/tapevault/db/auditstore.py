@@ -66,16 +66,13 @@ def entry_json(entry: AuditEntry) -> str:
     return orjson.dumps(entry).decode()
 
 
-_ENTRY_KEYS = frozenset(_ENTRY_FIELDS)
-
-
 def entry_from_json(text: str) -> AuditEntry:
     values = orjson.loads(text)
     ranges = values.get("ranges")
     values["ranges"] = tuple(tuple(r) for r in ranges) if ranges else ()
-    if values.keys() == _ENTRY_KEYS:  # as ``entry_json`` wrote it (the integrator's every row)
+    if values.keys() == _ENTRY_FIELD_SET:  # as ``entry_json`` wrote it (the integrator's every row)
         return AuditEntry(**values)
-    return AuditEntry(**{k: v for k, v in values.items() if k in _ENTRY_KEYS})
+    return AuditEntry(**{k: v for k, v in values.items() if k in _ENTRY_FIELD_SET})
 
 
 class _Depth(threading.local):

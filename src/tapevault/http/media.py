@@ -113,6 +113,15 @@ def download_name(recording: Recording) -> str:
     return media_filename(recording)
 
 
+def grant_headers(cors_headers: Headers, recording: Recording, mode: UrlMode) -> Headers:
+    """The headers a response under a grant of ``mode`` adds: a download names its file.
+    ``cors_headers`` itself when nothing is added (never mutated downstream: no copy)."""
+    if mode is not UrlMode.DOWNLOAD:
+        return cors_headers
+    disposition = f'attachment; filename="{download_name(recording)}"'
+    return [*cors_headers, (b"content-disposition", disposition.encode())]
+
+
 def representation(recording: Recording) -> Representation:
     return Representation(
         size=recording.size_bytes,
@@ -357,10 +366,7 @@ class MediaGateway:
             await self._refuse(scope, send, headers, cors_headers, recording_id, exc)
             return
         recording, grant = access.recording, access.grant
-        extra = cors_headers  # never mutated downstream: no copy unless a header is added
-        if grant.mode is UrlMode.DOWNLOAD:
-            disposition = f'attachment; filename="{download_name(recording)}"'
-            extra = [*cors_headers, (b"content-disposition", disposition.encode())]
+        extra = grant_headers(cors_headers, recording, grant.mode)
         try:
             await serve_playback(
                 self.ctx,
@@ -429,10 +435,7 @@ class MediaGateway:
         if lease_id is None:
             await authz_refusal(send)
             return
-        extra = cors_headers
-        if grant.mode is UrlMode.DOWNLOAD:
-            disposition = f'attachment; filename="{download_name(recording)}"'
-            extra = [*cors_headers, (b"content-disposition", disposition.encode())]
+        extra = grant_headers(cors_headers, recording, grant.mode)
         await authz_answer(
             send,
             key=recording.storage_key,

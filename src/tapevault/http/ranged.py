@@ -31,7 +31,14 @@ from tapevault.core.ranges import (
 from tapevault.errors import StorageError
 from tapevault.http.conditional import evaluate_preconditions, http_date, if_range_allows
 
-__all__ = ["RangeReader", "Representation", "Send", "Served", "send_representation"]
+__all__ = [
+    "RangeReader",
+    "Representation",
+    "Send",
+    "Served",
+    "send_representation",
+    "validators",
+]
 
 RangeReader: TypeAlias = Callable[[int, int], AsyncIterator[bytes]]
 """``read(offset, length)`` yields exactly ``length`` bytes from ``offset``, in bounded chunks."""
@@ -90,7 +97,8 @@ def _end() -> dict[str, Any]:
     return {"type": _BODY, "body": b"", "more_body": False}
 
 
-def _validators(rep: Representation) -> list[tuple[bytes, bytes]]:
+def validators(rep: Representation) -> list[tuple[bytes, bytes]]:
+    """ETag and Last-Modified of ``rep``, as every answer about it sends them."""
     return [
         (b"etag", rep.etag.encode("latin-1")),
         (b"last-modified", http_date(rep.last_modified).encode("ascii")),
@@ -235,12 +243,12 @@ async def send_representation(
     if status == 304:
         # §15.4.5: the fields a 200 would carry to update caches; no Content-Length, since
         # §8.6 would require the 200's length and ASGI servers expect that many body bytes.
-        response = [*_validators(rep), _CACHE_CONTROL, *extra_headers]
+        response = [*validators(rep), _CACHE_CONTROL, *extra_headers]
         await send({"type": _START, "status": 304, "headers": response})
         await send(_end())
         return Served(304)
 
-    base = [_ACCEPT_RANGES, *_validators(rep), _CACHE_CONTROL, *extra_headers]
+    base = [_ACCEPT_RANGES, *validators(rep), _CACHE_CONTROL, *extra_headers]
     if status == 412:
         return await _send_error(send, 412, error_bodies[412], base, is_head)
 

@@ -41,8 +41,8 @@ from tapevault.core.handoff import Handoffs
 from tapevault.core.ranges import Satisfiable, parse_range
 from tapevault.errors import StorageError
 from tapevault.http.asgi import Send
-from tapevault.http.conditional import evaluate_preconditions, http_date, if_range_allows
-from tapevault.http.ranged import Representation
+from tapevault.http.conditional import evaluate_preconditions, if_range_allows
+from tapevault.http.ranged import Representation, validators
 
 __all__ = [
     "AUTHZ_HEADER",
@@ -135,13 +135,11 @@ async def accel_answer(
         (DELIVERY_HEADER, delivery_id.encode("ascii")),
         (b"content-type", rep.content_type.encode("latin-1")),
         (b"cache-control", b"private, no-store"),
-        (b"etag", rep.etag.encode("latin-1")),
-        (b"last-modified", http_date(rep.last_modified).encode("ascii")),
+        *validators(rep),
         (b"content-length", b"0"),
         *extra_headers,
     ]
-    await send({"type": "http.response.start", "status": 200, "headers": headers})
-    await send({"type": "http.response.body", "body": b"", "more_body": False})
+    await _empty(send, 200, headers)
 
 
 def cached_until(now_ms: int, expires_s: int, lease_seconds: int) -> int:
@@ -169,18 +167,21 @@ async def authz_answer(
         (b"x-tapevault-file", key.encode("ascii")),
         (DELIVERY_HEADER, lease_id.encode("ascii")),
         (b"x-accel-expires", f"@{cache_until}".encode() if cache_until else b"0"),
-        (b"etag", rep.etag.encode("latin-1")),
-        (b"last-modified", http_date(rep.last_modified).encode("ascii")),
+        *validators(rep),
         (b"content-length", b"0"),
         *extra_headers,
     ]
-    await send({"type": "http.response.start", "status": 200, "headers": headers})
-    await send({"type": "http.response.body", "body": b"", "more_body": False})
+    await _empty(send, 200, headers)
 
 
 async def authz_refusal(send: Send) -> None:
     """No to nginx's ``auth_request`` (never cached): nginx hands the request to tapevault,
     which answers it (refused, 304, 416...) as it would without nginx."""
     headers = [(b"content-length", b"0"), (b"x-accel-expires", b"0")]
-    await send({"type": "http.response.start", "status": 401, "headers": headers})
+    await _empty(send, 401, headers)
+
+
+async def _empty(send: Send, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+    """A response with ``headers`` and no body (every answer to nginx here)."""
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": b"", "more_body": False})
