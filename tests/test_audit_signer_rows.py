@@ -7,8 +7,8 @@ import pytest
 
 from tapevault.config import Settings
 from tapevault.core.clock import FixedClock
+from tests.signers import sign_records, sql
 from tests.support import audit_verify
-from tests.test_audit_signers import sign_records, sql
 
 HUGE = "A" * 1_000_000
 

@@ -14,7 +14,6 @@ from sqlalchemy import text
 
 from tapevault import cli
 from tapevault.config import Settings
-from tapevault.core.access import AccessEvent, Action, Actor
 from tapevault.core.audit import chain
 from tapevault.core.checkpoints import (
     NOTE_ORIGIN,
@@ -28,6 +27,7 @@ from tapevault.core.clock import FixedClock
 from tapevault.core.signerkeys import MAX_LISTED
 from tapevault.db.auditstore import entry_json
 from tapevault.runtime import open_runtime
+from tests.signers import sign_records, sql
 from tests.support import audit_verify
 
 
@@ -42,25 +42,6 @@ def node_settings(settings: Settings, name: str) -> Settings:
         },
         env={},
     )
-
-
-def sign_records(settings: Settings, clock: FixedClock, count: int) -> None:
-    """One process of the node: ``count`` records, then stopped (its integrator signs them)."""
-    rt = open_runtime(settings, clock=clock)
-    try:
-        for i in range(count):
-            rt.context.access_log.commit(
-                AccessEvent(
-                    action=Action.URLS_ISSUE,
-                    actor=Actor(partner_id="p1", kind="suki_token", token_id=f"jti-{i}"),
-                    status=200,
-                    at_ms=int(clock.now() * 1000),
-                    session_id="s1",
-                )
-            )
-            clock.advance(1)
-    finally:
-        rt.close()
 
 
 def public_pem(settings: Settings, tmp_path: Path, name: str) -> Path:
@@ -81,15 +62,6 @@ def signers(settings: Settings) -> list[tuple[str, str | None]]:
     rt = open_runtime(settings, run_migrations=False)
     try:
         return [(s.key_id, s.node) for s in rt.audit_store.signers()]
-    finally:
-        rt.close()
-
-
-def sql(settings: Settings, statement: str, **params: object) -> None:
-    rt = open_runtime(settings, run_migrations=False)
-    try:
-        with rt.engine.begin() as conn:
-            conn.execute(text(statement), params)
     finally:
         rt.close()
 
