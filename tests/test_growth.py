@@ -14,6 +14,7 @@ from bench.growthfill import Filler, Plan, open_sink, recording_id, session_id
 
 from tapevault import cli
 from tapevault.config import Settings
+from tapevault.db.auditstore import entry_from_json, entry_json
 from tapevault.runtime import open_runtime
 from tests.dialects import asgi_client
 from tests.support import audit_verify
@@ -49,6 +50,15 @@ def test_a_grown_vault_serves_lists_and_verifies(
     assert filled.counts["access_log"] == PLAN.records
     assert filled.counts["checkpoints"] >= 1
     _cli(settings, capsys, "migrate")  # the filled schema is still at the head
+    # The fill writes each record's JSON itself (not through ``entry_json``): byte for byte what
+    # the server would have stored (``audit verify`` below holds the hashes to canonical_bytes).
+    sink = open_sink(settings.database_url)
+    try:
+        stored = [str(e) for (e,) in sink.execute("SELECT entry FROM audit_log ORDER BY seq")]
+    finally:
+        sink.close()
+    assert len(stored) == PLAN.records
+    assert all(entry_json(entry_from_json(text)) == text for text in stored)
 
     # The newest session of the big tenant: its recordings are live (not past retention).
     newest = max(s for s in range(PLAN.sessions) if filler.tenant_of_session[s] == 0)
