@@ -20,6 +20,7 @@ from tapevault.core.audit import (
     HASH_PATTERN,
     AuditEntry,
     AuditRecord,
+    Encoded,
     canonical_bytes,
     record_hash,
 )
@@ -86,9 +87,9 @@ def _own_bytes(rec: AuditRecord) -> bytes | None:
         return None
 
 
-# Told each record, in stored order, with its canonical bytes under its stored seq (None when it
-# cannot be encoded): what a Merkle tree check needs, without encoding every record twice.
-OnRecord = Callable[[AuditRecord, bytes | None], None]
+# Told each record's stored seq, in stored order, with its canonical bytes under that seq (None
+# when it cannot be encoded): what a Merkle tree check needs, without encoding every record twice.
+OnRecord = Callable[[int, bytes | None], None]
 
 
 def _entry_fits(entry: AuditEntry, rec: AuditRecord) -> bool:
@@ -136,7 +137,13 @@ class _Verifier:
         self.findings: list[Finding] = []
         self.covered: list[int] = []  # seqs of findings that explain damaged records
         self.rows = 0
-        self.head: AuditRecord | None = None
+        self.head: AuditRecord | Encoded | None = None
+        # The fast lane (see ``_lane_admit``): while every record in the window is exactly the
+        # expected next one, the window is ``lane`` (plain records, no ``_Node``, no indexes)
+        # and ``ahead`` is empty; records that left it go to ``passed`` (the newest WINDOW).
+        self.in_lane = True
+        self.lane: deque[AuditRecord | Encoded] = deque()
+        self.passed: deque[AuditRecord | Encoded] = deque(maxlen=WINDOW)
         # checkpoints: merged by size as slots settle (one slot late, see _settle)
         self.public_keys = public_keys
         self.cps: Iterator[Checkpoint] = iter(checkpoints)
@@ -158,21 +165,133 @@ class _Verifier:
 
     # - driving
 
-    def run(self, records: Iterable[AuditRecord]) -> VerifyReport:
-        for rec in records:
+    def run(self, records: Iterable[AuditRecord | Encoded]) -> VerifyReport:
+        lane = self.lane
+        for item in records:
             self.rows += 1
-            self.head = rec
+            self.head = item
+            if self.in_lane:
+                if self._lane_admit(item):
+                    if len(lane) > WINDOW and self._lane_step():
+                        return self._report()
+                    continue
+                self._leave_lane(self.rows - 1)
+            rec = item.record() if isinstance(item, Encoded) else item
             self._admit(_Node(rec, self.rows))
             if len(self.ahead) > WINDOW:
                 self._step()
                 if self._full():
                     return self._report()
+            if self.rows % 16 == 0:
+                self._enter_lane()
+        if self.in_lane:
+            while lane:
+                if self._lane_step():
+                    return self._report()
+            self._leave_lane(self.rows)
         while self.ahead:
             self._step()
             if self._full():
                 return self._report()
         self._finish()
         return self._report()
+
+    # - the fast lane
+    #
+    # Nearly every record is exactly the expected next one: it hashes under its stored seq, its
+    # seq follows the previous record's and its prev_hash is that record's hash. While the whole
+    # window is such a run, the general machinery below would accept each record as it leaves
+    # the window (``_classify`` -> ``_linked``: right slot, right link, no rival for the slot,
+    # since every record in a linked run hashes under a different seq), so the lane does just
+    # that, without building nodes and indexes. The first record that does not fit turns the
+    # lane back into the general window (``_leave_lane``) before it is admitted, so the general
+    # machinery sees exactly the window it would have seen, and decides as it always did.
+
+    def _lane_admit(self, item: AuditRecord | Encoded) -> bool:
+        """Take ``item`` into the lane if it extends the clean run (False: it does not)."""
+        data = item.data if isinstance(item, Encoded) else _own_bytes(item)
+        if data is None or hashlib.sha256(data).hexdigest() != item.hash:
+            return False
+        lane = self.lane
+        if lane:
+            last = lane[-1]
+            if item.seq != last.seq + 1 or item.prev_hash != last.hash:
+                return False
+        elif item.seq != self.exp_seq or item.prev_hash != self.exp_prev:
+            return False
+        if self.on_record is not None:
+            self.on_record(item.seq, data)
+        lane.append(item)
+        return True
+
+    def _lane_step(self) -> bool:
+        """Accept the oldest record of the lane, as ``_step`` would (True: enough findings)."""
+        rec = self.lane.popleft()
+        self.passed.append(rec)
+        seq, digest = rec.seq, rec.hash
+        self.offset = 0  # as ``_linked`` sets it: the record hashes under its stored seq
+        pending = self.pending_slot
+        cp = self.cp_next
+        if (
+            pending is not None
+            and seq > pending
+            and not self.held
+            and (cp.size > pending if cp is not None else not self.cps_open)
+        ):
+            # ``_settle`` with no checkpoint due: only the pending slot moves.
+            self.pending_slot, self.pending_hash = seq, digest
+        else:
+            self._settle(seq, digest)
+        self.exp_seq = seq + 1
+        self.exp_prev = digest
+        self.pred_flagged = False
+        return len(self.findings) >= self.max_findings
+
+    def _leave_lane(self, last_index: int) -> None:
+        """Turn the lane back into the general window; ``last_index``: the stream index of the
+        lane's newest record."""
+        self.in_lane = False
+        lane, passed = self.lane, self.passed
+        index = last_index - len(lane) - len(passed)
+        for item in passed:
+            index += 1
+            node = _Node(item.record() if isinstance(item, Encoded) else item, index)
+            node.t = node.rec.seq
+            self.behind.append(node)
+            if len(self.behind) > WINDOW:
+                self.behind.popleft()
+            self.pred = node
+        passed.clear()
+        for item in lane:
+            index += 1
+            node = _Node(item.record() if isinstance(item, Encoded) else item, index)
+            node.t = node.rec.seq
+            self.ahead.append(node)
+            self.ahead_by_prev.setdefault(node.rec.prev_hash, []).append(node)
+        lane.clear()
+        # ``by_hash`` maps a hash to the newest record in the window that has it (an older one
+        # with the same hash is out of it, or shadowed): rebuilt in stream order, it is what the
+        # general machinery would have kept.
+        self.by_hash = {}
+        for node in self.behind:
+            self.by_hash[node.rec.hash] = node
+        for node in self.ahead:
+            self.by_hash[node.rec.hash] = node
+
+    def _enter_lane(self) -> None:
+        """Back to the lane once the general window holds nothing but the expected run."""
+        if self.skipped or self.held or self.offset not in (0, None):
+            return
+        seq, prev = self.exp_seq, self.exp_prev
+        for node in self.ahead:
+            rec = node.rec
+            if node.drop or node.fill or node.t != seq or rec.seq != seq or rec.prev_hash != prev:
+                return
+            seq, prev = seq + 1, rec.hash
+        self.in_lane = True
+        self.lane.extend(node.rec for node in self.ahead)
+        self.ahead.clear()
+        self.ahead_by_prev.clear()
 
     def _full(self) -> bool:
         return len(self.findings) >= self.max_findings
@@ -203,7 +322,7 @@ class _Verifier:
         else:
             self._resolve(node, self._candidates(rec))
         if self.on_record is not None:
-            self.on_record(rec, data)
+            self.on_record(rec.seq, data)
         self.ahead.append(node)
         siblings = self.ahead_by_prev.get(rec.prev_hash)
         if siblings is None:
@@ -716,7 +835,7 @@ class _Verifier:
 
 
 def verify(
-    records: Iterable[AuditRecord],
+    records: Iterable[AuditRecord | Encoded],
     checkpoints: Iterable[Checkpoint],
     public_keys: Mapping[str, Ed25519PublicKey],
     *,
@@ -734,7 +853,9 @@ def verify(
     starts after pruning. Scanning stops once ``max_findings`` findings were made.
     ``untrusted`` says, by key id, why a key known but not among ``public_keys`` is not trusted
     (a checkpoint it signed is a finding that says so).
-    ``on_record`` is told every record as it is read, with its canonical bytes.
+    ``on_record`` is told every record's seq as it is read, with its canonical bytes.
+    A record may come as ``Encoded`` (its bytes computed by the reader, see ``audit.encoded``):
+    it is checked exactly as the ``AuditRecord`` it stands for.
     """
     if max_findings < 1:
         raise ValueError("max_findings must be at least 1")
