@@ -26,6 +26,8 @@ from tapevault.core.audit import (
 )
 from tapevault.core.checkpoints import Checkpoint, verify_checkpoint_signature
 
+_END = object()  # ``_Verifier._lane_run``: the records ran out
+_FULL = object()  # ``_Verifier._lane_run``: enough findings, stop
 # How far the verifier looks ahead (and remembers behind) to tell a reorder from a removal or an
 # insertion. Tampering that moves a record further than this is still reported, as two findings.
 WINDOW = 64
@@ -166,16 +168,21 @@ class _Verifier:
     # - driving
 
     def run(self, records: Iterable[AuditRecord | Encoded]) -> VerifyReport:
-        lane = self.lane
-        for item in records:
-            self.rows += 1
-            self.head = item
+        items = iter(records)
+        while True:
             if self.in_lane:
-                if self._lane_admit(item):
-                    if len(lane) > WINDOW and self._lane_step():
-                        return self._report()
-                    continue
-                self._leave_lane(self.rows - 1)
+                item = self._lane_run(items)
+                if item is _FULL:
+                    return self._report()
+                if item is _END:
+                    break
+            else:
+                item = next(items, _END)
+                if item is _END:
+                    break
+                self.rows += 1
+            assert isinstance(item, AuditRecord | Encoded)  # not a sentinel
+            self.head = item
             rec = item.record() if isinstance(item, Encoded) else item
             self._admit(_Node(rec, self.rows))
             if len(self.ahead) > WINDOW:
@@ -185,9 +192,8 @@ class _Verifier:
             if self.rows % 16 == 0:
                 self._enter_lane()
         if self.in_lane:
-            while lane:
-                if self._lane_step():
-                    return self._report()
+            # No more records: the rest of the window is stepped by the general machinery
+            # (what the lane would do with it, and at most WINDOW records).
             self._leave_lane(self.rows)
         while self.ahead:
             self._step()
@@ -207,45 +213,73 @@ class _Verifier:
     # lane back into the general window (``_leave_lane``) before it is admitted, so the general
     # machinery sees exactly the window it would have seen, and decides as it always did.
 
-    def _lane_admit(self, item: AuditRecord | Encoded) -> bool:
-        """Take ``item`` into the lane if it extends the clean run (False: it does not)."""
-        data = item.data if isinstance(item, Encoded) else _own_bytes(item)
-        if data is None or hashlib.sha256(data).hexdigest() != item.hash:
-            return False
-        lane = self.lane
-        if lane:
-            last = lane[-1]
-            if item.seq != last.seq + 1 or item.prev_hash != last.hash:
-                return False
-        elif item.seq != self.exp_seq or item.prev_hash != self.exp_prev:
-            return False
-        if self.on_record is not None:
-            self.on_record(item.seq, data)
-        lane.append(item)
-        return True
+    def _lane_run(self, items: Iterator[AuditRecord | Encoded]) -> object:
+        """Take records into the lane while they extend the clean run, accepting the oldest
+        once the lane is longer than WINDOW, as ``_step`` would. Returns the first record that
+        does not fit (the lane then left: the general machinery admits it), ``_END`` when the
+        records ran out, ``_FULL`` when a checkpoint finding made enough findings.
 
-    def _lane_step(self) -> bool:
-        """Accept the oldest record of the lane, as ``_step`` would (True: enough findings)."""
-        rec = self.lane.popleft()
-        self.passed.append(rec)
-        seq, digest = rec.seq, rec.hash
-        self.offset = 0  # as ``_linked`` sets it: the record hashes under its stored seq
-        pending = self.pending_slot
-        cp = self.cp_next
-        if (
-            pending is not None
-            and seq > pending
-            and not self.held
-            and (cp.size > pending if cp is not None else not self.cps_open)
-        ):
-            # ``_settle`` with no checkpoint due: only the pending slot moves.
-            self.pending_slot, self.pending_hash = seq, digest
+        One loop with the state in locals: this runs for nearly every record of the log."""
+        lane, passed, on_record = self.lane, self.passed, self.on_record
+        sha256 = hashlib.sha256
+        rows = self.rows
+        if lane:
+            tail_seq, tail_hash = lane[-1].seq, lane[-1].hash
         else:
-            self._settle(seq, digest)
-        self.exp_seq = seq + 1
-        self.exp_prev = digest
-        self.pred_flagged = False
-        return len(self.findings) >= self.max_findings
+            tail_seq, tail_hash = self.exp_seq - 1, self.exp_prev
+        pending, pending_hash = self.pending_slot, self.pending_hash
+        stepped = False
+        item: AuditRecord | Encoded | None = None
+        outcome: object = _END
+        for item in items:
+            rows += 1
+            data = item.data if isinstance(item, Encoded) else _own_bytes(item)
+            if (
+                data is None
+                or item.seq != tail_seq + 1
+                or item.prev_hash != tail_hash
+                or sha256(data).hexdigest() != item.hash
+            ):
+                outcome = item
+                break
+            if on_record is not None:
+                on_record(item.seq, data)
+            lane.append(item)
+            tail_seq, tail_hash = item.seq, item.hash
+            if len(lane) > WINDOW:
+                rec = lane.popleft()
+                passed.append(rec)
+                seq, digest = rec.seq, rec.hash
+                stepped = True
+                cp = self.cp_next
+                if (
+                    pending is not None
+                    and seq > pending
+                    and not self.held
+                    and (cp.size > pending if cp is not None else not self.cps_open)
+                ):
+                    # ``_settle`` with no checkpoint due: only the pending slot moves.
+                    pending, pending_hash = seq, digest
+                else:
+                    self.pending_slot, self.pending_hash = pending, pending_hash
+                    self._settle(seq, digest)
+                    pending, pending_hash = self.pending_slot, self.pending_hash
+                    if len(self.findings) >= self.max_findings:
+                        outcome = _FULL
+                        break
+        self.rows = rows
+        if item is not None:
+            self.head = item
+        self.pending_slot, self.pending_hash = pending, pending_hash
+        if stepped:
+            # What ``_accept`` and ``_linked`` leave after the last record the lane accepted.
+            last = passed[-1]
+            self.exp_seq, self.exp_prev = last.seq + 1, last.hash
+            self.offset = 0
+            self.pred_flagged = False
+        if outcome is not _END and outcome is not _FULL:
+            self._leave_lane(rows - 1)  # ``outcome``, the newest record, is not in the lane
+        return outcome
 
     def _leave_lane(self, last_index: int) -> None:
         """Turn the lane back into the general window; ``last_index``: the stream index of the

@@ -550,7 +550,7 @@ class SqlAuditStore:
         loads, decode_error = orjson.loads, orjson.JSONDecodeError
         for rows in _prefetched(self._row_batches(batch)):
             for row in rows:
-                seq, at_ms, tenant_id, action, actor_id, session_id, recording_id, text = row[:8]
+                seq, at_ms, tenant, action, actor, session, recording, text, prev, digest = row
                 try:
                     values = loads(text)
                 except decode_error:
@@ -559,12 +559,12 @@ class SqlAuditStore:
                 if type(values) is dict:
                     # The filterable fields come from their columns, as in ``_record_of``.
                     values["at_ms"] = at_ms
-                    values["tenant_id"] = tenant_id
+                    values["tenant_id"] = tenant
                     values["action"] = action
-                    values["actor_id"] = actor_id
-                    values["session_id"] = session_id
-                    values["recording_id"] = recording_id
-                    fast = encoded(seq, row[8], row[9], values)
+                    values["actor_id"] = actor
+                    values["session_id"] = session
+                    values["recording_id"] = recording
+                    fast = encoded(seq, prev, digest, values)
                 yield _record_of(*row) if fast is None else fast
 
     def _row_batches(self, batch: int) -> Iterator[Sequence[Any]]:
