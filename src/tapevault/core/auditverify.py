@@ -120,7 +120,9 @@ class _Verifier:
         max_findings: int,
         untrusted: Mapping[str, str],
         on_record: OnRecord | None = None,
+        fast_lane: bool = True,
     ) -> None:
+        self.fast_lane = fast_lane
         self.untrusted = untrusted
         self.on_record = on_record
         self.first_seq = first_seq
@@ -143,7 +145,7 @@ class _Verifier:
         # The fast lane (see ``_lane_admit``): while every record in the window is exactly the
         # expected next one, the window is ``lane`` (plain records, no ``_Node``, no indexes)
         # and ``ahead`` is empty; records that left it go to ``passed`` (the newest WINDOW).
-        self.in_lane = True
+        self.in_lane = fast_lane
         self.lane: deque[AuditRecord | Encoded] = deque()
         self.passed: deque[AuditRecord | Encoded] = deque(maxlen=WINDOW)
         # checkpoints: merged by size as slots settle (one slot late, see _settle)
@@ -314,7 +316,7 @@ class _Verifier:
 
     def _enter_lane(self) -> None:
         """Back to the lane once the general window holds nothing but the expected run."""
-        if self.skipped or self.held or self.offset not in (0, None):
+        if not self.fast_lane or self.skipped or self.held or self.offset not in (0, None):
             return
         seq, prev = self.exp_seq, self.exp_prev
         for node in self.ahead:
@@ -878,6 +880,7 @@ def verify(
     max_findings: int = 20,
     untrusted: Mapping[str, str] | None = None,
     on_record: OnRecord | None = None,
+    fast_lane: bool = True,
 ) -> VerifyReport:
     """Check the chain and the checkpoints in one pass; findings name the first bad record.
 
@@ -890,6 +893,8 @@ def verify(
     ``on_record`` is told every record's seq as it is read, with its canonical bytes.
     A record may come as ``Encoded`` (its bytes computed by the reader, see ``audit.encoded``):
     it is checked exactly as the ``AuditRecord`` it stands for.
+    ``fast_lane=False`` runs every record through the general machinery: the same verdicts,
+    slower (tests compare the two).
     """
     if max_findings < 1:
         raise ValueError("max_findings must be at least 1")
@@ -901,5 +906,6 @@ def verify(
         max_findings,
         untrusted or {},
         on_record,
+        fast_lane,
     )
     return verifier.run(records)
