@@ -4,7 +4,9 @@ path does, on clean logs and on every kind of tampering, whatever comes before i
 
 from __future__ import annotations
 
+import itertools
 import json
+import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
@@ -367,3 +369,11 @@ def test_store_reads_give_the_same_verdicts(long_log: Runtime, change: str) -> N
         assert fast.ok and fast.records == 2 * WINDOW + 30
     else:
         assert fast.findings[0].seq == late
+
+
+def test_reading_stops_when_the_verifier_stops(long_log: Runtime) -> None:
+    """Stopping early (enough findings) stops the reading thread too (PostgreSQL reads ahead)."""
+    reads = long_log.audit_store.records_to_verify(batch=10)
+    assert [r.seq for r in itertools.islice(reads, 25)] == list(range(1, 26))
+    reads.close()
+    assert not [t for t in threading.enumerate() if t.name == "audit-verify-read"]

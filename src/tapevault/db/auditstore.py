@@ -545,10 +545,15 @@ class SqlAuditStore:
         missing key, a value of another type, unreadable JSON) comes as ``_record_of`` builds
         it, exactly as ``records`` gives it.
 
-        The next batch is read by a thread while this one is processed (the database works and
-        the driver waits without the GIL): at most two batches are held, memory stays flat."""
+        PostgreSQL: the next batch is read by a thread while this one is processed (the server
+        works and the driver waits without the GIL); at most two batches are held, memory stays
+        flat. Not SQLite: its work is in this process anyway, and an in-memory database is one
+        per thread."""
         loads, decode_error = orjson.loads, orjson.JSONDecodeError
-        for rows in _prefetched(self._row_batches(batch)):
+        batches = self._row_batches(batch)
+        if self.engine.dialect.name == "postgresql":
+            batches = _prefetched(batches)
+        for rows in batches:
             for row in rows:
                 seq, at_ms, tenant, action, actor, session, recording, text, prev, digest = row
                 try:
