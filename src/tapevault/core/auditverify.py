@@ -142,7 +142,7 @@ class _Verifier:
         self.covered: list[int] = []  # seqs of findings that explain damaged records
         self.rows = 0
         self.head: AuditRecord | Encoded | None = None
-        # The fast lane (see ``_lane_admit``): while every record in the window is exactly the
+        # The fast lane (see ``_lane_run``): while every record in the window is exactly the
         # expected next one, the window is ``lane`` (plain records, no ``_Node``, no indexes)
         # and ``ahead`` is empty; records that left it go to ``passed`` (the newest WINDOW).
         self.in_lane = fast_lane
