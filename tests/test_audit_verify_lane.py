@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import text
 
 from tapevault.config import Settings
+from tapevault.core import merkle
 from tapevault.core.access import AccessEvent, Action, Actor
 from tapevault.core.audit import (
     GENESIS_HASH,
@@ -377,3 +378,15 @@ def test_reading_stops_when_the_verifier_stops(long_log: Runtime) -> None:
     assert [r.seq for r in itertools.islice(reads, 25)] == list(range(1, 26))
     reads.close()
     assert not [t for t in threading.enumerate() if t.name == "audit-verify-read"]
+
+
+def test_frontier_roots_are_the_appenders() -> None:
+    """The verifier's stack-based tree gives every size's RFC 9162 root, as the stored tree."""
+    frontier, appender = merkle.Frontier(), merkle.Appender(0, {}, keep=False)
+    assert frontier.root() == appender.root() == merkle.EMPTY_ROOT
+    for i in range(130):
+        data = f"leaf {i}".encode()
+        frontier.append_data(data)
+        appender.append(merkle.leaf_hash(data))
+        assert frontier.size == appender.size == i + 1
+        assert frontier.root() == appender.root()
