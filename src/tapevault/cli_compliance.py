@@ -33,7 +33,7 @@ from tapevault.cli_options import AUDIT_READ, AddSettings, add_tenant, confirm, 
 from tapevault.config import SETTINGS_DOC, Settings
 from tapevault.core import merkle, policy
 from tapevault.core.access import Actor
-from tapevault.core.audit import AuditRecord, canonical_bytes
+from tapevault.core.audit import AuditRecord
 from tapevault.core.auditlog import Query
 from tapevault.core.auditverify import Finding, verify
 from tapevault.core.checkpoints import (
@@ -409,7 +409,7 @@ def _verify(
     tree = TreeCheck(store, keys)
     try:
         report = verify(
-            store.records(),
+            store.records_to_verify(),
             _counted(checkpoints, signed, highest),
             keys,
             first_prev_hash=state.first_prev_hash,
@@ -483,27 +483,30 @@ class TreeCheck:
         self.checked = 0
         self.problems: list[str] = []
         self.next_note = next(self.notes, None)
-        self.appender = merkle.Appender(0, {}, keep=False)
+        self.appender = merkle.Frontier()
 
-    def record(self, record: AuditRecord, data: bytes | None) -> None:
-        """The next record in stored order, with its canonical bytes if known (``verify``'s
-        ``on_record``: each record is encoded once for the chain and the tree)."""
+    def record(self, seq: int, data: bytes | None) -> None:
+        """The next record's stored seq, in stored order, with its canonical bytes (``verify``'s
+        ``on_record``: each record is encoded once for the chain and the tree; None: it cannot
+        be encoded, so the tree over it cannot be rebuilt)."""
         appender = self.appender
-        if not self.active or record.seq != self.first + appender.size:
+        if not self.active or seq != self.first + appender.size:
             self.active = False  # a gap or a reorder: the chain check names it
             return
         if data is None:
-            try:
-                data = canonical_bytes(record.seq, record.entry, record.prev_hash)
-            except (ValueError, TypeError, AttributeError):
-                self.active = False
-                return
-        appender.append(merkle.leaf_hash(data))
+            self.active = False
+            return
+        appender.append_data(data)
+        note = self.next_note
+        if note is not None and (note.tree_size or 0) <= appender.size:
+            self._notes_through(appender)
+
+    def _notes_through(self, appender: merkle.Frontier) -> None:
         while self.next_note is not None and (self.next_note.tree_size or 0) <= appender.size:
             self._check(self.next_note, appender)
             self.next_note = next(self.notes, None)
 
-    def _check(self, cp: Checkpoint, appender: merkle.Appender) -> None:
+    def _check(self, cp: Checkpoint, appender: merkle.Frontier) -> None:
         if cp.tree_size != appender.size or len(self.problems) >= 20:
             return
         key = self.keys.get(cp.key_id)

@@ -11,10 +11,11 @@ logic; storage (``db/auditstore.py``) and the CLI live elsewhere.
 from __future__ import annotations
 
 import hashlib
+import operator
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, fields
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -177,3 +178,122 @@ def chain(entries: Sequence[AuditEntry], *, prev_hash: str, first_seq: int) -> l
         out.append(AuditRecord(seq, entry, prev_hash, digest))
         prev_hash = digest
     return out
+
+
+# --- the verifier's fast lane: canonical bytes straight from stored JSON ----------------------
+
+
+class Encoded(NamedTuple):
+    """A stored record whose canonical bytes were computed straight from its parsed JSON
+    (``encoded``), so a verifier can check its hash without building an ``AuditEntry``.
+
+    ``values`` are the entry's fields (plus ``seq`` and ``prev_hash``: the encoded document);
+    ``record`` builds the full record only when the verifier has to look closer (a record out
+    of place, or a finding nearby).
+    """
+
+    seq: int
+    prev_hash: str
+    hash: str
+    data: bytes
+    values: dict[str, Any]
+
+    def record(self) -> AuditRecord:
+        values = {name: self.values[name] for name in _ENTRY_KEYS}  # without seq and prev_hash
+        values["ranges"] = tuple(tuple(pair) for pair in values["ranges"])
+        return AuditRecord(self.seq, AuditEntry(**values), self.prev_hash, self.hash)
+
+
+_ENTRY_KEYS = frozenset(f.name for f in fields(AuditEntry))
+_SCALARS = (str, bool, int, type(None))  # exact types, not subclasses: no float, no IntEnum
+# The types of every field, fetched in one C call: a record's type signature, checked once per
+# signature (``_signature_fits``) and remembered, instead of one branch per field per record.
+_ENTRY_NAMES = tuple(sorted(_ENTRY_KEYS))
+_values_of = operator.itemgetter(*_ENTRY_NAMES)
+_NONE = type(None)
+_SIGNATURES: dict[tuple[type, ...], bool] = {}
+_MAX_SIGNATURES = 4096  # distinct signatures are few (which text fields are None); bounded anyway
+
+
+def _signature_fits(signature: tuple[type, ...]) -> bool:
+    """Whether fields of these exact types pass ``canonical_bytes``' checks as they are (ranges'
+    pairs and detail's content are checked per record)."""
+    for name, kind in zip(_ENTRY_NAMES, signature, strict=True):
+        if name in _INT_FIELDS:
+            fits = kind is int
+        elif name == "action":
+            fits = kind is str
+        elif name == "ranges":
+            fits = kind is list
+        elif name == "detail":
+            fits = kind is dict or kind is _NONE
+        else:
+            fits = kind is str or kind is _NONE
+        if not fits:
+            return False
+    return True
+
+
+def _plain(value: object, depth: int) -> bool:
+    """Whether ``_json_value(value, ...)`` at ``depth`` returns an equal value without raising
+    (then ``orjson`` encodes both alike). Anything unsure answers False: the slow path decides."""
+    kind = type(value)
+    if kind in _SCALARS:
+        return True
+    if depth >= _MAX_DEPTH:
+        return False
+    if kind is dict:
+        return all(type(k) is str and _plain(v, depth + 1) for k, v in value.items())  # type: ignore[attr-defined]
+    if kind is list:
+        return all(_plain(v, depth + 1) for v in value)  # type: ignore[attr-defined]
+    return False
+
+
+def encoded(
+    seq: object, prev_hash: object, hash_: object, values: dict[str, Any]
+) -> Encoded | None:
+    """The record ``AuditRecord(seq, AuditEntry(**values), prev_hash, hash_)`` as ``Encoded``,
+    with the bytes ``canonical_bytes`` gives for it, or None when that is not certain.
+
+    ``values`` is a parsed stored entry (lists where the entry has tuples). The fast lane only
+    takes what ``canonical_bytes`` provably encodes to the same bytes: exactly the entry's keys,
+    ints that are ``int`` (not bool, not float), text that is ``str`` (or None where allowed),
+    ``ranges`` a list of two-int lists and ``detail`` None or plain JSON without floats. Any
+    other value returns None and the caller takes the slow path, which then accepts or refuses
+    it as it always did: this lane never accepts more than the slow path.
+
+    ``values`` is used as the document itself (``seq`` and ``prev_hash`` are added to it): the
+    caller must not reuse it.
+    """
+    if len(values) != len(_ENTRY_NAMES) or type(seq) is not int or type(prev_hash) is not str:
+        return None
+    try:
+        # Every field present and no other (as many keys as fields).
+        signature = tuple(map(type, _values_of(values)))
+    except KeyError:
+        return None
+    fits = _SIGNATURES.get(signature)
+    if fits is None:
+        fits = _signature_fits(signature)
+        if len(_SIGNATURES) < _MAX_SIGNATURES:
+            _SIGNATURES[signature] = fits
+    if not fits or type(hash_) is not str:
+        return None
+    for pair in values["ranges"]:
+        if (
+            type(pair) is not list
+            or len(pair) != 2
+            or type(pair[0]) is not int
+            or type(pair[1]) is not int
+        ):
+            return None
+    detail = values["detail"]
+    if detail is not None and (type(detail) is not dict or not _plain(detail, 0)):
+        return None
+    values["seq"] = seq
+    values["prev_hash"] = prev_hash
+    try:
+        data = orjson.dumps(values, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError:  # out-of-range int, lone surrogate: the slow path says so
+        return None
+    return Encoded(seq, prev_hash, hash_, data, values)

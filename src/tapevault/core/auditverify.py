@@ -20,11 +20,14 @@ from tapevault.core.audit import (
     HASH_PATTERN,
     AuditEntry,
     AuditRecord,
+    Encoded,
     canonical_bytes,
     record_hash,
 )
 from tapevault.core.checkpoints import Checkpoint, verify_checkpoint_signature
 
+_END = object()  # ``_Verifier._lane_run``: the records ran out
+_FULL = object()  # ``_Verifier._lane_run``: enough findings, stop
 # How far the verifier looks ahead (and remembers behind) to tell a reorder from a removal or an
 # insertion. Tampering that moves a record further than this is still reported, as two findings.
 WINDOW = 64
@@ -86,9 +89,9 @@ def _own_bytes(rec: AuditRecord) -> bytes | None:
         return None
 
 
-# Told each record, in stored order, with its canonical bytes under its stored seq (None when it
-# cannot be encoded): what a Merkle tree check needs, without encoding every record twice.
-OnRecord = Callable[[AuditRecord, bytes | None], None]
+# Told each record's stored seq, in stored order, with its canonical bytes under that seq (None
+# when it cannot be encoded): what a Merkle tree check needs, without encoding every record twice.
+OnRecord = Callable[[int, bytes | None], None]
 
 
 def _entry_fits(entry: AuditEntry, rec: AuditRecord) -> bool:
@@ -117,7 +120,9 @@ class _Verifier:
         max_findings: int,
         untrusted: Mapping[str, str],
         on_record: OnRecord | None = None,
+        fast_lane: bool = True,
     ) -> None:
+        self.fast_lane = fast_lane
         self.untrusted = untrusted
         self.on_record = on_record
         self.first_seq = first_seq
@@ -136,7 +141,13 @@ class _Verifier:
         self.findings: list[Finding] = []
         self.covered: list[int] = []  # seqs of findings that explain damaged records
         self.rows = 0
-        self.head: AuditRecord | None = None
+        self.head: AuditRecord | Encoded | None = None
+        # The fast lane (see ``_lane_run``): while every record in the window is exactly the
+        # expected next one, the window is ``lane`` (plain records, no ``_Node``, no indexes)
+        # and ``ahead`` is empty; records that left it go to ``passed`` (the newest WINDOW).
+        self.in_lane = fast_lane
+        self.lane: deque[AuditRecord | Encoded] = deque()
+        self.passed: deque[AuditRecord | Encoded] = deque(maxlen=WINDOW)
         # checkpoints: merged by size as slots settle (one slot late, see _settle)
         self.public_keys = public_keys
         self.cps: Iterator[Checkpoint] = iter(checkpoints)
@@ -158,21 +169,165 @@ class _Verifier:
 
     # - driving
 
-    def run(self, records: Iterable[AuditRecord]) -> VerifyReport:
-        for rec in records:
-            self.rows += 1
-            self.head = rec
+    def run(self, records: Iterable[AuditRecord | Encoded]) -> VerifyReport:
+        items = iter(records)
+        while True:
+            if self.in_lane:
+                item = self._lane_run(items)
+                if item is _FULL:
+                    return self._report()
+                if item is _END:
+                    break
+            else:
+                item = next(items, _END)
+                if item is _END:
+                    break
+                self.rows += 1
+            assert isinstance(item, AuditRecord | Encoded)  # not a sentinel
+            self.head = item
+            rec = item.record() if isinstance(item, Encoded) else item
             self._admit(_Node(rec, self.rows))
             if len(self.ahead) > WINDOW:
                 self._step()
                 if self._full():
                     return self._report()
+            if self.rows % 16 == 0:
+                self._enter_lane()
+        if self.in_lane:
+            # No more records: the rest of the window is stepped by the general machinery
+            # (what the lane would do with it, and at most WINDOW records).
+            self._leave_lane(self.rows)
         while self.ahead:
             self._step()
             if self._full():
                 return self._report()
         self._finish()
         return self._report()
+
+    # - the fast lane
+    #
+    # Nearly every record is exactly the expected next one: it hashes under its stored seq, its
+    # seq follows the previous record's and its prev_hash is that record's hash. While the whole
+    # window is such a run, the general machinery below would accept each record as it leaves
+    # the window (``_classify`` -> ``_linked``: right slot, right link, no rival for the slot,
+    # since every record in a linked run hashes under a different seq), so the lane does just
+    # that, without building nodes and indexes. The first record that does not fit turns the
+    # lane back into the general window (``_leave_lane``) before it is admitted, so the general
+    # machinery sees exactly the window it would have seen, and decides as it always did.
+
+    def _lane_run(self, items: Iterator[AuditRecord | Encoded]) -> object:
+        """Take records into the lane while they extend the clean run, accepting the oldest
+        once the lane is longer than WINDOW, as ``_step`` would. Returns the first record that
+        does not fit (the lane then left: the general machinery admits it), ``_END`` when the
+        records ran out, ``_FULL`` when a checkpoint finding made enough findings.
+
+        One loop with the state in locals: this runs for nearly every record of the log."""
+        lane, passed, on_record = self.lane, self.passed, self.on_record
+        sha256 = hashlib.sha256
+        rows = self.rows
+        if lane:
+            tail_seq, tail_hash = lane[-1].seq, lane[-1].hash
+        else:
+            tail_seq, tail_hash = self.exp_seq - 1, self.exp_prev
+        pending, pending_hash = self.pending_slot, self.pending_hash
+        stepped = False
+        item: AuditRecord | Encoded | None = None
+        outcome: object = _END
+        for item in items:
+            rows += 1
+            data = item.data if isinstance(item, Encoded) else _own_bytes(item)
+            if (
+                data is None
+                or item.seq != tail_seq + 1
+                or item.prev_hash != tail_hash
+                or sha256(data).hexdigest() != item.hash
+            ):
+                outcome = item
+                break
+            if on_record is not None:
+                on_record(item.seq, data)
+            lane.append(item)
+            tail_seq, tail_hash = item.seq, item.hash
+            if len(lane) > WINDOW:
+                rec = lane.popleft()
+                passed.append(rec)
+                seq, digest = rec.seq, rec.hash
+                stepped = True
+                cp = self.cp_next
+                if (
+                    pending is not None
+                    and seq > pending
+                    and not self.held
+                    and (cp.size > pending if cp is not None else not self.cps_open)
+                ):
+                    # ``_settle`` with no checkpoint due: only the pending slot moves.
+                    pending, pending_hash = seq, digest
+                else:
+                    self.pending_slot, self.pending_hash = pending, pending_hash
+                    self._settle(seq, digest)
+                    pending, pending_hash = self.pending_slot, self.pending_hash
+                    if len(self.findings) >= self.max_findings:
+                        outcome = _FULL
+                        break
+        self.rows = rows
+        if item is not None:
+            self.head = item
+        self.pending_slot, self.pending_hash = pending, pending_hash
+        if stepped:
+            # What ``_accept`` and ``_linked`` leave after the last record the lane accepted.
+            last = passed[-1]
+            self.exp_seq, self.exp_prev = last.seq + 1, last.hash
+            self.offset = 0
+            self.pred_flagged = False
+        if outcome is not _END and outcome is not _FULL:
+            self._leave_lane(rows - 1)  # ``outcome``, the newest record, is not in the lane
+        return outcome
+
+    def _leave_lane(self, last_index: int) -> None:
+        """Turn the lane back into the general window; ``last_index``: the stream index of the
+        lane's newest record."""
+        self.in_lane = False
+        lane, passed = self.lane, self.passed
+        index = last_index - len(lane) - len(passed)
+        for item in passed:
+            index += 1
+            node = _Node(item.record() if isinstance(item, Encoded) else item, index)
+            node.t = node.rec.seq
+            self.behind.append(node)
+            if len(self.behind) > WINDOW:
+                self.behind.popleft()
+            self.pred = node
+        passed.clear()
+        for item in lane:
+            index += 1
+            node = _Node(item.record() if isinstance(item, Encoded) else item, index)
+            node.t = node.rec.seq
+            self.ahead.append(node)
+            self.ahead_by_prev.setdefault(node.rec.prev_hash, []).append(node)
+        lane.clear()
+        # ``by_hash`` maps a hash to the newest record in the window that has it (an older one
+        # with the same hash is out of it, or shadowed): rebuilt in stream order, it is what the
+        # general machinery would have kept.
+        self.by_hash = {}
+        for node in self.behind:
+            self.by_hash[node.rec.hash] = node
+        for node in self.ahead:
+            self.by_hash[node.rec.hash] = node
+
+    def _enter_lane(self) -> None:
+        """Back to the lane once the general window holds nothing but the expected run."""
+        if not self.fast_lane or self.skipped or self.held or self.offset not in (0, None):
+            return
+        seq, prev = self.exp_seq, self.exp_prev
+        for node in self.ahead:
+            rec = node.rec
+            if node.drop or node.fill or node.t != seq or rec.seq != seq or rec.prev_hash != prev:
+                return
+            seq, prev = seq + 1, rec.hash
+        self.in_lane = True
+        self.lane.extend(node.rec for node in self.ahead)
+        self.ahead.clear()
+        self.ahead_by_prev.clear()
 
     def _full(self) -> bool:
         return len(self.findings) >= self.max_findings
@@ -203,7 +358,7 @@ class _Verifier:
         else:
             self._resolve(node, self._candidates(rec))
         if self.on_record is not None:
-            self.on_record(rec, data)
+            self.on_record(rec.seq, data)
         self.ahead.append(node)
         siblings = self.ahead_by_prev.get(rec.prev_hash)
         if siblings is None:
@@ -716,7 +871,7 @@ class _Verifier:
 
 
 def verify(
-    records: Iterable[AuditRecord],
+    records: Iterable[AuditRecord | Encoded],
     checkpoints: Iterable[Checkpoint],
     public_keys: Mapping[str, Ed25519PublicKey],
     *,
@@ -725,6 +880,7 @@ def verify(
     max_findings: int = 20,
     untrusted: Mapping[str, str] | None = None,
     on_record: OnRecord | None = None,
+    fast_lane: bool = True,
 ) -> VerifyReport:
     """Check the chain and the checkpoints in one pass; findings name the first bad record.
 
@@ -734,7 +890,11 @@ def verify(
     starts after pruning. Scanning stops once ``max_findings`` findings were made.
     ``untrusted`` says, by key id, why a key known but not among ``public_keys`` is not trusted
     (a checkpoint it signed is a finding that says so).
-    ``on_record`` is told every record as it is read, with its canonical bytes.
+    ``on_record`` is told every record's seq as it is read, with its canonical bytes.
+    A record may come as ``Encoded`` (its bytes computed by the reader, see ``audit.encoded``):
+    it is checked exactly as the ``AuditRecord`` it stands for.
+    ``fast_lane=False`` runs every record through the general machinery: the same verdicts,
+    slower (tests compare the two).
     """
     if max_findings < 1:
         raise ValueError("max_findings must be at least 1")
@@ -746,5 +906,6 @@ def verify(
         max_findings,
         untrusted or {},
         on_record,
+        fast_lane,
     )
     return verifier.run(records)

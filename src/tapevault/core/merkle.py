@@ -23,6 +23,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 Node = tuple[int, int]  # (level, index)
 EMPTY_ROOT = hashlib.sha256(b"").digest()
+_sha256 = hashlib.sha256
 
 
 def leaf_hash(data: bytes) -> bytes:
@@ -141,3 +142,29 @@ class Appender:
 
     def root(self) -> bytes:
         return fold([self._edge[n] for n in root_nodes(self.size)])
+
+
+class Frontier:
+    """The root of a growing tree, for a reader that only wants roots (a verifier streaming
+    the whole log): the right edge as a stack of perfect subtrees, largest first (``root_nodes``
+    order), so a leaf costs a list push and, on average, one ``node_hash``; ``Appender`` keeps
+    a dict of nodes because the integrator stores them."""
+
+    def __init__(self) -> None:
+        self.size = 0
+        self._edge: list[bytes] = []
+
+    def append_data(self, data: bytes) -> None:
+        """Add the leaf whose data is ``data`` (``leaf_hash`` and ``node_hash`` inlined: this
+        runs once per record of the log)."""
+        h = _sha256(b"\x00" + data).digest()
+        edge = self._edge
+        n = self.size
+        while n & 1:
+            h = _sha256(b"\x01" + edge.pop() + h).digest()
+            n >>= 1
+        edge.append(h)
+        self.size += 1
+
+    def root(self) -> bytes:
+        return fold(self._edge)
