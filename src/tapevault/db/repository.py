@@ -579,23 +579,26 @@ class SqlRepository:
         deleted_by: str | None = None,
         unless_held: bool = True,
     ) -> set[str]:
-        """``tombstone`` for each (recording, its events), in one transaction: each UPDATE
-        checks its own recording's state and its session's hold, as ``tombstone`` does. The
-        ids of those tombstoned; the others changed first (the caller re-reads them)."""
-        # Every session lock first, then every row, each in one order (sorted): two purgers
-        # whose batches share sessions wait for each other instead of deadlocking (PostgreSQL).
-        ordered = sorted(erasures, key=lambda e: (e[0].session_id, e[0].recording_id))
-        locked = sorted({(r.session_id, r.partner_id) for r, events in ordered if any(events)})
+        """``tombstone`` for each (recording, its events), in one transaction and one UPDATE
+        that checks each row's own state and its session's hold, as ``tombstone`` does. The ids
+        of those tombstoned; the others changed first (the caller re-reads them)."""
+        if not erasures:
+            return set()
+        # Every session of the batch is locked first, in one order (sorted): a hold being set
+        # on one of them either committed before (and this UPDATE, later, sees it) or waits for
+        # this transaction; and two purgers whose batches share a session wait for each other
+        # instead of deadlocking (PostgreSQL). Events of a session are numbered and ordered
+        # under its lock too (db/outbox.py).
+        for_update = sorted({(r.session_id, r.partner_id) for r, _ in erasures})
         values = _tombstone_values(status, purged_ms, deleted_by)
-        done: set[str] = set()
         with self.engine.begin() as conn:
-            for session_id, partner_id in locked:
-                # Events of a session are numbered and ordered under its lock (db/outbox.py).
+            for session_id, partner_id in for_update:
                 _lock_session(conn, partner_id, session_id)
-            for recording, events in ordered:
-                if _tombstone_row(conn, recording, values, unless_held):
-                    write_events(conn, events, self._db_now_ms())
-                    done.add(recording.recording_id)
+            done = _tombstone_rows(conn, [r for r, _ in erasures], values, unless_held)
+            now = self._db_now_ms()
+            for recording, events in erasures:
+                if recording.recording_id in done:
+                    write_events(conn, events, now)
         return done
 
     def mark_removed_many(self, recording_ids: Collection[str], now_ms: int) -> None:
@@ -1024,14 +1027,16 @@ def _tombstone_values(
     }
 
 
-def _tombstone_row(
-    conn: Connection, recording: Recording, values: Mapping[str, Any], unless_held: bool
-) -> bool:
-    """The compare-and-set of one tombstone: still in the state it was read in and (with
-    ``unless_held``) its session not held, both checked in this statement."""
-    conditions = [
-        recordings.c.recording_id == recording.recording_id,
-        recordings.c.status == recording.status.value,
+def _tombstone_rows(
+    conn: Connection, batch: Sequence[Recording], values: Mapping[str, Any], unless_held: bool
+) -> set[str]:
+    """The compare-and-set of tombstones, one statement for the batch: a row changes only if
+    it is still in the state it was read in and (with ``unless_held``) its session is not
+    held, both checked by the statement itself. The ids it changed."""
+    conditions: list[ColumnElement[bool]] = [
+        tuple_(recordings.c.recording_id, recordings.c.status).in_(
+            [(r.recording_id, r.status.value) for r in batch]
+        )
     ]
     if unless_held:
         held = exists().where(
@@ -1039,8 +1044,10 @@ def _tombstone_row(
             sessions.c.hold_set_ms.is_not(None),
         )
         conditions.append(~held)
-    changed: int = conn.execute(update(recordings).where(*conditions).values(**values)).rowcount
-    return changed == 1
+    changed = conn.execute(
+        update(recordings).where(*conditions).values(**values).returning(recordings.c.recording_id)
+    ).scalars()
+    return set(changed)
 
 
 def _lock_session(conn: Connection, partner_id: str, session_id: str) -> None:
