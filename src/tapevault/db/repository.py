@@ -595,10 +595,8 @@ class SqlRepository:
             for session_id, partner_id in for_update:
                 _lock_session(conn, partner_id, session_id)
             done = _tombstone_rows(conn, [r for r, _ in erasures], values, unless_held)
-            now = self._db_now_ms()
-            for recording, events in erasures:
-                if recording.recording_id in done:
-                    write_events(conn, events, now)
+            reported = [e for r, events in erasures if r.recording_id in done for e in events]
+            write_events(conn, reported, self._db_now_ms())
         return done
 
     def mark_removed_many(self, recording_ids: Collection[str], now_ms: int) -> None:
