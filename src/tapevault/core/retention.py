@@ -323,7 +323,8 @@ class Retention:
             purged_ms=now,
         )
         tombstoned = [_tombstoned(r, expired, now, None) for r in batch if r.recording_id in done]
-        self.counts.purged(len(tombstoned))  # now: a later failure must not lose what was done
+        if tombstoned:  # counted now: a later failure must not lose what was done
+            self.counts.purged(len(tombstoned))
         self._remove_audio(tombstoned)
         gone = list(tombstoned)
         # The others changed since the due query (a hold, a worker, another purger): one at a
