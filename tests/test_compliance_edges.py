@@ -153,20 +153,20 @@ async def test_a_hold_set_while_the_purge_runs_wins(
     audited.worker.run_until_idle()
     clock.advance(8 * 86400)
     retention = audited.context.retention
-    commit = retention.audit.commit
+    commit_many = retention.audit.commit_many  # the purge logs a batch with one append
     held: list[bool] = []
 
-    def commit_then_hold(event: object) -> None:
-        commit(event)  # type: ignore[arg-type]
-        if not held:  # the hold lands between the purge's record and its tombstone
-            held.append(True)  # before hold(), whose own record comes back through here
+    def commit_then_hold(events: object) -> None:
+        commit_many(events)  # type: ignore[arg-type]
+        if not held:  # the hold lands between the purge's records and its tombstones
+            held.append(True)
             retention.hold(who.tenant, session_id, reason="court order", by=None, actor=cli_actor())
 
-    retention.audit.commit = commit_then_hold  # type: ignore[method-assign]
+    retention.audit.commit_many = commit_then_hold  # type: ignore[method-assign]
     try:
         assert retention.purge_due() == 0
     finally:
-        retention.audit.commit = commit  # type: ignore[method-assign]
+        retention.audit.commit_many = commit_many  # type: ignore[method-assign]
     assert held == [True]  # the purge did start on the session: the hold stopped it
     assert len(files(audited)) == 2
     fresh = {"sdp_suki_token": issue_token(who.tenant, now=clock.now(), ttl_seconds=60)}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import logging
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
@@ -127,6 +128,12 @@ class AccessLog(Protocol):
         """Write the event durably before returning (threads); ``Unavailable`` if impossible."""
         ...
 
+    def commit_many(self, events: Sequence[AccessEvent]) -> None:
+        """Write all the events durably before returning, as one append where the log can
+        (the purge logs a batch of recordings with one commit and one sync, not one each);
+        ``Unavailable`` unless every one of them is confirmed."""
+        ...
+
     async def commit_async(self, event: AccessEvent) -> None:
         """The same, for the event loop."""
         ...
@@ -148,6 +155,10 @@ class LoggingAccessLog:
 
     def commit(self, event: AccessEvent) -> None:
         self.record(event)
+
+    def commit_many(self, events: Sequence[AccessEvent]) -> None:
+        for event in events:
+            self.record(event)
 
     async def commit_async(self, event: AccessEvent) -> None:
         self.record(event)
@@ -171,6 +182,11 @@ class MemoryAccessLog:
         if self.failing:
             raise Unavailable("The access log cannot be written; nothing was served.")
         self.events.append(event)
+
+    def commit_many(self, events: Sequence[AccessEvent]) -> None:
+        if self.failing:  # all or nothing, as the durable log's one append
+            raise Unavailable("The access log cannot be written; nothing was served.")
+        self.events.extend(events)
 
     async def commit_async(self, event: AccessEvent) -> None:
         self.commit(event)

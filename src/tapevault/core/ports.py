@@ -7,7 +7,7 @@ it never imports SQL, HTTP or a cloud SDK. Implementations live in ``tapevault.d
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -391,7 +391,22 @@ class Repository(Protocol):
         are written in the same transaction when it changed."""
         ...
 
-    def mark_removed(self, recording_id: str, now_ms: int) -> None: ...
+    def tombstone_many(
+        self,
+        erasures: Sequence[tuple[Recording, Sequence[Event | None]]],
+        status: RecordingStatus,
+        *,
+        purged_ms: int,
+        deleted_by: str | None = None,
+        unless_held: bool = True,
+    ) -> set[str]:
+        """``tombstone`` for each (recording, its events), all in one transaction, each with
+        its own conditions; the ids of those tombstoned."""
+        ...
+
+    def mark_removed_many(self, recording_ids: Collection[str], now_ms: int) -> None:
+        """Record that the audio of these tombstones left storage."""
+        ...
 
     def pending_removals(self, limit: int) -> Sequence[Recording]:
         """Tombstones whose audio is still to be removed from storage."""
@@ -405,6 +420,10 @@ class Repository(Protocol):
 
     def get_merged(self, partner_id: str, session_id: str) -> Recording | None:
         """The session's merged rendition (sequence 0), if one was ever made."""
+        ...
+
+    def merged_renditions(self, sessions: Collection[tuple[str, str]]) -> Sequence[Recording]:
+        """The merged renditions of these (partner id, session id) sessions, in one read."""
         ...
 
     def replace_merged(self, old: Recording | None, new: Recording, job: Job) -> bool:

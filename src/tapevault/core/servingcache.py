@@ -82,6 +82,16 @@ class ServingRepository(Protocol):
         events: Sequence[Event | None] = (),
     ) -> bool: ...
 
+    def tombstone_many(
+        self,
+        erasures: Sequence[tuple[Recording, Sequence[Event | None]]],
+        status: RecordingStatus,
+        *,
+        purged_ms: int,
+        deleted_by: str | None = None,
+        unless_held: bool = True,
+    ) -> set[str]: ...
+
 
 class ServingCache:
     """Read-through cache of servable recordings and settled sessions, with the writes that
@@ -212,6 +222,27 @@ class ServingCache:
             events=events,
         )
         return self._wrote(changed)
+
+    def tombstone_many(
+        self,
+        erasures: Sequence[tuple[Recording, Sequence[Event | None]]],
+        status: RecordingStatus,
+        *,
+        purged_ms: int,
+        deleted_by: str | None = None,
+        unless_held: bool = True,
+    ) -> set[str]:
+        """``tombstone`` for a batch, in one transaction: the ids of those tombstoned (each
+        (recording, events) pair is checked on its own, as ``tombstone`` checks one)."""
+        done = self._repo.tombstone_many(
+            erasures,
+            status,
+            purged_ms=purged_ms,
+            deleted_by=deleted_by,
+            unless_held=unless_held,
+        )
+        self._wrote(bool(done))
+        return done
 
     @contextmanager
     def batch(self) -> Iterator[None]:

@@ -21,8 +21,11 @@ from tapevault.db.schema import webhook_deliveries, webhook_endpoints, webhook_e
 
 def write_events(conn: Connection, events: Iterable[Event | None], now: ColumnElement[int]) -> int:
     """Store each event (None ones skipped) and its deliveries; ``now`` is the database's
-    clock, when deliveries fall due. Returns how many deliveries were queued."""
+    clock, when deliveries fall due. Returns how many deliveries were queued. A tenant's
+    endpoints are read once per call: one transaction, one moment (a purge batch's events
+    would otherwise read them once per recording)."""
     queued = 0
+    subscribed: dict[str, list[tuple[str, str]]] = {}  # tenant: (endpoint id, event types)
     for event in events:
         if event is None:
             continue
@@ -48,13 +51,15 @@ def write_events(conn: Connection, events: Iterable[Event | None], now: ColumnEl
             )
             .returning(webhook_events.c.position)
         ).scalar_one()
-        endpoints = conn.execute(
-            select(webhook_endpoints.c.endpoint_id, webhook_endpoints.c.event_types).where(
-                webhook_endpoints.c.partner_id == event.partner_id,
-                webhook_endpoints.c.disabled_ms.is_(None),
+        if event.partner_id not in subscribed:
+            rows = conn.execute(
+                select(webhook_endpoints.c.endpoint_id, webhook_endpoints.c.event_types).where(
+                    webhook_endpoints.c.partner_id == event.partner_id,
+                    webhook_endpoints.c.disabled_ms.is_(None),
+                )
             )
-        ).all()
-        for endpoint_id, types in endpoints:
+            subscribed[event.partner_id] = [(endpoint_id, types) for endpoint_id, types in rows]
+        for endpoint_id, types in subscribed[event.partner_id]:
             if event.type.value not in types.split():
                 continue
             conn.execute(

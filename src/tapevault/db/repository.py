@@ -9,7 +9,7 @@ see another partner's rows by forgetting a check in Python.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import fields
 from typing import Any
 
@@ -27,6 +27,7 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    tuple_,
     update,
 )
 from sqlalchemy.exc import IntegrityError
@@ -560,38 +561,52 @@ class SqlRepository:
         it was read in and — with ``unless_held`` — its session is not on legal hold *now*: the
         hold is checked in the same statement, so a hold acknowledged a moment ago always wins.
         False when either changed first."""
-        held = exists().where(
-            sessions.c.session_id == recordings.c.session_id, sessions.c.hold_set_ms.is_not(None)
+        done = self.tombstone_many(
+            [(recording, events)],
+            status,
+            purged_ms=purged_ms,
+            deleted_by=deleted_by,
+            unless_held=unless_held,
         )
-        conditions = [
-            recordings.c.recording_id == recording.recording_id,
-            recordings.c.status == recording.status.value,
-        ]
-        if unless_held:
-            conditions.append(~held)
-        with self.engine.begin() as conn:
-            if any(events):
-                # Events of a session are numbered and ordered under its lock (db/outbox.py).
-                _lock_session(conn, recording.partner_id, recording.session_id)
-            changed = conn.execute(
-                update(recordings)
-                .where(*conditions)
-                .values(
-                    status=status.value,
-                    purged_ms=purged_ms,
-                    purge_reason="deleted" if status is RecordingStatus.DELETED else "expired",
-                    deleted_by=deleted_by,
-                )
-            ).rowcount
-            if changed == 1:
-                write_events(conn, events, self._db_now_ms())
-        return changed == 1
+        return recording.recording_id in done
 
-    def mark_removed(self, recording_id: str, now_ms: int) -> None:
+    def tombstone_many(
+        self,
+        erasures: Sequence[tuple[Recording, Sequence[Event | None]]],
+        status: RecordingStatus,
+        *,
+        purged_ms: int,
+        deleted_by: str | None = None,
+        unless_held: bool = True,
+    ) -> set[str]:
+        """``tombstone`` for each (recording, its events), in one transaction and one UPDATE
+        that checks each row's own state and its session's hold, as ``tombstone`` does. The ids
+        of those tombstoned; the others changed first (the caller re-reads them)."""
+        if not erasures:
+            return set()
+        # Every session of the batch is locked first, in one order (sorted): a hold being set
+        # on one of them either committed before (and this UPDATE, later, sees it) or waits for
+        # this transaction; and two purgers whose batches share a session wait for each other
+        # instead of deadlocking (PostgreSQL). Events of a session are numbered and ordered
+        # under its lock too (db/outbox.py).
+        for_update = sorted({(r.session_id, r.partner_id) for r, _ in erasures})
+        values = _tombstone_values(status, purged_ms, deleted_by)
+        with self.engine.begin() as conn:
+            for session_id, partner_id in for_update:
+                _lock_session(conn, partner_id, session_id)
+            done = _tombstone_rows(conn, [r for r, _ in erasures], values, unless_held)
+            reported = [e for r, events in erasures if r.recording_id in done for e in events]
+            write_events(conn, reported, self._db_now_ms())
+        return done
+
+    def mark_removed_many(self, recording_ids: Collection[str], now_ms: int) -> None:
+        """Record that the audio of these tombstones left storage (one statement)."""
+        if not recording_ids:
+            return
         with self.engine.begin() as conn:
             conn.execute(
                 update(recordings)
-                .where(recordings.c.recording_id == recording_id)
+                .where(recordings.c.recording_id.in_(list(recording_ids)))
                 .values(removed_ms=now_ms)
             )
 
@@ -627,6 +642,20 @@ class SqlRepository:
     def get_merged(self, partner_id: str, session_id: str) -> Recording | None:
         row = self.fast.one("merged", (session_id, partner_id))
         return None if row is None else _recording(row)
+
+    def merged_renditions(self, sessions: Collection[tuple[str, str]]) -> Sequence[Recording]:
+        """The merged renditions (sequence 0) of these (partner id, session id) sessions, those
+        that have one, in one query."""
+        if not sessions:
+            return []
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(recordings).where(
+                    recordings.c.sequence_number == MERGED_SEQUENCE,
+                    tuple_(recordings.c.partner_id, recordings.c.session_id).in_(list(sessions)),
+                )
+            ).all()
+        return [_recording(row) for row in rows]
 
     def replace_merged(self, old: Recording | None, new: Recording, job: Job) -> bool:
         """Swap a session's merged rendition for a new (PROCESSING) one with its job, in one
@@ -983,6 +1012,40 @@ def _status_is(status: SessionStatus) -> ColumnElement[bool]:
             return and_(ended, ~pending, some, ~available)
         case _:  # COMPLETED
             return and_(ended, ~pending, or_(~some, available))
+
+
+def _tombstone_values(
+    status: RecordingStatus, purged_ms: int, deleted_by: str | None
+) -> dict[str, Any]:
+    return {
+        "status": status.value,
+        "purged_ms": purged_ms,
+        "purge_reason": "deleted" if status is RecordingStatus.DELETED else "expired",
+        "deleted_by": deleted_by,
+    }
+
+
+def _tombstone_rows(
+    conn: Connection, batch: Sequence[Recording], values: Mapping[str, Any], unless_held: bool
+) -> set[str]:
+    """The compare-and-set of tombstones, one statement for the batch: a row changes only if
+    it is still in the state it was read in and (with ``unless_held``) its session is not
+    held, both checked by the statement itself. The ids it changed."""
+    conditions: list[ColumnElement[bool]] = [
+        tuple_(recordings.c.recording_id, recordings.c.status).in_(
+            [(r.recording_id, r.status.value) for r in batch]
+        )
+    ]
+    if unless_held:
+        held = exists().where(
+            sessions.c.session_id == recordings.c.session_id,
+            sessions.c.hold_set_ms.is_not(None),
+        )
+        conditions.append(~held)
+    changed = conn.execute(
+        update(recordings).where(*conditions).values(**values).returning(recordings.c.recording_id)
+    ).scalars()
+    return set(changed)
 
 
 def _lock_session(conn: Connection, partner_id: str, session_id: str) -> None:
