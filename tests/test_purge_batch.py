@@ -20,7 +20,7 @@ from tapevault.core.access import AccessEvent, Action, MemoryAccessLog
 from tapevault.core.audit import AuditEntry
 from tapevault.core.clock import FixedClock
 from tapevault.core.model import Recording, RecordingStatus, SessionKind, Tenant
-from tapevault.core.retention import Retention
+from tapevault.core.retention import SHARED_WRITER_PACE, PurgePace, Retention
 from tapevault.db.schema import webhook_events
 from tapevault.errors import Unavailable
 from tapevault.runtime import Runtime
@@ -167,7 +167,7 @@ def test_the_log_failing_mid_purge_erases_nothing_of_its_batch(
     _, sessions = expired_sessions(audited, clock, tmp_path, sessions=5, each=1)
     ids = [ids[0] for ids in sessions]
     retention = audited.context.retention
-    retention.batch_size = 2
+    retention.pace = PurgePace(batch=2)
     store = audited.audit_store
     real = store.write
     purge_writes: list[int] = []
@@ -254,7 +254,7 @@ def test_a_batch_reads_merged_renditions_once(
             return _real(*args)
 
         monkeypatch.setattr(repo, name, counted)
-    runtime.context.retention.batch_size = 4
+    runtime.context.retention.pace = PurgePace(batch=4)
     assert runtime.context.retention.purge_due() == 6
     assert calls == Counter({"merged_renditions": 2})
 
@@ -333,3 +333,21 @@ class _Logged:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._log, name)
+
+
+def test_the_purge_rests_after_each_batch_where_it_shares_the_writer(
+    runtime: Runtime, clock: FixedClock, tmp_path: Path
+) -> None:
+    """SQLite (one writer for the API and the purge): small batches, each followed by a rest as
+    long as it took, so the API's writes get the lock between batches; PostgreSQL: no rest.
+    The rest is the batch's own time times ``rest``."""
+    retention = runtime.context.retention
+    sqlite = runtime.engine.dialect.name == "sqlite"
+    assert retention.pace == (SHARED_WRITER_PACE if sqlite else PurgePace())
+    _, sessions = expired_sessions(runtime, clock, tmp_path, sessions=5, each=1)
+    rests: list[float] = []
+    retention.sleep = rests.append
+    retention.pace = PurgePace(batch=2, rest=1.5)
+    assert retention.purge_due() == 5
+    assert len(rests) == 3 and all(r > 0 for r in rests)
+    assert all(recording(runtime, ids[0]).status is EXPIRED for ids in sessions)

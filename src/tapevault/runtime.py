@@ -34,7 +34,7 @@ from tapevault.core.playback import PerRequest, PlaybackLog, Playbacks
 from tapevault.core.ports import NodeLocalFiles, ObjectStore
 from tapevault.core.quota import Quotas
 from tapevault.core.renditions import Renditions
-from tapevault.core.retention import Retention
+from tapevault.core.retention import SHARED_WRITER_PACE, Retention
 from tapevault.core.servingcache import ServingCache
 from tapevault.core.sessions import Sessions
 from tapevault.core.tenants import Tenants
@@ -248,6 +248,8 @@ def open_runtime(
     webhooks = Webhooks(webhook_store, lambda: now_ms(clock), CheckAddress(receivers))
     renditions = Renditions(vault, repo)
     retention = Retention(vault, repo, access_log, RetentionCounter())
+    if engine.dialect.name == "sqlite":
+        retention.pace = SHARED_WRITER_PACE
     accel, deliveries = _accel(settings, store, playbacks, clock)
     context = AppContext(
         settings=settings,
