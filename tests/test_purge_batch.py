@@ -21,6 +21,7 @@ from tapevault.core.audit import AuditEntry
 from tapevault.core.clock import FixedClock
 from tapevault.core.model import Recording, RecordingStatus, SessionKind, Tenant
 from tapevault.core.retention import SHARED_WRITER_PACE, PurgePace, Retention
+from tapevault.db.repository import tombstone_statement
 from tapevault.db.schema import webhook_events
 from tapevault.errors import Unavailable
 from tapevault.runtime import Runtime
@@ -351,3 +352,20 @@ def test_the_purge_rests_after_each_batch_where_it_shares_the_writer(
     assert retention.purge_due() == 5
     assert len(rests) == 3 and all(r > 0 for r in rests)
     assert all(recording(runtime, ids[0]).status is EXPIRED for ids in sessions)
+
+
+def test_the_tombstone_statement_finds_its_rows_by_key_on_sqlite(
+    runtime: Runtime, clock: FixedClock, tmp_path: Path
+) -> None:
+    """SQLite's plan for the batch's UPDATE searches ``recordings`` by its key: with the
+    (id, status) pairs alone it scanned the whole table under the database's write lock."""
+    if runtime.engine.dialect.name != "sqlite":
+        return  # PostgreSQL probes the key either way (BENCHMARKS.md)
+    _, sessions = expired_sessions(runtime, clock, tmp_path, sessions=1, each=2)
+    batch = [recording(runtime, rid) for rid in sessions[0]]
+    statement = tombstone_statement(batch, {"status": "expired"}, unless_held=True)
+    sql = str(statement.compile(runtime.engine, compile_kwargs={"literal_binds": True}))
+    with runtime.engine.connect() as conn:
+        plan = [str(row[-1]) for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql)]
+    assert any(step.startswith("SEARCH recordings USING") for step in plan), plan
+    assert not any(step.startswith("SCAN recordings") for step in plan), plan

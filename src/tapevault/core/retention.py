@@ -58,7 +58,7 @@ class PurgePace:
     rest: float = 0.0
 
 
-SHARED_WRITER_PACE = PurgePace(batch=25, rest=1.0)
+SHARED_WRITER_PACE = PurgePace(batch=50, rest=1.0)
 
 
 class RetentionCounts(Protocol):
