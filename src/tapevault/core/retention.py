@@ -358,8 +358,12 @@ class Retention:
             if r.recording_id not in done and self._tombstone(r, expired, None)[1]:
                 self.counts.purged(1)
                 gone.append(r)
-        self._retire_renditions(gone, expired, None)
-        return len(gone)
+        # A rendition retired here is purged with its inputs: counted too (once: one this
+        # batch or an earlier one tombstoned is not retired again, and not counted when due).
+        retired = self._retire_renditions(gone, expired, None)
+        if retired:
+            self.counts.purged(retired)
+        return len(gone) + retired
 
     # --- helpers ----------------------------------------------------------------------------
 
@@ -427,16 +431,18 @@ class Retention:
 
     def _retire_renditions(
         self, gone: Sequence[Recording], status: RecordingStatus, by: str | None
-    ) -> None:
+    ) -> int:
         """A merged rendition holds the audio of its inputs: when one of them is deleted or
         purged, the rendition goes too (a new one is made from what is left, on request). One
-        read for the whole batch finds the sessions that have one."""
+        read for the whole batch finds the sessions that have one. How many this tombstoned."""
         sessions = {(r.partner_id, r.session_id) for r in gone if r.channel != MERGED_CHANNEL}
         if not sessions:
-            return
+            return 0
+        retired = 0
         for merged in self.repo.merged_renditions(sessions):
-            if merged.status not in TOMBSTONES:
-                self._erase(merged, status, by)
+            if merged.status not in TOMBSTONES and self._tombstone(merged, status, by)[1]:
+                retired += 1
+        return retired
 
     def _recompute_rendition(self, session: Session, recordings: Sequence[Recording]) -> None:
         """A rendition expires with the first of its inputs: after a retention change, its
