@@ -4,15 +4,21 @@ says for HEAD and for signed metadata reads. On SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections import Counter
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import select
 
 from tapevault.audio_gen import tone_wav_bytes
 from tapevault.auth.suki import issue_token
 from tapevault.cli_compliance import cli_actor
 from tapevault.core.clock import FixedClock
+from tapevault.core.model import MERGED_CHANNEL, Recording
+from tapevault.core.retention import PurgePace
+from tapevault.db.schema import webhook_events
 from tapevault.runtime import Runtime
 from tests.dialects import Customer, asgi_client, customer, local, upload_channel
 from tests.support import integrated_records
@@ -109,6 +115,62 @@ async def test_retention_changes_carry_over_to_the_rendition(
     assert (await client.get(local(merged))).status_code == 410
     assert audited.context.retention.purge_due() == 3
     assert files(audited) == set()
+
+
+class _MergedLast:
+    """The repository, handing the due merged renditions to the purge after their inputs."""
+
+    def __init__(self, repo: Any) -> None:
+        self._repo = repo
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._repo, name)
+
+    def due_for_purge(self, now_ms: int, limit: int) -> Sequence[Recording]:
+        due = self._repo.due_for_purge(now_ms, limit)
+        return sorted(due, key=lambda r: r.channel == MERGED_CHANNEL)
+
+
+@pytest.mark.parametrize("batch", [1, 200])
+async def test_a_rendition_its_inputs_purge_retired_is_counted_once(
+    client: httpx.AsyncClient,
+    audited: Runtime,
+    who: Customer,
+    clock: FixedClock,
+    monkeypatch: pytest.MonkeyPatch,
+    batch: int,
+) -> None:
+    """The merged file is due with its channels but comes after them, in a later batch (or
+    the same one): the first channel's purge retires it, and the purge counts it once (not
+    twice, not never) and removes every file; each channel is reported to webhooks once (a
+    rendition is not reported)."""
+    urls, _ = await merged_call(client, audited, who)
+    channels = [
+        local(urls[n]).split("/media/")[1].split(".wav")[0] for n in ("inbound_url", "outbound_url")
+    ]
+    for rid in channels:
+        changed = await client.put(
+            f"/api/v1/recordings/{rid}/retention",
+            headers=who.bearer,
+            json={"retention_seconds": 60},
+        )
+        assert changed.status_code == 200
+    clock.advance(120)
+    retention = audited.context.retention
+    monkeypatch.setattr(retention, "repo", _MergedLast(retention.repo))
+    monkeypatch.setattr(retention, "pace", PurgePace(batch=batch))
+    assert retention.purge_due() == 3
+    assert retention.purge_due() == 0
+    assert files(audited) == set()
+    with audited.repo.engine.connect() as conn:
+        reported = Counter(
+            conn.execute(
+                select(webhook_events.c.recording_id).where(
+                    webhook_events.c.type == "recording.expired"
+                )
+            ).scalars()
+        )
+    assert reported == Counter(channels)
 
 
 @pytest.mark.parametrize("level", ["session", "tenant"])

@@ -352,12 +352,18 @@ class Retention:
         gone = list(tombstoned)
         # The others changed since the due query (a hold, a worker, another purger): one at a
         # time, as a deletion does; ``_erase`` re-reads, yields to a hold, follows a move.
+        # Counted only when this purge tombstoned it: one another purger (or this batch's
+        # retiring of a rendition) got first is neither counted again nor retired again.
         for r in batch:
-            if r.recording_id not in done and self._erase(r, expired, None).status is expired:
+            if r.recording_id not in done and self._tombstone(r, expired, None)[1]:
                 self.counts.purged(1)
                 gone.append(r)
-        self._retire_renditions(gone, expired, None)
-        return len(gone)
+        # A rendition retired here is purged with its inputs: counted too (once: one this
+        # batch or an earlier one tombstoned is not retired again, and not counted when due).
+        retired = self._retire_renditions(gone, expired, None)
+        if retired:
+            self.counts.purged(retired)
+        return len(gone) + retired
 
     # --- helpers ----------------------------------------------------------------------------
 
@@ -369,12 +375,19 @@ class Retention:
         not held at that moment, so a hold acknowledged meanwhile always wins and a crash can
         only leave audio that is no longer served (``finish_removals`` takes it away). Returns
         the recording as it ends: tombstoned, or unchanged when a hold stopped it."""
+        return self._tombstone(r, status, by, refuse_held=refuse_held)[0]
+
+    def _tombstone(
+        self, r: Recording, status: RecordingStatus, by: str | None, *, refuse_held: bool = False
+    ) -> tuple[Recording, bool]:
+        """``_erase``, and whether this call wrote the tombstone (False: a hold stopped it, it
+        was gone already, or it kept changing)."""
         repo = self.repo
         now = now_ms(self.vault.clock)
         current: Recording | None = r
         for _attempt in range(3):
             if current is None or current.status in TOMBSTONES:
-                return current or r  # gone already: another actor got there first
+                return current or r, False  # gone already: another actor got there first
             erased = events.recording_erased(current, status, now)
             if self.vault.cache.tombstone(
                 current, status, purged_ms=now, deleted_by=by, events=[erased]
@@ -387,14 +400,14 @@ class Retention:
                         "A legal hold was set on the session meanwhile; nothing more of it "
                         "was deleted."
                     )
-                return r  # the purge yields to the hold
+                return r, False  # the purge yields to the hold
             # It moved on (a worker finished it): tombstone what it is now.
             current = repo.get_recording(r.recording_id)
         else:
-            return r
+            return r, False
         tombstoned = _tombstoned(current, status, now, by)
         self._remove_audio([tombstoned])
-        return tombstoned
+        return tombstoned, True
 
     def _remove_audio(self, gone: Sequence[Recording]) -> None:
         """Delete the audio of tombstones, then mark them removed in one statement (a crash in
@@ -418,16 +431,18 @@ class Retention:
 
     def _retire_renditions(
         self, gone: Sequence[Recording], status: RecordingStatus, by: str | None
-    ) -> None:
+    ) -> int:
         """A merged rendition holds the audio of its inputs: when one of them is deleted or
         purged, the rendition goes too (a new one is made from what is left, on request). One
-        read for the whole batch finds the sessions that have one."""
+        read for the whole batch finds the sessions that have one. How many this tombstoned."""
         sessions = {(r.partner_id, r.session_id) for r in gone if r.channel != MERGED_CHANNEL}
         if not sessions:
-            return
+            return 0
+        retired = 0
         for merged in self.repo.merged_renditions(sessions):
-            if merged.status not in TOMBSTONES:
-                self._erase(merged, status, by)
+            if merged.status not in TOMBSTONES and self._tombstone(merged, status, by)[1]:
+                retired += 1
+        return retired
 
     def _recompute_rendition(self, session: Session, recordings: Sequence[Recording]) -> None:
         """A rendition expires with the first of its inputs: after a retention change, its
