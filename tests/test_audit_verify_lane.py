@@ -31,7 +31,7 @@ from tapevault.core.auditverify import WINDOW, VerifyReport, verify
 from tapevault.core.clock import FixedClock
 from tapevault.db.auditstore import _record_of, entry_json
 from tapevault.runtime import Runtime, open_runtime
-from tests.test_audit_chain import FAKE, KEYS, SIGNER, make_entry
+from tests.auditentries import FAKE, KEYS, SIGNER, make_entry
 
 L = 5 * WINDOW + 20  # long enough for the lane to run, leave and come back more than once
 ENTRIES = [make_entry(i) for i in range(L)]
