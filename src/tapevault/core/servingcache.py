@@ -71,17 +71,6 @@ class ServingRepository(Protocol):
         self, recording_id: str, expires_ms: int, retention_seconds: int | None, level: str
     ) -> None: ...
 
-    def tombstone(
-        self,
-        recording: Recording,
-        status: RecordingStatus,
-        *,
-        purged_ms: int,
-        deleted_by: str | None = None,
-        unless_held: bool = True,
-        events: Sequence[Event | None] = (),
-    ) -> bool: ...
-
     def tombstone_many(
         self,
         erasures: Sequence[tuple[Recording, Sequence[Event | None]]],
@@ -213,15 +202,15 @@ class ServingCache:
         unless_held: bool = True,
         events: Sequence[Event | None] = (),
     ) -> bool:
-        changed = self._repo.tombstone(
-            recording,
+        """One recording's tombstone: a batch of one (the same statement and conditions)."""
+        done = self.tombstone_many(
+            [(recording, events)],
             status,
             purged_ms=purged_ms,
             deleted_by=deleted_by,
             unless_held=unless_held,
-            events=events,
         )
-        return self._wrote(changed)
+        return recording.recording_id in done
 
     def tombstone_many(
         self,
